@@ -1,0 +1,56 @@
+# leo-emu: every target installs what it needs (apt packages and pip) itself.
+# Run as root: sudo make demo | sudo make test | sudo make test-kernel
+
+PYTHON ?= python3
+SCENARIO ?= topologies/default.yaml
+APT_PACKAGES := iproute2 iputils-ping iperf3 tcpdump nftables ethtool procps
+OUT := out
+
+.PHONY: install install-apt install-py demo test test-unit test-integration test-kernel bench clean
+
+install: install-apt install-py
+
+install-apt:
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+	  echo "installing apt packages: $(APT_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	fi
+
+install-py:
+	@$(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+
+demo: install
+	@mkdir -p $(OUT)
+	leo-emu validate $(SCENARIO)
+	leo-emu snapshot $(SCENARIO) --time 0 --format json > $(OUT)/snapshot-t0.json
+	@$(PYTHON) -c "import json; d=json.load(open('$(OUT)/snapshot-t0.json')); print('snapshot t=0:', d['counts'])"
+	@if [ -f emu/cli/plan_cmds.py ]; then $(MAKE) --no-print-directory demo-plan; fi
+	@if [ -f emu/cli/dataplane_cmds.py ]; then $(MAKE) --no-print-directory demo-run; fi
+
+demo-plan:
+	leo-emu plan $(SCENARIO) -o $(OUT)/default.plan.db
+	leo-emu verify $(OUT)/default.plan.db
+	leo-emu path $(OUT)/default.plan.db ut1 gs-london --slice 0 --format json
+
+demo-run:
+	bash scripts/demo.sh $(SCENARIO) $(OUT)
+
+# pytest exits 5 when it ran no test: that is a failure, never a pass.
+test: install
+	@$(PYTHON) -m pytest tests/unit tests/integration -q; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: pytest ran no test (exit 5)" >&2; exit 1; fi; exit $$rc
+
+test-unit: install-py
+	$(PYTHON) -m pytest tests/unit -q
+
+test-integration: install
+	$(PYTHON) -m pytest tests/integration -q
+
+test-kernel: install
+	bash scripts/vm/run-tests.sh
+
+bench: install
+	$(PYTHON) scripts/bench_snapshots.py topologies/starlink-shell1.yaml
+
+clean:
+	rm -rf $(OUT) .pytest_cache build *.egg-info

@@ -1,0 +1,252 @@
+"""The scenario: a declarative description of one emulated constellation.
+
+A scenario file (YAML, in ``topologies/``) is validated strictly on load:
+unknown keys, wrong types and out-of-range values are rejected with the
+field's dotted path and the offending value (see :mod:`emu.scenario.load`).
+The model only *describes*; later stages (orbit, snapshot, plan, data plane)
+realise it.
+
+Terrestrial addressing lives in 0.0.0.0/4 (user pools default to 10/8): the
+GRC encoding never uses shell code 0, so no GRC can collide with it
+(see :mod:`emu.addressing.grc`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import datetime, timezone
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,11}$")]
+"""Node names: short (they become namespace and interface name parts), lowercase."""
+
+Lat = Annotated[float, Field(ge=-90.0, le=90.0)]
+Lon = Annotated[float, Field(ge=-180.0, le=180.0)]
+Index8 = Annotated[int, Field(ge=0, le=255)]
+Elevation = Annotated[float, Field(ge=0.0, lt=90.0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class Shell(Strict):
+    """One shell: a Walker constellation, or the satellites of a TLE file.
+
+    spec: satellite-semantic-addressing §4.2 (shell groups), §5.1 (indexes).
+    """
+
+    name: Name
+    altitude_km: Annotated[float, Field(ge=160.0, le=2000.0)] | None = None
+    inclination_deg: Annotated[float, Field(ge=0.0, le=180.0)] | None = None
+    planes: Annotated[int, Field(ge=1, le=256)] | None = None
+    sats_per_plane: Annotated[int, Field(ge=1, le=256)] | None = None
+    phasing: Annotated[int, Field(ge=0, le=255)] = 0
+    pattern: Literal["delta", "star"] = "delta"
+    tle_file: str | None = None
+    raan_offset_deg: Annotated[float, Field(ge=0.0, lt=360.0)] = 0.0
+
+    @model_validator(mode="after")
+    def _walker_or_tle(self) -> "Shell":
+        walker = [self.altitude_km, self.inclination_deg, self.planes, self.sats_per_plane]
+        if self.tle_file is None:
+            for fname, v in zip(("altitude_km", "inclination_deg", "planes", "sats_per_plane"), walker):
+                if v is None:
+                    raise ValueError(f"{fname} is required for a Walker shell (or give tle_file)")
+            if self.phasing >= self.planes:
+                raise ValueError(f"phasing must be < planes ({self.planes})")
+        elif self.planes is None or self.sats_per_plane is None:
+            raise ValueError("a TLE shell needs planes and sats_per_plane to index its satellites")
+        return self
+
+    @property
+    def size(self) -> int:
+        return int(self.planes) * int(self.sats_per_plane)
+
+
+class PlaneSet(Strict):
+    """Planes of one shell owned by an operator: a list, or 'all' / 'even' / 'odd'."""
+
+    shell: Index8 = 0
+    planes: list[Index8] | Literal["all", "even", "odd"] = "all"
+
+    def resolve(self, n_planes: int) -> list[int]:
+        if self.planes == "all":
+            return list(range(n_planes))
+        if self.planes == "even":
+            return list(range(0, n_planes, 2))
+        if self.planes == "odd":
+            return list(range(1, n_planes, 2))
+        return sorted(set(self.planes))
+
+
+class Operator(Strict):
+    """A satellite network operator (SNO). spec: inter-sno-mobility-framework."""
+
+    name: Name
+    owner_code: Index8
+    user_pool: str
+    owns: list[PlaneSet] = Field(default_factory=lambda: [PlaneSet()])
+
+    @field_validator("user_pool")
+    @classmethod
+    def _pool(cls, v: str) -> str:
+        net = ipaddress.ip_network(v, strict=True)
+        if net.version != 4 or not net.subnet_of(ipaddress.ip_network("0.0.0.0/4")):
+            raise ValueError("must be an IPv4 prefix inside 0.0.0.0/4 (the GRC-free terrestrial range)")
+        if net.prefixlen > 28:
+            raise ValueError("must hold at least 16 addresses (/28 or shorter)")
+        return str(net)
+
+
+class GroundStation(Strict):
+    name: Name
+    lat: Lat
+    lon: Lon
+    operator: Name
+    min_elevation_deg: Elevation = 25.0
+
+
+class UserTerminal(Strict):
+    name: Name
+    lat: Lat
+    lon: Lon
+    operator: Name
+    device: Name
+    min_elevation_deg: Elevation = 25.0
+
+
+class Internet(Strict):
+    name: Name = "inet"
+    prefix: str = "12.0.0.0/24"
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        net = ipaddress.ip_network(v, strict=True)
+        if net.version != 4 or not net.subnet_of(ipaddress.ip_network("0.0.0.0/4")):
+            raise ValueError("must be an IPv4 prefix inside 0.0.0.0/4 (the GRC-free terrestrial range)")
+        return str(net)
+
+
+class TimeCfg(Strict):
+    epoch: datetime = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    slice_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 15.0
+    duration: Annotated[float, Field(gt=0.0, le=7 * 86400.0)] | Literal["one_orbit"] = "one_orbit"
+
+    @field_validator("epoch")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            v = v.replace(tzinfo=timezone.utc)
+        return v.astimezone(timezone.utc)
+
+
+class LinkCfg(Strict):
+    isl_rate_mbit: Annotated[float, Field(gt=0.0, le=100000.0)] = 1000.0
+    ground_rate_mbit: Annotated[float, Field(gt=0.0, le=100000.0)] = 500.0
+    terrestrial_rate_mbit: Annotated[float, Field(gt=0.0, le=100000.0)] = 10000.0
+    terrestrial_delay_ms: Annotated[float, Field(ge=0.0, le=1000.0)] = 5.0
+    polar_lat_deg: Annotated[float, Field(gt=0.0, le=90.0)] = 75.0
+    seam: Literal["auto", "down", "wrap"] = "auto"
+    inter_shell: bool = True
+
+
+class GrcCfg(Strict):
+    """GRC parameters. spec: grc-based-routing §GRC encoding, §Dynamic GRC Binding."""
+
+    level: Annotated[int, Field(ge=0, le=6)] = 6
+    footprint_level: Annotated[int, Field(ge=0, le=6)] = 2
+    shell_codes: list[Annotated[int, Field(ge=0, le=15)]] | None = None
+    ipv6_prefix: str = "fd00:6772:6300::/96"
+
+
+class AddressingCfg(Strict):
+    """Semantic addressing. spec: satellite-semantic-addressing §5.4."""
+
+    semantic_prefix: str = "fd00:5a7::/64"
+    oui: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){2}$")] = "02:00:5a"
+
+
+class RoutingCfg(Strict):
+    """Planner policies. spec: grc-based-routing §Routing Table Structure."""
+
+    multipath: Literal["ecmp", "ucmp", "active-standby"] = "ecmp"
+    ucmp_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    attach_policy: Literal["highest-elevation", "longest-visibility", "nearest"] = "highest-elevation"
+    gs_selection: Literal["proximity", "load-balance", "primary-backup"] = "proximity"
+    satellite_destinations: bool = True
+    aggregate: bool = True
+
+
+class Scenario(Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    description: str = ""
+    time: TimeCfg = TimeCfg()
+    shells: Annotated[list[Shell], Field(min_length=1, max_length=12)]
+    operators: Annotated[list[Operator], Field(min_length=1, max_length=16)]
+    ground_stations: list[GroundStation] = Field(default_factory=list)
+    user_terminals: list[UserTerminal] = Field(default_factory=list)
+    internet: Internet = Internet()
+    links: LinkCfg = LinkCfg()
+    grc: GrcCfg = GrcCfg()
+    addressing: AddressingCfg = AddressingCfg()
+    routing: RoutingCfg = RoutingCfg()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Scenario":
+        _unique("shells", [s.name for s in self.shells])
+        _unique("operators", [o.name for o in self.operators])
+        _unique("operators.owner_code", [o.owner_code for o in self.operators])
+        nodes = [g.name for g in self.ground_stations] + [u.name for u in self.user_terminals]
+        nodes += [u.device for u in self.user_terminals] + [self.internet.name]
+        nodes += [o.name for o in self.operators]
+        _unique("node names", nodes)
+        ops = {o.name for o in self.operators}
+        for kind, items in (("ground_stations", self.ground_stations), ("user_terminals", self.user_terminals)):
+            for i, item in enumerate(items):
+                if item.operator not in ops:
+                    raise ValueError(f"{kind}.{i}.operator: unknown operator (got {item.operator!r})")
+        for i, op in enumerate(self.operators):
+            for j, ps in enumerate(op.owns):
+                if ps.shell >= len(self.shells):
+                    raise ValueError(f"operators.{i}.owns.{j}.shell: no such shell (got {ps.shell})")
+                n = self.shells[ps.shell].planes
+                if isinstance(ps.planes, list) and any(p >= n for p in ps.planes):
+                    raise ValueError(f"operators.{i}.owns.{j}.planes: plane index >= {n} (got {ps.planes})")
+        pools = [ipaddress.ip_network(o.user_pool) for o in self.operators]
+        for a in range(len(pools)):
+            for b in range(a + 1, len(pools)):
+                if pools[a].overlaps(pools[b]):
+                    raise ValueError(f"operators.{b}.user_pool: overlaps operators.{a}.user_pool (got {str(pools[b])!r})")
+        alts = [s.altitude_km for s in self.shells if s.altitude_km is not None]
+        if alts != sorted(alts):
+            raise ValueError("shells: must be listed by increasing altitude (shell index = altitude order, semantic-addressing §5.1)")
+        if self.grc.shell_codes is not None and len(self.grc.shell_codes) < len(self.shells):
+            raise ValueError(f"grc.shell_codes: needs one code per shell (got {self.grc.shell_codes!r})")
+        return self
+
+    # --- convenience -------------------------------------------------------
+    @property
+    def n_satellites(self) -> int:
+        return sum(s.size for s in self.shells)
+
+    def operator(self, name: str) -> Operator:
+        for o in self.operators:
+            if o.name == name:
+                return o
+        raise KeyError(name)
+
+
+def _unique(field: str, values: list) -> None:
+    seen = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"{field}: duplicate (got {v!r})")
+        seen.add(v)
+
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")

@@ -1,0 +1,115 @@
+"""Snapshots: ISL rules (seam, polar), visibility, bindings, on hand-checked small constellations."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import h3
+import numpy as np
+from click.testing import CliRunner
+from skyfield.api import EarthSatellite, wgs84
+
+from emu.cli.main import cli
+from emu.orbit.constellation import DOWN, E, N, UP, W
+from emu.orbit.propagate import timescale
+from emu.snapshot.series import SnapshotSeries
+
+from .helpers import ROOT, loaded, scenario_dict
+
+
+def test_polar_links_drop_above_threshold() -> None:
+    d = scenario_dict()
+    d["shells"][0].update(pattern="star", inclination_deg=87.9, altitude_km=1200, planes=4, sats_per_plane=6)
+    d["links"] = {"polar_lat_deg": 70}
+    d["time"]["duration"] = 3000
+    series = SnapshotSeries(loaded(d))
+    for snap in series:
+        L = snap.links
+        inter = (L.dir_a == E)
+        assert (np.abs(snap.lat[L.a[inter]]) <= 70).all() and (np.abs(snap.lat[L.b[inter]]) <= 70).all()
+        # intra-plane links are always there: 4 planes x 6
+        assert (L.dir_a == N).sum() == 24
+        # seam: no link between the last plane (3) and plane 0
+        c = snap.constellation
+        assert not np.any((c.plane[L.a[inter]] == 3) & (c.plane[L.b[inter]] == 0))
+    # over the run, some inter-plane links were down (polar) and some up
+    counts = [int((s.links.dir_a == E).sum()) for s in series]
+    assert min(counts) < 18 and max(counts) > 0
+
+
+def test_link_lengths_and_delays() -> None:
+    series = SnapshotSeries(loaded(scenario_dict()))
+    snap = series[0]
+    L = snap.links
+    ref = np.linalg.norm(snap.ecef[L.a] - snap.ecef[L.b], axis=-1)
+    assert np.allclose(L.length_km, ref)
+    # intra-plane spacing of 4 satellites at 550 km: chord = 2 r sin(45 deg)
+    r = np.linalg.norm(snap.ecef, axis=-1).mean()
+    intra = L.length_km[L.dir_a == N]
+    assert np.allclose(intra, 2 * r * math.sin(math.pi / 4), rtol=5e-3)
+    assert np.allclose(L.delay_ms, L.length_km / 299792.458 * 1e3)
+    nb = snap.neighbours
+    assert (nb[L.a, L.dir_a] == L.b).all()
+
+
+def test_visibility_matches_skyfield() -> None:
+    d = scenario_dict()
+    d["ground_stations"] = [{"name": "g", "lat": 40.0, "lon": -3.0, "operator": "a", "min_elevation_deg": 0.0}]
+    d["time"]["duration"] = 6000
+    d["time"]["slice_s"] = 60
+    series = SnapshotSeries(loaded(d))
+    v = series.visibility
+    ts = timescale()
+    from sgp4 import exporter
+
+    gs = wgs84.latlon(40.0, -3.0)
+    for k in np.unique(v.sat)[:3]:
+        rec = series.constellation.satrecs[k]
+        sat = EarthSatellite(*exporter.export_tle(rec), ts=ts)
+        rows = np.nonzero(v.sat == k)[0][:5]
+        for i in rows:
+            t = ts.utc(2026, 1, 1, 0, 0, float(series.times_s[v.slice[i]]))
+            alt, _, dist = (sat - gs).at(t).altaz()
+            assert abs(alt.degrees - v.elevation_deg[i]) < 0.15  # TLE export rounding of the elements
+            assert abs(dist.km - v.range_km[i]) < 25
+
+
+def test_bindings_are_subsatellite_cells() -> None:
+    series = SnapshotSeries(loaded(scenario_dict()))
+    snap = series[1]
+    for k in range(snap.constellation.size):
+        assert int(snap.bound_cell[k]) == h3.str_to_int(h3.latlng_to_cell(snap.lat[k], snap.lon[k], 6))
+    cells = snap.footprint_cells(0, 25.0)
+    assert h3.str_to_int(h3.latlng_to_cell(snap.lat[0], snap.lon[0], 2)) in cells
+    assert all(h3.get_resolution(h3.int_to_str(c)) == 2 for c in cells)
+    # coverage radius at 550 km / 25 deg is ~940 km: a level-2 cell is ~300 km across, so tens of cells
+    assert 10 < len(cells) < 200
+
+
+def test_two_shells_have_up_down_links() -> None:
+    d = scenario_dict()
+    d["shells"] = [
+        {"name": "lo", "altitude_km": 540, "inclination_deg": 53, "planes": 4, "sats_per_plane": 6},
+        {"name": "hi", "altitude_km": 570, "inclination_deg": 53, "planes": 4, "sats_per_plane": 6},
+    ]
+    snap = SnapshotSeries(loaded(d))[0]
+    L = snap.links
+    up = L.dir_a == UP
+    assert up.any()
+    c = snap.constellation
+    assert (c.shell[L.a[up]] == 0).all() and (c.shell[L.b[up]] == 1).all()
+    assert (L.dir_b[up] == DOWN).all() and not L.steady[up].any()
+    nb = snap.neighbours
+    lower = L.a[up][0]
+    assert nb[nb[lower, UP], DOWN] == lower
+
+
+def test_snapshot_cli_json() -> None:
+    res = CliRunner().invoke(cli, ["snapshot", str(ROOT / "topologies" / "default.yaml"), "--time", "30",
+                                   "--format", "json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["slice"] == 2 and d["counts"]["satellites"] == 48 and d["counts"]["isls"] == 96
+    assert {"a", "b", "dir_a", "delay_ms"} <= set(d["isls"][0])
+    assert all(g["elevation_deg"] >= 10 for g in d["ground_links"])
