@@ -274,8 +274,8 @@ def _cell_int(cell: str | int) -> tuple[int, str]:
         index = int(text, 16) if ok else 0
     elif isinstance(cell, (int, np.integer)) and not isinstance(cell, bool):
         index = int(cell)
-        ok = 0 <= index < 1 << 64 and h3.is_valid_cell(index)
         text = format(index, "x")
+        ok = 0 <= index < 1 << 64 and h3.is_valid_cell(text)
     else:
         ok, text, index = False, repr(cell), 0
     if not ok:

@@ -1,0 +1,217 @@
+"""Attachments, handovers, GRC bindings and the multi-source mapping table.
+
+spec: grc-based-routing §Dynamic GRC Binding (satellites re-bind the GRC of
+the region under them), §Data Forwarding Process step 2 (multi-source
+mapping table, UT's choice of GS GRC), §Routing Database.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from h3.api import basic_int as h3i
+
+from emu.addressing import grc as grcmod
+from emu.snapshot.series import SnapshotSeries
+
+
+@dataclass(frozen=True)
+class Attachments:
+    """serving[k, g]: satellite serving ground node g in slice k (-1: none visible)."""
+
+    serving: np.ndarray
+    elevation_deg: np.ndarray
+    range_km: np.ndarray
+
+    def handovers(self) -> list[tuple[int, int, int, int]]:
+        """(slice, node, from_sat, to_sat) for every change of serving satellite (including to/from -1)."""
+        s = self.serving
+        k, g = np.nonzero(s[1:] != s[:-1])
+        return [(int(kk) + 1, int(gg), int(s[kk, gg]), int(s[kk + 1, gg])) for kk, gg in zip(k, g)]
+
+
+def attachments(series: SnapshotSeries, policy: str) -> Attachments:
+    v = series.visibility
+    T, G = len(series), series.ground.size
+    serving = np.full((T, G), -1, dtype=np.int32)
+    elev = np.full((T, G), np.nan)
+    rng = np.full((T, G), np.nan)
+    if len(v.node) == 0:
+        return Attachments(serving, elev, rng)
+    if policy == "longest-visibility":
+        score = _remaining_visibility(series) * 1000.0 + v.elevation_deg  # ties: higher elevation
+    elif policy == "nearest":
+        score = -v.range_km
+    else:  # highest-elevation
+        score = v.elevation_deg.astype(float)
+    key = v.slice.astype(np.int64) * G + v.node
+    order = np.lexsort((-score, key))  # within each (slice, node), best score first
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = key[order][1:] != key[order][:-1]
+    best = order[first]
+    serving[v.slice[best], v.node[best]] = v.sat[best]
+    elev[v.slice[best], v.node[best]] = v.elevation_deg[best]
+    rng[v.slice[best], v.node[best]] = v.range_km[best]
+    return Attachments(serving, elev, rng)
+
+
+def _remaining_visibility(series: SnapshotSeries) -> np.ndarray:
+    """For every visibility row, how many consecutive slices (from this one) the pair stays visible."""
+    v = series.visibility
+    N = series.constellation.size
+    pair = v.node.astype(np.int64) * N + v.sat
+    order = np.lexsort((-v.slice, pair))  # per pair, latest slice first
+    out = np.zeros(len(pair), dtype=np.int32)
+    prev_pair, prev_slice, run = -1, -10, 0
+    for i in order.tolist():  # one pass; rows are ~1e6 at most
+        p, s = int(pair[i]), int(v.slice[i])
+        run = run + 1 if (p == prev_pair and s == prev_slice - 1) else 1
+        out[i] = run
+        prev_pair, prev_slice = p, s
+    return out
+
+
+@dataclass(frozen=True)
+class Bindings:
+    """cell[k, s]: H3 cell bound by satellite s in slice k; grc[k, s] its GRC (interface 0)."""
+
+    level: int
+    cell: np.ndarray
+    grc: np.ndarray
+    moved: int  # bindings moved to a neighbouring cell to stay unique
+
+
+def ground_grcs(series: SnapshotSeries, shell_map) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed GRC (interface 0, or the node's ordinal when cells are shared) and destination prefix length per ground node.
+
+    Ground nodes get level-6 cells under shell 0's code. Two ground nodes in one
+    level-6 cell are told apart by the interface field and routed as /32.
+    """
+    code = grcmod.shell_code(0, shell_map)
+    g = series.ground
+    cells = [h3i.latlng_to_cell(float(la), float(lo), 6) for la, lo in zip(g.lat, g.lon)]
+    grcs = np.zeros(g.size, dtype=np.uint32)
+    plen = np.full(g.size, 29, dtype=np.uint8)
+    seen: dict[int, list[int]] = {}
+    for i, c in enumerate(cells):
+        seen.setdefault(c, []).append(i)
+    for c, members in seen.items():
+        if len(members) > grcmod.INTERFACE_MAX + 1:
+            raise ValueError(f"more than {grcmod.INTERFACE_MAX + 1} ground nodes in one level-6 cell {h3i.int_to_str(c)}")
+        for ordinal, i in enumerate(members):
+            grcs[i] = grcmod.encode_cell(c, code, ordinal if len(members) > 1 else 0)
+            if len(members) > 1:
+                plen[i] = 32
+    return grcs, plen
+
+
+def bindings(series: SnapshotSeries, shell_map, ground_cells: set[int]) -> Bindings:
+    """Each satellite binds the cell under it; a cell already taken (by a ground node or a nearer satellite) moves it to the nearest free neighbour."""
+    level = series.loaded.scenario.grc.level
+    cells = series.bound_cells.astype(np.int64).copy()
+    T, N = cells.shape
+    moved = 0
+    taken_ground = ground_cells if level == 6 else set()
+    for k in range(T):
+        row = cells[k]
+        uniq, counts = np.unique(row, return_counts=True)
+        clash = set(uniq[counts > 1].tolist()) | (set(uniq.tolist()) & taken_ground)
+        if not clash:
+            continue
+        used = set(taken_ground)
+        for s in range(N):
+            c = int(row[s])
+            if c in used:
+                ring = 1
+                while True:
+                    free = sorted(x for x in h3i.grid_ring(c, ring) if x not in used)
+                    if free:
+                        row[s] = free[0]
+                        moved += 1
+                        break
+                    ring += 1
+            used.add(int(row[s]))
+    grcs = np.zeros((T, N), dtype=np.uint32)
+    shells = series.constellation.shell
+    for sh in np.unique(shells):
+        cols = np.nonzero(shells == sh)[0]
+        grcs[:, cols] = grcmod.encode_cells_array(cells[:, cols].ravel().astype(np.uint64),
+                                                  grcmod.shell_code(int(sh), shell_map)).reshape(T, len(cols))
+    return Bindings(level, cells.astype(np.uint64), grcs, moved)
+
+
+@dataclass(frozen=True)
+class MappingRow:
+    """Terrestrial prefix -> candidate GS GRCs with attributes (grc-based-routing §Routing Database)."""
+
+    prefix: str
+    operator: str
+    candidates: tuple[dict, ...]
+
+
+def mapping_table(series: SnapshotSeries, ground_grc: np.ndarray) -> list[MappingRow]:
+    sc = series.loaded.scenario
+    g = series.ground
+    rows = []
+    for oi, op in enumerate(sc.operators):
+        cands = []
+        for i in range(g.size):
+            if g.kind[i] == "gs" and g.operator[i] == oi:
+                cands.append({"gs": g.names[i], "node": i, "grc": grcmod.to_ipv4(int(ground_grc[i])),
+                              "lat": float(g.lat[i]), "lon": float(g.lon[i]), "core": op.name})
+        rows.append(MappingRow(sc.internet.prefix, op.name, tuple(cands)))
+    return rows
+
+
+def great_circle_km(lat1, lon1, lat2, lon2) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dl = math.radians(lon2 - lon1)
+    c = math.sin(p1) * math.sin(p2) + math.cos(p1) * math.cos(p2) * math.cos(dl)
+    return 6371.0 * math.acos(max(-1.0, min(1.0, c)))
+
+
+def candidate_order(series: SnapshotSeries, mapping: list[MappingRow]) -> dict[int, list[int]]:
+    """For every user terminal (ground-node index), its home operator's GSs nearest first (static)."""
+    g = series.ground
+    sc = series.loaded.scenario
+    by_op = {r.operator: r for r in mapping}
+    out = {}
+    for u in range(g.size):
+        if g.kind[u] != "ut":
+            continue
+        op = sc.operators[int(g.operator[u])].name
+        cands = sorted(by_op[op].candidates,
+                       key=lambda c: (great_circle_km(g.lat[u], g.lon[u], c["lat"], c["lon"]), c["gs"]))
+        out[u] = [c["node"] for c in cands]
+    return out
+
+
+def select_gs(policy: str, order: dict[int, list[int]], reachable) -> np.ndarray:
+    """One slice's choice of GS per user terminal: (ut_count, 2) ground-node indexes [chosen, backup], -1 for none.
+
+    ``order`` comes from :func:`candidate_order`; ``reachable(ut_node, gs_node)``
+    says whether the satellite segment connects them in this slice.
+    spec: grc-based-routing §Data Forwarding Process step 2 (proximity, load
+    balancing, primary/backup).
+    """
+    out = np.full((len(order), 2), -1, dtype=np.int32)
+    load: dict[int, int] = {}
+    for row_i, (u, nodes) in enumerate(order.items()):
+        ok = [n for n in nodes if reachable(u, n)]
+        if policy == "primary-backup":
+            primary = nodes[0] if nodes else -1
+            backup = nodes[1] if len(nodes) > 1 else -1
+            chosen = primary if primary in ok else (backup if backup in ok else -1)
+            out[row_i] = (chosen, backup if chosen == primary else primary)
+        elif policy == "load-balance":
+            if ok:
+                chosen = min(ok, key=lambda n: (load.get(n, 0), nodes.index(n)))
+                load[chosen] = load.get(chosen, 0) + 1
+                rest = [n for n in ok if n != chosen]
+                out[row_i] = (chosen, rest[0] if rest else -1)
+        else:  # proximity
+            if ok:
+                out[row_i] = (ok[0], ok[1] if len(ok) > 1 else -1)
+    return out

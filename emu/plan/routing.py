@@ -1,0 +1,167 @@
+"""Per-slice routing tables for every satellite, from one snapshot.
+
+spec: grc-based-routing §Predictive Routing (tables computed centrally per
+time slice from ephemeris), §Routing Table Structure (destination GRC prefix
+-> egress directions with priority/weight), §Segmented Longest Match (only
+prefix lengths 11, 14, ..., 32).
+
+Shortest paths go through scipy's compiled Dijkstra, once per slice from the
+satellites that terminate a destination; next hops, ECMP/UCMP weights and
+loop-free standby directions are derived with numpy over (satellite,
+destination, direction). Aggregation folds a region's destinations into one
+shorter prefix where they all leave a satellite by the same directions;
+terminal entries (Down to a ground node, local delivery) are never folded,
+so delivery stays exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import dijkstra
+
+from emu.addressing.grc import LEGAL_PREFIX_LENGTHS
+from emu.orbit.constellation import DOWN
+from emu.plan import actions
+
+MIX = -2
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Destinations:
+    """The destinations of one slice: address, prefix length, terminal satellite and terminal action."""
+
+    addr: np.ndarray  # uint32 GRC
+    plen: np.ndarray  # uint8
+    term_sat: np.ndarray  # int32, -1: not attached this slice
+    term_code: np.ndarray  # int64 action at the terminal satellite
+
+
+@dataclass(frozen=True)
+class SliceTables:
+    """All satellites' tables of one slice, columnar: rows of satellite s are offsets[s]:offsets[s+1]."""
+
+    offsets: np.ndarray
+    prefix: np.ndarray
+    plen: np.ndarray
+    action: np.ndarray
+
+    def of(self, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        a, b = self.offsets[s], self.offsets[s + 1]
+        return self.prefix[a:b], self.plen[a:b], self.action[a:b]
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def graph_distances(n_sats: int, a: np.ndarray, b: np.ndarray, delay_ms: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """Shortest one-way delay (ms) from each source satellite to every satellite."""
+    if len(sources) == 0:
+        return np.zeros((0, n_sats))
+    g = coo_matrix((np.concatenate([delay_ms, delay_ms]), (np.concatenate([a, b]), np.concatenate([b, a]))),
+                   shape=(n_sats, n_sats)).tocsr()
+    return np.atleast_2d(dijkstra(g, directed=True, indices=sources))
+
+
+def next_hop_codes(nb: np.ndarray, nb_delay: np.ndarray, dist: np.ndarray, dest: Destinations, term_index: np.ndarray,
+                   policy: str, ucmp_tolerance: float) -> np.ndarray:
+    """(sats, dests) action codes; 0 where the destination is unreachable from the satellite."""
+    n_sats = nb.shape[0]
+    n_dest = len(dest.addr)
+    codes = np.zeros((n_sats, n_dest), dtype=np.int64)
+    live = np.nonzero(dest.term_sat >= 0)[0]
+    if len(live) == 0:
+        return codes
+    D = dist[term_index[live]]  # (L, sats): distance to the terminal satellite
+    has = nb >= 0
+    nbi = np.where(has, nb, 0)
+    C = np.where(has[None], nb_delay[None] + D[:, nbi], np.inf)  # (L, sats, 6)
+    best = C.min(axis=-1)
+    ok = np.isfinite(best)
+    if policy == "active-standby":
+        primary = np.argmin(C, axis=-1)
+        Dn = np.where(has[None], D[:, nbi], np.inf)
+        downstream = Dn < D[:, :, None] - _EPS
+        alt = np.where(downstream, C, np.inf)
+        np.put_along_axis(alt, primary[..., None], np.inf, axis=-1)
+        standby = np.argmin(alt, axis=-1)
+        has_standby = np.isfinite(np.take_along_axis(alt, standby[..., None], axis=-1)[..., 0])
+        code = (np.int64(actions.STANDBY) << 48) | (np.int64(1) << primary) | (np.int64(1) << (6 + 7 * primary))
+        code |= np.where(has_standby, (np.int64(1) << standby) | (np.int64(2) << (6 + 7 * standby)), 0)
+    else:
+        tol = ucmp_tolerance if policy == "ucmp" else 0.0
+        sel = C <= best[..., None] * (1.0 + tol) + _EPS
+        if policy == "ucmp":
+            w = np.clip(np.round(100.0 * best[..., None] / np.where(sel, C, np.inf)), 1, 100).astype(np.int64)
+        else:
+            w = np.ones_like(C, dtype=np.int64)
+        code = np.zeros(best.shape, dtype=np.int64)
+        for d in range(6):
+            code |= np.where(sel[..., d], (np.int64(1) << d) | (w[..., d] << (6 + 7 * d)), 0)
+    code = np.where(ok, code, 0)
+    # terminal satellites: Down to the ground node, or local delivery
+    tcol = dest.term_sat[live]
+    code[np.arange(len(live)), tcol] = dest.term_code[live]
+    codes[:, live] = code.T
+    return codes
+
+
+def _mask(plen: np.ndarray) -> np.ndarray:
+    p = plen.astype(np.uint64)
+    return ((np.uint64(0xFFFFFFFF) << (np.uint64(32) - p)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+
+def aggregate(codes: np.ndarray, addr: np.ndarray, plen: np.ndarray, enabled: bool = True) -> SliceTables:
+    """Fold destinations along the GRC hierarchy; see the module docstring."""
+    n_sats, n_dest = codes.shape
+    prefix = (addr & _mask(plen)).astype(np.uint32)
+    levels = []  # (prefix, plen, code, parent_of_child)
+    cur_p, cur_l, cur_c = prefix, plen.astype(np.uint8), codes
+    if enabled:
+        for P in sorted((x for x in LEGAL_PREFIX_LENGTHS if x < 32), reverse=True):
+            if len(cur_p) == 0:
+                break
+            key = cur_p.astype(np.uint64) >> np.uint64(32 - P)
+            pk, inv = np.unique(key, return_inverse=True)
+            identity = cur_l == P
+            terminal = actions.is_terminal(cur_c)
+            aggable = (cur_c > 0) & (~terminal | identity[None, :])
+            val = np.where(aggable, cur_c, MIX)
+            order = np.argsort(inv, kind="stable")
+            starts = np.searchsorted(inv[order], np.arange(len(pk)))
+            vs = val[:, order]
+            vmin = np.minimum.reduceat(vs, starts, axis=1)
+            vmax = np.maximum.reduceat(vs, starts, axis=1)
+            gcode = np.where(vmin == vmax, vmin, MIX)
+            levels.append((cur_p, cur_l, cur_c, inv))
+            cur_p = (pk << np.uint64(32 - P)).astype(np.uint32)
+            cur_l = np.full(len(pk), P, dtype=np.uint8)
+            cur_c = gcode
+    levels.append((cur_p, cur_l, cur_c, None))
+    sats, pre, pl, act = [], [], [], []
+    for i, (p, l, c, inv) in enumerate(levels):
+        emit = c > 0
+        if inv is not None:
+            parent = levels[i + 1][2]
+            emit &= parent[:, inv] <= 0  # parent MIXED (or nothing): this level states it
+        s_idx, u_idx = np.nonzero(emit)
+        sats.append(s_idx)
+        pre.append(p[u_idx])
+        pl.append(l[u_idx])
+        act.append(c[s_idx, u_idx])
+    s_all = np.concatenate(sats)
+    p_all = np.concatenate(pre).astype(np.uint32)
+    l_all = np.concatenate(pl).astype(np.uint8)
+    a_all = np.concatenate(act).astype(np.int64)
+    order = np.lexsort((l_all, p_all, s_all))
+    offsets = np.zeros(n_sats + 1, dtype=np.int64)
+    np.cumsum(np.bincount(s_all, minlength=n_sats), out=offsets[1:])
+    return SliceTables(offsets, p_all[order], l_all[order], a_all[order])
+
+
+def down_code(ground_index: int) -> int:
+    return actions.encode(actions.MULTIPATH, {DOWN: 1}, ground_index)

@@ -1,0 +1,250 @@
+"""Planner: known next hops and ECMP splits on hand-built graphs, aggregation, determinism, signatures."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import zlib
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from emu.addressing import grc as grcmod
+from emu.cli.main import cli
+from emu.orbit.constellation import DOWN, E, N, S, W
+from emu.plan import actions
+from emu.plan.db import PlanDB, write_plan
+from emu.plan.planner import make_plan
+from emu.plan.routing import Destinations, aggregate, down_code, graph_distances, next_hop_codes
+from emu.plan.verify import lookup_all, verify
+
+from .helpers import ROOT, load_default
+
+
+def ring(n: int, delays: list[float] | None = None):
+    """n satellites in one plane: k --N--> k+1."""
+    nb = np.full((n, 6), -1)
+    dl = np.full((n, 6), np.inf)
+    delays = delays or [1.0] * n
+    a, b, d = [], [], []
+    for k in range(n):
+        j = (k + 1) % n
+        nb[k, N], nb[j, S] = j, k
+        dl[k, N] = dl[j, S] = delays[k]
+        a.append(k), b.append(j), d.append(delays[k])
+    return nb, dl, np.array(a), np.array(b), np.array(d)
+
+
+def dest_at(term: int, addr: int, ground_index: int = 0) -> Destinations:
+    return Destinations(np.array([addr], np.uint32), np.array([29], np.uint8), np.array([term], np.int32),
+                        np.array([down_code(ground_index)], np.int64))
+
+
+def codes_for(nb, dl, a, b, d, dest, policy="ecmp", tol=0.1):
+    terms, idx = np.unique(dest.term_sat, return_inverse=True)
+    dist = graph_distances(len(nb), a, b, d, terms)
+    return next_hop_codes(nb, dl, dist, dest, idx, policy, tol)
+
+
+ADDR = grcmod.encode_latlon(48.86, 2.35, 6, 1)
+
+
+def test_ring_ecmp_split_is_known() -> None:
+    nb, dl, a, b, d = ring(4)
+    c = codes_for(nb, dl, a, b, d, dest_at(2, ADDR))[:, 0]
+    assert actions.decode(c[0]).directions == ["N", "S"]  # 0->1->2 and 0->3->2: equal cost
+    assert [e.attribute for e in actions.decode(c[0]).egress] == [1, 1]
+    assert actions.decode(c[1]).directions == ["N"]
+    assert actions.decode(c[3]).directions == ["S"]
+    down = actions.decode(c[2])
+    assert down.directions == ["Down"] and down.down_target == 0
+
+
+def test_ring_ucmp_weights() -> None:
+    nb, dl, a, b, d = ring(4, [1.0, 1.0, 1.05, 1.0])  # via N: 2.0; via S: 1.0 + 1.05 = 2.05
+    c = codes_for(nb, dl, a, b, d, dest_at(2, ADDR), "ucmp", 0.1)[:, 0]
+    e = {x.direction: x.attribute for x in actions.decode(c[0]).egress}
+    assert set(e) == {N, S} and e[N] == 100 and e[S] == round(100 * 2.0 / 2.05)
+    c2 = codes_for(nb, dl, a, b, d, dest_at(2, ADDR), "ecmp")[:, 0]
+    assert actions.decode(c2[0]).directions == ["N"]  # ECMP keeps only the best
+
+
+def test_active_standby_is_loop_free() -> None:
+    nb, dl, a, b, d = ring(5)
+    c = codes_for(nb, dl, a, b, d, dest_at(2, ADDR), "active-standby")[:, 0]
+    a0 = actions.decode(c[0])  # 0->1->2 (2 hops) active, 0->4->3->2 standby? 4 is farther than 0: not downstream
+    assert a0.kind == actions.STANDBY and [(e.direction, e.attribute) for e in a0.egress] == [(N, 1)]
+    a4 = actions.decode(c[4])  # 4->3->2 (2 hops) vs 4->0->1->2 (3): 0 is 2 hops from 2, 4 is 2: not strictly closer
+    assert [(e.direction, e.attribute) for e in a4.egress] == [(S, 1)]
+
+
+def test_unreachable_is_zero() -> None:
+    nb, dl, a, b, d = ring(4)
+    dest = Destinations(np.array([ADDR], np.uint32), np.array([29], np.uint8), np.array([-1], np.int32),
+                        np.array([down_code(0)], np.int64))
+    assert not codes_for(nb, dl, a, b, d, dest).any()
+
+
+def test_aggregation_folds_a_region_but_never_delivery() -> None:
+    nb, dl, a, b, d = ring(4)
+    cell = grcmod.decode(ADDR).cell
+    import h3
+
+    sibs = sorted(h3.cell_to_children(h3.cell_to_parent(cell, 5), 6))[:2]
+    addrs = np.array([grcmod.encode_cell(x, 1) for x in sibs], np.uint32)
+    dest = Destinations(addrs, np.array([29, 29], np.uint8), np.array([2, 2], np.int32),
+                        np.array([down_code(0), down_code(1)], np.int64))
+    c = codes_for(nb, dl, a, b, d, dest)
+    t = aggregate(c, addrs, np.array([29, 29], np.uint8))
+    # satellite 1 sends both North: one coarser entry covers them
+    p, l, act = t.of(1)
+    assert len(p) == 1 and l[0] < 29 and actions.decode(act[0]).directions == ["N"]
+    # the terminal satellite keeps one Down entry per ground node
+    p2, l2, act2 = t.of(2)
+    assert sorted(l2.tolist()) == [29, 29] and {actions.decode(x).down_target for x in act2} == {0, 1}
+    # lookups agree with the unaggregated codes for the destinations themselves
+    assert (lookup_all(t, addrs) == c).all()
+    t_off = aggregate(c, addrs, np.array([29, 29], np.uint8), enabled=False)
+    assert t_off.sizes.tolist() == [2, 2, 2, 2] and (lookup_all(t_off, addrs) == c).all()
+
+
+def test_distances_are_shortest_paths() -> None:
+    nb, dl, a, b, d = ring(6, [1, 2, 3, 4, 5, 6])
+    dist = graph_distances(6, a, b, d, np.array([0]))
+    assert dist[0].tolist() == [0, 1, 3, 6, 10, 6]  # node 4: 1+2+3+4 beats 6+5
+
+
+@pytest.fixture(scope="module")
+def default_plan():
+    return make_plan(load_default(), n_slices=12)
+
+
+def test_plan_is_deterministic(default_plan) -> None:
+    again = make_plan(load_default(), n_slices=12)
+    for x, y in zip(default_plan.slices, again.slices):
+        assert x.tables.prefix.tobytes() == y.tables.prefix.tobytes()
+        assert x.tables.action.tobytes() == y.tables.action.tobytes()
+        assert x.tables.offsets.tobytes() == y.tables.offsets.tobytes()
+        assert (x.gs_choice == y.gs_choice).all()
+
+
+def test_default_plan_verifies_and_round_trips(default_plan, tmp_path) -> None:
+    p = tmp_path / "p.db"
+    write_plan(default_plan, p)
+    db = PlanDB(p)
+    assert db.n_slices == 12
+    rep = verify(db)
+    assert rep.ok, rep.failures
+    assert rep.pairs_checked > 0
+    t = db.tables(3)
+    assert (t.prefix == default_plan.slices[3].tables.prefix).all()
+    assert len(db.sat_names) == 48 and db.ground_names[:1] == ["gs-london"]
+
+
+def _tamper_entry(path, k: int) -> None:
+    con = sqlite3.connect(path)
+    (blob,) = con.execute("SELECT tables FROM slices WHERE k = ?", (k,)).fetchone()
+    raw = bytearray(zlib.decompress(blob))
+    raw[-1] ^= 0x01  # the last byte of the action column: one entry's direction changes
+    con.execute("UPDATE slices SET tables = ? WHERE k = ?", (zlib.compress(bytes(raw)), k))
+    con.commit()
+    con.close()
+
+
+def test_tampered_table_is_rejected(default_plan, tmp_path) -> None:
+    p = tmp_path / "p.db"
+    write_plan(default_plan, p)
+    _tamper_entry(p, 5)
+    rep = verify(PlanDB(p), walk=False)
+    assert not rep.ok and any("slice 5" in f and "sat0-5-7" in f for f in rep.failures)
+    res = CliRunner().invoke(cli, ["verify", str(p)])
+    assert res.exit_code != 0 and "slice 5" in res.output
+
+
+@pytest.mark.parametrize("sql, what", [
+    ("UPDATE ephemeris SET line2 = replace(line2, '53.0000', '53.0001') WHERE sat = 3", "ephemeris"),
+    ("UPDATE mapping SET candidates = '[]' WHERE operator = 'sno-a'", "mapping"),
+    ("UPDATE slices SET serving = (SELECT serving FROM slices WHERE k = 0) WHERE k = 7", "slice 7"),
+])
+def test_other_tampering_is_rejected(default_plan, tmp_path, sql, what) -> None:
+    p = tmp_path / "p.db"
+    write_plan(default_plan, p)
+    con = sqlite3.connect(p)
+    con.execute(sql)
+    con.commit()
+    con.close()
+    rep = verify(PlanDB(p), walk=False)
+    assert not rep.ok and any(what in f for f in rep.failures), rep.failures
+
+
+def test_walk_finds_a_loop_even_when_signed(default_plan, tmp_path) -> None:
+    """A validly signed but wrong table (a direction flipped) is caught by the walk, not the signature."""
+    import copy
+
+    bad = copy.copy(default_plan)
+    bad.slices = list(default_plan.slices)
+    sp = copy.copy(bad.slices[0])
+    act = sp.tables.action.copy()
+    # flip every N into S in satellite 0's table: its transit entries now point backwards
+    a, b = sp.tables.offsets[0], sp.tables.offsets[1]
+    for i in range(a, b):
+        code = int(act[i])
+        if code & (1 << N) and actions.kind_of(np.array([code]))[0] == actions.MULTIPATH:
+            act[i] = actions.encode(actions.MULTIPATH, {S: 1})
+    from emu.plan.routing import SliceTables
+
+    sp.tables = SliceTables(sp.tables.offsets, sp.tables.prefix, sp.tables.plen, act)
+    bad.slices[0] = sp
+    p = tmp_path / "bad.db"
+    write_plan(bad, p)
+    rep = verify(PlanDB(p))
+    assert not rep.ok
+    assert any("slice 0" in f and ("loop" in f or "never reaches" in f) for f in rep.failures), rep.failures
+
+
+def test_polar_plan_respects_seam(tmp_path) -> None:
+    from emu.scenario.load import load_scenario
+
+    plan = make_plan(load_scenario(ROOT / "topologies" / "polar.yaml"), n_slices=6)
+    p = tmp_path / "polar.db"
+    write_plan(plan, p)
+    rep = verify(PlanDB(p))
+    assert rep.ok, rep.failures  # every egress has a link: no route crosses the seam or a polar-down ISL
+    c = plan.series.constellation
+    for sp in plan.slices:
+        L = sp.links
+        inter = L["dir_a"] == E
+        assert not np.any((c.plane[L["a"][inter]] == 11) & (c.plane[L["b"][inter]] == 0))
+
+
+def test_cli_plan_route_path(tmp_path) -> None:
+    p = tmp_path / "c.db"
+    r = CliRunner()
+    res = r.invoke(cli, ["plan", str(ROOT / "topologies" / "default.yaml"), "-o", str(p), "--slices", "5",
+                         "--format", "json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.output)
+    assert {"slices", "satellites", "destinations", "table_entries_total", "wall_s"} <= set(s)
+    assert s["slices"] == 5 and s["satellites"] == 48 and s["destinations"] == 8 + 48
+    # route show by name and by semantic address (owner 1, shell 0, orbit 2, sat 3)
+    res = r.invoke(cli, ["route", "show", str(p), "--sat", "sat0-2-3", "--slice", "1", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    by_name = json.loads(res.output)
+    from emu.addressing.semantic import ipv6_address
+
+    res = r.invoke(cli, ["route", "show", str(p), "--sat", ipv6_address(1, 0, 2, 3), "--slice", "1",
+                         "--format", "json"])
+    assert json.loads(res.output) == by_name
+    assert all(e["destination"].split("/")[1] in {"11", "14", "17", "20", "23", "26", "29", "32"}
+               for e in by_name["entries"])
+    res = r.invoke(cli, ["path", str(p), "ut1", "gs-london", "--slice", "0", "--format", "json"])
+    d = json.loads(res.output)
+    assert res.exit_code == 0 and {"hops", "one_way_delay_ms", "grc_dst"} <= set(d)
+    if d["reachable"]:
+        assert d["hops"][0]["node"] == "ut1" and d["hops"][-1]["node"] == "gs-london"
+        assert d["one_way_delay_ms"] == pytest.approx(sum(h["delay_ms"] for h in d["hops"]), abs=1e-3)
+    res = r.invoke(cli, ["path", str(p), "dev1", "inet", "--series", "--format", "json"])
+    assert res.exit_code == 0 and len(json.loads(res.output)["series"]) == 5
+    res = r.invoke(cli, ["route", "show", str(p), "--sat", "nope"])
+    assert res.exit_code != 0 and "--sat" in res.output
