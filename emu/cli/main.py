@@ -27,6 +27,8 @@ def _register() -> None:
         "emu.cli.scenario_cmds",
         "emu.cli.plan_cmds",
         "emu.cli.dataplane_cmds",
+        "emu.cli.run_cmds",
+        "emu.cli.doctor_cmds",
     ):
         try:
             m = importlib.import_module(mod)

@@ -1,0 +1,201 @@
+"""The slice clock: build a run, then apply one plan slice at every boundary.
+
+Real time by default; ``speed`` > 1 replays faster (a whole orbit in
+minutes). Slice k+1 is prepared right after boundary k, off the critical
+path; the boundary itself is :meth:`SliceApplier.switch`, whose duration is
+logged and written to ``status.json`` (``leo-emu status``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from emu.dataplane.build import Builder
+from emu.dataplane.model import Model
+from emu.dataplane.slices import SliceApplier
+from emu.dataplane.state import Run
+from emu.errors import EmuError, VerifyError
+
+log = logging.getLogger(__name__)
+
+
+def check_plan(plan_path: Path):
+    """Open the plan and verify every signature; refuse it otherwise (before anything is built)."""
+    from emu.plan.db import PlanDB
+    from emu.plan.verify import verify
+
+    db = PlanDB(plan_path)
+    rep = verify(db, walk=False)
+    if not rep.ok:
+        raise VerifyError(f"plan refused, signatures do not verify: {rep.failures[0]}")
+    return db
+
+
+class Controller:
+    def __init__(self, run: Run, plan_path: Path, speed: float = 1.0, n_slices: int | None = None,
+                 progress=None, scenario_name: str = ""):
+        from emu.dataplane.features import detect
+
+        if speed <= 0:
+            from emu.errors import InputError
+
+            raise InputError(f"--speed: must be > 0 (got {speed})")
+        self.run = run
+        self.plan_path = Path(plan_path).resolve()
+        self.speed = speed
+        self.progress = progress or (lambda stage, done, total: None)
+        self.stop = threading.Event()
+        self.features = detect()
+        self.db = check_plan(self.plan_path)
+        self.model = Model.from_plan(self.db, run.prefix, n_slices)
+        self.builder: Builder | None = None
+        self.applier: SliceApplier | None = None
+        self.status: dict = {"state": "building", "slice": None, "applied": [], "controller_pid": os.getpid(),
+                             "error": None, "degradations": list(self.features.degradations)}
+        self.scenario_name = scenario_name or self.db.meta.get("scenario_name", "")
+
+    # ------------------------------------------------------------------ records
+    def write_run_json(self) -> None:
+        m = self.model
+        nodes = []
+        for n in m.nodes:
+            item = {"name": n.name, "kind": n.kind, "netns": n.netns, "index": n.index}
+            if n.kind in ("ut", "gs"):
+                from emu.addressing.grc import to_ipv4
+
+                item["grc"] = to_ipv4(m.db.ground[n.index].grc)
+            elif n.kind == "dev":
+                item["addr"] = m.dev_addr(n.index)
+            elif n.kind == "inet":
+                item["addr"] = m.inet_addr
+            nodes.append(item)
+        self.run.write_json("run.json", {
+            "run": self.run.run_id, "prefix": self.run.prefix, "plan": str(self.plan_path),
+            "scenario": self.scenario_name, "slice_s": self.db.slice_s, "speed": self.speed,
+            "n_slices": m.n_slices, "inet": m.inet_name, "inet_addr": m.inet_addr, "nodes": nodes,
+            "started": time.time()})
+
+    def write_status(self, **kw) -> None:
+        self.status.update(kw)
+        applied = self.status["applied"][-200:]
+        self.status["applied"] = applied
+        if applied:
+            ms = np.array([a["apply_ms"] for a in applied])
+            self.status["apply_p50_ms"] = round(float(np.percentile(ms, 50)), 3)
+            self.status["apply_p99_ms"] = round(float(np.percentile(ms, 99)), 3)
+            self.status["apply_max_ms"] = round(float(ms.max()), 3)
+        self.status["unresolved_routes"] = self.applier.unresolved if self.applier else 0
+        self.run.write_json("status.json", self.status)
+
+    # ------------------------------------------------------------------ build
+    def build(self) -> float:
+        t0 = time.perf_counter()
+        self.write_run_json()
+        self.write_status()
+        b = self.builder = Builder(self.model, self.run, self.features, self.progress)
+        b.create_namespaces()
+        self.progress("links", 0, 4)
+        b.satellite_links()
+        b.terrestrial()
+        b.tunnels(self.db.gs_choice(0))
+        self.progress("links", 4, 4)
+        b.nat()
+        b.shape_isls()
+        b.shape_terrestrial()
+        a = self.applier = SliceApplier(self.model, b.fabric, self.features)
+        self.progress("slice 0 tables", 0, 1)
+        a.initial()
+        self.progress("slice 0 tables", 1, 1)
+        b.servers()
+        build_s = time.perf_counter() - t0
+        self.status["degradations"] = list(self.features.degradations) + b.degradations
+        self.write_status(state="running", slice=0, slice_started_at=time.time(), build_s=round(build_s, 3))
+        return build_s
+
+    # ------------------------------------------------------------------ the clock
+    def loop(self) -> None:
+        n = self.model.n_slices
+        slice_wall = self.db.slice_s / self.speed
+        t_start = time.monotonic()
+        for k in range(1, n):
+            if self.stop.is_set():
+                return
+            prep_ms = self.applier.prepare(k)
+            boundary = t_start + k * slice_wall
+            while not self.stop.is_set():
+                left = boundary - time.monotonic()
+                if left <= 0:
+                    break
+                self.stop.wait(min(left, 0.5))
+            if self.stop.is_set():
+                return
+            late_ms = (time.monotonic() - boundary) * 1e3
+            apply_ms = self.applier.switch(k)
+            self.applier.cleanup(k)
+            log.info("slice %d applied in %.2f ms (prepared in %.1f ms)", k, apply_ms, prep_ms)
+            self.status["applied"].append({"slice": k, "apply_ms": round(apply_ms, 3), "prep_ms": round(prep_ms, 1),
+                                           "late_ms": round(late_ms, 1), "at": time.time()})
+            self.write_status(slice=k, slice_started_at=time.time())
+        self.write_status(state="finished")
+        while not self.stop.is_set():  # hold the last slice until stopped
+            self.stop.wait(0.5)
+
+    def close(self) -> None:
+        if self.builder and self.builder.fabric:
+            self.builder.fabric.close()
+
+
+def serve(run_id: str, root: str, plan: str, speed: float, n_slices: int | None) -> int:
+    """Body of the detached controller process (``python -m emu.dataplane.controller``)."""
+    run = Run(run_id, Path(root))
+    ctl = None
+    try:
+        ctl = Controller(run, Path(plan), speed, n_slices)
+        signal.signal(signal.SIGTERM, lambda *_: ctl.stop.set())
+        signal.signal(signal.SIGINT, lambda *_: ctl.stop.set())
+        ctl.build()
+        ctl.loop()
+        return 0
+    except EmuError as exc:
+        if ctl is not None:
+            ctl.write_status(state="failed", error=str(exc))
+        else:
+            run.write_json("status.json", {"state": "failed", "error": str(exc), "applied": []})
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - the detached process reports everything it can
+        log.exception("controller failed")
+        msg = f"{type(exc).__name__}: {exc}"
+        if ctl is not None:
+            ctl.write_status(state="failed", error=msg)
+        else:
+            run.write_json("status.json", {"state": "failed", "error": msg, "applied": []})
+        return 1
+    finally:
+        if ctl is not None:
+            ctl.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="leo-emu detached controller (started by `leo-emu up --detach`)")
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--plan", required=True)
+    ap.add_argument("--speed", type=float, default=1.0)
+    ap.add_argument("--slices", type=int, default=None)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        filename=str(Path(a.root) / a.run / "controller.log"))
+    return serve(a.run, a.root, a.plan, a.speed, a.slices)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

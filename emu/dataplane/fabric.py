@@ -1,0 +1,55 @@
+"""Open netlink sockets and namespace fds for every namespace of a run, and send in bulk.
+
+One NETLINK_ROUTE socket per namespace, reused for the whole run (pyroute2's
+habit, with our fast packer): building and every slice boundary queue
+messages on these and :meth:`Fabric.flush` sends each namespace's queue in one
+write. The peer of a veth is named by an open fd of its namespace.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Iterable
+
+from emu.dataplane import netns
+from emu.dataplane.netlink import NetlinkBatch
+
+
+def raise_fd_limit(need: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(hard, max(need, soft))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+class Fabric:
+    def __init__(self, names: Iterable[str]):
+        self.names = list(names)
+        raise_fd_limit(2 * len(self.names) + 256)
+        self.fd: dict[str, int] = {}
+        self.nl: dict[str, NetlinkBatch] = {}
+        for n in self.names:
+            self.fd[n] = netns.open_fd(n)
+            self.nl[n] = NetlinkBatch(n, ack_each=False)
+
+    def flush(self, names: Iterable[str] | None = None, ok=()) -> int:
+        """Send every namespace's queue (or those of ``names``); raise the first failure."""
+        sent = 0
+        for n in (self.names if names is None else names):
+            b = self.nl[n]
+            if len(b):
+                sent += b.send(ok).sent
+        return sent
+
+    def close(self) -> None:
+        import os
+
+        for b in self.nl.values():
+            b.close()
+        for fd in self.fd.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.nl.clear()
+        self.fd.clear()

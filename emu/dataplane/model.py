@@ -1,0 +1,408 @@
+"""What the data plane builds, derived from a plan (pure: no kernel, no root).
+
+Every namespace, interface (with a fixed ifindex), address and link schedule
+is computed here from the route database, so the builder and the per-slice
+applier only *execute* (DESIGN.md: nothing flows backwards; the data plane
+reads a plan, it never recomputes one).
+
+Naming: namespaces are ``<run prefix>-<node>``; interface names say the
+direction (``n``, ``s``, ``e``, ``w``, ground links ``g0``…, inter-shell
+``up0``…/``dn0``…) so ``ip -n <sat> route`` reads like the spec's directional
+table. Next hops are IPv6 link-local addresses (IPv4 routes via inet6, RFC
+5549 style): the link-local interface ID of a satellite interface is its
+semantic interface ID (satellite-semantic-addressing §5.4, Figure 5), so no
+ARP and no per-link IPv4 addresses are needed, and re-binding GRCs never
+touches next hops.
+
+Terrestrial addressing lives in 0.0.0.0/4, which no GRC can use
+(emu.addressing.grc): user pools from the scenario, tunnel and core links in
+10.254/16 and 10.255/16, operator cores' public (NAT) addresses in 11/8, the
+Internet's servers in the scenario's Internet prefix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import yaml
+
+from emu.addressing import semantic
+from emu.orbit.constellation import DIRECTION_IFNAME, DOWN, OPPOSITE, UP
+from emu.plan.db import PlanDB
+
+# fixed interface indexes inside each namespace
+IDX_LO = 1
+IDX_DIR = {d: 10 + d for d in range(4)}  # n s e w
+IDX_TERR = 10  # first terrestrial / LAN interface
+IDX_TUN = 20  # UT / GS tunnel device
+IDX_GROUND_SLOT = 100  # g<j> on satellites, up<j> on ground nodes
+IDX_UP_SLOT = 400  # up<j> on satellites (to the shell above)
+IDX_DN_SLOT = 600  # dn<j> on satellites (to the shell below)
+MAX_SLOTS = 200
+
+MTU_SPACE = 1600  # satellite segment: room for a 1500-byte packet in a tunnel
+MTU_TERRESTRIAL = 1500
+MTU_TUNNEL = 1550
+
+TUNNEL_MAC = "02:54:00:00:00:01"  # every GS's tunnel end shares MAC and address (anycast-like)
+TUNNEL_GS_ADDR = "10.254.0.1"
+TUNNEL_PLEN = 16
+VXLAN_PORT = 4789
+
+
+def link_local(iid: int) -> str:
+    return str(ipaddress.IPv6Address((0xFE80 << 112) | iid))
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    kind: str  # satellite | gs | ut | dev | core | inet
+    netns: str
+    index: int  # satellite index, ground-node index, operator index; -1 for inet
+
+
+@dataclass(frozen=True)
+class GroundLink:
+    """One satellite <-> ground-node link, alive for slices [prepare, retire)."""
+
+    ground: int  # ground-node index
+    sat: int
+    first: int  # first slice it serves
+    last: int  # last slice it serves
+    sat_slot: int
+    ground_slot: int
+
+    @property
+    def prepare(self) -> int:
+        return max(0, self.first - 1)
+
+    @property
+    def retire(self) -> int:
+        return self.last + 2  # kept one slice after its last use (grc §Time Slice Transition)
+
+
+@dataclass(frozen=True)
+class ShellLink:
+    """One inter-shell link: ``lower`` leaves by Up (up<j>), ``upper`` by Down (dn<j>)."""
+
+    lower: int
+    upper: int
+    first: int
+    last: int
+    lower_slot: int
+    upper_slot: int
+
+    @property
+    def prepare(self) -> int:
+        return max(0, self.first - 1)
+
+    @property
+    def retire(self) -> int:
+        return self.last + 2
+
+
+def _intervals(serving: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(ground, sat, first, last) runs of the same serving satellite."""
+    out = []
+    T, G = serving.shape
+    for g in range(G):
+        col = serving[:, g]
+        k = 0
+        while k < T:
+            s = int(col[k])
+            j = k
+            while j + 1 < T and col[j + 1] == s:
+                j += 1
+            if s >= 0:
+                out.append((g, s, k, j))
+            k = j + 1
+    return out
+
+
+def _assign_slots(items: list[tuple], key_fn, lifetime) -> dict[int, int]:
+    """Greedy interval colouring: per owner (key_fn(item)), the lowest slot free over the item's lifetime."""
+    busy: dict[object, list[tuple[int, int, int]]] = {}
+    out = {}
+    for i, it in sorted(enumerate(items), key=lambda x: lifetime(x[1])[0]):
+        owner = key_fn(it)
+        a, b = lifetime(it)
+        used = {s for (s, x, y) in busy.get(owner, []) if not (y <= a or b <= x)}
+        slot = next(s for s in range(MAX_SLOTS + 1) if s not in used)
+        if slot >= MAX_SLOTS:
+            raise ValueError(f"more than {MAX_SLOTS} simultaneous links on {owner}")
+        busy.setdefault(owner, []).append((slot, a, b))
+        out[i] = slot
+    return out
+
+
+@dataclass
+class Model:
+    db: PlanDB
+    prefix: str  # run prefix, e.g. "le-3f2a"
+    n_slices: int
+    nodes: list[Node] = field(default_factory=list)
+
+    @classmethod
+    def from_plan(cls, db: PlanDB, prefix: str, n_slices: int | None = None) -> "Model":
+        n = db.n_slices if n_slices is None else min(n_slices, db.n_slices)
+        m = cls(db, prefix, n)
+        m._make_nodes()
+        return m
+
+    # --- scenario facts ------------------------------------------------------------
+    @cached_property
+    def scenario(self) -> dict:
+        return yaml.safe_load(self.db.meta["scenario_yaml"])
+
+    def _cfg(self, section: str, key: str, default):
+        return (self.scenario.get(section) or {}).get(key, default)
+
+    @property
+    def inet_name(self) -> str:
+        return self._cfg("internet", "name", "inet")
+
+    @property
+    def inet_prefix(self) -> ipaddress.IPv4Network:
+        return ipaddress.ip_network(self._cfg("internet", "prefix", "12.0.0.0/24"))
+
+    @property
+    def inet_addr(self) -> str:
+        return str(next(self.inet_prefix.hosts()))
+
+    @property
+    def semantic_prefix(self) -> str:
+        return self._cfg("addressing", "semantic_prefix", "fd00:5a7::/64")
+
+    @property
+    def oui(self) -> str:
+        return self._cfg("addressing", "oui", "02:00:5a")
+
+    @property
+    def rates_mbit(self) -> dict[str, float]:
+        return {"isl": float(self._cfg("links", "isl_rate_mbit", 1000.0)),
+                "ground": float(self._cfg("links", "ground_rate_mbit", 500.0)),
+                "terrestrial": float(self._cfg("links", "terrestrial_rate_mbit", 10000.0))}
+
+    @property
+    def terrestrial_delay_ms(self) -> float:
+        return float(self._cfg("links", "terrestrial_delay_ms", 5.0))
+
+    # --- nodes ---------------------------------------------------------------------
+    def ns(self, node: str) -> str:
+        return f"{self.prefix}-{node}"
+
+    def _make_nodes(self) -> None:
+        db = self.db
+        for idx, name, *_ in db.sat_rows:
+            self.nodes.append(Node(name, "satellite", self.ns(name), idx))
+        for g in db.ground:
+            self.nodes.append(Node(g.name, g.kind, self.ns(g.name), g.idx))
+            if g.kind == "ut":
+                self.nodes.append(Node(g.device, "dev", self.ns(g.device), g.idx))
+        for idx, name, _code, _pool in db.operators:
+            self.nodes.append(Node(name, "core", self.ns(name), idx))
+        self.nodes.append(Node(self.inet_name, "inet", self.ns(self.inet_name), -1))
+
+    @cached_property
+    def by_name(self) -> dict[str, Node]:
+        return {n.name: n for n in self.nodes}
+
+    @cached_property
+    def satellites(self) -> list[Node]:
+        return [n for n in self.nodes if n.kind == "satellite"]
+
+    # --- satellite addressing (spec: satellite-semantic-addressing §5.4) -------------
+    @cached_property
+    def _owner_codes(self) -> list[int]:
+        codes = {idx: code for idx, _n, code, _p in self.db.operators}
+        return [codes.get(owner, 0) for _i, _n, _sh, _pl, _s, owner in self.db.sat_rows]
+
+    def sat_iid(self, sat: int, intf: int) -> int:
+        _i, _n, shell, plane, s, _o = self.db.sat_rows[sat]
+        return (self._owner_codes[sat] << 56) | (shell << 48) | (plane << 40) | (s << 32) | (intf << 24)
+
+    def sat_ipv6(self, sat: int, intf: int) -> str:
+        _i, _n, shell, plane, s, _o = self.db.sat_rows[sat]
+        return semantic.ipv6_address(self._owner_codes[sat], shell, plane, s, intf, prefix=self.semantic_prefix)
+
+    def sat_mac(self, sat: int, intf: int) -> str:
+        _i, _n, shell, plane, s, _o = self.db.sat_rows[sat]
+        return semantic.mac_address(shell & 0xF, plane, s, intf & 0xF, oui=self.oui)
+
+    def sat_ll(self, sat: int, intf: int) -> str:
+        return link_local(self.sat_iid(sat, intf))
+
+    @staticmethod
+    def ground_ll(ground: int) -> str:
+        return link_local((0xFFFE << 48) | (ground << 16) | 1)
+
+    @staticmethod
+    def ground_mac(ground: int, slot: int) -> str:
+        return "02:47:%02x:%02x:%02x:%02x" % ((ground >> 8) & 0xFF, ground & 0xFF, (slot >> 8) & 0xFF, slot & 0xFF)
+
+    # --- link schedules --------------------------------------------------------------
+    @cached_property
+    def serving(self) -> np.ndarray:
+        return np.stack([self.db.serving(k) for k in range(self.n_slices)])
+
+    @cached_property
+    def ground_links(self) -> list[GroundLink]:
+        runs = _intervals(self.serving)
+        life = lambda r: (max(0, r[2] - 1), r[3] + 2)  # noqa: E731
+        sat_slots = _assign_slots(runs, lambda r: ("sat", r[1]), life)
+        gnd_slots = _assign_slots(runs, lambda r: ("ground", r[0]), life)
+        return [GroundLink(g, s, a, b, sat_slots[i], gnd_slots[i]) for i, (g, s, a, b) in enumerate(runs)]
+
+    @cached_property
+    def shell_links(self) -> list[ShellLink]:
+        pairs: dict[tuple[int, int], list[int]] = {}
+        for k in range(self.n_slices):
+            L = self.db.links(k)
+            up = L["dir_a"] == UP
+            for a, b in zip(L["a"][up].tolist(), L["b"][up].tolist()):
+                pairs.setdefault((a, b), []).append(k)
+        runs = []
+        for (a, b), ks in sorted(pairs.items()):
+            start = prev = ks[0]
+            for k in ks[1:] + [None]:
+                if k is None or k != prev + 1:
+                    runs.append((a, b, start, prev))
+                    start = k
+                prev = k if k is not None else prev
+        life = lambda r: (max(0, r[2] - 1), r[3] + 2)  # noqa: E731
+        lo = _assign_slots(runs, lambda r: ("up", r[0]), life)
+        hi = _assign_slots(runs, lambda r: ("dn", r[1]), life)
+        return [ShellLink(a, b, f, l, lo[i], hi[i]) for i, (a, b, f, l) in enumerate(runs)]
+
+    @cached_property
+    def grid_links(self) -> np.ndarray:
+        """Every N/S/E/W ISL that exists in any slice (created once, toggled per slice)."""
+        seen = set()
+        rows = []
+        for k in range(self.n_slices):
+            L = self.db.links(k)
+            for r in L[L["dir_a"] < 4]:
+                key = (int(r["a"]), int(r["b"]), int(r["dir_a"]))
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(key)
+        return np.array(sorted(rows), dtype=np.int64).reshape(-1, 3)
+
+    def active_grid(self, k: int) -> set[tuple[int, int, int]]:
+        L = self.db.links(k)
+        L = L[L["dir_a"] < 4]
+        return set(zip(L["a"].tolist(), L["b"].tolist(), L["dir_a"].tolist()))
+
+    def ground_link_at(self, k: int) -> dict[int, GroundLink]:
+        """ground-node index -> the link serving it in slice k."""
+        return {gl.ground: gl for gl in self.ground_links if gl.first <= k <= gl.last}
+
+    def shell_link_at(self, k: int) -> dict[tuple[int, int], ShellLink]:
+        return {(sl.lower, sl.upper): sl for sl in self.shell_links if sl.first <= k <= sl.last}
+
+    # --- terrestrial addressing ------------------------------------------------------
+    @cached_property
+    def uts(self) -> list:
+        return [g for g in self.db.ground if g.kind == "ut"]
+
+    @cached_property
+    def gss(self) -> list:
+        return [g for g in self.db.ground if g.kind == "gs"]
+
+    @cached_property
+    def user_subnets(self) -> dict[int, ipaddress.IPv4Network]:
+        """UT ground index -> its device LAN, carved from the home operator's pool (/24 each, or smaller)."""
+        out = {}
+        for idx, _name, _code, pool in self.db.operators:
+            net = ipaddress.ip_network(pool)
+            mine = [u for u in self.uts if u.operator == idx]
+            new_plen = max(net.prefixlen, min(24, 32 - 2))
+            while (1 << (new_plen - net.prefixlen)) < len(mine) + 1 and new_plen < 30:
+                new_plen += 1
+            subs = net.subnets(new_prefix=new_plen)
+            next(subs)  # keep the first for the operator's own use
+            for u in mine:
+                out[u.idx] = next(subs)
+        return out
+
+    def dev_addr(self, ut: int) -> str:
+        return str(list(self.user_subnets[ut].hosts())[1])
+
+    def ut_lan_addr(self, ut: int) -> str:
+        return str(list(self.user_subnets[ut].hosts())[0])
+
+    def ut_tunnel_addr(self, ut: int) -> str:
+        return str(ipaddress.ip_address(TUNNEL_GS_ADDR) + 1 + self.uts.index(next(u for u in self.uts if u.idx == ut)))
+
+    @staticmethod
+    def ut_tunnel_mac(ut: int) -> str:
+        return "02:54:01:00:%02x:%02x" % ((ut >> 8) & 0xFF, ut & 0xFF)
+
+    def gs_core_link(self, gs: int) -> tuple[str, str]:
+        """(gs end, core end) of the GS <-> core /30."""
+        i = self.gss.index(next(g for g in self.gss if g.idx == gs))
+        base = ipaddress.ip_address("10.255.0.0") + 4 * i
+        return str(base + 1), str(base + 2)
+
+    def core_public(self, op: int) -> str:
+        return f"11.{op}.0.1"
+
+    def inet_core_addr(self, op: int) -> str:
+        return f"11.{op}.0.2"
+
+    @staticmethod
+    def vni_of_operator(op: int) -> int:
+        return 1000 + op
+
+    # --- routes ------------------------------------------------------------------------
+    def table_id(self, k: int) -> int:
+        return 1000 + (k % 3)
+
+    def rule_pref(self, k: int) -> int:
+        """Slice k's table is looked up at this priority: a newer slice gets a smaller number and wins."""
+        return 30000 - (k % 29000)
+
+    def nexthop_of(self, sat: int, direction: int, k: int, down_target: int | None) -> tuple[int, str] | None:
+        """(oif, IPv6 link-local gateway) for leaving ``sat`` in ``direction`` in slice k."""
+        if direction < 4:
+            nb = self._neighbour(k, sat, direction)
+            if nb is None:
+                return None
+            return IDX_DIR[direction], self.sat_ll(nb, OPPOSITE[direction])
+        if direction == DOWN and down_target is not None:
+            gl = self.ground_link_at(k).get(down_target)
+            if gl is None or gl.sat != sat:
+                return None
+            return IDX_GROUND_SLOT + gl.sat_slot, self.ground_ll(down_target)
+        links = self.shell_link_at(k)
+        for (lo, hi), sl in links.items():
+            if direction == UP and lo == sat:
+                return IDX_UP_SLOT + sl.lower_slot, self.sat_ll(hi, DOWN)
+            if direction == DOWN and hi == sat:
+                return IDX_DN_SLOT + sl.upper_slot, self.sat_ll(lo, UP)
+        return None
+
+    def _neighbour(self, k: int, sat: int, direction: int) -> int | None:
+        nb = self._nb_cache(k)
+        v = int(nb[sat, direction])
+        return None if v < 0 else v
+
+    def _nb_cache(self, k: int) -> np.ndarray:
+        cache = self.__dict__.setdefault("_nbc", {})
+        if k not in cache:
+            if len(cache) > 4:
+                cache.clear()
+            L = self.db.links(k)
+            nb = np.full((len(self.db.sat_names), 6), -1, dtype=np.int64)
+            nb[L["a"], L["dir_a"]] = L["b"]
+            nb[L["b"], L["dir_b"]] = L["a"]
+            cache[k] = nb
+        return cache[k]
+
+
+def ifname(direction: int) -> str:
+    return DIRECTION_IFNAME[direction]
