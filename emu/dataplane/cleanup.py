@@ -84,8 +84,10 @@ def teardown(run: Run, timeout_s: float = 5.0) -> dict:
         except ProcessLookupError:
             pass
     wait_for(lambda: not processes_in(names), 2.0)
+    t_procs = time.perf_counter() - t0
     # 3. the namespaces
     removed = netns.delete_many(names)
+    log.info("teardown %s: processes %.2f s, namespaces %.2f s", run.run_id, t_procs, time.perf_counter() - t0 - t_procs)
     shutil.rmtree(run.dir, ignore_errors=True)
     return {"run": run.run_id, "namespaces_removed": removed, "processes_killed": killed,
             "teardown_s": round(time.perf_counter() - t0, 3)}

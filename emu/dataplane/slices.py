@@ -117,7 +117,7 @@ class SliceApplier:
                                    oif=IDX_LO if rtype == nlroute.RTN_LOCAL else None)
                     have[key] = val
                     ops += 1
-        self.f.flush([s.netns for s in self.m.satellites])
+        self.f.flush([s.netns for s in self.m.satellites], ok={3})  # ESRCH: went with a retired link
         return ops
 
     def rules(self, k: int, verb: str) -> None:
@@ -207,12 +207,31 @@ class SliceApplier:
         return len(gls) + len(sls)
 
     def retire_links(self, k: int) -> int:
-        """Delete, by interface group, every dynamic link whose retention ended at slice k."""
-        owners = {self.sat_ns(gl.sat) for gl in self.m.ground_links if gl.retire == k}
-        owners |= {self.sat_ns(sl.lower) for sl in self.m.shell_links if sl.retire == k}
+        """Delete, by interface group, every dynamic link whose retention ended at slice k.
+
+        The kernel drops every route through a deleted interface, in every
+        table: forget those routes too, so a later slice that reuses the slot
+        installs them again.
+        """
+        gone: dict[int, set[int]] = defaultdict(set)  # sat -> ifindexes deleted
+        owners = set()
+        for gl in self.m.ground_links:
+            if gl.retire == k:
+                owners.add(self.sat_ns(gl.sat))
+                gone[gl.sat].add(IDX_GROUND_SLOT + gl.sat_slot)
+        for sl in self.m.shell_links:
+            if sl.retire == k:
+                owners.add(self.sat_ns(sl.lower))
+                gone[sl.lower].add(IDX_UP_SLOT + sl.lower_slot)
+                gone[sl.upper].add(IDX_DN_SLOT + sl.upper_slot)
         for ns in owners:
             self.f.nl[ns].link_del_group(GROUP_BASE + k)
         self.f.flush(owners)
+        for (sat, _t), content in self.tables.items():
+            if sat in gone:
+                dead = gone[sat]
+                for key in [x for x, (_rt, hops) in content.items() if any(h.oif in dead for h in hops)]:
+                    del content[key]
         return len(owners)
 
     def isl_state(self, k: int, prev: int | None, up: bool) -> int:

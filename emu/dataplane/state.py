@@ -35,12 +35,15 @@ def new_run_id() -> str:
 
 
 def proc_starttime(pid: int) -> str | None:
-    """The process's start time (clock ticks since boot), to tell a reused pid from ours."""
+    """The process's start time (clock ticks since boot), to tell a reused pid from ours; None if gone or a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
 
 
 @dataclass
