@@ -118,7 +118,8 @@ class Controller:
         b.servers()
         build_s = time.perf_counter() - t0
         self.status["degradations"] = list(self.features.degradations) + b.degradations
-        self.write_status(state="running", slice=0, slice_started_at=time.time(), build_s=round(build_s, 3))
+        self.write_status(state="running", slice=0, slice_started_at=time.time(), build_s=round(build_s, 3),
+                          slice0_at=time.time())
         return build_s
 
     # ------------------------------------------------------------------ the clock
@@ -139,11 +140,13 @@ class Controller:
             if self.stop.is_set():
                 return
             late_ms = (time.monotonic() - boundary) * 1e3
+            boundary_at = time.time()
             apply_ms = self.applier.switch(k)
             self.applier.cleanup(k)
             log.info("slice %d applied in %.2f ms (prepared in %.1f ms)", k, apply_ms, prep_ms)
             self.status["applied"].append({"slice": k, "apply_ms": round(apply_ms, 3), "prep_ms": round(prep_ms, 1),
-                                           "late_ms": round(late_ms, 1), "at": time.time()})
+                                           "late_ms": round(late_ms, 1), "boundary_at": boundary_at,
+                                           "at": time.time()})
             self.write_status(slice=k, slice_started_at=time.time())
         self.write_status(state="finished")
         while not self.stop.is_set():  # hold the last slice until stopped

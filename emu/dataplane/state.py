@@ -31,7 +31,8 @@ def run_root() -> Path:
 
 
 def new_run_id() -> str:
-    return "le" + secrets.token_hex(2)
+    """``le`` + 4 hex digits; tests set LEOEMU_RUN_ID_PREFIX to give their runs a unique prefix."""
+    return os.environ.get("LEOEMU_RUN_ID_PREFIX", "le") + secrets.token_hex(2)
 
 
 def proc_starttime(pid: int) -> str | None:
