@@ -19,20 +19,11 @@ install-apt:
 install-py:
 	@$(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
 
+# the main job: validate, plan, verify, bring the constellation up, ping + iperf3 dev1 -> inet, tear down
 demo: install
 	@mkdir -p $(OUT)
+	leo-emu doctor
 	leo-emu validate $(SCENARIO)
-	leo-emu snapshot $(SCENARIO) --time 0 --format json > $(OUT)/snapshot-t0.json
-	@$(PYTHON) -c "import json; d=json.load(open('$(OUT)/snapshot-t0.json')); print('snapshot t=0:', d['counts'])"
-	@if [ -f emu/cli/plan_cmds.py ]; then $(MAKE) --no-print-directory demo-plan; fi
-	@if [ -f emu/cli/dataplane_cmds.py ]; then $(MAKE) --no-print-directory demo-run; fi
-
-demo-plan:
-	leo-emu plan $(SCENARIO) -o $(OUT)/default.plan.db
-	leo-emu verify $(OUT)/default.plan.db
-	leo-emu path $(OUT)/default.plan.db ut1 gs-london --slice 0 --format json
-
-demo-run:
 	bash scripts/demo.sh $(SCENARIO) $(OUT)
 
 # pytest exits 5 when it ran no test: that is a failure, never a pass.
@@ -51,6 +42,10 @@ test-kernel: install
 
 bench: install
 	$(PYTHON) scripts/bench_snapshots.py topologies/starlink-shell1.yaml
+	$(PYTHON) scripts/bench_plan.py topologies/starlink-shell1.yaml
+	$(PYTHON) scripts/bench_up.py topologies/starlink-shell1.yaml
+	$(PYTHON) scripts/bench_forwarding.py topologies/default.yaml
+	$(PYTHON) scripts/bench_netlink.py --nodes 1600
 
 clean:
 	rm -rf $(OUT) .pytest_cache build *.egg-info

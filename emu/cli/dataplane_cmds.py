@@ -42,9 +42,11 @@ def _progress_cb():
               help="Use this plan (route database) instead of planning SCENARIO now.")
 @click.option("--speed", type=float, default=1.0, show_default=True, help="Clock speed-up factor.")
 @click.option("--slices", type=int, default=None, help="Run only the first N slices.")
+@click.option("--start-slice", type=int, default=0, show_default=True, help="Begin at this slice of the plan.")
 @click.option("--detach", is_flag=True, help="Leave a background controller running; stop it with `leo-emu down`.")
 @format_option
-def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, detach: bool, fmt: str) -> None:
+def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, start_slice: int, detach: bool,
+       fmt: str) -> None:
     """Build SCENARIO as one namespace per node and keep it in step with the sky."""
     require_root()
     from emu.dataplane import cleanup
@@ -66,16 +68,18 @@ def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, d
 
             plan_file = run.dir / "plan.db"
             console.print(f"planning {loaded.scenario.name} ...", style="dim")
-            build_plan(scenario, plan_file, slices, keep_key=False, fmt=fmt)
+            build_plan(scenario, plan_file, None if slices is None else start_slice + slices, keep_key=False,
+                       fmt=fmt)
         else:
             plan_file = Path(plan_path).resolve()
             check_plan(plan_file)
         if detach:
-            _detach(run, plan_file, speed, slices, fmt, console)
+            _detach(run, plan_file, speed, slices, start_slice, fmt, console)
             return
         run.record_pid(os.getpid(), "controller (foreground)")
         with prog:
-            ctl = Controller(run, plan_file, speed, slices, progress=cb, scenario_name=loaded.scenario.name)
+            ctl = Controller(run, plan_file, speed, slices, progress=cb, scenario_name=loaded.scenario.name,
+                             start_slice=start_slice)
             build_s = ctl.build()
         _report_up(run, ctl.status, build_s, fmt, console)
         console.print("running: Ctrl-C tears everything down", style="bold")
@@ -95,11 +99,11 @@ def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, d
     console.print(f"torn down run {run.run_id}: {summary['namespaces_removed']} namespaces removed", style="dim")
 
 
-def _detach(run, plan_file: Path, speed: float, slices: int | None, fmt: str, console) -> None:
+def _detach(run, plan_file: Path, speed: float, slices: int | None, start_slice: int, fmt: str, console) -> None:
     from emu.dataplane import cleanup
 
     argv = [sys.executable, "-m", "emu.dataplane.controller", "--run", run.run_id, "--root", str(run.root),
-            "--plan", str(plan_file), "--speed", str(speed)]
+            "--plan", str(plan_file), "--speed", str(speed), "--start-slice", str(start_slice)]
     if slices is not None:
         argv += ["--slices", str(slices)]
     p = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -70,7 +70,7 @@ class Builder:
         self.fabric = Fabric(names)
 
     # ------------------------------------------------------------------ satellites
-    def satellite_links(self) -> None:
+    def satellite_links(self, k0: int = 0) -> None:
         m, f = self.m, self.fabric
         grid = m.grid_links
         self.progress("inter-satellite links", 0, len(grid))
@@ -79,7 +79,7 @@ class Builder:
             f.nl[na].veth(ifname(d), ifname(OPPOSITE[d]), f.fd[nb], index=IDX_DIR[d], peer_index=IDX_DIR[OPPOSITE[d]],
                           mac=m.sat_mac(a, d), peer_mac=m.sat_mac(b, OPPOSITE[d]), mtu=MTU_SPACE)
         f.flush([s.netns for s in m.satellites])
-        active0 = m.active_grid(0)
+        active0 = m.active_grid(k0)
         for s in m.satellites:
             f.nl[s.netns].link_set(IDX_LO, up=True)
         for a, b, d in grid.tolist():

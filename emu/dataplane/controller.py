@@ -42,7 +42,7 @@ def check_plan(plan_path: Path):
 
 class Controller:
     def __init__(self, run: Run, plan_path: Path, speed: float = 1.0, n_slices: int | None = None,
-                 progress=None, scenario_name: str = ""):
+                 progress=None, scenario_name: str = "", start_slice: int = 0):
         from emu.dataplane.features import detect
 
         if speed <= 0:
@@ -56,7 +56,12 @@ class Controller:
         self.stop = threading.Event()
         self.features = detect()
         self.db = check_plan(self.plan_path)
-        self.model = Model.from_plan(self.db, run.prefix, n_slices)
+        if not 0 <= start_slice < self.db.n_slices:
+            from emu.errors import InputError
+
+            raise InputError(f"--start-slice: must be 0..{self.db.n_slices - 1} (got {start_slice})")
+        self.k0 = start_slice
+        self.model = Model.from_plan(self.db, run.prefix, None if n_slices is None else start_slice + n_slices)
         self.builder: Builder | None = None
         self.applier: SliceApplier | None = None
         self.status: dict = {"state": "building", "slice": None, "applied": [], "controller_pid": os.getpid(),
@@ -81,7 +86,7 @@ class Controller:
         self.run.write_json("run.json", {
             "run": self.run.run_id, "prefix": self.run.prefix, "plan": str(self.plan_path),
             "scenario": self.scenario_name, "slice_s": self.db.slice_s, "speed": self.speed,
-            "n_slices": m.n_slices, "inet": m.inet_name, "inet_addr": m.inet_addr, "nodes": nodes,
+            "n_slices": m.n_slices, "start_slice": self.k0, "inet": m.inet_name, "inet_addr": m.inet_addr, "nodes": nodes,
             "started": time.time()})
 
     def write_status(self, **kw) -> None:
@@ -104,21 +109,21 @@ class Controller:
         b = self.builder = Builder(self.model, self.run, self.features, self.progress)
         b.create_namespaces()
         self.progress("links", 0, 4)
-        b.satellite_links()
+        b.satellite_links(self.k0)
         b.terrestrial()
-        b.tunnels(self.db.gs_choice(0))
+        b.tunnels(self.db.gs_choice(self.k0))
         self.progress("links", 4, 4)
         b.nat()
         b.shape_isls()
         b.shape_terrestrial()
         a = self.applier = SliceApplier(self.model, b.fabric, self.features)
         self.progress("slice 0 tables", 0, 1)
-        a.initial()
+        a.initial(self.k0)
         self.progress("slice 0 tables", 1, 1)
         b.servers()
         build_s = time.perf_counter() - t0
         self.status["degradations"] = list(self.features.degradations) + b.degradations
-        self.write_status(state="running", slice=0, slice_started_at=time.time(), build_s=round(build_s, 3),
+        self.write_status(state="running", slice=self.k0, slice_started_at=time.time(), build_s=round(build_s, 3),
                           slice0_at=time.time())
         return build_s
 
@@ -127,11 +132,11 @@ class Controller:
         n = self.model.n_slices
         slice_wall = self.db.slice_s / self.speed
         t_start = time.monotonic()
-        for k in range(1, n):
+        for k in range(self.k0 + 1, n):
             if self.stop.is_set():
                 return
             prep_ms = self.applier.prepare(k)
-            boundary = t_start + k * slice_wall
+            boundary = t_start + (k - self.k0) * slice_wall
             while not self.stop.is_set():
                 left = boundary - time.monotonic()
                 if left <= 0:
@@ -157,12 +162,12 @@ class Controller:
             self.builder.fabric.close()
 
 
-def serve(run_id: str, root: str, plan: str, speed: float, n_slices: int | None) -> int:
+def serve(run_id: str, root: str, plan: str, speed: float, n_slices: int | None, start_slice: int = 0) -> int:
     """Body of the detached controller process (``python -m emu.dataplane.controller``)."""
     run = Run(run_id, Path(root))
     ctl = None
     try:
-        ctl = Controller(run, Path(plan), speed, n_slices)
+        ctl = Controller(run, Path(plan), speed, n_slices, start_slice=start_slice)
         signal.signal(signal.SIGTERM, lambda *_: ctl.stop.set())
         signal.signal(signal.SIGINT, lambda *_: ctl.stop.set())
         ctl.build()
@@ -194,10 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plan", required=True)
     ap.add_argument("--speed", type=float, default=1.0)
     ap.add_argument("--slices", type=int, default=None)
+    ap.add_argument("--start-slice", type=int, default=0)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         filename=str(Path(a.root) / a.run / "controller.log"))
-    return serve(a.run, a.root, a.plan, a.speed, a.slices)
+    return serve(a.run, a.root, a.plan, a.speed, a.slices, a.start_slice)
 
 
 if __name__ == "__main__":

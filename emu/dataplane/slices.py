@@ -160,11 +160,18 @@ class SliceApplier:
         return self._ifs
 
     # ------------------------------------------------------------------ dynamic links
-    def create_links(self, k: int) -> int:
-        """Create, address and bring up the ground and inter-shell links slice k+1 needs (prepared at k)."""
+    def create_links(self, k: int, initial: bool = False) -> int:
+        """Create, address and bring up the ground and inter-shell links slice k+1 needs (prepared at k).
+
+        ``initial``: every link alive at slice k (a run that starts there).
+        """
         m, f = self.m, self.f
-        gls = [gl for gl in m.ground_links if gl.prepare == k]
-        sls = [sl for sl in m.shell_links if sl.prepare == k]
+        if initial:
+            gls = [gl for gl in m.ground_links if gl.prepare <= k < gl.retire]
+            sls = [sl for sl in m.shell_links if sl.prepare <= k < sl.retire]
+        else:
+            gls = [gl for gl in m.ground_links if gl.prepare == k]
+            sls = [sl for sl in m.shell_links if sl.prepare == k]
         touched = set()
         for gl in gls:
             sns, gns = self.sat_ns(gl.sat), m.by_name[m.db.ground[gl.ground].name].netns
@@ -316,20 +323,20 @@ class SliceApplier:
         return len(touched)
 
     # ------------------------------------------------------------------ the boundary
-    def initial(self) -> None:
-        """Slice 0: links, addresses, tables and switches, before anything runs."""
-        self.create_links(0)
-        self.bind_addresses(0)
-        self.fill_tables(0)
-        self.rules(0, "add")
+    def initial(self, k0: int = 0) -> None:
+        """The first slice (k0): links, addresses, tables and switches, before anything runs."""
+        self.create_links(k0, initial=True)
+        self.bind_addresses(k0)
+        self.fill_tables(k0)
+        self.rules(k0, "add")
         self.f.flush([s.netns for s in self.m.satellites])
-        self.ground_switch(0)
-        self.delays(0)
+        self.ground_switch(k0)
+        self.delays(k0)
 
     def prepare(self, k: int) -> float:
         """Off the critical path, during slice k-1: everything slice k needs, not yet in use."""
         t0 = time.perf_counter()
-        self.create_links(k - 1) if k - 1 > 0 else None
+        self.create_links(k - 1)
         self.isl_state(k, k - 1, up=True)
         self.bind_addresses(k)
         self.fill_tables(k)
