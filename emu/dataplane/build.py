@@ -150,7 +150,43 @@ class Builder:
 
     # ------------------------------------------------------------------ tunnels
     def tunnels(self, choice0) -> None:
-        """UT <-> GS VXLAN (grc §Data Forwarding Process steps 2 and 4; VXLAN because this kernel may lack ipip)."""
+        """UT -> GS tunnels (grc §Data Forwarding Process steps 2 and 4): ipip where the kernel has it, else VXLAN."""
+        m = self.m
+        pref = m.tunnel_pref
+        has_ipip = self.features.has("ipip")
+        if pref == "ipip" and not has_ipip:
+            raise DataplaneError("ipip tunnel", None, None, "the scenario asks links.tunnel: ipip but this kernel "
+                                 "has no ipip (see `leo-emu doctor`); use vxlan or auto")
+        m.tunnel_mode = "ipip" if (pref == "ipip" or (pref == "auto" and has_ipip)) else "vxlan"
+        if m.tunnel_mode == "ipip":
+            self._ipip_tunnels(choice0)
+        else:
+            self._vxlan_tunnels(choice0)
+
+    def _ipip_tunnels(self, choice0) -> None:
+        m, f = self.m, self.fabric
+        ns = lambda name: m.by_name[name].netns  # noqa: E731
+        nodes = [ns(x.name) for x in m.gss + m.uts]
+        for x in m.gss + m.uts:
+            nlroute.ipip_external(f.nl[ns(x.name)], "tun0", IDX_TUN, MTU_TUNNEL)
+        f.flush(nodes)
+        for g in m.gss:
+            nl = f.nl[ns(g.name)]
+            nl.link_set(IDX_TUN, up=True)
+            for u in m.uts:
+                if u.operator == g.operator:
+                    nlroute.route4_encap(nl, "add", str(m.user_subnets[u.idx]), IDX_TUN, to_ipv4(u.grc),
+                                         to_ipv4(g.grc))
+        for row, u in enumerate(m.uts):
+            nl = f.nl[ns(u.name)]
+            nl.link_set(IDX_TUN, up=True)
+            gs = int(choice0[row, 0])
+            if gs >= 0:
+                nlroute.route4_encap(nl, "replace", str(m.inet_prefix), IDX_TUN, to_ipv4(m.db.ground[gs].grc),
+                                     to_ipv4(u.grc))
+        f.flush(nodes)
+
+    def _vxlan_tunnels(self, choice0) -> None:
         m, f = self.m, self.fabric
         ns = lambda name: m.by_name[name].netns  # noqa: E731
         for g in m.gss:

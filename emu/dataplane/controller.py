@@ -123,6 +123,7 @@ class Controller:
         b.servers()
         build_s = time.perf_counter() - t0
         self.status["degradations"] = list(self.features.degradations) + b.degradations
+        self.status["tunnel"] = self.model.tunnel_mode
         self.write_status(state="running", slice=self.k0, slice_started_at=time.time(), build_s=round(build_s, 3),
                           slice0_at=time.time())
         return build_s

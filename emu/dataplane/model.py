@@ -145,6 +145,7 @@ class Model:
     prefix: str  # run prefix, e.g. "le-3f2a"
     n_slices: int
     nodes: list[Node] = field(default_factory=list)
+    tunnel_mode: str = "vxlan"  # chosen by the controller from the scenario and the kernel's features
 
     @classmethod
     def from_plan(cls, db: PlanDB, prefix: str, n_slices: int | None = None) -> "Model":
@@ -186,6 +187,10 @@ class Model:
         return {"isl": float(self._cfg("links", "isl_rate_mbit", 1000.0)),
                 "ground": float(self._cfg("links", "ground_rate_mbit", 500.0)),
                 "terrestrial": float(self._cfg("links", "terrestrial_rate_mbit", 10000.0))}
+
+    @property
+    def tunnel_pref(self) -> str:
+        return self._cfg("links", "tunnel", "auto")
 
     @property
     def terrestrial_delay_ms(self) -> float:

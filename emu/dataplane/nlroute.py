@@ -79,6 +79,38 @@ def route4_default_via6(batch: NetlinkBatch, verb: str, dst: str, hop: Hop, tabl
                   metric=metric)
 
 
+RTA_ENCAP_TYPE, RTA_ENCAP = 21, 22
+LWTUNNEL_ENCAP_IP = 2
+LWTUNNEL_IP_DST, LWTUNNEL_IP_SRC, LWTUNNEL_IP_TTL = 2, 3, 4
+IFLA_LINKINFO, IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_IFNAME, IFLA_MTU = 18, 1, 2, 3, 4
+IFLA_IPTUN_COLLECT_METADATA = 19
+RTM_NEWLINK = 16
+_IFI = struct.Struct("=BxHiII")
+
+
+def ipip_external(batch: NetlinkBatch, name: str, index: int, mtu: int) -> int:
+    """An ipip device in collect-metadata ("external") mode: it receives from any remote, and routes
+    with an ``encap ip`` say where each packet goes (used on kernels that have ipip)."""
+    data = attr(IFLA_IPTUN_COLLECT_METADATA, b"")
+    info = attr(IFLA_INFO_KIND, b"ipip") + attr(IFLA_INFO_DATA, data)
+    body = _IFI.pack(0, 0, index, 0, 0) + attr(IFLA_IFNAME, name.encode() + b"\0") + u32_attr(IFLA_MTU, mtu) \
+        + attr(IFLA_LINKINFO, info)
+    return batch.queue(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, "ipip add", name)
+
+
+def route4_encap(batch: NetlinkBatch, verb: str, dst: str, oif: int, remote: str, local: str,
+                 table: int = 254) -> int:
+    """``ip route <verb> DST encap ip dst REMOTE src LOCAL ttl 64 dev OIF``: the tunnel target is in the route."""
+    net, plen = dst.split("/")
+    head = _RTM.pack(socket.AF_INET, int(plen), 0, 0, table if table < 256 else RT_TABLE_COMPAT,
+                     RTPROT_STATIC, 253, RTN_UNICAST, 0)  # scope link: no gateway
+    enc = attr(LWTUNNEL_IP_DST, ip_bytes(remote)) + attr(LWTUNNEL_IP_SRC, ip_bytes(local)) \
+        + attr(LWTUNNEL_IP_TTL, bytes([64]))
+    body = head + attr(RTA_DST, ip_bytes(net)) + u32_attr(RTA_TABLE, table) + u32_attr(RTA_OIF, oif) \
+        + attr(RTA_ENCAP_TYPE, struct.pack("=H", LWTUNNEL_ENCAP_IP)) + attr(RTA_ENCAP | 0x8000, enc)
+    return batch.queue(RTM_NEWROUTE, _VERB[verb], body, f"route {verb} encap", f"{dst} -> {remote}")
+
+
 def neigh(batch: NetlinkBatch, verb: str, ifindex: int, dst: str, lladdr: str) -> int:
     """A permanent ARP/ND entry ``dst`` -> ``lladdr`` on ``ifindex``."""
     a = ip_bytes(dst)

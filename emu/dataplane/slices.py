@@ -286,7 +286,11 @@ class SliceApplier:
                 i = m.gss.index(next(x for x in m.gss if x.idx == gs))
                 f.nl[cns].route("replace", sub, oif=100 + i, gateway=m.gs_core_link(gs)[0])
                 uns = m.by_name[u.name].netns
-                nlroute.fdb(f.nl[uns], "replace", IDX_TUN, TUNNEL_MAC, to_ipv4(m.db.ground[gs].grc))
+                if m.tunnel_mode == "ipip":
+                    nlroute.route4_encap(f.nl[uns], "replace", str(m.inet_prefix), IDX_TUN,
+                                         to_ipv4(m.db.ground[gs].grc), to_ipv4(u.grc))
+                else:
+                    nlroute.fdb(f.nl[uns], "replace", IDX_TUN, TUNNEL_MAC, to_ipv4(m.db.ground[gs].grc))
                 touched.add(uns)
             else:
                 f.nl[cns].route("replace", sub, type="unreachable")

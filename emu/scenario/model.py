@@ -153,6 +153,7 @@ class LinkCfg(Strict):
     polar_lat_deg: Annotated[float, Field(gt=0.0, le=90.0)] = 75.0
     seam: Literal["auto", "down", "wrap"] = "auto"
     inter_shell: bool = True
+    tunnel: Literal["auto", "vxlan", "ipip"] = "auto"  # UT <-> GS; auto: ipip where the kernel has it
 
 
 class GrcCfg(Strict):
