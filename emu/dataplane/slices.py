@@ -48,6 +48,7 @@ class SliceApplier:
         self.core_route: dict[int, int] = {}
         self.ut_target: dict[int, int] = {}
         self.unresolved = 0
+        self.k0 = 0
         self._choice_cache: dict[int, object] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -329,7 +330,8 @@ class SliceApplier:
     # ------------------------------------------------------------------ the boundary
     def initial(self, k0: int = 0) -> None:
         """The first slice (k0): links, addresses, tables and switches, before anything runs."""
-        self.create_links(k0, initial=True)
+        self.k0 = k0
+        self.create_links(k0, initial=True)  # includes those prepared at k0 for k0+1
         self.bind_addresses(k0)
         self.fill_tables(k0)
         self.rules(k0, "add")
@@ -340,7 +342,8 @@ class SliceApplier:
     def prepare(self, k: int) -> float:
         """Off the critical path, during slice k-1: everything slice k needs, not yet in use."""
         t0 = time.perf_counter()
-        self.create_links(k - 1)
+        if k - 1 > self.k0:
+            self.create_links(k - 1)
         self.isl_state(k, k - 1, up=True)
         self.bind_addresses(k)
         self.fill_tables(k)
