@@ -14,7 +14,6 @@ GRC encoding never uses shell code 0, so no GRC can collide with it
 from __future__ import annotations
 
 import ipaddress
-import re
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
@@ -27,6 +26,14 @@ Lat = Annotated[float, Field(ge=-90.0, le=90.0)]
 Lon = Annotated[float, Field(ge=-180.0, le=180.0)]
 Index8 = Annotated[int, Field(ge=0, le=255)]
 Elevation = Annotated[float, Field(ge=0.0, lt=90.0)]
+
+
+def _terrestrial_prefix(v: str) -> ipaddress.IPv4Network:
+    """An IPv4 prefix inside 0.0.0.0/4, the range no GRC can use (emu.addressing.grc)."""
+    net = ipaddress.ip_network(v, strict=True)
+    if net.version != 4 or not net.subnet_of(ipaddress.ip_network("0.0.0.0/4")):
+        raise ValueError("must be an IPv4 prefix inside 0.0.0.0/4 (the GRC-free terrestrial range)")
+    return net
 
 
 class Strict(BaseModel):
@@ -94,9 +101,7 @@ class Operator(Strict):
     @field_validator("user_pool")
     @classmethod
     def _pool(cls, v: str) -> str:
-        net = ipaddress.ip_network(v, strict=True)
-        if net.version != 4 or not net.subnet_of(ipaddress.ip_network("0.0.0.0/4")):
-            raise ValueError("must be an IPv4 prefix inside 0.0.0.0/4 (the GRC-free terrestrial range)")
+        net = _terrestrial_prefix(v)
         if net.prefixlen > 28:
             raise ValueError("must hold at least 16 addresses (/28 or shorter)")
         return str(net)
@@ -126,10 +131,7 @@ class Internet(Strict):
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
-        net = ipaddress.ip_network(v, strict=True)
-        if net.version != 4 or not net.subnet_of(ipaddress.ip_network("0.0.0.0/4")):
-            raise ValueError("must be an IPv4 prefix inside 0.0.0.0/4 (the GRC-free terrestrial range)")
-        return str(net)
+        return str(_terrestrial_prefix(v))
 
 
 class TimeCfg(Strict):
@@ -249,5 +251,3 @@ def _unique(field: str, values: list) -> None:
             raise ValueError(f"{field}: duplicate (got {v!r})")
         seen.add(v)
 
-
-_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")

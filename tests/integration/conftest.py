@@ -83,3 +83,19 @@ def make_ns(ns_prefix: str) -> Callable[..., list[str]]:
         netns.create_many(names, sysctls)
         return names
     return make
+
+
+@pytest.fixture(scope="module")
+def leo_env(tmp_path_factory, module_ns_prefix: str) -> Iterator[dict]:
+    """Environment for `leo-emu` subprocesses: a private run directory and this module's unique run prefix.
+
+    At the end every run is brought down and anything left under the prefix swept.
+    """
+    from .test_dataplane import leo, sweep
+
+    env = dict(os.environ)
+    env["LEOEMU_RUN_DIR"] = str(tmp_path_factory.mktemp("runs"))
+    env["LEOEMU_RUN_ID_PREFIX"] = module_ns_prefix.rstrip("-")
+    yield env
+    leo(env, "down", "--all", check=False)
+    sweep(module_ns_prefix.rstrip("-"))

@@ -18,20 +18,15 @@ import pytest
 from emu.dataplane import netns
 from emu.dataplane.prober import ping_series
 
-from .test_dataplane import DEFAULT, ROOT, _sweep, host_state, leo
+from .test_dataplane import DEFAULT, ROOT, sweep, host_state, leo
 
 SPEED = 50.0  # 15 s slices in 0.3 s
 SLICES = 110
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, module_ns_prefix):
-    e = dict(os.environ)
-    e["LEOEMU_RUN_DIR"] = str(tmp_path_factory.mktemp("runs"))
-    e["LEOEMU_RUN_ID_PREFIX"] = module_ns_prefix.rstrip("-")
-    yield e
-    leo(e, "down", "--all", check=False)
-    _sweep(module_ns_prefix.rstrip("-"))
+def env(leo_env):
+    return leo_env
 
 
 @pytest.fixture(scope="module")

@@ -57,16 +57,11 @@ def host_state() -> dict:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, module_ns_prefix):
-    e = dict(os.environ)
-    e["LEOEMU_RUN_DIR"] = str(tmp_path_factory.mktemp("runs"))
-    e["LEOEMU_RUN_ID_PREFIX"] = module_ns_prefix.rstrip("-")
-    yield e
-    leo(e, "down", "--all", check=False)
-    _sweep(module_ns_prefix.rstrip("-"))
+def env(leo_env):
+    return leo_env
 
 
-def _sweep(prefix: str) -> None:
+def sweep(prefix: str) -> None:
     from emu.dataplane.cleanup import processes_in
 
     names = netns.list_names(prefix)
