@@ -38,6 +38,7 @@ def main() -> None:
             "scenario": summary["scenario"],
             "wall_s": round(wall, 3),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_worker_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
             "slices": summary["slices"],
             "satellites": summary["satellites"],
             "destinations": summary["destinations"],

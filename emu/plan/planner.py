@@ -9,6 +9,8 @@ what this computes and never recomputes it.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -93,12 +95,33 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
     plan = Plan(loaded, series, att, bind, g_grc, g_plen, mapping, candidate_order(series, mapping))
     if bind.moved:
         log.info("%d satellite bindings moved to a neighbouring cell to stay unique", bind.moved)
-    for k in range(len(series)):
-        plan.slices.append(plan_slice(plan, k))
-        if progress:
-            progress(k + 1, len(series))
+    n = len(series)
+    workers = min(os.cpu_count() or 1, 4) if n >= 32 else 1
+    if workers > 1:
+        # slices are independent: fork workers that share the snapshots copy-on-write
+        global _FORK_PLAN
+        _FORK_PLAN = plan
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(workers) as pool:
+            for k, sp in enumerate(pool.imap(_plan_slice_forked, range(n), chunksize=4)):
+                plan.slices.append(sp)
+                if progress:
+                    progress(k + 1, n)
+        _FORK_PLAN = None
+    else:
+        for k in range(n):
+            plan.slices.append(plan_slice(plan, k))
+            if progress:
+                progress(k + 1, n)
     plan.wall_s = time.perf_counter() - t0
     return plan
+
+
+_FORK_PLAN: Plan | None = None
+
+
+def _plan_slice_forked(k: int) -> SlicePlan:
+    return plan_slice(_FORK_PLAN, k)
 
 
 def plan_slice(plan: Plan, k: int) -> SlicePlan:
@@ -114,14 +137,16 @@ def plan_slice(plan: Plan, k: int) -> SlicePlan:
     tables = aggregate(codes, dest.addr, dest.plen, sc.routing.aggregate)
     raw = np.count_nonzero(codes, axis=1)
     # multi-source selection: a UT reaches a GS when both are attached and their satellites are connected
-    serving = plan.attach.serving[k]
-    pos = {int(t): i for i, t in enumerate(terms)}
+    serving = plan.attach.serving[k].astype(np.int64)
+    row_of = np.full(N, -1, dtype=np.int64)
+    row_of[terms] = np.arange(len(terms))
+    # reach[g_node, u_node]: the satellite segment connects ground node g's satellite with u's (one numpy gather)
+    rows = np.where(serving >= 0, row_of[np.maximum(serving, 0)], -1)
+    reach = (rows[:, None] >= 0) & (serving[None, :] >= 0)
+    reach &= np.isfinite(dist[np.maximum(rows, 0)][:, np.maximum(serving, 0)]) if len(terms) else False
 
     def reachable(u: int, g: int) -> bool:
-        su, sg = int(serving[u]), int(serving[g])
-        if su < 0 or sg < 0:
-            return False
-        return bool(np.isfinite(dist[pos[sg], su])) if sg in pos else False
+        return bool(reach[g, u])
 
     choice = select_gs(sc.routing.gs_selection, plan.gs_order, reachable)
     links = np.zeros(len(L), dtype=LINK_DTYPE)

@@ -116,26 +116,29 @@ def _mask(plen: np.ndarray) -> np.ndarray:
 
 
 def aggregate(codes: np.ndarray, addr: np.ndarray, plen: np.ndarray, enabled: bool = True) -> SliceTables:
-    """Fold destinations along the GRC hierarchy; see the module docstring."""
+    """Fold destinations along the GRC hierarchy; see the module docstring.
+
+    Works on (destination-group, satellite) arrays so every reduction runs
+    over contiguous rows.
+    """
     n_sats, n_dest = codes.shape
     prefix = (addr & _mask(plen)).astype(np.uint32)
-    levels = []  # (prefix, plen, code, parent_of_child)
-    cur_p, cur_l, cur_c = prefix, plen.astype(np.uint8), codes
+    levels = []  # (prefix, plen, code (groups, sats), parent_of_group)
+    cur_p, cur_l, cur_c = prefix, plen.astype(np.uint8), np.ascontiguousarray(codes.T)
     if enabled:
         for P in sorted((x for x in LEGAL_PREFIX_LENGTHS if x < 32), reverse=True):
             if len(cur_p) == 0:
                 break
             key = cur_p.astype(np.uint64) >> np.uint64(32 - P)
             pk, inv = np.unique(key, return_inverse=True)
-            identity = cur_l == P
+            identity = (cur_l == P)[:, None]
             terminal = actions.is_terminal(cur_c)
-            aggable = (cur_c > 0) & (~terminal | identity[None, :])
-            val = np.where(aggable, cur_c, MIX)
+            val = np.where((cur_c > 0) & (~terminal | identity), cur_c, MIX)
             order = np.argsort(inv, kind="stable")
             starts = np.searchsorted(inv[order], np.arange(len(pk)))
-            vs = val[:, order]
-            vmin = np.minimum.reduceat(vs, starts, axis=1)
-            vmax = np.maximum.reduceat(vs, starts, axis=1)
+            vs = val[order]
+            vmin = np.minimum.reduceat(vs, starts, axis=0)
+            vmax = np.maximum.reduceat(vs, starts, axis=0)
             gcode = np.where(vmin == vmax, vmin, MIX)
             levels.append((cur_p, cur_l, cur_c, inv))
             cur_p = (pk << np.uint64(32 - P)).astype(np.uint32)
@@ -146,13 +149,12 @@ def aggregate(codes: np.ndarray, addr: np.ndarray, plen: np.ndarray, enabled: bo
     for i, (p, l, c, inv) in enumerate(levels):
         emit = c > 0
         if inv is not None:
-            parent = levels[i + 1][2]
-            emit &= parent[:, inv] <= 0  # parent MIXED (or nothing): this level states it
-        s_idx, u_idx = np.nonzero(emit)
+            emit &= levels[i + 1][2][inv] <= 0  # parent MIXED (or nothing): this level states it
+        u_idx, s_idx = np.nonzero(emit)
         sats.append(s_idx)
         pre.append(p[u_idx])
         pl.append(l[u_idx])
-        act.append(c[s_idx, u_idx])
+        act.append(c[u_idx, s_idx])
     s_all = np.concatenate(sats)
     p_all = np.concatenate(pre).astype(np.uint32)
     l_all = np.concatenate(pl).astype(np.uint8)

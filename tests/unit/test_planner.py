@@ -129,6 +129,16 @@ def test_plan_is_deterministic(default_plan) -> None:
         assert (x.gs_choice == y.gs_choice).all()
 
 
+def test_parallel_planning_equals_sequential() -> None:
+    from emu.plan.planner import plan_slice
+
+    forked = make_plan(load_default(), n_slices=40)  # >= 32 slices: planned by forked workers
+    for k in (0, 17, 39):
+        seq = plan_slice(forked, k)
+        assert seq.tables.action.tobytes() == forked.slices[k].tables.action.tobytes()
+        assert seq.tables.prefix.tobytes() == forked.slices[k].tables.prefix.tobytes()
+
+
 def test_default_plan_verifies_and_round_trips(default_plan, tmp_path) -> None:
     p = tmp_path / "p.db"
     write_plan(default_plan, p)
