@@ -60,6 +60,8 @@ def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, s
     from emu.scenario.load import load_scenario
 
     loaded = load_scenario(scenario)  # bad input fails here, before anything exists
+    if plan_path is not None:
+        check_plan(Path(plan_path).resolve())  # an unverified plan is refused before anything exists
     run = Run.create()
     prog, cb, console = _progress_cb()
     try:
@@ -72,7 +74,6 @@ def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, s
                        fmt=fmt)
         else:
             plan_file = Path(plan_path).resolve()
-            check_plan(plan_file)
         if detach:
             _detach(run, plan_file, speed, slices, start_slice, fmt, console)
             return
@@ -90,10 +91,9 @@ def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, s
         finally:
             ctl.close()
     except BaseException:
-        if not detach:
-            summary = cleanup.teardown(run)
-            console.print(f"torn down run {run.run_id}: {summary['namespaces_removed']} namespaces removed",
-                          style="dim")
+        summary = cleanup.teardown(run)  # idempotent: also after _detach tore a failed build down
+        console.print(f"torn down run {run.run_id}: {summary['namespaces_removed']} namespaces removed",
+                      style="dim")
         raise
     summary = cleanup.teardown(run)
     console.print(f"torn down run {run.run_id}: {summary['namespaces_removed']} namespaces removed", style="dim")

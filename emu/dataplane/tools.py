@@ -174,6 +174,12 @@ def pick_global_ipv4(ip_json: str) -> str | None:
 
 
 # ============================================================================ processes in a namespace
+class CommandNotFound(DataplaneError):
+    """The program to run inside a namespace is not installed: exit code 127, as a shell says it."""
+
+    exit_code = 127
+
+
 def _enter(netns_name: str):
     """A ``preexec_fn`` that moves the *child* into the namespace (runs between fork and exec)."""
     path = netns.path(netns_name).encode()
@@ -200,7 +206,7 @@ def _popen(netns_name: str, argv: list[str], **kw) -> subprocess.Popen:
     try:
         return subprocess.Popen(list(argv), preexec_fn=_enter(netns_name), **kw)
     except FileNotFoundError as exc:
-        raise DataplaneError(f"run {argv[0]}", netns_name, exc.errno, f"{argv[0]} is not installed") from None
+        raise CommandNotFound(f"run {argv[0]}", netns_name, exc.errno, f"{argv[0]}: command not found") from None
     except (OSError, subprocess.SubprocessError) as exc:
         raise DataplaneError(f"run {argv[0]}", netns_name, getattr(exc, "errno", None), str(exc)) from None
 

@@ -181,6 +181,7 @@ def test_altered_plan_is_refused(env, plan, tmp_path):
     p = leo(env, "up", str(DEFAULT), "--plan", str(bad), "--detach", check=False)
     assert p.returncode != 0 and "refused" in p.stderr
     assert set(netns.list_names("")) == before
+    assert len(list(Path(env["LEOEMU_RUN_DIR"]).iterdir())) == 1  # only the live run: no record left behind
 
 
 def test_bad_scenario_builds_nothing(env, tmp_path):
@@ -190,3 +191,18 @@ def test_bad_scenario_builds_nothing(env, tmp_path):
     p = leo(env, "up", str(bad), check=False)
     assert p.returncode == 2 and "shells.0.altitude_km" in p.stderr
     assert set(netns.list_names("")) == before
+
+
+def test_trace_equals_the_plans_path(live, env):
+    d = json.loads(leo(env, "trace", "dev1", "inet", "--format", "json").stdout)
+    assert d["reply_received"], d
+    assert d["matches_plan"], (d["observed"], d["planned"])
+    sats = [h for h in d["observed"] if h["node"].startswith("sat")]
+    assert sats and all(h["direction"] for h in sats)
+
+
+def test_ping_and_iperf_commands(live, env):
+    p = json.loads(leo(env, "ping", "dev1", "inet", "-c", "3", "-i", "0.2", "--format", "json").stdout)
+    assert p["received"] == 3 and p["dst_addr"] == "12.0.0.1"
+    i = json.loads(leo(env, "iperf", "dev1", "inet", "--time", "1", "--format", "json").stdout)
+    assert i["bits_per_second"] > 50e6
