@@ -13,11 +13,11 @@ trap cleanup EXIT
 echo "== plan $SCENARIO"
 leo-emu plan "$SCENARIO" -o "$PLAN"
 leo-emu verify "$PLAN"
-# start at the first slice where dev1 reaches the Internet in the plan
+# start at the first slice where dev1 reaches the Internet across the most satellites
 START=$(leo-emu path "$PLAN" dev1 inet --series --format json | python3 -c '
 import json, sys
-s = json.load(sys.stdin)["series"]
-print(next((r["slice"] for r in s if r["reachable"]), 0))')
+s = [r for r in json.load(sys.stdin)["series"] if r["reachable"]]
+print(max(s, key=lambda r: (r["satellite_hops"], -r["slice"]))["slice"] if s else 0)')
 echo "== the plan's path dev1 -> inet at slice $START"
 leo-emu path "$PLAN" dev1 inet --slice "$START"
 echo "== up (one namespace per node)"
