@@ -286,16 +286,14 @@ class Model:
     @cached_property
     def grid_links(self) -> np.ndarray:
         """Every N/S/E/W ISL that exists in any slice (created once, toggled per slice)."""
-        seen = set()
-        rows = []
+        parts = []
         for k in range(self.n_slices):
             L = self.db.links(k)
-            for r in L[L["dir_a"] < 4]:
-                key = (int(r["a"]), int(r["b"]), int(r["dir_a"]))
-                if key not in seen:
-                    seen.add(key)
-                    rows.append(key)
-        return np.array(sorted(rows), dtype=np.int64).reshape(-1, 3)
+            L = L[L["dir_a"] < 4]
+            parts.append(np.stack([L["a"], L["b"], L["dir_a"]], axis=1).astype(np.int64))
+        if not parts:
+            return np.zeros((0, 3), dtype=np.int64)
+        return np.unique(np.concatenate(parts), axis=0)
 
     def active_grid(self, k: int) -> set[tuple[int, int, int]]:
         L = self.db.links(k)

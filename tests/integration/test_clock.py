@@ -71,7 +71,7 @@ def test_accelerated_run_loses_nothing_where_the_path_persists(env, plan, record
     def next_boundary(t):
         return min((at for _kk, at in bounds if at > t), default=float("inf"))
 
-    lost_persist, lost_change, per_slice = [], [], {}
+    lost_persist, lost_change, lost_gap, per_slice = [], [], [], {}
     for seq in probes.lost_seqs():
         t = probes.sent_at[seq]
         k = slice_at(t)
@@ -81,11 +81,14 @@ def test_accelerated_run_loses_nothing_where_the_path_persists(env, plan, record
         in_flight_into_change = nb - t < 0.02 and not persists.get(slice_at(nb + 1e-6), False)
         if persists.get(k) and not in_flight_into_change:
             lost_persist.append((seq, k))
+        elif sig.get(k) is None:
+            lost_gap.append((seq, k))  # the plan has no path in this slice (no satellite / GS in view)
         else:
-            lost_change.append((seq, k))
+            lost_change.append((seq, k))  # a handover: the path changed at this boundary
     handovers = [k for k in range(1, SLICES) if sig[k] != sig[k - 1]]
     summary = {"probes": probes.sent, "received": probes.received, "slices": st["slice"],
-               "lost_where_path_persists": len(lost_persist), "lost_at_changes_or_gaps": len(lost_change),
+               "lost_where_path_persists": len(lost_persist), "lost_at_handovers": len(lost_change),
+               "lost_where_plan_has_no_path": len(lost_gap),
                "path_changes": len(handovers), "lost_per_slice": per_slice,
                "apply_p99_ms": st.get("apply_p99_ms")}
     record_property("accelerated_run", json.dumps(summary))
