@@ -156,7 +156,10 @@ def verify(plan_db: str, signatures_only: bool, fmt: str) -> None:
     from emu.plan.verify import verify as run_verify
 
     t0 = time.perf_counter()
-    rep = run_verify(PlanDB(plan_db), walk=not signatures_only)
+    with _progress(fmt) as prog:
+        task = prog.add_task("verifying slices", total=1)
+        rep = run_verify(PlanDB(plan_db), walk=not signatures_only,
+                         progress=lambda done, total: prog.update(task, completed=done, total=total))
     result = {"ok": rep.ok, "slices": rep.slices, "pairs_checked": rep.pairs_checked,
               "disconnected_pairs": rep.disconnected, "failures": rep.failures,
               "wall_s": round(time.perf_counter() - t0, 3)}

@@ -74,7 +74,7 @@ def lookup_all(tables: SliceTables, addrs: np.ndarray) -> np.ndarray:
     return out
 
 
-def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0) -> VerifyReport:
+def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progress=None) -> VerifyReport:
     rep = VerifyReport()
     pub = bytes.fromhex(db.meta["public_key"])
     _check_signed_row(db, rep, pub, "ephemeris",
@@ -87,6 +87,8 @@ def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0) -> Ve
     n_sats = len(db.sat_names)
     rng = random.Random(seed)
     for k in range(db.n_slices):
+        if progress:
+            progress(k, db.n_slices)
         rep.slices += 1
         tables = db.tables(k)
         links = db.links(k)
@@ -171,13 +173,19 @@ def _walk_slice(db, rep, k, tables, links, addr, tsat, names, kinds, n_ground) -
     succ = np.where(use, nb[:, None, :], -1)
     dangling = (use & (succ < 0)).any(axis=-1)
     has_succ = use.any(axis=-1) & ~dangling & ~wrong_term
-    col = np.broadcast_to(np.arange(D)[None, :, None], succ.shape)
+    # settle pairs hop by hop: a pair is good once every successor is good; only unsettled pairs are revisited
+    ps, pd = np.nonzero(has_succ & ~good)
+    psucc = succ[ps, pd]  # (pending, 6)
+    puse = use[ps, pd]
     for _ in range(n + 1):
-        sg = np.where(use, good[np.maximum(succ, 0), col], True)
-        new = good | (has_succ & sg.all(axis=-1))
-        if (new == good).all():
+        if len(ps) == 0:
             break
-        good = new
+        sg = np.where(puse, good[np.maximum(psucc, 0), pd[:, None]], True).all(axis=1)
+        if not sg.any():
+            break
+        good[ps[sg], pd[sg]] = True
+        keep = ~sg
+        ps, pd, psucc, puse = ps[keep], pd[keep], psucc[keep], puse[keep]
     attached = tsat >= 0
     connected = attached[None, :] & (comp[:, None] == comp[np.maximum(tsat, 0)][None, :])
     rep.pairs_checked += int(connected.sum())
