@@ -168,3 +168,28 @@ def test_kill9_during_build_then_down(env, tmp_path):
     up.wait(timeout=10)
     assert killed_mid_build, "could not catch the build in progress"
     _assert_gone(env, prefix, before)
+
+
+def test_foreground_ctrl_c_tears_everything_down(env, plan):
+    before = host_state()
+    root = Path(env["LEOEMU_RUN_DIR"])
+    p = subprocess.Popen([sys.executable, "-m", "emu.cli.main", "up", str(DEFAULT), "--plan", str(plan)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    prefix = None
+    while time.time() < deadline and prefix is None:
+        for rd in [x for x in root.iterdir() if x.is_dir()]:
+            try:
+                if json.loads((rd / "status.json").read_text()).get("state") == "running":
+                    prefix = rd.name + "-"
+            except (OSError, ValueError):
+                pass
+        time.sleep(0.05)
+    assert prefix, "the foreground run never came up"
+    assert netns.list_names(prefix)
+    p.send_signal(signal.SIGINT)
+    _out, err = p.communicate(timeout=30)
+    assert "torn down" in err
+    assert netns.list_names(prefix) == []
+    assert not [x for x in root.iterdir() if x.is_dir()]
+    assert host_state() == before
