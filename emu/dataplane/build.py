@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import ipaddress
 import logging
 import os
 import subprocess
-import time
 
 from emu.addressing.grc import to_ipv4
 from emu.dataplane import netns, nlroute
@@ -301,11 +299,3 @@ def _run_in(netns_name: str, argv: list[str], stdin: str = "") -> None:
     if p.returncode != 0:
         raise DataplaneError(" ".join(argv), netns_name, None, (p.stderr or p.stdout).strip()[:300])
 
-
-def wait_listening(timeout_s: float = 3.0) -> None:
-    time.sleep(0.05)
-    del timeout_s
-
-
-def ipv4(v: int) -> str:
-    return str(ipaddress.IPv4Address(int(v)))

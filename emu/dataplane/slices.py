@@ -25,8 +25,8 @@ from collections import defaultdict
 from emu.addressing.grc import to_ipv4
 from emu.dataplane import nlroute
 from emu.dataplane.fabric import Fabric
-from emu.dataplane.model import (IDX_DIR, IDX_DN_SLOT, IDX_GROUND_SLOT, IDX_LO, IDX_TERR, IDX_TUN, IDX_UP_SLOT,
-                                 MTU_SPACE, TUNNEL_MAC, GroundLink, Model, ShellLink)
+from emu.dataplane.model import (IDX_DIR, IDX_DN_SLOT, IDX_GROUND_SLOT, IDX_LO, IDX_TUN, IDX_UP_SLOT,
+                                 MTU_SPACE, TUNNEL_MAC, Model)
 from emu.dataplane.tc import LinkShape, netem, shape_many
 from emu.orbit.constellation import DOWN, OPPOSITE, UP
 from emu.plan import actions

@@ -82,7 +82,6 @@ def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progr
     _check_signed_row(db, rep, pub, "mapping",
                       mapping_digest(list(db.con.execute("SELECT prefix, operator, candidates FROM mapping"))))
     routing = json.loads(db.meta["routing"])
-    level = int(db.meta["grc_level"])
     ground = db.ground
     n_sats = len(db.sat_names)
     rng = random.Random(seed)
@@ -131,7 +130,6 @@ def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progr
                                              *tables.of(s)), addr[d:d + 1])[0, 0])
             if (hit[2] if hit else 0) != got:
                 rep.fail(f"slice {k}: satellite {db.sat_names[s]}: vectorised lookup disagrees with the reference")
-    del level
     return rep
 
 

@@ -18,7 +18,7 @@ import pytest
 from emu.dataplane import netns
 from emu.dataplane.prober import ping_series
 
-from .test_dataplane import DEFAULT, ROOT, sweep, host_state, leo
+from .test_dataplane import DEFAULT, ROOT, host_state, leo
 
 SPEED = 50.0  # 15 s slices in 0.3 s
 SLICES = 110

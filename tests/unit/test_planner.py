@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from emu.addressing import grc as grcmod
 from emu.cli.main import cli
-from emu.orbit.constellation import DOWN, E, N, S, W
+from emu.orbit.constellation import E, N, S
 from emu.plan import actions
 from emu.plan.db import PlanDB, write_plan
 from emu.plan.planner import make_plan

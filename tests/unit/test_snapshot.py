@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from skyfield.api import EarthSatellite, wgs84
 
 from emu.cli.main import cli
-from emu.orbit.constellation import DOWN, E, N, UP, W
+from emu.orbit.constellation import DOWN, E, N, UP
 from emu.orbit.propagate import timescale
 from emu.snapshot.series import SnapshotSeries
 
