@@ -258,3 +258,81 @@ def test_cli_plan_route_path(tmp_path) -> None:
     assert res.exit_code == 0 and len(json.loads(res.output)["series"]) == 5
     res = r.invoke(cli, ["route", "show", str(p), "--sat", "nope"])
     assert res.exit_code != 0 and "--sat" in res.output
+
+
+def _policy_plan(**routing):
+    from .helpers import loaded
+
+    import yaml
+
+    d = yaml.safe_load((ROOT / "topologies" / "default.yaml").read_text())
+    d["routing"].update(routing)
+    return make_plan(loaded(d), n_slices=60)
+
+
+def test_longest_visibility_policy_picks_the_longest_remaining_pass() -> None:
+    plan = _policy_plan(attach_policy="longest-visibility")
+    v = plan.series.visibility
+    for k in (0, 10, 30):
+        for g in range(plan.series.ground.size):
+            s = plan.attach.serving[k, g]
+            rows = np.nonzero((v.slice == k) & (v.node == g))[0]
+            if len(rows) == 0:
+                assert s == -1
+                continue
+
+            def remaining(sat):
+                n = 0
+                while np.any((v.slice == k + n) & (v.node == g) & (v.sat == sat)):
+                    n += 1
+                return n
+
+            best = max(remaining(int(x)) for x in v.sat[rows])
+            assert remaining(int(s)) == best
+
+
+def test_nearest_and_highest_elevation_policies() -> None:
+    near = _policy_plan(attach_policy="nearest")
+    high = _policy_plan(attach_policy="highest-elevation")
+    v = near.series.visibility
+    k = 5
+    for g in range(near.series.ground.size):
+        rows = np.nonzero((v.slice == k) & (v.node == g))[0]
+        if len(rows):
+            assert near.attach.serving[k, g] == v.sat[rows[np.argmin(v.range_km[rows])]]
+            assert high.attach.serving[k, g] == v.sat[rows[np.argmax(v.elevation_deg[rows])]]
+
+
+def test_gs_selection_policies() -> None:
+    prox = _policy_plan(gs_selection="proximity")
+    pb = _policy_plan(gs_selection="primary-backup")
+    g = prox.series.ground
+    uts = [i for i in range(g.size) if g.kind[i] == "ut"]
+    for k in range(60):
+        for row, u in enumerate(uts):
+            order = prox.gs_order[u]
+            c_prox = prox.slices[k].gs_choice[row, 0]
+            c_pb, other = pb.slices[k].gs_choice[row]
+            # primary/backup: the nearest GS whenever it is reachable, else the second
+            if c_pb >= 0:
+                assert c_pb in order[:2]
+                if c_pb == order[1]:
+                    assert other == order[0]
+            # proximity: the nearest reachable one, so never farther than primary/backup's choice
+            if c_prox >= 0 and c_pb >= 0:
+                assert order.index(c_prox) <= order.index(c_pb)
+
+
+def test_gs_selection_known_answers() -> None:
+    from emu.plan.attach import select_gs
+
+    order = {10: [1, 2], 11: [1, 2], 12: [1, 2]}  # three UTs, GS 1 nearest to all
+    every = lambda u, g: True  # noqa: E731
+    assert select_gs("proximity", order, every).tolist() == [[1, 2], [1, 2], [1, 2]]
+    assert select_gs("load-balance", order, every)[:, 0].tolist() == [1, 2, 1]
+    assert select_gs("primary-backup", order, every).tolist() == [[1, 2], [1, 2], [1, 2]]
+    no1 = lambda u, g: g != 1  # noqa: E731
+    assert select_gs("proximity", order, no1).tolist() == [[2, -1]] * 3
+    assert select_gs("primary-backup", order, no1).tolist() == [[2, 1]] * 3
+    none = lambda u, g: False  # noqa: E731
+    assert (select_gs("load-balance", order, none) == -1).all()
