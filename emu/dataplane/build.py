@@ -42,6 +42,19 @@ SYSCTLS = {
 }
 
 
+def address_isl(nl, m: Model, sat: int, direction: int, peer: int) -> None:
+    """Bring one ISL end up with its semantic link-local and global IPv6 addresses and a host route to the peer.
+
+    IPv6 addresses and every route through an interface vanish when it goes
+    admin-down, so this runs again whenever the applier brings the ISL back.
+    """
+    idx = IDX_DIR[direction]
+    nl.link_set(idx, up=True)
+    nl.addr("add", idx, m.sat_ll(sat, direction), 64)
+    nl.addr("add", idx, m.sat_ipv6(sat, direction), 128)
+    nl.route("replace", m.sat_ipv6(peer, OPPOSITE[direction]), 128, oif=idx)
+
+
 def mbit(x: float) -> int:
     return int(x * 1e6)
 
@@ -81,14 +94,10 @@ class Builder:
         for s in m.satellites:
             f.nl[s.netns].link_set(IDX_LO, up=True)
         for a, b, d in grid.tolist():
-            up = (a, b, d) in active0
+            if (a, b, d) not in active0:
+                continue  # stays down; addressed when the applier brings it up
             for sat, direction, peer in ((a, d, b), (b, OPPOSITE[d], a)):
-                nl = f.nl[m.satellites[sat].netns]
-                idx = IDX_DIR[direction]
-                nl.link_set(idx, up=up)
-                nl.addr("add", idx, m.sat_ll(sat, direction), 64)
-                nl.addr("add", idx, m.sat_ipv6(sat, direction), 128)
-                nl.route("add", m.sat_ipv6(peer, OPPOSITE[direction]), 128, oif=idx)
+                address_isl(f.nl[m.satellites[sat].netns], m, sat, direction, peer)
         f.flush([s.netns for s in m.satellites])
         self.progress("inter-satellite links", len(grid), len(grid))
 

@@ -295,6 +295,23 @@ class Model:
             return np.zeros((0, 3), dtype=np.int64)
         return np.unique(np.concatenate(parts), axis=0)
 
+    @cached_property
+    def steady_interfaces(self) -> set[tuple[int, int]]:
+        """(satellite, direction) of grid ISLs up in every slice: the only interfaces that carry GRC addresses.
+
+        An interface that goes admin-down loses its local routes, so the GRCs of
+        satellites whose ISLs flap (polar region) are bound to ``lo`` instead.
+        """
+        always = None
+        for k in range(self.n_slices):
+            act = self.active_grid(k)
+            always = act if always is None else (always & act)
+        out = set()
+        for a, b, d in always or ():
+            out.add((a, d))
+            out.add((b, OPPOSITE[d]))
+        return out
+
     def active_grid(self, k: int) -> set[tuple[int, int, int]]:
         L = self.db.links(k)
         L = L[L["dir_a"] < 4]

@@ -129,12 +129,12 @@ class SliceApplier:
     def bind_addresses(self, k: int) -> None:
         """Add slice k's GRC addresses (old ones stay until after the next boundary)."""
         bound = self.m.db.bound_grc(k)
-        have_dir = self._interfaces_by_sat()
+        steady = self.m.steady_interfaces
         for s in range(len(self.m.satellites)):
             nl = self.f.nl[self.sat_ns(s)]
             for d in range(6):
                 a = to_ipv4(int(bound[s]) | d)
-                idx = IDX_DIR[d] if (d < 4 and d in have_dir[s]) else IDX_LO
+                idx = IDX_DIR[d] if (s, d) in steady else IDX_LO
                 cur = self.addrs[s].get(a)
                 if cur is None:
                     nl.addr("add", idx, a, 32)
@@ -150,15 +150,6 @@ class SliceApplier:
                     nl.addr("del", idx, a, 32)
                     del addrs[a]
         self.f.flush([s.netns for s in self.m.satellites], ok={99})  # EADDRNOTAVAIL: already gone
-
-    def _interfaces_by_sat(self) -> dict[int, set[int]]:
-        if not hasattr(self, "_ifs"):
-            ifs: dict[int, set[int]] = defaultdict(set)
-            for a, b, d in self.m.grid_links.tolist():
-                ifs[a].add(d)
-                ifs[b].add(OPPOSITE[d])
-            self._ifs = ifs
-        return self._ifs
 
     # ------------------------------------------------------------------ dynamic links
     def create_links(self, k: int, initial: bool = False) -> int:
@@ -235,25 +226,37 @@ class SliceApplier:
         for ns in owners:
             self.f.nl[ns].link_del_group(GROUP_BASE + k)
         self.f.flush(owners)
-        for (sat, _t), content in self.tables.items():
-            if sat in gone:
-                dead = gone[sat]
-                for key in [x for x, (_rt, hops) in content.items() if any(h.oif in dead for h in hops)]:
-                    del content[key]
+        self._forget_routes_via(gone)
         return len(owners)
 
     def isl_state(self, k: int, prev: int | None, up: bool) -> int:
         """Bring up (before the boundary) or down (after it) the grid ISLs that change between prev and k."""
+        from emu.dataplane.build import address_isl
+
         now = self.m.active_grid(k)
         before = self.m.active_grid(prev) if prev is not None else set()
         change = (now - before) if up else (before - now)
         touched = set()
+        gone: dict[int, set[int]] = defaultdict(set)
         for a, b, d in change:
-            for sat, direction in ((a, d), (b, OPPOSITE[d])):
-                self.f.nl[self.sat_ns(sat)].link_set(IDX_DIR[direction], up=up)
+            for sat, direction, peer in ((a, d, b), (b, OPPOSITE[d], a)):
+                nl = self.f.nl[self.sat_ns(sat)]
+                if up:
+                    address_isl(nl, self.m, sat, direction, peer)
+                else:
+                    nl.link_set(IDX_DIR[direction], up=False)
+                    gone[sat].add(IDX_DIR[direction])
                 touched.add(self.sat_ns(sat))
-        self.f.flush(touched)
+        self.f.flush(touched, ok={17})  # EEXIST: an address that survived
+        self._forget_routes_via(gone)  # the kernel deleted every route through a downed interface
         return len(change)
+
+    def _forget_routes_via(self, gone: dict[int, set[int]]) -> None:
+        for (sat, _t), content in self.tables.items():
+            dead = gone.get(sat)
+            if dead:
+                for key in [x for x, (_rt, hops) in content.items() if any(h.oif in dead for h in hops)]:
+                    del content[key]
 
     # ------------------------------------------------------------------ ground-side switches
     def ground_switch(self, k: int) -> int:
