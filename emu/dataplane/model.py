@@ -285,10 +285,10 @@ class Model:
 
     @cached_property
     def grid_links(self) -> np.ndarray:
-        """Every N/S/E/W ISL that exists in any slice (created once, toggled per slice)."""
+        """Every N/S/E/W ISL that exists in any slice (created once, toggled per slice): slice 0's plus every delta."""
         parts = []
         for k in range(self.n_slices):
-            L = self.db.links(k)
+            L = self.db.links(0) if k == 0 else self.db.link_delta(k)[0]
             L = L[L["dir_a"] < 4]
             parts.append(np.stack([L["a"], L["b"], L["dir_a"]], axis=1).astype(np.int64))
         if not parts:
@@ -302,10 +302,13 @@ class Model:
         An interface that goes admin-down loses its local routes, so the GRCs of
         satellites whose ISLs flap (polar region) are bound to ``lo`` instead.
         """
-        always = None
-        for k in range(self.n_slices):
-            act = self.active_grid(k)
-            always = act if always is None else (always & act)
+        first = self.active_grid(0)
+        removed = set()
+        for k in range(1, self.n_slices):
+            R = self.db.link_delta(k)[1]
+            R = R[R["dir_a"] < 4]
+            removed.update(zip(R["a"].tolist(), R["b"].tolist(), R["dir_a"].tolist()))
+        always = first - removed
         out = set()
         for a, b, d in always or ():
             out.add((a, d))
