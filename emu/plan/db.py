@@ -95,7 +95,7 @@ def write_plan(plan: Plan, path: Path, key=None, keep_key: bool = False) -> Path
             "format_version": FORMAT_VERSION,
             "scenario_name": sc.name,
             "scenario_digest": plan.loaded.digest,
-            "scenario_yaml": plan.loaded.path.read_text(),
+            "scenario_yaml": plan.loaded.raw.decode("utf-8"),
             "scenario_path": str(plan.loaded.path),
             "epoch": sc.time.epoch.isoformat(),
             "slice_s": repr(sc.time.slice_s),
@@ -136,6 +136,7 @@ def write_plan(plan: Plan, path: Path, key=None, keep_key: bool = False) -> Path
                              float(att.range_km[k, node])))
         con.executemany("INSERT INTO attachments VALUES (?, ?, ?, ?, ?)", rows)
         con.executemany("INSERT INTO handovers VALUES (?, ?, ?, ?)", att.handovers())
+        _sign_row(con, key, "static", static_digest(con))
         con.commit()
     finally:
         con.close()
@@ -153,6 +154,26 @@ def ephemeris_digest(rows) -> bytes:
 
 def mapping_digest(rows) -> bytes:
     return signmod.blob_digest(*[f"{p}\n{o}\n{c}".encode() for p, o, c in sorted(rows)])
+
+
+UNSIGNED_META = ("public_key", "wall_s", "scenario_path")
+
+
+def static_digest(con) -> bytes:
+    """Everything outside the slices that the data plane acts on: the scenario text and its settings,
+    satellites, operators (user pools), ground nodes (GRCs), attachments (ranges: link delays), handovers."""
+    parts = []
+    marks = ",".join("?" * len(UNSIGNED_META))
+    for sql, args in (
+        (f"SELECT key, value FROM meta WHERE key NOT IN ({marks}) ORDER BY key", UNSIGNED_META),
+        ("SELECT * FROM satellites ORDER BY idx", ()),
+        ("SELECT * FROM operators ORDER BY idx", ()),
+        ("SELECT * FROM ground_nodes ORDER BY idx", ()),
+        ("SELECT * FROM attachments ORDER BY k, node", ()),
+        ("SELECT * FROM handovers ORDER BY k, node, from_sat, to_sat", ()),
+    ):
+        parts.append(repr(list(con.execute(sql, args))).encode())
+    return signmod.blob_digest(*parts)
 
 
 def _sign_row(con, key, what: str, digest: bytes) -> None:

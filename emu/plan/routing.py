@@ -96,6 +96,10 @@ def next_hop_codes(nb: np.ndarray, nb_delay: np.ndarray, dist: np.ndarray, dest:
         tol = ucmp_tolerance if policy == "ucmp" else 0.0
         sel = C <= best[..., None] * (1.0 + tol) + _EPS
         if policy == "ucmp":
+            # only neighbours strictly closer to the destination: near-equal paths must not loop
+            Dn = np.where(has[None], D[:, nbi], np.inf)
+            sel &= (Dn < D[:, :, None] - _EPS) | (C <= best[..., None] + _EPS)
+        if policy == "ucmp":
             w = np.clip(np.round(100.0 * best[..., None] / np.where(sel, C, np.inf)), 1, 100).astype(np.int64)
         else:
             w = np.ones_like(C, dtype=np.int64)
@@ -141,8 +145,11 @@ def aggregate(codes: np.ndarray, addr: np.ndarray, plen: np.ndarray, enabled: bo
             vmax = np.maximum.reduceat(vs, starts, axis=0)
             gcode = np.where(vmin == vmax, vmin, MIX)
             levels.append((cur_p, cur_l, cur_c, inv))
-            cur_p = (pk << np.uint64(32 - P)).astype(np.uint32)
-            cur_l = np.full(len(pk), P, dtype=np.uint8)
+            # a group is the region at length P, unless a member is coarser already (a satellite's level-k
+            # region holding a ground cell): then the group keeps that member's shorter prefix
+            gl = np.minimum(np.minimum.reduceat(cur_l[order], starts), P).astype(np.uint8)
+            cur_p = ((pk << np.uint64(32 - P)).astype(np.uint32) & _mask(gl)).astype(np.uint32)
+            cur_l = gl
             cur_c = gcode
     levels.append((cur_p, cur_l, cur_c, None))
     sats, pre, pl, act = [], [], [], []

@@ -17,6 +17,7 @@ is cross-checked against the pure-Python reference
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from emu.addressing.grc import LEGAL_PREFIX_LENGTHS
 from emu.addressing.slm import SegmentedTable
 from emu.plan import actions
 from emu.plan import sign as signmod
-from emu.plan.db import PlanDB, ephemeris_digest, mapping_digest, slice_extras_digest
+from emu.plan.db import PlanDB, ephemeris_digest, mapping_digest, slice_extras_digest, static_digest
 from emu.plan.routing import SliceTables
 
 
@@ -81,6 +82,9 @@ def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progr
                       ephemeris_digest(db.con.execute("SELECT sat, line1, line2 FROM ephemeris ORDER BY sat")))
     _check_signed_row(db, rep, pub, "mapping",
                       mapping_digest(list(db.con.execute("SELECT prefix, operator, candidates FROM mapping"))))
+    _check_signed_row(db, rep, pub, "static", static_digest(db.con))
+    if hashlib.sha256(db.meta["scenario_yaml"].encode("utf-8")).hexdigest() != db.meta["scenario_digest"]:
+        rep.fail("scenario: the stored scenario text does not match its digest")
     routing = json.loads(db.meta["routing"])
     ground = db.ground
     n_sats = len(db.sat_names)

@@ -24,6 +24,7 @@ class LoadedScenario:
     scenario: Scenario
     path: Path
     digest: str  # sha256 of the file's bytes
+    raw: bytes = b""  # the file's bytes, stored in the plan as they are
 
     def resolve(self, relative: str) -> Path:
         """A path named in the scenario, relative to the scenario file's folder."""
@@ -44,7 +45,7 @@ def load_scenario(path: str | Path) -> LoadedScenario:
         where = f" at line {mark.line + 1}" if mark else ""
         raise ScenarioError(f"not valid YAML{where}", "file", str(p)) from None
     scenario = parse_scenario(data)
-    loaded = LoadedScenario(scenario, p.resolve(), hashlib.sha256(raw).hexdigest())
+    loaded = LoadedScenario(scenario, p.resolve(), hashlib.sha256(raw).hexdigest(), raw)
     _check_files_and_codes(loaded)
     return loaded
 

@@ -29,8 +29,11 @@ def scenario_dict(**over) -> dict:
 
 
 def loaded(d: dict, path: Path | None = None) -> LoadedScenario:
+    import hashlib
+
     sc = parse_scenario(d)
-    return LoadedScenario(sc, (path or (DATA / "inline.yaml")).resolve(), "0" * 64)
+    raw = yaml.safe_dump(d).encode()
+    return LoadedScenario(sc, (path or (DATA / "inline.yaml")).resolve(), hashlib.sha256(raw).hexdigest(), raw)
 
 
 def load_default() -> LoadedScenario:

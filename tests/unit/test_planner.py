@@ -176,6 +176,10 @@ def test_tampered_table_is_rejected(default_plan, tmp_path) -> None:
     ("UPDATE ephemeris SET line2 = replace(line2, '53.0000', '53.0001') WHERE sat = 3", "ephemeris"),
     ("UPDATE mapping SET candidates = '[]' WHERE operator = 'sno-a'", "mapping"),
     ("UPDATE slices SET serving = (SELECT serving FROM slices WHERE k = 0) WHERE k = 7", "slice 7"),
+    ("UPDATE ground_nodes SET grc = grc + 8 WHERE name = 'ut1'", "static"),
+    ("UPDATE operators SET user_pool = '10.9.0.0/16' WHERE name = 'sno-b'", "static"),
+    ("UPDATE attachments SET range_km = range_km * 2 WHERE k = 3", "static"),
+    ("UPDATE meta SET value = replace(value, 'slice_s: 15', 'slice_s: 16') WHERE key = 'scenario_yaml'", "scenario"),
 ])
 def test_other_tampering_is_rejected(default_plan, tmp_path, sql, what) -> None:
     p = tmp_path / "p.db"
@@ -336,3 +340,22 @@ def test_gs_selection_known_answers() -> None:
     assert select_gs("primary-backup", order, no1).tolist() == [[2, 1]] * 3
     none = lambda u, g: False  # noqa: E731
     assert (select_gs("load-balance", order, none) == -1).all()
+
+
+@pytest.mark.parametrize("routing, grc", [({"multipath": "ucmp"}, {}), ({}, {"level": 2}),
+                                          ({"multipath": "active-standby"}, {"level": 4})])
+def test_policies_and_coarse_bindings_verify(routing, grc, tmp_path) -> None:
+    """UCMP must stay loop-free; a satellite's coarse (level < 6) region holding ground cells must stay reachable."""
+    from .helpers import loaded
+
+    import yaml
+
+    for name in ("polar", "default"):
+        d = yaml.safe_load((ROOT / "topologies" / f"{name}.yaml").read_text())
+        d.setdefault("routing", {}).update(routing, satellite_destinations=True)
+        d.setdefault("grc", {}).update(grc)
+        plan = make_plan(loaded(d), n_slices=12)
+        p = tmp_path / f"{name}.db"
+        write_plan(plan, p)
+        rep = verify(PlanDB(p))
+        assert rep.ok, (name, rep.failures[:5])
