@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -61,7 +62,11 @@ def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, s
 
     loaded = load_scenario(scenario)  # bad input fails here, before anything exists
     if plan_path is not None:
-        check_plan(Path(plan_path).resolve())  # an unverified plan is refused before anything exists
+        db = check_plan(Path(plan_path).resolve())  # an unverified plan is refused before anything exists
+        if db.meta.get("scenario_digest") != loaded.digest:
+            raise InputError(f"--plan: made from a different scenario than {scenario} (plan of "
+                             f"{db.meta.get('scenario_name')!r}, digest {db.meta.get('scenario_digest', '')[:12]}); "
+                             f"re-plan it (got {plan_path!r})")
     run = Run.create()
     prog, cb, console = _progress_cb()
     try:
@@ -78,16 +83,20 @@ def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, s
             _detach(run, plan_file, speed, slices, start_slice, fmt, console)
             return
         run.record_pid(os.getpid(), "controller (foreground)")
-        with prog:
-            ctl = Controller(run, plan_file, speed, slices, progress=cb, scenario_name=loaded.scenario.name,
-                             start_slice=start_slice)
-            build_s = ctl.build()
-        _report_up(run, ctl.status, build_s, fmt, console)
-        console.print("running: Ctrl-C tears everything down", style="bold")
+        # closing the terminal or `kill` tears down like Ctrl-C does
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _interrupt)
+        ctl = Controller(run, plan_file, speed, slices, progress=cb, scenario_name=loaded.scenario.name,
+                         start_slice=start_slice)
         try:
-            ctl.loop()
-        except KeyboardInterrupt:
-            pass
+            with prog:
+                build_s = ctl.build()
+            _report_up(run, ctl.status, build_s, fmt, console)
+            console.print("running: Ctrl-C tears everything down", style="bold")
+            try:
+                ctl.loop()
+            except KeyboardInterrupt:
+                pass
         finally:
             ctl.close()
     except BaseException:
@@ -97,6 +106,10 @@ def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, s
         raise
     summary = cleanup.teardown(run)
     console.print(f"torn down run {run.run_id}: {summary['namespaces_removed']} namespaces removed", style="dim")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _detach(run, plan_file: Path, speed: float, slices: int | None, start_slice: int, fmt: str, console) -> None:

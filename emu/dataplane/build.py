@@ -72,6 +72,10 @@ class Builder:
     # ------------------------------------------------------------------ namespaces
     def create_namespaces(self) -> None:
         names = [n.netns for n in self.m.nodes]
+        taken = [n for n in names if netns.exists(n)]
+        if taken:  # never journal (and so never let down remove) a namespace that is not ours
+            raise DataplaneError("create namespaces", taken[0], 17, f"{len(taken)} namespace(s) of this name exist "
+                                 "already; not touching them")
         self.run.record_netns(names)  # recorded before they exist: down can always find them
         self.progress("namespaces", 0, len(names))
         chunk = 200

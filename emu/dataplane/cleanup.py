@@ -52,13 +52,14 @@ def processes_in(names: list[str]) -> list[int]:
 
 
 def _alive(pid: int, start: str) -> bool:
+    """Still our process: same pid *and* start time ('-' = it was already gone when recorded)."""
     s = proc_starttime(pid)
-    return s is not None and (start == "-" or s == start)
+    return s is not None and start != "-" and s == start
 
 
 def teardown(run: Run, timeout_s: float = 5.0) -> dict:
     t0 = time.perf_counter()
-    names, pids = run.journal()
+    _names, pids = run.journal()
     killed = 0
     # 1. the controller and any recorded helper processes, gently first
     for pid, start, _what in pids:
@@ -75,7 +76,8 @@ def teardown(run: Run, timeout_s: float = 5.0) -> dict:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    # 2. anything still running inside the run's namespaces
+    # 2. read the journal again now that nothing can add to it, then anything running inside
+    names, _pids = run.journal()
     inside = processes_in(names)
     for pid in inside:
         try:

@@ -28,9 +28,13 @@ class Fabric:
         raise_fd_limit(2 * len(self.names) + 256)
         self.fd: dict[str, int] = {}
         self.nl: dict[str, NetlinkBatch] = {}
-        for n in self.names:
-            self.fd[n] = netns.open_fd(n)
-            self.nl[n] = NetlinkBatch(n, ack_each=False)
+        try:
+            for n in self.names:
+                self.fd[n] = netns.open_fd(n)
+                self.nl[n] = NetlinkBatch(n, ack_each=False)
+        except BaseException:
+            self.close()
+            raise
 
     def flush(self, names: Iterable[str] | None = None, ok=()) -> int:
         """Send every namespace's queue (or those of ``names``); raise the first failure."""

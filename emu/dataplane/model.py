@@ -386,8 +386,12 @@ class Model:
         return 1000 + (k % 3)
 
     def rule_pref(self, k: int) -> int:
-        """Slice k's table is looked up at this priority: a newer slice gets a smaller number and wins."""
-        return 30000 - (k % 29000)
+        """Slice k's table is looked up at this priority: a newer slice gets a smaller number and wins.
+
+        Above 32767 (after main and default, which hold no IPv4 routes on a
+        satellite) and counting down from 2e9, so it never wraps in any run.
+        """
+        return 2_000_000_000 - k
 
     def nexthop_of(self, sat: int, direction: int, k: int, down_target: int | None) -> tuple[int, str] | None:
         """(oif, IPv6 link-local gateway) for leaving ``sat`` in ``direction`` in slice k."""

@@ -252,11 +252,19 @@ class SliceApplier:
         return len(change)
 
     def _forget_routes_via(self, gone: dict[int, set[int]]) -> None:
+        """Mark routes through downed or deleted interfaces as unknown.
+
+        The kernel deletes a route whose every next hop died, but only marks one
+        hop dead on a multipath route (and revives it when the link returns), so
+        the true state is unknown: the next fill of that table replaces or
+        deletes the route (ESRCH tolerated) instead of trusting a stale copy.
+        """
         for (sat, _t), content in self.tables.items():
             dead = gone.get(sat)
             if dead:
-                for key in [x for x, (_rt, hops) in content.items() if any(h.oif in dead for h in hops)]:
-                    del content[key]
+                for key, (rt, hops) in list(content.items()):
+                    if hops and any(h.oif in dead for h in hops):
+                        content[key] = (rt, None)
 
     # ------------------------------------------------------------------ ground-side switches
     def ground_switch(self, k: int) -> int:
@@ -348,7 +356,6 @@ class SliceApplier:
         if k - 1 > self.k0:
             self.create_links(k - 1)
         self.isl_state(k, k - 1, up=True)
-        self.bind_addresses(k)
         self.fill_tables(k)
         return (time.perf_counter() - t0) * 1e3
 
@@ -357,6 +364,7 @@ class SliceApplier:
         t0 = time.perf_counter()
         self.rules(k, "add")
         self.f.flush([s.netns for s in self.m.satellites])
+        self.bind_addresses(k)  # a satellite answers for its new cell from the boundary on, not before
         self.ground_switch(k)
         self.delays(k)
         return (time.perf_counter() - t0) * 1e3

@@ -84,8 +84,8 @@ class PathFinder:
             dst_dev, dst = dst, self.device_ut[dst]
             post.append({"node": dst_dev, "egress": None, "delay_ms": 0.0})
         if dk == "internet":
-            if sk == "internet":
-                raise PlanError("path: source and destination are both the Internet")
+            if src not in self.ground_by_name or self.ground_by_name[src].kind != "ut":
+                raise PlanError(f"path: to the Internet, give a user device or terminal as SRC (got {src!r})")
             ut = self.ground_by_name[src]
             uts = [g for g in self.db.ground if g.kind == "ut"]
             row = [i for i, g in enumerate(uts) if g.name == ut.name]

@@ -205,3 +205,10 @@ def test_ping_and_iperf_commands(live, env):
     assert p["received"] == 3 and p["dst_addr"] == "12.0.0.1"
     i = json.loads(leo(env, "iperf", "dev1", "inet", "--time", "1", "--format", "json").stdout)
     assert i["bits_per_second"] > 50e6
+
+
+def test_plan_of_another_scenario_is_refused(env, plan):
+    before = set(netns.list_names(""))
+    p = leo(env, "up", str(ROOT / "topologies" / "polar.yaml"), "--plan", str(plan), "--detach", check=False)
+    assert p.returncode == 2 and "--plan" in p.stderr and "different scenario" in p.stderr
+    assert set(netns.list_names("")) == before
