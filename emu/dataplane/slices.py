@@ -49,6 +49,7 @@ class SliceApplier:
         self.ut_target: dict[int, int] = {}
         self.unresolved = 0
         self.k0 = 0
+        self._level = int(model.db.meta.get("grc_level", 6))
         self._choice_cache: dict[int, object] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -67,8 +68,17 @@ class SliceApplier:
 
     # ------------------------------------------------------------------ routes
     def desired_routes(self, s: int, k: int, tables) -> dict[RouteKey, tuple]:
-        """Slice k's kernel routes for satellite s: key -> (type, hops)."""
+        """Slice k's kernel routes for satellite s: key -> (type, hops).
+
+        Besides the plan's entries, the region the satellite binds in slice k is
+        a local route of the same table (unless the plan states that prefix
+        itself), so the binding changes exactly when the table does (grc §Time
+        Slice Transition: "the local GRC bindings are updated"); its interface
+        addresses follow right after the boundary.
+        """
         out: dict[RouteKey, tuple] = {}
+        region = self._region(s, k)
+        out[(region[0], region[1], 1)] = (nlroute.RTN_LOCAL, ())
         cache: dict[int, list] = {}
         for prefix, plen, code in zip(*tables.of(s)):
             code = int(code)
@@ -78,6 +88,19 @@ class SliceApplier:
             for metric, rtype, hops in items:
                 out[(int(prefix), int(plen), metric)] = (rtype, hops)
         return out
+
+    def _region(self, s: int, k: int) -> tuple[int, int]:
+        plen = 11 + 3 * self._level
+        mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
+        return int(self._bound(k)[s]) & mask, plen
+
+    def _bound(self, k: int):
+        cache = self.__dict__.setdefault("_bound_cache", {})
+        if k not in cache:
+            if len(cache) > 4:
+                cache.clear()
+            cache[k] = self.m.db.bound_grc(k)
+        return cache[k]
 
     def _routes_for(self, s: int, k: int, code: int) -> list[tuple[int, int, tuple]]:
         act = actions.decode(code)
@@ -362,15 +385,15 @@ class SliceApplier:
     def switch(self, k: int) -> float:
         """The boundary itself: one rule per satellite, then the ground side. Returns milliseconds."""
         t0 = time.perf_counter()
-        self.rules(k, "add")
+        self.rules(k, "add")  # slice k's table holds the satellite's new region as local: bound from now on
         self.f.flush([s.netns for s in self.m.satellites])
-        self.bind_addresses(k)  # a satellite answers for its new cell from the boundary on, not before
         self.ground_switch(k)
         self.delays(k)
         return (time.perf_counter() - t0) * 1e3
 
     def cleanup(self, k: int) -> None:
         """After the boundary: drop slice k-2's rule, ISLs that went down, retired links, old bindings."""
+        self.bind_addresses(k)
         if k >= 2:
             self.rules(k - 2, "del")
             self.f.flush([s.netns for s in self.m.satellites], ok={2})  # ENOENT: already gone

@@ -28,7 +28,7 @@ from emu.plan import sign as signmod
 from emu.plan.planner import LINK_DTYPE, Plan, SlicePlan
 from emu.plan.routing import SliceTables
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 
 SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
