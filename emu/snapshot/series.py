@@ -8,7 +8,7 @@ polar links"): intra-plane North/South links always exist; inter-plane
 East/West links exist unless either end is above the polar latitude or the
 link crosses the seam between counter-rotating planes (Walker star); inter-shell
 Up/Down links pair each satellite with the nearest free satellite of the next
-shell up, within ``INTER_SHELL_MAX_KM``.
+shell up (among its 16 nearest), within ``INTER_SHELL_MAX_KM``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from emu.scenario.load import LoadedScenario
 from emu.snapshot.ground import C_KM_S, GroundNodes, Visibility, ground_nodes, visibility
 
 INTER_SHELL_MAX_KM = 1500.0
+INTER_SHELL_CANDIDATES = 16
 
 
 @dataclass(frozen=True)
@@ -180,29 +181,39 @@ class SnapshotSeries:
         return Links(a, b, da, db, length, steady)
 
     def _inter_shell(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Greedy nearest pairing of each shell's satellites with the next shell up (unsteady links)."""
+        """Greedy nearest pairing of each shell's satellites with the next shell up (unsteady links).
+
+        Candidates are each satellite's ``INTER_SHELL_CANDIDATES`` nearest upper
+        satellites within ``INTER_SHELL_MAX_KM`` (a k-d tree query, so large
+        shells stay cheap); pairs are taken shortest first, each satellite at
+        most once.
+        """
+        from scipy.spatial import cKDTree
+
         c = self.constellation
         pos = self.ephemeris.ecef[k]
         out_a, out_b, out_l = [], [], []
         for s in range(int(c.shell.max())):
             lower = np.nonzero(c.shell == s)[0]
             upper = np.nonzero(c.shell == s + 1)[0]
-            dist = np.linalg.norm(pos[lower][:, None, :] - pos[upper][None, :, :], axis=-1)
-            order = np.argsort(dist, axis=None)
+            kk = min(INTER_SHELL_CANDIDATES, len(upper))
+            dist, j = cKDTree(pos[upper]).query(pos[lower], k=kk, distance_upper_bound=INTER_SHELL_MAX_KM)
+            dist, j = dist.reshape(len(lower), kk), j.reshape(len(lower), kk)
+            i = np.repeat(np.arange(len(lower)), kk)
+            dist, j = dist.ravel(), j.ravel()
+            ok = np.isfinite(dist)
+            i, j, dist = i[ok], j[ok], dist[ok]
+            order = np.lexsort((j, i, dist))
             used_l, used_u = set(), set()
-            for flat in order:
-                i, j = divmod(int(flat), len(upper))
-                if dist[i, j] > INTER_SHELL_MAX_KM:
-                    break
-                if i in used_l or j in used_u:
+            for n in order.tolist():
+                a, b = int(i[n]), int(j[n])
+                if a in used_l or b in used_u:
                     continue
-                used_l.add(i)
-                used_u.add(j)
-                out_a.append(lower[i])
-                out_b.append(upper[j])
-                out_l.append(dist[i, j])
-                if len(used_l) == min(len(lower), len(upper)):
-                    break
+                used_l.add(a)
+                used_u.add(b)
+                out_a.append(lower[a])
+                out_b.append(upper[b])
+                out_l.append(float(dist[n]))
         return (np.array(out_a, dtype=np.int32), np.array(out_b, dtype=np.int32), np.array(out_l, dtype=float))
 
     # --- GRC bindings ---------------------------------------------------------
