@@ -118,7 +118,9 @@ def test_ipv6_nodad_usable_at_once(line: dict) -> None:
     C.addr("add", 30, "fd00:3::2", 64)
     B.send(), C.send()
     tentative = [x for x in B.addresses(socket.AF_INET6) if x["address"] == "fd00:3::1"][0]["flags"] & 0x40
-    r = ping(line["b"], "fd00:3::2", "-6", "-c", "1", "-W", "1")   # no sleep: no DAD wait
+    # no sleep: with DAD the addresses stay tentative for over a second; here a reply comes within the
+    # first second (several probes, since the first can race the neighbour solicitation)
+    r = ping(line["b"], "fd00:3::2", "-6", "-c", "5", "-i", "0.1", "-w", "1")
     assert not tentative and r.returncode == 0, r.stdout + r.stderr
 
 
