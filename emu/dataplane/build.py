@@ -9,14 +9,11 @@ bindings) live in :mod:`emu.dataplane.slices`.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
-import os
 import subprocess
 
 from emu.addressing.grc import to_ipv4
-from emu.dataplane import netns, nlroute
+from emu.dataplane import netns, nlroute, tools
 from emu.dataplane.fabric import Fabric
 from emu.dataplane.model import (IDX_DIR, IDX_LO, IDX_TERR, IDX_TUN, MTU_SPACE, MTU_TERRESTRIAL, MTU_TUNNEL,
                                  TUNNEL_GS_ADDR, TUNNEL_MAC, TUNNEL_PLEN, VXLAN_PORT, Model, ifname)
@@ -278,37 +275,20 @@ class Builder:
                            (["python3", "-m", "http.server", "80", "--bind", self.m.inet_addr], "http")):
             try:
                 p = spawn_in(inet, argv)
-            except FileNotFoundError:
+            except tools.CommandNotFound:
                 self.degradations.append(f"{argv[0]} not installed: no {what} server in {self.m.inet_name}")
                 continue
             self.run.record_pid(p.pid, f"{what} in {inet}")
             self.procs.append(p)
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-
-
-def _enter(netns_name: str):
-    path = netns.path(netns_name).encode()
-
-    def pre() -> None:  # runs in the child between fork and exec
-        fd = os.open(path, os.O_RDONLY)
-        if _libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
-            os._exit(126)
-        os.close(fd)
-        os.setsid()
-
-    return pre
-
-
 def spawn_in(netns_name: str, argv: list[str]) -> subprocess.Popen:
-    """Start a long-running process inside a namespace (entered in the child only)."""
-    return subprocess.Popen(argv, preexec_fn=_enter(netns_name), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
+    """Start a long-running process inside a namespace (entered in the child only), in its own session."""
+    return tools.popen_in(netns_name, argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
 
 
 def _run_in(netns_name: str, argv: list[str], stdin: str = "") -> None:
-    p = subprocess.run(argv, input=stdin, text=True, capture_output=True, preexec_fn=_enter(netns_name), timeout=30)
+    p = tools.run_in(netns_name, argv, timeout_s=30, stdin=stdin)
     if p.returncode != 0:
         raise DataplaneError(" ".join(argv), netns_name, None, (p.stderr or p.stdout).strip()[:300])
-

@@ -201,7 +201,8 @@ def _check_netns(netns_name: str) -> None:
         raise DataplaneError("enter netns", netns_name, None, "the namespace does not exist (is the run up?)")
 
 
-def _popen(netns_name: str, argv: list[str], **kw) -> subprocess.Popen:
+def popen_in(netns_name: str, argv: list[str], **kw) -> subprocess.Popen:
+    """``subprocess.Popen`` of ``argv`` inside a namespace, entered by the child only."""
     _check_netns(netns_name)
     try:
         return subprocess.Popen(list(argv), preexec_fn=_enter(netns_name), **kw)
@@ -214,7 +215,7 @@ def _popen(netns_name: str, argv: list[str], **kw) -> subprocess.Popen:
 def run_in(netns_name: str, argv: list[str], timeout_s: float = 60.0, stdin: str | None = None
            ) -> subprocess.CompletedProcess:
     """Run ``argv`` inside a namespace and capture its output (text); a timeout kills it and raises."""
-    p = _popen(netns_name, argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+    p = popen_in(netns_name, argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = p.communicate(stdin, timeout=timeout_s)
@@ -234,7 +235,7 @@ def exec_in(netns_name: str, argv: list[str]) -> int:
     meanwhile this process ignores SIGINT/SIGQUIT and forwards SIGTERM/SIGHUP,
     and reports the child's status as a shell would (128 + signal).
     """
-    p = _popen(netns_name, argv)
+    p = popen_in(netns_name, argv)
     forwarded = {s: signal.signal(s, lambda signum, _f: p.send_signal(signum)) for s in (signal.SIGTERM, signal.SIGHUP)}
     ignored = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)}
     try:
@@ -437,7 +438,7 @@ def oneoff_iperf_server(netns_name: str, timeout_s: float = 5.0) -> Iterator[int
     ports = [IPERF_PORT] + random.sample(range(20000, 60000), 3)
     last = ""
     for port in ports:
-        p = _popen(netns_name, ["iperf3", "-s", "-1", "-p", str(port)], stdin=subprocess.DEVNULL,
+        p = popen_in(netns_name, ["iperf3", "-s", "-1", "-p", str(port)], stdin=subprocess.DEVNULL,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         try:
             end = time.monotonic() + timeout_s
