@@ -15,7 +15,6 @@ import errno
 import socket
 import struct
 
-from emu.addressing.slm import SegmentedTable
 from emu.dataplane.model import IDX_LO, Model
 from emu.dataplane.netlink import NetlinkBatch, parse_attrs
 from emu.orbit.constellation import DOWN
@@ -73,12 +72,7 @@ def compare(m: Model, fabric, k: int, dsts: list[int]) -> dict:
     tables = {kk: m.db.tables(kk) for kk in (k, k - 1) if kk >= 0}
     checked, mismatches = 0, []
     for s, node in enumerate(m.satellites):
-        ref = {}
-        for kk, t in tables.items():
-            st = SegmentedTable()
-            for p, l, a in zip(*t.of(s)):
-                st.insert(int(p), int(l), int(a))
-            ref[kk] = st
+        ref = {kk: t.reference(s) for kk, t in tables.items()}
         answers = route_get_many(fabric.nl[node.netns], dsts)
         for d, (err, rtype, oif) in zip(dsts, answers):
             checked += 1

@@ -32,6 +32,7 @@ import yaml
 from emu.addressing import semantic
 from emu.orbit.constellation import DIRECTION_IFNAME, DOWN, OPPOSITE, UP
 from emu.plan.db import PlanDB
+from emu.plan.planner import neighbour_matrix
 
 # fixed interface indexes inside each namespace
 IDX_LO = 1
@@ -423,11 +424,7 @@ class Model:
         if k not in cache:
             if len(cache) > 4:
                 cache.clear()
-            L = self.db.links(k)
-            nb = np.full((len(self.db.sat_names), 6), -1, dtype=np.int64)
-            nb[L["a"], L["dir_a"]] = L["b"]
-            nb[L["b"], L["dir_b"]] = L["a"]
-            cache[k] = nb
+            cache[k] = neighbour_matrix(self.db.links(k), len(self.db.sat_names))[0]
         return cache[k]
 
 

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import numpy as np
 import yaml
 
 from emu.addressing.grc import to_ipv4
-from emu.addressing.slm import SegmentedTable
 from emu.errors import PlanError
 from emu.orbit.constellation import DIRECTIONS, DOWN
 from emu.plan import actions
 from emu.plan.db import PlanDB
+from emu.plan.planner import neighbour_matrix
 from emu.snapshot.ground import C_KM_S
 
 
@@ -39,23 +38,13 @@ class PathFinder:
     def _slice(self, k: int):
         tables = self.db.tables(k)
         links = self.db.links(k)
-        n = len(self.db.sat_names)
-        nb = np.full((n, 6), -1, dtype=np.int64)
-        dl = np.full((n, 6), np.nan)
-        nb[links["a"], links["dir_a"]] = links["b"]
-        nb[links["b"], links["dir_b"]] = links["a"]
-        dl[links["a"], links["dir_a"]] = links["delay_ms"]
-        dl[links["b"], links["dir_b"]] = links["delay_ms"]
+        nb, dl = neighbour_matrix(links, len(self.db.sat_names))
         att = {node: (sat, rng) for node, sat, rng in self.db.con.execute(
             "SELECT node, sat, range_km FROM attachments WHERE k = ?", (k,))}
         return tables, nb, dl, att, self.db.gs_choice(k)
 
-    def _table(self, k: int, s: int) -> SegmentedTable:
-        tables = self._slice(k)[0]
-        t = SegmentedTable()
-        for p, l, a in zip(*tables.of(s)):
-            t.insert(int(p), int(l), int(a))
-        return t
+    def _table(self, k: int, s: int):
+        return self._slice(k)[0].reference(s)
 
     def resolve(self, name: str) -> tuple[str, str]:
         """(kind, canonical name): kind in ground, satellite, device, internet."""

@@ -62,6 +62,17 @@ class Plan:
 LINK_DTYPE = np.dtype([("a", "<i4"), ("b", "<i4"), ("dir_a", "i1"), ("dir_b", "i1"), ("delay_ms", "<f4")])
 
 
+def neighbour_matrix(links: np.ndarray, n_sats: int) -> tuple[np.ndarray, np.ndarray]:
+    """From a slice's LINK_DTYPE links: (sats, 6) neighbour index by direction (-1: none) and link delay (NaN)."""
+    nb = np.full((n_sats, 6), -1, dtype=np.int64)
+    dl = np.full((n_sats, 6), np.nan)
+    nb[links["a"], links["dir_a"]] = links["b"]
+    nb[links["b"], links["dir_b"]] = links["a"]
+    dl[links["a"], links["dir_a"]] = links["delay_ms"]
+    dl[links["b"], links["dir_b"]] = links["delay_ms"]
+    return nb, dl
+
+
 def destinations_for(plan: Plan, k: int) -> Destinations:
     sc = plan.loaded.scenario
     G = plan.series.ground.size

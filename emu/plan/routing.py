@@ -23,6 +23,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
 
 from emu.addressing.grc import LEGAL_PREFIX_LENGTHS
+from emu.addressing.slm import SegmentedTable
 from emu.orbit.constellation import DOWN
 from emu.plan import actions
 
@@ -56,6 +57,13 @@ class SliceTables:
     @property
     def sizes(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    def reference(self, s: int) -> SegmentedTable:
+        """Satellite s's table in the pure-Python reference structure (segmented longest match)."""
+        t = SegmentedTable()
+        for p, l, a in zip(*self.of(s)):
+            t.insert(int(p), int(l), int(a))
+        return t
 
 
 def graph_distances(n_sats: int, a: np.ndarray, b: np.ndarray, delay_ms: np.ndarray, sources: np.ndarray) -> np.ndarray:

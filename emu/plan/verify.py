@@ -27,10 +27,10 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from emu.addressing.grc import LEGAL_PREFIX_LENGTHS
-from emu.addressing.slm import SegmentedTable
 from emu.plan import actions
 from emu.plan import sign as signmod
 from emu.plan.db import PlanDB, ephemeris_digest, mapping_digest, slice_extras_digest, static_digest
+from emu.plan.planner import neighbour_matrix
 from emu.plan.routing import SliceTables
 
 
@@ -126,10 +126,7 @@ def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progr
         for _ in range(sample):
             s = rng.randrange(n_sats)
             d = rng.randrange(len(addr))
-            ref = SegmentedTable()
-            for p, l, a in zip(*tables.of(s)):
-                ref.insert(int(p), int(l), int(a))
-            hit = ref.lookup(int(addr[d]))
+            hit = tables.reference(s).lookup(int(addr[d]))
             got = int(lookup_all(SliceTables(np.array([0, tables.offsets[s + 1] - tables.offsets[s]]),
                                              *tables.of(s)), addr[d:d + 1])[0, 0])
             if (hit[2] if hit else 0) != got:
@@ -147,9 +144,7 @@ def _check_signed_row(db: PlanDB, rep: VerifyReport, pub: bytes, what: str, dige
 
 def _walk_slice(db, rep, k, tables, links, addr, tsat, names, kinds, n_ground) -> None:
     n = len(tables.offsets) - 1
-    nb = np.full((n, 6), -1, dtype=np.int64)
-    nb[links["a"], links["dir_a"]] = links["b"]
-    nb[links["b"], links["dir_b"]] = links["a"]
+    nb = neighbour_matrix(links, n)[0]
     A = lookup_all(tables, addr)  # (sats, dests)
     comp = _components(n, links)
     D = len(addr)
