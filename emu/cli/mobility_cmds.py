@@ -1,0 +1,80 @@
+"""``leo-emu handovers``: inter- and intra-SNO handovers per user-hour under each association policy.
+
+spec: inter-sno-mobility-framework §3.3, §4.3, §5 (see emu/plan/association.py and emu/plan/handover.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+import numpy as np
+
+from emu.cli.common import emit_json, emit_table, format_option
+
+
+def handover_report(db) -> dict:
+    """The JSON document of ``handovers`` from an open :class:`emu.plan.db.PlanDB`."""
+    from emu.plan import handover as ho
+    from emu.plan.association import POLICIES, user_view
+
+    serving = np.stack([db.serving(k) for k in range(db.n_slices)])
+    cols, ut_serving, home = user_view(serving, [g.kind for g in db.ground], np.array([g.operator for g in db.ground]))
+    names = [db.ground[int(c)].name for c in cols]
+    rates = {p: ho.rates(ut_serving, home, db.association(p), db.slice_s, names) for p in POLICIES}
+    out: dict = {p: rates[p].summary() for p in POLICIES}
+    out["reduction"] = ho.reduction(rates["owner"], rates["dynamic"])
+    out["configured"] = json.loads(db.meta["routing"]).get("association", "owner")
+    out["scenario"] = db.meta.get("scenario_name")
+    out["slices"] = db.n_slices
+    out["slice_s"] = db.slice_s
+    out["user_terminals"] = len(cols)
+    out["operators"] = [o[1] for o in db.operators]
+    out["per_ut"] = [{"ut": a["ut"], "home": out["operators"][a["home"]],
+                      **{p: {key: rates[p].per_ut[i][key] for key in ("intra", "inter", "home_share")}
+                         for p in POLICIES}, "served_hours": a["served_hours"]}
+                     for i, a in enumerate(rates["owner"].per_ut)]
+    return out
+
+
+@click.command()
+@click.argument("plan_db", type=click.Path(dir_okay=False))
+@click.option("--per-ut", is_flag=True, help="Table format: also one row per user terminal.")
+@format_option
+def handovers(plan_db: str, per_ut: bool, fmt: str) -> None:
+    """Intra- and inter-SNO handovers per user-hour under the owner and dynamic associations, and the reduction."""
+    import sqlite3
+    import zlib
+
+    from emu.errors import InputError, PlanError
+    from emu.plan.db import PlanDB
+
+    try:  # the plan is this command's input: anything unreadable in it is bad input (exit 2)
+        db = PlanDB(plan_db)
+        try:
+            rep = handover_report(db)
+        finally:
+            db.close()
+    except PlanError as exc:
+        raise InputError(str(exc)) from None
+    except (sqlite3.DatabaseError, zlib.error, KeyError, ValueError) as exc:
+        raise InputError(f"plan: unreadable route database ({exc}) (got {plan_db!r})") from None
+    if fmt == "json":
+        emit_json(rep)
+        return
+    red = rep["reduction"]
+    title = (f"{rep['scenario']}: {rep['user_terminals']} user terminals, {rep['slices']} slices of {rep['slice_s']:g} s, "
+             f"configured {rep['configured']}; inter-SNO reduction "
+             + ("n/a (owner has none)" if red is None else f"{100 * red:.1f} %"))
+    cols = ["policy", "intra/user-h", "inter/user-h", "intra", "inter", "re-assoc", "at home"]
+    rows = [[p, f"{r['intra_per_user_hour']:.2f}", f"{r['inter_per_user_hour']:.2f}", r["intra"], r["inter"],
+             r["reassociations"], f"{100 * r['home_share']:.1f} %"] for p, r in ((p, rep[p]) for p in ("owner", "dynamic"))]
+    emit_table(title, cols, rows)
+    if per_ut:
+        emit_table(None, ["ut", "home", "own intra", "own inter", "dyn intra", "dyn inter", "served h"],
+                   [[u["ut"], u["home"], u["owner"]["intra"], u["owner"]["inter"], u["dynamic"]["intra"],
+                     u["dynamic"]["inter"], u["served_hours"]] for u in rep["per_ut"]])
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(handovers)
