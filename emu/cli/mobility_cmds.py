@@ -76,5 +76,43 @@ def handovers(plan_db: str, per_ut: bool, fmt: str) -> None:
                      u["dynamic"]["inter"], u["served_hours"]] for u in rep["per_ut"]])
 
 
+@click.group()
+def experiment() -> None:
+    """Scripted experiments (experiments/*.yaml): check one against a plan (the runner is a later stage)."""
+
+
+@experiment.command("check")
+@click.argument("experiment_file", type=click.Path(dir_okay=False))
+@click.option("--plan", "plan_db", type=click.Path(dir_okay=False), default=None,
+              help="Route database to check node names, times and slices against (default: structure only).")
+@format_option
+def experiment_check(experiment_file: str, plan_db: str | None, fmt: str) -> None:
+    """Validate EXPERIMENT_FILE: unknown keys, events or nodes are one error line, exit 2; nothing is started."""
+    from emu.errors import InputError, PlanError
+    from emu.experiment.spec import NodeCatalog, load_experiment
+    from emu.plan.db import PlanDB
+
+    nodes = None
+    if plan_db is not None:
+        try:
+            db = PlanDB(plan_db)
+            nodes = NodeCatalog.from_plan(db)
+            db.close()
+        except PlanError as exc:
+            raise InputError(f"--plan: {exc}") from None
+    exp = load_experiment(experiment_file, nodes)
+    summary = {"experiment": exp.name, "valid": True, "checked_against_plan": plan_db is not None,
+               "procedure": exp.procedure, "association": exp.association, "repeats": exp.repeats,
+               "duration_s": exp.duration_s, "probes": len(exp.traffic), "events": len(exp.events),
+               "measurements": list(exp.measurements)}
+    if fmt == "json":
+        emit_json(summary)
+    else:
+        from emu.cli.common import emit_kv
+
+        emit_kv(f"experiment {exp.name}: valid", {k: v for k, v in summary.items() if k != "experiment"})
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(handovers)
+    cli.add_command(experiment)

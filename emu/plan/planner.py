@@ -139,7 +139,8 @@ def plan_association(plan: Plan) -> dict[str, np.ndarray]:
     _cols, ut_serving, home = assocmod.user_view(plan.attach.serving, plan.series.ground.kind,
                                                  plan.series.ground.operator)
     n_ops = len(plan.loaded.scenario.operators)
-    return {p: assocmod.associate(p, ut_serving, home, plan.series.constellation.owner, n_ops)
+    slice_s = plan.loaded.scenario.time.slice_s
+    return {p: assocmod.associate(p, ut_serving, home, plan.series.constellation.owner, n_ops, slice_s)
             for p in assocmod.POLICIES}
 
 

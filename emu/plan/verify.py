@@ -169,7 +169,7 @@ def _check_association(db: PlanDB, rep: VerifyReport, pub: bytes) -> None:
     _cols, ut_serving, home = user_view(serving, [g.kind for g in db.ground], np.array([g.operator for g in db.ground]))
     owner = np.array([r[5] for r in db.sat_rows], dtype=np.int64)
     for policy in POLICIES:
-        diff = np.nonzero((associate(policy, ut_serving, home, owner, len(db.operators))
+        diff = np.nonzero((associate(policy, ut_serving, home, owner, len(db.operators), db.slice_s)
                            != db.association(policy)).any(axis=1))[0]
         if len(diff):
             rep.fail(f"association: {policy} slice {int(diff[0])}: differs from the association algorithm's result")

@@ -58,8 +58,8 @@ def test_alternating_owners_cost_owner_inter_handovers_dynamic_none() -> None:
     owner = np.array([A, B, A, B])
     us = col(0, 0, 1, 1, 2, 2, 3, 3)
     home = np.array([A])
-    own = ho.rates(us, home, associate("owner", us, home, owner, 2), 15.0)
-    dyn = ho.rates(us, home, associate("dynamic", us, home, owner, 2), 15.0)
+    own = ho.rates(us, home, associate("owner", us, home, owner, 2, 15.0), 15.0)
+    dyn = ho.rates(us, home, associate("dynamic", us, home, owner, 2, 15.0), 15.0)
     assert (own.intra, own.inter, own.leave_home, own.return_home) == (0, 3, 2, 1)
     assert (dyn.intra, dyn.inter, dyn.home_share) == (3, 0, 1.0)
     assert own.home_share == 0.5 and own.user_hours == pytest.approx(8 * 15 / 3600)
@@ -88,7 +88,7 @@ def test_majority_over_the_window_wins_a_contested_satellite() -> None:
     owner = np.array([A])
     us = np.zeros((3, 3), dtype=np.int64)
     home = np.array([A, B, B])
-    core = dynamic_association(us, home, owner, 2)
+    core = dynamic_association(us, home, owner, 2, lookahead=4)
     assert core[:, 0].tolist() == [B, B, B]
 
 
@@ -121,9 +121,16 @@ def test_no_reassociation_under_staying_users() -> None:
     assert serving_core(core, us)[:, 0].tolist() == [A, A, A, A]
 
 
+def test_lookahead_is_about_one_pass() -> None:
+    from emu.plan.association import lookahead_slices
+
+    assert (lookahead_slices(15.0), lookahead_slices(60.0), lookahead_slices(7.0), lookahead_slices(3600.0)) == (
+        16, 4, 35, 1)
+
+
 def test_policy_is_checked() -> None:
     with pytest.raises(ValueError, match="nearest"):
-        associate("nearest", col(0), np.array([A]), np.array([A]), 1)
+        associate("nearest", col(0), np.array([A]), np.array([A]), 1, 15.0)
 
 
 # --- handover events ------------------------------------------------------------------------------------------
@@ -146,7 +153,7 @@ def test_counts_are_consistent_and_lone_users_stay_home(n_users, n_sats, n_ops, 
     home = np.array([rnd.randrange(n_ops) for _ in range(n_users)])
     owner = np.array([rnd.randrange(-1, n_ops) for _ in range(n_sats)])
     for policy in ("owner", "dynamic"):
-        core = associate(policy, us, home, owner, n_ops)
+        core = associate(policy, us, home, owner, n_ops, 15.0)
         assert core.shape == (T, n_sats) and core.min() >= 0 and core.max() < n_ops
         r = ho.rates(us, home, core, 15.0)
         assert r.leave_home + r.return_home + r.visited_to_visited == r.inter
@@ -161,7 +168,7 @@ def test_counts_are_consistent_and_lone_users_stay_home(n_users, n_sats, n_ops, 
     shared = any(len({int(home[u]) for u in range(n_users) if us[k, u] == s}) > 1
                  for k in range(T) for s in range(n_sats))
     if not shared:
-        r = ho.rates(us, home, dynamic_association(us, home, owner, n_ops), 15.0)
+        r = ho.rates(us, home, dynamic_association(us, home, owner, n_ops, lookahead=3), 15.0)
         assert r.inter == 0 and (r.served_slices == 0 or r.home_share == 1.0)
 
 
