@@ -13,7 +13,7 @@ import numpy as np
 from emu.cli.common import emit_json, emit_table, format_option
 
 
-def handover_report(db) -> dict:
+def handover_report(db, with_events: bool = False) -> dict:
     """The JSON document of ``handovers`` from an open :class:`emu.plan.db.PlanDB`."""
     from emu.plan import handover as ho
     from emu.plan.association import POLICIES, user_view
@@ -21,7 +21,8 @@ def handover_report(db) -> dict:
     serving = np.stack([db.serving(k) for k in range(db.n_slices)])
     cols, ut_serving, home = user_view(serving, [g.kind for g in db.ground], np.array([g.operator for g in db.ground]))
     names = [db.ground[int(c)].name for c in cols]
-    rates = {p: ho.rates(ut_serving, home, db.association(p), db.slice_s, names) for p in POLICIES}
+    cores = {p: db.association(p) for p in POLICIES}
+    rates = {p: ho.rates(ut_serving, home, cores[p], db.slice_s, names) for p in POLICIES}
     out: dict = {p: rates[p].summary() for p in POLICIES}
     out["reduction"] = ho.reduction(rates["owner"], rates["dynamic"])
     out["configured"] = json.loads(db.meta["routing"]).get("association", "owner")
@@ -34,14 +35,23 @@ def handover_report(db) -> dict:
                       **{p: {key: rates[p].per_ut[i][key] for key in ("intra", "inter", "home_share")}
                          for p in POLICIES}, "served_hours": a["served_hours"]}
                      for i, a in enumerate(rates["owner"].per_ut)]
+    if with_events:
+        ops, sats = out["operators"], db.sat_names
+        out["events"] = {p: [{"slice": int(e["k"]), "time_s": round(int(e["k"]) * db.slice_s, 3),
+                              "ut": names[int(e["ut"])], "kind": "inter" if e["inter"] else "intra",
+                              "from_sat": sats[int(e["from_sat"])], "to_sat": sats[int(e["to_sat"])],
+                              "from_core": ops[int(e["from_core"])], "to_core": ops[int(e["to_core"])]}
+                             for e in ho.events(ut_serving, cores[p])] for p in POLICIES}
     return out
 
 
 @click.command()
 @click.argument("plan_db", type=click.Path(dir_okay=False))
 @click.option("--per-ut", is_flag=True, help="Table format: also one row per user terminal.")
+@click.option("--events", "with_events", is_flag=True,
+              help="JSON format: also every handover (slice, UT, satellites, cores) under 'events'.")
 @format_option
-def handovers(plan_db: str, per_ut: bool, fmt: str) -> None:
+def handovers(plan_db: str, per_ut: bool, with_events: bool, fmt: str) -> None:
     """Intra- and inter-SNO handovers per user-hour under the owner and dynamic associations, and the reduction."""
     import sqlite3
     import zlib
@@ -52,7 +62,7 @@ def handovers(plan_db: str, per_ut: bool, fmt: str) -> None:
     try:  # the plan is this command's input: anything unreadable in it is bad input (exit 2)
         db = PlanDB(plan_db)
         try:
-            rep = handover_report(db)
+            rep = handover_report(db, with_events)
         finally:
             db.close()
     except PlanError as exc:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sqlite3
 import zlib
 from dataclasses import dataclass, field
 
@@ -30,7 +31,7 @@ from scipy.sparse.csgraph import connected_components
 from emu.addressing.grc import LEGAL_PREFIX_LENGTHS
 from emu.plan import actions
 from emu.plan import sign as signmod
-from emu.plan.association import POLICIES
+from emu.plan.association import POLICIES, associate, user_view
 from emu.plan.db import (PlanDB, association_digest, ephemeris_digest, mapping_digest, slice_extras_digest,
                          static_digest, unpack_core)
 from emu.plan.planner import neighbour_matrix
@@ -140,8 +141,6 @@ def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progr
 
 def _check_association(db: PlanDB, rep: VerifyReport, pub: bytes) -> None:
     """spec: inter-sno-mobility §5 (the pre-computed association): signed, one row per policy and slice."""
-    import sqlite3
-
     try:
         rows = list(db.con.execute("SELECT policy, k, core FROM associations"))
     except sqlite3.DatabaseError:
@@ -163,8 +162,6 @@ def _check_association(db: PlanDB, rep: VerifyReport, pub: bytes) -> None:
         rep.fail(f"association: {len(want - got)} (policy, slice) rows missing, {len(got - want)} unexpected")
         return
     # the association is a function of signed data (attachments, owners, homes): recompute it
-    from emu.plan.association import associate, user_view
-
     serving = np.stack([db.serving(k) for k in range(db.n_slices)])
     _cols, ut_serving, home = user_view(serving, [g.kind for g in db.ground], np.array([g.operator for g in db.ground]))
     owner = np.array([r[5] for r in db.sat_rows], dtype=np.int64)

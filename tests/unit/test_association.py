@@ -282,6 +282,10 @@ def test_handovers_json_shape_and_values(planned) -> None:
     assert d["owner"]["inter"] == own.inter and d["dynamic"]["intra"] == dyn.intra
     assert d["reduction"] == ho.reduction(own, dyn)
     assert d["configured"] == "owner" and len(d["per_ut"]) == 4 and d["per_ut"][0]["ut"] == "ut1"
+    res = CliRunner().invoke(cli, ["handovers", str(p), "--events", "--format", "json"])
+    ev = json.loads(res.output)["events"]
+    assert len(ev["dynamic"]) == dyn.intra + dyn.inter and sum(e["kind"] == "inter" for e in ev["owner"]) == own.inter
+    assert all(e["from_core"] != e["to_core"] for e in ev["owner"] if e["kind"] == "inter")
     res = CliRunner().invoke(cli, ["handovers", str(p), "--per-ut"])
     assert res.exit_code == 0 and "dynamic" in res.output and "ut4" in res.output
 
