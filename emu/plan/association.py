@@ -37,11 +37,12 @@ mapping is computed in advance from the predictable sky)
        reference core is not l (they would change core with no satellite
        change);
     3. *away*: user-slices away from home over the look-ahead window
-       k .. k+H (H = ``LOOKAHEAD_S`` / slice length, rounded up), i.e. the users s serves in those
-       slices whose home is not l -- a satellite is pre-associated with the
-       operator of the users it is about to serve, a contested satellite
-       goes to the operator with most users over the window, and a user on
-       a visited core goes home at its next satellite change;
+       k .. k+H (H = ``LOOKAHEAD_S`` / slice length, rounded up): the users
+       s serves in those slices whose home is not l -- a satellite is
+       pre-associated with the operator of the users it is about to serve,
+       a contested satellite goes to the operator with most users over the
+       window, and a user on a visited core goes home at its next satellite
+       change unless that satellite is contested;
     4. l is not s's association in slice k-1 (hysteresis: idle satellites
        keep their core; before slice 0 every satellite uses its owner's);
     5. l is not s's owner; then the lowest operator index.
@@ -76,9 +77,9 @@ def lookahead_slices(slice_s: float) -> int:
 
 
 def user_view(serving: np.ndarray, kind, operator: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """From the plan's ground-node arrays: (UT columns, ut_serving (T, U), home (U,))."""
+    """From the plan's ground-node arrays (``serving`` is (T, G)): (UT columns, ut_serving (T, U), home (U,))."""
     cols = np.array([i for i, kd in enumerate(kind) if kd == "ut"], dtype=np.int64)
-    serving = np.asarray(serving).reshape(-1, len(kind))
+    serving = np.asarray(serving)
     return cols, serving[:, cols].astype(np.int64), np.asarray(operator)[cols].astype(np.int64)
 
 

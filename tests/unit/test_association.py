@@ -312,3 +312,16 @@ def test_handovers_corrupt_rows_exit_2(planned, tmp_path) -> None:
         con.close()
         res = CliRunner().invoke(cli, ["handovers", str(q)])
         assert res.exit_code == 2 and res.output.count("\n") == 1, (sql, res.output)
+
+
+def test_no_user_terminals_is_all_zero(tmp_path) -> None:
+    from .helpers import loaded
+
+    p = tmp_path / "n.db"
+    write_plan(make_plan(loaded(scenario_dict()), n_slices=3), p)
+    res = CliRunner().invoke(cli, ["handovers", str(p), "--format", "json", "--events"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["user_terminals"] == 0 and d["reduction"] is None and d["owner"]["inter_per_user_hour"] == 0
+    assert d["events"] == {"owner": [], "dynamic": []}
+    assert verify(PlanDB(p), walk=False).ok
