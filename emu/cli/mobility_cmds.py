@@ -73,12 +73,14 @@ def handovers(plan_db: str, per_ut: bool, with_events: bool, fmt: str) -> None:
         emit_json(rep)
         return
     red = rep["reduction"]
-    title = (f"{rep['scenario']}: {rep['user_terminals']} user terminals, {rep['slices']} slices of {rep['slice_s']:g} s, "
+    title = (f"{rep['scenario']}: {rep['user_terminals']} user terminals, "
+             f"{rep['slices']} slices of {rep['slice_s']:g} s, "
              f"configured {rep['configured']}; inter-SNO reduction "
              + ("n/a (owner has none)" if red is None else f"{100 * red:.1f} %"))
     cols = ["policy", "intra/user-h", "inter/user-h", "intra", "inter", "re-assoc", "at home"]
     rows = [[p, f"{r['intra_per_user_hour']:.2f}", f"{r['inter_per_user_hour']:.2f}", r["intra"], r["inter"],
-             r["reassociations"], f"{100 * r['home_share']:.1f} %"] for p, r in ((p, rep[p]) for p in ("owner", "dynamic"))]
+             r["reassociations"], f"{100 * r['home_share']:.1f} %"]
+            for p, r in ((p, rep[p]) for p in ("owner", "dynamic"))]
     emit_table(title, cols, rows)
     if per_ut:
         emit_table(None, ["ut", "home", "own intra", "own inter", "dyn intra", "dyn inter", "served h"],

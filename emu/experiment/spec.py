@@ -107,7 +107,8 @@ class Experiment(Strict):
     speed: Annotated[float, Field(gt=0.0, le=1000.0)] = 1.0
     traffic: Annotated[list[Probe], Field(min_length=1, max_length=64)]
     events: list[Event] = Field(default_factory=list)
-    measurements: Annotated[list[Literal[MEASUREMENTS]], Field(min_length=1)] = ["interruption", "loss"]  # type: ignore[valid-type]
+    measurements: Annotated[list[Literal[MEASUREMENTS]],  # type: ignore[valid-type]
+                            Field(min_length=1)] = ["interruption", "loss"]
     output: str | None = None  # results folder, relative to the experiment file
 
     @model_validator(mode="after")
@@ -218,7 +219,8 @@ def load_experiment(path: str | Path, nodes: NodeCatalog | None = None) -> Exper
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise ExperimentError("not valid YAML" + (f" at line {mark.line + 1}" if mark else ""), "file", str(p)) from None
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ExperimentError(f"not valid YAML{where}", "file", str(p)) from None
     exp = parse_experiment(data)
     if nodes is not None:
         check_against(exp, nodes)
