@@ -10,6 +10,12 @@ User terminals sit 0.25 deg north of their city's ground station so that the
 two have distinct level-6 GRCs.
 
 Usage: python3 scripts/make_city_scenario.py > topologies/starlink-shell1.yaml
+       python3 scripts/make_city_scenario.py --operators 3 > topologies/starlink-3sno.yaml
+
+With ``--operators N`` (N > 1) the shell is shared by N operators (SNOs)
+owning interleaved planes (plane p belongs to operator p mod N), and city i's
+ground station and user terminal belong to operator i mod N (users spread
+evenly among the operators; spec: inter-sno-mobility-framework §3.3, §4).
 """
 
 from __future__ import annotations
@@ -82,13 +88,39 @@ routing:
 """
 
 
+def shared_header(n: int) -> str:
+    """HEADER with N operators owning interleaved planes (plane p: operator p mod N)."""
+    names = [f"sno-{chr(ord('a') + i)}" for i in range(n)]
+    ops = ["operators:"]
+    for i, name in enumerate(names):
+        planes = ", ".join(str(p) for p in range(i, 72, n))
+        ops += [f"  - name: {name}", f"    owner_code: {i + 1}", f"    user_pool: 10.{i * 16}.0.0/12",
+                f"    owns: [{{shell: 0, planes: [{planes}]}}]"]
+    head = HEADER.replace("name: starlink-shell1\n", f"name: starlink-{n}sno\n")
+    head = head.replace("description: Starlink shell 1 (1,584 satellites), 100 cities",
+                        f"description: Starlink shell 1 (1,584 satellites), 100 cities, {n} SNOs on interleaved planes")
+    head = head.replace("most populous cities, a user terminal 0.25 deg north of each.",
+                        f"most populous cities, a user terminal 0.25 deg north of each.\n# Shared by {n} operators: "
+                        f"plane p belongs to operator p mod {n}, city i's GS and UT to operator i mod {n}.")
+    start = head.index("operators:\n")
+    end = head.index("links:\n")
+    return head[:start] + "\n".join(ops) + "\n" + head[end:], names
+
+
 def main() -> None:
-    out = [HEADER.rstrip("\n"), "ground_stations:"]
-    for name, lat, lon in CITIES:
-        out.append(f"  - {{name: gs-{name}, lat: {lat}, lon: {lon}, operator: starlink, min_elevation_deg: 25}}")
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--operators", type=int, default=1, choices=range(1, 7), metavar="N",
+                    help="operators sharing the shell on interleaved planes (1..6; default 1: starlink alone)")
+    n = ap.parse_args().operators
+    header, names = (HEADER, ["starlink"]) if n == 1 else shared_header(n)
+    out = [header.rstrip("\n"), "ground_stations:"]
+    for i, (name, lat, lon) in enumerate(CITIES):
+        out.append(f"  - {{name: gs-{name}, lat: {lat}, lon: {lon}, operator: {names[i % n]}, min_elevation_deg: 25}}")
     out.append("user_terminals:")
-    for name, lat, lon in CITIES:
-        out.append(f"  - {{name: ut-{name}, lat: {lat + 0.25:.2f}, lon: {lon}, operator: starlink, "
+    for i, (name, lat, lon) in enumerate(CITIES):
+        out.append(f"  - {{name: ut-{name}, lat: {lat + 0.25:.2f}, lon: {lon}, operator: {names[i % n]}, "
                    f"device: dv-{name}, min_elevation_deg: 25}}")
     out += ["internet:", "  name: inet", "  prefix: 12.0.0.0/24"]
     print("\n".join(out))

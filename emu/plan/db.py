@@ -53,6 +53,7 @@ CREATE TABLE grc_coords(grc INTEGER NOT NULL, plen INTEGER NOT NULL, cell TEXT N
                         lon REAL NOT NULL, kind TEXT NOT NULL, name TEXT, PRIMARY KEY(grc, plen, kind));
 CREATE TABLE mapping(prefix TEXT NOT NULL, operator TEXT NOT NULL, candidates TEXT NOT NULL,
                      PRIMARY KEY(prefix, operator));
+CREATE TABLE associations(policy TEXT NOT NULL, k INTEGER NOT NULL, core BLOB NOT NULL, PRIMARY KEY(policy, k));
 CREATE TABLE signatures(what TEXT PRIMARY KEY, digest BLOB NOT NULL, signature BLOB NOT NULL);
 """
 
@@ -137,6 +138,9 @@ def write_plan(plan: Plan, path: Path, key=None, keep_key: bool = False) -> Path
         con.executemany("INSERT INTO attachments VALUES (?, ?, ?, ?, ?)", rows)
         con.executemany("INSERT INTO handovers VALUES (?, ?, ?, ?)", att.handovers())
         _sign_row(con, key, "static", static_digest(con))
+        assoc_rows = association_rows(plan)
+        con.executemany("INSERT INTO associations VALUES (?, ?, ?)", assoc_rows)
+        _sign_row(con, key, "association", association_digest(assoc_rows))
         con.commit()
     finally:
         con.close()
@@ -154,6 +158,23 @@ def ephemeris_digest(rows) -> bytes:
 
 def mapping_digest(rows) -> bytes:
     return signmod.blob_digest(*[f"{p}\n{o}\n{c}".encode() for p, o, c in sorted(rows)])
+
+
+def association_rows(plan: Plan) -> list[tuple[str, int, bytes]]:
+    """(policy, slice, packed int16 core per satellite) for every policy (spec: inter-sno-mobility §4.3, §5)."""
+    return [(policy, k, _pack(core[k].astype("<i2")))
+            for policy, core in sorted(plan.association.items()) for k in range(len(plan.slices))]
+
+
+def unpack_core(blob: bytes) -> np.ndarray:
+    """One slice's stored association: int16 operator index per satellite."""
+    return _unpack(blob, "<i2")[0]
+
+
+def association_digest(rows) -> bytes:
+    """Over the unpacked arrays (not the zlib bytes), in (policy, slice) order; raises zlib.error if unreadable."""
+    return signmod.blob_digest(*[f"{p}\n{k}\n".encode() + unpack_core(b).tobytes()
+                                 for p, k, b in sorted(rows, key=lambda r: (r[0], r[1]))])
 
 
 UNSIGNED_META = ("public_key", "wall_s", "scenario_path")
@@ -322,6 +343,21 @@ class PlanDB:
 
     def handovers(self) -> list[tuple[int, int, int, int]]:
         return list(self.con.execute("SELECT k, node, from_sat, to_sat FROM handovers ORDER BY k, node"))
+
+    def association(self, policy: str) -> np.ndarray:
+        """core[k, s] under ``policy`` for every slice (emu.plan.association)."""
+        try:
+            rows = list(self.con.execute("SELECT k, core FROM associations WHERE policy = ? ORDER BY k", (policy,)))
+        except sqlite3.DatabaseError:
+            raise PlanError(f"plan: no association table (planned before associations existed; re-plan) "
+                            f"(got {str(self.path)!r})") from None
+        if len(rows) != self.n_slices or [k for k, _ in rows] != list(range(self.n_slices)):
+            raise PlanError(f"plan: association {policy!r} does not cover every slice (got {len(rows)} of "
+                            f"{self.n_slices})")
+        try:
+            return np.stack([unpack_core(b) for _, b in rows]).astype(np.int64)
+        except (zlib.error, ValueError):
+            raise PlanError(f"plan: association {policy!r} is unreadable (got {str(self.path)!r})") from None
 
     def mapping(self) -> list[tuple[str, str, list[dict]]]:
         return [(p, o, json.loads(c)) for p, o, c in

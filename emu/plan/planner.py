@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from emu.plan import actions
+from emu.plan import association as assocmod
 from emu.plan.attach import (Attachments, Bindings, MappingRow, attachments, bindings, candidate_order, ground_grcs,
                              mapping_table, select_gs)
 from emu.plan.routing import Destinations, SliceTables, aggregate, down_code, graph_distances, next_hop_codes
@@ -50,6 +51,7 @@ class Plan:
     gs_order: dict[int, list[int]]
     slices: list[SlicePlan] = field(default_factory=list)
     wall_s: float = 0.0
+    association: dict[str, np.ndarray] = field(default_factory=dict)  # policy -> core[k, s] (association.py)
 
     @property
     def destinations_count(self) -> int:
@@ -104,6 +106,7 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
     bind = bindings(series, shell_map, ground_cells)
     mapping = mapping_table(series, g_grc)
     plan = Plan(loaded, series, att, bind, g_grc, g_plen, mapping, candidate_order(series, mapping))
+    plan.association = plan_association(plan)
     if bind.moved:
         log.info("%d satellite bindings moved to a neighbouring cell to stay unique", bind.moved)
     n = len(series)
@@ -129,6 +132,16 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
 
 
 _FORK_PLAN: Plan | None = None
+
+
+def plan_association(plan: Plan) -> dict[str, np.ndarray]:
+    """Satellite -> SNO core per slice under every policy (spec: inter-sno-mobility §4.3, §5)."""
+    _cols, ut_serving, home = assocmod.user_view(plan.attach.serving, plan.series.ground.kind,
+                                                 plan.series.ground.operator)
+    n_ops = len(plan.loaded.scenario.operators)
+    slice_s = plan.loaded.scenario.time.slice_s
+    return {p: assocmod.associate(p, ut_serving, home, plan.series.constellation.owner, n_ops, slice_s)
+            for p in assocmod.POLICIES}
 
 
 def _plan_slice_forked(k: int) -> SlicePlan:

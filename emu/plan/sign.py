@@ -5,7 +5,9 @@ Ed25519 (``cryptography``). A key pair is made per plan; the public key is
 stored in the route database, the private key is discarded unless the caller
 keeps it (written with mode 0600). Each slice is signed through a manifest:
 the SHA-256 digest of every satellite's table plus the digests of the slice's
-links, attachments, GS choices and bindings.
+links, attachments, GS choices and bindings. Whole tables outside the slices
+(ephemeris, mapping, the static rows, the satellite -> core associations of
+every policy) are signed as one digest each in the ``signatures`` table.
 """
 
 from __future__ import annotations

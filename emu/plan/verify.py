@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sqlite3
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +31,9 @@ from scipy.sparse.csgraph import connected_components
 from emu.addressing.grc import LEGAL_PREFIX_LENGTHS
 from emu.plan import actions
 from emu.plan import sign as signmod
-from emu.plan.db import PlanDB, ephemeris_digest, mapping_digest, slice_extras_digest, static_digest
+from emu.plan.association import POLICIES, associate, user_view
+from emu.plan.db import (PlanDB, association_digest, ephemeris_digest, mapping_digest, slice_extras_digest,
+                         static_digest, unpack_core)
 from emu.plan.planner import neighbour_matrix
 from emu.plan.routing import SliceTables
 
@@ -83,6 +87,7 @@ def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progr
     _check_signed_row(db, rep, pub, "mapping",
                       mapping_digest(list(db.con.execute("SELECT prefix, operator, candidates FROM mapping"))))
     _check_signed_row(db, rep, pub, "static", static_digest(db.con))
+    _check_association(db, rep, pub)
     if hashlib.sha256(db.meta["scenario_yaml"].encode("utf-8")).hexdigest() != db.meta["scenario_digest"]:
         rep.fail("scenario: the stored scenario text does not match its digest")
     routing = json.loads(db.meta["routing"])
@@ -132,6 +137,39 @@ def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progr
             if (hit[2] if hit else 0) != got:
                 rep.fail(f"slice {k}: satellite {db.sat_names[s]}: vectorised lookup disagrees with the reference")
     return rep
+
+
+def _check_association(db: PlanDB, rep: VerifyReport, pub: bytes) -> None:
+    """spec: inter-sno-mobility §5 (the pre-computed association): signed, one row per policy and slice."""
+    try:
+        rows = list(db.con.execute("SELECT policy, k, core FROM associations"))
+    except sqlite3.DatabaseError:
+        rep.fail("association: table missing")
+        return
+    n_sats = len(db.sat_names)
+    for policy, k, blob in rows:
+        try:
+            core = unpack_core(blob)
+        except (zlib.error, ValueError):
+            rep.fail(f"association: {policy} slice {k}: unreadable")
+            return
+        if len(core) != n_sats or (core < 0).any() or (core >= len(db.operators)).any():
+            rep.fail(f"association: {policy} slice {k}: not one operator index per satellite")
+    _check_signed_row(db, rep, pub, "association", association_digest(rows))
+    got = {(p, k) for p, k, _ in rows}
+    want = {(p, k) for p in POLICIES for k in range(db.n_slices)}
+    if got != want:
+        rep.fail(f"association: {len(want - got)} (policy, slice) rows missing, {len(got - want)} unexpected")
+        return
+    # the association is a function of signed data (attachments, owners, homes): recompute it
+    serving = np.stack([db.serving(k) for k in range(db.n_slices)])
+    _cols, ut_serving, home = user_view(serving, [g.kind for g in db.ground], np.array([g.operator for g in db.ground]))
+    owner = np.array([r[5] for r in db.sat_rows], dtype=np.int64)
+    for policy in POLICIES:
+        diff = np.nonzero((associate(policy, ut_serving, home, owner, len(db.operators), db.slice_s)
+                           != db.association(policy)).any(axis=1))[0]
+        if len(diff):
+            rep.fail(f"association: {policy} slice {int(diff[0])}: differs from the association algorithm's result")
 
 
 def _check_signed_row(db: PlanDB, rep: VerifyReport, pub: bytes, what: str, digest: bytes) -> None:

@@ -183,6 +183,9 @@ class RoutingCfg(Strict):
     gs_selection: Literal["proximity", "load-balance", "primary-backup"] = "proximity"
     satellite_destinations: bool = True
     aggregate: bool = True
+    # satellite -> SNO core association (spec: inter-sno-mobility §3.3 Figure 2 / §4.3): both are planned and
+    # stored; this one is the run's. Default owner: the conventional baseline, a pure function of plane ownership.
+    association: Literal["owner", "dynamic"] = "owner"
 
 
 class Scenario(Strict):

@@ -1,0 +1,130 @@
+"""``leo-emu handovers``: inter- and intra-SNO handovers per user-hour under each association policy.
+
+spec: inter-sno-mobility-framework §3.3, §4.3, §5 (see emu/plan/association.py and emu/plan/handover.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+import numpy as np
+
+from emu.cli.common import emit_json, emit_table, format_option
+
+
+def handover_report(db, with_events: bool = False) -> dict:
+    """The JSON document of ``handovers`` from an open :class:`emu.plan.db.PlanDB`."""
+    from emu.plan import handover as ho
+    from emu.plan.association import POLICIES, user_view
+
+    serving = np.stack([db.serving(k) for k in range(db.n_slices)])
+    cols, ut_serving, home = user_view(serving, [g.kind for g in db.ground], np.array([g.operator for g in db.ground]))
+    names = [db.ground[int(c)].name for c in cols]
+    cores = {p: db.association(p) for p in POLICIES}
+    rates = {p: ho.rates(ut_serving, home, cores[p], db.slice_s, names) for p in POLICIES}
+    out: dict = {p: rates[p].summary() for p in POLICIES}
+    out["reduction"] = ho.reduction(rates["owner"], rates["dynamic"])
+    out["configured"] = json.loads(db.meta["routing"]).get("association", "owner")
+    out["scenario"] = db.meta.get("scenario_name")
+    out["slices"] = db.n_slices
+    out["slice_s"] = db.slice_s
+    out["user_terminals"] = len(cols)
+    out["operators"] = [o[1] for o in db.operators]
+    out["per_ut"] = [{"ut": a["ut"], "home": out["operators"][a["home"]],
+                      **{p: {key: rates[p].per_ut[i][key] for key in ("intra", "inter", "home_share")}
+                         for p in POLICIES}, "served_hours": a["served_hours"]}
+                     for i, a in enumerate(rates["owner"].per_ut)]
+    if with_events:
+        ops, sats = out["operators"], db.sat_names
+        out["events"] = {p: [{"slice": int(e["k"]), "time_s": round(int(e["k"]) * db.slice_s, 3),
+                              "ut": names[int(e["ut"])], "kind": "inter" if e["inter"] else "intra",
+                              "from_sat": sats[int(e["from_sat"])], "to_sat": sats[int(e["to_sat"])],
+                              "from_core": ops[int(e["from_core"])], "to_core": ops[int(e["to_core"])]}
+                             for e in ho.events(ut_serving, cores[p])] for p in POLICIES}
+    return out
+
+
+@click.command()
+@click.argument("plan_db", type=click.Path(dir_okay=False))
+@click.option("--per-ut", is_flag=True, help="Table format: also one row per user terminal.")
+@click.option("--events", "with_events", is_flag=True,
+              help="JSON format: also every handover (slice, UT, satellites, cores) under 'events'.")
+@format_option
+def handovers(plan_db: str, per_ut: bool, with_events: bool, fmt: str) -> None:
+    """Intra- and inter-SNO handovers per user-hour under the owner and dynamic associations, and the reduction."""
+    import sqlite3
+    import zlib
+
+    from emu.errors import InputError, PlanError
+    from emu.plan.db import PlanDB
+
+    try:  # the plan is this command's input: anything unreadable in it is bad input (exit 2)
+        db = PlanDB(plan_db)
+        try:
+            rep = handover_report(db, with_events)
+        finally:
+            db.close()
+    except PlanError as exc:
+        raise InputError(str(exc)) from None
+    except (sqlite3.DatabaseError, zlib.error, KeyError, ValueError) as exc:
+        raise InputError(f"plan: unreadable route database ({exc}) (got {plan_db!r})") from None
+    if fmt == "json":
+        emit_json(rep)
+        return
+    red = rep["reduction"]
+    title = (f"{rep['scenario']}: {rep['user_terminals']} user terminals, "
+             f"{rep['slices']} slices of {rep['slice_s']:g} s, "
+             f"configured {rep['configured']}; inter-SNO reduction "
+             + ("n/a (owner has none)" if red is None else f"{100 * red:.1f} %"))
+    cols = ["policy", "intra/user-h", "inter/user-h", "intra", "inter", "re-assoc", "at home"]
+    rows = [[p, f"{r['intra_per_user_hour']:.2f}", f"{r['inter_per_user_hour']:.2f}", r["intra"], r["inter"],
+             r["reassociations"], f"{100 * r['home_share']:.1f} %"]
+            for p, r in ((p, rep[p]) for p in ("owner", "dynamic"))]
+    emit_table(title, cols, rows)
+    if per_ut:
+        emit_table(None, ["ut", "home", "own intra", "own inter", "dyn intra", "dyn inter", "served h"],
+                   [[u["ut"], u["home"], u["owner"]["intra"], u["owner"]["inter"], u["dynamic"]["intra"],
+                     u["dynamic"]["inter"], u["served_hours"]] for u in rep["per_ut"]])
+
+
+@click.group()
+def experiment() -> None:
+    """Scripted experiments (experiments/*.yaml): check one against a plan (the runner is a later stage)."""
+
+
+@experiment.command("check")
+@click.argument("experiment_file", type=click.Path(dir_okay=False))
+@click.option("--plan", "plan_db", type=click.Path(dir_okay=False), default=None,
+              help="Route database to check node names, times and slices against (default: structure only).")
+@format_option
+def experiment_check(experiment_file: str, plan_db: str | None, fmt: str) -> None:
+    """Validate EXPERIMENT_FILE: unknown keys, events or nodes are one error line, exit 2; nothing is started."""
+    from emu.errors import InputError, PlanError
+    from emu.experiment.spec import NodeCatalog, load_experiment
+    from emu.plan.db import PlanDB
+
+    nodes = None
+    if plan_db is not None:
+        try:
+            db = PlanDB(plan_db)
+            nodes = NodeCatalog.from_plan(db)
+            db.close()
+        except PlanError as exc:
+            raise InputError(f"--plan: {exc}") from None
+    exp = load_experiment(experiment_file, nodes)
+    summary = {"experiment": exp.name, "valid": True, "checked_against_plan": plan_db is not None,
+               "procedure": exp.procedure, "association": exp.association, "repeats": exp.repeats,
+               "duration_s": exp.duration_s, "probes": len(exp.traffic), "events": len(exp.events),
+               "measurements": list(exp.measurements)}
+    if fmt == "json":
+        emit_json(summary)
+    else:
+        from emu.cli.common import emit_kv
+
+        emit_kv(f"experiment {exp.name}: valid", {k: v for k, v in summary.items() if k != "experiment"})
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(handovers)
+    cli.add_command(experiment)

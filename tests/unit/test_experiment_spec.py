@@ -1,0 +1,88 @@
+"""Experiment files: the shipped examples are valid against their plans; every file of the bad-input corpus
+(tests/data/experiments/bad, first line '# expect: FIELD VALUE') is one error line naming FIELD and VALUE, exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from emu.cli.main import cli
+from emu.experiment import (CoreRestart, ExperimentError, ForcedHandover, GsOutage, NodeCatalog, load_experiment,
+                            parse_experiment)
+from emu.plan.db import PlanDB, write_plan
+from emu.plan.planner import make_plan
+
+from .helpers import DATA, ROOT, load_default
+
+BAD = sorted((DATA / "experiments" / "bad").glob("*.yaml"))
+EXAMPLES = sorted((ROOT / "experiments").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def default_db(tmp_path_factory):
+    p = tmp_path_factory.mktemp("exp") / "default.db"
+    write_plan(make_plan(load_default()), p)  # the full orbit: 383 slices
+    return p
+
+
+@pytest.fixture(scope="module")
+def catalog(default_db):
+    db = PlanDB(default_db)
+    return NodeCatalog.from_plan(db)
+
+
+def test_catalog_from_plan(catalog) -> None:
+    assert {"dev1", "ut1", "inet"} <= catalog.endpoints and "gs-london" not in catalog.endpoints
+    assert catalog.cores == {"sno-a", "sno-b"} and "sat0-5-7" in catalog.satellites
+    assert (catalog.n_slices, catalog.slice_s) == (383, 15.0)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_shipped_examples_are_valid(path, catalog) -> None:
+    exp = load_experiment(path, catalog)
+    assert exp.traffic and all(t.interval_ms <= 10 for t in exp.traffic)
+
+
+def test_handover_basic_is_parsed_as_written(catalog) -> None:
+    exp = load_experiment(ROOT / "experiments" / "handover-basic.yaml", catalog)
+    assert (exp.procedure, exp.association, exp.repeats, exp.start_slice) == ("proactive", "dynamic", 5, 20)
+    assert [type(e) for e in exp.events] == [ForcedHandover, GsOutage, CoreRestart]
+    assert exp.events[1].slice == 25 and exp.events[1].time_s is None and exp.events[1].duration_s == 20
+    assert exp.traffic[0].probe == "udp" and exp.traffic[1].probe == "ping"
+
+
+def test_corpus_is_large() -> None:
+    assert len(BAD) >= 20
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_bad_input_corpus(path, default_db, catalog) -> None:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect: ")
+    field, _, value = first[len("# expect: "):].partition(" ")
+    with pytest.raises(ExperimentError) as exc:
+        load_experiment(path, catalog)
+    assert exc.value.field == field
+    if value:
+        assert str(exc.value.value) == value or repr(exc.value.value) == value, exc.value
+    res = CliRunner().invoke(cli, ["experiment", "check", str(path), "--plan", str(default_db)])
+    assert res.exit_code == 2, res.output
+    assert res.output.count("\n") == 1 and res.output.startswith(f"leo-emu: error: {field}: ")
+
+
+def test_structure_only_without_a_plan() -> None:
+    """Node names are only checked against a plan; structure is checked always."""
+    exp = parse_experiment({"name": "x", "duration_s": 5, "traffic": [{"probe": "udp", "src": "a", "dst": "b"}]})
+    assert exp.repeats == 1 and exp.procedure == "baseline" and exp.association == "owner"
+
+
+def test_cli_check_json_and_bad_plan(default_db, tmp_path) -> None:
+    path = ROOT / "experiments" / "handover-basic.yaml"
+    res = CliRunner().invoke(cli, ["experiment", "check", str(path), "--plan", str(default_db), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["valid"] and d["checked_against_plan"] and d["events"] == 3
+    res = CliRunner().invoke(cli, ["experiment", "check", str(path), "--plan", str(tmp_path / "none.db")])
+    assert res.exit_code == 2 and res.output.startswith("leo-emu: error: --plan: plan: no such file")
