@@ -29,6 +29,7 @@ def _register() -> None:
         "emu.cli.dataplane_cmds",
         "emu.cli.run_cmds",
         "emu.cli.doctor_cmds",
+        "emu.cli.viz_cmds",
     ):
         try:
             m = importlib.import_module(mod)
