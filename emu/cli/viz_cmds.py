@@ -146,7 +146,7 @@ def render(draw, geo: bool, size: tuple[float, float], dpi: int, out: Path) -> N
 
 @click.command()
 @click.argument("source", required=False)
-@click.option("--port", type=int, default=8765, show_default=True, help="TCP port on 127.0.0.1.")
+@click.option("--port", type=int, default=8765, show_default=True, help="TCP port on 127.0.0.1 (0: any free port).")
 @click.option("--pair", "pairs", type=(str, str), multiple=True, metavar="SRC DST",
               help="Show this pair's path (repeatable); default: the first device and the Internet.")
 @click.option("--interval", type=float, default=1.0, show_default=True,
@@ -157,8 +157,8 @@ def web(source: str | None, port: int, pairs, interval: float) -> None:
     from emu.web.server import serve
     from emu.web.source import open_source
 
-    if not 1 <= port <= 65535:
-        raise InputError(f"--port: must be 1..65535 (got {port})")
+    if not 0 <= port <= 65535:
+        raise InputError(f"--port: must be 0..65535, 0 for any free port (got {port})")
     if not 0.05 <= interval <= 3600:
         raise InputError(f"--interval: must be 0.05..3600 s (got {interval})")
     src = open_source(source, list(pairs), interval)

@@ -1,0 +1,286 @@
+"""``leo-emu web``: the sources, the read-only HTTP API, and the page in headless Chromium.
+
+The browser test drives Debian's ``chromium`` through the DevTools protocol
+(``websocket-client``): the page renders, its DOM shows the satellite count and
+the current slice, and it moves on without a reload when the slice changes, in
+plan-replay mode (the clock) and in run mode (a run's ``status.json`` rewritten,
+as the controller does). Screenshots are kept in the test's tmp dir. Skipped,
+saying why, where chromium or websocket-client is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from emu.dataplane.state import Run
+from emu.plan.db import PlanDB
+from emu.web.source import PlanReplay, RunFollower
+
+from .helpers import ROOT
+
+SLICES = 12
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1400,820"]
+
+
+@pytest.fixture(scope="module")
+def plan_db(tmp_path_factory):
+    out = tmp_path_factory.mktemp("web") / "default.db"
+    subprocess.run([sys.executable, "-m", "emu.cli.main", "plan", str(ROOT / "topologies/default.yaml"), "-o", str(out),
+                    "--slices", str(SLICES), "--format", "json"], check=True, cwd=ROOT, capture_output=True)
+    return out
+
+
+def _fake_run(root: Path, plan: Path, slice_k: int, applied: list[dict]) -> Run:
+    run = Run("tviz" + os.urandom(2).hex(), root)
+    run.dir.mkdir(parents=True)
+    (run.dir / "journal").touch()
+    run.write_json("run.json", {"run": run.run_id, "plan": str(plan), "speed": 30.0, "n_slices": SLICES,
+                                "start_slice": 0, "nodes": []})
+    _status(run, slice_k, applied)
+    return run
+
+
+def _status(run: Run, slice_k: int, applied: list[dict]) -> None:
+    run.write_json("status.json", {"state": "running", "slice": slice_k, "applied": applied,
+                                   "apply_p50_ms": applied[-1]["apply_ms"] if applied else None,
+                                   "apply_p99_ms": applied[-1]["apply_ms"] if applied else None,
+                                   "apply_max_ms": applied[-1]["apply_ms"] if applied else None})
+
+
+# ----------------------------------------------------------------------------- sources (no browser)
+def test_replay_advances_with_the_clock_and_wraps(plan_db) -> None:
+    now = [100.0]
+    src = PlanReplay(plan_db, [], 2.0, clock=lambda: now[0])
+    assert src.state()["slice"] == 0
+    now[0] += 2.1
+    assert src.state()["slice"] == 1
+    now[0] += 2.0 * (SLICES - 1)
+    assert src.state()["slice"] == 0  # round and round
+    fr = src.frames.frame(3)
+    db = PlanDB(plan_db)
+    assert len(fr["sats"]) == 48 and len(fr["links"]) == len(db.links(3))
+    assert len(fr["serving"]) == int((db.serving(3) >= 0).sum())
+    assert src.frames.pairs == [("dev1", "inet")] and fr["paths"][0]["src"] == "dev1"
+
+
+def test_run_follower_reads_the_records(plan_db, tmp_path) -> None:
+    run = _fake_run(tmp_path, plan_db, 4, [{"slice": 4, "apply_ms": 7.5, "prep_ms": 30.0}])
+    src = RunFollower(run, [("ut1", "ut2")])
+    st = src.state()
+    assert st["mode"] == "run" and st["slice"] == 4 and st["apply_p50_ms"] == 7.5 and st["applied"][0]["slice"] == 4
+    _status(run, SLICES + 5, [])
+    assert src.state()["slice"] is None  # out of the plan: shown as unknown, not as a crash
+
+
+# ----------------------------------------------------------------------------- the server
+class Server:
+    def __init__(self, *args: str, env: dict | None = None):
+        self.proc = subprocess.Popen([sys.executable, "-m", "emu.cli.main", "web", *args, "--port", "0"], cwd=ROOT,
+                                     stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                                     env={**os.environ, **(env or {})})
+        line = self.proc.stderr.readline()
+        if "http://127.0.0.1:" not in line:
+            self.stop()
+            raise AssertionError(f"leo-emu web did not start: {line!r}")
+        self.url = line.split()[2]
+
+    def get(self, path: str, method: str = "GET"):
+        req = urllib.request.Request(self.url.rstrip("/") + path, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.headers.get("Content-Type"), r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers.get("Content-Type"), exc.read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stderr.close()
+
+
+@pytest.fixture
+def replay_server(plan_db):
+    s = Server(str(plan_db), "--interval", "1.5")
+    yield s
+    s.stop()
+
+
+def test_api_is_local_read_only_and_self_contained(replay_server) -> None:
+    s = replay_server
+    assert s.url.startswith("http://127.0.0.1:")
+    code, ctype, body = s.get("/")
+    assert code == 200 and ctype.startswith("text/html")
+    html = body.decode()
+    assert "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing from elsewhere
+    code, _c, js = s.get("/static/app.js")
+    assert code == 200 and b"http" not in js.replace(b'"http://www.w3.org/2000/svg"', b"")
+    meta = json.loads(s.get("/api/meta")[2])
+    assert len(meta["satellites"]) == 48 and meta["groups"] == ["sno-a", "sno-b"] and meta["n_slices"] == SLICES
+    coast = json.loads(s.get("/api/coast")[2])
+    assert len(coast) > 100 and all(-180 <= x <= 180 and -90 <= y <= 90 for ring in coast for x, y in ring)
+    assert s.get("/api/state", method="POST")[0] == 405
+    assert s.get("/api/frame/999")[0] == 400
+    assert s.get("/../../etc/passwd")[0] == 404
+
+
+def test_bad_source_exits_2() -> None:
+    p = subprocess.run([sys.executable, "-m", "emu.cli.main", "web", "no/such/plan.db", "--port", "0"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "SOURCE" in p.stderr and "Traceback" not in p.stderr
+
+
+# ----------------------------------------------------------------------------- headless Chromium
+class Browser:
+    """Headless Chromium driven over the DevTools protocol (one page)."""
+
+    def __init__(self, url: str):
+        import websocket
+
+        self.profile = tempfile.mkdtemp(prefix="leo-emu-chromium-")
+        self.proc = subprocess.Popen([shutil.which("chromium"), *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}",
+                                      "--remote-debugging-port=0", url],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = Path(self.profile) / "DevToolsActivePort"
+        end = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if time.monotonic() > end or self.proc.poll() is not None:
+                self.close()
+                raise AssertionError("chromium did not open its DevTools port")
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+                pages = [t for t in json.load(r) if t["type"] == "page"]
+            if pages or time.monotonic() > end:
+                break
+            time.sleep(0.1)
+        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=30, suppress_origin=True)
+        self.n = 0
+
+    def call(self, method: str, **params):
+        self.n += 1
+        self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.n:
+                if "error" in msg:
+                    raise AssertionError(f"{method}: {msg['error']}")
+                return msg["result"]
+
+    def eval(self, expr: str):
+        return self.call("Runtime.evaluate", expression=expr, returnByValue=True)["result"].get("value")
+
+    def wait_for(self, expr: str, timeout_s: float = 30.0):
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            v = self.eval(expr)
+            if v:
+                return v
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {expr}; page says {self.dom()}")
+
+    def dom(self) -> dict:
+        return self.eval("""JSON.stringify({slice: document.getElementById('slice').textContent,
+            sats: document.getElementById('sat-count').textContent,
+            links: document.getElementById('link-count').textContent,
+            circles: document.querySelectorAll('#sats circle').length,
+            mode: document.getElementById('mode').textContent,
+            apply: document.getElementById('apply-summary').textContent,
+            paths: document.getElementById('path-list').textContent,
+            land: document.querySelectorAll('#coast polygon').length,
+            error: document.getElementById('error').textContent})""")
+
+    def screenshot(self, path: Path) -> None:
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+
+    def close(self) -> None:
+        if getattr(self, "ws", None):
+            self.ws.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser_factory():
+    if shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed (Debian package chromium; make install-apt installs it)")
+    pytest.importorskip("websocket", reason="websocket-client is not installed (pip install -e .[test])")
+    opened = []
+
+    def make(url: str) -> Browser:
+        b = Browser(url)
+        opened.append(b)
+        return b
+
+    yield make
+    for b in opened:
+        b.close()
+
+
+def _state(b: Browser) -> dict:
+    return json.loads(b.dom())
+
+
+def test_page_replays_the_plan_in_chromium(replay_server, browser_factory, plan_db, tmp_path) -> None:
+    b = browser_factory(replay_server.url)
+    b.wait_for("document.getElementById('sat-count').textContent === '48'")
+    first = _state(b)
+    assert first["circles"] == 48 and first["land"] > 100 and first["mode"] == "plan replay" and not first["error"]
+    k1 = int(first["slice"])
+    assert int(first["links"]) == len(PlanDB(plan_db).links(k1))
+    assert "dev1 → inet" in first["paths"]
+    b.screenshot(tmp_path / "live-map-replay-1.png")
+    b.eval("window.__sameLoad = 'yes'")  # gone if the page reloads
+    b.wait_for(f"document.body.dataset.slice !== '{k1}' && document.body.dataset.slice !== ''")
+    second = _state(b)
+    shown = b.eval("document.getElementById('shown-list').textContent").split()
+    assert shown.index(second["slice"]) > shown.index(str(k1))  # drawn one after the other in one page load
+    assert b.eval("window.__sameLoad") == "yes"
+    assert int(second["links"]) == len(PlanDB(plan_db).links(int(second["slice"])))
+    b.screenshot(tmp_path / "live-map-replay-2.png")
+    assert (tmp_path / "live-map-replay-2.png").stat().st_size > 20_000
+
+
+def test_page_follows_a_run_in_chromium(plan_db, browser_factory, tmp_path) -> None:
+    run = _fake_run(tmp_path / "runs", plan_db, 5, [{"slice": 5, "apply_ms": 12.25, "prep_ms": 41.0}])
+    server = Server(run.run_id, "--pair", "ut1", "ut4", env={"LEOEMU_RUN_DIR": str(run.root)})
+    try:
+        b = browser_factory(server.url)
+        b.wait_for("document.body.dataset.slice === '5'")
+        st = _state(b)
+        assert st["sats"] == "48" and st["mode"] == f"run {run.run_id}" and "p50 12.25 ms" in st["apply"]
+        assert "ut1 → ut4" in st["paths"]
+        b.eval("window.__sameLoad = 'yes'")
+        _status(run, 6, [{"slice": 5, "apply_ms": 12.25, "prep_ms": 41.0}, {"slice": 6, "apply_ms": 9.5, "prep_ms": 38.0}])
+        b.wait_for("document.body.dataset.slice === '6'")
+        assert b.eval("window.__sameLoad") == "yes"
+        rows = b.eval("Array.from(document.querySelectorAll('#applied tbody tr')).map(r => r.textContent)")
+        assert rows[0].startswith("6") and len(rows) == 2
+        b.screenshot(tmp_path / "live-map-run.png")
+    finally:
+        server.stop()
