@@ -21,12 +21,13 @@ import numpy as np
 import yaml
 
 from emu.errors import InputError
-from emu.orbit.constellation import DOWN, N, S, UP
+from emu.orbit.constellation import DOWN, E, N, S, UP, W
 from emu.plan.db import PlanDB
 from emu.plan.path import PathFinder
 
 # link classes, in legend order (spec: grc-based-routing §Directional Forwarding)
-INTRA, INTER, SEAM, SHELL = "intra-plane N/S", "inter-plane E/W", "seam E/W", "inter-shell Up/Down"
+INTRA, INTER, SEAM, SHELL = \
+    "intra-plane N/S", "inter-plane E/W", "seam E/W (last↔first plane)", "inter-shell Up/Down"
 LINK_CLASSES = (INTRA, INTER, SEAM, SHELL)
 
 
@@ -95,6 +96,16 @@ class PlanView:
             return SEAM
         return INTER
 
+    def ew_off(self, links: np.ndarray) -> list[int]:
+        """Satellites (of shells with several planes) lacking an E or a W link in ``links``: at the seam of a
+        Walker star or in the polar region (spec: satellite-semantic-addressing §4.3, unsteady E/W neighbours)."""
+        has = np.zeros((self.n_sats, 2), dtype=bool)
+        for ends, dirs in (("a", "dir_a"), ("b", "dir_b")):
+            sel = np.isin(links[dirs], (E, W))
+            has[links[ends][sel], links[dirs][sel] - E] = True
+        multi_plane = np.array([self.planes_of_shell[int(sh)] > 1 for sh in self.shell])
+        return np.nonzero(multi_plane & ~has.all(axis=1))[0].tolist()
+
     def sat_group(self, color_by: str) -> tuple[list[str], list[str]]:
         """(group label per satellite, groups in legend order) for colouring by operator or by plane."""
         if color_by == "operator":
@@ -151,6 +162,7 @@ class MapData:
     ground: list[tuple[str, str, float, float]]  # (name, kind gs|ut, lat, lon)
     serving: list[tuple[int, int]]  # (ground index, satellite index)
     polar_lat_deg: float
+    ew_off: list[int] = field(default_factory=list)  # satellites without an E or a W link: seam or polar region
     title: str = ""
 
     def csv(self) -> tuple[list[str], list[list]]:
@@ -166,6 +178,7 @@ class MapData:
         for gi, s in self.serving:
             name, _kind, la, lo = self.ground[gi]
             rows.append(["serving", name, la, lo, self.sat_names[s], self.sat_lat[s], self.sat_lon[s], ""])
+        rows += [["ew_off", self.sat_names[i], self.sat_lat[i], self.sat_lon[i], "", "", "", ""] for i in self.ew_off]
         rows.append(["polar_limit", "", self.polar_lat_deg, "", "", "", "", ""])
         return head, rows
 
@@ -182,12 +195,13 @@ def map_data(view: PlanView, k: int, color_by: str = "operator") -> MapData:
         down = []
     serving = db.serving(k)
     labels, order = view.sat_group(color_by)
+
     return MapData(
         slice=k, time_s=db.slice_time(k), sat_names=db.sat_names, sat_lat=lat[0], sat_lon=lon[0],
         sat_group=labels, groups=order, links=cur, links_down=down,
         ground=[(g.name, g.kind, g.lat, g.lon) for g in db.ground],
         serving=[(i, int(s)) for i, s in enumerate(serving) if s >= 0],
-        polar_lat_deg=view.polar_lat_deg,
+        polar_lat_deg=view.polar_lat_deg, ew_off=view.ew_off(links),
         title=f"{db.meta['scenario_name']}: slice {k} (t = {db.slice_time(k):.0f} s)")
 
 

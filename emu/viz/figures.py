@@ -67,6 +67,9 @@ def plot_map(ax, m: MapData) -> None:
         sel = np.array([x == g for x in m.sat_group])
         ax.scatter(lon[sel], lat[sel], s=9, color=cmap[gi[g]], edgecolors="white", linewidths=0.3, transform=plate,
                    label=g, gid=f"satellites:{g}", zorder=4)
+    if m.ew_off:
+        ax.scatter(lon[m.ew_off], lat[m.ew_off], s=30, facecolors="none", edgecolors="tab:red", linewidths=0.6,
+                   transform=plate, label="no E or W ISL (seam/polar)", gid="ew_off", zorder=4)
     if m.serving:
         segs = [[(m.ground[gn][3], m.ground[gn][2]), (lon[s], lat[s])] for gn, s in m.serving]
         ax.add_collection(LineCollection(segs, colors="tab:green", linewidths=0.8, transform=geo, label="serving link",

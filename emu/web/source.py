@@ -54,7 +54,8 @@ class Frames:
             "scenario": self.db.meta["scenario_name"], "n_slices": self.db.n_slices, "slice_s": self.db.slice_s,
             "satellites": self.db.sat_names, "sat_group": [gi[x] for x in labels], "groups": groups,
             "ground": [{"name": g.name, "kind": g.kind, "lat": g.lat, "lon": g.lon} for g in self.db.ground],
-            "link_classes": list(LINK_CLASSES), "polar_lat_deg": self.view.polar_lat_deg,
+            "link_classes": list(LINK_CLASSES), "link_style": link_style_css(),
+            "polar_lat_deg": self.view.polar_lat_deg,
             "pairs": [list(p) for p in self.pairs],
         }
 
@@ -64,8 +65,9 @@ class Frames:
             raise InputError(f"slice: must be 0..{self.db.n_slices - 1} (got {k})")
         lat, lon = self.lat[k], self.lon[k]
         cls = {c: i for i, c in enumerate(LINK_CLASSES)}
+        raw = self.db.links(k)
         links = [[int(r["a"]), int(r["b"]), cls[self.view.link_class(int(r["a"]), int(r["b"]), int(r["dir_a"]))]]
-                 for r in self.db.links(k)]
+                 for r in raw]
         serving = [[g, int(s)] for g, s in enumerate(self.db.serving(k)) if s >= 0]
         where = {g.name: (g.lat, g.lon) for g in self.db.ground}
         where.update({n: (float(lat[i]), float(lon[i])) for i, n in enumerate(self.db.sat_names)})
@@ -81,7 +83,17 @@ class Frames:
                           "one_way_ms": r["one_way_delay_ms"], "hops": hops})
         return {"slice": k, "time_s": self.db.slice_time(k),
                 "sats": [[round(float(a), 3), round(float(b), 3)] for a, b in zip(lat, lon)],
-                "links": links, "serving": serving, "paths": paths}
+                "links": links, "serving": serving, "paths": paths, "ew_off": self.view.ew_off(raw)}
+
+
+def link_style_css() -> dict[str, list]:
+    """The figures' link styles (:data:`emu.viz.figures.LINK_STYLE`) as SVG stroke, dash array and width (px)."""
+    from matplotlib.colors import to_hex
+
+    from emu.viz.figures import LINK_STYLE
+
+    dash = {"-": "", "--": "5 3", ":": "2 2", "-.": "5 2 1 2"}
+    return {c: [to_hex(col), dash[ls], round(1.6 * lw, 2)] for c, (col, ls, lw) in LINK_STYLE.items()}
 
 
 class PlanReplay:

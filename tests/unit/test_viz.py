@@ -124,7 +124,7 @@ def test_map_shows_every_satellite_link_and_ground_node(view) -> None:
         assert sum(len(a.get_offsets()) for a in sats) == 48
         isl = {a.get_gid(): len(a.get_segments()) for a in _by_gid(ax, "isl:")}
         assert sum(isl.values()) == len(view.db.links(k))
-        assert isl["isl:seam E/W"] == 8
+        assert isl[f"isl:{vd.SEAM}"] == 8
         ground = {a.get_gid(): len(a.get_offsets()) for a in _by_gid(ax, "ground:")}
         assert ground == {"ground:gs": 4, "ground:ut": 4}
         serving = _by_gid(ax, "serving")
@@ -296,3 +296,28 @@ def test_results_accepts_ping_json_outputs(tmp_path) -> None:
     bad.write_text("src,dst,time_s,rtt_ms\ndev1,inet,abc,3\n")
     with pytest.raises(InputError, match="line 2: time_s"):
         load_results(bad, 15.0)
+
+
+def test_seam_and_polar_satellites_are_marked(tmp_path) -> None:
+    """Walker star: planes 0 and P-1 have no ISL across the seam; satellites above the polar latitude no E/W ISL."""
+    db_path = tmp_path / "polar.db"
+    subprocess.run([sys.executable, "-m", "emu.cli.main", "plan", str(ROOT / "topologies/polar.yaml"), "-o",
+                    str(db_path), "--slices", "2"], check=True, cwd=ROOT, capture_output=True)
+    v = vd.PlanView(PlanDB(db_path))
+    m = vd.map_data(v, 1)
+    P = v.planes_of_shell[0]
+    off = set(m.ew_off)
+    seam = {i for i in range(v.n_sats) if v.plane[i] in (0, P - 1)}
+    polar = {i for i in range(v.n_sats) if abs(m.sat_lat[i]) > v.polar_lat_deg}
+    assert seam | polar <= off
+    # a link is off when either end is polar: the rest have a polar E/W neighbour, so sit near the limit
+    assert all(abs(m.sat_lat[i]) > v.polar_lat_deg - 12 for i in off - seam - polar)
+    assert not any(c == vd.SEAM for _a, _b, c in m.links)  # a star has no ISL across its seam
+    _coast_or_skip()
+    fig, ax = _geo_axes()
+    try:
+        figures.plot_map(ax, m)
+        (rings,) = _by_gid(ax, "ew_off")
+        assert len(rings.get_offsets()) == len(off)
+    finally:
+        plt.close(fig)

@@ -202,7 +202,8 @@ class Browser:
         return self.eval("""JSON.stringify({slice: document.getElementById('slice').textContent,
             sats: document.getElementById('sat-count').textContent,
             links: document.getElementById('link-count').textContent,
-            circles: document.querySelectorAll('#sats circle').length,
+            circles: document.querySelectorAll('#sats circle:not(.ew-off)').length,
+            lines: document.querySelectorAll('#links line').length,
             mode: document.getElementById('mode').textContent,
             apply: document.getElementById('apply-summary').textContent,
             paths: document.getElementById('path-list').textContent,
@@ -253,6 +254,7 @@ def test_page_replays_the_plan_in_chromium(replay_server, browser_factory, plan_
     assert first["circles"] == 48 and first["land"] > 100 and first["mode"] == "plan replay" and not first["error"]
     k1 = int(first["slice"])
     assert int(first["links"]) == len(PlanDB(plan_db).links(k1))
+    assert first["lines"] >= int(first["links"])  # one line per ISL, two where it crosses the antimeridian
     assert "dev1 → inet" in first["paths"]
     b.screenshot(tmp_path / "live-map-replay-1.png")
     b.eval("window.__sameLoad = 'yes'")  # gone if the page reloads

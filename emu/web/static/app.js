@@ -5,12 +5,6 @@
 const NS = "http://www.w3.org/2000/svg";
 const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                  "#bcbd22", "#17becf"];
-const LINK_STYLE = {  // colour, dash, width (px): as in the matplotlib map
-  "intra-plane N/S": ["#777", "", 0.8],
-  "inter-plane E/W": ["#1f77b4", "5 3", 0.8],
-  "seam E/W": ["#d62728", "", 1.6],
-  "inter-shell Up/Down": ["#9467bd", "2 2", 1.0],
-};
 const POLL_MS = 400;
 let meta = null, shownSlice = null, busy = false;
 const shown = [];
@@ -71,8 +65,9 @@ function drawStatic() {
     legend.appendChild(li);
   };
   meta.groups.forEach((name, i) => item(COLOURS[i % COLOURS.length], "satellites " + name));
-  for (const c of meta.link_classes) item(LINK_STYLE[c][0], "ISL " + c, LINK_STYLE[c][1] !== "");
+  for (const c of meta.link_classes) item(meta.link_style[c][0], "ISL " + c, meta.link_style[c][1] !== "");
   item("#2ca02c", "serving link");
+  item("#d62728", "ring: no E or W ISL (seam/polar)", true);
   item("#ff1493", "path of a chosen pair");
   item("#d62728", `polar limit ±${meta.polar_lat_deg}°`, true);
 }
@@ -86,7 +81,7 @@ async function drawCoast() {
 function drawFrame(fr) {
   const links = clear("links");
   for (const [a, b, c] of fr.links) {
-    const [colour, dash, w] = LINK_STYLE[meta.link_classes[c]];
+    const [colour, dash, w] = meta.link_style[meta.link_classes[c]];
     seg(links, fr.sats[a], fr.sats[b], {stroke: colour, "stroke-width": w, "stroke-dasharray": dash});
   }
   const serving = clear("serving");
@@ -99,6 +94,10 @@ function drawFrame(fr) {
     const c = el("circle", {cx: lon, cy: lat, r: 1.3, class: "sat", fill: COLOURS[meta.sat_group[i] % COLOURS.length]}, sats);
     el("title", {}, c).textContent = meta.satellites[i];
   });
+  for (const i of fr.ew_off) {
+    const [lat, lon] = fr.sats[i];
+    el("circle", {cx: lon, cy: lat, r: 2.4, class: "ew-off"}, sats);
+  }
   const paths = clear("paths");
   const list = $("path-list");
   list.textContent = "";
