@@ -18,7 +18,10 @@ from emu.viz.data import INTER, INTRA, LINK_CLASSES, SEAM, SHELL, HandoverData, 
 # link styles: (colour, linestyle, linewidth); seam links stand out in red
 LINK_STYLE = {INTRA: ("0.35", "-", 0.5), INTER: ("tab:blue", "--", 0.5), SEAM: ("tab:red", "-", 0.9),
               SHELL: ("tab:purple", ":", 0.7)}
-GROUND_MARKER = {"gs": ("^", "black", "ground station"), "ut": ("s", "gold", "user terminal")}
+MAX_NAMED_BARS = 30
+DENSE = 300  # satellites: above this, smaller markers and thinner links
+# terminals first, so a ground station at the same city stays visible on top
+GROUND_MARKER = {"ut": ("s", "gold", "user terminal"), "gs": ("^", "black", "ground station")}
 
 
 def _crs():
@@ -48,11 +51,12 @@ def plot_map(ax, m: MapData) -> None:
     _basemap(ax)
     ax.set_global()
     lon, lat = m.sat_lon, m.sat_lat
+    thin = 0.4 if len(lon) > DENSE else 1.0
     for cls in LINK_CLASSES:
         segs = [[(lon[a], lat[a]), (lon[b], lat[b])] for a, b, c in m.links if c == cls]
         if segs:
             col, ls, lw = LINK_STYLE[cls]
-            ax.add_collection(LineCollection(segs, colors=col, linestyles=ls, linewidths=lw, transform=geo,
+            ax.add_collection(LineCollection(segs, colors=col, linestyles=ls, linewidths=lw * thin, transform=geo,
                                              label=f"ISL {cls}", gid=f"isl:{cls}", zorder=2))
     if m.links_down:
         segs = [[(lon[a], lat[a]), (lon[b], lat[b])] for a, b, _c in m.links_down]
@@ -65,8 +69,8 @@ def plot_map(ax, m: MapData) -> None:
     cmap = _group_colours(len(m.groups))
     for g in m.groups:
         sel = np.array([x == g for x in m.sat_group])
-        ax.scatter(lon[sel], lat[sel], s=9, color=cmap[gi[g]], edgecolors="white", linewidths=0.3, transform=plate,
-                   label=g, gid=f"satellites:{g}", zorder=4)
+        ax.scatter(lon[sel], lat[sel], s=9 * thin ** 2, color=cmap[gi[g]], edgecolors="white", linewidths=0.3 * thin,
+                   transform=plate, label=g, gid=f"satellites:{g}", zorder=4)
     if m.ew_off:
         ax.scatter(lon[m.ew_off], lat[m.ew_off], s=30, facecolors="none", edgecolors="tab:red", linewidths=0.6,
                    transform=plate, label="no E or W ISL (seam/polar)", gid="ew_off", zorder=4)
@@ -78,7 +82,7 @@ def plot_map(ax, m: MapData) -> None:
         pts = [(lo, la) for _n, kd, la, lo in m.ground if kd == kind]
         if pts:
             x, y = zip(*pts)
-            ax.scatter(x, y, marker=marker, s=16, color=colour, edgecolors="black", linewidths=0.4, transform=plate,
+            ax.scatter(x, y, marker=marker, s=16 * thin, color=colour, edgecolors="black", linewidths=0.4, transform=plate,
                        label=label, gid=f"ground:{kind}", zorder=5)
     ax.set_title(m.title, fontsize=8)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=5, fontsize=6, frameon=False,
@@ -192,9 +196,17 @@ def plot_handovers(ax, d: HandoverData) -> None:
     n = max(1, len(d.per_policy))
     w = 0.8 / n
     colours = _group_colours(n)
+    many = len(d.nodes) > MAX_NAMED_BARS
+    # many nodes: ranked by the first policy's rate, unnamed (the CSV names them)
+    order = np.argsort(-np.asarray(next(iter(d.per_policy.values()))), kind="stable") if many else x
     for i, (pol, rates) in enumerate(d.per_policy.items()):
-        ax.bar(x + (i - (n - 1) / 2) * w, rates, width=w, color=colours[i], label=pol, gid=f"bars:{pol}")
-    ax.set_xticks(x, [f"{nm}" for nm in d.nodes], rotation=45, ha="right", fontsize=6)
+        ax.bar(x + (i - (n - 1) / 2) * w, np.asarray(rates)[order], width=w, color=colours[i], label=pol,
+               gid=f"bars:{pol}")
+    if many:
+        ax.set_xticks([])
+        ax.set_xlabel(f"{len(d.nodes)} ground nodes, by rate", fontsize=7)
+    else:
+        ax.set_xticks(x, [f"{nm}" for nm in d.nodes], rotation=45, ha="right", fontsize=6)
     ax.set_ylabel("handovers per hour", fontsize=7)
     ax.set_title(d.title, fontsize=7)
     ax.tick_params(axis="y", labelsize=6)

@@ -321,3 +321,16 @@ def test_seam_and_polar_satellites_are_marked(tmp_path) -> None:
         assert len(rings.get_offsets()) == len(off)
     finally:
         plt.close(fig)
+
+
+def test_handovers_with_many_nodes_are_ranked_and_unnamed() -> None:
+    rates = [float(i % 7) for i in range(40)]
+    d = vd.HandoverData([f"n{i}" for i in range(40)], ["ut"] * 40, {"p": rates}, 1.0, "t")
+    fig, ax = plt.subplots()
+    try:
+        figures.plot_handovers(ax, d)
+        heights = [b.get_height() for b in ax.patches if b.get_gid() == "bars:p"]
+        assert heights == sorted(rates, reverse=True) and ax.get_xticks().size == 0
+        assert ax.get_xlabel() == "40 ground nodes, by rate"
+    finally:
+        plt.close(fig)
