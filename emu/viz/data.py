@@ -129,20 +129,33 @@ class PlanView:
         """Per satellite: (entries as stored, aggregated; destinations the table routes, i.e. the entries it
         would hold without aggregation). The second sums to the slice's ``raw_entries`` column.
 
-        spec: grc-based-routing §Routing Table Structure (aggregation along the GRC hierarchy). A destination
-        counts where some entry's prefix matches its address, as the segmented longest match would find it.
+        spec: grc-based-routing §Routing Table Structure (aggregation along the GRC hierarchy).
         """
         T = self.db.tables(k)
-        dest = self.destinations(k).astype(np.uint64)
-        sat_of_entry = np.repeat(np.arange(self.n_sats), T.sizes)
-        covered = np.zeros((self.n_sats, len(dest)), dtype=bool)
-        for L in np.unique(T.plen):
-            sel = T.plen == L
-            shift = np.uint64(32 - int(L))
-            keys = (sat_of_entry[sel].astype(np.uint64) << np.uint64(32)) | (T.prefix[sel].astype(np.uint64) >> shift)
-            want = (np.arange(self.n_sats, dtype=np.uint64)[:, None] << np.uint64(32)) | (dest[None, :] >> shift)
-            covered |= np.isin(want, keys)
-        return T.sizes.astype(int), covered.sum(axis=1)
+        return T.sizes.astype(int), routed_destinations(T, self.destinations(k), self.n_sats)
+
+
+def routed_destinations(T, dest: np.ndarray, n_sats: int) -> np.ndarray:
+    """Per satellite, how many of the addresses ``dest`` some entry of its table matches (as the segmented
+    longest match would find them). Entries of one table normally do not nest (aggregation states a region
+    once); then each entry's count is two binary searches over the sorted destinations. Satellites whose
+    entries nest are counted by matching every destination against every prefix length instead."""
+    ds = np.sort(dest.astype(np.uint64))
+    start = T.prefix.astype(np.uint64)
+    end = start + (np.uint64(1) << (np.uint64(32) - T.plen.astype(np.uint64)))
+    per_entry = np.searchsorted(ds, end, "left") - np.searchsorted(ds, start, "left")
+    sat_of_entry = np.repeat(np.arange(n_sats), np.diff(T.offsets))
+    out = np.bincount(sat_of_entry, weights=per_entry, minlength=n_sats).astype(int)
+    order = np.lexsort((start, sat_of_entry))
+    s_o, st_o, en_o = sat_of_entry[order], start[order], end[order]
+    nested = np.unique(s_o[1:][(s_o[1:] == s_o[:-1]) & (st_o[1:] < en_o[:-1])])
+    for s in nested.tolist():
+        a, b = T.offsets[s], T.offsets[s + 1]
+        hit = np.zeros(len(dest), dtype=bool)
+        for p, L in zip(T.prefix[a:b].tolist(), T.plen[a:b].tolist()):
+            hit |= (dest.astype(np.uint64) >> np.uint64(32 - L)) == (np.uint64(p) >> np.uint64(32 - L))
+        out[s] = int(hit.sum())
+    return out
 
 
 # ============================================================================ map and path

@@ -334,3 +334,14 @@ def test_handovers_with_many_nodes_are_ranked_and_unnamed() -> None:
         assert ax.get_xlabel() == "40 ground nodes, by rate"
     finally:
         plt.close(fig)
+
+
+def test_routed_destinations_counts_nested_entries_once() -> None:
+    from emu.plan.routing import SliceTables
+
+    # satellite 0: 10.0.0.0/8 and, nested in it, 10.1.0.0/16; satellite 1: 10.1.0.0/16 and 11.0.0.0/8; satellite 2: none
+    ip = lambda a, b: (a << 24) | (b << 16)  # noqa: E731
+    T = SliceTables(np.array([0, 2, 4, 4]), np.array([ip(10, 0), ip(10, 1), ip(10, 1), ip(11, 0)], dtype=np.uint32),
+                    np.array([8, 16, 16, 8], dtype=np.uint8), np.ones(4, dtype=np.int64))
+    dest = np.array([ip(10, 1) + 5, ip(10, 2), ip(11, 9), ip(12, 0)], dtype=np.uint32)
+    assert vd.routed_destinations(T, dest, 3).tolist() == [2, 2, 0]
