@@ -151,7 +151,9 @@ def render(draw, geo: bool, size: tuple[float, float], dpi: int, out: Path) -> N
               help="Show this pair's path (repeatable); default: the first device and the Internet.")
 @click.option("--interval", type=float, default=1.0, show_default=True,
               help="Plan replay: wall seconds per slice.")
-def web(source: str | None, port: int, pairs, interval: float) -> None:
+@click.option("--results", type=click.Path(dir_okay=False), default=None,
+              help="Measured RTTs to show as a probe appends them (the plot --results formats).")
+def web(source: str | None, port: int, pairs, interval: float, results: str | None) -> None:
     """A live map on http://127.0.0.1:PORT/ (read-only): SOURCE is a run id (default: the one run that is up)
     or a plan file, which is replayed slice by slice."""
     from emu.web.server import serve
@@ -161,7 +163,7 @@ def web(source: str | None, port: int, pairs, interval: float) -> None:
         raise InputError(f"--port: must be 0..65535, 0 for any free port (got {port})")
     if not 0.05 <= interval <= 3600:
         raise InputError(f"--interval: must be 0.05..3600 s (got {interval})")
-    src = open_source(source, list(pairs), interval)
+    src = open_source(source, list(pairs), interval, results)
     serve(src, port, ready=lambda url: click.echo(f"leo-emu web: {url} ({src.describe()}); Ctrl-C stops", err=True))
 
 

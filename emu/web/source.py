@@ -96,11 +96,44 @@ def link_style_css() -> dict[str, list]:
     return {c: [to_hex(col), dash[ls], round(1.6 * lw, 2)] for c, (col, ls, lw) in LINK_STYLE.items()}
 
 
+class Measured:
+    """A results file (:mod:`emu.viz.results`) that a probe appends to while the map runs: re-read when it
+    changes; the last ``keep`` samples of each pair are shown. A file not there yet, or cut mid-record, leaves
+    the last good reading and says why."""
+
+    def __init__(self, path: str | Path, slice_s: float, keep: int = 40):
+        self.path, self.slice_s, self.keep = Path(path), slice_s, keep
+        self.stamp = None
+        self.by_pair: dict[str, list] = {}
+        self.error: str | None = None
+
+    def read(self) -> dict:
+        from emu.viz.results import load_results
+
+        try:
+            st = self.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            return {"file": str(self.path), "pairs": self.by_pair, "error": "no such file yet"}
+        if stamp != self.stamp:
+            try:
+                samples = load_results(self.path, self.slice_s)
+                by: dict[str, list] = {}
+                for x in samples:
+                    by.setdefault(f"{x['src']}>{x['dst']}", []).append([round(x["time_s"], 3), round(x["rtt_ms"], 3)])
+                self.by_pair = {k: sorted(v)[-self.keep:] for k, v in by.items()}
+                self.stamp, self.error = stamp, None
+            except InputError as exc:
+                self.error = str(exc)
+        return {"file": str(self.path), "pairs": self.by_pair, "error": self.error}
+
+
 class PlanReplay:
     """A plan replayed slice by slice on the wall clock."""
 
-    def __init__(self, plan_path: str | Path, pairs, interval_s: float, clock=time.monotonic):
+    def __init__(self, plan_path: str | Path, pairs, interval_s: float, clock=time.monotonic, results=None):
         self.frames = Frames(plan_path, pairs)
+        self.measured = Measured(results, self.frames.db.slice_s) if results else None
         self.plan_path = str(plan_path)
         self.interval_s = interval_s
         self.clock = clock
@@ -111,19 +144,21 @@ class PlanReplay:
 
     def state(self) -> dict:
         k = int((self.clock() - self.t0) / self.interval_s) % self.frames.n_slices
-        return {"mode": "replay", "state": "replaying", "slice": k, "source": self.plan_path, "applied": []}
+        return {"mode": "replay", "state": "replaying", "slice": k, "source": self.plan_path, "applied": [],
+                "measured": self.measured.read() if self.measured else None}
 
 
 class RunFollower:
     """A running emulator, followed through its run records (``run.json``, ``status.json``)."""
 
-    def __init__(self, run, pairs):
+    def __init__(self, run, pairs, results=None):
         self.run = run
         info = run.read_json("run.json")
         if not info.get("plan"):
             raise InputError(f"run: no run.json with a plan in {run.dir} (got {sorted(info)})")
         self.info = info
         self.frames = Frames(info["plan"], pairs)
+        self.measured = Measured(results, self.frames.db.slice_s) if results else None
 
     def describe(self) -> str:
         return f"following run {self.run.run_id} (plan {self.info['plan']})"
@@ -136,18 +171,19 @@ class RunFollower:
                 "slice": k if isinstance(k, int) and 0 <= k < self.frames.n_slices else None,
                 "applied": applied[-30:], "apply_p50_ms": st.get("apply_p50_ms"), "apply_p99_ms": st.get("apply_p99_ms"),
                 "apply_max_ms": st.get("apply_max_ms"), "speed": self.info.get("speed"), "error": st.get("error"),
-                "source": self.info["plan"]}
+                "source": self.info["plan"], "measured": self.measured.read() if self.measured else None}
 
 
-def open_source(source: str | None, pairs, interval_s: float):
-    """A plan file (replayed), a run directory, or a run id (default: the one run that is up)."""
+def open_source(source: str | None, pairs, interval_s: float, results: str | None = None):
+    """A plan file (replayed), a run directory, or a run id (default: the one run that is up); ``results``: a
+    file of measured RTTs to show as it grows."""
     from emu.dataplane.state import Run, find_run
 
     if source and Path(source).is_file():
-        return PlanReplay(source, pairs, interval_s)
+        return PlanReplay(source, pairs, interval_s, results=results)
     if source and Path(source).is_dir():
         p = Path(source).resolve()
-        return RunFollower(Run(p.name, p.parent), pairs)
+        return RunFollower(Run(p.name, p.parent), pairs, results)
     if source and ("/" in source or source.endswith(".db")):
         raise InputError(f"SOURCE: no such plan file or run directory (got {source!r})")
-    return RunFollower(find_run(source), pairs)
+    return RunFollower(find_run(source), pairs, results)

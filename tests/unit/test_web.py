@@ -78,6 +78,24 @@ def test_run_follower_reads_the_records(plan_db, tmp_path) -> None:
     assert src.state()["slice"] is None  # out of the plan: shown as unknown, not as a crash
 
 
+def test_measured_file_is_reread_as_it_grows(tmp_path) -> None:
+    from emu.web.source import Measured
+
+    f = tmp_path / "pings.json"
+    m = Measured(f, 15.0, keep=2)
+    assert m.read()["error"] == "no such file yet"
+    rec = {"src": "dev1", "dst": "inet", "slice": 1, "rtt_avg_ms": 30.0}
+    f.write_text(json.dumps(rec) + "\n")
+    assert m.read()["pairs"] == {"dev1>inet": [[22.5, 30.0]]}
+    with open(f, "a") as fh:
+        fh.write(json.dumps({**rec, "slice": 2, "rtt_avg_ms": 31.0}) + "\n" + json.dumps({**rec, "slice": 3, "rtt_avg_ms": 32.0}))
+    assert m.read()["pairs"] == {"dev1>inet": [[37.5, 31.0], [52.5, 32.0]]}  # the last two
+    with open(f, "a") as fh:
+        fh.write('\n{"src": "dev1", "dst"')  # a probe mid-write
+    got = m.read()
+    assert got["pairs"] == {"dev1>inet": [[37.5, 31.0], [52.5, 32.0]]} and "not JSON" in got["error"]
+
+
 # ----------------------------------------------------------------------------- the server
 @pytest.fixture
 def replay_server(plan_db):
@@ -137,7 +155,8 @@ def test_page_replays_the_plan_in_chromium(replay_server, browser_factory, plan_
 
 def test_page_follows_a_run_in_chromium(plan_db, browser_factory, tmp_path) -> None:
     run = _fake_run(tmp_path / "runs", plan_db, 5, [{"slice": 5, "apply_ms": 12.25, "prep_ms": 41.0}])
-    server = Server(run.run_id, "--pair", "ut1", "ut4", env={"LEOEMU_RUN_DIR": str(run.root)})
+    pings = tmp_path / "pings.json"
+    server = Server(run.run_id, "--pair", "ut1", "ut4", "--results", str(pings), env={"LEOEMU_RUN_DIR": str(run.root)})
     try:
         b = browser_factory(server.url)
         b.wait_for("document.body.dataset.slice === '5'")
@@ -150,6 +169,11 @@ def test_page_follows_a_run_in_chromium(plan_db, browser_factory, tmp_path) -> N
         assert b.eval("window.__sameLoad") == "yes"
         rows = b.eval("Array.from(document.querySelectorAll('#applied tbody tr')).map(r => r.textContent)")
         assert rows[0].startswith("6") and len(rows) == 2
+        assert "no such file yet" in b.eval("document.getElementById('measured-note').textContent")
+        # a probe appends `leo-emu ping --format json` records: the page shows them as they come
+        pings.write_text(json.dumps({"src": "dev1", "dst": "inet", "slice": 6, "rtt_avg_ms": 33.4}, indent=2))
+        b.wait_for("document.getElementById('measured').textContent.includes('dev1 → inet: 33.4 ms')")
+        assert b.eval("document.querySelectorAll('#measured svg polyline').length") == 1
         b.screenshot(tmp_path / "live-map-run.png")
     finally:
         server.stop()

@@ -124,6 +124,27 @@ function drawFrame(fr) {
   $("shown-list").textContent = shown.join(" ");
 }
 
+// measured RTTs (a results file a probe appends to): the last value and a sparkline of the recent ones
+function drawMeasured(m) {
+  $("measured-box").hidden = !m;
+  if (!m) return;
+  const list = $("measured");
+  list.textContent = "";
+  for (const [pair, pts] of Object.entries(m.pairs)) {
+    const li = document.createElement("li");
+    li.className = "measured-item";
+    const [t, rtt] = pts[pts.length - 1];
+    li.textContent = `${pair.replace(">", " → ")}: ${rtt.toFixed(1)} ms at t = ${t.toFixed(0)} s (${pts.length} samples) `;
+    const ys = pts.map(p => p[1]), lo = Math.min(...ys), hi = Math.max(...ys);
+    const svg = el("svg", {width: 120, height: 24, viewBox: "0 0 120 24", class: "spark"}, null);
+    el("polyline", {points: pts.map((p, i) => `${(i / Math.max(1, pts.length - 1)) * 118 + 1},` +
+      `${22 - (hi > lo ? (p[1] - lo) / (hi - lo) : 0.5) * 20}`).join(" ")}, svg);
+    li.appendChild(svg);
+    list.appendChild(li);
+  }
+  $("measured-note").textContent = m.file + (m.error ? ` (${m.error})` : "");
+}
+
 function drawState(st) {
   $("mode").textContent = st.mode === "run" ? `run ${st.run}` : "plan replay";
   $("state").textContent = st.state;
@@ -142,6 +163,7 @@ function drawState(st) {
     ? (st.apply_p50_ms != null ? `apply p50 ${st.apply_p50_ms} ms, p99 ${st.apply_p99_ms} ms, max ${st.apply_max_ms} ms` : "no boundary applied yet")
     : "replaying the plan: no data plane, no apply times";
   $("error").textContent = st.error ? "error: " + st.error : "";
+  drawMeasured(st.measured);
 }
 
 async function poll() {
