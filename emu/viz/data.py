@@ -258,7 +258,7 @@ class RttSeries:
     dst: str
     time_s: np.ndarray
     planned_rtt_ms: np.ndarray  # NaN where unreachable
-    handover_s: list[float] = field(default_factory=list)  # serving-satellite changes of the pair's terminals
+    handover_s: list[float] = field(default_factory=list)  # serving-satellite changes of ground nodes on the path
     gs_change_s: list[float] = field(default_factory=list)  # the path's ground station changes
     measured_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
     measured_rtt_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -292,18 +292,18 @@ def rtt_data(view: PlanView, pairs: list[tuple[str, str]], measured: list[dict] 
     ho = db.handovers()
     out = []
     for src, dst in pairs:
-        rtt, gs_seen, ends = [], [], set()
+        rtt, gs_seen, on_path = [], [], []
+        ends = {pf.ground_by_name[pf.device_ut.get(n, n)].idx for n in (src, dst)
+                if pf.device_ut.get(n, n) in pf.ground_by_name}
         for k in range(db.n_slices):
             r = pf.path(src, dst, k)
             rtt.append(2 * r["one_way_delay_ms"] if r["reachable"] else math.nan)
             names = [h["node"] for h in r["hops"]]
             gs_seen.append(next((n for n in names if n in pf.ground_by_name and pf.ground_by_name[n].kind == "gs"), None))
-            ends |= {pf.ground_by_name[n].idx for n in names if n in pf.ground_by_name and pf.ground_by_name[n].kind == "ut"}
-        for name in (src, dst):
-            n = pf.device_ut.get(name, name)
-            if n in pf.ground_by_name:
-                ends.add(pf.ground_by_name[n].idx)
-        hand = sorted({float(times[k]) for k, node, _f, _t in ho if node in ends})
+            on_path.append(ends | {pf.ground_by_name[n].idx for n in names if n in pf.ground_by_name})
+        # a ground node's serving-satellite change matters to the pair while the node is on its path
+        hand = sorted({float(times[k]) for k, node, _f, _t in ho
+                       if node in on_path[k] or (k > 0 and node in on_path[k - 1])})
         gsc = [float(times[k]) for k in range(1, len(gs_seen)) if gs_seen[k] != gs_seen[k - 1]
                and gs_seen[k] is not None and gs_seen[k - 1] is not None]
         m = [s for s in (measured or []) if s["src"] == src and s["dst"] == dst]
