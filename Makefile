@@ -4,6 +4,8 @@
 PYTHON ?= python3
 SCENARIO ?= topologies/default.yaml
 APT_PACKAGES := iproute2 iputils-ping iperf3 tcpdump nftables ethtool procps
+# plots: GSHHS coastlines (read by path, never downloaded); the live map's test: headless chromium
+APT_PACKAGES += python-cartopy-data chromium
 OUT := out
 
 .PHONY: install install-apt install-py demo test test-unit test-integration test-kernel bench clean

@@ -1,0 +1,1 @@
+"""Figures from a plan: data (emu.viz.data), drawing (emu.viz.figures), coastlines, measured RTTs."""

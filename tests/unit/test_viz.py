@@ -1,0 +1,350 @@
+"""``leo-emu plot`` and :mod:`emu.viz`: figures of the default scenario checked for what they show.
+
+Each figure is drawn on a real Axes and its artists are counted against the
+plan (satellites, ISLs by class, ground nodes, serving links, hops, bars,
+curve points); the CLI's PNG and CSV are checked for size and rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+from emu.cli.main import cli  # noqa: E402
+from emu.errors import InputError  # noqa: E402
+from emu.plan.db import PlanDB  # noqa: E402
+from emu.plan.path import PathFinder  # noqa: E402
+from emu.viz import data as vd  # noqa: E402
+from emu.viz import figures  # noqa: E402
+from emu.viz.results import load_results  # noqa: E402
+
+from .helpers import ROOT  # noqa: E402
+
+SLICES = 40
+
+pytest.importorskip("cartopy")
+
+
+def _coast_or_skip():
+    from emu.viz.coast import CoastlineError, coastline_path
+
+    try:
+        coastline_path()
+    except CoastlineError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def plan_db(tmp_path_factory):
+    out = tmp_path_factory.mktemp("viz") / "default.db"
+    subprocess.run([sys.executable, "-m", "emu.cli.main", "plan", str(ROOT / "topologies/default.yaml"), "-o", str(out),
+                    "--slices", str(SLICES), "--format", "json"], check=True, cwd=ROOT, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def view(plan_db):
+    return vd.PlanView(PlanDB(plan_db))
+
+
+def _geo_axes():
+    import cartopy.crs as ccrs
+
+    fig = plt.figure(figsize=(7, 4.3))
+    return fig, fig.add_subplot(1, 1, 1, projection=ccrs.PlateCarree())
+
+
+def _by_gid(ax, prefix: str) -> list:
+    arts = list(ax.collections) + list(ax.lines) + list(ax.texts) + list(ax.patches)
+    return [a for a in arts if (a.get_gid() or "").startswith(prefix)]
+
+
+def _read_csv(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+# ----------------------------------------------------------------------------- data
+def test_per_satellite_table_sizes_add_up_to_the_plan(view) -> None:
+    """Aggregated sizes sum to the slice's ``entries``; destinations each table routes sum to ``raw_entries``."""
+    for k in (0, 7, SLICES - 1):
+        agg, raw = view.table_sizes(k)
+        entries, raw_entries = view.db.con.execute("SELECT entries, raw_entries FROM slices WHERE k = ?", (k,)).fetchone()
+        assert agg.sum() == entries and raw.sum() == raw_entries
+        assert (agg <= raw).all() and len(agg) == 48
+        # 8 ground nodes + 48 satellites are the destinations: no table routes more
+        assert raw.max() <= 56
+
+
+def test_positions_match_the_planner(view) -> None:
+    """Positions recomputed from the plan's signed TLEs are the snapshots' positions."""
+    from emu.scenario.load import load_scenario
+    from emu.snapshot.series import SnapshotSeries
+
+    lat, lon = view.positions([0, 5])
+    series = SnapshotSeries(load_scenario(ROOT / "topologies/default.yaml"), 6)
+    np.testing.assert_allclose(lat, series.ephemeris.lat[[0, 5]], atol=0.05)
+    dlon = (lon - series.ephemeris.lon[[0, 5]] + 180) % 360 - 180
+    np.testing.assert_allclose(dlon, 0, atol=0.05)
+
+
+def test_link_classes_of_the_delta_shell(view) -> None:
+    m = vd.map_data(view, 3)
+    classes = [c for _a, _b, c in m.links]
+    assert classes.count(vd.INTRA) == 48  # 6 planes x 8: each satellite's northward link
+    # E/W: 6 planes x 8, the wrap-around (plane 5 <-> plane 0) classed as seam, minus links down at the pole
+    assert classes.count(vd.SEAM) + classes.count(vd.INTER) == len(m.links) - 48
+    assert classes.count(vd.SEAM) == 8 and vd.SHELL not in classes
+
+
+# ----------------------------------------------------------------------------- figures
+def test_map_shows_every_satellite_link_and_ground_node(view) -> None:
+    _coast_or_skip()
+    k = 11
+    m = vd.map_data(view, k)
+    fig, ax = _geo_axes()
+    try:
+        figures.plot_map(ax, m)
+        sats = _by_gid(ax, "satellites:")
+        assert {a.get_gid() for a in sats} == {"satellites:sno-a", "satellites:sno-b"}
+        assert sum(len(a.get_offsets()) for a in sats) == 48
+        isl = {a.get_gid(): len(a.get_segments()) for a in _by_gid(ax, "isl:")}
+        assert sum(isl.values()) == len(view.db.links(k))
+        assert isl[f"isl:{vd.SEAM}"] == 8
+        ground = {a.get_gid(): len(a.get_offsets()) for a in _by_gid(ax, "ground:")}
+        assert ground == {"ground:gs": 4, "ground:ut": 4}
+        serving = _by_gid(ax, "serving")
+        assert len(serving[0].get_segments()) == int((view.db.serving(k) >= 0).sum())
+        assert len(_by_gid(ax, "polar_limit")) == 2
+        assert f"slice {k}" in ax.get_title()
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert "ISL intra-plane N/S" in labels and "ground station" in labels and "sno-a" in labels
+    finally:
+        plt.close(fig)
+
+
+def test_map_by_plane_colours_six_planes(view) -> None:
+    _coast_or_skip()
+    fig, ax = _geo_axes()
+    try:
+        figures.plot_map(ax, vd.map_data(view, 0, color_by="plane"))
+        sats = _by_gid(ax, "satellites:")
+        assert len(sats) == 6 and all(len(a.get_offsets()) == 8 for a in sats)
+    finally:
+        plt.close(fig)
+
+
+def _reachable_slice(view, src, dst, min_sats=2) -> tuple[int, dict]:
+    pf = PathFinder(view.db)
+    for k in range(SLICES):
+        r = pf.path(src, dst, k)
+        if r["reachable"] and r["satellite_hops"] >= min_sats:
+            return k, r
+    pytest.fail(f"no slice with a {min_sats}-satellite path {src} -> {dst}")
+
+
+def test_path_labels_each_hop_with_its_direction(view) -> None:
+    _coast_or_skip()
+    k, r = _reachable_slice(view, "ut3", "ut4")
+    m = vd.map_data(view, k)
+    p = vd.path_data(view, m, "ut3", "ut4")
+    fig, ax = _geo_axes()
+    try:
+        figures.plot_path(ax, m, p)
+        hops = r["hops"]
+        assert [t.get_text() for t in _by_gid(ax, "path:egress")] == [h["egress"] for h in hops[:-1]]
+        assert [t.get_text() for t in _by_gid(ax, "path:node")] == [h["node"] for h in hops]
+        assert len(_by_gid(ax, "path:hops")[0].get_offsets()) == len(hops)
+        assert f"{r['one_way_delay_ms']:.1f} ms" in ax.get_title()
+    finally:
+        plt.close(fig)
+
+
+def test_rtt_plots_every_slice_and_marks_handovers(view, tmp_path) -> None:
+    pf = PathFinder(view.db)
+    samples = tmp_path / "rtt.csv"
+    samples.write_text("src,dst,time_s,rtt_ms\ndev1,inet,10.0,40.5\ndev1,inet,25.0,41.0\ndev2,dev4,10,9\n")
+    d = vd.rtt_data(view, [("dev1", "inet"), ("dev2", "dev4")], load_results(samples, view.db.slice_s))
+    fig, ax = plt.subplots(figsize=(3.5, 2.5))
+    try:
+        figures.plot_rtt(ax, d)
+        (line,) = _by_gid(ax, "rtt:dev1>inet")
+        planned = [2 * r["one_way_delay_ms"] if r["reachable"] else np.nan
+                   for r in (pf.path("dev1", "inet", k) for k in range(SLICES))]
+        np.testing.assert_allclose(line.get_ydata(), planned)
+        np.testing.assert_allclose(line.get_xdata(), np.arange(SLICES) * 15 / 60)
+        idx = {g.name: g.idx for g in view.db.ground}
+        on = [{idx["ut1"]} | {idx[h["node"]] for h in pf.path("dev1", "inet", k)["hops"] if h["node"] in idx}
+              for k in range(SLICES)]
+        ho = sorted({k * 15.0 for k, node, _f, _t in view.db.handovers()
+                     if node in on[k] or (k and node in on[k - 1])})
+        assert {k * 15.0 for k, node, _f, _t in view.db.handovers() if node == idx["ut1"]} <= set(ho)
+        (marks,) = _by_gid(ax, "handover:dev1>inet")
+        np.testing.assert_allclose(marks.get_xdata(), np.array(ho) / 60)
+        (meas,) = _by_gid(ax, "measured:dev1>inet")
+        assert list(meas.get_ydata()) == [40.5, 41.0]
+        assert len(_by_gid(ax, "measured:dev2>dev4")[0].get_xdata()) == 1
+        assert ax.get_ylabel() == "round-trip delay (ms)" and "time" in ax.get_xlabel()
+    finally:
+        plt.close(fig)
+
+
+def test_handovers_bars_per_node_and_policy(view) -> None:
+    extra = {"inter-SNO (association)": {"ut1": 3, "ut2": 6}}
+    d = vd.handover_data(view, extra)
+    fig, ax = plt.subplots()
+    try:
+        figures.plot_handovers(ax, d)
+        hours = SLICES * 15 / 3600
+        counts = np.bincount([node for _k, node, _f, _t in view.db.handovers()], minlength=8)
+        plan_bars = [b for b in ax.patches if b.get_gid() == "bars:satellite (highest-elevation)"]
+        assert len(plan_bars) == 8
+        np.testing.assert_allclose([b.get_height() for b in plan_bars], counts / hours)
+        extra_bars = [b for b in ax.patches if b.get_gid() == "bars:inter-SNO (association)"]
+        assert [round(b.get_height() * hours) for b in extra_bars] == [0, 0, 0, 0, 3, 6, 0, 0]
+        assert [t.get_text() for t in ax.get_xticklabels()] == [g.name for g in view.db.ground]
+        assert ax.get_ylabel() == "handovers per hour"
+    finally:
+        plt.close(fig)
+
+
+def test_tables_median_and_band_per_slice(view) -> None:
+    d = vd.table_data(view)
+    fig, ax = plt.subplots()
+    try:
+        figures.plot_tables(ax, d)
+        (agg,) = _by_gid(ax, "median:aggregated")
+        sizes = np.array([view.db.tables(k).sizes for k in range(SLICES)])
+        np.testing.assert_allclose(agg.get_ydata(), np.median(sizes, axis=1))
+        (raw,) = _by_gid(ax, "median:not aggregated")
+        assert (raw.get_ydata() >= agg.get_ydata()).all()
+        assert len(_by_gid(ax, "band:")) == 2 and ax.get_ylabel() == "entries per satellite"
+    finally:
+        plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- the CLI: files, CSV rows, errors
+@pytest.mark.parametrize("what,extra,rows", [
+    ("map", ["--slice", "5"], lambda db: 48 + len(db.links(5)) + len(db.link_delta(5)[1]) + 8
+     + int((db.serving(5) >= 0).sum()) + 1),
+    ("rtt", ["--pair", "dev1", "inet"], None),
+    ("handovers", [], lambda db: 8),
+    ("tables", [], lambda db: SLICES),
+])
+def test_plot_cli_writes_png_and_csv(plan_db, tmp_path, what, extra, rows) -> None:
+    if what == "map":
+        _coast_or_skip()
+    out = tmp_path / f"{what}.png"
+    res = run("plot", plan_db, what, *extra, "--out", out, "--format", "json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    png = out.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    table = _read_csv(tmp_path / f"{what}.csv")
+    assert summary["csv_rows"] == len(table)
+    if what != "rtt":
+        assert len(table) == rows(PlanDB(plan_db))
+    else:
+        assert sum(1 for r in table if r["series"] == "planned_rtt") == SLICES
+
+
+def test_plot_path_cli(plan_db, view, tmp_path) -> None:
+    _coast_or_skip()
+    k, r = _reachable_slice(view, "dev1", "inet", min_sats=1)
+    res = run("plot", plan_db, "path", "--slice", k, "--pair", "dev1", "inet", "--out", tmp_path / "p.png")
+    assert res.exit_code == 0, res.output
+    table = _read_csv(tmp_path / "p.csv")
+    assert [row["node"] for row in table] == [h["node"] for h in r["hops"]]
+    assert [row["egress"] for row in table][:-1] == [h["egress"] for h in r["hops"]][:-1]
+
+
+@pytest.mark.parametrize("args,field", [
+    (["map", "--slice", "400"], "--slice"),
+    (["path", "--pair", "dev1", "nowhere"], "--pair"),
+    (["rtt", "--results", "missing.json"], "--results"),
+    (["handovers", "--results", "x.csv"], "--results"),
+    (["tables", "--width", "0.1"], "--width"),
+])
+def test_plot_bad_input_exits_2_and_creates_nothing(plan_db, tmp_path, args, field) -> None:
+    out = tmp_path / "x.png"
+    res = run("plot", plan_db, *args, "--out", out)
+    assert res.exit_code == 2 and field in res.output
+    assert not out.exists() and not out.with_suffix(".csv").exists()
+
+
+def test_results_accepts_ping_json_outputs(tmp_path) -> None:
+    f = tmp_path / "pings.json"
+    rec = {"src": "dev1", "dst": "inet", "slice": 4, "rtt_avg_ms": 33.2, "rtt_min_ms": 30.0}
+    lost = {"src": "dev1", "dst": "inet", "slice": 5, "rtt_avg_ms": None}
+    f.write_text(json.dumps(rec, indent=2) + "\n" + json.dumps(lost, indent=2) + "\n")
+    assert load_results(f, 15.0) == [{"src": "dev1", "dst": "inet", "time_s": 67.5, "rtt_ms": 33.2}]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("src,dst,t,rtt\n")
+    with pytest.raises(InputError, match="time_s"):
+        load_results(bad, 15.0)
+    bad.write_text("src,dst,time_s,rtt_ms\ndev1,inet,abc,3\n")
+    with pytest.raises(InputError, match="line 2: time_s"):
+        load_results(bad, 15.0)
+
+
+def test_seam_and_polar_satellites_are_marked(tmp_path) -> None:
+    """Walker star: planes 0 and P-1 have no ISL across the seam; satellites above the polar latitude no E/W ISL."""
+    db_path = tmp_path / "polar.db"
+    subprocess.run([sys.executable, "-m", "emu.cli.main", "plan", str(ROOT / "topologies/polar.yaml"), "-o",
+                    str(db_path), "--slices", "2"], check=True, cwd=ROOT, capture_output=True)
+    v = vd.PlanView(PlanDB(db_path))
+    m = vd.map_data(v, 1)
+    P = v.planes_of_shell[0]
+    off = set(m.ew_off)
+    seam = {i for i in range(v.n_sats) if v.plane[i] in (0, P - 1)}
+    polar = {i for i in range(v.n_sats) if abs(m.sat_lat[i]) > v.polar_lat_deg}
+    assert seam | polar <= off
+    # a link is off when either end is polar: the rest have a polar E/W neighbour, so sit near the limit
+    assert all(abs(m.sat_lat[i]) > v.polar_lat_deg - 12 for i in off - seam - polar)
+    assert not any(c == vd.SEAM for _a, _b, c in m.links)  # a star has no ISL across its seam
+    _coast_or_skip()
+    fig, ax = _geo_axes()
+    try:
+        figures.plot_map(ax, m)
+        (rings,) = _by_gid(ax, "ew_off")
+        assert len(rings.get_offsets()) == len(off)
+    finally:
+        plt.close(fig)
+
+
+def test_handovers_with_many_nodes_are_ranked_and_unnamed() -> None:
+    rates = [float(i % 7) for i in range(40)]
+    d = vd.HandoverData([f"n{i}" for i in range(40)], ["ut"] * 40, {"p": rates}, 1.0, "t")
+    fig, ax = plt.subplots()
+    try:
+        figures.plot_handovers(ax, d)
+        heights = [b.get_height() for b in ax.patches if b.get_gid() == "bars:p"]
+        assert heights == sorted(rates, reverse=True) and ax.get_xticks().size == 0
+        assert ax.get_xlabel() == "40 ground nodes, by rate"
+    finally:
+        plt.close(fig)
+
+
+def test_routed_destinations_counts_nested_entries_once() -> None:
+    from emu.plan.routing import SliceTables
+
+    # satellite 0: 10.0.0.0/8 and, nested in it, 10.1.0.0/16; satellite 1: 10.1.0.0/16 and 11.0.0.0/8; satellite 2: none
+    ip = lambda a, b: (a << 24) | (b << 16)  # noqa: E731
+    T = SliceTables(np.array([0, 2, 4, 4]), np.array([ip(10, 0), ip(10, 1), ip(10, 1), ip(11, 0)], dtype=np.uint32),
+                    np.array([8, 16, 16, 8], dtype=np.uint8), np.ones(4, dtype=np.int64))
+    dest = np.array([ip(10, 1) + 5, ip(10, 2), ip(11, 9), ip(12, 0)], dtype=np.uint32)
+    assert vd.routed_destinations(T, dest, 3).tolist() == [2, 2, 0]
