@@ -1,5 +1,10 @@
 """Check a route database: signatures, then every table walked to every destination.
 
+Signatures: the seal over every row of every table (:func:`emu.plan.sign.check_seal`),
+then every slice's manifest (per-satellite table digests, so a changed entry is
+named by slice and satellite). The walk runs only on a plan that matches its
+signatures. Who signed (which keys are trusted) is :mod:`emu.plan.trust`'s job.
+
 spec: grc-based-routing §Security Considerations (signed tables and
 ephemeris; compromise of the routing database could cause black holes or
 loops) and §Segmented Longest Match.
@@ -29,7 +34,7 @@ from scipy.sparse.csgraph import connected_components
 from emu.addressing.grc import LEGAL_PREFIX_LENGTHS
 from emu.plan import actions
 from emu.plan import sign as signmod
-from emu.plan.db import PlanDB, ephemeris_digest, mapping_digest, slice_extras_digest, static_digest
+from emu.plan.db import PlanDB, slice_extras_digest
 from emu.plan.planner import neighbour_matrix
 from emu.plan.routing import SliceTables
 
@@ -77,14 +82,12 @@ def lookup_all(tables: SliceTables, addrs: np.ndarray) -> np.ndarray:
 
 def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progress=None) -> VerifyReport:
     rep = VerifyReport()
-    pub = bytes.fromhex(db.meta["public_key"])
-    _check_signed_row(db, rep, pub, "ephemeris",
-                      ephemeris_digest(db.con.execute("SELECT sat, line1, line2 FROM ephemeris ORDER BY sat")))
-    _check_signed_row(db, rep, pub, "mapping",
-                      mapping_digest(list(db.con.execute("SELECT prefix, operator, candidates FROM mapping"))))
-    _check_signed_row(db, rep, pub, "static", static_digest(db.con))
+    pub = db.public_key
+    for problem in db.seal_problems():
+        rep.fail(problem)
     if hashlib.sha256(db.meta["scenario_yaml"].encode("utf-8")).hexdigest() != db.meta["scenario_digest"]:
         rep.fail("scenario: the stored scenario text does not match its digest")
+    walk = walk and rep.ok  # tables that are not as signed are not walked: their contents are not trusted
     routing = json.loads(db.meta["routing"])
     ground = db.ground
     n_sats = len(db.sat_names)
@@ -97,7 +100,7 @@ def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progr
         links = db.links(k)
         serving = db.serving(k)
         bound = db.bound_grc(k)
-        manifest, signature = db.con.execute("SELECT manifest, signature FROM slices WHERE k = ?", (k,)).fetchone()
+        manifest, signature = db.slice_signature(k)
         if not signmod.check(pub, signature, signmod.slice_message(db.meta["scenario_digest"], k, manifest)):
             rep.fail(f"slice {k}: manifest signature invalid")
         digests = signmod.table_digests(tables)
@@ -132,14 +135,6 @@ def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progr
             if (hit[2] if hit else 0) != got:
                 rep.fail(f"slice {k}: satellite {db.sat_names[s]}: vectorised lookup disagrees with the reference")
     return rep
-
-
-def _check_signed_row(db: PlanDB, rep: VerifyReport, pub: bytes, what: str, digest: bytes) -> None:
-    row = db.con.execute("SELECT digest, signature FROM signatures WHERE what = ?", (what,)).fetchone()
-    if row is None:
-        rep.fail(f"{what}: signature missing")
-    elif row[0] != digest or not signmod.check(pub, row[1], what.encode() + digest):
-        rep.fail(f"{what}: does not match its signature")
 
 
 def _walk_slice(db, rep, k, tables, links, addr, tsat, names, kinds, n_ground) -> None:
