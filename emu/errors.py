@@ -40,6 +40,12 @@ def echo(value: object, limit: int = MAX_ECHO) -> str:
     return text
 
 
+def cut(text: str, limit: int = 300) -> str:
+    """``text`` on one line, at most ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 class ScenarioError(InputError):
     """A scenario file is invalid. ``field`` is a dotted path, ``value`` the offending value."""
 

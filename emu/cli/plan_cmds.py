@@ -46,8 +46,11 @@ def build_plan(scenario: str, out: Path, slices: int | None, keep_key: bool = Fa
     if slices is not None and slices < 1:
         raise InputError(f"--slices: must be >= 1 (got {slices})")
     signing_key = load_private_key(key) if key is not None else ground_control_key()
-    t0 = time.perf_counter()
     loaded = load_scenario(scenario)
+    total = scenario_slices(loaded)
+    if slices is not None and slices > total:
+        raise InputError(f"--slices: must be 1..{total}, the scenario's slices (got {slices})")
+    t0 = time.perf_counter()
     with _progress(fmt) as prog:
         task = prog.add_task("planning slices", total=slices or 1)
 
@@ -78,6 +81,13 @@ def build_plan(scenario: str, out: Path, slices: int | None, keep_key: bool = Fa
     return summary
 
 
+def scenario_slices(loaded) -> int:
+    """How many slices the scenario's duration holds."""
+    from emu.orbit.constellation import build_constellation, slice_times
+
+    return len(slice_times(loaded, build_constellation(loaded)))
+
+
 def check_up_arguments(scenario: str, plan_path: str | None, speed: float, slices: int | None, start_slice: int,
                        trust: tuple[str, ...] = ()):
     """Every argument of ``up`` checked before anything is created; returns (loaded scenario, trusted keys as hex).
@@ -100,17 +110,18 @@ def check_up_arguments(scenario: str, plan_path: str | None, speed: float, slice
     loaded = load_scenario(scenario)
     if plan_path is not None:
         db = check_before_up(Path(plan_path).resolve(), trusted, loaded.digest)
-        try:
-            db.check_slice(start_slice, "--start-slice")
-        finally:
-            db.close()
+        n = db.n_slices
+        db.close()
+        what = "the plan's"
     else:
-        from emu.orbit.constellation import build_constellation, slice_times
-
-        n = len(slice_times(loaded, build_constellation(loaded)))
-        if start_slice >= n:
-            raise InputError(f"--start-slice: must be 0..{n - 1}, the scenario's slices (got {start_slice})")
+        n = scenario_slices(loaded)
+        what = "the scenario's"
         ground_control_key()  # `up` signs its own plan with it: fail now if it cannot be made
+    if start_slice >= n:
+        raise InputError(f"--start-slice: must be 0..{n - 1}, {what} slices (got {start_slice})")
+    if slices is not None and start_slice + slices > n:
+        raise InputError(f"--slices: at most {n - start_slice} from slice {start_slice}, {what} {n} slices "
+                         f"(got {slices})")
     return loaded, trusted
 
 

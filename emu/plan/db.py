@@ -279,7 +279,8 @@ class PlanDB:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_file():
-            raise PlanInputError(f"plan: no such file (got {echo(str(path))})")
+            what = "not a regular file" if self.path.exists() else "no such file"
+            raise PlanInputError(f"plan: {what} (got {echo(str(path))})")
         self.con = _GuardedConnection(self.path)
         try:
             self._check_structure()
@@ -305,6 +306,13 @@ class PlanDB:
         for k in REQUIRED_META:
             if not isinstance(self.meta.get(k), str):
                 raise PlanInputError(f"plan: meta.{k} missing {where}")
+        import yaml
+
+        try:
+            if not isinstance(yaml.safe_load(self.meta.get("scenario_yaml") or ""), dict):
+                raise ValueError("not a mapping")
+        except (yaml.YAMLError, ValueError) as exc:
+            raise PlanInputError(f"plan: meta.scenario_yaml is not a scenario ({_short(exc)}) {where}") from None
         try:
             n = int(self.meta["slices"])
             slice_s = float(self.meta["slice_s"])
