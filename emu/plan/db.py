@@ -306,19 +306,20 @@ class PlanDB:
         for k in REQUIRED_META:
             if not isinstance(self.meta.get(k), str):
                 raise PlanInputError(f"plan: meta.{k} missing {where}")
-        import yaml
+        from emu.errors import ScenarioError
+        from emu.scenario.load import parse_yaml
 
         try:
-            if not isinstance(yaml.safe_load(self.meta.get("scenario_yaml") or ""), dict):
-                raise ValueError("not a mapping")
-        except (yaml.YAMLError, ValueError) as exc:
-            raise PlanInputError(f"plan: meta.scenario_yaml is not a scenario ({_short(exc)}) {where}") from None
+            if not isinstance(parse_yaml(self.meta["scenario_yaml"], "meta.scenario_yaml"), dict):
+                raise PlanInputError(f"plan: meta.scenario_yaml is not a scenario {where}")
+        except ScenarioError as exc:
+            raise PlanInputError(f"plan: {exc} {where}") from None
         try:
             n = int(self.meta["slices"])
             slice_s = float(self.meta["slice_s"])
             bytes.fromhex(self.meta["public_key"])
             json.loads(self.meta["routing"])
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise PlanInputError(f"plan: meta field unreadable ({_short(exc)}) {where}") from None
         if len(self.meta["public_key"]) != 64:
             raise PlanInputError(f"plan: meta.public_key is not an Ed25519 key {where}")

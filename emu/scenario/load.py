@@ -137,10 +137,15 @@ def read_yaml(p: Path, field: str = "file"):
     except UnicodeDecodeError as exc:
         hint = "; UTF-16/32 is not supported, save it as UTF-8" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
         raise ScenarioError(f"not UTF-8 text (byte {exc.start}){hint}", field, str(p)) from None
+    return raw, parse_yaml(text, field, str(p))
+
+
+def parse_yaml(text: str, field: str = "file", source: str = "") -> object:
+    """Parse YAML text with the bounds of :class:`_BoundedLoader`; any problem is a ScenarioError."""
     try:
         loader = _BoundedLoader(text)
         try:
-            data = loader.get_single_data()
+            return loader.get_single_data()
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
@@ -148,10 +153,9 @@ def read_yaml(p: Path, field: str = "file"):
         problem = getattr(exc, "problem", None)
         what = f": {cut(str(problem), 120)}" if problem else ""
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ScenarioError(f"not valid YAML{what}{where}", field, str(p)) from None
+        raise ScenarioError(f"not valid YAML{what}{where}", field, source) from None
     except RecursionError:  # pragma: no cover - MAX_DEPTH keeps the composer far from Python's limit
-        raise ScenarioError(f"nested deeper than {MAX_DEPTH} levels", field, str(p)) from None
-    return raw, data
+        raise ScenarioError(f"nested deeper than {MAX_DEPTH} levels", field, source) from None
 
 
 def load_scenario(path: str | Path) -> LoadedScenario:
