@@ -270,8 +270,9 @@ class Scenario(Strict):
     time: TimeCfg = TimeCfg()
     shells: Annotated[list[Shell], Field(min_length=1, max_length=12)]
     operators: Annotated[list[Operator], Field(min_length=1, max_length=16)]
-    ground_stations: list[GroundStation] = Field(default_factory=list)
-    user_terminals: list[UserTerminal] = Field(default_factory=list)
+    # the data plane numbers GS-core links in 10.255/16 (/30 each) and UT tunnels in 10.254/16
+    ground_stations: Annotated[list[GroundStation], Field(max_length=16000)] = Field(default_factory=list)
+    user_terminals: Annotated[list[UserTerminal], Field(max_length=16000)] = Field(default_factory=list)
     internet: Internet = Internet()
     links: LinkCfg = LinkCfg()
     grc: GrcCfg = GrcCfg()
@@ -295,6 +296,7 @@ class Scenario(Strict):
             for i, item in enumerate(items):
                 if item.operator not in ops:
                     raise ValueError(f"{kind}.{i}.operator: unknown operator (got {item.operator!r})")
+        owned: dict[tuple[int, int], int] = {}
         for i, op in enumerate(self.operators):
             for j, ps in enumerate(op.owns):
                 if ps.shell >= len(self.shells):
@@ -302,6 +304,11 @@ class Scenario(Strict):
                 n = self.shells[ps.shell].planes
                 if isinstance(ps.planes, list) and any(p >= n for p in ps.planes):
                     raise ValueError(f"operators.{i}.owns.{j}.planes: plane index >= {n} (got {ps.planes})")
+                for p in ps.resolve(int(n)):
+                    other = owned.setdefault((ps.shell, p), i)
+                    if other != i:  # one owner per plane: the owner code is part of the satellite's address
+                        raise ValueError(f"operators.{i}.owns.{j}.planes: plane {p} of shell {ps.shell} is "
+                                         f"owned by operators.{other} already (got {ps.planes!r})")
         pools = [ipaddress.ip_network(o.user_pool) for o in self.operators]
         for a in range(len(pools)):
             for b in range(a + 1, len(pools)):

@@ -62,8 +62,8 @@ def _gs(name: str, lat: float, lon: float) -> dict:
 
 def _tle_shell(d: dict, tle: str) -> None:
     d["shells"] = [{"name": "t", "tle_file": tle, "planes": 3, "sats_per_plane": 4}]
-    for op in d["operators"]:
-        op["owns"] = [{"shell": 0, "planes": "all"}]
+    for i, op in enumerate(d["operators"]):
+        op["owns"] = [{"shell": 0, "planes": "all"}] if i == 0 else []
 
 
 def _write_tle(tmp_path: Path, mutate) -> str:
@@ -91,6 +91,9 @@ SCENARIO_CASES = {
         lambda d, t: d["operators"][0].update(user_pool="10.1.0.0/29"), ["operators.0.user_pool", "10.1.0.0/29"]),
     "duplicate shell codes": (
         lambda d, t: d.update(grc={"shell_codes": [3, 3]}), ["grc.shell_codes.1", "3"]),
+    "a plane owned twice": (
+        lambda d, t: d["operators"][1].update(owns=[{"shell": 0, "planes": [0, 1]}]),
+        ["operators.1.owns.0.planes", "plane 0", "[0, 1]"]),
     "forbidden shell code": (lambda d, t: d.update(grc={"shell_codes": [14]}), ["grc.shell_codes.0", "14"]),
     "garbage GRC IPv6 prefix": (
         lambda d, t: d.update(grc={"ipv6_prefix": "fd00::zz/96"}), ["grc.ipv6_prefix", "fd00::zz/96"]),
