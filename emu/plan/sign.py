@@ -92,17 +92,23 @@ SEAL_MAGIC = b"leo-emu plan seal v1\0"
 
 
 def _rows_digest(con: sqlite3.Connection, table: str) -> str:
-    """SHA-256 of a table: its column names, then every row in column order, each value typed and
-    length-prefixed (blobs as their bytes, everything else as its exact ``repr``)."""
-    cols = [r[1] for r in con.execute(f'PRAGMA table_info("{table}")')]
+    """SHA-256 of a table: its name and columns, then every row in column order (rows sorted by every
+    column), as the ``repr`` of 4096-row chunks; a declared BLOB column's bytes enter as their own
+    SHA-256 and length (a tuple, which no SQLite value can be), so blobs are hashed, not repr'd."""
+    info = list(con.execute(f'PRAGMA table_info("{table}")'))
+    cols = [r[1] for r in info]
+    blobs = [i for i, r in enumerate(info) if str(r[2]).upper() == "BLOB"]
     h = hashlib.sha256(json.dumps([table, cols]).encode())
     order = ", ".join(str(i + 1) for i in range(len(cols)))
-    for row in con.execute(f'SELECT * FROM "{table}" ORDER BY {order}'):
-        h.update(b"\x1e")
-        for v in row:
-            b = v if isinstance(v, bytes) else repr(v).encode()
-            h.update((b"B" if isinstance(v, bytes) else b"V") + len(b).to_bytes(8, "little"))
-            h.update(b)
+    cur = con.execute(f'SELECT * FROM "{table}" ORDER BY {order}')
+    while True:
+        rows = cur.fetchmany(4096)
+        if not rows:
+            break
+        if blobs:
+            rows = [tuple(("blob", len(v), hashlib.sha256(v).hexdigest()) if i in blobs and isinstance(v, bytes)
+                          else v for i, v in enumerate(row)) for row in rows]
+        h.update(repr(rows).encode())
     return h.hexdigest()
 
 
