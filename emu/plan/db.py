@@ -250,7 +250,9 @@ class _GuardedConnection:
     def __init__(self, path: Path):
         self.path = path
         try:
-            self._con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            from urllib.parse import quote
+
+            self._con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
         except sqlite3.Error as exc:
             raise PlanInputError(f"plan: cannot open ({_short(exc)}) (got {echo(str(path))})") from None
 

@@ -28,9 +28,8 @@ DEFAULT = ROOT / "topologies" / "default.yaml"
 BASE = yaml.safe_load(DEFAULT.read_text())
 
 
-def run(args: list[str], cwd: Path | None = None):
-    res = CliRunner().invoke(cli, [str(a) for a in args])
-    return res
+def run(args: list) -> object:
+    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def assert_refused(res, *needles: str) -> None:
