@@ -19,6 +19,33 @@ class InputError(EmuError):
     exit_code = 2
 
 
+MAX_ECHO = 80
+"""Longest value echoed in an error message (a hostile file's value can be megabytes)."""
+
+
+def echo(value: object, limit: int = MAX_ECHO) -> str:
+    """A short ``repr`` of ``value`` for error messages: long strings and containers are cut (reprlib),
+    with the original length when it was a string."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = limit
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 6
+    r.maxlevel = 3
+    text = r.repr(value)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    if isinstance(value, (str, bytes)) and len(value) > limit:
+        text += f" ({len(value)} characters)"
+    return text
+
+
+def cut(text: str, limit: int = 300) -> str:
+    """``text`` on one line, at most ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 class ScenarioError(InputError):
     """A scenario file is invalid. ``field`` is a dotted path, ``value`` the offending value."""
 
@@ -26,7 +53,7 @@ class ScenarioError(InputError):
         self.field = field
         self.value = value
         if field is not None:
-            message = f"{field}: {message} (got {value!r})"
+            message = f"{field}: {message} (got {echo(value)})"
         super().__init__(message)
 
 
@@ -36,6 +63,10 @@ class AddressingError(InputError):
 
 class PlanError(EmuError):
     """A plan cannot be computed, read or trusted."""
+
+
+class PlanInputError(PlanError, InputError):
+    """A plan file that cannot be read, or is not trusted: bad input (exit code 2)."""
 
 
 class VerifyError(PlanError):

@@ -125,8 +125,10 @@ def relation(a: SemanticAddress, b: SemanticAddress, n_orbits: int, n_sats: int,
     (inter-plane links across it are unsteady); False for a Walker delta,
     where the wrap-around is an ordinary steady neighbour. ``in_polar_region``:
     the pair is above the polar latitude threshold, where inter-plane links
-    are unsteady (Figure 2). Addresses of different owners are never
-    neighbours.
+    are unsteady (Figure 2). The owner code plays no part: §4.3 defines
+    neighbours by shell, orbit and satellite index only, and in this emulator
+    operators own planes of one constellation, so neighbouring planes of two
+    owners are ordinary (and linked) neighbours.
     """
     _check_range("n_orbits", n_orbits, 1 << 8, lo=1)
     _check_range("n_sats", n_sats, 1 << 8, lo=1)
@@ -137,8 +139,6 @@ def relation(a: SemanticAddress, b: SemanticAddress, n_orbits: int, n_sats: int,
         _check_range(f"{name}.orbit", addr.orbit, n_orbits - 1)
         _check_range(f"{name}.sat", addr.sat, n_sats - 1)
     none = Relation("none", False)
-    if a.owner is not None and b.owner is not None and a.owner != b.owner:
-        return none
     if b.shell != a.shell:
         if b.shell == a.shell + 1:
             return Relation("above", False)

@@ -3,8 +3,10 @@
 - ``--format table|json`` via :func:`format_option`; JSON goes to stdout with
   :func:`emit_json`, tables through rich.
 - Errors: commands raise :class:`emu.errors.EmuError`; :class:`EmuGroup` turns
-  them into one line on stderr (``leo-emu: error: ...``) and the error's
-  ``exit_code`` (2 for bad input). Library code never calls ``exit()``.
+  them into one line on stderr (``leo-emu: error: ...``, cut to
+  :data:`MAX_ERROR_LINE` characters) and the error's ``exit_code`` (2 for bad
+  input). Click's usage errors (a bad option value, a missing argument) become
+  the same one line with exit code 2. Library code never calls ``exit()``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import click
 
-from emu.errors import EmuError
+from emu.errors import EmuError, cut
 
 format_option = click.option(
     "--format",
@@ -63,9 +65,12 @@ def emit_kv(title: str | None, obj: dict[str, Any]) -> None:
     emit_table(title, ["field", "value"], [[k, v] for k, v in obj.items()])
 
 
+MAX_ERROR_LINE = 400
+
+
 def fail(message: str, exit_code: int = 2) -> None:
-    """Print one error line and exit: only for the CLI edge."""
-    click.echo(f"leo-emu: error: {message}", err=True)
+    """Print one error line (never longer than MAX_ERROR_LINE) and exit: only for the CLI edge."""
+    click.echo(f"leo-emu: error: {cut(message, MAX_ERROR_LINE)}", err=True)
     sys.exit(exit_code)
 
 
@@ -79,6 +84,9 @@ class EmuGroup(click.Group):
             fail(str(exc), exc.exit_code)
         except click.exceptions.Exit:
             raise
+        except click.UsageError as exc:  # a bad option or argument: bad input like any other, one line
+            cmd = exc.ctx.command_path if exc.ctx else "leo-emu"
+            fail(f"{exc.format_message()} (see {cmd} -h)", exc.exit_code)
         except click.ClickException:
             raise
         except KeyboardInterrupt:

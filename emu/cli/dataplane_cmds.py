@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from emu.cli.common import emit_json, emit_kv, format_option
-from emu.errors import DataplaneError, InputError, PrivilegeError
+from emu.errors import DataplaneError, PrivilegeError
 
 
 def require_root() -> None:
@@ -45,28 +45,20 @@ def _progress_cb():
 @click.option("--slices", type=int, default=None, help="Run only the first N slices.")
 @click.option("--start-slice", type=int, default=0, show_default=True, help="Begin at this slice of the plan.")
 @click.option("--detach", is_flag=True, help="Leave a background controller running; stop it with `leo-emu down`.")
+@click.option("--trust", multiple=True, help="Also accept plans signed by this public key (hex or .pub file); "
+                                             "the ground-control key is always trusted. Repeatable.")
 @format_option
 def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, start_slice: int, detach: bool,
-       fmt: str) -> None:
+       trust: tuple[str, ...], fmt: str) -> None:
     """Build SCENARIO as one namespace per node and keep it in step with the sky."""
     require_root()
     from emu.dataplane import cleanup
-    from emu.dataplane.controller import Controller, check_plan
+    from emu.cli.plan_cmds import check_up_arguments
+    from emu.dataplane.controller import Controller
     from emu.dataplane.state import Run
 
-    if speed <= 0:
-        raise InputError(f"--speed: must be > 0 (got {speed})")
-    if slices is not None and slices < 1:
-        raise InputError(f"--slices: must be >= 1 (got {slices})")
-    from emu.scenario.load import load_scenario
-
-    loaded = load_scenario(scenario)  # bad input fails here, before anything exists
-    if plan_path is not None:
-        db = check_plan(Path(plan_path).resolve())  # an unverified plan is refused before anything exists
-        if db.meta.get("scenario_digest") != loaded.digest:
-            raise InputError(f"--plan: made from a different scenario than {scenario} (plan of "
-                             f"{db.meta.get('scenario_name')!r}, digest {db.meta.get('scenario_digest', '')[:12]}); "
-                             f"re-plan it (got {plan_path!r})")
+    # every argument, the scenario and the plan (signer, seal, digest) are checked before anything exists
+    loaded, trust = check_up_arguments(scenario, plan_path, speed, slices, start_slice, trust)
     run = Run.create()
     prog, cb, console = _progress_cb()
     try:
@@ -80,14 +72,14 @@ def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, s
         else:
             plan_file = Path(plan_path).resolve()
         if detach:
-            _detach(run, plan_file, speed, slices, start_slice, fmt, console)
+            _detach(run, plan_file, speed, slices, start_slice, fmt, console, trust)
             return
         run.record_pid(os.getpid(), "controller (foreground)")
         # closing the terminal or `kill` tears down like Ctrl-C does
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _interrupt)
         ctl = Controller(run, plan_file, speed, slices, progress=cb, scenario_name=loaded.scenario.name,
-                         start_slice=start_slice)
+                         start_slice=start_slice, trust=trust)
         try:
             with prog:
                 build_s = ctl.build()
@@ -112,13 +104,16 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _detach(run, plan_file: Path, speed: float, slices: int | None, start_slice: int, fmt: str, console) -> None:
+def _detach(run, plan_file: Path, speed: float, slices: int | None, start_slice: int, fmt: str, console,
+            trust: tuple[str, ...] = ()) -> None:
     from emu.dataplane import cleanup
 
     argv = [sys.executable, "-m", "emu.dataplane.controller", "--run", run.run_id, "--root", str(run.root),
             "--plan", str(plan_file), "--speed", str(speed), "--start-slice", str(start_slice)]
     if slices is not None:
         argv += ["--slices", str(slices)]
+    for t in trust:
+        argv += ["--trust", t]
     p = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, close_fds=True)
     run.record_pid(p.pid, "controller")

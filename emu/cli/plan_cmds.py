@@ -1,4 +1,4 @@
-"""``leo-emu plan``, ``route show``, ``path``, ``verify``: the ground control unit's tools."""
+"""``leo-emu plan``, ``keygen``, ``route show``, ``path``, ``verify``: the ground control unit's tools."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from emu.cli.common import emit_json, emit_kv, emit_table, format_option
-from emu.errors import InputError, VerifyError
+from emu.errors import InputError, VerifyError, echo
 
 
 def _progress(fmt: str):
@@ -23,15 +23,34 @@ def _progress(fmt: str):
     return prog
 
 
-def build_plan(scenario: str, out: Path, slices: int | None, keep_key: bool, fmt: str) -> dict:
+def build_plan(scenario: str, out: Path, slices: int | None, keep_key: bool = False, fmt: str = "table",
+               key: str | Path | None = None) -> dict:
+    """Plan ``scenario`` into ``out``, signed with the key file ``key`` or the ground-control key.
+
+    ``keep_key`` is the retired per-plan-key switch: plans are now signed with a persistent key
+    (:mod:`emu.plan.trust`); it must stay False."""
     from emu.plan.db import write_plan
     from emu.plan.planner import make_plan
+    from emu.plan.sign import public_bytes
+    from emu.plan.trust import fingerprint, ground_control_key, load_private_key
     from emu.scenario.load import load_scenario
 
-    t0 = time.perf_counter()
-    loaded = load_scenario(scenario)
+    if keep_key:
+        raise InputError("--keep-key: plans are signed with the ground-control key now; make keys with "
+                         "`leo-emu keygen PATH` and sign with --key PATH (got True)")
+    out = Path(out)
+    if not out.parent.is_dir():  # before minutes of planning
+        raise InputError(f"--output: no such folder (got {echo(str(out.parent))})")
+    if out.is_dir():
+        raise InputError(f"--output: is a folder, give a file name (got {echo(str(out))})")
     if slices is not None and slices < 1:
         raise InputError(f"--slices: must be >= 1 (got {slices})")
+    signing_key = load_private_key(key) if key is not None else ground_control_key()
+    loaded = load_scenario(scenario)
+    total = scenario_slices(loaded)
+    if slices is not None and slices > total:
+        raise InputError(f"--slices: must be 1..{total}, the scenario's slices (got {slices})")
+    t0 = time.perf_counter()
     with _progress(fmt) as prog:
         task = prog.add_task("planning slices", total=slices or 1)
 
@@ -39,7 +58,7 @@ def build_plan(scenario: str, out: Path, slices: int | None, keep_key: bool, fmt
             prog.update(task, completed=done, total=total)
 
         plan = make_plan(loaded, slices, progress=cb)
-    key_path = write_plan(plan, out, keep_key=keep_key)
+    write_plan(plan, out, key=signing_key)
     sizes = np.concatenate([s.tables.sizes for s in plan.slices])
     raw = np.concatenate([s.raw_entries for s in plan.slices])
     summary = {
@@ -56,22 +75,67 @@ def build_plan(scenario: str, out: Path, slices: int | None, keep_key: bool, fmt
         "handovers": len(plan.attach.handovers()),
         "bindings_moved": plan.bind.moved,
         "disconnected_pairs": int(sum(s.disconnected for s in plan.slices)),
+        "signed_by": fingerprint(public_bytes(signing_key)),
         "wall_s": round(time.perf_counter() - t0, 3),
     }
-    if keep_key:
-        summary["private_key"] = str(key_path)
     return summary
+
+
+def scenario_slices(loaded) -> int:
+    """How many slices the scenario's duration holds."""
+    from emu.orbit.constellation import build_constellation, slice_times
+
+    return len(slice_times(loaded, build_constellation(loaded)))
+
+
+def check_up_arguments(scenario: str, plan_path: str | None, speed: float, slices: int | None, start_slice: int,
+                       trust: tuple[str, ...] = ()):
+    """Every argument of ``up`` checked before anything is created; returns (loaded scenario, trusted keys as hex).
+
+    With ``--plan``: the plan's structure, signer, seal and scenario digest (:func:`emu.plan.trust.check_before_up`)
+    and the start slice against it; without: the start slice against the scenario's duration and that the
+    ground-control key can be used."""
+    import math
+
+    from emu.plan.trust import check_before_up, ground_control_key, load_public_key
+    from emu.scenario.load import load_scenario
+
+    if not (math.isfinite(speed) and speed > 0):
+        raise InputError(f"--speed: must be a finite number > 0 (got {speed})")
+    if slices is not None and slices < 1:
+        raise InputError(f"--slices: must be >= 1 (got {slices})")
+    if start_slice < 0:
+        raise InputError(f"--start-slice: must be >= 0 (got {start_slice})")
+    trusted = tuple(load_public_key(t).hex() for t in trust)
+    loaded = load_scenario(scenario)
+    if plan_path is not None:
+        db = check_before_up(Path(plan_path).resolve(), trusted, loaded.digest)
+        n = db.n_slices
+        db.close()
+        what = "the plan's"
+    else:
+        n = scenario_slices(loaded)
+        what = "the scenario's"
+        ground_control_key()  # `up` signs its own plan with it: fail now if it cannot be made
+    if start_slice >= n:
+        raise InputError(f"--start-slice: must be 0..{n - 1}, {what} slices (got {start_slice})")
+    if slices is not None and start_slice + slices > n:
+        raise InputError(f"--slices: at most {n - start_slice} from slice {start_slice}, {what} {n} slices "
+                         f"(got {slices})")
+    return loaded, trusted
 
 
 @click.command()
 @click.argument("scenario", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), required=True, help="Route database to write.")
 @click.option("--slices", type=int, default=None, help="Plan only the first N slices (default: the scenario's duration).")
-@click.option("--keep-key", is_flag=True, help="Keep the signing key beside the plan (mode 0600); default: discard it.")
+@click.option("--key", "key", type=click.Path(dir_okay=False), default=None,
+              help="Sign with this private key (from `leo-emu keygen`); default: the ground-control key "
+                   "($LEOEMU_GC_KEY, else /var/lib/leo-emu/ground-control.key, made on first use).")
 @format_option
-def plan(scenario: str, out: str, slices: int | None, keep_key: bool, fmt: str) -> None:
+def plan(scenario: str, out: str, slices: int | None, key: str | None, fmt: str) -> None:
     """Plan SCENARIO: routing tables, attachments, GS choices for every slice, signed, into one SQLite file."""
-    summary = build_plan(scenario, Path(out), slices, keep_key, fmt)
+    summary = build_plan(scenario, Path(out), slices, fmt=fmt, key=key)
     if fmt == "json":
         emit_json(summary)
     else:
@@ -79,6 +143,26 @@ def plan(scenario: str, out: str, slices: int | None, keep_key: bool, fmt: str) 
         flat["table_size (min/median/max)"] = "{min}/{median}/{max}".format(**summary["table_size"])
         flat["unaggregated (min/median/max)"] = "{min}/{median}/{max}".format(**summary["table_size_unaggregated"])
         emit_kv(f"plan written: {out}", flat)
+
+
+@click.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace a key pair that exists at PATH.")
+@format_option
+def keygen(path: str, force: bool, fmt: str) -> None:
+    """Write a new Ed25519 signing key pair: PATH (private, mode 0600) and PATH.pub (public, hex).
+
+    Sign plans with it (`leo-emu plan ... --key PATH`); let `up` accept them with `--trust PATH.pub`."""
+    from emu.plan.sign import public_bytes
+    from emu.plan.trust import fingerprint, keygen as make_pair, load_private_key
+
+    priv, pub = make_pair(path, force=force)
+    res = {"private_key": str(priv), "public_key": str(pub),
+           "fingerprint": fingerprint(public_bytes(load_private_key(priv)))}
+    if fmt == "json":
+        emit_json(res)
+    else:
+        emit_kv("key pair written", res)
 
 
 @click.group()
@@ -176,6 +260,7 @@ def verify(plan_db: str, signatures_only: bool, fmt: str) -> None:
 
 def register(cli: click.Group) -> None:
     cli.add_command(plan)
+    cli.add_command(keygen)
     cli.add_command(route)
     cli.add_command(path)
     cli.add_command(verify)

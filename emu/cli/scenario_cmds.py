@@ -57,10 +57,17 @@ def snapshot(scenario: str, time_s: float, fmt: str) -> None:
     from emu.errors import InputError
     from emu.snapshot.series import SnapshotSeries
 
+    import math
+
+    from emu.orbit.constellation import build_constellation, slice_times
+
+    if not math.isfinite(time_s) or time_s < 0:
+        raise InputError(f"--time: must be a finite number of seconds >= 0 (got {time_s})")
     loaded = load_scenario(scenario)
-    if time_s < 0:
-        raise InputError(f"--time: must be >= 0 (got {time_s})")
     slice_s = loaded.scenario.time.slice_s
+    span = len(slice_times(loaded, build_constellation(loaded))) * slice_s
+    if time_s >= span:
+        raise InputError(f"--time: must be below {span:g} s, the scenario's duration (got {time_s})")
     k = int(time_s // slice_s)
     # the requested instant exactly (the slice index is the one it falls in)
     snap = SnapshotSeries(loaded, times_s=[time_s], first_index=k)[0]

@@ -23,29 +23,25 @@ from emu.dataplane.build import Builder
 from emu.dataplane.model import Model
 from emu.dataplane.slices import SliceApplier
 from emu.dataplane.state import Run
-from emu.errors import EmuError, VerifyError
+from emu.errors import EmuError
 
 log = logging.getLogger(__name__)
 
 
-def check_plan(plan_path: Path):
-    """Open the plan and verify every signature; refuse it otherwise (before anything is built)."""
-    from emu.plan.db import PlanDB
-    from emu.plan.verify import verify
+def check_plan(plan_path: Path, trust: tuple[str, ...] | list[str] = (), scenario_digest: str | None = None):
+    """Open the plan and check it before anything is built: structure, a trusted signer, every row as
+    signed, the scenario digest (:func:`emu.plan.trust.check_before_up`); refuse it otherwise (exit 2)."""
+    from emu.plan.trust import check_before_up
 
-    db = PlanDB(plan_path)
-    rep = verify(db, walk=False)
-    if not rep.ok:
-        raise VerifyError(f"plan refused, signatures do not verify: {rep.failures[0]}")
-    return db
+    return check_before_up(plan_path, trust, scenario_digest)
 
 
 class Controller:
     def __init__(self, run: Run, plan_path: Path, speed: float = 1.0, n_slices: int | None = None,
-                 progress=None, scenario_name: str = "", start_slice: int = 0):
+                 progress=None, scenario_name: str = "", start_slice: int = 0, trust: tuple[str, ...] = ()):
         from emu.dataplane.features import detect
 
-        if speed <= 0:
+        if not 0 < speed < float("inf"):  # also refuses nan
             from emu.errors import InputError
 
             raise InputError(f"--speed: must be > 0 (got {speed})")
@@ -55,7 +51,7 @@ class Controller:
         self.progress = progress or (lambda stage, done, total: None)
         self.stop = threading.Event()
         self.features = detect()
-        self.db = check_plan(self.plan_path)
+        self.db = check_plan(self.plan_path, trust)
         if not 0 <= start_slice < self.db.n_slices:
             from emu.errors import InputError
 
@@ -163,12 +159,13 @@ class Controller:
             self.builder.fabric.close()
 
 
-def serve(run_id: str, root: str, plan: str, speed: float, n_slices: int | None, start_slice: int = 0) -> int:
+def serve(run_id: str, root: str, plan: str, speed: float, n_slices: int | None, start_slice: int = 0,
+          trust: tuple[str, ...] = ()) -> int:
     """Body of the detached controller process (``python -m emu.dataplane.controller``)."""
     run = Run(run_id, Path(root))
     ctl = None
     try:
-        ctl = Controller(run, Path(plan), speed, n_slices, start_slice=start_slice)
+        ctl = Controller(run, Path(plan), speed, n_slices, start_slice=start_slice, trust=trust)
         signal.signal(signal.SIGTERM, lambda *_: ctl.stop.set())
         signal.signal(signal.SIGINT, lambda *_: ctl.stop.set())
         ctl.build()
@@ -201,10 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed", type=float, default=1.0)
     ap.add_argument("--slices", type=int, default=None)
     ap.add_argument("--start-slice", type=int, default=0)
+    ap.add_argument("--trust", action="append", default=[])
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         filename=str(Path(a.root) / a.run / "controller.log"))
-    return serve(a.run, a.root, a.plan, a.speed, a.slices, a.start_slice)
+    return serve(a.run, a.root, a.plan, a.speed, a.slices, a.start_slice, tuple(a.trust))
 
 
 if __name__ == "__main__":

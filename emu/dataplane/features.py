@@ -103,23 +103,22 @@ _NFT_NAT = (
 # What the emulator does without a feature, in the words a user reads.
 _DEGRADATION = {
     "veth": "veth missing: the data plane cannot be built on this kernel (every link is a veth pair).",
-    "bridge": "bridge missing: LAN segments that need a bridge cannot be built.",
+    "bridge": "bridge missing: not used by the data plane; nothing changes.",
     "vxlan": "vxlan missing: VXLAN tunnels are unavailable.",
-    "gre": "gre missing: GRE tunnels are unavailable; tunnels use ipip or VXLAN.",
-    "sit": "sit missing: IPv6-in-IPv4 tunnels are unavailable; IPv6 user traffic is tunnelled with VXLAN.",
-    "vrf": ("vrf missing: per-SNO routing separation uses policy routing tables (ip rule) "
-            "instead of VRF devices."),
-    "ipv6": "IPv6 missing: semantic IPv6 addresses and SRv6 cannot be used.",
-    "multipath": "multipath routes missing: ECMP/UCMP routes fall back to a single next hop.",
-    "seg6": "seg6 missing: SRv6 (seg6 lwtunnel) paths are unavailable.",
+    "gre": "gre missing: not used by the data plane (tunnels are ipip or VXLAN); nothing changes.",
+    "sit": "sit missing: not used by the data plane; nothing changes.",
+    "vrf": "vrf missing: not used by the data plane; nothing changes.",
+    "ipv6": "IPv6 missing: the data plane cannot be built (next hops are IPv6 link-local addresses).",
+    "multipath": "multipath routes missing: ECMP/UCMP entries cannot be installed (there is no fallback).",
+    "seg6": "seg6 missing: not used by the data plane; nothing changes.",
     "netem": ("netem missing: link propagation delays are NOT emulated on this kernel; measured "
               "RTTs show only forwarding cost. Run `make test-kernel` to check delays under a "
               "stock kernel in QEMU."),
-    "tbf": "tbf missing: link rates are limited with htb only.",
-    "htb": "htb missing: per-class link shaping is unavailable; links use tbf only.",
-    "fq": "fq missing: no pacing qdisc; links keep tbf/htb queues.",
-    "fq_codel": "fq_codel missing: no AQM on links; queues are plain tail-drop.",
-    "clsact": "clsact missing: BPF classifiers (tc ingress/egress hooks) are unavailable.",
+    "tbf": "tbf missing: link rates are not limited.",
+    "htb": "htb missing: not used by the data plane (links are shaped with tbf); nothing changes.",
+    "fq": "fq missing: not used by the data plane; nothing changes.",
+    "fq_codel": "fq_codel missing: not used by the data plane (link queues are tbf's); nothing changes.",
+    "clsact": "clsact missing: not used by the data plane; nothing changes.",
     "nft_nat": "nftables NAT missing: GS/PoP border gateways cannot translate addresses.",
 }
 _TOOL_DEGRADATION = {
@@ -388,7 +387,7 @@ def _degradations(not_probed_reason: str, features: Mapping[str, bool],
             if feat == "vxlan" and not features["ipip"]:
                 continue  # said together with ipip above
             if feat in ("gre", "sit") and not features["ipip"]:
-                msg = _DEGRADATION[feat].replace("ipip or VXLAN", "VXLAN")
+                msg = _DEGRADATION[feat].replace("ipip or VXLAN", "VXLAN here")
                 out.append(msg)
                 continue
             out.append(_DEGRADATION[feat])

@@ -72,20 +72,64 @@ def walker_satrecs(shell: Shell, epoch: datetime, shell_index: int, first_satnum
     return out
 
 
-def read_tle_file(path: Path) -> list[tuple[str, str, str]]:
-    """Read a CelesTrak-style file: (name, line1, line2) triples; 2-line files get names from the catalogue number."""
-    lines = [ln.rstrip() for ln in path.read_text().splitlines() if ln.strip()]
+MAX_TLE_BYTES = 8 * 1024 * 1024  # CelesTrak's whole active catalogue is ~2 MB
+
+
+def tle_checksum(line: str) -> int:
+    """The TLE line checksum: digits summed, '-' counts 1, modulo 10 (column 69 holds it)."""
+    return sum(int(c) if c.isdigit() else (1 if c == "-" else 0) for c in line[:68]) % 10
+
+
+def read_tle_file(path: Path, field: str = "tle_file") -> list[tuple[str, str, str]]:
+    """Read a CelesTrak-style file: (name, line1, line2) triples; 2-line files get names from the catalogue number.
+
+    Refused as bad input (ScenarioError naming ``field`` and file:line): unreadable, larger than
+    MAX_TLE_BYTES, not ASCII, not name/line 1/line 2 groups, a line not 69 columns, a wrong checksum,
+    line 1 and 2 of different satellites, or elements SGP4 cannot read."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_TLE_BYTES + 1)
+    except OSError as exc:
+        raise ScenarioError(f"cannot read TLE file: {exc.strerror}", field, str(path)) from None
+    if len(raw) > MAX_TLE_BYTES:
+        raise ScenarioError(f"TLE file larger than {MAX_TLE_BYTES // 2**20} MiB", field, str(path))
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"not a TLE file (not ASCII text, byte {exc.start})", field, str(path)) from None
+    numbered = [(n + 1, ln.rstrip()) for n, ln in enumerate(text.splitlines()) if ln.strip()]
+    lines = [ln for _, ln in numbered]
     out = []
     i = 0
     while i < len(lines):
         if lines[i].startswith("1 ") and i + 1 < len(lines) and lines[i + 1].startswith("2 "):
-            out.append((lines[i][2:7].strip(), lines[i], lines[i + 1]))
+            name, first = lines[i][2:7].strip(), i
             i += 2
         elif i + 2 < len(lines) and lines[i + 1].startswith("1 ") and lines[i + 2].startswith("2 "):
-            out.append((lines[i].strip(), lines[i + 1], lines[i + 2]))
+            name, first = lines[i].strip(), i + 1
             i += 3
         else:
-            raise ScenarioError("not a TLE file (expected name / line 1 / line 2)", "tle_file", f"{path}:{i + 1}")
+            raise ScenarioError("not a TLE file (expected name / line 1 / line 2)", field,
+                                f"{path}:{numbered[i][0]}")
+        l1, l2 = lines[first], lines[first + 1]
+        for ln, n in ((l1, numbered[first][0]), (l2, numbered[first + 1][0])):
+            if len(ln) != 69:
+                raise ScenarioError(f"TLE line must be 69 columns (has {len(ln)})", field, f"{path}:{n}")
+            if not ln[68].isdigit() or int(ln[68]) != tle_checksum(ln):
+                raise ScenarioError(f"TLE checksum wrong (column 69 is {ln[68]!r}, the line sums to "
+                                    f"{tle_checksum(ln)})", field, f"{path}:{n}")
+        if l1[2:7] != l2[2:7]:
+            raise ScenarioError("TLE line 1 and line 2 are of different satellites", field,
+                                f"{path}:{numbered[first][0]}")
+        try:
+            err = Satrec.twoline2rv(l1, l2).error
+        except (ValueError, IndexError) as exc:
+            err = str(exc)[:60] or type(exc).__name__
+        if err:
+            raise ScenarioError(f"TLE elements SGP4 cannot use ({err})", field, f"{path}:{numbered[first][0]}")
+        out.append((name, l1, l2))
+    if not out:
+        raise ScenarioError("TLE file holds no satellites", field, str(path))
     return out
 
 
@@ -96,7 +140,7 @@ def tle_satrecs(shell: Shell, path: Path, shell_index: int) -> list[tuple[Satell
     ``planes`` clusters of RAAN (sorted by RAAN), satellites within a plane
     are sorted by argument of latitude at the first record's epoch.
     """
-    triples = read_tle_file(path)
+    triples = read_tle_file(path, f"shells.{shell_index}.tle_file")
     planes, spp = int(shell.planes), int(shell.sats_per_plane)
     if len(triples) != planes * spp:
         raise ScenarioError(f"TLE file holds {len(triples)} satellites, planes*sats_per_plane is {planes * spp}",

@@ -8,7 +8,13 @@ and the signatures (see :mod:`emu.plan.sign`).
 Per slice, the columnar tables of all satellites are stored zlib-compressed
 (a 1,584-satellite slice is ~1.4 MB raw, ~0.1 MB compressed); the signed
 manifest holds one SHA-256 per satellite table, so a change to any entry is
-found and named.
+found and named. The last write is the seal (:func:`emu.plan.sign.seal`): one
+signed manifest over every row of every table, so a table added to
+:data:`SCHEMA` or by ``write_plan`` is covered without further code.
+
+:class:`PlanDB` reads a plan defensively: a file that is not a route database
+of this format, or is damaged, raises :class:`PlanInputError` (one line, exit
+code 2) naming what is wrong, never a traceback.
 """
 
 from __future__ import annotations
@@ -23,12 +29,12 @@ from pathlib import Path
 import numpy as np
 from sgp4 import exporter
 
-from emu.errors import PlanError
+from emu.errors import InputError, PlanInputError, echo
 from emu.plan import sign as signmod
 from emu.plan.planner import LINK_DTYPE, Plan, SlicePlan
 from emu.plan.routing import SliceTables
 
-FORMAT_VERSION = "2"
+FORMAT_VERSION = "3"
 
 SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -66,98 +72,109 @@ def _pack(*arrays: np.ndarray) -> bytes:
     return zlib.compress(b"".join(parts), 1)
 
 
-def _unpack(blob: bytes, *dtypes) -> list[np.ndarray]:
-    raw = zlib.decompress(blob)
-    out, pos = [], 0
-    for dt in dtypes:
-        n = int.from_bytes(raw[pos:pos + 8], "little")
-        pos += 8
-        out.append(np.frombuffer(raw[pos:pos + n], dtype=dt).copy())
-        pos += n
+def _unpack(blob: bytes, *dtypes, what: str = "blob") -> list[np.ndarray]:
+    try:
+        raw = zlib.decompress(blob)
+        out, pos = [], 0
+        for dt in dtypes:
+            n = int.from_bytes(raw[pos:pos + 8], "little")
+            pos += 8
+            if pos + n > len(raw):
+                raise ValueError("truncated")
+            out.append(np.frombuffer(raw[pos:pos + n], dtype=dt).copy())
+            pos += n
+        if pos != len(raw):
+            raise ValueError("trailing bytes")
+    except (zlib.error, ValueError, TypeError) as exc:
+        raise PlanInputError(f"plan: {what} is damaged ({_short(exc)})") from None
     return out
+
+
+def _short(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:100]
 
 
 def _links_key(links: np.ndarray) -> np.ndarray:
     return links["a"].astype(np.int64) << 32 | links["b"].astype(np.int64) << 3 | links["dir_a"].astype(np.int64)
 
 
-def write_plan(plan: Plan, path: Path, key=None, keep_key: bool = False) -> Path:
-    """Write ``plan`` to a new SQLite file at ``path`` (replacing it); returns the private-key path if kept."""
+def write_plan(plan: Plan, path: Path, key=None) -> Path:
+    """Write ``plan`` to a new SQLite file at ``path`` (replacing it), signed with ``key``
+    (default: a throw-away key, which ``up`` will not trust; the CLI passes the ground-control key).
+
+    Written to ``path.tmp`` and renamed, so a plan file is always complete; a failure leaves nothing."""
     path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"--output: no such folder (got {echo(str(path.parent))})")
     tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        tmp.unlink()
     key = key or signmod.new_key()
-    sc = plan.loaded.scenario
-    con = sqlite3.connect(tmp)
     try:
-        con.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + SCHEMA)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "scenario_name": sc.name,
-            "scenario_digest": plan.loaded.digest,
-            "scenario_yaml": plan.loaded.raw.decode("utf-8"),
-            "scenario_path": str(plan.loaded.path),
-            "epoch": sc.time.epoch.isoformat(),
-            "slice_s": repr(sc.time.slice_s),
-            "slices": str(len(plan.slices)),
-            "grc_level": str(plan.bind.level),
-            "routing": sc.routing.model_dump_json(),
-            "public_key": signmod.public_bytes(key).hex(),
-            "wall_s": f"{plan.wall_s:.3f}",
-        }
-        con.executemany("INSERT INTO meta VALUES (?, ?)", sorted(meta.items()))
-        con.executemany("INSERT INTO operators VALUES (?, ?, ?, ?)",
-                        [(i, o.name, o.owner_code, o.user_pool) for i, o in enumerate(sc.operators)])
-        c = plan.series.constellation
-        con.executemany("INSERT INTO satellites VALUES (?, ?, ?, ?, ?, ?)",
-                        [(k, c.names[k], int(c.shell[k]), int(c.plane[k]), int(c.sat[k]), int(c.owner[k]))
-                         for k in range(c.size)])
-        g = plan.series.ground
-        devices = {u.name: u.device for u in sc.user_terminals}
-        con.executemany("INSERT INTO ground_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [(i, g.names[i], g.kind[i], int(g.operator[i]), float(g.lat[i]), float(g.lon[i]),
-                          int(plan.ground_grc[i]), int(plan.ground_plen[i]), devices.get(g.names[i]))
-                         for i in range(g.size)])
-        eph = [(k, *exporter.export_tle(r)) for k, r in enumerate(c.satrecs)]
-        con.executemany("INSERT INTO ephemeris VALUES (?, ?, ?)", eph)
-        _sign_row(con, key, "ephemeris", ephemeris_digest(eph))
-        maprows = [(r.prefix, r.operator, json.dumps(r.candidates, sort_keys=True)) for r in plan.mapping]
-        con.executemany("INSERT INTO mapping VALUES (?, ?, ?)", maprows)
-        _sign_row(con, key, "mapping", mapping_digest(maprows))
-        _write_grc_coords(con, plan)
-        prev = None
-        for sp in plan.slices:
-            prev = _write_slice(con, plan, sp, prev, key)
-        att = plan.attach
-        rows = []
-        for k in range(len(plan.slices)):
-            for node in np.nonzero(att.serving[k] >= 0)[0]:
-                rows.append((k, int(node), int(att.serving[k, node]), float(att.elevation_deg[k, node]),
-                             float(att.range_km[k, node])))
-        con.executemany("INSERT INTO attachments VALUES (?, ?, ?, ?, ?)", rows)
-        con.executemany("INSERT INTO handovers VALUES (?, ?, ?, ?)", att.handovers())
-        _sign_row(con, key, "static", static_digest(con))
-        assoc_rows = association_rows(plan)
-        con.executemany("INSERT INTO associations VALUES (?, ?, ?)", assoc_rows)
-        _sign_row(con, key, "association", association_digest(assoc_rows))
-        con.commit()
-    finally:
-        con.close()
-    tmp.replace(path)
-    if keep_key:
-        kp = path.with_name(path.name + ".key")
-        signmod.write_private_key(key, kp)
-        return kp
+        if tmp.exists():
+            tmp.unlink()
+        con = sqlite3.connect(tmp)
+        try:
+            _write_all(con, plan, key)
+            signmod.seal(con, key)
+            con.commit()
+        finally:
+            con.close()
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"--output: cannot write the plan: {exc.strerror} (got {echo(str(path))})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
-def ephemeris_digest(rows) -> bytes:
-    return signmod.blob_digest(*[f"{k}\n{l1}\n{l2}".encode() for k, l1, l2 in rows])
-
-
-def mapping_digest(rows) -> bytes:
-    return signmod.blob_digest(*[f"{p}\n{o}\n{c}".encode() for p, o, c in sorted(rows)])
+def _write_all(con, plan: Plan, key) -> None:
+    sc = plan.loaded.scenario
+    con.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + SCHEMA)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "scenario_name": sc.name,
+        "scenario_digest": plan.loaded.digest,
+        "scenario_yaml": plan.loaded.raw.decode("utf-8"),
+        "scenario_path": str(plan.loaded.path),
+        "epoch": sc.time.epoch.isoformat(),
+        "slice_s": repr(sc.time.slice_s),
+        "slices": str(len(plan.slices)),
+        "grc_level": str(plan.bind.level),
+        "routing": sc.routing.model_dump_json(),
+        "public_key": signmod.public_bytes(key).hex(),
+        "wall_s": f"{plan.wall_s:.3f}",
+    }
+    con.executemany("INSERT INTO meta VALUES (?, ?)", sorted(meta.items()))
+    con.executemany("INSERT INTO operators VALUES (?, ?, ?, ?)",
+                    [(i, o.name, o.owner_code, o.user_pool) for i, o in enumerate(sc.operators)])
+    c = plan.series.constellation
+    con.executemany("INSERT INTO satellites VALUES (?, ?, ?, ?, ?, ?)",
+                    [(k, c.names[k], int(c.shell[k]), int(c.plane[k]), int(c.sat[k]), int(c.owner[k]))
+                     for k in range(c.size)])
+    g = plan.series.ground
+    devices = {u.name: u.device for u in sc.user_terminals}
+    con.executemany("INSERT INTO ground_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(i, g.names[i], g.kind[i], int(g.operator[i]), float(g.lat[i]), float(g.lon[i]),
+                      int(plan.ground_grc[i]), int(plan.ground_plen[i]), devices.get(g.names[i]))
+                     for i in range(g.size)])
+    con.executemany("INSERT INTO ephemeris VALUES (?, ?, ?)",
+                    [(k, *exporter.export_tle(r)) for k, r in enumerate(c.satrecs)])
+    con.executemany("INSERT INTO mapping VALUES (?, ?, ?)",
+                    [(r.prefix, r.operator, json.dumps(r.candidates, sort_keys=True)) for r in plan.mapping])
+    _write_grc_coords(con, plan)
+    prev = None
+    for sp in plan.slices:
+        prev = _write_slice(con, plan, sp, prev, key)
+    att = plan.attach
+    rows = []
+    for k in range(len(plan.slices)):
+        for node in np.nonzero(att.serving[k] >= 0)[0]:
+            rows.append((k, int(node), int(att.serving[k, node]), float(att.elevation_deg[k, node]),
+                         float(att.range_km[k, node])))
+    con.executemany("INSERT INTO attachments VALUES (?, ?, ?, ?, ?)", rows)
+    con.executemany("INSERT INTO handovers VALUES (?, ?, ?, ?)", att.handovers())
+    con.executemany("INSERT INTO associations VALUES (?, ?, ?)", association_rows(plan))
 
 
 def association_rows(plan: Plan) -> list[tuple[str, int, bytes]]:
@@ -169,36 +186,6 @@ def association_rows(plan: Plan) -> list[tuple[str, int, bytes]]:
 def unpack_core(blob: bytes) -> np.ndarray:
     """One slice's stored association: int16 operator index per satellite."""
     return _unpack(blob, "<i2")[0]
-
-
-def association_digest(rows) -> bytes:
-    """Over the unpacked arrays (not the zlib bytes), in (policy, slice) order; raises zlib.error if unreadable."""
-    return signmod.blob_digest(*[f"{p}\n{k}\n".encode() + unpack_core(b).tobytes()
-                                 for p, k, b in sorted(rows, key=lambda r: (r[0], r[1]))])
-
-
-UNSIGNED_META = ("public_key", "wall_s", "scenario_path")
-
-
-def static_digest(con) -> bytes:
-    """Everything outside the slices that the data plane acts on: the scenario text and its settings,
-    satellites, operators (user pools), ground nodes (GRCs), attachments (ranges: link delays), handovers."""
-    parts = []
-    marks = ",".join("?" * len(UNSIGNED_META))
-    for sql, args in (
-        (f"SELECT key, value FROM meta WHERE key NOT IN ({marks}) ORDER BY key", UNSIGNED_META),
-        ("SELECT * FROM satellites ORDER BY idx", ()),
-        ("SELECT * FROM operators ORDER BY idx", ()),
-        ("SELECT * FROM ground_nodes ORDER BY idx", ()),
-        ("SELECT * FROM attachments ORDER BY k, node", ()),
-        ("SELECT * FROM handovers ORDER BY k, node, from_sat, to_sat", ()),
-    ):
-        parts.append(repr(list(con.execute(sql, args))).encode())
-    return signmod.blob_digest(*parts)
-
-
-def _sign_row(con, key, what: str, digest: bytes) -> None:
-    con.execute("INSERT INTO signatures VALUES (?, ?, ?)", (what, digest, signmod.sign(key, what.encode() + digest)))
 
 
 def _write_grc_coords(con, plan: Plan) -> None:
@@ -262,23 +249,117 @@ class GroundRow:
     device: str | None
 
 
+class _Rows(list):
+    def fetchone(self):
+        return self[0] if self else None
+
+    def fetchall(self):
+        return list(self)
+
+
+class _GuardedConnection:
+    """A read-only connection whose every failure (a damaged or foreign file) is one PlanInputError."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            from urllib.parse import quote
+
+            self._con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise PlanInputError(f"plan: cannot open ({_short(exc)}) (got {echo(str(path))})") from None
+
+    def execute(self, sql: str, args=()) -> _Rows:
+        try:
+            return _Rows(self._con.execute(sql, args).fetchall())
+        except sqlite3.Error as exc:
+            raise PlanInputError(f"plan: not a readable leo-emu route database ({_short(exc)}) "
+                                 f"(got {echo(str(self.path))})") from None
+
+    @property
+    def raw(self) -> sqlite3.Connection:
+        return self._con
+
+    def close(self) -> None:
+        self._con.close()
+
+
+REQUIRED_META = ("format_version", "scenario_name", "scenario_digest", "scenario_yaml", "slice_s", "slices",
+                 "grc_level", "routing", "public_key")
+
+
 class PlanDB:
-    """Read access to a route database."""
+    """Read access to a route database; opening checks its structure (tables, meta fields)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_file():
-            raise PlanError(f"plan: no such file (got {str(path)!r})")
+            what = "not a regular file" if self.path.exists() else "no such file"
+            raise PlanInputError(f"plan: {what} (got {echo(str(path))})")
+        self.con = _GuardedConnection(self.path)
         try:
-            self.con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-            self.meta = dict(self.con.execute("SELECT key, value FROM meta"))
-        except sqlite3.DatabaseError as exc:
-            raise PlanError(f"plan: not a leo-emu route database ({exc}) (got {str(path)!r})") from None
+            self._check_structure()
+        except BaseException:
+            self.con.close()
+            raise
+
+    def _check_structure(self) -> None:
+        where = f"(got {echo(str(self.path))})"
+        with open(self.path, "rb") as f:
+            head = f.read(16)
+        if head != b"SQLite format 3\x00":
+            raise PlanInputError(f"plan: not an SQLite file, so not a route database {where}")
+        present = {r[0] for r in self.con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        expected = set(_SCHEMA_TABLES)
+        missing = sorted(expected - present)
+        if missing:
+            raise PlanInputError(f"plan: not a leo-emu route database (no table {missing[0]}) {where}")
+        self.meta = {str(k): v for k, v in self.con.execute("SELECT key, value FROM meta")}
         if self.meta.get("format_version") != FORMAT_VERSION:
-            raise PlanError(f"plan: unsupported format version (got {self.meta.get('format_version')!r})")
+            raise PlanInputError(f"plan: unsupported format version {echo(self.meta.get('format_version'))}, "
+                                 f"this leo-emu reads {FORMAT_VERSION}: re-plan it {where}")
+        for k in REQUIRED_META:
+            if not isinstance(self.meta.get(k), str):
+                raise PlanInputError(f"plan: meta.{k} missing {where}")
+        from emu.errors import ScenarioError
+        from emu.scenario.load import parse_yaml
+
+        try:
+            if not isinstance(parse_yaml(self.meta["scenario_yaml"], "meta.scenario_yaml"), dict):
+                raise PlanInputError(f"plan: meta.scenario_yaml is not a scenario {where}")
+        except ScenarioError as exc:
+            raise PlanInputError(f"plan: {exc} {where}") from None
+        try:
+            n = int(self.meta["slices"])
+            slice_s = float(self.meta["slice_s"])
+            bytes.fromhex(self.meta["public_key"])
+            json.loads(self.meta["routing"])
+        except (ValueError, RecursionError) as exc:
+            raise PlanInputError(f"plan: meta field unreadable ({_short(exc)}) {where}") from None
+        if len(self.meta["public_key"]) != 64:
+            raise PlanInputError(f"plan: meta.public_key is not an Ed25519 key {where}")
+        if not (n >= 1 and np.isfinite(slice_s) and slice_s > 0):
+            raise PlanInputError(f"plan: meta.slices/slice_s out of range (slices {n}, slice_s {slice_s}) {where}")
+        (rows,) = self.con.execute("SELECT COUNT(*) FROM slices").fetchone()
+        if rows != n:
+            raise PlanInputError(f"plan: holds {rows} slices, its header says {n} {where}")
 
     def close(self) -> None:
         self.con.close()
+
+    @property
+    def public_key(self) -> bytes:
+        return bytes.fromhex(self.meta["public_key"])
+
+    def seal_problems(self) -> list[str]:
+        """What differs from the signed seal over every table (empty: intact). spec: grc-based-routing §Security."""
+        try:
+            return signmod.check_seal(self.con.raw, self.public_key)
+        except sqlite3.Error as exc:
+            raise PlanInputError(f"plan: not a readable leo-emu route database ({_short(exc)}) "
+                                 f"(got {echo(str(self.path))})") from None
+        except (ValueError, KeyError, TypeError) as exc:  # a seal that is not the JSON it should be
+            return [f"signature: the seal is unreadable ({_short(exc)})"]
 
     @property
     def n_slices(self) -> int:
@@ -290,16 +371,22 @@ class PlanDB:
 
     @cached_property
     def sat_names(self) -> list[str]:
-        return [r[0] for r in self.con.execute("SELECT name FROM satellites ORDER BY idx")]
+        return [r[1] for r in self.sat_rows]
 
     @cached_property
     def sat_rows(self) -> list[tuple]:
-        return list(self.con.execute("SELECT idx, name, shell, plane, sat, owner FROM satellites ORDER BY idx"))
+        rows = list(self.con.execute("SELECT idx, name, shell, plane, sat, owner FROM satellites ORDER BY idx"))
+        if [r[0] for r in rows] != list(range(len(rows))) or not rows:
+            raise PlanInputError(f"plan: the satellites table is damaged (got {echo(str(self.path))})")
+        return rows
 
     @cached_property
     def ground(self) -> list[GroundRow]:
-        return [GroundRow(*r) for r in self.con.execute(
+        rows = [GroundRow(*r) for r in self.con.execute(
             "SELECT idx, name, kind, operator, lat, lon, grc, plen, device FROM ground_nodes ORDER BY idx")]
+        if [g.idx for g in rows] != list(range(len(rows))):
+            raise PlanInputError(f"plan: the ground_nodes table is damaged (got {echo(str(self.path))})")
+        return rows
 
     @cached_property
     def ground_names(self) -> list[str]:
@@ -309,34 +396,66 @@ class PlanDB:
     def operators(self) -> list[tuple]:
         return list(self.con.execute("SELECT idx, name, owner_code, user_pool FROM operators ORDER BY idx"))
 
-    def _slice_row(self, k: int, cols: str):
+    def check_slice(self, k: int, field: str = "--slice") -> int:
         if not 0 <= k < self.n_slices:
-            raise PlanError(f"--slice: must be 0..{self.n_slices - 1} (got {k})")
+            raise InputError(f"{field}: must be 0..{self.n_slices - 1}, the plan's slices (got {k})")
+        return k
+
+    def _slice_row(self, k: int, cols: str):
+        self.check_slice(k)
         row = self.con.execute(f"SELECT {cols} FROM slices WHERE k = ?", (k,)).fetchone()
         if row is None:
-            raise PlanError(f"slice {k} missing from the plan")
+            raise PlanInputError(f"plan: slice {k} missing (got {echo(str(self.path))})")
         return row
 
+    def _blob(self, k: int, col: str, *dtypes) -> list[np.ndarray]:
+        return _unpack(self._slice_row(k, col)[0], *dtypes, what=f"slice {k} {col}")
+
     def tables(self, k: int) -> SliceTables:
-        (blob,) = self._slice_row(k, "tables")
-        off, pre, pl, act = _unpack(blob, "<i8", "<u4", "u1", "<i8")
+        off, pre, pl, act = self._blob(k, "tables", "<i8", "<u4", "u1", "<i8")
+        n = len(self.sat_names)
+        if len(off) != n + 1 or off[0] != 0 or (np.diff(off) < 0).any() or off[-1] != len(pre) \
+                or not len(pre) == len(pl) == len(act):
+            raise PlanInputError(f"plan: slice {k} tables are damaged (got {echo(str(self.path))})")
         return SliceTables(off, pre, pl, act)
 
+    def _check_links(self, k: int, links: np.ndarray) -> np.ndarray:
+        n = len(self.sat_names)
+        ok = all(((links[c] >= 0) & (links[c] < n)).all() for c in ("a", "b")) and \
+            all(((links[c] >= 0) & (links[c] < 6)).all() for c in ("dir_a", "dir_b"))
+        if not ok:
+            raise PlanInputError(f"plan: slice {k} links are damaged (got {echo(str(self.path))})")
+        return links
+
     def links(self, k: int) -> np.ndarray:
-        return _unpack(self._slice_row(k, "links")[0], LINK_DTYPE)[0]
+        return self._check_links(k, self._blob(k, "links", LINK_DTYPE)[0])
 
     def link_delta(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        a, r = self._slice_row(k, "links_added, links_removed")
-        return _unpack(a, LINK_DTYPE)[0], _unpack(r, LINK_DTYPE)[0]
+        a = self._check_links(k, self._blob(k, "links_added", LINK_DTYPE)[0])
+        r = self._check_links(k, self._blob(k, "links_removed", LINK_DTYPE)[0])
+        return a, r
 
     def serving(self, k: int) -> np.ndarray:
-        return _unpack(self._slice_row(k, "serving")[0], "<i4")[0]
+        s = self._blob(k, "serving", "<i4")[0]
+        if len(s) != len(self.ground) or ((s < -1) | (s >= len(self.sat_names))).any():
+            raise PlanInputError(f"plan: slice {k} attachments are damaged (got {echo(str(self.path))})")
+        return s
 
     def gs_choice(self, k: int) -> np.ndarray:
-        return _unpack(self._slice_row(k, "gs_choice")[0], "<i4")[0].reshape(-1, 2)
+        g = self._blob(k, "gs_choice", "<i4")[0]
+        if len(g) % 2 or ((g < -1) | (g >= len(self.ground))).any():
+            raise PlanInputError(f"plan: slice {k} ground-station choices are damaged (got {echo(str(self.path))})")
+        return g.reshape(-1, 2)
 
     def bound_grc(self, k: int) -> np.ndarray:
-        return _unpack(self._slice_row(k, "bound_grc")[0], "<u4")[0]
+        b = self._blob(k, "bound_grc", "<u4")[0]
+        if len(b) != len(self.sat_names):
+            raise PlanInputError(f"plan: slice {k} bindings are damaged (got {echo(str(self.path))})")
+        return b
+
+    def slice_signature(self, k: int) -> tuple[bytes, bytes]:
+        manifest, signature = self._slice_row(k, "manifest, signature")
+        return bytes(manifest), bytes(signature)
 
     def slice_time(self, k: int) -> float:
         return float(self._slice_row(k, "time_s")[0])
@@ -360,8 +479,11 @@ class PlanDB:
             raise PlanError(f"plan: association {policy!r} is unreadable (got {str(self.path)!r})") from None
 
     def mapping(self) -> list[tuple[str, str, list[dict]]]:
-        return [(p, o, json.loads(c)) for p, o, c in
-                self.con.execute("SELECT prefix, operator, candidates FROM mapping ORDER BY prefix, operator")]
+        try:
+            return [(p, o, json.loads(c)) for p, o, c in
+                    self.con.execute("SELECT prefix, operator, candidates FROM mapping ORDER BY prefix, operator")]
+        except (ValueError, TypeError) as exc:
+            raise PlanInputError(f"plan: the mapping table is damaged ({_short(exc)})") from None
 
     def sat_index(self, text: str) -> int:
         """A satellite by name (sat0-3-7) or by semantic address (IPv6, MAC or 32-bit)."""
@@ -382,4 +504,7 @@ class PlanDB:
             for idx, _name, shell, plane, sat, _owner in self.sat_rows:
                 if (addr.shell, addr.orbit, addr.sat) == (shell, plane, sat):
                     return idx
-        raise PlanError(f"--sat: no such satellite (got {text!r})")
+        raise InputError(f"--sat: no such satellite in this plan (got {echo(text)})")
+
+
+_SCHEMA_TABLES = tuple(line.split("(")[0].split()[-1] for line in SCHEMA.split(";") if "CREATE TABLE" in line)

@@ -15,7 +15,7 @@ from functools import lru_cache
 import yaml
 
 from emu.addressing.grc import to_ipv4
-from emu.errors import PlanError
+from emu.errors import PlanInputError, echo
 from emu.orbit.constellation import DIRECTIONS, DOWN
 from emu.plan import actions
 from emu.plan.db import PlanDB
@@ -56,7 +56,7 @@ class PathFinder:
             return "device", name
         if name == self.inet:
             return "internet", name
-        raise PlanError(f"node: unknown (got {name!r}); give a ground station, user terminal, device, satellite or {self.inet}")
+        raise PlanInputError(f"node: unknown (got {echo(name)}); give a ground station, user terminal, device, satellite or {self.inet}")
 
     def path(self, src: str, dst: str, k: int) -> dict:
         sk, src = self.resolve(src)
@@ -74,7 +74,7 @@ class PathFinder:
             post.append({"node": dst_dev, "egress": None, "delay_ms": 0.0})
         if dk == "internet":
             if src not in self.ground_by_name or self.ground_by_name[src].kind != "ut":
-                raise PlanError(f"path: to the Internet, give a user device or terminal as SRC (got {src!r})")
+                raise PlanInputError(f"path: to the Internet, give a user device or terminal as SRC (got {echo(src)})")
             ut = self.ground_by_name[src]
             uts = [g for g in self.db.ground if g.kind == "ut"]
             row = [i for i, g in enumerate(uts) if g.name == ut.name]
@@ -90,7 +90,7 @@ class PathFinder:
         else:
             last_gs_egress = (None, 0.0)
         if sk == "internet":
-            raise PlanError("path: from the Internet, give a user device or terminal as SRC and reverse it")
+            raise PlanInputError(f"path: from the Internet, give a user device or terminal as SRC and reverse it (got {echo(self.inet)})")
         dst_kind, _ = self.resolve(dst)
         if dst_kind == "ground":
             g = self.ground_by_name[dst]

@@ -1,19 +1,28 @@
 """Signatures over the plan. spec: grc-based-routing §Security Considerations
 (routing table updates and ephemeris data SHOULD be cryptographically signed).
 
-Ed25519 (``cryptography``). A key pair is made per plan; the public key is
-stored in the route database, the private key is discarded unless the caller
-keeps it (written with mode 0600). Each slice is signed through a manifest:
-the SHA-256 digest of every satellite's table plus the digests of the slice's
-links, attachments, GS choices and bindings. Whole tables outside the slices
-(ephemeris, mapping, the static rows, the satellite -> core associations of
-every policy) are signed as one digest each in the ``signatures`` table.
+Ed25519 (``cryptography``). Plans are signed with the ground control unit's
+persistent key (:mod:`emu.plan.trust` says which keys are trusted); the signer's
+public key is stored in the route database.
+
+Two layers:
+
+- The *seal* (:func:`seal`, :func:`check_seal`) covers every row of every
+  table of the database and its schema: one SHA-256 per table over its rows in
+  a canonical order and encoding, all of them in one signed manifest. A table
+  added later is covered by construction; a table, row, trigger or view that
+  is added, removed or changed is found and named.
+  The satellite -> core associations of every policy are one such table.
+- Each slice also carries a signed manifest of per-satellite table digests, so
+  a changed entry is traced to its satellite (``leo-emu verify``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +85,69 @@ def check(public: bytes, signature: bytes, message: bytes) -> bool:
         return True
     except (InvalidSignature, ValueError):
         return False
+
+
+# ---------------------------------------------------------------------------- the seal over every table
+SEAL = "plan"  # the signatures table's one row
+SEAL_MAGIC = b"leo-emu plan seal v1\0"
+
+
+def _rows_digest(con: sqlite3.Connection, table: str) -> str:
+    """SHA-256 of a table: its name and columns, then every row in column order (rows sorted by every
+    column), as the ``repr`` of 4096-row chunks; a declared BLOB column's bytes enter as their own
+    SHA-256 and length (a tuple, which no SQLite value can be), so blobs are hashed, not repr'd."""
+    info = list(con.execute(f'PRAGMA table_info("{table}")'))
+    cols = [r[1] for r in info]
+    blobs = [i for i, r in enumerate(info) if str(r[2]).upper() == "BLOB"]
+    h = hashlib.sha256(json.dumps([table, cols]).encode())
+    order = ", ".join(str(i + 1) for i in range(len(cols)))
+    cur = con.execute(f'SELECT * FROM "{table}" ORDER BY {order}')
+    while True:
+        rows = cur.fetchmany(4096)
+        if not rows:
+            break
+        if blobs:
+            rows = [tuple(("blob", len(v), hashlib.sha256(v).hexdigest()) if i in blobs and isinstance(v, bytes)
+                          else v for i, v in enumerate(row)) for row in rows]
+        h.update(repr(rows).encode())
+    return h.hexdigest()
+
+
+def database_digests(con: sqlite3.Connection) -> dict:
+    """``{"schema": digest, "tables": {name: digest}}`` over everything in the file but the seal itself."""
+    schema = list(con.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"))
+    names = [r[1] for r in schema if r[0] == "table" and r[1] != "signatures"]
+    return {"schema": hashlib.sha256(repr(schema).encode()).hexdigest(),
+            "tables": {n: _rows_digest(con, n) for n in sorted(names)}}
+
+
+def seal(con: sqlite3.Connection, key: Ed25519PrivateKey) -> None:
+    """Sign every table as it is now: the last write to a plan before it is committed."""
+    manifest = json.dumps(database_digests(con), sort_keys=True).encode()
+    con.execute("DELETE FROM signatures")
+    con.execute("INSERT INTO signatures VALUES (?, ?, ?)", (SEAL, manifest, sign(key, SEAL_MAGIC + manifest)))
+
+
+def check_seal(con: sqlite3.Connection, public: bytes) -> list[str]:
+    """What does not match the seal signed by ``public`` (empty: every row of every table is as signed)."""
+    rows = list(con.execute("SELECT what, digest, signature FROM signatures"))
+    seals = [r for r in rows if r[0] == SEAL]
+    if not seals:
+        return ["signature: the plan carries no seal over its tables"]
+    _, manifest, signature = seals[0]
+    problems = [f"signatures: unexpected row {r[0]!r}" for r in rows if r[0] != SEAL]
+    if not isinstance(manifest, bytes) or not isinstance(signature, bytes) \
+            or not check(public, signature, SEAL_MAGIC + manifest):
+        return ["signature: the seal over the tables does not verify with the plan's public key"] + problems
+    signed = json.loads(manifest)
+    now = database_digests(con)
+    if now["schema"] != signed["schema"]:
+        problems.append("schema: tables, indexes, triggers or views differ from the signed schema")
+    for name in sorted(set(now["tables"]) | set(signed["tables"])):
+        if name not in signed["tables"]:
+            problems.append(f"table {name}: not covered by the signature")
+        elif name not in now["tables"]:
+            problems.append(f"table {name}: missing")
+        elif now["tables"][name] != signed["tables"][name]:
+            problems.append(f"table {name}: rows do not match the signed digest")
+    return problems

@@ -1,5 +1,10 @@
 """Check a route database: signatures, then every table walked to every destination.
 
+Signatures: the seal over every row of every table (:func:`emu.plan.sign.check_seal`),
+then every slice's manifest (per-satellite table digests, so a changed entry is
+named by slice and satellite). The walk runs only on a plan that matches its
+signatures. Who signed (which keys are trusted) is :mod:`emu.plan.trust`'s job.
+
 spec: grc-based-routing §Security Considerations (signed tables and
 ephemeris; compromise of the routing database could cause black holes or
 loops) and §Segmented Longest Match.
@@ -32,8 +37,7 @@ from emu.addressing.grc import LEGAL_PREFIX_LENGTHS
 from emu.plan import actions
 from emu.plan import sign as signmod
 from emu.plan.association import POLICIES, associate, user_view
-from emu.plan.db import (PlanDB, association_digest, ephemeris_digest, mapping_digest, slice_extras_digest,
-                         static_digest, unpack_core)
+from emu.plan.db import PlanDB, slice_extras_digest, unpack_core
 from emu.plan.planner import neighbour_matrix
 from emu.plan.routing import SliceTables
 
@@ -81,15 +85,14 @@ def lookup_all(tables: SliceTables, addrs: np.ndarray) -> np.ndarray:
 
 def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progress=None) -> VerifyReport:
     rep = VerifyReport()
-    pub = bytes.fromhex(db.meta["public_key"])
-    _check_signed_row(db, rep, pub, "ephemeris",
-                      ephemeris_digest(db.con.execute("SELECT sat, line1, line2 FROM ephemeris ORDER BY sat")))
-    _check_signed_row(db, rep, pub, "mapping",
-                      mapping_digest(list(db.con.execute("SELECT prefix, operator, candidates FROM mapping"))))
-    _check_signed_row(db, rep, pub, "static", static_digest(db.con))
-    _check_association(db, rep, pub)
+    pub = db.public_key
+    for problem in db.seal_problems():
+        rep.fail(problem)
+    if rep.ok:  # recomputed only from rows that are as signed
+        _check_association(db, rep)
     if hashlib.sha256(db.meta["scenario_yaml"].encode("utf-8")).hexdigest() != db.meta["scenario_digest"]:
         rep.fail("scenario: the stored scenario text does not match its digest")
+    walk = walk and rep.ok  # tables that are not as signed are not walked: their contents are not trusted
     routing = json.loads(db.meta["routing"])
     ground = db.ground
     n_sats = len(db.sat_names)
@@ -102,7 +105,7 @@ def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progr
         links = db.links(k)
         serving = db.serving(k)
         bound = db.bound_grc(k)
-        manifest, signature = db.con.execute("SELECT manifest, signature FROM slices WHERE k = ?", (k,)).fetchone()
+        manifest, signature = db.slice_signature(k)
         if not signmod.check(pub, signature, signmod.slice_message(db.meta["scenario_digest"], k, manifest)):
             rep.fail(f"slice {k}: manifest signature invalid")
         digests = signmod.table_digests(tables)
@@ -139,8 +142,9 @@ def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progr
     return rep
 
 
-def _check_association(db: PlanDB, rep: VerifyReport, pub: bytes) -> None:
-    """spec: inter-sno-mobility §5 (the pre-computed association): signed, one row per policy and slice."""
+def _check_association(db: PlanDB, rep: VerifyReport) -> None:
+    """spec: inter-sno-mobility §5 (the pre-computed association): one row per policy and slice, and what
+    the algorithm gives from the signed attachments (the rows themselves are covered by the plan's seal)."""
     try:
         rows = list(db.con.execute("SELECT policy, k, core FROM associations"))
     except sqlite3.DatabaseError:
@@ -155,7 +159,6 @@ def _check_association(db: PlanDB, rep: VerifyReport, pub: bytes) -> None:
             return
         if len(core) != n_sats or (core < 0).any() or (core >= len(db.operators)).any():
             rep.fail(f"association: {policy} slice {k}: not one operator index per satellite")
-    _check_signed_row(db, rep, pub, "association", association_digest(rows))
     got = {(p, k) for p, k, _ in rows}
     want = {(p, k) for p in POLICIES for k in range(db.n_slices)}
     if got != want:
@@ -170,14 +173,6 @@ def _check_association(db: PlanDB, rep: VerifyReport, pub: bytes) -> None:
                            != db.association(policy)).any(axis=1))[0]
         if len(diff):
             rep.fail(f"association: {policy} slice {int(diff[0])}: differs from the association algorithm's result")
-
-
-def _check_signed_row(db: PlanDB, rep: VerifyReport, pub: bytes, what: str, digest: bytes) -> None:
-    row = db.con.execute("SELECT digest, signature FROM signatures WHERE what = ?", (what,)).fetchone()
-    if row is None:
-        rep.fail(f"{what}: signature missing")
-    elif row[0] != digest or not signmod.check(pub, row[1], what.encode() + digest):
-        rep.fail(f"{what}: does not match its signature")
 
 
 def _walk_slice(db, rep, k, tables, links, addr, tsat, names, kinds, n_ground) -> None:

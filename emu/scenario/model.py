@@ -8,12 +8,19 @@ realise it.
 
 Terrestrial addressing lives in 0.0.0.0/4 (user pools default to 10/8): the
 GRC encoding never uses shell code 0, so no GRC can collide with it
-(see :mod:`emu.addressing.grc`).
+(see :mod:`emu.addressing.grc`). Inside it the data plane keeps
+:data:`RESERVED_TERRESTRIAL` for itself (emu.dataplane.model): user pools and the
+Internet prefix must stay out of those ranges and out of each other.
+
+``validate`` refuses everything ``plan`` and ``up`` would refuse: the checks
+later stages rely on (names, address plan, ground nodes per GRC cell, shell
+codes, IPv6 prefixes) are made here, once.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
@@ -28,12 +35,44 @@ Index8 = Annotated[int, Field(ge=0, le=255)]
 Elevation = Annotated[float, Field(ge=0.0, lt=90.0)]
 
 
+RESERVED_TERRESTRIAL = {
+    "0.0.0.0/8": "'this network' (RFC 1122), not assignable",
+    "10.254.0.0/16": "the data plane's UT-GS tunnel addresses",
+    "10.255.0.0/16": "the data plane's GS-core links",
+    "11.0.0.0/8": "the data plane's operator-core public (NAT) addresses",
+}
+"""Terrestrial ranges the data plane uses itself (emu.dataplane.model); scenarios may not."""
+
+SATELLITE_NAME = re.compile(r"sat\d")
+"""Satellites are named sat<shell>-<plane>-<sat>; no other node may start like that."""
+
+
 def _terrestrial_prefix(v: str) -> ipaddress.IPv4Network:
-    """An IPv4 prefix inside 0.0.0.0/4, the range no GRC can use (emu.addressing.grc)."""
-    net = ipaddress.ip_network(v, strict=True)
+    """An IPv4 prefix inside 0.0.0.0/4, the range no GRC can use (emu.addressing.grc), outside the reserved ones."""
+    if not isinstance(v, str):
+        raise ValueError("must be an IPv4 prefix like 10.1.0.0/16")
+    try:
+        net = ipaddress.ip_network(v, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"not an IPv4 prefix ({exc})") from None
     if net.version != 4 or not net.subnet_of(ipaddress.ip_network("0.0.0.0/4")):
         raise ValueError("must be an IPv4 prefix inside 0.0.0.0/4 (the GRC-free terrestrial range)")
+    for reserved, why in RESERVED_TERRESTRIAL.items():
+        if net.overlaps(ipaddress.ip_network(reserved)):
+            raise ValueError(f"overlaps {reserved}, {why}")
     return net
+
+
+def _addressing_rule(rule, value):
+    """Apply a rule of emu.addressing (defined once there) as a pydantic validator."""
+    from emu.errors import AddressingError
+
+    try:
+        rule(value)
+    except AddressingError as exc:
+        text = str(exc)
+        raise ValueError(text.split(": ", 1)[-1].rsplit(" (got ", 1)[0]) from None
+    return value
 
 
 class Strict(BaseModel):
@@ -131,7 +170,10 @@ class Internet(Strict):
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
-        return str(_terrestrial_prefix(v))
+        net = _terrestrial_prefix(v)
+        if net.prefixlen > 30:
+            raise ValueError("must hold a server address (/30 or shorter)")
+        return str(net)
 
 
 class TimeCfg(Strict):
@@ -166,12 +208,49 @@ class GrcCfg(Strict):
     shell_codes: list[Annotated[int, Field(ge=0, le=15)]] | None = None
     ipv6_prefix: str = "fd00:6772:6300::/96"
 
+    @field_validator("shell_codes")
+    @classmethod
+    def _codes(cls, v: list[int] | None) -> list[int] | None:
+        from emu.addressing import grc
+
+        from emu.errors import AddressingError
+
+        for i, code in enumerate(v or []):
+            try:
+                grc.check_shell_code(code)
+            except AddressingError as exc:
+                raise ValueError(f"grc.shell_codes.{i}: {str(exc).split(': ', 1)[-1]}") from None
+            if code in v[:i]:
+                raise ValueError(f"grc.shell_codes.{i}: duplicate, shell {v.index(code)} has it (got {code})")
+        return v
+
+    @field_validator("ipv6_prefix")
+    @classmethod
+    def _v6(cls, v: str) -> str:
+        from emu.addressing import grc
+
+        return _addressing_rule(grc._ipv6_prefix, v)
+
 
 class AddressingCfg(Strict):
     """Semantic addressing. spec: satellite-semantic-addressing §5.4."""
 
     semantic_prefix: str = "fd00:5a7::/64"
     oui: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){2}$")] = "02:00:5a"
+
+    @field_validator("semantic_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        from emu.addressing import semantic
+
+        return _addressing_rule(semantic._ipv6_prefix, v)
+
+    @field_validator("oui")
+    @classmethod
+    def _oui(cls, v: str) -> str:
+        from emu.addressing import semantic
+
+        return _addressing_rule(semantic._parse_oui, v)
 
 
 class RoutingCfg(Strict):
@@ -194,8 +273,9 @@ class Scenario(Strict):
     time: TimeCfg = TimeCfg()
     shells: Annotated[list[Shell], Field(min_length=1, max_length=12)]
     operators: Annotated[list[Operator], Field(min_length=1, max_length=16)]
-    ground_stations: list[GroundStation] = Field(default_factory=list)
-    user_terminals: list[UserTerminal] = Field(default_factory=list)
+    # the data plane numbers GS-core links in 10.255/16 (/30 each) and UT tunnels in 10.254/16
+    ground_stations: Annotated[list[GroundStation], Field(max_length=16000)] = Field(default_factory=list)
+    user_terminals: Annotated[list[UserTerminal], Field(max_length=16000)] = Field(default_factory=list)
     internet: Internet = Internet()
     links: LinkCfg = LinkCfg()
     grc: GrcCfg = GrcCfg()
@@ -211,11 +291,15 @@ class Scenario(Strict):
         nodes += [u.device for u in self.user_terminals] + [self.internet.name]
         nodes += [o.name for o in self.operators]
         _unique("node names", nodes)
+        for n in nodes:
+            if SATELLITE_NAME.match(n):
+                raise ValueError(f"node names: 'sat' and a digit begins satellites' names (got {n!r})")
         ops = {o.name for o in self.operators}
         for kind, items in (("ground_stations", self.ground_stations), ("user_terminals", self.user_terminals)):
             for i, item in enumerate(items):
                 if item.operator not in ops:
                     raise ValueError(f"{kind}.{i}.operator: unknown operator (got {item.operator!r})")
+        owned: dict[tuple[int, int], int] = {}
         for i, op in enumerate(self.operators):
             for j, ps in enumerate(op.owns):
                 if ps.shell >= len(self.shells):
@@ -223,11 +307,25 @@ class Scenario(Strict):
                 n = self.shells[ps.shell].planes
                 if isinstance(ps.planes, list) and any(p >= n for p in ps.planes):
                     raise ValueError(f"operators.{i}.owns.{j}.planes: plane index >= {n} (got {ps.planes})")
+                for p in ps.resolve(int(n)):
+                    other = owned.setdefault((ps.shell, p), i)
+                    if other != i:  # one owner per plane: the owner code is part of the satellite's address
+                        raise ValueError(f"operators.{i}.owns.{j}.planes: plane {p} of shell {ps.shell} is "
+                                         f"owned by operators.{other} already (got {ps.planes!r})")
         pools = [ipaddress.ip_network(o.user_pool) for o in self.operators]
         for a in range(len(pools)):
             for b in range(a + 1, len(pools)):
                 if pools[a].overlaps(pools[b]):
                     raise ValueError(f"operators.{b}.user_pool: overlaps operators.{a}.user_pool (got {str(pools[b])!r})")
+        inet = ipaddress.ip_network(self.internet.prefix)
+        for i, pool in enumerate(pools):
+            if pool.overlaps(inet):
+                raise ValueError(f"internet.prefix: overlaps operators.{i}.user_pool {str(pool)!r} (got {str(inet)!r})")
+            n_ut = sum(1 for u in self.user_terminals if u.operator == self.operators[i].name)
+            if (1 << (30 - pool.prefixlen)) < n_ut + 1:  # one /30 or larger LAN per terminal, one for the core
+                raise ValueError(f"operators.{i}.user_pool: too small for {n_ut} user terminals, a /30 each "
+                                 f"(got {str(pool)!r})")
+        _ground_cells(self)
         alts = [s.altitude_km for s in self.shells if s.altitude_km is not None]
         if alts != sorted(alts):
             raise ValueError("shells: must be listed by increasing altitude (shell index = altitude order, semantic-addressing §5.1)")
@@ -245,6 +343,23 @@ class Scenario(Strict):
             if o.name == name:
                 return o
         raise KeyError(name)
+
+
+def _ground_cells(sc: "Scenario") -> None:
+    """At most INTERFACE_MAX + 1 ground nodes per level-6 cell: the GRC interface field tells them apart
+    (spec: grc-based-routing §GRC encoding; emu.plan.attach.ground_grcs)."""
+    import h3
+
+    from emu.addressing.grc import INTERFACE_MAX
+
+    seen: dict[str, int] = {}
+    for kind, items in (("ground_stations", sc.ground_stations), ("user_terminals", sc.user_terminals)):
+        for i, g in enumerate(items):
+            cell = h3.latlng_to_cell(g.lat, g.lon, 6)
+            seen[cell] = seen.get(cell, 0) + 1
+            if seen[cell] > INTERFACE_MAX + 1:
+                raise ValueError(f"{kind}.{i}: more than {INTERFACE_MAX + 1} ground nodes in the level-6 GRC cell "
+                                 f"{cell}; move it apart (got lat {g.lat}, lon {g.lon})")
 
 
 def _unique(field: str, values: list) -> None:

@@ -3,6 +3,8 @@
 # exit code. The guest sees the host's / read-only (the same checkout, the same
 # Python and site-packages), writable tmpfs on /tmp /run /var/tmp, and a
 # results directory ($LEOEMU_VM_OUT inside, printed here) that survives the VM.
+# A checkout (or Python) that lives under /tmp, /run, /var/tmp or /dev/shm is
+# shared separately and mounted back over the guest's tmpfs, at the same path.
 #
 #   scripts/vm/vm-run.sh [--timeout SECONDS] [--cwd DIR] [--] CMD [ARG...]
 #
@@ -48,6 +50,41 @@ PY="$(vm_python || true)"
 GUEST_PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 [ -n "$PY" ] && GUEST_PATH="$(dirname "$PY"):$GUEST_PATH"
 
+# The guest mounts its own tmpfs on /tmp, /run, /var/tmp and /dev/shm, which
+# hides whatever the host keeps there. A checkout, working directory or Python
+# installation under one of them is shared with the guest as its own read-only
+# 9p device and mounted back at the same path (before cmd.sh changes directory).
+shadowed() {
+    case "$1" in
+        /tmp|/tmp/*|/run|/run/*|/var/tmp|/var/tmp/*|/dev/shm|/dev/shm/*) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+EXTRA=()
+add_extra() {
+    local d p
+    d="$(realpath -e "$1" 2>/dev/null)" || return 0
+    shadowed "$d" || return 0
+    for p in ${EXTRA[@]+"${EXTRA[@]}"}; do
+        case "$d" in "$p"|"$p"/*) return 0 ;; esac
+    done
+    EXTRA+=("$d")
+}
+PY_DIRS=()
+if [ -n "$PY" ]; then
+    mapfile -t PY_DIRS < <("$PY" -c 'import site, sys; print(sys.prefix); print(*site.getsitepackages(), sep="\n")' \
+        2>/dev/null || true)
+fi
+# shortest first, so a folder inside another shared one is not shared twice
+while IFS= read -r d; do
+    [ -n "$d" ] && add_extra "$d"
+done < <(printf '%s\n' "$REPO" "$CWD" ${PY_DIRS[@]+"${PY_DIRS[@]}"} | awk '{ print length "\t" $0 }' | sort -n | cut -f2-)
+EXTRA_QEMU=()
+for i in "${!EXTRA[@]}"; do
+    EXTRA_QEMU+=(-fsdev "local,id=extra$i,path=${EXTRA[$i]},security_model=none,readonly=on,multidevs=remap"
+                 -device "virtio-9p-pci,fsdev=extra$i,mount_tag=extra$i")
+done
+
 # One results directory per run, shared writable with the guest.
 mkdir -p "$VMCACHE/runs"
 OUTDIR="$(mktemp -d "$VMCACHE/runs/$(date +%Y%m%d-%H%M%S)-XXXX")"
@@ -65,7 +102,10 @@ sq() { local s=${1//\'/\'\\\'\'}; printf "'%s'" "$s"; }
     echo "export HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis"
     echo "export LEOEMU_VM=1 LEOEMU_VM_OUT=/run/leoemu/out"
     [ -n "${CI:-}" ] && echo "export CI=$(sq "$CI")"
-    echo "cd $(sq "$CWD") || exit 126"
+    for i in "${!EXTRA[@]}"; do
+        echo "mkdir -p $(sq "${EXTRA[$i]}") && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,ro,cache=loose extra$i $(sq "${EXTRA[$i]}") || { echo 'vm: cannot mount '$(sq "${EXTRA[$i]}"); exit 126; }"
+    done
+    echo "cd $(sq "$CWD") || { echo 'vm: cannot cd to '$(sq "$CWD"); exit 126; }"
     printf 'exec'; for a in "$@"; do printf ' %s' "$(sq "$a")"; done; printf '\n'
 } >"$OUTDIR/cmd.sh"
 
@@ -84,6 +124,7 @@ timeout --foreground -k 10 "$TIMEOUT" \
         -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \
         -fsdev local,id=xfer,path="$OUTDIR",security_model=none,multidevs=remap \
         -device virtio-9p-pci,fsdev=xfer,mount_tag=xfer \
+        ${EXTRA_QEMU[@]+"${EXTRA_QEMU[@]}"} \
         </dev/null
 qrc=$?
 echo

@@ -173,12 +173,13 @@ def test_tampered_table_is_rejected(default_plan, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("sql, what", [
-    ("UPDATE ephemeris SET line2 = replace(line2, '53.0000', '53.0001') WHERE sat = 3", "ephemeris"),
-    ("UPDATE mapping SET candidates = '[]' WHERE operator = 'sno-a'", "mapping"),
+    ("UPDATE ephemeris SET line2 = replace(line2, '53.0000', '53.0001') WHERE sat = 3", "table ephemeris"),
+    ("UPDATE mapping SET candidates = '[]' WHERE operator = 'sno-a'", "table mapping"),
     ("UPDATE slices SET serving = (SELECT serving FROM slices WHERE k = 0) WHERE k = 7", "slice 7"),
-    ("UPDATE ground_nodes SET grc = grc + 8 WHERE name = 'ut1'", "static"),
-    ("UPDATE operators SET user_pool = '10.9.0.0/16' WHERE name = 'sno-b'", "static"),
-    ("UPDATE attachments SET range_km = range_km * 2 WHERE k = 3", "static"),
+    ("UPDATE ground_nodes SET grc = grc + 8 WHERE name = 'ut1'", "table ground_nodes"),
+    ("UPDATE operators SET user_pool = '10.9.0.0/16' WHERE name = 'sno-b'", "table operators"),
+    ("UPDATE attachments SET range_km = range_km * 2 WHERE k = 3", "table attachments"),
+    ("UPDATE grc_coords SET lat = lat + 1 WHERE kind = 'ut'", "table grc_coords"),
     ("UPDATE meta SET value = replace(value, 'slice_s: 15', 'slice_s: 16') WHERE key = 'scenario_yaml'", "scenario"),
 ])
 def test_other_tampering_is_rejected(default_plan, tmp_path, sql, what) -> None:

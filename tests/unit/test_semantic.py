@@ -93,7 +93,8 @@ def A(shell, orbit, sat, owner=1):
         (A(0, 5, 10), A(0, 5, 12), "none", False),
         (A(0, 5, 10), A(0, 7, 10), "none", False),
         (A(0, 5, 10), A(0, 5, 10), "none", False),
-        (A(0, 5, 10), A(0, 5, 11, owner=2), "none", False),
+        (A(0, 5, 10), A(0, 5, 11, owner=2), "front", True),  # owners play no part (§4.3)
+        (A(0, 5, 10, owner=1), A(0, 6, 10, owner=2), "right", True),  # two operators' neighbouring planes
     ],
 )
 def test_relation_table(a, b, kind, steady):
