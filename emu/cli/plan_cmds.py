@@ -239,13 +239,17 @@ def verify(plan_db: str, signatures_only: bool, fmt: str) -> None:
     from emu.plan.db import PlanDB
     from emu.plan.verify import verify as run_verify
 
+    from emu.plan.trust import fingerprint
+
     t0 = time.perf_counter()
+    db = PlanDB(plan_db)
     with _progress(fmt) as prog:
         task = prog.add_task("verifying slices", total=1)
-        rep = run_verify(PlanDB(plan_db), walk=not signatures_only,
+        rep = run_verify(db, walk=not signatures_only,
                          progress=lambda done, total: prog.update(task, completed=done, total=total))
     result = {"ok": rep.ok, "slices": rep.slices, "pairs_checked": rep.pairs_checked,
               "disconnected_pairs": rep.disconnected, "failures": rep.failures,
+              "signed_by": fingerprint(db.public_key), "signer_trusted_by_up": _trusted(db.public_key),
               "wall_s": round(time.perf_counter() - t0, 3)}
     if fmt == "json":
         emit_json(result)
@@ -256,6 +260,16 @@ def verify(plan_db: str, signatures_only: bool, fmt: str) -> None:
             click.echo(f"  {f}", err=True)
     if not rep.ok:
         raise VerifyError(f"verify failed: {rep.failures[0]}")
+
+
+def _trusted(public: bytes) -> bool | None:
+    """Whether `up` on this machine would trust the signer (None: the ground-control key is unreadable)."""
+    from emu.plan.trust import trusted_keys
+
+    try:
+        return public in trusted_keys()
+    except InputError:
+        return None
 
 
 def register(cli: click.Group) -> None:
