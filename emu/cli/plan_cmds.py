@@ -45,11 +45,12 @@ def build_plan(scenario: str, out: Path, slices: int | None, keep_key: bool = Fa
         raise InputError(f"--output: is a folder, give a file name (got {echo(str(out))})")
     if slices is not None and slices < 1:
         raise InputError(f"--slices: must be >= 1 (got {slices})")
-    signing_key = load_private_key(key) if key is not None else ground_control_key()
     loaded = load_scenario(scenario)
     total = scenario_slices(loaded)
     if slices is not None and slices > total:
         raise InputError(f"--slices: must be 1..{total}, the scenario's slices (got {slices})")
+    # last of the checks: the ground-control key is made on first use, never for a refused command
+    signing_key = load_private_key(key) if key is not None else ground_control_key()
     t0 = time.perf_counter()
     with _progress(fmt) as prog:
         task = prog.add_task("planning slices", total=slices or 1)

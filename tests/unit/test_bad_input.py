@@ -120,13 +120,17 @@ SCENARIO_CASES = {
 
 @pytest.mark.parametrize("case", sorted(SCENARIO_CASES))
 @pytest.mark.parametrize("command", ["validate", "plan"])
-def test_bad_scenario_is_refused_by_validate_and_plan(case, command, tmp_path) -> None:
+def test_bad_scenario_is_refused_by_validate_and_plan(case, command, tmp_path, tmp_path_factory,
+                                                     monkeypatch) -> None:
     mutate, needles = SCENARIO_CASES[case]
     p = scenario_file(tmp_path, lambda d: mutate(d, tmp_path))
+    gc = tmp_path_factory.mktemp("gc") / "ground-control.key"
+    monkeypatch.setenv("LEOEMU_GC_KEY", str(gc))
     before = sorted(os.listdir(tmp_path))
     args = [command, p] + (["-o", tmp_path / "out.db", "--slices", "2"] if command == "plan" else [])
     assert_refused(run(args), *needles)
     assert sorted(os.listdir(tmp_path)) == before
+    assert not gc.exists()
 
 
 def _alias_bomb() -> str:
@@ -208,12 +212,15 @@ ARG_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(ARG_CASES))
-def test_bad_arguments(case, tmp_path) -> None:
+def test_bad_arguments(case, tmp_path, tmp_path_factory, monkeypatch) -> None:
     args, needles = ARG_CASES[case]
     args = [str(a).replace("{tmp}", str(tmp_path)) for a in args]
+    gc = tmp_path_factory.mktemp("gc") / "ground-control.key"
+    monkeypatch.setenv("LEOEMU_GC_KEY", str(gc))  # a refused command makes no ground-control key either
     before = sorted(os.listdir(tmp_path))
     assert_refused(run(args), *needles)
     assert sorted(os.listdir(tmp_path)) == before
+    assert not gc.exists()
 
 
 def test_a_failed_plan_leaves_no_tmp_file(tmp_path, monkeypatch) -> None:
