@@ -117,12 +117,13 @@ def check_up_arguments(scenario: str, plan_path: str | None, speed: float, slice
     else:
         n = scenario_slices(loaded)
         what = "the scenario's"
-        ground_control_key()  # `up` signs its own plan with it: fail now if it cannot be made
     if start_slice >= n:
         raise InputError(f"--start-slice: must be 0..{n - 1}, {what} slices (got {start_slice})")
     if slices is not None and start_slice + slices > n:
         raise InputError(f"--slices: at most {n - start_slice} from slice {start_slice}, {what} {n} slices "
                          f"(got {slices})")
+    if plan_path is None:
+        ground_control_key()  # `up` signs its own plan with it: fail now (not after a run exists) if it cannot be made
     return loaded, trusted
 
 
