@@ -45,11 +45,12 @@ def build_plan(scenario: str, out: Path, slices: int | None, keep_key: bool = Fa
         raise InputError(f"--output: is a folder, give a file name (got {echo(str(out))})")
     if slices is not None and slices < 1:
         raise InputError(f"--slices: must be >= 1 (got {slices})")
-    signing_key = load_private_key(key) if key is not None else ground_control_key()
     loaded = load_scenario(scenario)
     total = scenario_slices(loaded)
     if slices is not None and slices > total:
         raise InputError(f"--slices: must be 1..{total}, the scenario's slices (got {slices})")
+    # last of the checks: the ground-control key is made on first use, never for a refused command
+    signing_key = load_private_key(key) if key is not None else ground_control_key()
     t0 = time.perf_counter()
     with _progress(fmt) as prog:
         task = prog.add_task("planning slices", total=slices or 1)
@@ -116,12 +117,13 @@ def check_up_arguments(scenario: str, plan_path: str | None, speed: float, slice
     else:
         n = scenario_slices(loaded)
         what = "the scenario's"
-        ground_control_key()  # `up` signs its own plan with it: fail now if it cannot be made
     if start_slice >= n:
         raise InputError(f"--start-slice: must be 0..{n - 1}, {what} slices (got {start_slice})")
     if slices is not None and start_slice + slices > n:
         raise InputError(f"--slices: at most {n - start_slice} from slice {start_slice}, {what} {n} slices "
                          f"(got {slices})")
+    if plan_path is None:
+        ground_control_key()  # `up` signs its own plan with it: fail now (not after a run exists) if it cannot be made
     return loaded, trusted
 
 
@@ -239,13 +241,17 @@ def verify(plan_db: str, signatures_only: bool, fmt: str) -> None:
     from emu.plan.db import PlanDB
     from emu.plan.verify import verify as run_verify
 
+    from emu.plan.trust import fingerprint
+
     t0 = time.perf_counter()
+    db = PlanDB(plan_db)
     with _progress(fmt) as prog:
         task = prog.add_task("verifying slices", total=1)
-        rep = run_verify(PlanDB(plan_db), walk=not signatures_only,
+        rep = run_verify(db, walk=not signatures_only,
                          progress=lambda done, total: prog.update(task, completed=done, total=total))
     result = {"ok": rep.ok, "slices": rep.slices, "pairs_checked": rep.pairs_checked,
               "disconnected_pairs": rep.disconnected, "failures": rep.failures,
+              "signed_by": fingerprint(db.public_key), "signer_trusted_by_up": _trusted(db.public_key),
               "wall_s": round(time.perf_counter() - t0, 3)}
     if fmt == "json":
         emit_json(result)
@@ -256,6 +262,16 @@ def verify(plan_db: str, signatures_only: bool, fmt: str) -> None:
             click.echo(f"  {f}", err=True)
     if not rep.ok:
         raise VerifyError(f"verify failed: {rep.failures[0]}")
+
+
+def _trusted(public: bytes) -> bool | None:
+    """Whether `up` on this machine would trust the signer (None: the ground-control key is unreadable)."""
+    from emu.plan.trust import trusted_keys
+
+    try:
+        return public in trusted_keys()
+    except InputError:
+        return None
 
 
 def register(cli: click.Group) -> None:

@@ -90,6 +90,11 @@ def _unpack(blob: bytes, *dtypes, what: str = "blob") -> list[np.ndarray]:
     return out
 
 
+def _typed(rows: list[tuple], types: tuple) -> bool:
+    """Every row has these Python types (a damaged page can turn a number into text)."""
+    return all(len(r) == len(types) and all(isinstance(v, t) for v, t in zip(r, types)) for r in rows)
+
+
 def _short(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:100]
 
@@ -272,7 +277,7 @@ class _GuardedConnection:
     def execute(self, sql: str, args=()) -> _Rows:
         try:
             return _Rows(self._con.execute(sql, args).fetchall())
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:  # damaged pages: SQLite errors or broken text
             raise PlanInputError(f"plan: not a readable leo-emu route database ({_short(exc)}) "
                                  f"(got {echo(str(self.path))})") from None
 
@@ -355,7 +360,7 @@ class PlanDB:
         """What differs from the signed seal over every table (empty: intact). spec: grc-based-routing §Security."""
         try:
             return signmod.check_seal(self.con.raw, self.public_key)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise PlanInputError(f"plan: not a readable leo-emu route database ({_short(exc)}) "
                                  f"(got {echo(str(self.path))})") from None
         except (ValueError, KeyError, TypeError) as exc:  # a seal that is not the JSON it should be
@@ -376,15 +381,19 @@ class PlanDB:
     @cached_property
     def sat_rows(self) -> list[tuple]:
         rows = list(self.con.execute("SELECT idx, name, shell, plane, sat, owner FROM satellites ORDER BY idx"))
-        if [r[0] for r in rows] != list(range(len(rows))) or not rows:
+        if [r[0] for r in rows] != list(range(len(rows))) or not rows or not _typed(rows, (int, str, int, int, int, int)):
             raise PlanInputError(f"plan: the satellites table is damaged (got {echo(str(self.path))})")
         return rows
 
     @cached_property
     def ground(self) -> list[GroundRow]:
-        rows = [GroundRow(*r) for r in self.con.execute(
-            "SELECT idx, name, kind, operator, lat, lon, grc, plen, device FROM ground_nodes ORDER BY idx")]
-        if [g.idx for g in rows] != list(range(len(rows))):
+        raw = list(self.con.execute(
+            "SELECT idx, name, kind, operator, lat, lon, grc, plen, device FROM ground_nodes ORDER BY idx"))
+        rows = [GroundRow(*r) for r in raw]
+        n_ops = len(self.operators)
+        if [g.idx for g in rows] != list(range(len(rows))) or \
+                not _typed(raw, (int, str, str, int, float, float, int, int, (str, type(None)))) or \
+                any(not 0 <= g.operator < n_ops for g in rows):
             raise PlanInputError(f"plan: the ground_nodes table is damaged (got {echo(str(self.path))})")
         return rows
 
@@ -394,7 +403,10 @@ class PlanDB:
 
     @cached_property
     def operators(self) -> list[tuple]:
-        return list(self.con.execute("SELECT idx, name, owner_code, user_pool FROM operators ORDER BY idx"))
+        rows = list(self.con.execute("SELECT idx, name, owner_code, user_pool FROM operators ORDER BY idx"))
+        if [r[0] for r in rows] != list(range(len(rows))) or not _typed(rows, (int, str, int, str)):
+            raise PlanInputError(f"plan: the operators table is damaged (got {echo(str(self.path))})")
+        return rows
 
     def check_slice(self, k: int, field: str = "--slice") -> int:
         if not 0 <= k < self.n_slices:

@@ -89,6 +89,13 @@ def test_up_refuses_before_creating_anything(case, env, plans) -> None:
     assert list(Path(env["LEOEMU_RUN_DIR"]).iterdir()) == []
 
 
+def test_a_refused_up_makes_no_ground_control_key(env, tmp_path) -> None:
+    e = dict(env, LEOEMU_GC_KEY=str(tmp_path / "gc" / "ground-control.key"))
+    p = leo(e, "up", DEFAULT, "--start-slice", "100000", "--detach")
+    assert p.returncode == 2 and "--start-slice" in p.stderr
+    assert not (tmp_path / "gc").exists()
+
+
 def test_trust_accepts_the_keygen_plan(env, plans) -> None:
     """The same plan passes the pre-build check once its key is trusted (checked without building)."""
     from emu.plan.trust import check_before_up

@@ -120,13 +120,17 @@ SCENARIO_CASES = {
 
 @pytest.mark.parametrize("case", sorted(SCENARIO_CASES))
 @pytest.mark.parametrize("command", ["validate", "plan"])
-def test_bad_scenario_is_refused_by_validate_and_plan(case, command, tmp_path) -> None:
+def test_bad_scenario_is_refused_by_validate_and_plan(case, command, tmp_path, tmp_path_factory,
+                                                     monkeypatch) -> None:
     mutate, needles = SCENARIO_CASES[case]
     p = scenario_file(tmp_path, lambda d: mutate(d, tmp_path))
+    gc = tmp_path_factory.mktemp("gc") / "ground-control.key"
+    monkeypatch.setenv("LEOEMU_GC_KEY", str(gc))
     before = sorted(os.listdir(tmp_path))
     args = [command, p] + (["-o", tmp_path / "out.db", "--slices", "2"] if command == "plan" else [])
     assert_refused(run(args), *needles)
     assert sorted(os.listdir(tmp_path)) == before
+    assert not gc.exists()
 
 
 def _alias_bomb() -> str:
@@ -208,12 +212,15 @@ ARG_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(ARG_CASES))
-def test_bad_arguments(case, tmp_path) -> None:
+def test_bad_arguments(case, tmp_path, tmp_path_factory, monkeypatch) -> None:
     args, needles = ARG_CASES[case]
     args = [str(a).replace("{tmp}", str(tmp_path)) for a in args]
+    gc = tmp_path_factory.mktemp("gc") / "ground-control.key"
+    monkeypatch.setenv("LEOEMU_GC_KEY", str(gc))  # a refused command makes no ground-control key either
     before = sorted(os.listdir(tmp_path))
     assert_refused(run(args), *needles)
     assert sorted(os.listdir(tmp_path)) == before
+    assert not gc.exists()
 
 
 def test_a_failed_plan_leaves_no_tmp_file(tmp_path, monkeypatch) -> None:
@@ -343,3 +350,97 @@ def test_cli_refusals_print_no_traceback_in_a_real_process(tmp_path) -> None:
                            cwd=ROOT, timeout=120)
         assert r.returncode == 2, (args, r.stderr)
         assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------------------- fuzz: never anything but ScenarioError
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from emu.errors import ScenarioError  # noqa: E402
+from emu.scenario.load import load_scenario, parse_scenario  # noqa: E402
+
+_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
+                    st.text(max_size=40), st.lists(st.integers(-5, 300), max_size=5),
+                    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
+
+
+def _paths(obj, prefix=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield prefix + (k,)
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield prefix + (i,)
+            yield from _paths(v, prefix + (i,))
+
+
+_ALL_PATHS = list(_paths(BASE))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(_ALL_PATHS), _LEAVES), min_size=1, max_size=3))
+def test_any_value_anywhere_is_accepted_or_a_scenario_error(changes) -> None:
+    d = copy.deepcopy(BASE)
+    for path, value in changes:
+        target = d
+        try:
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier change replaced a parent
+    try:
+        parse_scenario(d)
+    except ScenarioError as exc:
+        assert len(str(exc)) < 1000
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 1728), st.binary(min_size=0, max_size=4)), min_size=1, max_size=4))
+def test_any_byte_damage_to_a_scenario_file_is_accepted_or_a_scenario_error(tmp_path, edits) -> None:
+    data = bytearray(DEFAULT.read_bytes())
+    for pos, new in edits:
+        data[pos:pos + len(new)] = new
+    p = tmp_path / "fuzz.yaml"
+    p.write_bytes(bytes(data))
+    try:
+        load_scenario(p)
+    except ScenarioError as exc:
+        assert len(str(exc)) < 1000
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_any_damage_to_a_plan_is_bad_input_or_a_failed_verify(seed, good_plan, tmp_path) -> None:
+    """Random byte flips, truncations and zeroed runs: reading, verifying, `path`, `route show` and the
+    check before `up` end in a result or InputError (exit 2), never another exception."""
+    import random
+
+    from emu.errors import InputError
+    from emu.plan.db import PlanDB
+    from emu.plan.path import PathFinder, route_rows
+    from emu.plan.trust import check_before_up
+    from emu.plan.verify import verify
+
+    rng = random.Random(seed)
+    data = bytearray(good_plan.read_bytes())
+    mode = seed % 3
+    if mode == 0:
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+    elif mode == 1:
+        data = data[:rng.randrange(len(data))]
+    else:
+        pos = rng.randrange(len(data))
+        data[pos:pos + 4096] = bytes(4096)
+    p = tmp_path / "damaged.db"
+    p.write_bytes(bytes(data))
+    try:
+        db = PlanDB(p)
+        verify(db, walk=True)
+        PathFinder(db).path("dev1", "inet", 1)
+        route_rows(db, 3, 2)
+        check_before_up(p).close()
+    except InputError:
+        pass

@@ -58,6 +58,11 @@ def test_plan_signs_with_the_ground_control_key_by_default_and_with_key(tmp_path
                                  "--key", str(tmp_path / "other")])
     assert r.exit_code == 0, r.output
     assert PlanDB(tmp_path / "b.db").public_key == load_public_key(str(tmp_path / "other.pub"))
+    import json
+
+    for name, trusted in (("a.db", True), ("b.db", False)):
+        v = CliRunner().invoke(cli, ["verify", str(tmp_path / name), "--signatures-only", "--format", "json"])
+        assert v.exit_code == 0 and json.loads(v.stdout)["signer_trusted_by_up"] is trusted
 
 
 def test_a_plan_by_an_untrusted_key_is_refused_unless_trusted(small_plan, tmp_path) -> None:
