@@ -160,6 +160,25 @@ class CoreLogic:
                                                          + self._visitor_tunnel_lines(v) + self._visitor_lines(v))))
         return acts
 
+    def teardown(self) -> list:
+        """An orderly stop: remove every route, rule, address and tunnel this core made."""
+        lines: list[str] = []
+        for o in self.own.values():
+            if o.where == "local":
+                lines += K.disallow(o.prefix, o.iface) + K.route_del(o.prefix)
+            elif o.where in self.c.peers:
+                lines += K.disallow(o.prefix, K.tunnel_name(self._peer(o.where).index)) + K.route_del(o.prefix)
+        for v in self.visitors.values():
+            if v.served_iface:
+                p = self._peer(v.home)
+                lines += (K.disallow(v.prefix, v.served_iface, K.table_for(p.index))
+                          + K.disallow(v.prefix, K.tunnel_name(p.index), "main", "to") + K.route_del(v.prefix))
+        for peer in self.tunnels:
+            lines += K.tunnel_down(self._peer(peer).index)
+        lines += [f"rule del pref {K.RULE_BLACKHOLE} iif {i} blackhole" for i in self.c.access]
+        lines.append(f"addr del {self.c.anycast}/32 dev lo")
+        return [Kernel("teardown", tuple(lines))]
+
     # --------------------------------------------------------------------------------- helpers
     def _peer(self, name: str) -> Peer:
         return self.c.peers[name]
