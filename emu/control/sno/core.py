@@ -243,11 +243,14 @@ class CoreDaemon:
         self.loop = asyncio.get_running_loop()
         self.log.write("-", "start", pid=os.getpid(), procedure=self.c.procedure, latency_ms=self.c.latency_ms,
                        latency_mode=self.c.latency_mode)
-        self.execute(self.logic.start())
-        if self.c.state and Path(self.c.state).exists():
-            snap = json.loads(Path(self.c.state).read_text())
-            self.execute(self.logic.restore(snap))
-            self.log.write("-", "restored", own=len(snap.get("own", {})), visitors=len(snap.get("visitors", {})))
+        snap = {}
+        if self.c.state and Path(self.c.state).exists():  # read before anything rewrites it
+            try:
+                snap = json.loads(Path(self.c.state).read_text())
+            except ValueError:
+                self.log.write("-", "state_unreadable", path=self.c.state)
+        self.execute(self.logic.start() + self.logic.restore(snap))
+        self.log.write("-", "restored", own=len(snap.get("own", {})), visitors=len(snap.get("visitors", {})))
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)

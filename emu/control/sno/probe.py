@@ -47,6 +47,7 @@ def send(addr: str, port: int, interval_ms: float, seconds: float) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    print("probe started", file=sys.stderr, flush=True)  # signals are handled from here on
     step = int(interval_ms * 1e6)
     t0 = time.monotonic_ns()
     end = t0 + int(seconds * 1e9) if seconds > 0 else None

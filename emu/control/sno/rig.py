@@ -112,8 +112,11 @@ class Rig:
         self.keys = keys
         self.features = features or detect()
         self.ns = {n: prefix + n for n in NODES}
-        os.environ.setdefault("LEOEMU_RUN_DIR", run_root or tempfile.mkdtemp(prefix="sno-rig-"))
-        self.run = Run.create(prefix.rstrip("-") + "-run")
+        root = Path(run_root or os.environ.get("LEOEMU_RUN_DIR") or tempfile.mkdtemp(prefix="sno-rig-"))
+        root.mkdir(parents=True, exist_ok=True)
+        self.run = Run(prefix.rstrip("-") + "-run", root)
+        self.run.dir.mkdir(mode=0o755)
+        (self.run.dir / "journal").touch()
         self.info: dict = {}
         self.attached = "core-a"
         self.events: list[dict] = []
@@ -195,14 +198,17 @@ class Rig:
         """The device's UDP probe stream to the Internet's echo (stopped by SIGINT, or after ``seconds``)."""
         argv = [sys.executable, "-m", "emu.control.sno.probe", "send", INET_ADDR, str(PROBE_PORT),
                 "--interval-ms", f"{interval_ms:g}", "--seconds", f"{seconds:g}"]
-        return tools.popen_in(self.ns["dev1"], argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True, env={**os.environ, "PYTHONPATH": launch._pythonpath()})
+        p = tools.popen_in(self.ns["dev1"], argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True, env={**os.environ, "PYTHONPATH": launch._pythonpath()})
+        p.stderr.readline()  # "probe started": from here on SIGINT ends it with a result
+        return p
 
     @staticmethod
-    def stop_probe(p: subprocess.Popen) -> dict:
-        if p.poll() is None:
+    def stop_probe(p: subprocess.Popen, timed: bool = False) -> dict:
+        """The probe's result; ``timed``: it was started with ``seconds`` and ends by itself."""
+        if p.poll() is None and not timed:
             p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=15)
+        out, err = p.communicate(timeout=60)
         try:
             return json.loads(out)
         except ValueError:
@@ -210,7 +216,7 @@ class Rig:
 
     def start_capture(self, core: str, path: Path) -> subprocess.Popen:
         """tcpdump in a core's namespace, on its Internet-facing link: the tunnel's VXLAN packets."""
-        return tools.popen_in(self.ns[core], ["tcpdump", "-i", "inet", "-n", "-U", "-w", str(path),
+        return tools.popen_in(self.ns[core], ["tcpdump", "-i", "inet", "-n", "-U", "--immediate-mode", "-w", str(path),
                                               "udp", "port", "4789"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
@@ -280,7 +286,9 @@ class Rig:
 
 
 def tunnel_packets(lines: list[str]) -> dict:
-    """Count ICMP echo requests and replies seen inside VXLAN in ``tcpdump -r -v`` output (pure)."""
-    req = sum(1 for ln in lines if re.search(r"> 10\.250\.0\.1: ICMP echo request", ln))
-    rep = sum(1 for ln in lines if re.search(r"10\.250\.0\.1 > 10\.77\.1\.2: ICMP echo reply", ln))
-    return {"echo_requests": req, "echo_replies": rep}
+    """Probe datagrams seen *inside* VXLAN in ``tcpdump -r -n -v`` output, per direction (pure)."""
+    up = rf"{re.escape(DEV_ADDR)}\.\d+ > {re.escape(INET_ADDR)}\.{PROBE_PORT}: UDP"
+    down = rf"{re.escape(INET_ADDR)}\.{PROBE_PORT} > {re.escape(DEV_ADDR)}\.\d+: UDP"
+    return {"uplink": sum(1 for ln in lines if re.search(up, ln)),
+            "downlink": sum(1 for ln in lines if re.search(down, ln)),
+            "vxlan": sum(1 for ln in lines if "VXLAN" in ln)}
