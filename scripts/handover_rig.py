@@ -19,7 +19,9 @@ import json
 import os
 import secrets
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -64,6 +66,9 @@ def main() -> int:
                     raise RuntimeError("the terminal did not register back at its home core")
         teardown = rig.close()
     except BaseException:
+        if rig.info:
+            kept = rig.save_logs(Path(tempfile.gettempdir()) / f"sno-rig-logs-{rig.run.run_id}")
+            print(f"handover_rig: failed; the daemons' logs are in {kept}", file=sys.stderr)
         rig.close()
         raise
     out = {"rig": "2 cores, 2 GS, 1 UT + device, inet; veth access links",

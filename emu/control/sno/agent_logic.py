@@ -57,6 +57,7 @@ class AgentLogic:
         if self.uplink is not None:
             acts.append(Step(self.user, "link_down", {"iface": self.uplink}))
         self.uplink, self.registered_at, self.coa, self.rejected = uplink, None, None, None
+        self.answered.clear()
         self.generation += 1
         self.attempt = 0
         if uplink is None:
@@ -87,11 +88,15 @@ class AgentLogic:
             return [Step(self.user, "ignored", {"reason": f"{msg.type.name} for {msg.get(A.USER)!r}"})]
         if msg.type == Msg.CHALLENGE:
             core, rand = msg[A.CORE], msg[A.RAND]
+            if rand in self.answered:  # the core repeated it for a retransmitted DISCOVER: answered once only
+                return [Step(self.user, "challenge_dup", {"core": core})]
             self.answered[rand] = core
             res = auth.response(self.key, rand, self.user, core)
+            self.generation += 1  # the core is at work: give it three intervals before discovering again
             return [Step(self.user, "challenge_rx", {"core": core}),
                     ToCore(self._m(Msg.RESPONSE, user=self.user, rand=rand, res=res)),
-                    Step(self.user, "response_tx", {"core": core})]
+                    Step(self.user, "response_tx", {"core": core}),
+                    Timer(now + 3 * self.retransmit_ns, ("retransmit", self.generation))]
         if msg.type == Msg.REGISTERED:
             return self._registered(msg)
         if msg.type == Msg.REJECT:
@@ -111,7 +116,6 @@ class AgentLogic:
         self.coa = str(msg[A.COA]) if A.COA in msg.attrs else None
         self.prefix = str(msg[A.PREFIX])
         self.handover = None
-        self.answered.clear()
         return [Step(self.user, "registered", {"core": core, "coa": self.coa, "prefix": self.prefix})]
 
     def _handover_start(self, msg: Message) -> list:

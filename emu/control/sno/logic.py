@@ -278,6 +278,11 @@ class CoreLogic:
         if realm == self.c.realm:
             if not self.home.knows(user):
                 return acts + self._reject(user, src, "unknown user")
+            v = self.store.pending(user)
+            if user in self.pending_local and v is not None and v.serving == self.name and v.expires_ns > now:
+                self.pending_local[user] = (iface, src)  # a retransmission: the same challenge again
+                return acts + [ToUser(src, self._m(Msg.CHALLENGE, user=user, core=self.name, rand=v.rand)),
+                               Step(user, "challenge_retx", {"by": "home"})]
             v = self.home.issue(user, self.name, now)
             self.store.put(v)
             self.pending_local[user] = (iface, src)
@@ -289,6 +294,10 @@ class CoreLogic:
         v = self.visitors.get(user)
         rand, res = msg.get(A.RAND), msg.get(A.RES)
         if rand is not None and res is not None:  # proactive: the answer to HANDOVER_START's challenge
+            if v is not None and v.state == "registered" and v.rand == rand:
+                if (v.iface, v.ut_addr) != (iface, src):
+                    return acts + self._reject(user, src, "replay")
+                return acts + [self._registered_msg(user, v), Step(user, "registered_retx")]  # REGISTERED was lost
             if v is None or v.rand != rand:
                 if v is None or v.home != peer.name:
                     acts += self._drop_visitor(user)
@@ -297,10 +306,14 @@ class CoreLogic:
                 return acts + [Timer(now + int(self.c.prepare_wait_ms * 1e6), ("prepare-wait", user, rand)),
                                Step(user, "await_prepare")]
             v.iface, v.ut_addr = iface, src
-            return acts + self._verify_visitor(user, v, rand, res, now)
+            return acts + self._check_visitor(user, v, rand, res, now)
         if v is not None and v.state in ("await-vector", "await-response"):
             v.iface, v.ut_addr = iface, src  # a retransmission: the procedure is under way
-            return acts + [Step(user, "discover_dup", {"state": v.state})]
+            acts.append(Step(user, "discover_dup", {"state": v.state}))
+            pending = self.store.pending(user)
+            if v.state == "await-response" and pending is not None:  # the challenge may have been lost
+                acts.append(ToUser(src, self._m(Msg.CHALLENGE, user=user, core=self.name, rand=pending.rand)))
+            return acts
         if v is None or v.home != peer.name:
             acts += self._drop_visitor(user)
             v = self.visitors[user] = Visit(peer.name, "await-vector")
@@ -312,17 +325,19 @@ class CoreLogic:
 
     def _response(self, msg: Message, src: str, iface: str, now: int) -> list:
         user = msg.user
+        verdict, v = self.store.check(user, msg[A.RAND], msg[A.RES], now)
+        if verdict == "no-vector":  # an answer to a challenge superseded or never made: not an attempt
+            return [Step(user, "ignored", {"reason": "response to no pending challenge"})]
         if user in self.own:
-            verdict, v = self.store.check(user, msg[A.RAND], msg[A.RES], now)
-            where = self.pending_local.pop(user, None)
-            if verdict != "ok" or where is None:
-                return self._reject(user, src, verdict if verdict != "ok" else "no discovery")
+            self.pending_local.pop(user, None)
+            if verdict != "ok":
+                return self._reject(user, src, verdict)
             return [Step(user, "auth_ok", {"by": "home"})] + self._register_local(user, iface, src, v)
         vis = self.visitors.get(user)
         if vis is None or vis.state != "await-response":
-            return self._reject(user, src, "no challenge pending")
+            return self._reject(user, src, verdict if verdict != "ok" else "no challenge pending")
         vis.iface, vis.ut_addr = iface, src
-        return self._verify_visitor(user, vis, msg[A.RAND], msg[A.RES], now)
+        return self._verify_visitor(user, vis, verdict, v)
 
     def _register_local(self, user: str, iface: str, src: str, v: Vector) -> list:
         o = self.own[user]
@@ -344,13 +359,15 @@ class CoreLogic:
                  Step(user, "registered", {"at": "home", "iface": iface})]
         return acts
 
-    def _verify_visitor(self, user: str, vis: Visit, rand: bytes, res: bytes, now: int) -> list:
-        verdict, v = self.store.check(user, rand, res, now)
+    def _check_visitor(self, user: str, vis: Visit, rand: bytes, res: bytes, now: int) -> list:
+        return self._verify_visitor(user, vis, *self.store.check(user, rand, res, now))
+
+    def _verify_visitor(self, user: str, vis: Visit, verdict: str, v: Vector | None) -> list:
         if verdict != "ok":
             acts = self._reject(user, vis.ut_addr, verdict)
             acts.append(ToPeer(vis.home, self._m(Msg.AUTH_RESULT, user=user, core=self.name, ok=0, reason=verdict)))
             return acts + self._drop_visitor(user)
-        vis.verified, vis.ks, vis.rand = True, v.ks, rand
+        vis.verified, vis.ks, vis.rand = True, v.ks, v.rand
         acts = [Step(user, "auth_ok", {"by": "vector from " + vis.home}),
                 ToPeer(vis.home, self._m(Msg.AUTH_RESULT, user=user, core=self.name, ok=1))]
         if vis.tunnel_ready:
@@ -384,11 +401,13 @@ class CoreLogic:
             lines += K.disallow(vis.prefix, vis.served_iface, K.table_for(p.index))
         lines = self._visitor_lines(vis) + lines
         vis.served_iface, vis.state = vis.iface, "registered"
-        return [Kernel("user registered", tuple(lines)),
-                ToUser(vis.ut_addr, self._m(Msg.REGISTERED, user=user, core=self.name, rand=vis.rand,
-                                            prefix=ipaddress.IPv4Network(vis.prefix),
-                                            coa=ipaddress.IPv4Address(vis.coa)), key=vis.ks),
+        return [Kernel("user registered", tuple(lines)), self._registered_msg(user, vis),
                 Step(user, "registered", {"at": "visited", "home": vis.home, "coa": vis.coa})]
+
+    def _registered_msg(self, user: str, vis: Visit) -> ToUser:
+        return ToUser(vis.ut_addr, self._m(Msg.REGISTERED, user=user, core=self.name, rand=vis.rand,
+                                           prefix=ipaddress.IPv4Network(vis.prefix),
+                                           coa=ipaddress.IPv4Address(vis.coa)), key=vis.ks)
 
     # --------------------------------------------------------------------------------- from peer cores
     def on_peer(self, peer: str, msg: Message, now: int) -> list:
@@ -457,7 +476,7 @@ class CoreLogic:
             acts += self._request_tunnel(user, vis)
         early, vis.early = vis.early, None
         if early is not None and early[0] == vis.rand:  # the user's DISCOVER was quicker than PREPARE
-            acts += self._verify_visitor(user, vis, *early, now)
+            acts += self._check_visitor(user, vis, *early, now)
         return acts
 
     def _tunnel_req(self, peer: str, msg: Message, now: int) -> list:

@@ -77,17 +77,41 @@ def _ip(ns: str, lines: list[str]) -> None:
         raise RuntimeError(f"ip -n {ns}: {p.stderr.strip()}")
 
 
-def interruption(sent: int, replies: list[list[int]], origin_ns: int = 0) -> dict:
-    """Longest silence of the probe stream: last reply before -> first reply after (pure).
+def _wait_oper_up(links: list[tuple[str, str]], timeout_s: float) -> bool:
+    end = time.monotonic() + timeout_s
+    while True:
+        states = []
+        for ns, ifname in links:
+            p = subprocess.run(["ip", "-n", ns, "-j", "link", "show", "dev", ifname], capture_output=True, text=True,
+                               timeout=10, check=False)
+            try:
+                states.append(json.loads(p.stdout)[0].get("operstate"))
+            except (ValueError, IndexError):
+                states.append(None)
+        if all(st == "UP" for st in states):
+            return True
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.001)
 
-    ``replies`` are ``[seq, t_send_ns, t_recv_ns]``; times in the result are ms from ``origin_ns``.
+
+def interruption(sent: int, replies: list[list[int]], cut_ns: int, origin_ns: int = 0) -> dict:
+    """The probe stream's outage across a handover: last reply before ``cut_ns`` -> first reply after (pure).
+
+    ``replies`` are ``[seq, t_send_ns, t_recv_ns]``; ``cut_ns`` is the moment the old link went down.
+    Lost packets are those sent between the two replies that never came back; ``lost_total`` counts
+    the whole stream. Times in the result are ms from ``origin_ns``.
     """
     got = sorted({r[0]: r for r in replies}.values(), key=lambda r: r[2])
-    lost = sent - len(got)
-    if len(got) < 2:
-        return {"interruption_ms": None, "lost_packets": lost, "last_before_ms": None, "first_after_ms": None}
-    gap, a, b = max((y[2] - x[2], x, y) for x, y in zip(got, got[1:]))
-    return {"interruption_ms": round(gap / 1e6, 2), "lost_packets": lost,
+    before = [r for r in got if r[2] <= cut_ns]
+    after = [r for r in got if r[2] > cut_ns]
+    out = {"lost_total": sent - len(got)}
+    if not before or not after:
+        return {**out, "interruption_ms": None, "lost_packets": None, "last_before_ms": None, "first_after_ms": None}
+    a, b = before[-1], after[0]
+    seen = {r[0] for r in got}
+    lost = sum(1 for q in range(a[0] + 1, b[0]) if q not in seen)
+    return {**out, "interruption_ms": round((b[2] - a[2]) / 1e6, 2), "lost_packets": lost,
             "last_before_ms": round((a[2] - origin_ns) / 1e6, 2), "first_after_ms": round((b[2] - origin_ns) / 1e6, 2)}
 
 
@@ -126,8 +150,11 @@ class Rig:
         names = list(self.ns.values())
         self.run.record_netns(names)
         netns.create_many(names, netns.ROUTER_SYSCTLS)
-        for a, ai, b, bi in _LINKS:
-            _ip(self.ns[a], [f"link add {ai} type veth peer name {bi} netns {self.ns[b]}"])
+        for k, (a, ai, b, bi) in enumerate(_LINKS):
+            # distinct ifindexes on the two ends: the kernel then treats a carrier change as urgent and
+            # activates the queue at once (equal ones can wait up to a second in linkwatch)
+            _ip(self.ns[a], [f"link add {ai} index {20 + 2 * k} type veth peer name {bi} index {21 + 2 * k} "
+                             f"netns {self.ns[b]}"])
         for n in NODES:
             _ip(self.ns[n], ["link set lo up"] + _CONFIG[n])
 
@@ -186,10 +213,17 @@ class Rig:
         t_down = time.monotonic_ns()
         time.sleep(max(0.0, self.link_switch_ms / 1000 - (t_down - t0) / 1e9))
         t1 = time.monotonic_ns()
-        _ip(ut, [f"link set {new_if} up", f"route replace default via {gw} dev {new_if}"])
+        _ip(ut, [f"link set {new_if} up"])
+        # operational = both ends' operstate UP: the kernel has activated their queues (linkwatch); a packet
+        # sent before that is dropped, and an ARP request dropped so waits a whole second for its retry
+        gs = "gs-a" if to == "core-a" else "gs-b"
+        ok = _wait_oper_up([(ut, new_if), (self.ns[gs], "ut")], timeout_s=3.0)
+        t_oper = time.monotonic_ns()
+        _ip(ut, [f"route replace default via {gw} dev {new_if}"])
         t_up = time.monotonic_ns()
         self.attached = to
-        ev = {"link_switch_start_ns": t0, "link_down_ns": t_down, "link_up_start_ns": t1, "link_up_ns": t_up}
+        ev = {"link_switch_start_ns": t0, "link_down_ns": t_down, "link_up_start_ns": t1, "link_oper_up_ns": t_oper,
+              "link_up_ns": t_up, "oper_up_in_time": ok}
         self.events.append(ev)
         return ev
 
@@ -242,7 +276,7 @@ class Rig:
         time.sleep(post_s)
         res = self.stop_probe(probe)
         origin = ev["link_switch_start_ns"]
-        gap = interruption(res["sent"], res["replies"], origin)
+        gap = interruption(res["sent"], res["replies"], ev["link_down_ns"], origin)
         steps = self.steps_between(at_ns - int(0.2e9), t_reg + int(0.2e9), origin)
         return {"procedure": self.procedure, "registered": ok, "to": to, **gap, "probes_sent": res["sent"],
                 "registration_after_link_up_ms": self._first(steps, "registered", "ut1") if ok else None,
@@ -262,7 +296,7 @@ class Rig:
             recs += [r for r in steplog.read(d["log"]) if t0 <= r["t_ns"] <= t1]
         ev = self.events[-1]
         recs += [{"t_ns": ev["link_switch_start_ns"], "node": "rig", "step": "link_down"},
-                 {"t_ns": ev["link_up_ns"], "node": "rig", "step": "link_up"}]
+                 {"t_ns": ev["link_oper_up_ns"], "node": "rig", "step": "link_up"}]
         out = []
         for r in sorted(recs, key=lambda r: r["t_ns"]):
             s = {"t_ms": round((r["t_ns"] - origin) / 1e6, 2), "node": r["node"], "step": r["step"]}
@@ -275,6 +309,15 @@ class Rig:
     def go_home(self, timeout_s: float = 10.0) -> bool:
         self.link_switch("core-a")
         return self.wait_registered("core-a", timeout_s)
+
+    def save_logs(self, dest: Path) -> Path:
+        """Copy the daemons' logs and step logs (not their keys) out of the run before teardown removes it."""
+        import shutil
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in (self.run.dir / "sno").glob("*"):
+            if f.suffix in (".jsonl", ".log"):
+                shutil.copy2(f, dest / f.name)
+        return dest
 
     # ------------------------------------------------------------------ teardown
     def close(self) -> dict:
