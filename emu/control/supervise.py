@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+JOURNAL_ENV = "LEOEMU_SUPERVISED_JOURNAL"  # a supervised daemon waits until its pid is in this journal
 BACKOFF_START_S = 0.1
 BACKOFF_MAX_S = 5.0
 HEALTHY_S = 60.0
@@ -72,6 +73,8 @@ class Supervisor:
 
     def _spawn(self, c: Child) -> None:
         env = {**os.environ, **c.env}
+        if self.run is not None:
+            env[JOURNAL_ENV] = str(self.run.dir / "journal")
         out = open(c.log, "ab") if c.log else subprocess.DEVNULL
         try:
             if c.netns:
@@ -139,11 +142,35 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        if self.run is not None and not journaled(str(self.run.dir / "journal"), os.getpid()):
+            self._event(event="not-journaled", pid=os.getpid())  # whoever started us did not record us
+            return
         self.start()
         while not self.stopping:
             time.sleep(step_s)
             self.poll()
         self.stop()
+
+
+def journaled(journal: str, pid: int, timeout_s: float = 5.0) -> bool:
+    """True once the run's journal names ``pid`` (so ``down`` can find it), False after ``timeout_s``."""
+    needle = f"pid {pid} "
+    end = time.monotonic() + timeout_s
+    while True:
+        try:
+            if any(line.startswith(needle) for line in Path(journal).read_text().splitlines()):
+                return True
+        except OSError:
+            pass
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.005)
+
+
+def wait_journaled() -> bool:
+    """First thing a supervised daemon does: run only once the supervisor has journaled it."""
+    journal = os.environ.get(JOURNAL_ENV)
+    return True if not journal else journaled(journal, os.getpid())
 
 
 def load_spec(path: str) -> Supervisor:

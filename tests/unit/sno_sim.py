@@ -13,7 +13,8 @@ import secrets
 
 from emu.control.sno.agent_logic import AgentLogic
 from emu.control.sno.config import CoreConf, HomeUser, Peer
-from emu.control.sno.logic import CoreLogic, Kernel, Step, Timer, ToCore, ToPeer, ToUser
+from emu.control.sno.actions import Kernel, Step, Timer, ToCore, ToPeer, ToUser
+from emu.control.sno.logic import CoreLogic
 from emu.control.sno.wire import decode, encode
 
 USER = "ut1@sno-a"

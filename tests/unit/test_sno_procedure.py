@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 
 from emu.control.sno.logic import CoreLogic
+from emu.control.sno.recovery import restore, snapshot
 from emu.control.sno.wire import Attr, Message, Msg, decode, encode
 
 from .sno_sim import USER, Sim
@@ -188,7 +189,7 @@ def test_a_restarted_core_takes_its_registrations_back():
     sim.run(sim.now + 1000 * MS)
     b = sim.cores["core-b"]
     fresh = CoreLogic(b.c, sim.clock)
-    acts = fresh.restore(b.snapshot())
+    acts = restore(fresh, snapshot(b))
     lines = [ln for k in acts for ln in k.lines]
     assert "route replace 10.77.1.0/24 via 10.1.2.2 dev gB" in lines
     assert "rule add pref 1000 from 10.77.1.0/24 iif gB lookup 101" in lines
@@ -196,7 +197,7 @@ def test_a_restarted_core_takes_its_registrations_back():
     assert fresh.visitors[USER].state == "registered" and fresh.tunnels == {"core-a": {USER}}
     a = sim.cores["core-a"]
     fresh_a = CoreLogic(a.c, sim.clock)
-    lines = [ln for k in fresh_a.restore(a.snapshot()) for ln in k.lines]
+    lines = [ln for k in restore(fresh_a, snapshot(a)) for ln in k.lines]
     assert "route replace 10.77.1.0/24 via 10.79.2.2 dev sno2 onlink" in lines
 
 

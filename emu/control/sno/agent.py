@@ -23,10 +23,11 @@ from pathlib import Path
 
 from emu.control.sno.agent_logic import AgentLogic
 from emu.control.sno.config import load_agent
-from emu.control.sno.logic import Step, Timer, ToCore
+from emu.control.sno.actions import Step, Timer, ToCore
 from emu.control.sno.steplog import StepLog
 from emu.control.sno.uplink import UplinkWatch
 from emu.control.sno.wire import USER_PORT, USER_SIDE, WireError, decode, encode
+from emu.control.supervise import wait_journaled
 from emu.errors import InputError
 
 
@@ -116,6 +117,9 @@ class AgentDaemon:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if not wait_journaled():
+        print("sno agent: not journaled by the supervisor within 5 s; not starting", file=sys.stderr)
+        return 1
     if len(args) != 1:
         print("usage: python -m emu.control.sno.agent CONFIG.json", file=sys.stderr)
         return 2

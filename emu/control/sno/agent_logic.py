@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from emu.control.sno import auth
 from emu.control.sno.auth import IdSource, ReplayWindow
-from emu.control.sno.logic import Step, Timer, ToCore
+from emu.control.sno.actions import Step, Timer, ToCore
 from emu.control.sno.wire import Attr as A
 from emu.control.sno.wire import Message, Msg
 

@@ -33,11 +33,13 @@ import sys
 import time
 from pathlib import Path
 
-from emu.control.sno import kernel, pki
+from emu.control.sno import kernel, pki, recovery
 from emu.control.sno.config import load_core
-from emu.control.sno.logic import CoreLogic, Kernel, Step, Timer, ToPeer, ToUser
+from emu.control.sno.actions import Kernel, Step, Timer, ToPeer, ToUser
+from emu.control.sno.logic import CoreLogic
 from emu.control.sno.steplog import StepLog
 from emu.control.sno.wire import HEADER, PEER_PORT, USER_PORT, USER_SIDE, Attr, WireError, decode, encode
+from emu.control.supervise import wait_journaled
 from emu.errors import InputError
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -103,7 +105,7 @@ class CoreDaemon:
             return
         tmp = self.c.state + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(self.logic.snapshot(), f)
+            json.dump(recovery.snapshot(self.logic), f)
         os.replace(tmp, self.c.state)
 
     # ------------------------------------------------------------------------------ users (UDP)
@@ -222,7 +224,7 @@ class CoreDaemon:
         if op == "status":
             return {"ok": True, "name": self.c.name, "procedure": self.c.procedure,
                     "latency_ms": self.c.latency_ms, "latency_mode": self.c.latency_mode, "pid": os.getpid(),
-                    "connected": self.connected, **self.logic.snapshot(),
+                    "connected": self.connected, **recovery.snapshot(self.logic),
                     "pending": {u: v.state for u, v in self.logic.visitors.items()},
                     "tunnels": {p: sorted(us) for p, us in self.logic.tunnels.items()}}
         if op == "plan":
@@ -249,7 +251,7 @@ class CoreDaemon:
                 snap = json.loads(Path(self.c.state).read_text())
             except ValueError:
                 self.log.write("-", "state_unreadable", path=self.c.state)
-        self.execute(self.logic.start() + self.logic.restore(snap))
+        self.execute(self.logic.start() + recovery.restore(self.logic, snap))
         self.log.write("-", "restored", own=len(snap.get("own", {})), visitors=len(snap.get("visitors", {})))
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -276,7 +278,7 @@ class CoreDaemon:
         server.close()
         if admin:
             admin.close()
-        self.execute(self.logic.teardown())
+        self.execute(recovery.teardown(self.logic))
         if self.c.state:
             Path(self.c.state).unlink(missing_ok=True)
         self.log.write("-", "stopped")
@@ -284,6 +286,9 @@ class CoreDaemon:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if not wait_journaled():
+        print("sno core: not journaled by the supervisor within 5 s; not starting", file=sys.stderr)
+        return 1
     if len(args) != 1:
         print("usage: python -m emu.control.sno.core CONFIG.json", file=sys.stderr)
         return 2

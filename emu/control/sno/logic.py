@@ -19,55 +19,14 @@ that does not exist yet.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from emu.control.sno import kernel as K
+from emu.control.sno.actions import Kernel, Step, Timer, ToPeer, ToUser
 from emu.control.sno.auth import HomeKeys, IdSource, ReplayWindow, Vector, VectorStore
 from emu.control.sno.config import CoreConf, Peer
 from emu.control.sno.wire import Attr as A
 from emu.control.sno.wire import Message, Msg
-
-
-# ------------------------------------------------------------------------------------------- actions
-@dataclass(frozen=True)
-class ToUser:
-    addr: str
-    msg: Message
-    key: bytes | None = None  # tag the message (AUTH) with this key
-
-
-@dataclass(frozen=True)
-class ToCore:
-    """Agent -> the core at the far end of its current link (the discovery anycast)."""
-
-    msg: Message
-
-
-@dataclass(frozen=True)
-class ToPeer:
-    peer: str
-    msg: Message
-
-
-@dataclass(frozen=True)
-class Kernel:
-    what: str
-    lines: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Timer:
-    at_ns: int
-    token: tuple
-
-
-@dataclass(frozen=True)
-class Step:
-    """One timestamped procedure step for the JSON-lines log."""
-
-    user: str
-    step: str
-    info: dict = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------- state
@@ -130,54 +89,7 @@ class CoreLogic:
     def start(self) -> list:
         return [Kernel("base", tuple(K.base(self.c.anycast, list(self.c.access))))]
 
-    def snapshot(self) -> dict:
-        """What survives a restart: where our users are and the visitors we serve (registered only)."""
-        return {"own": {u: vars(o) for u, o in self.own.items() if o.where},
-                "visitors": {u: {**{k: v for k, v in vars(x).items() if k not in ("rand", "ks", "early")},
-                                 "rand": x.rand.hex(), "ks": x.ks.hex()}
-                             for u, x in self.visitors.items() if x.state == "registered"}}
-
-    def restore(self, snap: dict) -> list:
-        """Take a snapshot back after a restart and re-apply its kernel state (idempotent lines)."""
-        acts: list = []
-        for u, d in snap.get("own", {}).items():
-            if u not in self.own:
-                continue
-            o = self.own[u] = OwnUser(**d)
-            if o.where == "local":
-                acts.append(Kernel("restore local user", tuple(self._local_lines(o))))
-            elif o.where in self.c.peers:
-                acts += self._tunnel_use(o.where, u)
-                acts.append(Kernel("restore user away", tuple(self._away_lines(o))))
-        for u, d in snap.get("visitors", {}).items():
-            if d.get("home") not in self.c.peers:
-                continue
-            v = Visit(**{**d, "rand": bytes.fromhex(d["rand"]), "ks": bytes.fromhex(d["ks"]), "early": None})
-            self.visitors[u] = v
-            self.coas[v.coa] = u
-            acts += self._tunnel_use(v.home, u)
-            acts.append(Kernel("restore visitor", tuple(K.tunnel_addr(self._peer(v.home).index, v.coa)
-                                                         + self._visitor_tunnel_lines(v) + self._visitor_lines(v))))
-        return acts
-
-    def teardown(self) -> list:
-        """An orderly stop: remove every route, rule, address and tunnel this core made."""
-        lines: list[str] = []
-        for o in self.own.values():
-            if o.where == "local":
-                lines += K.disallow(o.prefix, o.iface) + K.route_del(o.prefix)
-            elif o.where in self.c.peers:
-                lines += K.disallow(o.prefix, K.tunnel_name(self._peer(o.where).index)) + K.route_del(o.prefix)
-        for v in self.visitors.values():
-            if v.served_iface:
-                p = self._peer(v.home)
-                lines += (K.disallow(v.prefix, v.served_iface, K.table_for(p.index))
-                          + K.disallow(v.prefix, K.tunnel_name(p.index), "main", "to") + K.route_del(v.prefix))
-        for peer in self.tunnels:
-            lines += K.tunnel_down(self._peer(peer).index)
-        lines += [f"rule del pref {K.RULE_BLACKHOLE} iif {i} blackhole" for i in self.c.access]
-        lines.append(f"addr del {self.c.anycast}/32 dev lo")
-        return [Kernel("teardown", tuple(lines))]
+    # snapshot, restore and teardown: emu.control.sno.recovery
 
     # --------------------------------------------------------------------------------- helpers
     def _peer(self, name: str) -> Peer:
