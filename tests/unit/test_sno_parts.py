@@ -164,3 +164,18 @@ def test_summaries_and_capture_counts():
              "IP 10.0.1.2.4000 > 10.0.2.2.4789: VXLAN, flags [I] (0x08), vni 6160642",
              "IP 10.250.0.1.7777 > 10.77.1.2.5555: UDP, length 44"]
     assert tunnel_packets(lines) == {"uplink": 1, "downlink": 1, "vxlan": 2}
+
+
+def test_ip_session_numbers_errors_per_batch():
+    """Read-only lines (``link show``) in this namespace: nothing is changed, the session's bookkeeping is."""
+    import shutil
+    if not shutil.which("ip"):
+        pytest.skip("iproute2 not installed")
+    s = K.IpSession()
+    try:
+        for _ in range(3):  # the same batch thrice: the session's line count grows, the report does not move
+            errs = s.apply(["link show dev lo", "link show dev snonope0", "link show dev lo"])
+            assert [ln for ln, _e in errs] == ["link show dev snonope0"]
+        assert s.p is not None and s.p.poll() is None  # one process for all three
+    finally:
+        s.close()

@@ -55,6 +55,7 @@ class CoreDaemon:
         self.connected: dict[str, bool] = {}
         self.sock: socket.socket | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.ip = kernel.IpSession()  # one long-lived `ip -batch` in this namespace
 
     @property
     def delay_s(self) -> float:
@@ -67,7 +68,7 @@ class CoreDaemon:
             return
         lines = [ln for k in pending for ln in k.lines]
         t0 = time.monotonic_ns()
-        errors = kernel.apply(lines)
+        errors = self.ip.apply(lines)
         self.log.write("-", "kernel", what=" + ".join(k.what for k in pending),
                        ms=round((time.monotonic_ns() - t0) / 1e6, 3), lines=len(lines),
                        errors=[f"{ln}: {e}" for ln, e in errors])
@@ -190,7 +191,7 @@ class CoreDaemon:
                             getter.cancel()
                             raise ConnectionError("peer closed the connection")
                         pending = getter.result()
-                    due, data, name = pending
+                    due, data, _name = pending
                     wait = due - time.monotonic()
                     if wait > 0:
                         await asyncio.sleep(wait)
@@ -200,7 +201,7 @@ class CoreDaemon:
                     await writer.drain()
                     pending = None
             except (ConnectionError, OSError) as exc:
-                self.log.write("-", "peer_lost", peer=peer, error=str(exc), unsent=name if pending else None)
+                self.log.write("-", "peer_lost", peer=peer, error=str(exc), unsent=pending[2] if pending else None)
                 closed.cancel()
                 writer.close()
 
@@ -279,6 +280,7 @@ class CoreDaemon:
         if admin:
             admin.close()
         self.execute(recovery.teardown(self.logic))
+        self.ip.close()
         if self.c.state:
             Path(self.c.state).unlink(missing_ok=True)
         self.log.write("-", "stopped")

@@ -27,6 +27,7 @@ Layout in a core's namespace (rendering is pure; :func:`apply` runs it):
 from __future__ import annotations
 
 import ipaddress
+import os
 import subprocess
 from dataclasses import dataclass
 
@@ -162,12 +163,92 @@ def parse_batch_errors(lines: list[str], stderr: str) -> list[tuple[str, str]]:
 
 
 def apply(lines: list[str], timeout_s: float = 10.0) -> list[tuple[str, str]]:
-    """Run the lines in this process's namespace (the daemon's); the failures that matter."""
+    """Run the lines in this process's namespace with a one-off ``ip -batch``; the failures that matter."""
     if not lines:
         return []
     p = subprocess.run(["ip", "-force", "-batch", "-"], input="".join(ln + "\n" for ln in lines),
                        capture_output=True, text=True, timeout=timeout_s, check=False)
     return parse_batch_errors(lines, p.stderr)
+
+
+class IpSession:
+    """One long-lived ``ip -force -batch -``: a batch costs a pipe write, not a process start.
+
+    iproute2 runs each line as it arrives and reports a failed line on stderr
+    (unbuffered) as ``Command failed -:N``, N counting from the session's
+    start. After each batch a sentinel line that must fail (``link show dev``
+    of a name nobody uses) marks the end: its report means every line before
+    it is done. If the process dies or stalls, the batch is run one-off.
+    """
+
+    SENTINEL = "snosentinel0"
+
+    def __init__(self, argv: tuple[str, ...] = ("ip",)):
+        self.argv = list(argv) + ["-force", "-batch", "-"]
+        self.p: subprocess.Popen | None = None
+        self.count = 0
+
+    def _start(self) -> None:
+        self.p = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, bufsize=0)
+        self.count = 0
+        self._buf = b""
+
+    def _lines_until(self, done: str, timeout_s: float) -> list[str]:
+        """stderr lines up to ``done`` (raw reads: a buffered reader would hide lines from select)."""
+        import select
+        import time
+        fd = self.p.stderr.fileno()
+        end = time.monotonic() + timeout_s
+        out: list[str] = []
+        while True:
+            while b"\n" in self._buf:
+                line, self._buf = self._buf.split(b"\n", 1)
+                text = line.decode(errors="replace").strip()
+                if text == done:
+                    return out
+                out.append(text)
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError("ip -batch gave no answer")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise BrokenPipeError("ip -batch ended")
+            self._buf += chunk
+
+    def apply(self, lines: list[str], timeout_s: float = 10.0) -> list[tuple[str, str]]:
+        if not lines:
+            return []
+        if self.p is None or self.p.poll() is not None:
+            self._start()
+        first = self.count + 1
+        batch = list(lines) + [f"link show dev {self.SENTINEL}"]
+        self.count += len(batch)
+        try:
+            os.write(self.p.stdin.fileno(), "".join(ln + "\n" for ln in batch).encode())
+            errs = self._lines_until(f"Command failed -:{self.count}", timeout_s)
+        except (OSError, TimeoutError):
+            self.close()
+            return apply(lines, timeout_s)
+        # renumber the session's line numbers to this batch's, then pair them as a one-off batch would
+        out = []
+        for t in errs:
+            if t.startswith("Command failed -:"):
+                try:
+                    t = f"Command failed -:{int(t.rsplit(':', 1)[1]) - first + 1}"
+                except ValueError:
+                    pass
+            out.append(t)
+        return parse_batch_errors(lines, "\n".join(out))
+
+    def close(self) -> None:
+        if self.p is not None:
+            try:
+                self.p.kill()
+                self.p.wait(2)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            self.p = None
 
 
 def valid_prefix(text: str) -> str:

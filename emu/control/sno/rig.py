@@ -25,6 +25,7 @@ import json
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -33,7 +34,9 @@ import time
 from pathlib import Path
 
 from emu.control.sno import launch, steplog
+from emu.control.sno.kernel import IpSession
 from emu.control.sno.launch import ControlSpec, CoreSpec, UserSpec
+from emu.control.sno.uplink import oper_up
 from emu.dataplane import cleanup, netns, tools
 from emu.dataplane.state import Run
 
@@ -75,24 +78,6 @@ def _ip(ns: str, lines: list[str]) -> None:
                        capture_output=True, text=True, timeout=30, check=False)
     if p.returncode != 0:
         raise RuntimeError(f"ip -n {ns}: {p.stderr.strip()}")
-
-
-def _wait_oper_up(links: list[tuple[str, str]], timeout_s: float) -> bool:
-    end = time.monotonic() + timeout_s
-    while True:
-        states = []
-        for ns, ifname in links:
-            p = subprocess.run(["ip", "-n", ns, "-j", "link", "show", "dev", ifname], capture_output=True, text=True,
-                               timeout=10, check=False)
-            try:
-                states.append(json.loads(p.stdout)[0].get("operstate"))
-            except (ValueError, IndexError):
-                states.append(None)
-        if all(st == "UP" for st in states):
-            return True
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.001)
 
 
 def interruption(sent: int, replies: list[list[int]], cut_ns: int, origin_ns: int = 0) -> dict:
@@ -144,6 +129,8 @@ class Rig:
         self.info: dict = {}
         self.attached = "core-a"
         self.events: list[dict] = []
+        self._ips: dict[str, IpSession] = {}
+        self._flag_socks: dict[str, socket.socket] = {}
 
     # ------------------------------------------------------------------ build and start
     def build(self) -> None:
@@ -203,23 +190,42 @@ class Rig:
         self.procedure = procedure
 
     # ------------------------------------------------------------------ the access layer
+    def _session(self, node: str) -> IpSession:
+        """A long-lived ``ip -n NS -batch`` per node: a link switch costs no process start."""
+        if node not in self._ips:
+            self._ips[node] = IpSession(("ip", "-n", self.ns[node]))
+        return self._ips[node]
+
+    def _wait_oper_up(self, links: list[tuple[str, str]], timeout_s: float) -> bool:
+        for node, _ in links:
+            if node not in self._flag_socks:
+                with netns.inside(self.ns[node]):
+                    self._flag_socks[node] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        end = time.monotonic() + timeout_s
+        while not all(oper_up(self._flag_socks[node], ifname) for node, ifname in links):
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.0005)
+        return True
+
     def link_switch(self, to: str) -> dict:
         """Old uplink down, ``link_switch_ms`` of nothing, new uplink up with the default route."""
         old_if, _ = UPLINK[self.attached]
         new_if, gw = UPLINK[to]
         ut = self.ns["ut1"]
+        ip = self._session("ut1")
         t0 = time.monotonic_ns()
-        _ip(ut, [f"link set {old_if} down"])
+        ip.apply([f"link set {old_if} down"])
         t_down = time.monotonic_ns()
         time.sleep(max(0.0, self.link_switch_ms / 1000 - (t_down - t0) / 1e9))
         t1 = time.monotonic_ns()
-        _ip(ut, [f"link set {new_if} up"])
+        ip.apply([f"link set {new_if} up"])
         # operational = both ends' operstate UP: the kernel has activated their queues (linkwatch); a packet
         # sent before that is dropped, and an ARP request dropped so waits a whole second for its retry
         gs = "gs-a" if to == "core-a" else "gs-b"
-        ok = _wait_oper_up([(ut, new_if), (self.ns[gs], "ut")], timeout_s=3.0)
+        ok = self._wait_oper_up([("ut1", new_if), (gs, "ut")], timeout_s=3.0)
         t_oper = time.monotonic_ns()
-        _ip(ut, [f"route replace default via {gw} dev {new_if}"])
+        ip.apply([f"route replace default via {gw} dev {new_if}"])
         t_up = time.monotonic_ns()
         self.attached = to
         ev = {"link_switch_start_ns": t0, "link_down_ns": t_down, "link_up_start_ns": t1, "link_oper_up_ns": t_oper,
@@ -322,6 +328,11 @@ class Rig:
     # ------------------------------------------------------------------ teardown
     def close(self) -> dict:
         """The same removal as ``leo-emu down``: journaled processes, then the namespaces' processes, then them."""
+        for x in list(self._ips.values()):
+            x.close()
+        for sk in self._flag_socks.values():
+            sk.close()
+        self._ips, self._flag_socks = {}, {}
         stopped = launch.stop(self.run) if self.info else True
         out = cleanup.teardown(self.run)
         out["supervisor_stopped"] = stopped

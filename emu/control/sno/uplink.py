@@ -64,6 +64,23 @@ def default_oifs(data: bytes) -> list[int]:
     return out
 
 
+def if_flags(sock: socket.socket, name: str) -> int:
+    """An interface's flags (SIOCGIFFLAGS) in the namespace ``sock`` was made in; 0 if there is none.
+
+    IFF_RUNNING means operstate UP: the kernel's linkwatch has run for the
+    carrier change and activated the device's queue.
+    """
+    try:
+        res = fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, struct.pack("16sh", name.encode(), 0))
+    except OSError:
+        return 0
+    return struct.unpack_from("16sh", res)[1] & 0xFFFF
+
+
+def oper_up(sock: socket.socket, name: str) -> bool:
+    return if_flags(sock, name) & (IFF_UP | IFF_RUNNING) == (IFF_UP | IFF_RUNNING)
+
+
 def _dump_request(seq: int) -> bytes:
     body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
     return _NLMSG.pack(_NLMSG.size + len(body), RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
@@ -94,11 +111,7 @@ class UplinkWatch:
                 return
 
     def _flags(self, name: str) -> int:
-        try:
-            res = fcntl.ioctl(self._ioctl.fileno(), SIOCGIFFLAGS, struct.pack("16sh", name.encode(), 0))
-        except OSError:
-            return 0
-        return struct.unpack_from("16sh", res)[1] & 0xFFFF
+        return if_flags(self._ioctl, name)
 
     def _dump(self) -> list[int]:
         self._seq += 1
@@ -129,7 +142,7 @@ class UplinkWatch:
                 continue
             if self.uplinks and name not in self.uplinks:
                 continue
-            if self._flags(name) & (IFF_UP | IFF_RUNNING) == (IFF_UP | IFF_RUNNING):
+            if oper_up(self._ioctl, name):
                 return name
         return None
 
