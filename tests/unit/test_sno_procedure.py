@@ -208,3 +208,20 @@ def test_handover_start_needs_the_home_cores_tag():
                                                   Attr.RAND: b"r" * 16, Attr.AT: 1})
     acts = sim.agent.on_msg(decode(encode(forged, secrets.token_bytes(32))), sim.now)
     assert acts[0].step == "handover_start_refused" and sim.agent.handover is None
+
+
+def test_a_long_notice_prepares_everything_but_reroutes_only_at_the_planned_switch():
+    sim = Sim("proactive", latency_ms=20)
+    sim.cores["core-a"].c.notice_ms = 100.0
+    at_home(sim)
+    t0 = sim.now + 150 * MS
+    sim.do("core-a", sim.cores["core-a"].on_plan(USER, "core-b", t0, sim.now))
+    sim.run(t0 - 1)
+    assert sim.first("core-b", "tunnel_ack_rx") < t0  # all prepared before the switch
+    assert sim.cores["core-a"].own[USER].where == "local"  # yet the user's downlink still goes to its GS
+    sim.run(t0)
+    sim.switch("core-b", 50)
+    sim.run(t0 + 2000 * MS)
+    assert sim.first("core-a", "rerouted") == t0
+    assert sim.first("agent", "registered", t0) - sim.first("agent", "link_up", t0) <= 3 * MS
+    assert sim.cores["core-a"].own[USER].where == "core-b"

@@ -65,7 +65,9 @@ def tunnel_kind(features) -> str:
     """The inter-core tunnel this kernel can make: VXLAN (probed by ``emu.dataplane.features``)."""
     if features.has("vxlan"):
         return "vxlan"
-    raise RuntimeError("no VXLAN on this kernel (see `leo-emu doctor`): the inter-core tunnel cannot be made")
+    from emu.errors import DataplaneError
+    raise DataplaneError("inter-core tunnel", None, None,
+                         "no VXLAN on this kernel (see `leo-emu doctor`): the inter-core tunnel cannot be made")
 
 
 def _rule(verb: str, match: str, action: str, pref: int) -> str:

@@ -399,24 +399,40 @@ class CoreLogic:
         if o is None or given is None or given[0] != peer or given[1] < now:
             return [Step(user, "tunnel_req_refused", {"peer": peer, "reason": "no vector issued to this peer"})]
         p = self._peer(peer)
-        acts: list = [Step(user, "tunnel_req_rx", {"peer": peer, "coa": str(msg[A.COA])})]
+        coa = str(msg[A.COA])
+        acts: list = [Step(user, "tunnel_req_rx", {"peer": peer, "coa": coa})]
         acts += self._tunnel_use(peer, user)
-        old_where, old_iface = o.where, o.iface
-        o.where, o.coa, o.iface, o.ut_addr = peer, str(msg[A.COA]), "", ""
         mac = ":".join(f"{b:02x}" for b in msg[A.LLADDR])
-        lines = K.tunnel_neigh(p.index, o.coa, mac) + self._away_lines(o)
-        if old_where == "local":
-            lines += K.disallow(o.prefix, old_iface)
-        acts.append(Kernel("user away: route into the tunnel", tuple(lines)))
-        if old_where in self.c.peers and old_where != peer:
-            acts.append(ToPeer(old_where, self._m(Msg.RELEASE, user=user, core=self.name)))
-            acts += self._tunnel_release(old_where, user)
+        planned = self.plan.get(user)
+        if planned and planned[0] == peer and now < planned[1] and o.where == "local":
+            # prepared ahead of the switch: the tunnel end now, the route at the planned switch; until
+            # then the user is still here and its downlink must not leave through the tunnel
+            acts.append(Kernel("tunnel ready for the user", tuple(K.tunnel_neigh(p.index, coa, mac)
+                                                                  + K.allow(o.prefix, K.tunnel_name(p.index)))))
+            acts.append(Timer(planned[1], ("reroute", user, peer, coa)))
+        else:
+            acts += self._move_away(user, peer, coa, mac)
         acts += [ToPeer(peer, self._m(Msg.TUNNEL_ACK, user=user, core=self.name,
                                       inner=ipaddress.IPv4Address(self.c.inner),
                                       endpoint=ipaddress.IPv4Address(self.c.public),
                                       vni=K.vni_for(self.c.index, p.index),
                                       lladdr=bytes.fromhex(K.tunnel_mac(self.c.index, p.index).replace(":", "")))),
                  Step(user, "tunnel_ack_tx", {"peer": peer})]
+        return acts
+
+    def _move_away(self, user: str, peer: str, coa: str, mac: str = "") -> list:
+        """The user's prefix now goes into the tunnel to ``peer``; the old serving core is released."""
+        o = self.own[user]
+        p = self._peer(peer)
+        old_where, old_iface = o.where, o.iface
+        o.where, o.coa, o.iface, o.ut_addr = peer, coa, "", ""
+        lines = (K.tunnel_neigh(p.index, coa, mac) if mac else []) + self._away_lines(o)
+        if old_where == "local":
+            lines += K.disallow(o.prefix, old_iface)
+        acts: list = [Kernel("user away: route into the tunnel", tuple(lines))]
+        if old_where in self.c.peers and old_where != peer:
+            acts.append(ToPeer(old_where, self._m(Msg.RELEASE, user=user, core=self.name)))
+            acts += self._tunnel_release(old_where, user)
         return acts
 
     def _tunnel_ack(self, peer: str, msg: Message, now: int) -> list:
@@ -469,6 +485,11 @@ class CoreLogic:
         kind, user = token[0], token[1]
         if kind == "handover":
             return self._handover_start(user, token[2], now)
+        if kind == "reroute":  # the planned switch: the prepared route takes over (if nothing else happened)
+            o, peer, coa = self.own.get(user), token[2], token[3]
+            if o is None or o.where != "local" or user not in self.tunnels.get(peer, set()):
+                return []
+            return [Step(user, "rerouted", {"peer": peer, "coa": coa})] + self._move_away(user, peer, coa)
         if kind == "prepare-wait":
             vis = self.visitors.get(user)
             if vis is None or vis.state != "await-prepare" or vis.early is None or vis.early[0] != token[2]:
