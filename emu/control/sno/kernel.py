@@ -164,12 +164,16 @@ def parse_batch_errors(lines: list[str], stderr: str) -> list[tuple[str, str]]:
     return out
 
 
-def apply(lines: list[str], timeout_s: float = 10.0) -> list[tuple[str, str]]:
-    """Run the lines in this process's namespace with a one-off ``ip -batch``; the failures that matter."""
+def apply(lines: list[str], timeout_s: float = 30.0, argv: tuple[str, ...] = ("ip",)) -> list[tuple[str, str]]:
+    """Run the lines with a one-off ``ip -batch``; the failures that matter. Never raises: a kernel
+    that does not answer (rtnl held elsewhere for ``timeout_s``) is reported against every line."""
     if not lines:
         return []
-    p = subprocess.run(["ip", "-force", "-batch", "-"], input="".join(ln + "\n" for ln in lines),
-                       capture_output=True, text=True, timeout=timeout_s, check=False)
+    try:
+        p = subprocess.run([*argv, "-force", "-batch", "-"], input="".join(ln + "\n" for ln in lines),
+                           capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (subprocess.TimeoutExpired, OSError) as exc:
+        return [(ln, f"not done: {exc}") for ln in lines]
     return parse_batch_errors(lines, p.stderr)
 
 
@@ -186,6 +190,7 @@ class IpSession:
     SENTINEL = "snosentinel0"
 
     def __init__(self, argv: tuple[str, ...] = ("ip",)):
+        self.base = tuple(argv)
         self.argv = list(argv) + ["-force", "-batch", "-"]
         self.p: subprocess.Popen | None = None
         self.count = 0
@@ -218,7 +223,7 @@ class IpSession:
                 raise BrokenPipeError("ip -batch ended")
             self._buf += chunk
 
-    def apply(self, lines: list[str], timeout_s: float = 10.0) -> list[tuple[str, str]]:
+    def apply(self, lines: list[str], timeout_s: float = 30.0) -> list[tuple[str, str]]:
         if not lines:
             return []
         if self.p is None or self.p.poll() is not None:
@@ -229,9 +234,11 @@ class IpSession:
         try:
             os.write(self.p.stdin.fileno(), "".join(ln + "\n" for ln in batch).encode())
             errs = self._lines_until(f"Command failed -:{self.count}", timeout_s)
-        except (OSError, TimeoutError):
-            self.close()
-            return apply(lines, timeout_s)
+        except (OSError, TimeoutError) as exc:
+            self.close()  # the lines may or may not have been done: run them again (they are idempotent)
+            if isinstance(exc, TimeoutError):
+                return [(ln, "not done: the kernel did not answer in time") for ln in lines]
+            return apply(lines, timeout_s, self.base)
         # renumber the session's line numbers to this batch's, then pair them as a one-off batch would
         out = []
         for t in errs:
