@@ -272,6 +272,7 @@ class Rig:
         """Probe stream on, the plan told to the home core, the link switched at the planned time."""
         probe = self.start_probe()
         time.sleep(pre_s)
+        plan_ahead_ms = max(plan_ahead_ms, self.notice_ms + 40.0)  # the plan must be known before the notice
         at_ns = time.monotonic_ns() + int(plan_ahead_ms * 1e6)
         launch.admin(self.info["cores"]["core-a"]["admin"], {"op": "plan", "user": USER, "target": to,
                                                               "at_ns": at_ns})
@@ -283,7 +284,7 @@ class Rig:
         res = self.stop_probe(probe)
         origin = ev["link_switch_start_ns"]
         gap = interruption(res["sent"], res["replies"], ev["link_down_ns"], origin)
-        steps = self.steps_between(at_ns - int(0.2e9), t_reg + int(0.2e9), origin)
+        steps = self.steps_between(at_ns - int((plan_ahead_ms + 50) * 1e6), t_reg + int(0.2e9), origin)
         return {"procedure": self.procedure, "registered": ok, "to": to, **gap, "probes_sent": res["sent"],
                 "registration_after_link_up_ms": self._first(steps, "registered", "ut1") if ok else None,
                 "steps": steps}
