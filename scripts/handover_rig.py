@@ -84,6 +84,8 @@ def main() -> int:
                      "p90_interruption_ms": summarize([r["interruption_ms"] for r in rs])["p90"],
                      "lost_packets": summarize([r["lost_packets"] for r in rs]),
                      "registration_after_link_up_ms": summarize([r["registration_after_link_up_ms"] for r in rs]),
+                     "core_registered_after_link_up_ms": summarize([r["core_registered_after_link_up_ms"]
+                                                                    for r in rs]),
                      "all_registered": all(r["registered"] for r in rs),
                      "handovers": rs}
     b, p = out["baseline"]["median_interruption_ms"], out["proactive"]["median_interruption_ms"]

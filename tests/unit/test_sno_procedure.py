@@ -225,3 +225,20 @@ def test_a_long_notice_prepares_everything_but_reroutes_only_at_the_planned_swit
     assert sim.first("core-a", "rerouted") == t0
     assert sim.first("agent", "registered", t0) - sim.first("agent", "link_up", t0) <= 3 * MS
     assert sim.cores["core-a"].own[USER].where == "core-b"
+
+
+def test_retransmitted_discovers_while_the_tunnel_is_pending_do_not_restart_or_reject():
+    """A slow inter-core path: the terminal retries (proactive twice, then plain) before REGISTERED."""
+    sim = Sim("proactive", latency_ms=400)  # PREPARE lands 400 ms after the switch, TUNNEL_ACK 800 ms later
+    sim.cores["core-a"].c.notice_ms = 0.0
+    at_home(sim)
+    t0 = sim.now + 50 * MS
+    sim.do("core-a", sim.cores["core-a"].on_plan(USER, "core-b", t0, sim.now))
+    sim.run(t0)
+    sim.switch("core-b", 5)
+    sim.run(t0 + 3000 * MS)
+    assert sim.agent.registered_at == "core-b" and sim.agent.rejected is None
+    steps = sim.step_names("core-b")
+    assert "rejected" not in steps and "auth_req_tx" not in steps
+    assert steps.count("discover_rx") >= 4 and steps.count("discover_dup") >= 2  # proactive and plain retries
+    assert sim.first("core-b", "registered") == sim.first("core-b", "tunnel_ack_rx")

@@ -206,10 +206,12 @@ class CoreLogic:
         v = self.visitors.get(user)
         rand, res = msg.get(A.RAND), msg.get(A.RES)
         if rand is not None and res is not None:  # proactive: the answer to HANDOVER_START's challenge
-            if v is not None and v.state == "registered" and v.rand == rand:
+            if v is not None and v.rand == rand and (v.verified or v.state == "registered"):
                 if (v.iface, v.ut_addr) != (iface, src):
                     return acts + self._reject(user, src, "replay")
-                return acts + [self._registered_msg(user, v), Step(user, "registered_retx")]  # REGISTERED was lost
+                if v.state == "registered":  # REGISTERED was lost: say it again
+                    return acts + [self._registered_msg(user, v), Step(user, "registered_retx")]
+                return acts + [Step(user, "discover_dup", {"state": "verified, tunnel pending"})]
             if v is None or v.rand != rand:
                 if v is None or v.home != peer.name:
                     acts += self._drop_visitor(user)
@@ -219,6 +221,8 @@ class CoreLogic:
                                Step(user, "await_prepare")]
             v.iface, v.ut_addr = iface, src
             return acts + self._check_visitor(user, v, rand, res, now)
+        if v is not None and v.verified and v.state != "registered" and (v.iface, v.ut_addr) == (iface, src):
+            return acts + [Step(user, "discover_dup", {"state": "verified, tunnel pending"})]
         if v is not None and v.state in ("await-vector", "await-response"):
             v.iface, v.ut_addr = iface, src  # a retransmission: the procedure is under way
             acts.append(Step(user, "discover_dup", {"state": v.state}))

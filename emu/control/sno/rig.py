@@ -287,14 +287,17 @@ class Rig:
         steps = self.steps_between(at_ns - int((plan_ahead_ms + 50) * 1e6), t_reg + int(0.2e9), origin)
         return {"procedure": self.procedure, "registered": ok, "to": to, **gap, "probes_sent": res["sent"],
                 "registration_after_link_up_ms": self._first(steps, "registered", "ut1") if ok else None,
+                "core_registered_after_link_up_ms": self._first(steps, "registered", to) if ok else None,
                 "steps": steps}
 
     @staticmethod
     def _first(steps: list[dict], step: str, node: str) -> float | None:
         """``t_ms`` of the first ``step`` by ``node`` minus the link-up moment (link_up step of the rig)."""
         up = next((s["t_ms"] for s in steps if s["node"] == "rig" and s["step"] == "link_up"), None)
-        t = next((s["t_ms"] for s in steps if s["node"] == node and s["step"] == step), None)
-        return None if up is None or t is None else round(t - up, 2)
+        if up is None:
+            return None
+        t = next((s["t_ms"] for s in steps if s["node"] == node and s["step"] == step and s["t_ms"] >= up), None)
+        return None if t is None else round(t - up, 2)
 
     def steps_between(self, t0: int, t1: int, origin: int) -> list[dict]:
         """Every daemon step in [t0, t1] and the rig's link events, in ms from the link switch."""
