@@ -161,10 +161,14 @@ def test_interruption_is_the_gap_across_the_link_down():
     replies = [[i, i * 10 * ms, i * 10 * ms + ms] for i in range(10)]           # 0..90 ms
     replies += [[i, i * 10 * ms, i * 10 * ms + ms] for i in range(25, 30)]      # 250..290 ms
     replies += [[5, 50 * ms, 51 * ms]]                                           # a duplicate
-    r = interruption(30, replies, cut_ns=95 * ms)
+    r = interruption(30, replies, cut_ns=95 * ms, end_ns=240 * ms)
     assert r == {"lost_total": 15, "interruption_ms": 160.0, "lost_packets": 15, "last_before_ms": 91.0,
                  "first_after_ms": 251.0}
-    assert interruption(30, replies[:10], cut_ns=95 * ms)["interruption_ms"] is None
+    # a reply still in flight when the link went down does not end the outage
+    straggler = replies + [[10, 100 * ms, 102 * ms]]
+    r = interruption(30, straggler, cut_ns=101 * ms, end_ns=240 * ms)
+    assert (r["interruption_ms"], r["last_before_ms"], r["lost_packets"]) == (149.0, 102.0, 14)
+    assert interruption(30, replies[:10], cut_ns=95 * ms, end_ns=240 * ms)["interruption_ms"] is None
 
 
 def test_summaries_and_capture_counts():

@@ -80,23 +80,24 @@ def _ip(ns: str, lines: list[str]) -> None:
         raise RuntimeError(f"ip -n {ns}: {p.stderr.strip()}")
 
 
-def interruption(sent: int, replies: list[list[int]], cut_ns: int, origin_ns: int = 0) -> dict:
-    """The probe stream's outage across a handover: last reply before ``cut_ns`` -> first reply after (pure).
+def interruption(sent: int, replies: list[list[int]], cut_ns: int, end_ns: int, origin_ns: int = 0) -> dict:
+    """The probe stream's outage across a handover: last reply before it -> first reply after (pure).
 
-    ``replies`` are ``[seq, t_send_ns, t_recv_ns]``; ``cut_ns`` is the moment the old link went down.
-    Lost packets are those sent between the two replies that never came back; ``lost_total`` counts
-    the whole stream. Times in the result are ms from ``origin_ns``.
+    ``replies`` are ``[seq, t_send_ns, t_recv_ns]``; the link went down at ``cut_ns`` and the terminal
+    was registered again by ``end_ns``. The outage is the longest silence between two consecutive
+    replies that ends after ``cut_ns`` and begins before ``end_ns`` (a reply still in flight when the
+    link went down does not end it). Lost packets: those sent within it that never came back;
+    ``lost_total`` counts the whole stream. Times in the result are ms from ``origin_ns``.
     """
     got = sorted({r[0]: r for r in replies}.values(), key=lambda r: r[2])
-    before = [r for r in got if r[2] <= cut_ns]
-    after = [r for r in got if r[2] > cut_ns]
     out = {"lost_total": sent - len(got)}
-    if not before or not after:
+    gaps = [(b[2] - a[2], a, b) for a, b in zip(got, got[1:]) if b[2] > cut_ns and a[2] < end_ns]
+    if not gaps:
         return {**out, "interruption_ms": None, "lost_packets": None, "last_before_ms": None, "first_after_ms": None}
-    a, b = before[-1], after[0]
+    gap, a, b = max(gaps, key=lambda g: g[0])
     seen = {r[0] for r in got}
     lost = sum(1 for q in range(a[0] + 1, b[0]) if q not in seen)
-    return {**out, "interruption_ms": round((b[2] - a[2]) / 1e6, 2), "lost_packets": lost,
+    return {**out, "interruption_ms": round(gap / 1e6, 2), "lost_packets": lost,
             "last_before_ms": round((a[2] - origin_ns) / 1e6, 2), "first_after_ms": round((b[2] - origin_ns) / 1e6, 2)}
 
 
@@ -283,7 +284,7 @@ class Rig:
         time.sleep(post_s)
         res = self.stop_probe(probe)
         origin = ev["link_switch_start_ns"]
-        gap = interruption(res["sent"], res["replies"], ev["link_down_ns"], origin)
+        gap = interruption(res["sent"], res["replies"], ev["link_down_ns"], t_reg, origin)
         steps = self.steps_between(at_ns - int((plan_ahead_ms + 50) * 1e6), t_reg + int(0.2e9), origin)
         return {"procedure": self.procedure, "registered": ok, "to": to, **gap, "probes_sent": res["sent"],
                 "registration_after_link_up_ms": self._first(steps, "registered", "ut1") if ok else None,
