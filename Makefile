@@ -3,7 +3,7 @@
 
 PYTHON ?= python3
 SCENARIO ?= topologies/default.yaml
-APT_PACKAGES := iproute2 iputils-ping iperf3 tcpdump nftables ethtool procps
+APT_PACKAGES := iproute2 iputils-ping iperf3 tcpdump nftables ethtool procps bird2
 OUT := out
 
 .PHONY: install install-apt install-py demo test test-unit test-integration test-kernel bench clean
