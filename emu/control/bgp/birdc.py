@@ -116,3 +116,23 @@ def bgp_route_count(socket_path: str, table: str = "master6") -> int:
     """Routes in ``table`` that BGP brought (an s-ASBR: the default route only, spec §3)."""
     text = birdc(socket_path, "show", "route", "count", "table", table, "where", "source", "=", "RTS_BGP")
     return parse_route_count(text).get(table, 0)
+
+
+def parse_protocols_all(text: str) -> dict[str, ChannelRoutes]:
+    """``show protocols all``: each protocol's channel ``Routes:`` counters (cheap: no table walk)."""
+    out: dict[str, ChannelRoutes] = {}
+    current = None
+    for line in text.splitlines():
+        if line and not line[0].isspace():
+            parts = line.split()
+            current = parts[0] if len(parts) >= 4 and parts[0] not in ("BIRD", "Name") else None
+            continue
+        if current is not None:
+            r = parse_channel_routes(line)
+            if r is not None:
+                out[current] = r
+    return out
+
+
+def protocols_routes(socket_path: str) -> dict[str, ChannelRoutes]:
+    return parse_protocols_all(birdc(socket_path, "show", "protocols", "all"))

@@ -52,13 +52,14 @@ def _timers(t: Timers) -> list[str]:
     return out
 
 
-def _bgp(r: Router, p: Peering, t: Timers, import_filter: str, export_filter: str, extra: list[str]) -> list[str]:
+def _bgp(r: Router, p: Peering, t: Timers, import_filter: str, export_filter: str, extra: list[str] = (),
+         channel_extra: list[str] = ()) -> list[str]:
     return ["", f"protocol bgp {protocol_name(p.name)} {{",
             f'  description "{p.kind} peer {p.name}";',
             f"  local {p.local_addr} as {r.asn};",
             f"  neighbor {p.peer_addr} as {p.peer_asn};",
             "  direct;", *_timers(t), *extra,
-            "  ipv6 {", f"    import {import_filter};", f"    export {export_filter};", "  };", "}"]
+            "  ipv6 {", f"    import {import_filter};", f"    export {export_filter};", *channel_extra, "  };", "}"]
 
 
 def _prefix_set(msps: tuple[str, ...], longer_only: bool) -> str:
@@ -88,13 +89,13 @@ def render_core(r: Router, timers: Timers, log_path: str | None = None, kernel_t
     for p in r.peerings:
         if p.kind == "stub":
             # accept only MNPs (strictly inside a known MSP); send only the default route
-            out += _bgp(r, p, timers, "where net ~ MNPS", 'where proto = "default_for_stubs"', [])
+            out += _bgp(r, p, timers, "where net ~ MNPS", 'where proto = "default_for_stubs"')
         elif p.kind == "ibgp":
-            extra = ["  next hop self;"] + (["  rr client;"] if p.rr_client else [])
-            out += _bgp(r, p, timers, "where net ~ MNPS", "where source = RTS_BGP && net ~ MNPS", extra)
+            out += _bgp(r, p, timers, "where net ~ MNPS", "where source = RTS_BGP && net ~ MNPS",
+                        ["  rr client;"] if p.rr_client else [], ["    next hop self;"])
         elif p.kind == "ebgp":
             out += _bgp(r, p, timers, "where net ~ MNPS || net ~ MSPS",
-                        'where (source = RTS_BGP && net ~ MNPS) || proto = "msp"', [])
+                        'where (source = RTS_BGP && net ~ MNPS) || proto = "msp"')
         else:
             raise ValueError(f"a c-ASBR has no {p.kind!r} peering ({p.name})")
     return "\n".join(out) + "\n"
@@ -114,7 +115,7 @@ def render_stub(r: Router, timers: Timers, log_path: str | None = None, kernel_t
     for p in r.peerings:
         if p.kind != "core":
             raise ValueError(f"an s-ASBR has no {p.kind!r} peering ({p.name})")
-        out += _bgp(r, p, timers, "where net = ::/0", 'where proto = "mnps"', [])
+        out += _bgp(r, p, timers, "where net = ::/0", 'where proto = "mnps"')
     return "\n".join(out) + "\n"
 
 
