@@ -169,6 +169,11 @@ def core_counters(ov) -> tuple[int, int]:
     return rib, kernel.exported if kernel else 0
 
 
+def bgp_since(ov) -> dict[str, str]:
+    """When each of the c-ASBR's BGP sessions last changed state (a change = it went down and up meanwhile)."""
+    return {n: s.since for n, s in birdc.protocols(ov.socket("core")).items() if s.proto == "BGP"}
+
+
 def push(ov, texts: dict[str, str], pool: ThreadPoolExecutor) -> float:
     """Write every s-ASBR's MNP file (checked), then reload them all at once; return the reload start."""
     list(pool.map(lambda kv: ov.daemons[kv[0]].write_mnps(kv[1]), texts.items()))
@@ -179,7 +184,9 @@ def push(ov, texts: dict[str, str], pool: ThreadPoolExecutor) -> float:
 
 def wait_counters(ov, t0: float, rib_target: int, fib_target: int | None, timeout_s: float) -> dict:
     """Poll the c-ASBR's counters until RIB (and FIB, unless ``fib_target`` is None) reach their targets."""
-    cpu0 = cpu_s(ov.daemons["core"].pid)
+    stubs = [d.pid for name, d in ov.daemons.items() if name != "core"]
+    cpu0, stub_cpu0 = cpu_s(ov.daemons["core"].pid), sum(cpu_s(p) for p in stubs)
+    since0 = bgp_since(ov)
     rib_at = fib_at = None
     rib = fib = -1
     while time.monotonic() - t0 < timeout_s:
@@ -194,13 +201,20 @@ def wait_counters(ov, t0: float, rib_target: int, fib_target: int | None, timeou
         time.sleep(0.05)
     return {"rib_s": rib_at and round(rib_at, 2), "fib_s": fib_at and round(fib_at, 2),
             "rib_routes": rib, "fib_routes": fib, "core_cpu_s": round(cpu_s(ov.daemons["core"].pid) - cpu0, 2),
+            "stubs_cpu_s": round(sum(cpu_s(p) for p in stubs) - stub_cpu0, 2),
+            "sessions_reset": sum(1 for n, s in bgp_since(ov).items() if s != since0.get(n)),
             "converged": rib_at is not None and (fib_at is not None or fib_target is None)}
 
 
-def wire_bytes(stub_ns: str) -> int:
-    """Bytes the s-ASBR's BGP socket has had acknowledged (``ss -ti``), to tell packed from one-per-UPDATE."""
-    out = sh("ip", "netns", "exec", stub_ns, "ss", "-tinH", "state", "established")
-    return sum(int(m) for m in re.findall(r"bytes_acked:(\d+)", out))
+def wire_bytes(ov, stub_ns: str) -> tuple[int, str]:
+    """Bytes the s-ASBR's BGP socket has had acknowledged (``ss -ti``), to tell packed from one-per-UPDATE,
+    and the session's last state change (the count restarts with a new session)."""
+    out = sh("ip", "netns", "exec", stub_ns, "ss", "-tinH", "state", "established", "( dport = :179 or sport = :179 )")
+    return sum(int(m) for m in re.findall(r"bytes_acked:(\d+)", out)), bgp_since(ov).get("s000", "")
+
+
+def bytes_per_prefix(before: tuple[int, str], after: tuple[int, str], prefixes: int) -> float | None:
+    return round((after[0] - before[0]) / prefixes, 1) if before[1] == after[1] else None
 
 
 def run(args) -> dict:
@@ -243,10 +257,10 @@ def run(args) -> dict:
         time.sleep(1)
 
         log.info("phase 1: load %d routes (packed UPDATEs)", total)
-        w0 = wire_bytes(probe_ns)
+        w0 = wire_bytes(ov, probe_ns)
         t0 = push(ov, {s: render_mnps(per_peer[i]) for i, s in enumerate(stub_names)}, pool)
         load = wait_counters(ov, t0, total, total + fib_base, args.timeout)
-        load["wire_bytes_per_prefix"] = round((wire_bytes(probe_ns) - w0) / args.mnps, 1)
+        load["wire_bytes_per_prefix"] = bytes_per_prefix(w0, wire_bytes(ov, probe_ns), args.mnps)
         result["routes"] = birdc.bgp_route_count(ov.socket("core"))
         result["routes_all_sources"] = birdc.route_count(ov.socket("core"))  # + the MSP and ::/0 statics
         result["kernel_routes"] = kernel_route_count(names[0], "proto", "bird")
@@ -265,11 +279,11 @@ def run(args) -> dict:
         log.info("withdraw: %s", wd)
 
         log.info("phase 3: announce all, one prefix per UPDATE")
-        w0 = wire_bytes(probe_ns)
+        w0 = wire_bytes(ov, probe_ns)
         t0 = push(ov, {s: render_mnps(per_peer[i], distinct_attributes=True) for i, s in enumerate(stub_names)},
                   pool)
         one = wait_counters(ov, t0, total, total + fib_base, args.timeout)
-        one["wire_bytes_per_prefix"] = round((wire_bytes(probe_ns) - w0) / args.mnps, 1)
+        one["wire_bytes_per_prefix"] = bytes_per_prefix(w0, wire_bytes(ov, probe_ns), args.mnps)
         one["updates_per_s"] = one["fib_s"] and round(total / one["fib_s"])
         one["updates_per_s_rib"] = one["rib_s"] and round(total / one["rib_s"])
         result["one_prefix_per_update"] = one

@@ -153,6 +153,8 @@ def test_ibgp_next_hop_self_and_reflector_clients():
     text = render_core(net.routers["core-a0"], AGGRESSIVE)
     ibgp = block(text, "core_a1")
     assert "    next hop self;" in ibgp and "  rr client;" in ibgp
+    assert "    import where net ~ MNPS || net ~ MSPS;" in ibgp  # other operators' MSPs reach every c-ASBR
+    assert "    export where source = RTS_BGP && (net ~ MNPS || net ~ MSPS);" in ibgp
     assert "rr client" not in render_core(net.routers["core-a1"], AGGRESSIVE)
 
 
@@ -225,7 +227,7 @@ def test_parse_protocols():
     p = birdc.parse_protocols(PROTOCOLS)
     assert list(p) == ["device1", "msp", "kernel6", "core_b", "gs1"]
     assert p["gs1"].established and not p["core_b"].established and not p["kernel6"].established
-    assert (p["core_b"].state, p["core_b"].info) == ("start", "Idle")
+    assert (p["core_b"].state, p["core_b"].info, p["gs1"].since) == ("start", "Idle", "12:12:23.001")
 
 
 def test_parse_route_count():

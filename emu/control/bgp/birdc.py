@@ -22,6 +22,7 @@ class ProtocolState:
     proto: str  # BGP, Static, Kernel, Device, BFD
     state: str  # up, start, down
     info: str  # BGP: Established, Idle, Active, Connect, OpenSent, ...
+    since: str = ""  # when the state last changed: a different value later = the session went down meanwhile
 
     @property
     def established(self) -> bool:
@@ -58,8 +59,8 @@ def parse_protocols(text: str) -> dict[str, ProtocolState]:
         parts = line.split()
         if len(parts) < 5 or parts[0] in ("BIRD", "Name") or line.startswith(" "):
             continue
-        name, proto, _table, state = parts[:4]
-        out[name] = ProtocolState(name, proto, state, " ".join(parts[5:]))
+        name, proto, _table, state, since = parts[:5]
+        out[name] = ProtocolState(name, proto, state, " ".join(parts[5:]), since)
     return out
 
 

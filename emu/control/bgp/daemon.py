@@ -148,7 +148,7 @@ class Bird:
                 p.wait()
 
     def kill(self) -> None:
-        """SIGKILL without reaping-side bookkeeping: what a crash looks like (for tests of restart)."""
+        """SIGKILL, as a crash would (the keeper notices and restarts; tests of restart use it)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
 

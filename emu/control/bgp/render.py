@@ -91,7 +91,8 @@ def render_core(r: Router, timers: Timers, log_path: str | None = None, kernel_t
             # accept only MNPs (strictly inside a known MSP); send only the default route
             out += _bgp(r, p, timers, "where net ~ MNPS", 'where proto = "default_for_stubs"')
         elif p.kind == "ibgp":
-            out += _bgp(r, p, timers, "where net ~ MNPS", "where source = RTS_BGP && net ~ MNPS",
+            out += _bgp(r, p, timers, "where net ~ MNPS || net ~ MSPS",
+                        "where source = RTS_BGP && (net ~ MNPS || net ~ MSPS)",
                         ["  rr client;"] if p.rr_client else [], ["    next hop self;"])
         elif p.kind == "ebgp":
             out += _bgp(r, p, timers, "where net ~ MNPS || net ~ MSPS",
