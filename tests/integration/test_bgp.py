@@ -210,6 +210,28 @@ def test_killed_daemon_is_restarted_and_routes_return(rig):
     assert " 0% packet loss" in ping(ns["src"], UT_ADDR)
 
 
+def test_silent_link_failure_detected_by_bfd(rig):
+    """A link that stops carrying packets without going down: BFD (100 ms x 3) drops the session (spec §6)."""
+    if shutil.which("nft") is None:
+        pytest.skip("nft not installed: cannot make a silent link failure")
+    ns, ov = rig["ns"], rig["ov"]
+    ov.attach("gs1", MNP)
+    assert wait_nexthops(ns, AT_GS1, FOLLOW_BUDGET_S) is not None
+    rules = ("add table inet bgptest\n"
+             "add chain inet bgptest in { type filter hook input priority 0; policy accept; }\n"
+             "add chain inet bgptest out { type filter hook output priority 0; policy accept; }\n"
+             'add rule inet bgptest in iifname "to-core-a" drop\n'
+             'add rule inet bgptest out oifname "to-core-a" drop\n')
+    subprocess.run(["ip", "netns", "exec", ns["gs1"], "nft", "-f", "-"], input=rules, text=True, check=True)
+    try:
+        gone = wait_nexthops(ns, NOWHERE, AGGRESSIVE.hold_s)  # BFD must beat the hold timer
+        assert gone is not None, {c: kernel_nexthop(ns[c], MNP) for c in NOWHERE}
+        print(f"silent link failure: MNP withdrawn from every c-ASBR after {gone * 1000:.0f} ms")
+    finally:
+        subprocess.run(["ip", "netns", "exec", ns["gs1"], "nft", "delete", "table", "inet", "bgptest"], check=True)
+    assert wait_nexthops(ns, AT_GS1, 20) is not None
+
+
 def test_bad_config_is_refused_and_nothing_starts(make_ns, tmp_path, monkeypatch):
     (core_ns,) = make_ns("badcore")
     net = build_network([Operator("opa", 65001, ("fd00:a::/32",))],
