@@ -12,10 +12,15 @@ s-ASBRs until the c-ASBR's counters (``show protocols all``: the BGP
 channels' imported routes = RIB, the kernel protocol's exported routes = FIB)
 reach the target:
 
+0. RIB only: the load below with the c-ASBR's kernel protocol disabled
+   (BIRD's own share), then withdrawn;
 1. load: every s-ASBR announces its --mnps MNPs (BIRD packs many per UPDATE);
 2. withdraw: every s-ASBR withdraws them all;
 3. announce, one prefix per UPDATE: every MNP with its own MED, so no two
-   share an UPDATE (checked: wire bytes per prefix on one session from ``ss``).
+   share an UPDATE (checked: wire bytes per prefix on one session from ``ss``);
+4. replace all 10^6 held routes, one prefix per UPDATE (a new MED each): churn
+   with the full table in place, timed by the update counters (RIB: the BGP
+   channels' accepted import updates; FIB: the kernel protocol's export updates).
 
 Baseline from the same run: the same number of routes installed into a
 namespace's kernel table by ``ip -batch`` (no BGP). Prints ONE JSON object
@@ -206,6 +211,37 @@ def wait_counters(ov, t0: float, rib_target: int, fib_target: int | None, timeou
             "converged": rib_at is not None and (fib_at is not None or fib_target is None)}
 
 
+def update_counters(ov) -> tuple[int, int]:
+    """(route updates the c-ASBR accepted from its s-ASBRs, route updates its kernel protocol sent) so far."""
+    routes = birdc.protocols_routes(ov.socket("core"))
+    kernel = routes.get("kernel6")
+    return (sum(r.import_updates for name, r in routes.items() if name.startswith("s")),
+            kernel.export_updates if kernel else 0)
+
+
+def wait_updates(ov, t0: float, before: tuple[int, int], n: int, timeout_s: float) -> dict:
+    """Poll until ``n`` more updates came into the RIB and went out to the kernel (replacements: counts stay)."""
+    rib_at = fib_at = None
+    rib = fib = 0
+    since0 = bgp_since(ov)
+    cpu0 = cpu_s(ov.daemons["core"].pid)
+    while time.monotonic() - t0 < timeout_s:
+        now_rib, now_fib = update_counters(ov)
+        rib, fib = now_rib - before[0], now_fib - before[1]
+        now = time.monotonic() - t0
+        if rib_at is None and rib >= n:
+            rib_at = now
+        if fib_at is None and fib >= n:
+            fib_at = now
+        if rib_at is not None and fib_at is not None:
+            break
+        time.sleep(0.05)
+    return {"rib_s": rib_at and round(rib_at, 2), "fib_s": fib_at and round(fib_at, 2), "rib_updates": rib,
+            "fib_updates": fib, "core_cpu_s": round(cpu_s(ov.daemons["core"].pid) - cpu0, 2),
+            "sessions_reset": sum(1 for k, s in bgp_since(ov).items() if s != since0.get(k)),
+            "converged": rib_at is not None and fib_at is not None}
+
+
 def wire_bytes(ov, stub_ns: str) -> tuple[int, str]:
     """Bytes the s-ASBR's BGP socket has had acknowledged (``ss -ti``), to tell packed from one-per-UPDATE,
     and the session's last state change (the count restarts with a new session)."""
@@ -291,6 +327,16 @@ def run(args) -> dict:
         one["updates_per_s_rib"] = one["rib_s"] and round(total / one["rib_s"])
         result["one_prefix_per_update"] = one
         log.info("one prefix per UPDATE: %s", one)
+
+        log.info("phase 4: replace all %d held routes, one prefix per UPDATE (new MED each)", total)
+        before = update_counters(ov)
+        t0 = push(ov, {s: render_mnps(per_peer[i], distinct_attributes=True, med_base=total + 1)
+                       for i, s in enumerate(stub_names)}, pool)
+        held = wait_updates(ov, t0, before, total, args.timeout)
+        held["updates_per_s"] = held["fib_s"] and round(total / held["fib_s"])
+        held["routes_after"] = core_counters(ov)[0]
+        result["replace_held_one_prefix_per_update"] = held
+        log.info("replace while held: %s", held)
     finally:
         pool.shutdown()
         if ov is not None:
@@ -302,7 +348,8 @@ def run(args) -> dict:
     result["loadavg_end"] = loadavg()
     base = result["baseline_ip_batch"]["install_s"]
     fib = result["converge_s"]["fib"]
-    rate = result["one_prefix_per_update"]["updates_per_s"]
+    rates = [result[k]["updates_per_s"] for k in ("one_prefix_per_update", "replace_held_one_prefix_per_update")]
+    rate = min(rates) if all(rates) else None
     result["ratio_fib_converge_vs_ip_batch"] = fib and base and round(fib / base, 2)
     result["within_budget"] = {
         "converge": bool(fib is not None and fib <= BUDGET_CONVERGE_S and result["routes"] == total),

@@ -244,11 +244,17 @@ kernel6    Kernel     master6    up     12:12:22.606
     State:          UP
     Routes:         0 imported, 1000001 exported, 0 preferred
     Route change stats:     received   rejected   filtered    ignored   accepted
+      Import updates:              0          0          0          0          0
+      Import withdraws:            0          0        ---          0          0
+      Export updates:        2000004          0          1        ---    2000003
+      Export withdraws:            0        ---        ---        ---          0
 
 s000       BGP        ---        up     12:12:23.001  Established   
   BGP state:          Established
   Channel ipv6
     Routes:         10000 imported, 1 exported, 10000 preferred
+    Route change stats:     received   rejected   filtered    ignored   accepted
+      Import updates:          20000          0          0          0      20000
 
 s001       BGP        ---        start  12:12:23.001  Connect
   Channel ipv6
@@ -258,6 +264,7 @@ s001       BGP        ---        start  12:12:23.001  Connect
 
 def test_parse_protocols_all():
     r = birdc.parse_protocols_all(PROTOCOLS_ALL)
-    assert r == {"kernel6": birdc.ChannelRoutes(0, 1000001, 0), "s000": birdc.ChannelRoutes(10000, 1, 10000)}
+    assert r == {"kernel6": birdc.ChannelRoutes(0, 1000001, 0, 0, 2000003),
+                 "s000": birdc.ChannelRoutes(10000, 1, 10000, 20000, 0)}
     assert birdc.parse_channel_routes("    Routes:         5 imported, 2 filtered, 3 exported, 4 preferred") == \
         birdc.ChannelRoutes(5, 3, 4)

@@ -7,6 +7,7 @@ socket is a file, so ``birdc`` needs no namespace of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ class ChannelRoutes:
     imported: int
     exported: int
     preferred: int
+    import_updates: int = 0  # accepted route updates in (a replaced route counts, unlike ``imported``)
+    export_updates: int = 0  # accepted route updates out (the kernel protocol: route installs/replaces)
 
 
 def birdc(socket_path: str, *command: str, timeout_s: float = 30.0) -> str:
@@ -119,8 +122,14 @@ def bgp_route_count(socket_path: str, table: str = "master6") -> int:
     return parse_route_count(text).get(table, 0)
 
 
+_RE_UPDATES = re.compile(r"^\s*(?P<dir>Import|Export) updates:\s+(?:(?:\d+|---)\s+){4}(?P<accepted>\d+)\s*$")
+
+
 def parse_protocols_all(text: str) -> dict[str, ChannelRoutes]:
-    """``show protocols all``: each protocol's channel ``Routes:`` counters (cheap: no table walk)."""
+    """``show protocols all``: each protocol's channel counters (cheap: no table walk).
+
+    ``Routes:`` gives the routes held; the ``Import/Export updates:`` rows' *accepted* column the updates so far.
+    """
     out: dict[str, ChannelRoutes] = {}
     current = None
     for line in text.splitlines():
@@ -128,10 +137,16 @@ def parse_protocols_all(text: str) -> dict[str, ChannelRoutes]:
             parts = line.split()
             current = parts[0] if len(parts) >= 4 and parts[0] not in ("BIRD", "Name") else None
             continue
-        if current is not None:
-            r = parse_channel_routes(line)
-            if r is not None:
-                out[current] = r
+        if current is None:
+            continue
+        r = parse_channel_routes(line)
+        if r is not None:
+            out[current] = r
+            continue
+        m = _RE_UPDATES.match(line)
+        if m and current in out:
+            key = "import_updates" if m["dir"] == "Import" else "export_updates"
+            out[current] = dataclasses.replace(out[current], **{key: int(m["accepted"])})
     return out
 
 

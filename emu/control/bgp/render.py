@@ -120,14 +120,15 @@ def render_stub(r: Router, timers: Timers, log_path: str | None = None, kernel_t
     return "\n".join(out) + "\n"
 
 
-def render_mnps(mnps: list[str] | tuple[str, ...], distinct_attributes: bool = False) -> str:
+def render_mnps(mnps: list[str] | tuple[str, ...], distinct_attributes: bool = False, med_base: int = 1) -> str:
     """The s-ASBR's MNP file: one ``route`` per MNP (held in BIRD only; the data plane routes to the user).
 
-    ``distinct_attributes`` gives every route its own MED, so no two MNPs can
-    share an UPDATE: the worst case of one prefix per UPDATE (spec §3 scaling).
+    ``distinct_attributes`` gives every route its own MED (``med_base`` + index),
+    so no two MNPs can share an UPDATE: the worst case of one prefix per UPDATE
+    (spec §3 scaling); a new ``med_base`` re-announces every MNP.
     """
     if distinct_attributes:
-        return "".join(f"route {m} blackhole {{ bgp_med = {i + 1}; }};\n" for i, m in enumerate(mnps))
+        return "".join(f"route {m} blackhole {{ bgp_med = {med_base + i}; }};\n" for i, m in enumerate(mnps))
     return "".join(f"route {m} blackhole;\n" for m in mnps)
 
 
