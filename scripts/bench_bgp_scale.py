@@ -187,14 +187,19 @@ def core_counters(ov) -> tuple[int, int]:
     return rib, kernel.exported if kernel else 0
 
 
-def bgp_since(ov) -> dict[str, str]:
-    """When each of the c-ASBR's BGP sessions last changed state (a change = it went down and up meanwhile)."""
-    return {n: s.since for n, s in birdc.protocols(ov.socket("core")).items() if s.proto == "BGP"}
+def wall_clock() -> str:
+    """Now as BIRD prints a protocol's "Since" today (local time, ms)."""
+    now = time.time()
+    return time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
 
 
-def sessions_reset(before: dict[str, str], after: dict[str, str]) -> list[str]:
-    """The sessions whose state changed between two looks (down and up again, or down now)."""
-    return sorted(n for n in before if after.get(n) != before[n])
+def sessions_reset(ov, phase_start: str) -> list[str]:
+    """The c-ASBR's BGP sessions that are down now or changed state since ``phase_start`` (went down and up)."""
+    out = []
+    for n, s in birdc.protocols(ov.socket("core")).items():
+        if s.proto == "BGP" and (not s.established or (":" in s.since and s.since >= phase_start)):
+            out.append(n)
+    return sorted(out)
 
 
 def push(ov, texts: dict[str, str], pool: ThreadPoolExecutor) -> float:
@@ -209,7 +214,7 @@ def wait_counters(ov, t0: float, rib_target: int, fib_target: int | None, timeou
     """Poll the c-ASBR's counters until RIB (and FIB, unless ``fib_target`` is None) reach their targets."""
     stubs = [d.pid for name, d in ov.daemons.items() if name != "core"]
     cpu0, stub_cpu0 = cpu_s(ov.daemons["core"].pid), sum(cpu_s(p) for p in stubs)
-    since0 = bgp_since(ov)
+    start = wall_clock()
     rib_at = fib_at = None
     rib = fib = -1
     while time.monotonic() - t0 < timeout_s:
@@ -225,7 +230,7 @@ def wait_counters(ov, t0: float, rib_target: int, fib_target: int | None, timeou
     return {"rib_s": rib_at and round(rib_at, 2), "fib_s": fib_at and round(fib_at, 2),
             "rib_routes": rib, "fib_routes": fib, "core_cpu_s": round(cpu_s(ov.daemons["core"].pid) - cpu0, 2),
             "stubs_cpu_s": round(sum(cpu_s(p) for p in stubs) - stub_cpu0, 2),
-            "sessions_reset": sessions_reset(since0, bgp_since(ov)),
+            "sessions_reset": sessions_reset(ov, start),
             "converged": rib_at is not None and (fib_at is not None or fib_target is None)}
 
 
@@ -241,7 +246,7 @@ def wait_updates(ov, t0: float, before: tuple[int, int], n: int, timeout_s: floa
     """Poll until ``n`` more updates came into the RIB and went out to the kernel (replacements: counts stay)."""
     rib_at = fib_at = None
     rib = fib = 0
-    since0 = bgp_since(ov)
+    start = wall_clock()
     cpu0 = cpu_s(ov.daemons["core"].pid)
     while time.monotonic() - t0 < timeout_s:
         now_rib, now_fib = update_counters(ov)
@@ -256,7 +261,7 @@ def wait_updates(ov, t0: float, before: tuple[int, int], n: int, timeout_s: floa
         time.sleep(0.05)
     return {"rib_s": rib_at and round(rib_at, 2), "fib_s": fib_at and round(fib_at, 2), "rib_updates": rib,
             "fib_updates": fib, "core_cpu_s": round(cpu_s(ov.daemons["core"].pid) - cpu0, 2),
-            "sessions_reset": sessions_reset(since0, bgp_since(ov)),
+            "sessions_reset": sessions_reset(ov, start),
             "converged": rib_at is not None and fib_at is not None}
 
 
@@ -264,7 +269,8 @@ def wire_bytes(ov, stub_ns: str) -> tuple[int, str]:
     """Bytes the s-ASBR's BGP socket has had acknowledged (``ss -ti``), to tell packed from one-per-UPDATE,
     and the session's last state change (the count restarts with a new session)."""
     out = sh("ip", "netns", "exec", stub_ns, "ss", "-tinH", "state", "established", "( dport = :179 or sport = :179 )")
-    return sum(int(m) for m in re.findall(r"bytes_acked:(\d+)", out)), bgp_since(ov).get("s000", "")
+    since = birdc.protocols(ov.socket("core"))["s000"].since
+    return sum(int(m) for m in re.findall(r"bytes_acked:(\d+)", out)), since
 
 
 def bytes_per_prefix(before: tuple[int, str], after: tuple[int, str], prefixes: int) -> float | None:
