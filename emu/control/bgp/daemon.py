@@ -127,9 +127,11 @@ class Bird:
                                      f"control socket {self.socket_path} not answering after {wait_s:.0f} s")
             time.sleep(0.05)
 
-    def reload(self) -> None:
-        """Re-read the configuration (checked first) without restarting sessions whose config did not change."""
-        check_config(self.config_path, self.name)
+    def reload(self, check: bool = True) -> None:
+        """Re-read the configuration (checked first, unless the caller just did) without restarting sessions
+        whose configuration did not change."""
+        if check:
+            check_config(self.config_path, self.name)
         birdc.configure(self.socket_path)
 
     def stop(self, grace_s: float = 3.0) -> None:

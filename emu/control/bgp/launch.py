@@ -80,9 +80,9 @@ class BgpOverlay:
         mnps = [check_mnp(m, msps, "mnp") for m in mnps]
         with self._lock:
             d = self.daemons[stub]
-            d.write_mnps(render_mnps(mnps))
+            d.write_mnps(render_mnps(mnps))  # checked with bird -p (the old file is restored on a refusal)
             if d.running():
-                d.reload()
+                d.reload(check=False)
             self.announced[stub] = mnps
 
     def attach(self, stub: str, mnp: str) -> None:
