@@ -322,8 +322,8 @@ def run(args) -> dict:
         t0 = push(ov, {s: render_mnps(per_peer[i]) for i, s in enumerate(stub_names)}, pool)
         load = wait_counters(ov, t0, total, total + fib_base, args.timeout)
         load["wire_bytes_per_prefix"] = bytes_per_prefix(w0, wire_bytes(ov, probe_ns), args.mnps)
-        result["routes"] = birdc.bgp_route_count(ov.socket("core"))
-        result["routes_all_sources"] = birdc.route_count(ov.socket("core"))  # + the MSP and ::/0 statics
+        result["routes"] = birdc.bgp_route_count(ov.socket("core"), timeout_s=300)
+        result["routes_all_sources"] = birdc.route_count(ov.socket("core"), timeout_s=300)  # + MSP and ::/0
         result["kernel_routes"] = kernel_route_count(names[0], "proto", "bird")
         result["core_rss_mb"] = round(rss_mb(core_pid))
         result["core_rss_mb_before_load"] = round(rss0)

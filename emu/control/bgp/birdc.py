@@ -98,8 +98,10 @@ def protocols(socket_path: str) -> dict[str, ProtocolState]:
     return parse_protocols(birdc(socket_path, "show", "protocols"))
 
 
-def route_count(socket_path: str, table: str = "master6") -> int:
-    return parse_route_count(birdc(socket_path, "show", "route", "count", "table", table)).get(table, 0)
+def route_count(socket_path: str, table: str = "master6", timeout_s: float = 30.0) -> int:
+    """Routes in ``table`` (a walk of the table: seconds for 10^6 routes on a busy machine)."""
+    text = birdc(socket_path, "show", "route", "count", "table", table, timeout_s=timeout_s)
+    return parse_route_count(text).get(table, 0)
 
 
 def channel_routes(socket_path: str, protocol: str) -> ChannelRoutes:
@@ -116,9 +118,10 @@ def configure(socket_path: str) -> None:
         raise DataplaneError("birdc configure", None, None, f"{socket_path}: {text.strip()[-300:]}")
 
 
-def bgp_route_count(socket_path: str, table: str = "master6") -> int:
+def bgp_route_count(socket_path: str, table: str = "master6", timeout_s: float = 30.0) -> int:
     """Routes in ``table`` that BGP brought (an s-ASBR: the default route only, spec §3)."""
-    text = birdc(socket_path, "show", "route", "count", "table", table, "where", "source", "=", "RTS_BGP")
+    text = birdc(socket_path, "show", "route", "count", "table", table, "where", "source", "=", "RTS_BGP",
+                 timeout_s=timeout_s)
     return parse_route_count(text).get(table, 0)
 
 
