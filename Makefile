@@ -3,7 +3,7 @@
 
 PYTHON ?= python3
 SCENARIO ?= topologies/default.yaml
-APT_PACKAGES := iproute2 iputils-ping iperf3 tcpdump nftables ethtool procps
+APT_PACKAGES := iproute2 iputils-ping iperf3 tcpdump nftables ethtool procps bird2
 # plots: GSHHS coastlines (read by path, never downloaded); the live map's test: headless chromium
 APT_PACKAGES += python-cartopy-data chromium
 OUT := out
@@ -48,6 +48,7 @@ bench: install
 	$(PYTHON) scripts/bench_up.py topologies/starlink-shell1.yaml
 	$(PYTHON) scripts/bench_forwarding.py topologies/default.yaml
 	$(PYTHON) scripts/bench_netlink.py --nodes 1600
+	$(PYTHON) scripts/bench_bgp_scale.py --format json
 
 clean:
 	rm -rf $(OUT) .pytest_cache build *.egg-info

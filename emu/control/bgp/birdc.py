@@ -1,0 +1,157 @@
+"""Reading a BIRD daemon's state through its control socket with ``birdc`` (never its logs).
+
+The parsers are pure (text in, values out) so they are unit-tested on known
+output; :func:`birdc` is the one place that runs the client. The control
+socket is a file, so ``birdc`` needs no namespace of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+from dataclasses import dataclass
+
+from emu.errors import DataplaneError
+
+BIRDC = "birdc"
+
+
+@dataclass(frozen=True)
+class ProtocolState:
+    name: str
+    proto: str  # BGP, Static, Kernel, Device, BFD
+    state: str  # up, start, down
+    info: str  # BGP: Established, Idle, Active, Connect, OpenSent, ...
+    since: str = ""  # when the state last changed: a different value later = the session went down meanwhile
+
+    @property
+    def established(self) -> bool:
+        return self.proto == "BGP" and self.state == "up" and self.info.startswith("Established")
+
+
+@dataclass(frozen=True)
+class ChannelRoutes:
+    imported: int
+    exported: int
+    preferred: int
+    import_updates: int = 0  # accepted route updates in (a replaced route counts, unlike ``imported``)
+    export_updates: int = 0  # accepted route updates out (the kernel protocol: route installs/replaces)
+
+
+def birdc(socket_path: str, *command: str, timeout_s: float = 30.0) -> str:
+    """Run one ``birdc`` command against a socket; raise when the daemon does not answer."""
+    argv = [BIRDC, "-s", socket_path, *command]
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise DataplaneError("run birdc", None, 2, "birdc not installed (apt-get install bird2)") from None
+    except subprocess.TimeoutExpired:
+        raise DataplaneError(f"birdc {' '.join(command)}", None, None,
+                             f"no answer from {socket_path} within {timeout_s:.0f} s") from None
+    text = p.stdout + p.stderr
+    if p.returncode != 0 or "Unable to connect" in text:
+        raise DataplaneError(f"birdc {' '.join(command)}", None, None, f"{socket_path}: {text.strip()[:200]}")
+    return p.stdout
+
+
+def parse_protocols(text: str) -> dict[str, ProtocolState]:
+    """``show protocols``: one :class:`ProtocolState` per protocol, keyed by name."""
+    out: dict[str, ProtocolState] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 5 or parts[0] in ("BIRD", "Name") or line.startswith(" "):
+            continue
+        name, proto, _table, state, since = parts[:5]
+        out[name] = ProtocolState(name, proto, state, " ".join(parts[5:]), since)
+    return out
+
+
+_RE_COUNT = re.compile(r"(?P<n>\d+) of (?P<m>\d+) routes for (?P<k>\d+) networks in table (?P<t>\S+)")
+
+
+def parse_route_count(text: str) -> dict[str, int]:
+    """``show route count``: best routes per table (``{"master6": 1000000, ...}``); the Total line skipped."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.lstrip().startswith("Total"):
+            continue
+        m = _RE_COUNT.search(line)
+        if m:
+            out[m["t"]] = int(m["n"])
+    return out
+
+
+_RE_ROUTES = re.compile(r"^\s*Routes:\s+(?P<i>\d+) imported, (?:(?P<f>\d+) filtered, )?(?P<e>\d+) exported"
+                        r"(?:, (?P<p>\d+) preferred)?", re.M)
+
+
+def parse_channel_routes(text: str) -> ChannelRoutes | None:
+    """``show protocols all NAME``: the channel's ``Routes:`` line (a kernel protocol's *exported* = in the FIB)."""
+    m = _RE_ROUTES.search(text)
+    if not m:
+        return None
+    return ChannelRoutes(int(m["i"]), int(m["e"]), int(m["p"] or 0))
+
+
+def protocols(socket_path: str) -> dict[str, ProtocolState]:
+    return parse_protocols(birdc(socket_path, "show", "protocols"))
+
+
+def route_count(socket_path: str, table: str = "master6", timeout_s: float = 30.0) -> int:
+    """Routes in ``table`` (a walk of the table: seconds for 10^6 routes on a busy machine)."""
+    text = birdc(socket_path, "show", "route", "count", "table", table, timeout_s=timeout_s)
+    return parse_route_count(text).get(table, 0)
+
+
+def channel_routes(socket_path: str, protocol: str) -> ChannelRoutes:
+    r = parse_channel_routes(birdc(socket_path, "show", "protocols", "all", protocol))
+    if r is None:
+        raise DataplaneError(f"birdc show protocols all {protocol}", None, None, "no Routes: line in the answer")
+    return r
+
+
+def configure(socket_path: str) -> None:
+    """``birdc configure``: re-read the configuration (and its MNP file); raise unless BIRD took it."""
+    text = birdc(socket_path, "configure")
+    if "Reconfigured" not in text and "Reconfiguration in progress" not in text:
+        raise DataplaneError("birdc configure", None, None, f"{socket_path}: {text.strip()[-300:]}")
+
+
+def bgp_route_count(socket_path: str, table: str = "master6", timeout_s: float = 30.0) -> int:
+    """Routes in ``table`` that BGP brought (an s-ASBR: the default route only, spec §3)."""
+    text = birdc(socket_path, "show", "route", "count", "table", table, "where", "source", "=", "RTS_BGP",
+                 timeout_s=timeout_s)
+    return parse_route_count(text).get(table, 0)
+
+
+_RE_UPDATES = re.compile(r"^\s*(?P<dir>Import|Export) updates:\s+(?:(?:\d+|---)\s+){4}(?P<accepted>\d+)\s*$")
+
+
+def parse_protocols_all(text: str) -> dict[str, ChannelRoutes]:
+    """``show protocols all``: each protocol's channel counters (cheap: no table walk).
+
+    ``Routes:`` gives the routes held; the ``Import/Export updates:`` rows' *accepted* column the updates so far.
+    """
+    out: dict[str, ChannelRoutes] = {}
+    current = None
+    for line in text.splitlines():
+        if line and not line[0].isspace():
+            parts = line.split()
+            current = parts[0] if len(parts) >= 4 and parts[0] not in ("BIRD", "Name") else None
+            continue
+        if current is None:
+            continue
+        r = parse_channel_routes(line)
+        if r is not None:
+            out[current] = r
+            continue
+        m = _RE_UPDATES.match(line)
+        if m and current in out:
+            key = "import_updates" if m["dir"] == "Import" else "export_updates"
+            out[current] = dataclasses.replace(out[current], **{key: int(m["accepted"])})
+    return out
+
+
+def protocols_routes(socket_path: str) -> dict[str, ChannelRoutes]:
+    return parse_protocols_all(birdc(socket_path, "show", "protocols", "all"))
