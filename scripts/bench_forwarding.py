@@ -117,7 +117,7 @@ def main() -> None:
         ctl = Controller(run, plan, speed=0.001, n_slices=1, start_slice=k0)
         ctl.build()
         time.sleep(0.3)
-        res["emulated_bps"] = iperf(ctl.model.by_name["dev1"].netns, ctl.model.inet_addr, args.time)
+        res["emulated_bps"] = iperf(ctl.model.by_name["dev1"].netns, ctl.model.cfg.inet_addr, args.time)
         ctl.close()
     finally:
         cleanup.teardown(run)

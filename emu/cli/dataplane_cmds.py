@@ -87,7 +87,7 @@ def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, s
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _interrupt)
         ctl = Controller(run, plan_file, speed, slices, progress=cb, scenario_name=loaded.scenario.name,
-                         start_slice=start_slice)
+                         start_slice=start_slice, scenario=loaded.scenario)
         try:
             with prog:
                 build_s = ctl.build()

@@ -108,7 +108,7 @@ class Builder:
         ns = lambda name: m.by_name[name].netns  # noqa: E731
         ops = m.db.operators
         core_ns = {idx: ns(name) for idx, name, _c, _p in ops}
-        inet_ns = ns(m.inet_name)
+        inet_ns = ns(m.cfg.inet_name)
         terr = [n.netns for n in m.nodes if n.kind != "satellite"]
         for n in terr:
             f.nl[n].link_set(IDX_LO, up=True)
@@ -144,7 +144,7 @@ class Builder:
             core.link_set(100 + i, up=True)
             core.addr("add", 100 + i, core_end, 30)
         inet = f.nl[inet_ns]
-        inet.addr("add", IDX_LO, m.inet_addr, m.inet_prefix.prefixlen)
+        inet.addr("add", IDX_LO, m.cfg.inet_addr, m.cfg.inet_prefix.prefixlen)
         for idx, _name, _c, pool in ops:
             core = f.nl[core_ns[idx]]
             core.link_set(IDX_TERR, up=True)
@@ -158,15 +158,8 @@ class Builder:
 
     # ------------------------------------------------------------------ tunnels
     def tunnels(self, choice0) -> None:
-        """UT -> GS tunnels (grc §Data Forwarding Process steps 2 and 4): ipip where the kernel has it, else VXLAN."""
-        m = self.m
-        pref = m.tunnel_pref
-        has_ipip = self.features.has("ipip")
-        if pref == "ipip" and not has_ipip:
-            raise DataplaneError("ipip tunnel", None, None, "the scenario asks links.tunnel: ipip but this kernel "
-                                 "has no ipip (see `leo-emu doctor`); use vxlan or auto")
-        m.tunnel_mode = "ipip" if (pref == "ipip" or (pref == "auto" and has_ipip)) else "vxlan"
-        if m.tunnel_mode == "ipip":
+        """UT -> GS tunnels (grc §Data Forwarding Process steps 2 and 4), of the kind the run config chose."""
+        if self.m.cfg.tunnel_mode == "ipip":
             self._ipip_tunnels(choice0)
         else:
             self._vxlan_tunnels(choice0)
@@ -190,7 +183,7 @@ class Builder:
             nl.link_set(IDX_TUN, up=True)
             gs = int(choice0[row, 0])
             if gs >= 0:
-                nlroute.route4_encap(nl, "replace", str(m.inet_prefix), IDX_TUN, to_ipv4(m.db.ground[gs].grc),
+                nlroute.route4_encap(nl, "replace", str(m.cfg.inet_prefix), IDX_TUN, to_ipv4(m.db.ground[gs].grc),
                                      to_ipv4(u.grc))
         f.flush(nodes)
 
@@ -221,7 +214,7 @@ class Builder:
             nl.link_set(IDX_TUN, up=True)
             nl.addr("add", IDX_TUN, m.ut_tunnel_addr(u.idx), TUNNEL_PLEN)
             nlroute.neigh(nl, "add", IDX_TUN, TUNNEL_GS_ADDR, TUNNEL_MAC)
-            nl.route("add", str(m.inet_prefix), oif=IDX_TUN, gateway=TUNNEL_GS_ADDR)
+            nl.route("add", str(m.cfg.inet_prefix), oif=IDX_TUN, gateway=TUNNEL_GS_ADDR)
             gs = int(choice0[row, 0])
             if gs >= 0:
                 nlroute.fdb(nl, "replace", IDX_TUN, TUNNEL_MAC, to_ipv4(m.db.ground[gs].grc))
@@ -240,8 +233,8 @@ class Builder:
 
     def shape_terrestrial(self) -> None:
         m, f = self.m, self.fabric
-        rate = mbit(m.rates_mbit["terrestrial"])
-        delay = int(m.terrestrial_delay_ms * 1000) if self.features.has("netem") else 0
+        rate = mbit(m.cfg.rates_mbit["terrestrial"])
+        delay = int(m.cfg.terrestrial_delay_ms * 1000) if self.features.has("netem") else 0
         shapes = []
         for g in m.gss:
             i = m.gss.index(g)
@@ -249,7 +242,7 @@ class Builder:
             shapes.append(LinkShape(m.by_name[m.db.operators[g.operator][1]].netns, 100 + i, rate, delay))
         for idx, name, _c, _p in m.db.operators:
             shapes.append(LinkShape(m.by_name[name].netns, IDX_TERR, rate, delay))
-            shapes.append(LinkShape(m.by_name[m.inet_name].netns, 100 + idx, rate, delay))
+            shapes.append(LinkShape(m.by_name[m.cfg.inet_name].netns, 100 + idx, rate, delay))
         if self.features.has("tbf"):
             shape_many(shapes, f.nl)
         else:
@@ -259,7 +252,7 @@ class Builder:
         m, f = self.m, self.fabric
         if not self.features.has("tbf"):
             return
-        rate = mbit(m.rates_mbit["isl"])
+        rate = mbit(m.cfg.rates_mbit["isl"])
         d_us = 1 if self.features.has("netem") else 0  # netem root; the applier sets each slice's delay
         shapes = []
         for a, b, d in m.grid_links.tolist():
@@ -270,13 +263,13 @@ class Builder:
         self.progress("link shaping", len(shapes), len(shapes))
 
     def servers(self) -> None:
-        inet = self.m.by_name[self.m.inet_name].netns
-        for argv, what in ((["iperf3", "-s", "-B", self.m.inet_addr], "iperf3"),
-                           (["python3", "-m", "http.server", "80", "--bind", self.m.inet_addr], "http")):
+        inet = self.m.by_name[self.m.cfg.inet_name].netns
+        for argv, what in ((["iperf3", "-s", "-B", self.m.cfg.inet_addr], "iperf3"),
+                           (["python3", "-m", "http.server", "80", "--bind", self.m.cfg.inet_addr], "http")):
             try:
                 p = spawn_in(inet, argv)
             except tools.CommandNotFound:
-                self.degradations.append(f"{argv[0]} not installed: no {what} server in {self.m.inet_name}")
+                self.degradations.append(f"{argv[0]} not installed: no {what} server in {self.m.cfg.inet_name}")
                 continue
             self.run.record_pid(p.pid, f"{what} in {inet}")
             self.procs.append(p)

@@ -49,7 +49,7 @@ class SliceApplier:
         self.ut_target: dict[int, int] = {}
         self.unresolved = 0
         self.k0 = 0
-        self._level = int(model.db.meta.get("grc_level", 6))
+        self._level = model.grc_level
         self._choice_cache: dict[int, object] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -210,7 +210,7 @@ class SliceApplier:
             f.nl[sns].addr("add", si, m.sat_ll(gl.sat, DOWN), 64)
             f.nl[gns].link_set(gi, up=True)
             f.nl[gns].addr("add", gi, m.ground_ll(gl.ground), 64)
-            rate = int(m.rates_mbit["ground"] * 1e6)
+            rate = int(m.cfg.rates_mbit["ground"] * 1e6)
             d_us = 1 if self.features.has("netem") else 0  # netem root now, real delay set at the boundary
             shapes += [LinkShape(sns, si, rate, d_us), LinkShape(gns, gi, rate, d_us)]
         for sl in sls:
@@ -220,7 +220,7 @@ class SliceApplier:
             f.nl[lns].addr("add", li, m.sat_ll(sl.lower, UP), 64)
             f.nl[uns].link_set(ui, up=True)
             f.nl[uns].addr("add", ui, m.sat_ll(sl.upper, DOWN), 64)
-            rate = int(m.rates_mbit["isl"] * 1e6)
+            rate = int(m.cfg.rates_mbit["isl"] * 1e6)
             d_us = 1 if self.features.has("netem") else 0
             shapes += [LinkShape(lns, li, rate, d_us), LinkShape(uns, ui, rate, d_us)]
         f.flush(touched)
@@ -321,8 +321,8 @@ class SliceApplier:
                 i = m.gss.index(next(x for x in m.gss if x.idx == gs))
                 f.nl[cns].route("replace", sub, oif=100 + i, gateway=m.gs_core_link(gs)[0])
                 uns = m.by_name[u.name].netns
-                if m.tunnel_mode == "ipip":
-                    nlroute.route4_encap(f.nl[uns], "replace", str(m.inet_prefix), IDX_TUN,
+                if m.cfg.tunnel_mode == "ipip":
+                    nlroute.route4_encap(f.nl[uns], "replace", str(m.cfg.inet_prefix), IDX_TUN,
                                          to_ipv4(m.db.ground[gs].grc), to_ipv4(u.grc))
                 else:
                     nlroute.fdb(f.nl[uns], "replace", IDX_TUN, TUNNEL_MAC, to_ipv4(m.db.ground[gs].grc))
