@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emu.cli.plan_cmds import build_plan  # noqa: E402
 from emu.dataplane import cleanup, netns  # noqa: E402
-from emu.dataplane.build import spawn_in  # noqa: E402
+from emu.dataplane.procs import spawn_in  # noqa: E402
 from emu.dataplane.controller import Controller  # noqa: E402
 from emu.dataplane.netlink import NetlinkBatch  # noqa: E402
 from emu.dataplane.state import Run, new_run_id  # noqa: E402

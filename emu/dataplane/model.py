@@ -29,7 +29,7 @@ from functools import cached_property
 import numpy as np
 
 from emu.addressing import semantic
-from emu.orbit.constellation import DIRECTION_IFNAME, DOWN, OPPOSITE, UP
+from emu.orbit.constellation import DOWN, OPPOSITE, UP
 from emu.dataplane.runconfig import RunConfig, scenario_of_plan
 from emu.plan.db import PlanDB
 from emu.plan.planner import neighbour_matrix
@@ -224,7 +224,11 @@ class Model:
         return semantic.mac_address(shell & 0xF, plane, s, intf & 0xF, oui=self.cfg.oui)
 
     def sat_ll(self, sat: int, intf: int) -> str:
-        return link_local(self.sat_iid(sat, intf))
+        cache = self.__dict__.setdefault("_llc", {})
+        v = cache.get((sat, intf))
+        if v is None:
+            v = cache[(sat, intf)] = link_local(self.sat_iid(sat, intf))
+        return v
 
     @staticmethod
     def ground_ll(ground: int) -> str:
@@ -303,10 +307,21 @@ class Model:
 
     def ground_link_at(self, k: int) -> dict[int, GroundLink]:
         """ground-node index -> the link serving it in slice k."""
-        return {gl.ground: gl for gl in self.ground_links if gl.first <= k <= gl.last}
+        return self._per_slice("gla", k, lambda: {gl.ground: gl for gl in self.ground_links
+                                                  if gl.first <= k <= gl.last})
 
     def shell_link_at(self, k: int) -> dict[tuple[int, int], ShellLink]:
-        return {(sl.lower, sl.upper): sl for sl in self.shell_links if sl.first <= k <= sl.last}
+        return self._per_slice("sla", k, lambda: {(sl.lower, sl.upper): sl for sl in self.shell_links
+                                                  if sl.first <= k <= sl.last})
+
+    def _per_slice(self, what: str, k: int, fn):
+        """A small cache of per-slice derived values (a few slices are in use at a time)."""
+        cache = self.__dict__.setdefault("_" + what, {})
+        if k not in cache:
+            if len(cache) > 4:
+                cache.clear()
+            cache[k] = fn()
+        return cache[k]
 
     # --- terrestrial addressing ------------------------------------------------------
     @cached_property
@@ -362,18 +377,7 @@ class Model:
     def vni_of_operator(op: int) -> int:
         return 1000 + op
 
-    # --- routes ------------------------------------------------------------------------
-    def table_id(self, k: int) -> int:
-        return 1000 + (k % 3)
-
-    def rule_pref(self, k: int) -> int:
-        """Slice k's table is looked up at this priority: a newer slice gets a smaller number and wins.
-
-        Above 32767 (after main and default, which hold no IPv4 routes on a
-        satellite) and counting down from 2e9, so it never wraps in any run.
-        """
-        return 2_000_000_000 - k
-
+    # --- next hops ---------------------------------------------------------------------
     def nexthop_of(self, sat: int, direction: int, k: int, down_target: int | None) -> tuple[int, str] | None:
         """(oif, IPv6 link-local gateway) for leaving ``sat`` in ``direction`` in slice k."""
         if direction < 4:
@@ -407,6 +411,3 @@ class Model:
             cache[k] = neighbour_matrix(self.db.links(k), len(self.db.sat_names))[0]
         return cache[k]
 
-
-def ifname(direction: int) -> str:
-    return DIRECTION_IFNAME[direction]
