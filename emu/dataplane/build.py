@@ -15,12 +15,11 @@ import subprocess
 from emu.addressing.grc import to_ipv4
 from emu.dataplane import desired, ifnames, netns, nlroute, procs, servers
 from emu.dataplane.fabric import Fabric
-from emu.dataplane.model import (IDX_DIR, IDX_LO, IDX_TUN, MTU_TUNNEL, TUNNEL_GS_ADDR, TUNNEL_MAC,
+from emu.dataplane.model import (IDX_LO, IDX_TUN, MTU_TUNNEL, TUNNEL_GS_ADDR, TUNNEL_MAC,
                                  TUNNEL_PLEN, VXLAN_PORT, Model)
 from emu.dataplane.state import Run
 from emu.dataplane.tc import LinkShape, shape_many
 from emu.errors import DataplaneError
-from emu.orbit.constellation import OPPOSITE
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +36,6 @@ SYSCTLS = {
     "net.ipv6.conf.default.addr_gen_mode": 1,  # no automatic link-local: we assign semantic ones
     "net.ipv6.icmp.ratelimit": 0,
 }
-
-
-def address_isl(nl, m: Model, sat: int, direction: int, peer: int) -> None:
-    """Bring one ISL end up with its semantic link-local and global IPv6 addresses and a host route to the peer.
-
-    IPv6 addresses and every route through an interface vanish when it goes
-    admin-down, so this runs again whenever the applier brings the ISL back.
-    """
-    idx = IDX_DIR[direction]
-    nl.link_set(idx, up=True)
-    nl.addr("add", idx, m.sat_ll(sat, direction), 64)
-    nl.addr("add", idx, m.sat_ipv6(sat, direction), 128)
-    nl.route("replace", m.sat_ipv6(peer, OPPOSITE[direction]), 128, oif=idx)
 
 
 class Builder:
@@ -153,12 +139,13 @@ class Builder:
         ns = lambda name: m.by_name[name].netns  # noqa: E731
         for g in m.gss:
             nl = f.nl[ns(g.name)]
-            nl.vxlan(ifnames.TUNNEL_IFNAME["vxlan"], m.vni_of_operator(g.operator), local=to_ipv4(g.grc), dstport=VXLAN_PORT,
-                     learning=False, index=IDX_TUN, mac=TUNNEL_MAC, mtu=MTU_TUNNEL)
+            nl.vxlan(ifnames.TUNNEL_IFNAME["vxlan"], m.vni_of_operator(g.operator), local=to_ipv4(g.grc),
+                     dstport=VXLAN_PORT, learning=False, index=IDX_TUN, mac=TUNNEL_MAC, mtu=MTU_TUNNEL)
         for u in m.uts:
             nl = f.nl[ns(u.name)]
-            nl.vxlan(ifnames.TUNNEL_IFNAME["vxlan"], m.vni_of_operator(u.operator), local=to_ipv4(u.grc), dstport=VXLAN_PORT,
-                     learning=False, index=IDX_TUN, mac=m.ut_tunnel_mac(u.idx), mtu=MTU_TUNNEL)
+            nl.vxlan(ifnames.TUNNEL_IFNAME["vxlan"], m.vni_of_operator(u.operator), local=to_ipv4(u.grc),
+                     dstport=VXLAN_PORT, learning=False, index=IDX_TUN, mac=m.ut_tunnel_mac(u.idx),
+                     mtu=MTU_TUNNEL)
         f.flush([ns(g.name) for g in m.gss + m.uts])
         for g in m.gss:
             nl = f.nl[ns(g.name)]

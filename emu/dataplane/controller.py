@@ -92,7 +92,8 @@ class Controller:
         self.run.write_json("run.json", {
             "run": self.run.run_id, "prefix": self.run.prefix, "plan": str(self.plan_path),
             "scenario": self.scenario_name, "slice_s": self.db.slice_s, "speed": self.speed,
-            "n_slices": m.n_slices, "start_slice": self.k0, "inet": m.cfg.inet_name, "inet_addr": m.cfg.inet_addr, "nodes": nodes,
+            "n_slices": m.n_slices, "start_slice": self.k0, "inet": m.cfg.inet_name, "inet_addr": m.cfg.inet_addr,
+            "nodes": nodes,
             "started": time.time()})
 
     def write_status(self, **kw) -> None:
@@ -122,7 +123,7 @@ class Controller:
         b.nat()
         b.shape_isls()
         b.shape_terrestrial()
-        a = self.applier = SliceApplier(self.model, b.fabric, self.features)
+        a = self.applier = SliceApplier(self.model, b.fabric)
         self.progress("slice 0 tables", 0, 1)
         a.initial(self.k0)
         self.progress("slice 0 tables", 1, 1)

@@ -205,6 +205,25 @@ def grid_veth(m: Model, a: int, b: int, d: int) -> Veth:
                 rate_bps=int(m.cfg.isl_rate_mbit * 1e6), delay_us=1 if m.cfg.netem else 0)
 
 
+@dataclass(frozen=True)
+class IslEnd:
+    """One end of a grid ISL while it is up: semantic link-local (/64) and global (/128) IPv6 addresses and a
+    host route to the peer's global address (satellite-semantic-addressing §5.4). Both vanish when the
+    interface goes admin-down, so they are set again every time the ISL comes up."""
+
+    sat: int
+    index: int
+    ll: str
+    addr6: str
+    peer_addr6: str
+
+
+def isl_ends(m: Model, edge: tuple[int, int, int]) -> tuple[IslEnd, IslEnd]:
+    a, b, d = edge
+    return (IslEnd(a, IDX_DIR[d], m.sat_ll(a, d), m.sat_ipv6(a, d), m.sat_ipv6(b, OPPOSITE[d])),
+            IslEnd(b, IDX_DIR[OPPOSITE[d]], m.sat_ll(b, OPPOSITE[d]), m.sat_ipv6(b, OPPOSITE[d]), m.sat_ipv6(a, d)))
+
+
 def terrestrial_veths(m: Model) -> list[Veth]:
     """Device <-> UT LANs, GS <-> its operator's core, core <-> the Internet (created once)."""
     ops = m.db.operators

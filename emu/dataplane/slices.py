@@ -22,9 +22,8 @@ from collections.abc import Iterable
 from emu.dataplane import desired as D
 from emu.dataplane import nlroute
 from emu.dataplane.fabric import Fabric
-from emu.dataplane.model import IDX_DIR, IDX_LO, IDX_TUN, TUNNEL_MAC, Model
+from emu.dataplane.model import IDX_LO, IDX_TUN, TUNNEL_MAC, Model
 from emu.dataplane.tc import LinkShape, netem, shape_many
-from emu.orbit.constellation import OPPOSITE
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ GROUP_BASE = D.GROUP_BASE
 
 
 class SliceApplier:
-    def __init__(self, model: Model, fabric: Fabric, features=None):
+    def __init__(self, model: Model, fabric: Fabric):
         self.m = model
         self.f = fabric
         self.tables: dict[tuple[int, int], dict[D.RouteKey, tuple]] = defaultdict(dict)  # (sat, table) -> content
@@ -153,19 +152,20 @@ class SliceApplier:
 
     def _grid(self, edges: list[tuple[int, int, int]], up: bool) -> None:
         """Bring up (before the boundary) or down (after it) grid ISLs, both ends."""
-        from emu.dataplane.build import address_isl
-
         touched = set()
         gone: dict[int, set[int]] = defaultdict(set)
-        for a, b, d in edges:
-            for sat, direction, peer in ((a, d, b), (b, OPPOSITE[d], a)):
-                nl = self.f.nl[self.sat_ns(sat)]
+        for edge in edges:
+            for end in D.isl_ends(self.m, edge):
+                nl = self.f.nl[self.sat_ns(end.sat)]
                 if up:
-                    address_isl(nl, self.m, sat, direction, peer)
+                    nl.link_set(end.index, up=True)
+                    nl.addr("add", end.index, end.ll, 64)
+                    nl.addr("add", end.index, end.addr6, 128)
+                    nl.route("replace", end.peer_addr6, 128, oif=end.index)
                 else:
-                    nl.link_set(IDX_DIR[direction], up=False)
-                    gone[sat].add(IDX_DIR[direction])
-                touched.add(self.sat_ns(sat))
+                    nl.link_set(end.index, up=False)
+                    gone[end.sat].add(end.index)
+                touched.add(self.sat_ns(end.sat))
         self.f.flush(touched, ok={17})  # EEXIST: an address that survived
         self._forget_routes_via(gone)  # the kernel deleted every route through a downed interface
 

@@ -212,3 +212,21 @@ def test_plan_of_another_scenario_is_refused(env, plan):
     p = leo(env, "up", str(ROOT / "topologies" / "polar.yaml"), "--plan", str(plan), "--detach", check=False)
     assert p.returncode == 2 and "--plan" in p.stderr and "different scenario" in p.stderr
     assert set(netns.list_names("")) == before
+
+
+def test_dry_run_lists_what_up_created(live, env, plan):
+    """``up --dry-run`` and ``up`` come from one desired state: every interface and slice-0 table it lists is
+    in the kernel (the running controller has also prepared slice 1's new links: those may be extra)."""
+    rec = json.loads(leo(env, "up", str(DEFAULT), "--plan", str(plan), "--dry-run", "--format", "json").stdout)
+    st = json.loads((live["dir"] / "status.json").read_text())
+    assert set(rec["nodes"]) == set(live["nodes"])
+    for name, want in rec["nodes"].items():
+        p = in_ns(ns(live, name), "ip", "-j", "link")
+        have = {item["ifname"] for item in json.loads(p.stdout)}
+        assert set(want["interfaces"]) <= have, name
+        extra = have - set(want["interfaces"])
+        assert all(re.fullmatch(r"(g|up|dn)\d+", x) for x in extra), (name, extra)
+        if want["kind"] == "satellite" and st["slice"] == 0 and name in ("sat0-0-0", "sat0-3-5", "sat0-5-7"):
+            table = rec["satellite_tables"]["table"]
+            p = in_ns(ns(live, name), "ip", "-j", "route", "show", "table", str(table))
+            assert len(json.loads(p.stdout)) == want["tables"][str(table)], name

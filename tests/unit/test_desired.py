@@ -317,3 +317,15 @@ def test_every_interface_name_maps_back_to_its_direction(model, states) -> None:
                 assert got == "terrestrial"
             seen.add(v.kind)
     assert {"isl", "ground", "lan", "core", "inet"} <= seen
+
+
+def test_isl_ends_carry_the_semantic_addresses(model) -> None:
+    from emu.orbit.constellation import N, S
+
+    L = model.db.links(0)
+    r = L[L["dir_a"] == N][0]
+    a, b = int(r["a"]), int(r["b"])
+    ea, eb = D.isl_ends(model, (a, b, N))
+    assert (ea.sat, ea.index, eb.sat, eb.index) == (a, IDX_DIR[N], b, IDX_DIR[S])
+    assert ea.ll == model.sat_ll(a, N) and ea.addr6 == model.sat_ipv6(a, N) == eb.peer_addr6
+    assert eb.addr6 == model.sat_ipv6(b, S) == ea.peer_addr6
