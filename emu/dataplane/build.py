@@ -12,11 +12,9 @@ from __future__ import annotations
 import logging
 import subprocess
 
-from emu.addressing.grc import to_ipv4
-from emu.dataplane import desired, ifnames, netns, nlroute, procs, servers
+from emu.dataplane import desired, netns, nlroute, procs, servers
 from emu.dataplane.fabric import Fabric
-from emu.dataplane.model import (IDX_LO, IDX_TUN, MTU_TUNNEL, TUNNEL_GS_ADDR, TUNNEL_MAC,
-                                 TUNNEL_PLEN, VXLAN_PORT, Model)
+from emu.dataplane.model import IDX_LO, VXLAN_PORT, Model
 from emu.dataplane.state import Run
 from emu.dataplane.tc import LinkShape, shape_many
 from emu.errors import DataplaneError
@@ -104,69 +102,33 @@ class Builder:
         f.flush(terr)
 
     # ------------------------------------------------------------------ tunnels
-    def tunnels(self, choice0) -> None:
-        """UT -> GS tunnels (grc §Data Forwarding Process steps 2 and 4), of the kind the run config chose."""
-        if self.m.cfg.tunnel_mode == "ipip":
-            self._ipip_tunnels(choice0)
-        else:
-            self._vxlan_tunnels(choice0)
-
-    def _ipip_tunnels(self, choice0) -> None:
+    def tunnels(self) -> None:
+        """UT <-> GS tunnels of the kind the run config chose, as the desired state lists them; where each UT's
+        tunnel points is a per-slice target the applier sets (desired.TunnelTarget)."""
         m, f = self.m, self.fabric
         ns = lambda name: m.by_name[name].netns  # noqa: E731
-        nodes = [ns(x.name) for x in m.gss + m.uts]
-        for x in m.gss + m.uts:
-            nlroute.ipip_external(f.nl[ns(x.name)], ifnames.TUNNEL_IFNAME["ipip"], IDX_TUN, MTU_TUNNEL)
+        cfg = desired.tunnel_config(m)
+        nodes = sorted({ns(d.node) for d in cfg.devices})
+        for d in cfg.devices:
+            if d.kind == "ipip":
+                nlroute.ipip_external(f.nl[ns(d.node)], d.ifname, d.index, d.mtu)
+            else:
+                f.nl[ns(d.node)].vxlan(d.ifname, d.vni, local=d.local, dstport=VXLAN_PORT, learning=False,
+                                       index=d.index, mac=d.mac, mtu=d.mtu)
         f.flush(nodes)
-        for g in m.gss:
-            nl = f.nl[ns(g.name)]
-            nl.link_set(IDX_TUN, up=True)
-            for u in m.uts:
-                if u.operator == g.operator:
-                    nlroute.route4_encap(nl, "add", str(m.user_subnets[u.idx]), IDX_TUN, to_ipv4(u.grc),
-                                         to_ipv4(g.grc))
-        for row, u in enumerate(m.uts):
-            nl = f.nl[ns(u.name)]
-            nl.link_set(IDX_TUN, up=True)
-            gs = int(choice0[row, 0])
-            if gs >= 0:
-                nlroute.route4_encap(nl, "replace", str(m.cfg.inet_prefix), IDX_TUN, to_ipv4(m.db.ground[gs].grc),
-                                     to_ipv4(u.grc))
+        for d in cfg.devices:
+            f.nl[ns(d.node)].link_set(d.index, up=True)
+        for a in cfg.addrs:
+            f.nl[ns(a.node)].addr("add", a.index, a.addr, a.plen)
+        for n in cfg.neighs:
+            nlroute.neigh(f.nl[ns(n.node)], "add", n.index, n.addr, n.mac)
+        for x in cfg.fdbs:
+            nlroute.fdb(f.nl[ns(x.node)], "add", x.index, x.mac, x.remote)
+        for r in cfg.routes:
+            f.nl[ns(r.node)].route("add", r.dst, oif=r.oif, gateway=r.gateway)
+        for r in cfg.encap_routes:
+            nlroute.route4_encap(f.nl[ns(r.node)], "add", r.dst, r.index, r.remote, r.local)
         f.flush(nodes)
-
-    def _vxlan_tunnels(self, choice0) -> None:
-        m, f = self.m, self.fabric
-        ns = lambda name: m.by_name[name].netns  # noqa: E731
-        for g in m.gss:
-            nl = f.nl[ns(g.name)]
-            nl.vxlan(ifnames.TUNNEL_IFNAME["vxlan"], m.vni_of_operator(g.operator), local=to_ipv4(g.grc),
-                     dstport=VXLAN_PORT, learning=False, index=IDX_TUN, mac=TUNNEL_MAC, mtu=MTU_TUNNEL)
-        for u in m.uts:
-            nl = f.nl[ns(u.name)]
-            nl.vxlan(ifnames.TUNNEL_IFNAME["vxlan"], m.vni_of_operator(u.operator), local=to_ipv4(u.grc),
-                     dstport=VXLAN_PORT, learning=False, index=IDX_TUN, mac=m.ut_tunnel_mac(u.idx),
-                     mtu=MTU_TUNNEL)
-        f.flush([ns(g.name) for g in m.gss + m.uts])
-        for g in m.gss:
-            nl = f.nl[ns(g.name)]
-            nl.link_set(IDX_TUN, up=True)
-            nl.addr("add", IDX_TUN, TUNNEL_GS_ADDR, TUNNEL_PLEN)
-            for u in m.uts:
-                if u.operator != g.operator:
-                    continue
-                nlroute.neigh(nl, "add", IDX_TUN, m.ut_tunnel_addr(u.idx), m.ut_tunnel_mac(u.idx))
-                nlroute.fdb(nl, "add", IDX_TUN, m.ut_tunnel_mac(u.idx), to_ipv4(u.grc))
-                nl.route("add", str(m.user_subnets[u.idx]), oif=IDX_TUN, gateway=m.ut_tunnel_addr(u.idx))
-        for row, u in enumerate(m.uts):
-            nl = f.nl[ns(u.name)]
-            nl.link_set(IDX_TUN, up=True)
-            nl.addr("add", IDX_TUN, m.ut_tunnel_addr(u.idx), TUNNEL_PLEN)
-            nlroute.neigh(nl, "add", IDX_TUN, TUNNEL_GS_ADDR, TUNNEL_MAC)
-            nl.route("add", str(m.cfg.inet_prefix), oif=IDX_TUN, gateway=TUNNEL_GS_ADDR)
-            gs = int(choice0[row, 0])
-            if gs >= 0:
-                nlroute.fdb(nl, "replace", IDX_TUN, TUNNEL_MAC, to_ipv4(m.db.ground[gs].grc))
-        f.flush([ns(g.name) for g in m.gss + m.uts])
 
     # ------------------------------------------------------------------ NAT, shaping, servers
     def nat(self) -> None:

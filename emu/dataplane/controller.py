@@ -118,7 +118,7 @@ class Controller:
         self.progress("links", 0, 4)
         b.satellite_links(self.k0)
         b.terrestrial()
-        b.tunnels(self.db.gs_choice(self.k0))
+        b.tunnels()
         self.progress("links", 4, 4)
         b.nat()
         b.shape_isls()

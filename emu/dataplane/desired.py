@@ -33,8 +33,9 @@ import numpy as np
 
 from emu.addressing.grc import to_ipv4
 from emu.dataplane import ifnames, nlroute
-from emu.dataplane.model import (IDX_DIR, IDX_DN_SLOT, IDX_GROUND_SLOT, IDX_LO, IDX_TERR, IDX_UP_SLOT, MTU_SPACE,
-                                 MTU_TERRESTRIAL, GroundLink, Model, ShellLink)
+from emu.dataplane.model import (IDX_DIR, IDX_DN_SLOT, IDX_GROUND_SLOT, IDX_LO, IDX_TERR, IDX_TUN, IDX_UP_SLOT,
+                                 MTU_SPACE, MTU_TERRESTRIAL, MTU_TUNNEL, TUNNEL_GS_ADDR, TUNNEL_MAC, TUNNEL_PLEN,
+                                 GroundLink, Model, ShellLink)
 from emu.orbit.constellation import DOWN, OPPOSITE, UP
 from emu.plan import actions
 
@@ -276,6 +277,94 @@ def terrestrial_routes(m: Model) -> list[StaticRoute]:
         out += [StaticRoute(name, "0.0.0.0/0", IDX_TERR, m.inet_core_addr(idx)),
                 StaticRoute(m.cfg.inet_name, pool, INET_CORE_BASE + idx, m.core_public(idx))]
     return out
+
+
+@dataclass(frozen=True, order=True)
+class TunnelDevice:
+    """A UT's or GS's tunnel device (grc §Data Forwarding Process steps 2 and 4): VXLAN with the operator's
+    VNI, or ipip in collect-metadata mode (the target is in each route)."""
+
+    node: str
+    kind: str  # vxlan | ipip
+    ifname: str
+    index: int
+    mtu: int
+    vni: int | None = None
+    local: str | None = None
+    mac: str | None = None
+
+
+@dataclass(frozen=True, order=True)
+class Neigh:
+    node: str
+    index: int
+    addr: str
+    mac: str
+
+
+@dataclass(frozen=True, order=True)
+class Fdb:
+    """A VXLAN forwarding entry: frames for ``mac`` go to ``remote``."""
+
+    node: str
+    index: int
+    mac: str
+    remote: str
+
+
+@dataclass(frozen=True, order=True)
+class EncapRoute:
+    """An ipip route: ``dst`` leaves by the tunnel toward ``remote`` from ``local``."""
+
+    node: str
+    dst: str
+    index: int
+    remote: str
+    local: str
+
+
+@dataclass(frozen=True)
+class TunnelConfig:
+    """Everything the tunnels need that is set once; the per-slice target is :class:`TunnelTarget`."""
+
+    devices: tuple[TunnelDevice, ...]
+    addrs: tuple[Addr, ...]
+    neighs: tuple[Neigh, ...]
+    fdbs: tuple[Fdb, ...]
+    routes: tuple[StaticRoute, ...]
+    encap_routes: tuple[EncapRoute, ...]
+
+
+def tunnel_config(m: Model) -> TunnelConfig:
+    """Each GS terminates its operator's UTs: it reaches each UT's LAN through the tunnel; each UT sends the
+    Internet prefix into it (VXLAN: through the GS's shared tunnel address and MAC, anycast-like)."""
+    mode = m.cfg.tunnel_mode
+    name = ifnames.TUNNEL_IFNAME[mode]
+    devs, addrs, neighs, fdbs, routes, encap = [], [], [], [], [], []
+    for g in m.gss:
+        mine = [u for u in m.uts if u.operator == g.operator]
+        if mode == "vxlan":
+            devs.append(TunnelDevice(g.name, mode, name, IDX_TUN, MTU_TUNNEL, m.vni_of_operator(g.operator),
+                                     to_ipv4(g.grc), TUNNEL_MAC))
+            addrs.append(Addr(g.name, IDX_TUN, TUNNEL_GS_ADDR, TUNNEL_PLEN))
+            for u in mine:
+                neighs.append(Neigh(g.name, IDX_TUN, m.ut_tunnel_addr(u.idx), m.ut_tunnel_mac(u.idx)))
+                fdbs.append(Fdb(g.name, IDX_TUN, m.ut_tunnel_mac(u.idx), to_ipv4(u.grc)))
+                routes.append(StaticRoute(g.name, str(m.user_subnets[u.idx]), IDX_TUN, m.ut_tunnel_addr(u.idx)))
+        else:
+            devs.append(TunnelDevice(g.name, mode, name, IDX_TUN, MTU_TUNNEL))
+            encap += [EncapRoute(g.name, str(m.user_subnets[u.idx]), IDX_TUN, to_ipv4(u.grc), to_ipv4(g.grc))
+                      for u in mine]
+    for u in m.uts:
+        if mode == "vxlan":
+            devs.append(TunnelDevice(u.name, mode, name, IDX_TUN, MTU_TUNNEL, m.vni_of_operator(u.operator),
+                                     to_ipv4(u.grc), m.ut_tunnel_mac(u.idx)))
+            addrs.append(Addr(u.name, IDX_TUN, m.ut_tunnel_addr(u.idx), TUNNEL_PLEN))
+            neighs.append(Neigh(u.name, IDX_TUN, TUNNEL_GS_ADDR, TUNNEL_MAC))
+            routes.append(StaticRoute(u.name, str(m.cfg.inet_prefix), IDX_TUN, TUNNEL_GS_ADDR))
+        else:
+            devs.append(TunnelDevice(u.name, mode, name, IDX_TUN, MTU_TUNNEL))
+    return TunnelConfig(tuple(devs), tuple(addrs), tuple(neighs), tuple(fdbs), tuple(routes), tuple(encap))
 
 
 def fixed_links(m: Model) -> list[Veth]:

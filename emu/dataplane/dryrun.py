@@ -40,22 +40,21 @@ def describe(m: Model, k0: int = 0, plan: str = "", scenario: str = "") -> dict:
         per_node[v.node_a]["interfaces"].append(v.ifname_a)
         per_node[v.node_b]["interfaces"].append(v.ifname_b)
     tun = ifnames.TUNNEL_IFNAME[m.cfg.tunnel_mode]
-    for x in m.uts + m.gss:
-        per_node[x.name]["interfaces"].append(tun)
-    for a in D.terrestrial_addrs(m):
+    tcfg = D.tunnel_config(m)
+    for dev in tcfg.devices:
+        per_node[dev.node]["interfaces"].append(dev.ifname)
+    for a in D.terrestrial_addrs(m) + list(tcfg.addrs):
         per_node[a.node]["addresses"].append(f"{a.addr}/{a.plen}")
     main: Counter = Counter()
-    for r in D.terrestrial_routes(m):
+    for r in D.terrestrial_routes(m) + list(tcfg.routes) + list(tcfg.encap_routes):
         main[r.node] += 1
     for g in st.ground.values():
         main[g.node] += 1
     for c in st.cores.values():
         main[c.node] += 1
-    for u in m.uts:  # the Internet prefix into the tunnel; at each GS of its operator, its LAN out of it
-        main[u.name] += 1
-        for g in m.gss:
-            if g.operator == u.operator:
-                main[g.name] += 1
+    if m.cfg.tunnel_mode == "ipip":
+        for t in st.tunnels.values():
+            main[t.node] += 1  # the Internet prefix, encapsulated toward the chosen GS
     for name, n in main.items():
         per_node[name]["tables"]["main"] = n
     rules = [{"table": r.table, "priority": r.priority} for r in sorted(st.rules)]
@@ -88,6 +87,7 @@ def describe(m: Model, k0: int = 0, plan: str = "", scenario: str = "") -> dict:
                    "note": "auto: ipip where the kernel has it (decided at up from the detected features)"
                    if m.cfg.tunnel_pref == "auto" else ""},
         "tunnel_targets": {m.db.ground[t.ut].name: m.db.ground[t.gs].name for t in st.tunnels.values()},
+        "tunnel_entries": {"neighbours": len(tcfg.neighs), "vxlan_fdb": len(tcfg.fdbs)},
         "shaping": {"isl_rate_mbit": m.cfg.isl_rate_mbit, "ground_rate_mbit": m.cfg.ground_rate_mbit,
                     "terrestrial_rate_mbit": m.cfg.terrestrial_rate_mbit,
                     "terrestrial_delay_ms": m.cfg.terrestrial_delay_ms,

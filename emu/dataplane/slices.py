@@ -27,10 +27,10 @@ from emu.dataplane.tc import LinkShape, netem, shape_many
 
 log = logging.getLogger(__name__)
 
-GROUP_BASE = D.GROUP_BASE
-
 
 class SliceApplier:
+    """Executes :func:`desired.initial` once, then :func:`desired.transition` in three calls per boundary."""
+
     def __init__(self, model: Model, fabric: Fabric):
         self.m = model
         self.f = fabric

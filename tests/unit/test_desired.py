@@ -329,3 +329,24 @@ def test_isl_ends_carry_the_semantic_addresses(model) -> None:
     assert (ea.sat, ea.index, eb.sat, eb.index) == (a, IDX_DIR[N], b, IDX_DIR[S])
     assert ea.ll == model.sat_ll(a, N) and ea.addr6 == model.sat_ipv6(a, N) == eb.peer_addr6
     assert eb.addr6 == model.sat_ipv6(b, S) == ea.peer_addr6
+
+
+@pytest.mark.parametrize("mode", ["vxlan", "ipip"])
+def test_tunnel_config_terminates_each_operators_terminals(model, mode) -> None:
+    from dataclasses import replace
+
+    m = Model.from_plan(model.db, "zz01", model.n_slices, replace(model.cfg, tunnel_mode=mode))
+    cfg = D.tunnel_config(m)
+    names = {u.name for u in m.uts} | {g.name for g in m.gss}
+    assert {d.node for d in cfg.devices} == names and {d.ifname for d in cfg.devices} == {
+        {"vxlan": "vx0", "ipip": "tun0"}[mode]}
+    pairs = [(g, u) for g in m.gss for u in m.uts if g.operator == u.operator]
+    if mode == "vxlan":
+        assert all(d.vni == m.vni_of_operator(next(x for x in m.gss + m.uts if x.name == d.node).operator)
+                   for d in cfg.devices)
+        assert len(cfg.fdbs) == len(pairs) and not cfg.encap_routes
+        assert {(r.node, r.dst) for r in cfg.routes} >= {(g.name, str(m.user_subnets[u.idx])) for g, u in pairs}
+        assert {(r.node, r.dst) for r in cfg.routes} >= {(u.name, str(m.cfg.inet_prefix)) for u in m.uts}
+    else:
+        assert not cfg.fdbs and not cfg.neighs and not cfg.routes
+        assert {(r.node, r.dst) for r in cfg.encap_routes} == {(g.name, str(m.user_subnets[u.idx])) for g, u in pairs}
