@@ -216,8 +216,13 @@ class Model:
         return (self._owner_codes[sat] << 56) | (shell << 48) | (plane << 40) | (s << 32) | (intf << 24)
 
     def sat_ipv6(self, sat: int, intf: int) -> str:
-        _i, _n, shell, plane, s, _o = self.db.sat_rows[sat]
-        return semantic.ipv6_address(self._owner_codes[sat], shell, plane, s, intf, prefix=self.cfg.semantic_prefix)
+        cache = self.__dict__.setdefault("_v6c", {})
+        v = cache.get((sat, intf))
+        if v is None:
+            _i, _n, shell, plane, s, _o = self.db.sat_rows[sat]
+            v = cache[(sat, intf)] = semantic.ipv6_address(self._owner_codes[sat], shell, plane, s, intf,
+                                                           prefix=self.cfg.semantic_prefix)
+        return v
 
     def sat_mac(self, sat: int, intf: int) -> str:
         _i, _n, shell, plane, s, _o = self.db.sat_rows[sat]
