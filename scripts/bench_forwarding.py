@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emu.cli.plan_cmds import build_plan  # noqa: E402
 from emu.dataplane import cleanup, netns  # noqa: E402
-from emu.dataplane.build import spawn_in  # noqa: E402
+from emu.dataplane.procs import spawn_in  # noqa: E402
 from emu.dataplane.controller import Controller  # noqa: E402
 from emu.dataplane.netlink import NetlinkBatch  # noqa: E402
 from emu.dataplane.state import Run, new_run_id  # noqa: E402
@@ -117,7 +117,7 @@ def main() -> None:
         ctl = Controller(run, plan, speed=0.001, n_slices=1, start_slice=k0)
         ctl.build()
         time.sleep(0.3)
-        res["emulated_bps"] = iperf(ctl.model.by_name["dev1"].netns, ctl.model.inet_addr, args.time)
+        res["emulated_bps"] = iperf(ctl.model.by_name["dev1"].netns, ctl.model.cfg.inet_addr, args.time)
         ctl.close()
     finally:
         cleanup.teardown(run)

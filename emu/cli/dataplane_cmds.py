@@ -47,10 +47,15 @@ def _progress_cb():
 @click.option("--detach", is_flag=True, help="Leave a background controller running; stop it with `leo-emu down`.")
 @click.option("--trust", multiple=True, help="Also accept plans signed by this public key (hex or .pub file); "
                                              "the ground-control key is always trusted. Repeatable.")
+@click.option("--dry-run", is_flag=True, help="Print what would be created (namespaces, links, tables per node, "
+              "processes) and create nothing; no root needed.")
 @format_option
 def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, start_slice: int, detach: bool,
-       trust: tuple[str, ...], fmt: str) -> None:
+       trust: tuple[str, ...], dry_run: bool, fmt: str) -> None:
     """Build SCENARIO as one namespace per node and keep it in step with the sky."""
+    if dry_run:
+        _dry_run(scenario, plan_path, slices, start_slice, fmt)
+        return
     require_root()
     from emu.dataplane import cleanup
     from emu.cli.plan_cmds import check_up_arguments
@@ -79,7 +84,7 @@ def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, s
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _interrupt)
         ctl = Controller(run, plan_file, speed, slices, progress=cb, scenario_name=loaded.scenario.name,
-                         start_slice=start_slice, trust=trust)
+                         start_slice=start_slice, trust=trust, scenario=loaded.scenario)
         try:
             with prog:
                 build_s = ctl.build()
@@ -98,6 +103,100 @@ def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, s
         raise
     summary = cleanup.teardown(run)
     console.print(f"torn down run {run.run_id}: {summary['namespaces_removed']} namespaces removed", style="dim")
+
+
+def _dry_run(scenario: str, plan_path: str | None, slices: int | None, start_slice: int, fmt: str) -> None:
+    """``up --dry-run``: the desired state of the start slice, listed instead of created."""
+    import tempfile
+
+    from emu.dataplane.controller import check_plan
+    from emu.dataplane.dryrun import PLACEHOLDER_PREFIX, describe
+    from emu.dataplane.model import Model
+    from emu.dataplane.runconfig import RunConfig
+    from emu.scenario.load import load_scenario
+
+    if slices is not None and slices < 1:
+        raise InputError(f"--slices: must be >= 1 (got {slices})")
+    if start_slice < 0:
+        raise InputError(f"--start-slice: must be >= 0 (got {start_slice})")
+    loaded = load_scenario(scenario)
+    with tempfile.TemporaryDirectory(prefix="leo-emu-dry-") as tmp:
+        if plan_path is None:  # only the slices the preview needs: the start slice and the next
+            from emu.cli.plan_cmds import build_plan
+
+            plan_file = Path(tmp) / "plan.db"
+            build_plan(scenario, plan_file, start_slice + (slices or 2), keep_key=False, fmt="json")
+        else:
+            plan_file = Path(plan_path).resolve()
+        db = check_plan(plan_file)
+        if db.meta.get("scenario_digest") != loaded.digest:
+            raise InputError(f"--plan: made from a different scenario than {scenario} (got {plan_path!r})")
+        if not 0 <= start_slice < db.n_slices:
+            raise InputError(f"--start-slice: must be 0..{db.n_slices - 1} (got {start_slice})")
+        cfg = RunConfig.from_scenario(loaded.scenario)  # no kernel probe: auto is shown as its fallback
+        m = Model.from_plan(db, PLACEHOLDER_PREFIX, None if slices is None else start_slice + slices, cfg)
+        rec = describe(m, start_slice, plan=str(plan_path or "(planned for the preview)"),
+                       scenario=loaded.scenario.name)
+        db.close()
+    if fmt == "json":
+        emit_json(rec)
+        return
+    _emit_dry_run(rec)
+
+
+def _emit_dry_run(rec: dict) -> None:
+    from emu.cli.common import emit_table
+
+    emit_kv(f"dry run: {rec['scenario']} from slice {rec['start_slice']} (nothing created)", {
+        "namespaces": f"{len(rec['namespaces'])} ({rec['namespace_prefix']}<node>)",
+        "links": ", ".join(f"{k} {v}" for k, v in rec["links"]["counts"].items()),
+        "grid ISLs up": rec["links"]["grid_up"],
+        "satellite table": f"{rec['satellite_tables']['table']} ({rec['satellite_tables']['routes_total']} routes, "
+                           f"max {rec['satellite_tables']['routes_max']} per satellite)",
+        "rules": ", ".join(f"table {r['table']} pref {r['priority']}" for r in rec["satellite_tables"]["rules"]),
+        "tunnel": f"{rec['tunnel']['mode']} ({rec['tunnel']['ifname']}) {rec['tunnel']['note']}".strip(),
+    })
+    emit_table("namespaces per kind", ["kind", "count"], [[k, v] for k, v in rec["namespace_counts"].items()])
+    shown: dict[str, int] = {}
+    rows = []
+    for name, n in rec["nodes"].items():
+        if shown.get(n["kind"], 0) >= 2:
+            continue
+        shown[n["kind"]] = shown.get(n["kind"], 0) + 1
+        rows.append([name, n["kind"], " ".join(n["interfaces"]),
+                     ", ".join(f"{t}: {c}" for t, c in n["tables"].items()), len(n["addresses"])])
+    emit_table("nodes (two of each kind; --format json lists all)", ["node", "kind", "interfaces",
+                                                                     "tables (routes)", "addresses"], rows)
+    emit_table("processes", ["node", "what", "argv"],
+               [[p["node"], p["what"] + (f" ({p['note']})" if p.get("note") else ""), " ".join(p["argv"])]
+                for p in rec["processes"]])
+
+
+@click.command()
+@click.argument("plan_path", metavar="PLAN.db", type=click.Path(dir_okay=False))
+@click.option("--slice", "k", type=int, default=0, show_default=True, help="The slice to export.")
+@click.option("--format", "fmt", type=click.Choice(["graphml", "dot"]), default="graphml", show_default=True,
+              help="GraphML (networkx, Gephi, yEd) or Graphviz DOT.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write here (default stdout).")
+def graph(plan_path: str, k: int, fmt: str, output: str | None) -> None:
+    """Export one slice's data-plane topology: nodes, and the links up in that slice with their interfaces."""
+    from emu.dataplane.controller import check_plan
+    from emu.dataplane.graph import slice_graph, to_dot, to_graphml
+    from emu.dataplane.model import Model
+
+    if not Path(plan_path).is_file():
+        raise InputError(f"PLAN.db: no such file (got {plan_path!r})")
+    db = check_plan(Path(plan_path).resolve())
+    if not 0 <= k < db.n_slices:
+        raise InputError(f"--slice: must be 0..{db.n_slices - 1} (got {k})")
+    m = Model.from_plan(db, "g", k + 1)
+    nodes, edges = slice_graph(m, k)
+    name = f"{db.meta.get('scenario_name', 'plan')} slice {k}"
+    text = to_graphml(nodes, edges, name) if fmt == "graphml" else to_dot(nodes, edges, name)
+    if output:
+        Path(output).write_text(text)
+    else:
+        click.echo(text, nl=False)
 
 
 def _interrupt(signum, frame) -> None:
@@ -173,3 +272,4 @@ def down(all_runs: bool, run_id: str | None, fmt: str) -> None:
 def register(cli: click.Group) -> None:
     cli.add_command(up)
     cli.add_command(down)
+    cli.add_command(graph)

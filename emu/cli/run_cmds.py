@@ -27,7 +27,7 @@ def _require_root(what: str) -> None:
 
 def _view(run_id: str | None):
     from emu.dataplane.state import find_run
-    from emu.dataplane.tools import RunView
+    from emu.dataplane.runview import RunView
 
     return RunView(find_run(run_id))
 
@@ -35,7 +35,7 @@ def _view(run_id: str | None):
 # ============================================================================ status
 def status_record(run) -> dict:
     """What ``status`` reports, from the run's records only (no root needed)."""
-    from emu.dataplane.tools import pid_alive
+    from emu.dataplane.runview import pid_alive
 
     info = run.read_json("run.json")
     st = run.read_json("status.json")
@@ -100,7 +100,7 @@ def status(run_id: str | None, list_nodes: bool, fmt: str) -> None:
 @click.pass_context
 def exec_cmd(ctx: click.Context, run_id: str | None, node: str, argv: tuple[str, ...]) -> None:
     """Run a command inside NODE's namespace: leo-emu exec NODE -- CMD [ARGS...]. Its exit code is ours."""
-    from emu.dataplane.tools import exec_in
+    from emu.dataplane.procs import exec_in
 
     args = list(argv)
     if args and args[0] == "--":  # click keeps the separator once NODE has ended option parsing
@@ -125,7 +125,8 @@ def exec_cmd(ctx: click.Context, run_id: str | None, node: str, argv: tuple[str,
 @format_option
 def ping(run_id: str | None, src: str, dst: str, count: int, interval: float, wait_s: float, fmt: str) -> None:
     """Ping DST (node name or IP address) from SRC's namespace; loss is a result, not an error."""
-    from emu.dataplane.tools import parse_ping, ping_argv, run_in
+    from emu.dataplane.parsers import parse_ping, ping_argv
+    from emu.dataplane.procs import run_in
 
     if count < 1:
         raise InputError(f"--count: must be >= 1 (got {count})")
@@ -166,7 +167,9 @@ def iperf(run_id: str | None, src: str, dst: str, seconds: float, parallel: int,
     """TCP throughput from SRC to DST with iperf3 (the Internet node's server, or a one-off server in DST)."""
     import contextlib
 
-    from emu.dataplane.tools import IPERF_PORT, iperf_client_argv, oneoff_iperf_server, parse_iperf3, run_in
+    from emu.dataplane.parsers import iperf_client_argv, parse_iperf3
+    from emu.dataplane.procs import run_in
+    from emu.dataplane.servers import IPERF_PORT, oneoff_iperf_server
 
     if not 0 < seconds <= 3600:
         raise InputError(f"--time: must be in (0, 3600] s (got {seconds})")

@@ -12,15 +12,12 @@ from __future__ import annotations
 import logging
 import subprocess
 
-from emu.addressing.grc import to_ipv4
-from emu.dataplane import netns, nlroute, tools
+from emu.dataplane import desired, netns, nlroute, procs, servers
 from emu.dataplane.fabric import Fabric
-from emu.dataplane.model import (IDX_DIR, IDX_LO, IDX_TERR, IDX_TUN, MTU_SPACE, MTU_TERRESTRIAL, MTU_TUNNEL,
-                                 TUNNEL_GS_ADDR, TUNNEL_MAC, TUNNEL_PLEN, VXLAN_PORT, Model, ifname)
+from emu.dataplane.model import IDX_LO, VXLAN_PORT, Model
 from emu.dataplane.state import Run
 from emu.dataplane.tc import LinkShape, shape_many
 from emu.errors import DataplaneError
-from emu.orbit.constellation import OPPOSITE
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +34,6 @@ SYSCTLS = {
     "net.ipv6.conf.default.addr_gen_mode": 1,  # no automatic link-local: we assign semantic ones
     "net.ipv6.icmp.ratelimit": 0,
 }
-
-
-def address_isl(nl, m: Model, sat: int, direction: int, peer: int) -> None:
-    """Bring one ISL end up with its semantic link-local and global IPv6 addresses and a host route to the peer.
-
-    IPv6 addresses and every route through an interface vanish when it goes
-    admin-down, so this runs again whenever the applier brings the ISL back.
-    """
-    idx = IDX_DIR[direction]
-    nl.link_set(idx, up=True)
-    nl.addr("add", idx, m.sat_ll(sat, direction), 64)
-    nl.addr("add", idx, m.sat_ipv6(sat, direction), 128)
-    nl.route("replace", m.sat_ipv6(peer, OPPOSITE[direction]), 128, oif=idx)
-
-
-def mbit(x: float) -> int:
-    return int(x * 1e6)
 
 
 class Builder:
@@ -84,148 +64,71 @@ class Builder:
     # ------------------------------------------------------------------ satellites
     def satellite_links(self, k0: int = 0) -> None:
         m, f = self.m, self.fabric
-        grid = m.grid_links
+        grid = [desired.grid_veth(m, a, b, d) for a, b, d in m.grid_links.tolist()]
         self.progress("inter-satellite links", 0, len(grid))
-        for a, b, d in grid.tolist():
-            na, nb = m.satellites[a].netns, m.satellites[b].netns
-            f.nl[na].veth(ifname(d), ifname(OPPOSITE[d]), f.fd[nb], index=IDX_DIR[d], peer_index=IDX_DIR[OPPOSITE[d]],
-                          mac=m.sat_mac(a, d), peer_mac=m.sat_mac(b, OPPOSITE[d]), mtu=MTU_SPACE)
+        self._veths(grid)
         f.flush([s.netns for s in m.satellites])
-        active0 = m.active_grid(k0)
         for s in m.satellites:
             f.nl[s.netns].link_set(IDX_LO, up=True)
-        for a, b, d in grid.tolist():
-            if (a, b, d) not in active0:
-                continue  # stays down; addressed when the applier brings it up
-            for sat, direction, peer in ((a, d, b), (b, OPPOSITE[d], a)):
-                address_isl(f.nl[m.satellites[sat].netns], m, sat, direction, peer)
-        f.flush([s.netns for s in m.satellites])
+        f.flush([s.netns for s in m.satellites])  # the applier brings slice k0's ISLs up (desired.initial)
         self.progress("inter-satellite links", len(grid), len(grid))
+
+    def _veths(self, veths: list[desired.Veth]) -> None:
+        """Create veth pairs as the desired state lists them (not yet up)."""
+        f = self.fabric
+        for v in veths:
+            f.nl[self.m.by_name[v.node_a].netns].veth(
+                v.ifname_a, v.ifname_b, f.fd[self.m.by_name[v.node_b].netns], index=v.index_a,
+                peer_index=v.index_b, mac=v.mac_a, peer_mac=v.mac_b, mtu=v.mtu, group=v.group)
 
     # ------------------------------------------------------------------ terrestrial
     def terrestrial(self) -> None:
+        """Terrestrial links, addresses and routes as the desired state lists them (created once)."""
         m, f = self.m, self.fabric
         ns = lambda name: m.by_name[name].netns  # noqa: E731
-        ops = m.db.operators
-        core_ns = {idx: ns(name) for idx, name, _c, _p in ops}
-        inet_ns = ns(m.inet_name)
         terr = [n.netns for n in m.nodes if n.kind != "satellite"]
         for n in terr:
             f.nl[n].link_set(IDX_LO, up=True)
-        # device <-> user terminal LAN
-        for u in m.uts:
-            f.nl[ns(u.name)].veth("lan", "eth0", f.fd[ns(u.device)], index=IDX_TERR, peer_index=IDX_TERR,
-                                  mtu=MTU_TERRESTRIAL)
-        # ground station <-> its operator's core
-        for i, g in enumerate(m.gss):
-            f.nl[core_ns[g.operator]].veth(f"g{i}", "core", f.fd[ns(g.name)], index=100 + i, peer_index=IDX_TERR,
-                                           mtu=MTU_TERRESTRIAL)
-        # core <-> Internet
-        for idx, _name, _c, _p in ops:
-            f.nl[inet_ns].veth(f"c{idx}", "inet", f.fd[core_ns[idx]], index=100 + idx, peer_index=IDX_TERR,
-                               mtu=MTU_TERRESTRIAL)
+        veths = desired.terrestrial_veths(m)  # device <-> UT LAN, GS <-> core, core <-> Internet
+        self._veths(veths)
         f.flush(terr)
-        for u in m.uts:
-            ut, dev = f.nl[ns(u.name)], f.nl[ns(u.device)]
-            sub = m.user_subnets[u.idx]
-            ut.link_set(IDX_TERR, up=True)
-            ut.addr("add", IDX_TERR, m.ut_lan_addr(u.idx), sub.prefixlen)
-            ut.addr("add", IDX_LO, to_ipv4(u.grc), 32)
-            dev.link_set(IDX_TERR, up=True)
-            dev.addr("add", IDX_TERR, m.dev_addr(u.idx), sub.prefixlen)
-            dev.route("add", "0.0.0.0/0", oif=IDX_TERR, gateway=m.ut_lan_addr(u.idx))
-        for i, g in enumerate(m.gss):
-            gs, core = f.nl[ns(g.name)], f.nl[core_ns[g.operator]]
-            gs_end, core_end = m.gs_core_link(g.idx)
-            gs.link_set(IDX_TERR, up=True)
-            gs.addr("add", IDX_TERR, gs_end, 30)
-            gs.addr("add", IDX_LO, to_ipv4(g.grc), 32)
-            gs.route("add", "0.0.0.0/4", oif=IDX_TERR, gateway=core_end)  # terrestrial space -> PoP/core
-            core.link_set(100 + i, up=True)
-            core.addr("add", 100 + i, core_end, 30)
-        inet = f.nl[inet_ns]
-        inet.addr("add", IDX_LO, m.inet_addr, m.inet_prefix.prefixlen)
-        for idx, _name, _c, pool in ops:
-            core = f.nl[core_ns[idx]]
-            core.link_set(IDX_TERR, up=True)
-            core.addr("add", IDX_TERR, m.core_public(idx), 30)
-            core.route("add", "0.0.0.0/0", oif=IDX_TERR, gateway=m.inet_core_addr(idx))
-            inet.link_set(100 + idx, up=True)
-            inet.addr("add", 100 + idx, m.inet_core_addr(idx), 30)
-            # without NAT (no nftables) the Internet still finds the operator's pool
-            inet.route("add", pool, oif=100 + idx, gateway=m.core_public(idx))
+        for v in veths:  # per namespace, in order: links up, then addresses, then routes through them
+            f.nl[ns(v.node_a)].link_set(v.index_a, up=True)
+            f.nl[ns(v.node_b)].link_set(v.index_b, up=True)
+        for a in desired.terrestrial_addrs(m):
+            f.nl[ns(a.node)].addr("add", a.index, a.addr, a.plen)
+        for r in desired.terrestrial_routes(m):
+            f.nl[ns(r.node)].route("add", r.dst, oif=r.oif, gateway=r.gateway)
         f.flush(terr)
 
     # ------------------------------------------------------------------ tunnels
-    def tunnels(self, choice0) -> None:
-        """UT -> GS tunnels (grc §Data Forwarding Process steps 2 and 4): ipip where the kernel has it, else VXLAN."""
-        m = self.m
-        pref = m.tunnel_pref
-        has_ipip = self.features.has("ipip")
-        if pref == "ipip" and not has_ipip:
-            raise DataplaneError("ipip tunnel", None, None, "the scenario asks links.tunnel: ipip but this kernel "
-                                 "has no ipip (see `leo-emu doctor`); use vxlan or auto")
-        m.tunnel_mode = "ipip" if (pref == "ipip" or (pref == "auto" and has_ipip)) else "vxlan"
-        if m.tunnel_mode == "ipip":
-            self._ipip_tunnels(choice0)
-        else:
-            self._vxlan_tunnels(choice0)
-
-    def _ipip_tunnels(self, choice0) -> None:
+    def tunnels(self) -> None:
+        """UT <-> GS tunnels of the kind the run config chose, as the desired state lists them; where each UT's
+        tunnel points is a per-slice target the applier sets (desired.TunnelTarget)."""
         m, f = self.m, self.fabric
         ns = lambda name: m.by_name[name].netns  # noqa: E731
-        nodes = [ns(x.name) for x in m.gss + m.uts]
-        for x in m.gss + m.uts:
-            nlroute.ipip_external(f.nl[ns(x.name)], "tun0", IDX_TUN, MTU_TUNNEL)
+        cfg = desired.tunnel_config(m)
+        nodes = sorted({ns(d.node) for d in cfg.devices})
+        for d in cfg.devices:
+            if d.kind == "ipip":
+                nlroute.ipip_external(f.nl[ns(d.node)], d.ifname, d.index, d.mtu)
+            else:
+                f.nl[ns(d.node)].vxlan(d.ifname, d.vni, local=d.local, dstport=VXLAN_PORT, learning=False,
+                                       index=d.index, mac=d.mac, mtu=d.mtu)
         f.flush(nodes)
-        for g in m.gss:
-            nl = f.nl[ns(g.name)]
-            nl.link_set(IDX_TUN, up=True)
-            for u in m.uts:
-                if u.operator == g.operator:
-                    nlroute.route4_encap(nl, "add", str(m.user_subnets[u.idx]), IDX_TUN, to_ipv4(u.grc),
-                                         to_ipv4(g.grc))
-        for row, u in enumerate(m.uts):
-            nl = f.nl[ns(u.name)]
-            nl.link_set(IDX_TUN, up=True)
-            gs = int(choice0[row, 0])
-            if gs >= 0:
-                nlroute.route4_encap(nl, "replace", str(m.inet_prefix), IDX_TUN, to_ipv4(m.db.ground[gs].grc),
-                                     to_ipv4(u.grc))
+        for d in cfg.devices:
+            f.nl[ns(d.node)].link_set(d.index, up=True)
+        for a in cfg.addrs:
+            f.nl[ns(a.node)].addr("add", a.index, a.addr, a.plen)
+        for n in cfg.neighs:
+            nlroute.neigh(f.nl[ns(n.node)], "add", n.index, n.addr, n.mac)
+        for x in cfg.fdbs:
+            nlroute.fdb(f.nl[ns(x.node)], "add", x.index, x.mac, x.remote)
+        for r in cfg.routes:
+            f.nl[ns(r.node)].route("add", r.dst, oif=r.oif, gateway=r.gateway)
+        for r in cfg.encap_routes:
+            nlroute.route4_encap(f.nl[ns(r.node)], "add", r.dst, r.index, r.remote, r.local)
         f.flush(nodes)
-
-    def _vxlan_tunnels(self, choice0) -> None:
-        m, f = self.m, self.fabric
-        ns = lambda name: m.by_name[name].netns  # noqa: E731
-        for g in m.gss:
-            nl = f.nl[ns(g.name)]
-            nl.vxlan("vx0", m.vni_of_operator(g.operator), local=to_ipv4(g.grc), dstport=VXLAN_PORT,
-                     learning=False, index=IDX_TUN, mac=TUNNEL_MAC, mtu=MTU_TUNNEL)
-        for u in m.uts:
-            nl = f.nl[ns(u.name)]
-            nl.vxlan("vx0", m.vni_of_operator(u.operator), local=to_ipv4(u.grc), dstport=VXLAN_PORT,
-                     learning=False, index=IDX_TUN, mac=m.ut_tunnel_mac(u.idx), mtu=MTU_TUNNEL)
-        f.flush([ns(g.name) for g in m.gss + m.uts])
-        for g in m.gss:
-            nl = f.nl[ns(g.name)]
-            nl.link_set(IDX_TUN, up=True)
-            nl.addr("add", IDX_TUN, TUNNEL_GS_ADDR, TUNNEL_PLEN)
-            for u in m.uts:
-                if u.operator != g.operator:
-                    continue
-                nlroute.neigh(nl, "add", IDX_TUN, m.ut_tunnel_addr(u.idx), m.ut_tunnel_mac(u.idx))
-                nlroute.fdb(nl, "add", IDX_TUN, m.ut_tunnel_mac(u.idx), to_ipv4(u.grc))
-                nl.route("add", str(m.user_subnets[u.idx]), oif=IDX_TUN, gateway=m.ut_tunnel_addr(u.idx))
-        for row, u in enumerate(m.uts):
-            nl = f.nl[ns(u.name)]
-            nl.link_set(IDX_TUN, up=True)
-            nl.addr("add", IDX_TUN, m.ut_tunnel_addr(u.idx), TUNNEL_PLEN)
-            nlroute.neigh(nl, "add", IDX_TUN, TUNNEL_GS_ADDR, TUNNEL_MAC)
-            nl.route("add", str(m.inet_prefix), oif=IDX_TUN, gateway=TUNNEL_GS_ADDR)
-            gs = int(choice0[row, 0])
-            if gs >= 0:
-                nlroute.fdb(nl, "replace", IDX_TUN, TUNNEL_MAC, to_ipv4(m.db.ground[gs].grc))
-        f.flush([ns(g.name) for g in m.gss + m.uts])
 
     # ------------------------------------------------------------------ NAT, shaping, servers
     def nat(self) -> None:
@@ -239,56 +142,39 @@ class Builder:
             _run_in(self.m.by_name[name].netns, ["nft", "-f", "-"], stdin=rules)
 
     def shape_terrestrial(self) -> None:
-        m, f = self.m, self.fabric
-        rate = mbit(m.rates_mbit["terrestrial"])
-        delay = int(m.terrestrial_delay_ms * 1000) if self.features.has("netem") else 0
-        shapes = []
-        for g in m.gss:
-            i = m.gss.index(g)
-            shapes.append(LinkShape(m.by_name[g.name].netns, IDX_TERR, rate, delay))
-            shapes.append(LinkShape(m.by_name[m.db.operators[g.operator][1]].netns, 100 + i, rate, delay))
-        for idx, name, _c, _p in m.db.operators:
-            shapes.append(LinkShape(m.by_name[name].netns, IDX_TERR, rate, delay))
-            shapes.append(LinkShape(m.by_name[m.inet_name].netns, 100 + idx, rate, delay))
-        if self.features.has("tbf"):
-            shape_many(shapes, f.nl)
-        else:
+        if not self.m.cfg.tbf:
             self.degradations.append("tbf unavailable: link rates are not limited")
+            return
+        self._shape([v for v in desired.terrestrial_veths(self.m) if v.rate_bps])
 
     def shape_isls(self) -> None:
-        m, f = self.m, self.fabric
-        if not self.features.has("tbf"):
+        if not self.m.cfg.tbf:
             return
-        rate = mbit(m.rates_mbit["isl"])
-        d_us = 1 if self.features.has("netem") else 0  # netem root; the applier sets each slice's delay
-        shapes = []
-        for a, b, d in m.grid_links.tolist():
-            shapes.append(LinkShape(m.satellites[a].netns, IDX_DIR[d], rate, d_us))
-            shapes.append(LinkShape(m.satellites[b].netns, IDX_DIR[OPPOSITE[d]], rate, d_us))
-        self.progress("link shaping", 0, len(shapes))
-        shape_many(shapes, f.nl)
-        self.progress("link shaping", len(shapes), len(shapes))
+        m = self.m
+        grid = [desired.grid_veth(m, a, b, d) for a, b, d in m.grid_links.tolist()]
+        self.progress("link shaping", 0, 2 * len(grid))
+        self._shape(grid)  # netem root where the kernel has it; the applier sets each slice's delay
+        self.progress("link shaping", 2 * len(grid), 2 * len(grid))
+
+    def _shape(self, veths: list[desired.Veth]) -> None:
+        ns = lambda node: self.m.by_name[node].netns  # noqa: E731
+        shapes = [LinkShape(ns(node), idx, v.rate_bps, v.delay_us)
+                  for v in veths for node, idx in ((v.node_a, v.index_a), (v.node_b, v.index_b))]
+        shape_many(shapes, self.fabric.nl)
 
     def servers(self) -> None:
-        inet = self.m.by_name[self.m.inet_name].netns
-        for argv, what in ((["iperf3", "-s", "-B", self.m.inet_addr], "iperf3"),
-                           (["python3", "-m", "http.server", "80", "--bind", self.m.inet_addr], "http")):
+        inet = self.m.by_name[self.m.cfg.inet_name].netns
+        for argv, what in servers.internet_servers(self.m.cfg.inet_addr):
             try:
-                p = spawn_in(inet, argv)
-            except tools.CommandNotFound:
-                self.degradations.append(f"{argv[0]} not installed: no {what} server in {self.m.inet_name}")
+                p = procs.spawn_in(inet, argv)
+            except procs.CommandNotFound:
+                self.degradations.append(f"{argv[0]} not installed: no {what} server in {self.m.cfg.inet_name}")
                 continue
             self.run.record_pid(p.pid, f"{what} in {inet}")
             self.procs.append(p)
 
 
-def spawn_in(netns_name: str, argv: list[str]) -> subprocess.Popen:
-    """Start a long-running process inside a namespace (entered in the child only), in its own session."""
-    return tools.popen_in(netns_name, argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
-
-
 def _run_in(netns_name: str, argv: list[str], stdin: str = "") -> None:
-    p = tools.run_in(netns_name, argv, timeout_s=30, stdin=stdin)
+    p = procs.run_in(netns_name, argv, timeout_s=30, stdin=stdin)
     if p.returncode != 0:
         raise DataplaneError(" ".join(argv), netns_name, None, (p.stderr or p.stdout).strip()[:300])

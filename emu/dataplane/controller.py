@@ -21,6 +21,7 @@ import numpy as np
 
 from emu.dataplane.build import Builder
 from emu.dataplane.model import Model
+from emu.dataplane.runconfig import RunConfig, scenario_of_plan
 from emu.dataplane.slices import SliceApplier
 from emu.dataplane.state import Run
 from emu.errors import EmuError
@@ -38,7 +39,10 @@ def check_plan(plan_path: Path, trust: tuple[str, ...] | list[str] = (), scenari
 
 class Controller:
     def __init__(self, run: Run, plan_path: Path, speed: float = 1.0, n_slices: int | None = None,
-                 progress=None, scenario_name: str = "", start_slice: int = 0, trust: tuple[str, ...] = ()):
+                 progress=None, scenario_name: str = "", start_slice: int = 0, trust: tuple[str, ...] = (),
+                 scenario=None):
+        """``scenario``: the validated scenario (emu.scenario.model.Scenario) if the caller has it loaded
+        already; otherwise the plan's own (signed) scenario is validated once here."""
         from emu.dataplane.features import detect
 
         if not 0 < speed < float("inf"):  # also refuses nan
@@ -57,7 +61,10 @@ class Controller:
 
             raise InputError(f"--start-slice: must be 0..{self.db.n_slices - 1} (got {start_slice})")
         self.k0 = start_slice
-        self.model = Model.from_plan(self.db, run.prefix, None if n_slices is None else start_slice + n_slices)
+        sc = scenario if scenario is not None else scenario_of_plan(self.db)
+        self.cfg = RunConfig.from_scenario(sc, self.features)  # every choice made here, before anything exists
+        self.model = Model.from_plan(self.db, run.prefix, None if n_slices is None else start_slice + n_slices,
+                                     self.cfg)
         self.builder: Builder | None = None
         self.applier: SliceApplier | None = None
         self.status: dict = {"state": "building", "slice": None, "applied": [], "controller_pid": os.getpid(),
@@ -77,12 +84,13 @@ class Controller:
             elif n.kind == "dev":
                 item["addr"] = m.dev_addr(n.index)
             elif n.kind == "inet":
-                item["addr"] = m.inet_addr
+                item["addr"] = m.cfg.inet_addr
             nodes.append(item)
         self.run.write_json("run.json", {
             "run": self.run.run_id, "prefix": self.run.prefix, "plan": str(self.plan_path),
             "scenario": self.scenario_name, "slice_s": self.db.slice_s, "speed": self.speed,
-            "n_slices": m.n_slices, "start_slice": self.k0, "inet": m.inet_name, "inet_addr": m.inet_addr, "nodes": nodes,
+            "n_slices": m.n_slices, "start_slice": self.k0, "inet": m.cfg.inet_name, "inet_addr": m.cfg.inet_addr,
+            "nodes": nodes,
             "started": time.time()})
 
     def write_status(self, **kw) -> None:
@@ -107,19 +115,19 @@ class Controller:
         self.progress("links", 0, 4)
         b.satellite_links(self.k0)
         b.terrestrial()
-        b.tunnels(self.db.gs_choice(self.k0))
+        b.tunnels()
         self.progress("links", 4, 4)
         b.nat()
         b.shape_isls()
         b.shape_terrestrial()
-        a = self.applier = SliceApplier(self.model, b.fabric, self.features)
+        a = self.applier = SliceApplier(self.model, b.fabric)
         self.progress("slice 0 tables", 0, 1)
         a.initial(self.k0)
         self.progress("slice 0 tables", 1, 1)
         b.servers()
         build_s = time.perf_counter() - t0
         self.status["degradations"] = list(self.features.degradations) + b.degradations
-        self.status["tunnel"] = self.model.tunnel_mode
+        self.status["tunnel"] = self.model.cfg.tunnel_mode
         self.write_status(state="running", slice=self.k0, slice_started_at=time.time(), build_s=round(build_s, 3),
                           slice0_at=time.time())
         return build_s

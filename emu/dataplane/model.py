@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-import yaml
 
 from emu.addressing import semantic
-from emu.orbit.constellation import DIRECTION_IFNAME, DOWN, OPPOSITE, UP
+from emu.orbit.constellation import DOWN, OPPOSITE, UP
+from emu.dataplane.runconfig import RunConfig, scenario_of_plan
 from emu.plan.db import PlanDB
 from emu.plan.planner import neighbour_matrix
 
@@ -140,62 +140,46 @@ def _assign_slots(items: list[tuple], key_fn, lifetime) -> dict[int, int]:
     return out
 
 
+def ground_links(serving: np.ndarray) -> list[GroundLink]:
+    """Every satellite <-> ground-node link of the run, from the plan's (slices, ground nodes) serving matrix.
+
+    The one place ground-link intervals are derived: a ground node with
+    several antennas (several links per slice) changes this function only.
+    """
+    runs = _intervals(serving)
+    life = lambda r: (max(0, r[2] - 1), r[3] + 2)  # noqa: E731
+    sat_slots = _assign_slots(runs, lambda r: ("sat", r[1]), life)
+    gnd_slots = _assign_slots(runs, lambda r: ("ground", r[0]), life)
+    return [GroundLink(g, s, a, b, sat_slots[i], gnd_slots[i]) for i, (g, s, a, b) in enumerate(runs)]
+
+
 @dataclass
 class Model:
+    """The plan's facts as the data plane needs them: nodes, link schedules, addresses, next hops.
+
+    Read-only once made: the run's configuration (``cfg``) is fixed before and
+    nothing here changes while the run is up.
+    """
+
     db: PlanDB
     prefix: str  # run prefix, e.g. "le-3f2a"
     n_slices: int
+    cfg: RunConfig
     nodes: list[Node] = field(default_factory=list)
-    tunnel_mode: str = "vxlan"  # chosen by the controller from the scenario and the kernel's features
 
     @classmethod
-    def from_plan(cls, db: PlanDB, prefix: str, n_slices: int | None = None) -> "Model":
+    def from_plan(cls, db: PlanDB, prefix: str, n_slices: int | None = None, cfg: RunConfig | None = None
+                  ) -> "Model":
+        """``cfg``: the run's configuration (default: derived from the plan's own scenario, no kernel features)."""
         n = db.n_slices if n_slices is None else min(n_slices, db.n_slices)
-        m = cls(db, prefix, n)
+        m = cls(db, prefix, n, cfg if cfg is not None else RunConfig.from_scenario(scenario_of_plan(db)))
         m._make_nodes()
         return m
 
-    # --- scenario facts ------------------------------------------------------------
-    @cached_property
-    def scenario(self) -> dict:
-        return yaml.safe_load(self.db.meta["scenario_yaml"])
-
-    def _cfg(self, section: str, key: str, default):
-        return (self.scenario.get(section) or {}).get(key, default)
-
     @property
-    def inet_name(self) -> str:
-        return self._cfg("internet", "name", "inet")
-
-    @property
-    def inet_prefix(self) -> ipaddress.IPv4Network:
-        return ipaddress.ip_network(self._cfg("internet", "prefix", "12.0.0.0/24"))
-
-    @property
-    def inet_addr(self) -> str:
-        return str(next(self.inet_prefix.hosts()))
-
-    @property
-    def semantic_prefix(self) -> str:
-        return self._cfg("addressing", "semantic_prefix", "fd00:5a7::/64")
-
-    @property
-    def oui(self) -> str:
-        return self._cfg("addressing", "oui", "02:00:5a")
-
-    @property
-    def rates_mbit(self) -> dict[str, float]:
-        return {"isl": float(self._cfg("links", "isl_rate_mbit", 1000.0)),
-                "ground": float(self._cfg("links", "ground_rate_mbit", 500.0)),
-                "terrestrial": float(self._cfg("links", "terrestrial_rate_mbit", 10000.0))}
-
-    @property
-    def tunnel_pref(self) -> str:
-        return self._cfg("links", "tunnel", "auto")
-
-    @property
-    def terrestrial_delay_ms(self) -> float:
-        return float(self._cfg("links", "terrestrial_delay_ms", 5.0))
+    def grc_level(self) -> int:
+        """The level at which satellites bind GRCs, as the plan computed them (grc §Dynamic GRC Binding)."""
+        return int(self.db.meta["grc_level"])
 
     # --- nodes ---------------------------------------------------------------------
     def ns(self, node: str) -> str:
@@ -211,7 +195,7 @@ class Model:
                 self.nodes.append(Node(g.device, "dev", self.ns(g.device), g.idx))
         for idx, name, _code, _pool in db.operators:
             self.nodes.append(Node(name, "core", self.ns(name), idx))
-        self.nodes.append(Node(self.inet_name, "inet", self.ns(self.inet_name), -1))
+        self.nodes.append(Node(self.cfg.inet_name, "inet", self.ns(self.cfg.inet_name), -1))
 
     @cached_property
     def by_name(self) -> dict[str, Node]:
@@ -232,15 +216,24 @@ class Model:
         return (self._owner_codes[sat] << 56) | (shell << 48) | (plane << 40) | (s << 32) | (intf << 24)
 
     def sat_ipv6(self, sat: int, intf: int) -> str:
-        _i, _n, shell, plane, s, _o = self.db.sat_rows[sat]
-        return semantic.ipv6_address(self._owner_codes[sat], shell, plane, s, intf, prefix=self.semantic_prefix)
+        cache = self.__dict__.setdefault("_v6c", {})
+        v = cache.get((sat, intf))
+        if v is None:
+            _i, _n, shell, plane, s, _o = self.db.sat_rows[sat]
+            v = cache[(sat, intf)] = semantic.ipv6_address(self._owner_codes[sat], shell, plane, s, intf,
+                                                           prefix=self.cfg.semantic_prefix)
+        return v
 
     def sat_mac(self, sat: int, intf: int) -> str:
         _i, _n, shell, plane, s, _o = self.db.sat_rows[sat]
-        return semantic.mac_address(shell & 0xF, plane, s, intf & 0xF, oui=self.oui)
+        return semantic.mac_address(shell & 0xF, plane, s, intf & 0xF, oui=self.cfg.oui)
 
     def sat_ll(self, sat: int, intf: int) -> str:
-        return link_local(self.sat_iid(sat, intf))
+        cache = self.__dict__.setdefault("_llc", {})
+        v = cache.get((sat, intf))
+        if v is None:
+            v = cache[(sat, intf)] = link_local(self.sat_iid(sat, intf))
+        return v
 
     @staticmethod
     def ground_ll(ground: int) -> str:
@@ -257,11 +250,7 @@ class Model:
 
     @cached_property
     def ground_links(self) -> list[GroundLink]:
-        runs = _intervals(self.serving)
-        life = lambda r: (max(0, r[2] - 1), r[3] + 2)  # noqa: E731
-        sat_slots = _assign_slots(runs, lambda r: ("sat", r[1]), life)
-        gnd_slots = _assign_slots(runs, lambda r: ("ground", r[0]), life)
-        return [GroundLink(g, s, a, b, sat_slots[i], gnd_slots[i]) for i, (g, s, a, b) in enumerate(runs)]
+        return ground_links(self.serving)
 
     @cached_property
     def shell_links(self) -> list[ShellLink]:
@@ -323,10 +312,21 @@ class Model:
 
     def ground_link_at(self, k: int) -> dict[int, GroundLink]:
         """ground-node index -> the link serving it in slice k."""
-        return {gl.ground: gl for gl in self.ground_links if gl.first <= k <= gl.last}
+        return self._per_slice("gla", k, lambda: {gl.ground: gl for gl in self.ground_links
+                                                  if gl.first <= k <= gl.last})
 
     def shell_link_at(self, k: int) -> dict[tuple[int, int], ShellLink]:
-        return {(sl.lower, sl.upper): sl for sl in self.shell_links if sl.first <= k <= sl.last}
+        return self._per_slice("sla", k, lambda: {(sl.lower, sl.upper): sl for sl in self.shell_links
+                                                  if sl.first <= k <= sl.last})
+
+    def _per_slice(self, what: str, k: int, fn):
+        """A small cache of per-slice derived values (a few slices are in use at a time)."""
+        cache = self.__dict__.setdefault("_" + what, {})
+        if k not in cache:
+            if len(cache) > 4:
+                cache.clear()
+            cache[k] = fn()
+        return cache[k]
 
     # --- terrestrial addressing ------------------------------------------------------
     @cached_property
@@ -382,18 +382,7 @@ class Model:
     def vni_of_operator(op: int) -> int:
         return 1000 + op
 
-    # --- routes ------------------------------------------------------------------------
-    def table_id(self, k: int) -> int:
-        return 1000 + (k % 3)
-
-    def rule_pref(self, k: int) -> int:
-        """Slice k's table is looked up at this priority: a newer slice gets a smaller number and wins.
-
-        Above 32767 (after main and default, which hold no IPv4 routes on a
-        satellite) and counting down from 2e9, so it never wraps in any run.
-        """
-        return 2_000_000_000 - k
-
+    # --- next hops ---------------------------------------------------------------------
     def nexthop_of(self, sat: int, direction: int, k: int, down_target: int | None) -> tuple[int, str] | None:
         """(oif, IPv6 link-local gateway) for leaving ``sat`` in ``direction`` in slice k."""
         if direction < 4:
@@ -427,6 +416,3 @@ class Model:
             cache[k] = neighbour_matrix(self.db.links(k), len(self.db.sat_names))[0]
         return cache[k]
 
-
-def ifname(direction: int) -> str:
-    return DIRECTION_IFNAME[direction]

@@ -3,7 +3,7 @@
 How: one AF_PACKET socket per watched namespace, opened *inside* it (a
 socket keeps the namespace it was created in) from this one thread, with a
 classic BPF filter so the kernel only queues ICMP with our echo id, ICMP
-errors, and VXLAN (UDP 4789) carrying ICMP. Then the probe, an ICMP echo
+errors, and tunnelled ICMP (VXLAN on UDP 4789, or ipip). Then the probe, an ICMP echo
 request crafted with scapy and carrying a unique payload token, is sent from
 a raw socket opened inside SRC's namespace, so SRC's kernel routes it. The
 sockets queue what they see meanwhile; afterwards one epoll loop drains them.
@@ -26,7 +26,6 @@ kernel forwards (DESIGN.md rule 1).
 from __future__ import annotations
 
 import contextlib
-import re
 import resource
 import secrets
 import selectors
@@ -36,7 +35,8 @@ import time
 from dataclasses import dataclass, field
 
 from emu.dataplane import netns
-from emu.dataplane.tools import RunView, Target
+from emu.dataplane.ifnames import direction_of
+from emu.dataplane.runview import RunView, Target
 from emu.errors import DataplaneError, InputError, PlanError
 
 ETH_P_ALL = 0x0003
@@ -50,7 +50,7 @@ MAX_CAPTURE = 400  # above this many namespaces, watch the plan's path and its n
 # ============================================================================ pure helpers
 def bpf_program(icmp_id: int) -> list[tuple[int, int, int, int]]:
     """Classic BPF (code, jt, jf, k) accepting, on Ethernet frames: IPv4 ICMP echo/reply with id ``icmp_id``,
-    any ICMP destination-unreachable / time-exceeded, and VXLAN (UDP 4789) carrying IPv4 ICMP."""
+    any ICMP destination-unreachable / time-exceeded, and tunnelled IPv4 ICMP: VXLAN (UDP 4789) or ipip."""
     LDH_ABS, LDB_ABS, LDH_IND, LDB_IND, LDXB_MSH = 0x28, 0x30, 0x48, 0x50, 0xB1
     JEQ, JSET, RET = 0x15, 0x45, 0x06
     prog = [  # (op, k, jump-if-true label, jump-if-false label)
@@ -61,6 +61,7 @@ def bpf_program(icmp_id: int) -> list[tuple[int, int, int, int]]:
         (LDXB_MSH, 14, None, None),  # X = IPv4 header length
         (LDB_ABS, 23, None, None),  # protocol
         (JEQ, 1, "icmp", None),
+        (JEQ, 4, "ipip", None),
         (JEQ, 17, "udp", "drop"),
         ("icmp", LDB_IND, 14, None, None),  # ICMP type
         (JEQ, 3, "accept", None),
@@ -72,6 +73,8 @@ def bpf_program(icmp_id: int) -> list[tuple[int, int, int, int]]:
         (LDH_IND, 42, None, None),  # inner Ethernet type (UDP 8 + VXLAN 8 + Ethernet 12)
         (JEQ, 0x0800, None, "drop"),
         (LDB_IND, 53, None, None),  # inner IPv4 protocol
+        (JEQ, 1, "accept", "drop"),
+        ("ipip", LDB_IND, 23, None, None),  # inner IPv4 protocol (outer header + 9)
         (JEQ, 1, "accept", "drop"),
         ("accept", RET, 0x40000, None, None),
         ("drop", RET, 0, None, None),
@@ -88,29 +91,6 @@ def bpf_program(icmp_id: int) -> list[tuple[int, int, int, int]]:
         off = lambda lab: 0 if lab is None else labels[lab] - i - 1  # noqa: E731
         out.append((op, off(jt), off(jf), k))
     return out
-
-
-def direction_of(kind: str, ifname: str | None) -> str | None:
-    """The plan's name for leaving a node of ``kind`` by interface ``ifname``."""
-    if not ifname:
-        return None
-    if kind == "satellite":
-        if ifname in ("n", "s", "e", "w"):
-            return ifname.upper()
-        if re.fullmatch(r"(g|dn)\d+", ifname):
-            return "Down"
-        if re.fullmatch(r"up\d+", ifname):
-            return "Up"
-        return None
-    if re.fullmatch(r"up\d+", ifname):
-        return "Up"  # a ground node's link to its satellite
-    if ifname in ("lan", "eth0"):
-        return "lan"
-    if ifname.startswith("vx"):
-        return "tunnel"
-    if kind in ("gs", "core", "inet"):
-        return "terrestrial"
-    return None
 
 
 @dataclass(frozen=True)
@@ -265,7 +245,7 @@ def classify(frame: bytes, token: bytes, icmp_id: int) -> tuple[str, bool, str] 
     from scapy.layers.vxlan import VXLAN  # noqa: F401 - binds UDP 4789 to VXLAN
 
     pkt = Ether(frame)
-    tunnelled = bool(pkt.haslayer(VXLAN))
+    tunnelled = bool(pkt.haslayer(VXLAN)) or (pkt.haslayer(IP) and pkt[IP].proto == 4)  # vx0 or tun0
     icmp = pkt.getlayer(ICMP)
     if icmp is None:
         return None

@@ -176,20 +176,20 @@ def test_altered_plan_is_refused(env, plan, tmp_path):
     con.execute("UPDATE slices SET tables = ? WHERE k = 0", (zlib.compress(bytes(raw)),))
     con.commit()
     con.close()
-    before = set(netns.list_names(""))
+    before = set(netns.list_names(env["LEOEMU_RUN_ID_PREFIX"]))
     p = leo(env, "up", str(DEFAULT), "--plan", str(bad), "--detach", check=False)
     assert p.returncode != 0 and "refused" in p.stderr
-    assert set(netns.list_names("")) == before
+    assert set(netns.list_names(env["LEOEMU_RUN_ID_PREFIX"])) == before
     assert len(list(Path(env["LEOEMU_RUN_DIR"]).iterdir())) == 1  # only the live run: no record left behind
 
 
 def test_bad_scenario_builds_nothing(env, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(DEFAULT.read_text().replace("altitude_km: 550", "altitude_km: 55000"))
-    before = set(netns.list_names(""))
+    before = set(netns.list_names(env["LEOEMU_RUN_ID_PREFIX"]))
     p = leo(env, "up", str(bad), check=False)
     assert p.returncode == 2 and "shells.0.altitude_km" in p.stderr
-    assert set(netns.list_names("")) == before
+    assert set(netns.list_names(env["LEOEMU_RUN_ID_PREFIX"])) == before
 
 
 def test_trace_equals_the_plans_path(live, env):
@@ -208,7 +208,38 @@ def test_ping_and_iperf_commands(live, env):
 
 
 def test_plan_of_another_scenario_is_refused(env, plan):
-    before = set(netns.list_names(""))
+    before = set(netns.list_names(env["LEOEMU_RUN_ID_PREFIX"]))
     p = leo(env, "up", str(ROOT / "topologies" / "polar.yaml"), "--plan", str(plan), "--detach", check=False)
     assert p.returncode == 2 and "--plan" in p.stderr and "different scenario" in p.stderr
-    assert set(netns.list_names("")) == before
+    assert set(netns.list_names(env["LEOEMU_RUN_ID_PREFIX"])) == before
+
+
+def test_dry_run_lists_what_up_created(live, env, plan):
+    """``up --dry-run`` and ``up`` come from one desired state: every interface and table it lists for the
+    current slice is in the kernel (the controller may have prepared the next slice's new links: those may be
+    extra). Retried if a slice boundary falls in the middle of the comparison."""
+    def slice_now():
+        return json.loads((live["dir"] / "status.json").read_text())["slice"]
+
+    for _attempt in range(3):
+        k = slice_now()
+        rec = json.loads(leo(env, "up", str(DEFAULT), "--plan", str(plan), "--dry-run", "--start-slice", str(k),
+                             "--format", "json").stdout)
+        assert set(rec["nodes"]) == set(live["nodes"])
+        seen = {}
+        for name in rec["nodes"]:
+            seen[name] = {item["ifname"] for item in json.loads(in_ns(ns(live, name), "ip", "-j", "link").stdout)}
+        table = rec["satellite_tables"]["table"]
+        routes = {name: len(json.loads(in_ns(ns(live, name), "ip", "-j", "route", "show", "table",
+                                             str(table)).stdout))
+                  for name in ("sat0-0-0", "sat0-3-5", "sat0-5-7")}
+        if slice_now() == k:
+            break
+    else:
+        pytest.skip("the slice changed during every attempt (machine too loaded)")
+    for name, want in rec["nodes"].items():
+        assert set(want["interfaces"]) <= seen[name], name
+        extra = seen[name] - set(want["interfaces"])
+        assert all(re.fullmatch(r"(g|up|dn)\d+", x) for x in extra), (name, extra)
+    for name, n in routes.items():
+        assert n == rec["nodes"][name]["tables"][str(table)], name

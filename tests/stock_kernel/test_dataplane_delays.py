@@ -78,7 +78,7 @@ def expect(path: dict) -> tuple[float, float]:
 
 
 def test_tunnel_is_ipip_here(live):
-    assert live["ctl"].model.tunnel_mode == "ipip"
+    assert live["ctl"].model.cfg.tunnel_mode == "ipip"
     assert live["ctl"].status["tunnel"] == "ipip"
 
 
@@ -91,7 +91,7 @@ def test_rtt_matches_plan_then_follows_a_boundary(live):
             ctl.applier.prepare(k)
             ctl.applier.switch(k)
             ctl.applier.cleanup(k)
-        rtt = ping_min_rtt(dev, ctl.model.inet_addr)
+        rtt = ping_min_rtt(dev, ctl.model.cfg.inet_addr)
         want, tol = expect(series[k])
         results.append({"slice": k, "rtt_ms": rtt, "plan_rtt_ms": round(want, 3), "tolerance_ms": round(tol, 3)})
         assert abs(rtt - want) <= tol, results

@@ -10,7 +10,9 @@ import json
 
 import pytest
 
-from emu.dataplane import tools, trace
+from emu.dataplane import ifnames, trace
+from emu.dataplane import parsers
+from emu.dataplane.runview import Target
 from emu.errors import DataplaneError
 
 PING_OK = """PING 10.99.0.2 (10.99.0.2) 56(84) bytes of data.
@@ -180,7 +182,7 @@ PING_KILLED = """PING 10.0.0.2 (10.0.0.2) 56(84) bytes of data.
 
 # ---------------------------------------------------------------------------- ping
 def test_ping_all_answered() -> None:
-    r = tools.parse_ping(PING_OK)
+    r = parsers.parse_ping(PING_OK)
     assert (r["transmitted"], r["received"], r["loss_pct"]) == (3, 3, 0.0)
     assert (r["rtt_min_ms"], r["rtt_avg_ms"], r["rtt_max_ms"], r["rtt_mdev_ms"]) == (0.024, 0.097, 0.242, 0.102)
     assert r["rtts_ms"] == [0.242, 0.025, 0.024]
@@ -191,14 +193,14 @@ def test_ping_all_answered() -> None:
 
 
 def test_ping_partial_loss_lists_unanswered() -> None:
-    r = tools.parse_ping(PING_PARTIAL)
+    r = parsers.parse_ping(PING_PARTIAL)
     assert (r["transmitted"], r["received"], r["loss_pct"]) == (6, 3, 50.0)
     assert r["rtts_ms"] == [0.070, 0.073, 0.070]
     assert r["unanswered_seqs"] == [1, 3, 5]
 
 
 def test_ping_unreachable_counts_errors_and_has_no_rtt() -> None:
-    r = tools.parse_ping(PING_UNREACHABLE)
+    r = parsers.parse_ping(PING_UNREACHABLE)
     assert (r["transmitted"], r["received"], r["errors"], r["loss_pct"]) == (3, 0, 2, 100.0)
     assert r["rtt_min_ms"] is None and r["rtt_avg_ms"] is None and r["rtts_ms"] == []
     assert r["icmp_errors"][0] == {"seq": 1, "from": "10.99.0.2", "message": "Destination Host Unreachable",
@@ -206,27 +208,27 @@ def test_ping_unreachable_counts_errors_and_has_no_rtt() -> None:
 
 
 def test_ping_all_lost() -> None:
-    r = tools.parse_ping(PING_ALL_LOST)
+    r = parsers.parse_ping(PING_ALL_LOST)
     assert (r["transmitted"], r["received"], r["loss_pct"]) == (5, 0, 100.0)
     assert r["unanswered_seqs"] == [1, 2, 3, 4]
 
 
 def test_ping_that_could_not_start_reports_why() -> None:
-    r = tools.parse_ping(PING_NO_ROUTE)
+    r = parsers.parse_ping(PING_NO_ROUTE)
     assert (r["transmitted"], r["received"], r["loss_pct"]) == (0, 0, 100.0)
     assert r["error"] == "connect: Network is unreachable"
     assert not r["summary"]
 
 
 def test_ping_ipv6() -> None:
-    r = tools.parse_ping(PING6)
+    r = parsers.parse_ping(PING6)
     assert (r["transmitted"], r["received"]) == (2, 2)
     assert r["replies"][0]["from"] == "::1"
     assert r["rtts_ms"] == [0.176, 0.022]
 
 
 def test_ping_duplicates_late_replies_and_errors() -> None:
-    r = tools.parse_ping(PING_DUP_AND_LATE)
+    r = parsers.parse_ping(PING_DUP_AND_LATE)
     assert (r["transmitted"], r["received"], r["duplicates"], r["errors"]) == (4, 2, 1, 1)
     assert r["rtts_ms"] == [12.5, 1300.0]  # the duplicate is not an RTT sample
     assert r["unanswered_seqs"] == []  # seq 2 was answered late
@@ -236,7 +238,7 @@ def test_ping_duplicates_late_replies_and_errors() -> None:
 
 
 def test_ping_without_summary_counts_lines() -> None:
-    r = tools.parse_ping(PING_KILLED)
+    r = parsers.parse_ping(PING_KILLED)
     assert (r["transmitted"], r["received"]) == (3, 2)
     assert r["loss_pct"] == pytest.approx(33.333)
     assert (r["rtt_min_ms"], r["rtt_avg_ms"], r["rtt_max_ms"]) == (10.0, 15.0, 20.0)
@@ -247,12 +249,12 @@ def test_ping_busybox_style_summary() -> None:
     text = ("PING 1.2.3.4 (1.2.3.4): 56 data bytes\n64 bytes from 1.2.3.4: seq=0 ttl=64 time=0.1 ms\n\n"
             "--- 1.2.3.4 ping statistics ---\n1 packets transmitted, 1 packets received, 0% packet loss\n"
             "round-trip min/avg/max = 0.100/0.100/0.100 ms\n")
-    r = tools.parse_ping(text)
+    r = parsers.parse_ping(text)
     assert (r["transmitted"], r["received"], r["rtt_avg_ms"], r["rtt_mdev_ms"]) == (1, 1, 0.1, None)
 
 
 def test_ping_argv_is_bounded_and_numeric() -> None:
-    argv = tools.ping_argv("10.1.1.2", 5, 0.2, 1.0)
+    argv = parsers.ping_argv("10.1.1.2", 5, 0.2, 1.0)
     assert argv[0] == "ping" and argv[-1] == "10.1.1.2"
     for flag in ("-n", "-O", "-D"):
         assert flag in argv
@@ -262,7 +264,7 @@ def test_ping_argv_is_bounded_and_numeric() -> None:
 
 # ---------------------------------------------------------------------------- iperf3
 def test_iperf_parallel_uses_receiver_sum() -> None:
-    r = tools.parse_iperf3(IPERF_P2)
+    r = parsers.parse_iperf3(IPERF_P2)
     assert r["bits_per_second"] == pytest.approx(19339609428.8214)
     assert r["sender_bits_per_second"] == pytest.approx(19340853103.960655)
     assert r["retransmits"] == 5476
@@ -272,7 +274,7 @@ def test_iperf_parallel_uses_receiver_sum() -> None:
 
 
 def test_iperf_reverse() -> None:
-    r = tools.parse_iperf3(IPERF_REVERSE)
+    r = parsers.parse_iperf3(IPERF_REVERSE)
     assert r["reverse"] is True
     assert r["bits_per_second"] == pytest.approx(20069743573.334187)
     assert r["retransmits"] == 6823
@@ -280,25 +282,25 @@ def test_iperf_reverse() -> None:
 
 def test_iperf_error_is_raised_with_its_message() -> None:
     with pytest.raises(DataplaneError, match="unable to connect to server: Connection refused"):
-        tools.parse_iperf3(IPERF_REFUSED, "le00-dev1")
+        parsers.parse_iperf3(IPERF_REFUSED, "le00-dev1")
 
 
 def test_iperf_garbage_and_leading_noise() -> None:
     with pytest.raises(DataplaneError, match="no JSON"):
-        tools.parse_iperf3("iperf3: error - unable to connect")
-    r = tools.parse_iperf3("warning: something\n" + IPERF_P2)
+        parsers.parse_iperf3("iperf3: error - unable to connect")
+    r = parsers.parse_iperf3("warning: something\n" + IPERF_P2)
     assert r["retransmits"] == 5476
 
 
 def test_iperf_udp_sum() -> None:
     doc = {"start": {"test_start": {"protocol": "UDP", "num_streams": 1, "reverse": 0}},
            "end": {"sum": {"seconds": 2.0, "bytes": 2500000, "bits_per_second": 1e7, "lost_percent": 0.5}}}
-    r = tools.parse_iperf3(json.dumps(doc))
+    r = parsers.parse_iperf3(json.dumps(doc))
     assert (r["bits_per_second"], r["lost_percent"], r["retransmits"]) == (1e7, 0.5, None)
 
 
 def test_iperf_client_argv() -> None:
-    argv = tools.iperf_client_argv("12.0.0.1", 5201, 3, 2, True)
+    argv = parsers.iperf_client_argv("12.0.0.1", 5201, 3, 2, True)
     assert argv[:3] == ["iperf3", "-c", "12.0.0.1"] and "-J" in argv and argv[-1] == "-R"
     assert argv[argv.index("-P") + 1] == "2"
 
@@ -309,7 +311,7 @@ def test_proc_net_tcp_listeners() -> None:
             "   0: 00000000:1451 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n"
             "   1: 0100000A:9C40 0200000A:1451 01 00000000:00000000 00:00000000 00000000     0        0 2 1\n"
             "   0: 00000000000000000000000000000000:4E21 00000000000000000000000000000000:0000 0A 0:0 0:0 0 0 0 3\n")
-    assert tools.parse_proc_net_tcp(text) == {5201, 20001}
+    assert parsers.parse_proc_net_tcp(text) == {5201, 20001}
 
 
 def test_pick_global_ipv4_prefers_loopback_grc() -> None:
@@ -318,9 +320,9 @@ def test_pick_global_ipv4_prefers_loopback_grc() -> None:
                                        {"family": "inet", "local": "17.1.2.3", "scope": "global"}]},
         {"ifname": "core", "addr_info": [{"family": "inet", "local": "10.255.0.1", "scope": "global"}]},
     ])
-    assert tools.pick_global_ipv4(ip_json) == "17.1.2.3"
-    assert tools.pick_global_ipv4(json.dumps([{"ifname": "lo", "addr_info": []}])) is None
-    assert tools.pick_global_ipv4("not json") is None
+    assert parsers.pick_global_ipv4(ip_json) == "17.1.2.3"
+    assert parsers.pick_global_ipv4(json.dumps([{"ifname": "lo", "addr_info": []}])) is None
+    assert parsers.pick_global_ipv4("not json") is None
 
 
 # ---------------------------------------------------------------------------- trace helpers
@@ -328,11 +330,13 @@ def test_pick_global_ipv4_prefers_loopback_grc() -> None:
     ("satellite", "n", "N"), ("satellite", "w", "W"), ("satellite", "g3", "Down"), ("satellite", "dn0", "Down"),
     ("satellite", "up1", "Up"), ("satellite", None, None), ("satellite", "lo", None),
     ("ut", "up0", "Up"), ("gs", "up2", "Up"), ("ut", "lan", "lan"), ("dev", "eth0", "lan"),
-    ("ut", "vx0", "tunnel"), ("gs", "core", "terrestrial"), ("core", "g0", "terrestrial"),
+    ("ut", "vx0", "tunnel"), ("ut", "tun0", "tunnel"), ("gs", "tun0", "tunnel"), ("gs", "vx0", "tunnel"),
+    ("satellite", "dn12", "Down"), ("satellite", "tun0", None), ("core", "up0", None),
+    ("gs", "core", "terrestrial"), ("core", "g0", "terrestrial"),
     ("core", "inet", "terrestrial"), ("inet", "c1", "terrestrial"),
 ])
 def test_direction_of(kind, ifname, want) -> None:
-    assert trace.direction_of(kind, ifname) == want
+    assert ifnames.direction_of(kind, ifname) == want
 
 
 def _s(ns, ifname, out, ts, kind="request", tun=False):
@@ -417,6 +421,8 @@ def test_bpf_program_accepts_the_probe_and_little_else() -> None:
         Ether() / IP(dst="10.1.1.2") / ICMP(type=3, code=1) / bytes(echo[IP]),
         Ether() / IP() / UDP(dport=4789) / VXLAN() / echo,
         Ether() / IP(options=b"\x01\x01\x01\x00") / UDP(dport=4789) / VXLAN() / echo,  # outer IHL 6
+        Ether() / IP(src="17.0.0.8", dst="17.0.0.16") / echo[IP],  # ipip (tun0)
+        Ether() / IP(options=b"\x01\x01\x01\x00") / echo[IP],  # ipip, outer IHL 6
     ]
     reject = [
         Ether() / IP() / ICMP(type=8, id=0xBEEE),
@@ -425,6 +431,7 @@ def test_bpf_program_accepts_the_probe_and_little_else() -> None:
         Ether() / IP() / UDP(dport=4789) / VXLAN() / Ether() / IP() / TCP(),
         Ether() / IPv6() / UDP(dport=4789),
         Ether() / IP(frag=10, proto=1) / (b"x" * 20),
+        Ether() / IP() / IP() / TCP(dport=80),  # ipip, not ICMP inside
     ]
     assert [_run_bpf(prog, bytes(p)) > 0 for p in accept] == [True] * len(accept)
     assert [_run_bpf(prog, bytes(p)) for p in reject] == [0] * len(reject)
@@ -442,6 +449,8 @@ def test_classify_finds_probe_plain_and_in_vxlan() -> None:
     assert trace.classify(bytes(req), tok, 77)[:2] == ("request", False)
     tun = Ether() / IP(src="17.0.0.8", dst="17.0.0.16") / UDP(sport=40000, dport=4789) / VXLAN(vni=1000) / req
     assert trace.classify(bytes(tun), tok, 77)[:2] == ("request", True)
+    ipip = Ether() / IP(src="17.0.0.8", dst="17.0.0.16") / req[IP]
+    assert trace.classify(bytes(ipip), tok, 77)[:2] == ("request", True)
     rep = Ether() / IP(src="12.0.0.1", dst="10.1.1.2") / ICMP(type=0, id=77, seq=3) / Raw(tok)
     assert trace.classify(bytes(rep), tok, 77)[0] == "reply"
     err = Ether() / IP(src="17.0.0.9", dst="10.1.1.2") / ICMP(type=3, code=0) / bytes(req[IP])
@@ -470,7 +479,7 @@ class _View:
 
 def _probe_run(sightings, planned, slice_after=7):
     src = _View.nodes[0]
-    pr = trace.ProbeRun(src, "gs1", tools.Target(_View.nodes[3], "17.0.0.16"), 7, planned, None, {"scope": "all"})
+    pr = trace.ProbeRun(src, "gs1", Target(_View.nodes[3], "17.0.0.16"), 7, planned, None, {"scope": "all"})
     pr.sightings, pr.slice_after, pr.sent_at = sightings, slice_after, 100.0
     return pr
 

@@ -1,0 +1,601 @@
+"""The kernel objects every namespace should hold, computed purely from the plan (no kernel, no root).
+
+spec: grc-based-routing §Time-Varying Routing Module, §Time Slice Transition
+(slice k's table is installed at the boundary, slice k-1's kept one more
+slice for packets in flight); satellite-semantic-addressing §5.4 (link-local
+next hops are semantic interface IDs). DESIGN.md: the data plane reads a
+plan, it never recomputes one; make-before-break.
+
+Two layers:
+
+- :meth:`Desired.state` -- slice k as plain frozen values: the dynamic links
+  alive (ground, inter-shell), the grid ISLs up, every satellite's route
+  table for slice k, the policy rules in force, the GRC addresses bound,
+  ground nodes' default routes, cores' routes toward the chosen GS, UT
+  tunnel targets and per-link delays.
+- :func:`transition` -- the ordered operations that take the kernel from
+  slice k's state to slice k+1's, in three phases: ``prepare`` (off the
+  critical path, nothing looks at it yet), ``switch`` (the boundary) and
+  ``cleanup`` (after it). :func:`route_diff` does the same for one table.
+
+The kernel side (:mod:`emu.dataplane.slices`, :mod:`emu.dataplane.build`)
+only executes these; the rules of make-before-break and of the three-table
+rotation live here and are unit-tested on the values.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from emu.addressing.grc import to_ipv4
+from emu.dataplane import ifnames, nlroute
+from emu.dataplane.model import (IDX_DIR, IDX_DN_SLOT, IDX_GROUND_SLOT, IDX_LO, IDX_TERR, IDX_TUN, IDX_UP_SLOT,
+                                 MTU_SPACE, MTU_TERRESTRIAL, MTU_TUNNEL, TUNNEL_GS_ADDR, TUNNEL_MAC, TUNNEL_PLEN,
+                                 GroundLink, Model, ShellLink)
+from emu.orbit.constellation import DOWN, OPPOSITE, UP
+from emu.plan import actions
+
+log = logging.getLogger(__name__)
+
+N_TABLES = 3  # slice k's table, k-1's kept for packets in flight, k+1's being filled
+TABLE_BASE = 1000
+GROUP_BASE = 10  # IFLA_GROUP of a dynamic link = GROUP_BASE + the slice at whose cleanup it is deleted
+CORE_GS_BASE = 100  # ifindex of a core's link to its i-th ground station (g<i>)
+INET_CORE_BASE = 100  # ifindex of the Internet's link to operator i's core (c<i>)
+
+RouteKey = tuple[int, int, int]  # prefix, plen, metric
+RouteVal = tuple[int, tuple]  # route type, next hops (nlroute.Hop)
+
+
+# ============================================================================ rules of the rotation
+def table_id(k: int) -> int:
+    """Slice k's route table on every satellite: three in rotation (k, k-1 retained, k+1 being filled)."""
+    return TABLE_BASE + (k % N_TABLES)
+
+
+def rule_pref(k: int) -> int:
+    """Slice k's table is looked up at this priority: a newer slice gets a smaller number and wins.
+
+    Above 32767 (after main and default, which hold no IPv4 routes on a
+    satellite) and counting down from 2e9, so it never wraps in any run.
+    """
+    return 2_000_000_000 - k
+
+
+# ============================================================================ the values
+@dataclass(frozen=True, order=True)
+class Veth:
+    """One veth pair: end ``a`` in node_a's namespace, end ``b`` in node_b's (node names, not namespaces)."""
+
+    kind: str  # isl | ground | shell | lan | core | inet
+    node_a: str
+    ifname_a: str
+    index_a: int
+    node_b: str
+    ifname_b: str
+    index_b: int
+    mac_a: str | None = None
+    mac_b: str | None = None
+    mtu: int = MTU_TERRESTRIAL
+    rate_bps: int | None = None  # shaped both ends (tbf) when set
+    delay_us: int = 0  # initial netem delay of both ends (dynamic links: the boundary sets the real one)
+    retire: int | None = None  # dynamic links: deleted, by interface group, at this slice's cleanup
+    ll_a: str | None = None  # IPv6 link-local of end a (/64), set on creation (dynamic links)
+    ll_b: str | None = None
+
+    @property
+    def group(self) -> int | None:
+        """IFLA_GROUP of a dynamic link (deleted with its group); None for links created once."""
+        return None if self.retire is None else GROUP_BASE + self.retire
+
+
+@dataclass(frozen=True, order=True)
+class Rule:
+    """A policy rule on every satellite: look ``table`` up at ``priority``."""
+
+    table: int
+    priority: int
+
+
+@dataclass(frozen=True, order=True)
+class Addr:
+    node: str
+    index: int
+    addr: str
+    plen: int
+
+
+@dataclass(frozen=True)
+class GroundDefault:
+    """A UT's or GS's default route: via its serving satellite's link-local, or unreachable (``via`` None)."""
+
+    ground: int
+    node: str
+    via: tuple[int, str] | None  # (oif, IPv6 link-local gateway)
+
+
+@dataclass(frozen=True)
+class CoreRoute:
+    """An operator core's route to one UT's device LAN: toward the chosen GS, or unreachable (``gs`` -1)."""
+
+    ut: int
+    node: str
+    subnet: str
+    gs: int
+    oif: int | None = None
+    gateway: str | None = None
+
+
+@dataclass(frozen=True)
+class TunnelTarget:
+    """Where a UT's tunnel (vxlan FDB entry, or ipip encap route) sends: the chosen GS's GRC."""
+
+    ut: int
+    node: str
+    gs: int
+    remote: str
+    local: str
+
+
+@dataclass(frozen=True)
+class Delay:
+    """netem delay of one link end; ``link`` tells a re-created dynamic link from the one before it."""
+
+    node: str
+    index: int
+    delay_us: int
+    link: Veth | None = None
+
+
+@dataclass(frozen=True)
+class SliceState:
+    """What the kernel holds while slice k is in force (after its boundary, before k+1's preparation)."""
+
+    k: int
+    table: int
+    rules: frozenset[Rule]  # slice k's rule and, retained, slice k-1's
+    links: frozenset[Veth]  # dynamic links in use or retained: first <= k < retire
+    grid: frozenset[tuple[int, int, int]]  # grid ISLs up: (a, b, direction from a)
+    grc_addrs: Mapping[int, Mapping[str, int]]  # sat -> {GRC address: ifindex}, slices k and k-1
+    routes: Mapping[int, Mapping[RouteKey, RouteVal]]  # sat -> content of table(k)
+    ground: Mapping[int, GroundDefault]
+    cores: Mapping[int, CoreRoute]
+    tunnels: Mapping[int, TunnelTarget]
+    delays: Mapping[tuple[str, int], Delay]
+    unresolved: int = 0  # plan egresses without a link in this slice (logged)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One kernel operation of a transition: ``phase`` prepare | switch | cleanup."""
+
+    phase: str
+    verb: str  # create | up | fill | add | replace | del | down | retire | bind | unbind
+    obj: object
+
+
+# ============================================================================ links
+def ground_veth(m: Model, gl: GroundLink) -> Veth:
+    """A satellite's g<slot> <-> a ground node's up<slot>."""
+    netem = m.cfg.netem
+    return Veth("ground", m.satellites[gl.sat].name, ifnames.sat_ground(gl.sat_slot), IDX_GROUND_SLOT + gl.sat_slot,
+                m.db.ground[gl.ground].name, ifnames.ground_up(gl.ground_slot), IDX_GROUND_SLOT + gl.ground_slot,
+                mac_a=m.sat_mac(gl.sat, DOWN), mac_b=m.ground_mac(gl.ground, gl.ground_slot), mtu=MTU_SPACE,
+                rate_bps=int(m.cfg.ground_rate_mbit * 1e6), delay_us=1 if netem else 0, retire=gl.retire,
+                ll_a=m.sat_ll(gl.sat, DOWN), ll_b=m.ground_ll(gl.ground))
+
+
+def shell_veth(m: Model, sl: ShellLink) -> Veth:
+    """The lower shell's up<slot> <-> the upper shell's dn<slot>."""
+    return Veth("shell", m.satellites[sl.lower].name, ifnames.sat_shell(UP, sl.lower_slot), IDX_UP_SLOT + sl.lower_slot,
+                m.satellites[sl.upper].name, ifnames.sat_shell(DOWN, sl.upper_slot), IDX_DN_SLOT + sl.upper_slot,
+                mac_a=m.sat_mac(sl.lower, UP), mac_b=m.sat_mac(sl.upper, DOWN), mtu=MTU_SPACE,
+                rate_bps=int(m.cfg.isl_rate_mbit * 1e6), delay_us=1 if m.cfg.netem else 0, retire=sl.retire,
+                ll_a=m.sat_ll(sl.lower, UP), ll_b=m.sat_ll(sl.upper, DOWN))
+
+
+def grid_veth(m: Model, a: int, b: int, d: int) -> Veth:
+    """A grid ISL (created once, brought up and down per slice): a's n/s/e/w <-> b's opposite."""
+    return Veth("isl", m.satellites[a].name, ifnames.grid(d), IDX_DIR[d],
+                m.satellites[b].name, ifnames.grid_peer(d), IDX_DIR[OPPOSITE[d]],
+                mac_a=m.sat_mac(a, d), mac_b=m.sat_mac(b, OPPOSITE[d]), mtu=MTU_SPACE,
+                rate_bps=int(m.cfg.isl_rate_mbit * 1e6), delay_us=1 if m.cfg.netem else 0)
+
+
+@dataclass(frozen=True)
+class IslEnd:
+    """One end of a grid ISL while it is up: semantic link-local (/64) and global (/128) IPv6 addresses and a
+    host route to the peer's global address (satellite-semantic-addressing §5.4). Both vanish when the
+    interface goes admin-down, so they are set again every time the ISL comes up."""
+
+    sat: int
+    index: int
+    ll: str
+    addr6: str
+    peer_addr6: str
+
+
+def isl_ends(m: Model, edge: tuple[int, int, int]) -> tuple[IslEnd, IslEnd]:
+    a, b, d = edge
+    return (IslEnd(a, IDX_DIR[d], m.sat_ll(a, d), m.sat_ipv6(a, d), m.sat_ipv6(b, OPPOSITE[d])),
+            IslEnd(b, IDX_DIR[OPPOSITE[d]], m.sat_ll(b, OPPOSITE[d]), m.sat_ipv6(b, OPPOSITE[d]), m.sat_ipv6(a, d)))
+
+
+def terrestrial_veths(m: Model) -> list[Veth]:
+    """Device <-> UT LANs, GS <-> its operator's core, core <-> the Internet (created once)."""
+    ops = m.db.operators
+    terr_rate = int(m.cfg.terrestrial_rate_mbit * 1e6)
+    terr_delay = int(m.cfg.terrestrial_delay_ms * 1000) if m.cfg.netem else 0
+    out = [Veth("lan", u.name, ifnames.LAN_UT, IDX_TERR, u.device, ifnames.LAN_DEV, IDX_TERR) for u in m.uts]
+    out += [Veth("core", ops[g.operator][1], ifnames.core_gs(i), CORE_GS_BASE + i, g.name, ifnames.GS_CORE, IDX_TERR,
+                 rate_bps=terr_rate, delay_us=terr_delay) for i, g in enumerate(m.gss)]
+    out += [Veth("inet", m.cfg.inet_name, ifnames.inet_core(idx), INET_CORE_BASE + idx, name, ifnames.CORE_INET,
+                 IDX_TERR,
+                 rate_bps=terr_rate, delay_us=terr_delay) for idx, name, _c, _p in ops]
+    return out
+
+
+@dataclass(frozen=True, order=True)
+class StaticRoute:
+    """A route in a terrestrial node's main table, set once at build."""
+
+    node: str
+    dst: str
+    oif: int
+    gateway: str
+
+
+def terrestrial_addrs(m: Model) -> list[Addr]:
+    """Addresses of the terrestrial side (grc §Data Forwarding Process, §Border Gateway): UT LAN and GRC,
+    device, GS <-> core /30 and GS GRC, core <-> Internet /30, the Internet's server prefix."""
+    out = []
+    for u in m.uts:
+        sub = m.user_subnets[u.idx]
+        out += [Addr(u.name, IDX_TERR, m.ut_lan_addr(u.idx), sub.prefixlen), Addr(u.name, IDX_LO, to_ipv4(u.grc), 32),
+                Addr(u.device, IDX_TERR, m.dev_addr(u.idx), sub.prefixlen)]
+    for i, g in enumerate(m.gss):
+        gs_end, core_end = m.gs_core_link(g.idx)
+        out += [Addr(g.name, IDX_TERR, gs_end, 30), Addr(g.name, IDX_LO, to_ipv4(g.grc), 32),
+                Addr(m.db.operators[g.operator][1], CORE_GS_BASE + i, core_end, 30)]
+    out.append(Addr(m.cfg.inet_name, IDX_LO, m.cfg.inet_addr, m.cfg.inet_prefix.prefixlen))
+    for idx, name, _c, _p in m.db.operators:
+        out += [Addr(name, IDX_TERR, m.core_public(idx), 30),
+                Addr(m.cfg.inet_name, INET_CORE_BASE + idx, m.inet_core_addr(idx), 30)]
+    return out
+
+
+def terrestrial_routes(m: Model) -> list[StaticRoute]:
+    """Device -> its UT; GS: the terrestrial space (0/4) -> its core; core -> the Internet; the Internet ->
+    each operator's pool (so it is found also without NAT)."""
+    out = [StaticRoute(u.device, "0.0.0.0/0", IDX_TERR, m.ut_lan_addr(u.idx)) for u in m.uts]
+    out += [StaticRoute(g.name, "0.0.0.0/4", IDX_TERR, m.gs_core_link(g.idx)[1]) for g in m.gss]
+    for idx, name, _c, pool in m.db.operators:
+        out += [StaticRoute(name, "0.0.0.0/0", IDX_TERR, m.inet_core_addr(idx)),
+                StaticRoute(m.cfg.inet_name, pool, INET_CORE_BASE + idx, m.core_public(idx))]
+    return out
+
+
+@dataclass(frozen=True, order=True)
+class TunnelDevice:
+    """A UT's or GS's tunnel device (grc §Data Forwarding Process steps 2 and 4): VXLAN with the operator's
+    VNI, or ipip in collect-metadata mode (the target is in each route)."""
+
+    node: str
+    kind: str  # vxlan | ipip
+    ifname: str
+    index: int
+    mtu: int
+    vni: int | None = None
+    local: str | None = None
+    mac: str | None = None
+
+
+@dataclass(frozen=True, order=True)
+class Neigh:
+    node: str
+    index: int
+    addr: str
+    mac: str
+
+
+@dataclass(frozen=True, order=True)
+class Fdb:
+    """A VXLAN forwarding entry: frames for ``mac`` go to ``remote``."""
+
+    node: str
+    index: int
+    mac: str
+    remote: str
+
+
+@dataclass(frozen=True, order=True)
+class EncapRoute:
+    """An ipip route: ``dst`` leaves by the tunnel toward ``remote`` from ``local``."""
+
+    node: str
+    dst: str
+    index: int
+    remote: str
+    local: str
+
+
+@dataclass(frozen=True)
+class TunnelConfig:
+    """Everything the tunnels need that is set once; the per-slice target is :class:`TunnelTarget`."""
+
+    devices: tuple[TunnelDevice, ...]
+    addrs: tuple[Addr, ...]
+    neighs: tuple[Neigh, ...]
+    fdbs: tuple[Fdb, ...]
+    routes: tuple[StaticRoute, ...]
+    encap_routes: tuple[EncapRoute, ...]
+
+
+def tunnel_config(m: Model) -> TunnelConfig:
+    """Each GS terminates its operator's UTs: it reaches each UT's LAN through the tunnel; each UT sends the
+    Internet prefix into it (VXLAN: through the GS's shared tunnel address and MAC, anycast-like)."""
+    mode = m.cfg.tunnel_mode
+    name = ifnames.TUNNEL_IFNAME[mode]
+    devs, addrs, neighs, fdbs, routes, encap = [], [], [], [], [], []
+    for g in m.gss:
+        mine = [u for u in m.uts if u.operator == g.operator]
+        if mode == "vxlan":
+            devs.append(TunnelDevice(g.name, mode, name, IDX_TUN, MTU_TUNNEL, m.vni_of_operator(g.operator),
+                                     to_ipv4(g.grc), TUNNEL_MAC))
+            addrs.append(Addr(g.name, IDX_TUN, TUNNEL_GS_ADDR, TUNNEL_PLEN))
+            for u in mine:
+                neighs.append(Neigh(g.name, IDX_TUN, m.ut_tunnel_addr(u.idx), m.ut_tunnel_mac(u.idx)))
+                fdbs.append(Fdb(g.name, IDX_TUN, m.ut_tunnel_mac(u.idx), to_ipv4(u.grc)))
+                routes.append(StaticRoute(g.name, str(m.user_subnets[u.idx]), IDX_TUN, m.ut_tunnel_addr(u.idx)))
+        else:
+            devs.append(TunnelDevice(g.name, mode, name, IDX_TUN, MTU_TUNNEL))
+            encap += [EncapRoute(g.name, str(m.user_subnets[u.idx]), IDX_TUN, to_ipv4(u.grc), to_ipv4(g.grc))
+                      for u in mine]
+    for u in m.uts:
+        if mode == "vxlan":
+            devs.append(TunnelDevice(u.name, mode, name, IDX_TUN, MTU_TUNNEL, m.vni_of_operator(u.operator),
+                                     to_ipv4(u.grc), m.ut_tunnel_mac(u.idx)))
+            addrs.append(Addr(u.name, IDX_TUN, m.ut_tunnel_addr(u.idx), TUNNEL_PLEN))
+            neighs.append(Neigh(u.name, IDX_TUN, TUNNEL_GS_ADDR, TUNNEL_MAC))
+            routes.append(StaticRoute(u.name, str(m.cfg.inet_prefix), IDX_TUN, TUNNEL_GS_ADDR))
+        else:
+            devs.append(TunnelDevice(u.name, mode, name, IDX_TUN, MTU_TUNNEL))
+    return TunnelConfig(tuple(devs), tuple(addrs), tuple(neighs), tuple(fdbs), tuple(routes), tuple(encap))
+
+
+def fixed_links(m: Model) -> list[Veth]:
+    """Every link created once at build: the grid ISLs of any slice, then the terrestrial links."""
+    return [grid_veth(m, a, b, d) for a, b, d in m.grid_links.tolist()] + terrestrial_veths(m)
+
+
+# ============================================================================ the state of a slice
+class Desired:
+    """Slice states of one run (model + start slice), with small caches of the plan's per-slice arrays."""
+
+    def __init__(self, model: Model, k0: int = 0):
+        self.m = model
+        self.k0 = k0
+        self._cache: dict[tuple[str, int], object] = {}
+
+    def _get(self, what: str, k: int, fn):
+        key = (what, k)
+        if key not in self._cache:
+            if len(self._cache) > 24:
+                self._cache.clear()
+            self._cache[key] = fn(k)
+        return self._cache[key]
+
+    def bound(self, k: int) -> np.ndarray:
+        return self._get("bound", k, self.m.db.bound_grc)
+
+    def tables(self, k: int):
+        return self._get("tables", k, self.m.db.tables)
+
+    def choice(self, k: int) -> np.ndarray:
+        return self._get("choice", k, self.m.db.gs_choice)
+
+    # ------------------------------------------------------------------ routes
+    def region(self, s: int, k: int) -> tuple[int, int]:
+        """The GRC region satellite s binds in slice k, as (prefix, plen) (grc §Dynamic GRC Binding)."""
+        plen = 11 + 3 * self.m.grc_level
+        mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
+        return int(self.bound(k)[s]) & mask, plen
+
+    def routes(self, s: int, k: int, count: list[int] | None = None) -> dict[RouteKey, RouteVal]:
+        """Slice k's kernel routes for satellite s: key -> (type, hops).
+
+        Besides the plan's entries, the region the satellite binds in slice k is
+        a local route of the same table (unless the plan states that prefix
+        itself), so the binding changes exactly when the table does (grc §Time
+        Slice Transition: "the local GRC bindings are updated"); its interface
+        addresses follow right after the boundary. ``count`` collects the
+        number of plan egresses without a link.
+        """
+        out: dict[RouteKey, RouteVal] = {}
+        region = self.region(s, k)
+        out[(region[0], region[1], 1)] = (nlroute.RTN_LOCAL, ())
+        cache: dict[int, list] = {}
+        for prefix, plen, code in zip(*self.tables(k).of(s)):
+            code = int(code)
+            items = cache.get(code)
+            if items is None:
+                items = cache[code] = self.routes_for_action(s, k, code, count)
+            for metric, rtype, hops in items:
+                out[(int(prefix), int(plen), metric)] = (rtype, hops)
+        return out
+
+    def routes_for_action(self, s: int, k: int, code: int, count: list[int] | None = None
+                          ) -> list[tuple[int, int, tuple]]:
+        """(metric, type, hops) routes of one plan action at satellite s (ECMP/UCMP: one multipath route;
+        active-standby: the active at metric 1, standbys at metric 2)."""
+        act = actions.decode(code)
+        if act.kind == actions.LOCAL:
+            return [(1, nlroute.RTN_LOCAL, ())]
+        hops = []
+        for e in act.egress:
+            nh = self.m.nexthop_of(s, e.direction, k, act.down_target if e.direction == DOWN else None)
+            if nh is None:
+                if count is not None:
+                    count[0] += 1
+                log.warning("slice %d: %s has no link for direction %d", k, self.m.satellites[s].name, e.direction)
+                continue
+            hops.append((nh[0], nh[1], e.attribute))
+        if not hops:
+            return [(1, nlroute.RTN_UNREACHABLE, ())]
+        if act.kind == actions.STANDBY:
+            return [(1 if w == 1 else 2, nlroute.RTN_UNICAST, (nlroute.Hop(o, v, 1),)) for o, v, w in hops]
+        return [(1, nlroute.RTN_UNICAST, tuple(nlroute.Hop(o, v, w) for o, v, w in hops))]
+
+    # ------------------------------------------------------------------ the other objects
+    def grc_addrs(self, k: int) -> dict[int, dict[str, int]]:
+        """Per satellite, the six GRC addresses it binds in slice k and, retained, in slice k-1.
+
+        On an ISL up in every slice (``Model.steady_interfaces``), else on ``lo``.
+        """
+        out: dict[int, dict[str, int]] = {}
+        for kk in ([k - 1] if k > self.k0 else []) + [k]:
+            for s, pairs in enumerate(self._get("addrs", kk, self._bound_addrs)):
+                out.setdefault(s, {}).update(pairs)
+        return out
+
+    def _bound_addrs(self, k: int) -> list[list[tuple[str, int]]]:
+        steady = self.m.steady_interfaces
+        bound = self.bound(k)
+        return [[(to_ipv4(int(bound[s]) | d), IDX_DIR[d] if (s, d) in steady else IDX_LO) for d in range(6)]
+                for s in range(len(self.m.satellites))]
+
+    def links(self, k: int) -> frozenset[Veth]:
+        """Dynamic links in use at slice k or retained after their last use: first <= k < retire."""
+        m = self.m
+        out = [ground_veth(m, gl) for gl in m.ground_links if gl.first <= k < gl.retire]
+        out += [shell_veth(m, sl) for sl in m.shell_links if sl.first <= k < sl.retire]
+        return frozenset(out)
+
+    def ground_defaults(self, k: int) -> dict[int, GroundDefault]:
+        m = self.m
+        links = m.ground_link_at(k)
+        out = {}
+        for g in m.db.ground:
+            gl = links.get(g.idx)
+            via = (IDX_GROUND_SLOT + gl.ground_slot, m.sat_ll(gl.sat, DOWN)) if gl else None
+            out[g.idx] = GroundDefault(g.idx, g.name, via)
+        return out
+
+    def cores_and_tunnels(self, k: int) -> tuple[dict[int, CoreRoute], dict[int, TunnelTarget]]:
+        """Each UT's operator core routes its LAN toward the GS the plan chose; its tunnel points there."""
+        m = self.m
+        choice = self.choice(k)
+        gs_pos = {g.idx: i for i, g in enumerate(m.gss)}
+        cores, tunnels = {}, {}
+        for row, u in enumerate(m.uts):
+            gs = int(choice[row, 0])
+            core = m.db.operators[u.operator][1]
+            sub = str(m.user_subnets[u.idx])
+            if gs >= 0:
+                cores[u.idx] = CoreRoute(u.idx, core, sub, gs, CORE_GS_BASE + gs_pos[gs], m.gs_core_link(gs)[0])
+                tunnels[u.idx] = TunnelTarget(u.idx, u.name, gs, to_ipv4(m.db.ground[gs].grc), to_ipv4(u.grc))
+            else:
+                cores[u.idx] = CoreRoute(u.idx, core, sub, -1)
+        return cores, tunnels
+
+    def delays(self, k: int, links: frozenset[Veth] | None = None) -> dict[tuple[str, int], Delay]:
+        """Propagation delay of every grid ISL end and ground link end in slice k (kernels with netem only)."""
+        m = self.m
+        if not m.cfg.netem:
+            return {}
+        out: dict[tuple[str, int], Delay] = {}
+        for r in m.db.links(k):
+            a, b, da, db_ = int(r["a"]), int(r["b"]), int(r["dir_a"]), int(r["dir_b"])
+            if da >= 4:
+                continue
+            us = int(round(float(r["delay_ms"]) * 1000))
+            for sat, d in ((a, da), (b, db_)):
+                name = m.satellites[sat].name
+                out[(name, IDX_DIR[d])] = Delay(name, IDX_DIR[d], us)
+        att = {row[0]: row[1] for row in m.db.con.execute("SELECT node, range_km FROM attachments WHERE k = ?", (k,))}
+        for g, gl in m.ground_link_at(k).items():
+            us = int(round(att.get(g, 0.0) / 299792.458 * 1e6))
+            v = ground_veth(m, gl)
+            for name, idx in ((v.node_a, v.index_a), (v.node_b, v.index_b)):
+                out[(name, idx)] = Delay(name, idx, us, v)
+        return out
+
+    def state(self, k: int) -> SliceState:
+        """Everything the kernel should hold while slice k is in force."""
+        m = self.m
+        count = [0]
+        routes = {s: self.routes(s, k, count) for s in range(len(m.satellites))}
+        rules = frozenset(Rule(table_id(kk), rule_pref(kk)) for kk in ([k - 1] if k > self.k0 else []) + [k])
+        cores, tunnels = self.cores_and_tunnels(k)
+        return SliceState(k=k, table=table_id(k), rules=rules, links=self.links(k),
+                          grid=frozenset(m.active_grid(k)), grc_addrs=self.grc_addrs(k), routes=routes,
+                          ground=self.ground_defaults(k), cores=cores, tunnels=tunnels, delays=self.delays(k),
+                          unresolved=count[0])
+
+
+# ============================================================================ diffs
+def route_diff(have: Mapping[RouteKey, RouteVal], want: Mapping[RouteKey, RouteVal]
+               ) -> tuple[list[RouteKey], list[tuple[RouteKey, RouteVal]]]:
+    """(keys to delete, (key, value) to replace) that turn table content ``have`` into ``want``.
+
+    Deletions come first: a route that left the plan never lingers.
+    """
+    dels = [key for key in have if key not in want]
+    reps = [(key, val) for key, val in want.items() if have.get(key) != val]
+    return dels, reps
+
+
+def _changed(cur: Mapping, nxt: Mapping) -> list:
+    return [v for key, v in nxt.items() if cur.get(key) != v]
+
+
+def initial(st: SliceState) -> list[Op]:
+    """The first slice of a run: its dynamic links, ISLs up, addresses, table, rule and ground side (the
+    builder has made the namespaces and the links created once: grid ISLs, still down, and terrestrial)."""
+    ops = [Op("prepare", "create", v) for v in sorted(st.links)]
+    ops += [Op("prepare", "up", e) for e in sorted(st.grid)]
+    ops += [Op("prepare", "bind", (s, a, idx)) for s, addrs in st.grc_addrs.items() for a, idx in addrs.items()]
+    ops.append(Op("prepare", "fill", st.table))
+    ops += [Op("switch", "add", r) for r in sorted(st.rules, key=lambda r: -r.priority)]
+    ops += [Op("switch", "replace", x) for x in st.ground.values()]
+    ops += [Op("switch", "replace", x) for x in st.cores.values()]
+    ops += [Op("switch", "replace", x) for x in st.tunnels.values()]
+    ops += [Op("switch", "replace", x) for x in st.delays.values()]
+    return ops
+
+
+def transition(cur: SliceState, nxt: SliceState) -> list[Op]:
+    """The ordered operations from slice k's state to slice k+1's: make before break.
+
+    prepare (during slice k, nothing looks at it): create the links slice k+1
+    starts to use, bring up the grid ISLs it gains, fill table(k+1) -- the
+    table neither slice k's nor slice k-1's rule points at.
+    switch (the boundary): slice k+1's rule (a smaller priority than k's:
+    it wins), then the ground side (defaults, cores, tunnels) and delays.
+    cleanup (after it): bind slice k+1's GRC addresses, delete slice k-1's
+    rule (slice k's stays: the one-slice retention), bring down ISLs slice
+    k+1 lost, retire links whose retention ended, unbind addresses no
+    longer bound in slice k or k+1.
+    """
+    if nxt.k != cur.k + 1:
+        raise ValueError(f"transition: slices must follow each other (got {cur.k} -> {nxt.k})")
+    ops = [Op("prepare", "create", v) for v in sorted(nxt.links - cur.links)]
+    ops += [Op("prepare", "up", e) for e in sorted(nxt.grid - cur.grid)]
+    ops.append(Op("prepare", "fill", nxt.table))
+    ops += [Op("switch", "add", r) for r in sorted(nxt.rules - cur.rules, key=lambda r: -r.priority)]
+    ops += [Op("switch", "replace", x) for x in _changed(cur.ground, nxt.ground)]
+    ops += [Op("switch", "replace", x) for x in _changed(cur.cores, nxt.cores)]
+    ops += [Op("switch", "replace", x) for x in _changed(cur.tunnels, nxt.tunnels)]
+    ops += [Op("switch", "replace", x) for x in _changed(cur.delays, nxt.delays)]
+    ops += [Op("cleanup", "bind", (s, a, idx)) for s, addrs in nxt.grc_addrs.items() for a, idx in addrs.items()
+            if a not in cur.grc_addrs.get(s, {})]
+    ops += [Op("cleanup", "del", r) for r in sorted(cur.rules - nxt.rules)]
+    ops += [Op("cleanup", "down", e) for e in sorted(cur.grid - nxt.grid)]
+    ops += [Op("cleanup", "retire", v) for v in sorted(cur.links - nxt.links)]
+    ops += [Op("cleanup", "unbind", (s, a, idx)) for s, addrs in cur.grc_addrs.items() for a, idx in addrs.items()
+            if a not in nxt.grc_addrs.get(s, {})]
+    return ops

@@ -1,0 +1,97 @@
+"""``up --dry-run``: what a run would create, from the desired state alone (pure: no kernel, no root).
+
+Namespaces, links (with both interface names), tables and rules per node,
+addresses, tunnels and processes of the start slice -- the same values the
+builder and the applier would push (:mod:`emu.dataplane.desired`), listed
+instead of created. Kernel features are not probed (that needs a throwaway
+namespace): where the build depends on them (tunnel kind under ``auto``,
+shaping, delays, NAT) the report says so.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from emu.dataplane import desired as D
+from emu.dataplane import ifnames, servers
+from emu.dataplane.model import Model
+
+PLACEHOLDER_PREFIX = "RUN"  # the run id is drawn when the run starts
+
+
+def _veth(v: D.Veth) -> dict:
+    out = {"kind": v.kind, "a": v.node_a, "a_if": v.ifname_a, "b": v.node_b, "b_if": v.ifname_b, "mtu": v.mtu}
+    if v.rate_bps:
+        out["rate_mbit"] = v.rate_bps / 1e6
+    if v.retire is not None:
+        out["retire_slice"] = v.retire
+    return out
+
+
+def describe(m: Model, k0: int = 0, plan: str = "", scenario: str = "") -> dict:
+    """Everything ``up`` would create for a run starting at slice ``k0`` of ``m``'s plan."""
+    d = D.Desired(m, k0)
+    st = d.state(k0)
+    fixed = D.fixed_links(m)
+    dynamic = sorted(st.links)
+    per_node: dict[str, dict] = {n.name: {"kind": n.kind, "netns": n.netns, "interfaces": ["lo"], "addresses": [],
+                                          "tables": {}, "rules": []} for n in m.nodes}
+    for v in fixed + dynamic:
+        per_node[v.node_a]["interfaces"].append(v.ifname_a)
+        per_node[v.node_b]["interfaces"].append(v.ifname_b)
+    tun = ifnames.TUNNEL_IFNAME[m.cfg.tunnel_mode]
+    tcfg = D.tunnel_config(m)
+    for dev in tcfg.devices:
+        per_node[dev.node]["interfaces"].append(dev.ifname)
+    for a in D.terrestrial_addrs(m) + list(tcfg.addrs):
+        per_node[a.node]["addresses"].append(f"{a.addr}/{a.plen}")
+    main: Counter = Counter()
+    for r in D.terrestrial_routes(m) + list(tcfg.routes) + list(tcfg.encap_routes):
+        main[r.node] += 1
+    for g in st.ground.values():
+        main[g.node] += 1
+    for c in st.cores.values():
+        main[c.node] += 1
+    if m.cfg.tunnel_mode == "ipip":
+        for t in st.tunnels.values():
+            main[t.node] += 1  # the Internet prefix, encapsulated toward the chosen GS
+    for name, n in main.items():
+        per_node[name]["tables"]["main"] = n
+    rules = [{"table": r.table, "priority": r.priority} for r in sorted(st.rules)]
+    for s, sat in enumerate(m.satellites):
+        node = per_node[sat.name]
+        node["tables"][str(st.table)] = len(st.routes[s])
+        node["rules"] = rules
+        node["addresses"] += [f"{a}/32" for a in st.grc_addrs[s]]
+    processes = [{"node": m.cfg.inet_name, "argv": argv, "what": what}
+                 for argv, what in servers.internet_servers(m.cfg.inet_addr)]
+    processes += [{"node": name, "what": "nftables masquerade", "argv": ["nft", "-f", "-"],
+                   "note": "where the kernel has nftables NAT"} for _i, name, _c, _p in m.db.operators]
+    n_routes = sum(len(r) for r in st.routes.values())
+    return {
+        "dry_run": True,
+        "plan": plan,
+        "scenario": scenario,
+        "start_slice": k0,
+        "n_slices": m.n_slices,
+        "namespace_prefix": f"{m.prefix}-",
+        "namespaces": [{"name": n.name, "kind": n.kind, "netns": n.netns} for n in m.nodes],
+        "namespace_counts": dict(sorted(Counter(n.kind for n in m.nodes).items())),
+        "links": {"fixed": [_veth(v) for v in fixed], "dynamic": [_veth(v) for v in dynamic],
+                  "counts": dict(sorted(Counter(v.kind for v in fixed + dynamic).items())),
+                  "grid_up": len(st.grid)},
+        "satellite_tables": {"table": st.table, "rules": rules, "routes_total": n_routes,
+                             "routes_max": max((len(r) for r in st.routes.values()), default=0),
+                             "unresolved": st.unresolved},
+        "tunnel": {"scenario": m.cfg.tunnel_pref, "mode": m.cfg.tunnel_mode, "ifname": tun,
+                   "note": "auto: ipip where the kernel has it (decided at up from the detected features)"
+                   if m.cfg.tunnel_pref == "auto" else ""},
+        "tunnel_targets": {m.db.ground[t.ut].name: m.db.ground[t.gs].name for t in st.tunnels.values()},
+        "tunnel_entries": {"neighbours": len(tcfg.neighs), "vxlan_fdb": len(tcfg.fdbs)},
+        "shaping": {"isl_rate_mbit": m.cfg.isl_rate_mbit, "ground_rate_mbit": m.cfg.ground_rate_mbit,
+                    "terrestrial_rate_mbit": m.cfg.terrestrial_rate_mbit,
+                    "terrestrial_delay_ms": m.cfg.terrestrial_delay_ms,
+                    "note": "rates where the kernel has tbf, delays where it has netem"},
+        "processes": processes,
+        "nodes": per_node,
+    }

@@ -1,0 +1,131 @@
+"""What a run is and where it is now, read from its records (``run.json``, ``status.json``) and its plan.
+
+A read-only view: node -> namespace, node -> address. A satellite's address
+is the GRC it binds in the *current* slice (interface 0), read from the plan,
+never recomputed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from emu.dataplane.parsers import pick_global_ipv4
+from emu.dataplane.procs import run_in
+from emu.dataplane.state import Run, proc_starttime
+from emu.errors import DataplaneError, InputError
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a probe goes: ``node`` (run.json entry) if the address belongs to one, and the address."""
+
+    node: dict | None
+    addr: str
+
+    @property
+    def name(self) -> str | None:
+        return self.node["name"] if self.node else None
+
+
+class RunView:
+    """Read-only view of one run's records: nodes, namespaces, current slice, addresses."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.info = run.read_json("run.json")
+        if not self.info.get("nodes"):
+            raise DataplaneError("read run.json", None, None,
+                                 f"run {run.run_id} has no node list yet (still building? see `leo-emu status`)")
+        self.nodes: list[dict] = self.info["nodes"]
+        self.by_name = {n["name"]: n for n in self.nodes}
+        self.by_netns = {n["netns"]: n for n in self.nodes}
+        self._db = None
+
+    def status(self) -> dict:
+        return self.run.read_json("status.json")
+
+    def current_slice(self) -> int:
+        k = self.status().get("slice")
+        return int(k) if isinstance(k, int) else 0
+
+    def node(self, name: str) -> dict:
+        """A node by name (or by its namespace name); InputError (exit 2) if the run has none."""
+        if name in self.by_name:
+            return self.by_name[name]
+        if name in self.by_netns:
+            return self.by_netns[name]
+        kinds = sorted({n["kind"] for n in self.nodes})
+        examples = ", ".join(next(n["name"] for n in self.nodes if n["kind"] == k) for k in kinds)
+        raise InputError(f"node: no such node in run {self.run.run_id} (got {name!r}); e.g. {examples}")
+
+    def netns_of(self, name: str) -> str:
+        return self.node(name)["netns"]
+
+    @property
+    def db(self):
+        if self._db is None:
+            from emu.plan.db import PlanDB
+
+            self._db = PlanDB(self.info["plan"])
+        return self._db
+
+    def address_of(self, name: str, k: int | None = None) -> str:
+        """The IPv4 address a probe toward node ``name`` should use (satellite: its slice-``k`` GRC)."""
+        node = self.node(name)
+        kind = node["kind"]
+        if kind == "dev" and node.get("addr"):
+            return node["addr"]
+        if kind == "inet":
+            return node.get("addr") or self.info["inet_addr"]
+        if kind in ("ut", "gs") and node.get("grc"):
+            return node["grc"]
+        if kind == "satellite":
+            from emu.addressing.grc import to_ipv4
+
+            k = self.current_slice() if k is None else k
+            return to_ipv4(int(self.db.bound_grc(k)[int(node["index"])]))  # interface 0 = the bound GRC itself
+        addr = first_global_ipv4(node["netns"])
+        if addr is None:
+            raise InputError(f"node: {name} has no address to aim at (got {name!r}); give an IP address instead")
+        return addr
+
+    def node_by_addr(self, addr: str) -> dict | None:
+        for n in self.nodes:
+            if addr in (n.get("addr"), n.get("grc")):
+                return n
+        if addr == self.info.get("inet_addr"):
+            return self.by_name.get(self.info.get("inet", "inet"))
+        return None
+
+    def target(self, text: str, k: int | None = None) -> Target:
+        """A node name or a literal IPv4/IPv6 address."""
+        try:
+            addr = str(ipaddress.ip_address(text))
+        except ValueError:
+            return Target(self.node(text), self.address_of(text, k))
+        return Target(self.node_by_addr(addr), addr)
+
+    def controller_alive(self) -> bool:
+        pid = self.status().get("controller_pid")
+        return pid_alive(self.run, pid)
+
+
+def pid_alive(run: Run, pid) -> bool:
+    """True if ``pid`` runs and, if the run's journal recorded its start time, is still that process."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    now = proc_starttime(pid)
+    if now is None:
+        return False
+    _names, pids = run.journal()
+    recorded = [start for p, start, _what in pids if p == pid and start != "-"]
+    return not recorded or now in recorded
+
+
+def first_global_ipv4(netns_name: str) -> str | None:
+    """A node's first global IPv4 address (loopback-held first, 127/8 never): for nodes run.json gives none."""
+    p = run_in(netns_name, ["ip", "-j", "-4", "addr", "show"], timeout_s=10)
+    if p.returncode != 0:
+        return None
+    return pick_global_ipv4(p.stdout)

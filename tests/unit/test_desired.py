@@ -1,0 +1,352 @@
+"""The desired kernel state of each slice and the transitions between slices (pure, no root).
+
+The routes are checked against the plan's reference lookup
+(``SliceTables.reference``, segmented longest match); the make-before-break
+order and the three-table rotation are checked by replaying every
+transition of a 40-slice plan on a small model of the kernel.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from emu.addressing.slm import SegmentedTable
+from emu.dataplane import desired as D
+from emu.dataplane import nlroute
+from emu.dataplane.model import IDX_DIR, IDX_LO, Model
+from emu.orbit.constellation import DOWN
+from emu.plan import actions
+from emu.plan.db import PlanDB, write_plan
+from emu.plan.planner import make_plan
+
+from .helpers import load_default
+
+N_SLICES = 40
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    p = tmp_path_factory.mktemp("d") / "p.db"
+    write_plan(make_plan(load_default(), n_slices=N_SLICES), p)
+    return Model.from_plan(PlanDB(p), "zz00")
+
+
+@pytest.fixture(scope="module")
+def states(model):
+    d = D.Desired(model)
+    return [d.state(k) for k in range(model.n_slices)]
+
+
+# ---------------------------------------------------------------------------- the rotation's rules
+def test_three_tables_in_rotation_and_newer_rules_win() -> None:
+    for k in range(1, 50):
+        assert len({D.table_id(k - 1), D.table_id(k), D.table_id(k + 1)}) == 3
+        assert D.table_id(k + 1) == D.table_id(k - 2)  # refilled only once slice k-2 is gone
+        assert D.rule_pref(k) < D.rule_pref(k - 1)  # a smaller priority number is looked up first
+        assert D.rule_pref(k) > 32767  # after main and default
+
+
+def test_route_diff_deletes_first_and_sends_only_changes() -> None:
+    have = {(1, 24, 1): (1, ("a",)), (2, 24, 1): (1, ("b",)), (3, 24, 1): (1, None)}
+    want = {(1, 24, 1): (1, ("a",)), (2, 24, 1): (1, ("c",)), (3, 24, 1): (1, ()), (4, 24, 1): (7, ())}
+    dels, reps = D.route_diff(have, want)
+    assert dels == []
+    assert dict(reps) == {(2, 24, 1): (1, ("c",)), (3, 24, 1): (1, ()), (4, 24, 1): (7, ())}
+    dels, reps = D.route_diff(want, {})
+    assert sorted(dels) == sorted(want) and reps == []
+
+
+# ---------------------------------------------------------------------------- routes vs the plan's reference
+def _allowed(model, s, k, code) -> set[int]:
+    act = actions.decode(code)
+    if act.kind == actions.LOCAL:
+        return {IDX_LO}
+    out = set()
+    for e in act.egress:
+        nh = model.nexthop_of(s, e.direction, k, act.down_target if e.direction == DOWN else None)
+        if nh:
+            out.add(nh[0])
+    return out
+
+
+def _as_table(routes) -> SegmentedTable:
+    t = SegmentedTable()
+    for (prefix, plen, metric), val in routes.items():
+        if metric == 1:
+            t.insert(prefix, plen, val)
+    return t
+
+
+@pytest.mark.parametrize("k", [0, 7, N_SLICES - 1])
+def test_routes_agree_with_the_plans_reference_lookup(model, states, k) -> None:
+    tables = model.db.tables(k)
+    rng = random.Random(k)
+    d = D.Desired(model)
+    for s in range(len(model.satellites)):
+        ref = tables.reference(s)
+        mine = _as_table(states[k].routes[s])
+        region = d.region(s, k)
+        assert states[k].routes[s][(region[0], region[1], 1)][0] in (nlroute.RTN_LOCAL, nlroute.RTN_UNICAST,
+                                                                     nlroute.RTN_UNREACHABLE)
+        probes = [p for p, _l, _a in ref] + [rng.getrandbits(32) for _ in range(200)]
+        for addr in probes:
+            want, got = ref.lookup(addr), mine.lookup(addr)
+            if got is not None and (got[0], got[1]) == region and (want is None or want[:2] != region):
+                assert want is None or want[1] < region[1]  # the bound region is local, more specific
+                assert got[2][0] == nlroute.RTN_LOCAL
+                continue
+            assert (want is None) == (got is None), (s, addr)
+            if want is None:
+                continue
+            assert want[:2] == got[:2]
+            rtype, hops = got[2]
+            allowed = _allowed(model, s, k, want[2])
+            if rtype == nlroute.RTN_LOCAL:
+                assert allowed == {IDX_LO}
+            elif rtype == nlroute.RTN_UNREACHABLE:
+                assert not allowed
+            else:
+                act = actions.decode(want[2])
+                oifs = {h.oif for h in hops}
+                assert oifs <= allowed
+                if act.kind != actions.STANDBY:
+                    assert oifs == allowed  # every egress of the entry, one multipath route
+
+
+def test_grc_addresses_follow_the_binding_with_one_slice_retained(model, states) -> None:
+    from emu.addressing.grc import to_ipv4
+
+    for k in (0, 5):
+        for s in range(len(model.satellites)):
+            now = {to_ipv4(int(model.db.bound_grc(k)[s]) | d) for d in range(6)}
+            before = {to_ipv4(int(model.db.bound_grc(k - 1)[s]) | d) for d in range(6)} if k else set()
+            assert set(states[k].grc_addrs[s]) == now | before
+            for a, idx in states[k].grc_addrs[s].items():
+                d = int(a.split(".")[3]) & 7
+                assert idx == (IDX_DIR[d] if (s, d) in model.steady_interfaces else IDX_LO)
+
+
+def test_ground_side_follows_the_plan(model, states) -> None:
+    for k in (0, 9):
+        st = states[k]
+        at = model.ground_link_at(k)
+        for g in model.db.ground:
+            gd = st.ground[g.idx]
+            if g.idx in at:
+                gl = at[g.idx]
+                assert gd.via == (D.IDX_GROUND_SLOT + gl.ground_slot, model.sat_ll(gl.sat, DOWN))
+                assert any(v.kind == "ground" and v.node_a == model.satellites[gl.sat].name and v.node_b == g.name
+                           for v in st.links)
+            else:
+                assert gd.via is None
+        choice = model.db.gs_choice(k)
+        for row, u in enumerate(model.uts):
+            gs = int(choice[row, 0])
+            assert st.cores[u.idx].gs == gs
+            if gs >= 0:
+                assert st.tunnels[u.idx].gs == gs and st.cores[u.idx].gateway == model.gs_core_link(gs)[0]
+            else:
+                assert u.idx not in st.tunnels
+
+
+# ---------------------------------------------------------------------------- replay on a model kernel
+class FakeKernel:
+    """What matters for make-before-break: links, ISLs up, tables, rules; checks every operation."""
+
+    def __init__(self, model: Model, states):
+        self.m = model
+        self.states = {st.table: st for st in states}
+        self.sat_of = {s.name: s.index for s in model.satellites}
+        self.links: set[tuple[int, int]] = set()  # (sat, ifindex) of dynamic links that exist
+        self.grid: set[tuple[int, int, int]] = set()
+        self.tables: dict[int, dict[int, dict]] = {}
+        self.rules: set[D.Rule] = set()
+        self.addrs: dict[int, set[str]] = {}
+        self.log: list[str] = []
+
+    def up(self, sat: int, oif: int) -> bool:
+        if oif == IDX_LO:
+            return True
+        if oif in IDX_DIR.values():
+            d = oif - 10
+            return any((a == sat and dd == d) or (b == sat and D.OPPOSITE[dd] == d) for a, b, dd in self.grid)
+        return (sat, oif) in self.links
+
+    def apply(self, op: D.Op, st: D.SliceState) -> None:
+        o = op.obj
+        if op.verb == "create":
+            for node, idx in ((o.node_a, o.index_a), (o.node_b, o.index_b)):
+                if node in self.sat_of:
+                    assert (self.sat_of[node], idx) not in self.links, f"{op}: slot still taken"
+                    self.links.add((self.sat_of[node], idx))
+        elif op.verb == "retire":
+            for node, idx in ((o.node_a, o.index_a), (o.node_b, o.index_b)):
+                if node in self.sat_of:
+                    self.links.discard((self.sat_of[node], idx))
+        elif op.verb == "up":
+            self.grid.add(o)
+        elif op.verb == "down":
+            self.grid.discard(o)
+        elif op.verb == "fill":
+            assert all(r.table != o for r in self.rules), f"table {o} filled while a rule points at it"
+            self.tables[o] = {s: dict(r) for s, r in st.routes.items()}
+        elif op.verb == "add":
+            self.rules.add(o)
+        elif op.verb == "del":
+            self.rules.remove(o)
+        elif op.verb == "bind":
+            self.addrs.setdefault(o[0], set()).add(o[1])
+        elif op.verb == "unbind":
+            self.addrs[o[0]].remove(o[1])
+        self.log.append(f"{op.phase} {op.verb}")
+
+    def check_routes_usable(self, only_winner: bool = False) -> None:
+        """Every route of a table some rule points at goes through a link that exists (and, for the winning
+        table, is up)."""
+        if not self.rules:
+            return
+        winner = min(self.rules, key=lambda r: r.priority)
+        for r in ([winner] if only_winner else self.rules):
+            for s, routes in self.tables[r.table].items():
+                for (_p, _l, _m), (rtype, hops) in routes.items():
+                    for h in hops:
+                        if h.oif in IDX_DIR.values() and r != winner:
+                            continue  # a retained table may point at an ISL that went down: the kernel skips it
+                        assert self.up(s, h.oif), f"table {r.table} sat {s}: oif {h.oif} missing"
+
+
+def test_replaying_transitions_keeps_make_before_break(model, states) -> None:
+    kern = FakeKernel(model, states)
+    for op in D.initial(states[0]):
+        kern.apply(op, states[0])
+    kern.check_routes_usable()
+    assert kern.rules == {D.Rule(D.table_id(0), D.rule_pref(0))}
+    for k in range(1, model.n_slices):
+        cur, nxt = states[k - 1], states[k]
+        ops = D.transition(cur, nxt)
+        phases = [o.phase for o in ops]
+        assert phases == sorted(phases, key=["prepare", "switch", "cleanup"].index)  # never interleaved
+        before = set(kern.rules)
+        for i, op in enumerate(ops):
+            kern.apply(op, nxt)
+            if op.phase == "prepare":
+                assert kern.rules == before  # nothing looks at what is being prepared
+            if i + 1 == len(ops) or ops[i + 1].verb != op.verb:  # the applier pushes one kind at a time
+                kern.check_routes_usable(only_winner=op.verb == "down")
+        # after the boundary: slice k's rule wins, k-1's is the fallback, and nothing else
+        assert kern.rules == {D.Rule(D.table_id(k), D.rule_pref(k)), D.Rule(D.table_id(k - 1), D.rule_pref(k - 1))}
+        assert min(kern.rules, key=lambda r: r.priority).table == D.table_id(k)
+        # kernel links are exactly what the desired state lists
+        want = {(kern.sat_of[n], i) for v in nxt.links for n, i in ((v.node_a, v.index_a), (v.node_b, v.index_b))
+                if n in kern.sat_of}
+        assert kern.links == want
+        assert kern.grid == set(nxt.grid)
+        assert {s: set(a) for s, a in nxt.grc_addrs.items()} == kern.addrs
+
+
+def test_switch_phase_is_the_rule_then_the_ground_side(states) -> None:
+    ops = D.transition(states[3], states[4])
+    switch = [o for o in ops if o.phase == "switch"]
+    assert switch[0] == D.Op("switch", "add", D.Rule(D.table_id(4), D.rule_pref(4)))
+    assert all(o.verb == "replace" for o in switch[1:])
+    cleanup = [o for o in ops if o.phase == "cleanup"]
+    assert D.Op("cleanup", "del", D.Rule(D.table_id(2), D.rule_pref(2))) in cleanup
+    verbs = [o.verb for o in cleanup]
+    if "retire" in verbs:
+        assert verbs.index("del") < verbs.index("retire")  # the old table's rule goes before its links
+
+
+def test_links_are_created_before_first_use_and_retired_after_retention(model, states) -> None:
+    for k in range(1, model.n_slices):
+        ops = D.transition(states[k - 1], states[k])
+        for op in ops:
+            if op.verb == "create":
+                assert op.phase == "prepare"
+                gl = next(g for g in model.ground_links + model.shell_links if D.GROUP_BASE + g.retire == op.obj.group
+                          and g.first == k)
+                assert gl.first == k
+            if op.verb == "retire":
+                assert op.phase == "cleanup" and op.obj.retire == k
+
+
+def test_transition_refuses_non_consecutive_slices(states) -> None:
+    with pytest.raises(ValueError, match="follow each other"):
+        D.transition(states[1], states[3])
+
+
+def test_unchanged_ground_side_sends_nothing(states) -> None:
+    st = states[5]
+    same = D.SliceState(**{**st.__dict__, "k": st.k + 1, "table": D.table_id(st.k + 1),
+                           "rules": frozenset({D.Rule(D.table_id(st.k + 1), D.rule_pref(st.k + 1)),
+                                               D.Rule(D.table_id(st.k), D.rule_pref(st.k))})})
+    ops = D.transition(st, same)
+    assert [o.verb for o in ops] == ["fill", "add", "del"]
+
+
+def test_fixed_links_are_named_by_direction(model) -> None:
+    grid = [v for v in D.fixed_links(model) if v.kind == "isl"]
+    assert len(grid) == len(model.grid_links)
+    for v in grid:
+        assert v.ifname_a in "nsew" and v.index_a == IDX_DIR["nsew".index(v.ifname_a)]
+        assert v.group is None and v.retire is None
+    kinds = {v.kind for v in D.fixed_links(model)}
+    assert kinds == {"isl", "lan", "core", "inet"}
+
+
+def test_every_interface_name_maps_back_to_its_direction(model, states) -> None:
+    """The names the desired state gives and the names trace reads are one definition (emu.dataplane.ifnames)."""
+    from emu.dataplane.ifnames import direction_of
+    from emu.orbit.constellation import DIRECTIONS
+
+    kind = {n.name: n.kind for n in model.nodes}
+    seen = set()
+    for v in D.fixed_links(model) + sorted(set().union(*(st.links for st in states))):
+        for node, ifname, idx in ((v.node_a, v.ifname_a, v.index_a), (v.node_b, v.ifname_b, v.index_b)):
+            got = direction_of(kind[node], ifname)
+            if v.kind == "isl":
+                assert got == DIRECTIONS[idx - 10]
+            elif v.kind == "ground":
+                assert got == ("Down" if kind[node] == "satellite" else "Up")
+            elif v.kind == "shell":
+                assert got in ("Up", "Down") and (got == "Up") == (node == v.node_a)
+            elif v.kind == "lan":
+                assert got == "lan"
+            else:
+                assert got == "terrestrial"
+            seen.add(v.kind)
+    assert {"isl", "ground", "lan", "core", "inet"} <= seen
+
+
+def test_isl_ends_carry_the_semantic_addresses(model) -> None:
+    from emu.orbit.constellation import N, S
+
+    L = model.db.links(0)
+    r = L[L["dir_a"] == N][0]
+    a, b = int(r["a"]), int(r["b"])
+    ea, eb = D.isl_ends(model, (a, b, N))
+    assert (ea.sat, ea.index, eb.sat, eb.index) == (a, IDX_DIR[N], b, IDX_DIR[S])
+    assert ea.ll == model.sat_ll(a, N) and ea.addr6 == model.sat_ipv6(a, N) == eb.peer_addr6
+    assert eb.addr6 == model.sat_ipv6(b, S) == ea.peer_addr6
+
+
+@pytest.mark.parametrize("mode", ["vxlan", "ipip"])
+def test_tunnel_config_terminates_each_operators_terminals(model, mode) -> None:
+    from dataclasses import replace
+
+    m = Model.from_plan(model.db, "zz01", model.n_slices, replace(model.cfg, tunnel_mode=mode))
+    cfg = D.tunnel_config(m)
+    names = {u.name for u in m.uts} | {g.name for g in m.gss}
+    assert {d.node for d in cfg.devices} == names and {d.ifname for d in cfg.devices} == {
+        {"vxlan": "vx0", "ipip": "tun0"}[mode]}
+    pairs = [(g, u) for g in m.gss for u in m.uts if g.operator == u.operator]
+    if mode == "vxlan":
+        assert all(d.vni == m.vni_of_operator(next(x for x in m.gss + m.uts if x.name == d.node).operator)
+                   for d in cfg.devices)
+        assert len(cfg.fdbs) == len(pairs) and not cfg.encap_routes
+        assert {(r.node, r.dst) for r in cfg.routes} >= {(g.name, str(m.user_subnets[u.idx])) for g, u in pairs}
+        assert {(r.node, r.dst) for r in cfg.routes} >= {(u.name, str(m.cfg.inet_prefix)) for u in m.uts}
+    else:
+        assert not cfg.fdbs and not cfg.neighs and not cfg.routes
+        assert {(r.node, r.dst) for r in cfg.encap_routes} == {(g.name, str(m.user_subnets[u.idx])) for g, u in pairs}
