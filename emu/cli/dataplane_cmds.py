@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from emu.cli.common import emit_json, emit_kv, format_option
-from emu.errors import DataplaneError, PrivilegeError
+from emu.errors import DataplaneError, InputError, PrivilegeError
 
 
 def require_root() -> None:

@@ -3,7 +3,7 @@
 One supervisor process per run and control plane (SNO daemons now, BGP
 speakers later), itself journaled by whoever starts it. It lives in the
 host's namespace and starts each child inside the child's namespace (the
-child enters it between fork and exec, :func:`emu.dataplane.tools.popen_in`),
+child enters it between fork and exec, :func:`emu.dataplane.procs.popen_in`),
 writes the child's pid and start time to the run's journal right after the
 fork, so ``down`` finds every incarnation, and restarts a child that exits
 with a growing back-off (reset after a minute of good health).
@@ -78,8 +78,8 @@ class Supervisor:
         out = open(c.log, "ab") if c.log else subprocess.DEVNULL
         try:
             if c.netns:
-                from emu.dataplane import tools
-                c.proc = tools.popen_in(c.netns, c.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                from emu.dataplane import procs
+                c.proc = procs.popen_in(c.netns, c.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                         close_fds=True, start_new_session=True, env=env)
             else:
                 c.proc = subprocess.Popen(c.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,

@@ -23,7 +23,7 @@ from emu.control.sno import launch, steplog
 from emu.control.sno.config import ANYCAST
 from emu.control.sno.rig import DEV_ADDR, PREFIX, USER, Rig, tunnel_packets
 from emu.control.sno.wire import Msg, decode, encode
-from emu.dataplane import cleanup, netns, tools
+from emu.dataplane import cleanup, netns, procs
 from emu.dataplane.state import proc_starttime
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -113,7 +113,7 @@ def test_handover_keeps_the_address_and_the_tunnel_carries_both_ways(rig, proced
 
 def test_replayed_registration_is_rejected_and_service_continues(rig, tmp_path):
     pcap = tmp_path / "ut.pcap"
-    dump = tools.popen_in(rig.ns["ut1"], ["tcpdump", "-i", "any", "-n", "-U", "--immediate-mode", "-w", str(pcap), "udp", "port", "7140"],
+    dump = procs.popen_in(rig.ns["ut1"], ["tcpdump", "-i", "any", "-n", "-U", "--immediate-mode", "-w", str(pcap), "udp", "port", "7140"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     time.sleep(1.0)
     assert rig.handover("core-b", pre_s=0.1, post_s=0.1)["registered"]

@@ -15,6 +15,7 @@ from emu.dataplane.dryrun import describe
 from emu.dataplane.graph import slice_graph, to_dot, to_graphml
 from emu.dataplane.model import Model
 from emu.plan.db import PlanDB, write_plan
+from emu.plan.trust import ground_control_key
 from emu.plan.planner import make_plan
 
 from .helpers import ROOT, load_default
@@ -25,7 +26,7 @@ DEFAULT = ROOT / "topologies" / "default.yaml"
 @pytest.fixture(scope="module")
 def plan_path(tmp_path_factory):
     p = tmp_path_factory.mktemp("g") / "p.db"
-    write_plan(make_plan(load_default(), n_slices=6), p)
+    write_plan(make_plan(load_default(), n_slices=6), p, key=ground_control_key())
     return p
 
 

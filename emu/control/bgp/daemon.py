@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emu.dataplane import tools
+from emu.dataplane import procs
 from emu.dataplane.state import Run
 from emu.errors import DataplaneError, InputError
 
@@ -98,10 +98,10 @@ class Bird:
             os.unlink(self.socket_path)
         err = open(self.workdir / "bird.stderr", "ab")
         try:
-            self.proc = tools.popen_in(self.netns, [BIRD, "-f", "-c", str(self.config_path), "-s", self.socket_path],
+            self.proc = procs.popen_in(self.netns, [BIRD, "-f", "-c", str(self.config_path), "-s", self.socket_path],
                                        stdin=subprocess.DEVNULL, stdout=err, stderr=err, close_fds=True,
                                        start_new_session=True)
-        except tools.CommandNotFound:
+        except procs.CommandNotFound:
             raise DataplaneError("start bird", self.netns, 127, "bird not installed (apt-get install bird2)") from None
         finally:
             err.close()

@@ -88,9 +88,9 @@ def latency_mode(features, spec: ControlSpec) -> str:
 
 
 def _apply_netem(spec: ControlSpec) -> None:
-    from emu.dataplane import tools
+    from emu.dataplane import procs
     for ns, ifname, ms in spec.netem_links:
-        p = tools.run_in(ns, ["tc", "qdisc", "replace", "dev", ifname, "root", "netem", "delay", f"{ms}ms"])
+        p = procs.run_in(ns, ["tc", "qdisc", "replace", "dev", ifname, "root", "netem", "delay", f"{ms}ms"])
         if p.returncode != 0:
             raise InputError(f"netem_links: tc netem failed on {ns}/{ifname} (got {p.stderr.strip()!r})")
 

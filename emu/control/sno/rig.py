@@ -37,7 +37,7 @@ from emu.control.sno import launch, steplog
 from emu.control.sno.kernel import IpSession
 from emu.control.sno.launch import ControlSpec, CoreSpec, UserSpec
 from emu.control.sno.uplink import oper_up
-from emu.dataplane import cleanup, netns, tools
+from emu.dataplane import cleanup, netns, procs
 from emu.dataplane.state import Run
 
 USER = "ut1@sno-a"
@@ -159,7 +159,7 @@ class Rig:
                          (self.ns["core-b"], "inet", half), (self.ns["inet"], "c2", half)])
 
     def start(self, timeout_s: float = 20.0) -> dict:
-        echo = tools.popen_in(self.ns["inet"], [sys.executable, "-m", "emu.control.sno.probe", "echo", INET_ADDR,
+        echo = procs.popen_in(self.ns["inet"], [sys.executable, "-m", "emu.control.sno.probe", "echo", INET_ADDR,
                                                 str(PROBE_PORT)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True,
                               env={**os.environ, "PYTHONPATH": launch._pythonpath()})
@@ -239,7 +239,7 @@ class Rig:
         """The device's UDP probe stream to the Internet's echo (stopped by SIGINT, or after ``seconds``)."""
         argv = [sys.executable, "-m", "emu.control.sno.probe", "send", INET_ADDR, str(PROBE_PORT),
                 "--interval-ms", f"{interval_ms:g}", "--seconds", f"{seconds:g}"]
-        p = tools.popen_in(self.ns["dev1"], argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        p = procs.popen_in(self.ns["dev1"], argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            start_new_session=True, env={**os.environ, "PYTHONPATH": launch._pythonpath()})
         p.stderr.readline()  # "probe started": from here on SIGINT ends it with a result
         return p
@@ -257,7 +257,7 @@ class Rig:
 
     def start_capture(self, core: str, path: Path) -> subprocess.Popen:
         """tcpdump in a core's namespace, on its Internet-facing link: the tunnel's VXLAN packets."""
-        return tools.popen_in(self.ns[core], ["tcpdump", "-i", "inet", "-n", "-U", "--immediate-mode", "-w", str(path),
+        return procs.popen_in(self.ns[core], ["tcpdump", "-i", "inet", "-n", "-U", "--immediate-mode", "-w", str(path),
                                               "udp", "port", "4789"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
