@@ -30,6 +30,7 @@ def _register() -> None:
         "emu.cli.run_cmds",
         "emu.cli.doctor_cmds",
         "emu.cli.mobility_cmds",
+        "emu.cli.mininet_cmds",
     ):
         try:
             m = importlib.import_module(mod)
