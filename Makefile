@@ -6,9 +6,9 @@ SCENARIO ?= topologies/default.yaml
 APT_PACKAGES := iproute2 iputils-ping iperf3 tcpdump nftables ethtool procps
 OUT := out
 
-.PHONY: install install-apt install-py demo test test-unit test-integration test-kernel bench clean
+.PHONY: install install-apt install-py install-mininet demo test test-unit test-integration test-kernel bench clean
 
-install: install-apt install-py
+install: install-apt install-py install-mininet
 
 install-apt:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -17,7 +17,16 @@ install-apt:
 	fi
 
 install-py:
-	@$(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+	@$(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test,mininet]'
+
+# Mininet's mnexec (for `leo-emu cli` / LeoNet) from Debian's package, without Open vSwitch (no switches
+# are used); it also brings iperf (v2) and telnet, which Mininet's iperf() runs. The Python package is
+# the `mininet` extra of install-py.
+install-mininet:
+	@if ! command -v mnexec >/dev/null 2>&1; then \
+	  echo "installing Debian's mininet (mnexec), --no-install-recommends"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mininet >/dev/null; \
+	fi
 
 # the main job: validate, plan, verify, bring the constellation up, ping + iperf3 dev1 -> inet, tear down
 demo: install

@@ -169,6 +169,45 @@ class LeoNet(Mininet):
                 self._down(self.run_id)
                 self.owns_run = False
 
+    def iperf(self, hosts=None, l4Type="TCP", udpBw="10M", fmt=None, seconds=5, port=5001):
+        """Mininet's ``iperf()`` (iperf v2, server on ``hosts[1]``), bounded.
+
+        Mininet 2.3.0 waits for *two* ``/sec`` reports from the TCP server, one
+        of them for its own ``telnet`` reachability probe; iperf 2.1 (Debian 12)
+        reports nothing for a connection that sends no data, so Mininet's loop
+        never ends. Here the server output is read until the test's report
+        arrives or ``seconds + 15`` s pass; the rest is Mininet's sequence.
+        """
+        from mininet.log import debug, output
+        from mininet.util import waitListening
+
+        hosts = hosts or [self.hosts[0], self.hosts[-1]]
+        assert len(hosts) == 2
+        client, server = hosts
+        output("*** Iperf: testing", l4Type, "bandwidth between", client, "and", server, "\n")
+        server.cmd("killall -9 iperf")  # scoped to the server's namespace by LeoNode
+        args = "iperf -p %d " % port + ("-u " if l4Type == "UDP" else "") + ("-f %s " % fmt if fmt else "")
+        bw = "-b " + udpBw + " " if l4Type == "UDP" else ""
+        server.sendCmd(args + "-s")
+        try:
+            if l4Type == "TCP" and not waitListening(client, server.IP(), port, timeout=10):
+                raise DataplaneError("iperf", server.netns, None, f"no iperf server on port {port} after 10 s")
+            cliout = client.cmd(args + "-t %d -c " % seconds + server.IP() + " " + bw)
+            debug("Client output: %s\n" % cliout)
+            servout, waited = "", 0
+            while "/sec" not in servout and waited < seconds + 15:
+                servout += server.monitor(timeoutms=1000)
+                waited += 1
+        finally:
+            server.sendInt()
+            servout_rest = server.waitOutput()
+        servout += servout_rest
+        result = [self._parseIperf(servout), self._parseIperf(cliout)]
+        if l4Type == "UDP":
+            result.insert(0, udpBw)
+        output("*** Results: %s\n" % result)
+        return result
+
     def _down(self, run_id: str) -> None:
         p = leo_emu("down", "--run", run_id, "--format", "json")
         if p.returncode != 0:
