@@ -55,7 +55,7 @@ def test_scripted_cli_session_through_stdin(leo_env, run):
     ]) + "\n"
     p = cli(leo_env, run["id"], stdin=script)
     assert p.returncode == 0, p.stderr
-    out = p.stdout
+    out = p.stdout + p.stderr  # Mininet's output() logs to stderr, node output goes to stdout
     assert "available nodes are" in out and "sat0-0-2" in out and "dev1" in out
     assert "3 packets transmitted, 3 received" in out  # `inet` replaced by its address, kernel forwarded
     assert "via inet6 fe80::" in out and "proto static" in out  # the satellite's directional table
