@@ -55,6 +55,7 @@ bench: install
 	$(PYTHON) scripts/bench_up.py topologies/starlink-shell1.yaml
 	$(PYTHON) scripts/bench_forwarding.py topologies/default.yaml
 	$(PYTHON) scripts/bench_netlink.py --nodes 1600
+	$(PYTHON) scripts/bench_vs_mininet.py topologies/default.yaml
 
 clean:
 	rm -rf $(OUT) .pytest_cache build *.egg-info

@@ -23,7 +23,7 @@ this machine's host settings are not ours to change; per-process rlimits are
 raised instead.
 
 Where Mininet is too slow, ``--mininet-max-nodes N`` builds only the first N
-nodes (ground nodes first, then satellites in index order) and the links among
+nodes (satellites in index order, i.e. whole planes, then ground nodes) and the links among
 them, and ``--mininet-budget-s`` stops adding hosts after that long; the JSON
 then says so (``mininet.partial``) and gives a linear per-node extrapolation
 labelled as such, never as a measurement. Prints one JSON object. Root only.
@@ -108,7 +108,8 @@ def _addr_lines(netns: str) -> list[str]:
 def read_topology(run_id: str) -> dict:
     """The live run as data: nodes (in build order), veth pairs, and per node the ip-batch lines to replay."""
     view = RunView(find_run(run_id))
-    nodes = sorted(view.nodes, key=lambda n: (n["kind"] == "satellite", n.get("index", 0)))
+    # satellites first (plane by plane), so a partial Mininet build holds whole planes and their ISLs
+    nodes = sorted(view.nodes, key=lambda n: (n["kind"] != "satellite", n.get("index", 0)))
     intfs = peers.read_interfaces([n["netns"] for n in nodes])
     by_ns = {n["netns"]: n["name"] for n in nodes}
     links = [(by_ns[a.netns], a.name, by_ns[b.netns], b.name) for a, b in peers.pair_veths(intfs)]

@@ -15,7 +15,7 @@ Everything is Mininet's (``nodes``, ``links``, ``net``, ``dump``, ``pingall``,
 from __future__ import annotations
 
 from mininet.cli import CLI
-from mininet.log import error, output
+from mininet.log import output
 
 
 class LeoCLI(CLI):
@@ -80,5 +80,3 @@ class LeoCLI(CLI):
     def emptyline(self):
         return None
 
-
-__all__ = ["LeoCLI", "error"]

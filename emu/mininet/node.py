@@ -14,6 +14,7 @@ removes them). Addresses are read with ``ip`` (no ``ifconfig`` needed).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from mininet.link import Intf, Link
@@ -109,9 +110,8 @@ class LeoNode(Node):
         return Node.defaultIntf(self)
 
     def kernel_ipv4(self, dev: str | None = None) -> list[str]:
+        """The IPv4 addresses the kernel has now in this node (on ``dev`` only, if given)."""
         argv = ["ip", "-j", "-4", "addr", "show"] + (["dev", dev] if dev else [])
-        import json
-
         p = run_in(self.netns, argv, timeout_s=10)
         if p.returncode != 0:
             return []
