@@ -8,9 +8,9 @@ APT_PACKAGES := iproute2 iputils-ping iperf3 tcpdump nftables ethtool procps bir
 APT_PACKAGES += python-cartopy-data chromium
 OUT := out
 
-.PHONY: install install-apt install-py demo test test-unit test-integration test-kernel bench clean
+.PHONY: install install-apt install-py install-mininet demo test test-unit test-integration test-kernel bench clean
 
-install: install-apt install-py
+install: install-apt install-py install-mininet
 
 install-apt:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -19,7 +19,16 @@ install-apt:
 	fi
 
 install-py:
-	@$(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+	@$(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test,mininet]'
+
+# Mininet's mnexec (for `leo-emu cli` / LeoNet) from Debian's package, without Open vSwitch (no switches
+# are used); it also brings iperf (v2) and telnet, which Mininet's iperf() runs. The Python package is
+# the `mininet` extra of install-py.
+install-mininet:
+	@if ! command -v mnexec >/dev/null 2>&1; then \
+	  echo "installing Debian's mininet (mnexec), --no-install-recommends"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mininet >/dev/null; \
+	fi
 
 # the main job: validate, plan, verify, bring the constellation up, ping + iperf3 dev1 -> inet, tear down
 demo: install
@@ -49,6 +58,7 @@ bench: install
 	$(PYTHON) scripts/bench_forwarding.py topologies/default.yaml
 	$(PYTHON) scripts/bench_netlink.py --nodes 1600
 	$(PYTHON) scripts/bench_bgp_scale.py --format json
+	$(PYTHON) scripts/bench_vs_mininet.py topologies/default.yaml
 
 clean:
 	rm -rf $(OUT) .pytest_cache build *.egg-info

@@ -20,11 +20,21 @@ def register(cli: click.Group) -> None:
 @format_option
 def doctor(fmt: str) -> None:
     """Probe kernel features (in a throwaway namespace), tools and privileges."""
+    from emu.mininet import requirements as mininet_req
+
     report = feat.detect()
+    mn = mininet_req.status()  # `leo-emu cli` / LeoNet (issue 11)
+    mn_missing = mininet_req.missing(mn)
     if fmt == "json":
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), "mininet": {**mn, "missing": mn_missing,
+                                                   "install": mininet_req.INSTALL_HINT if mn_missing else None}})
         return
     _print_table(report)
+    emit_table("mininet (leo-emu cli)", ["piece", "status", "where / version"],
+               [[k, "ok" if v else ("MISSING" if k in ("package",) + mininet_req.TOOLS else "absent"), v or ""]
+                for k, v in mn.items()])
+    if mn_missing:
+        click.echo(f"Mininet: {', '.join(mn_missing)} missing; {mininet_req.INSTALL_HINT}")
 
 
 def _print_table(report: feat.Features) -> None:

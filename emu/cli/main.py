@@ -31,6 +31,7 @@ def _register() -> None:
         "emu.cli.doctor_cmds",
         "emu.cli.mobility_cmds",
         "emu.cli.viz_cmds",
+        "emu.cli.mininet_cmds",
     ):
         try:
             m = importlib.import_module(mod)
