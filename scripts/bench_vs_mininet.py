@@ -45,7 +45,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emu.dataplane.state import find_run  # noqa: E402
-from emu.dataplane.tools import RunView, run_in  # noqa: E402
+from emu.dataplane.procs import run_in  # noqa: E402
+from emu.dataplane.runview import RunView  # noqa: E402
 from emu.mininet import peers, requirements  # noqa: E402
 
 

@@ -28,7 +28,7 @@ from itertools import chain
 from mininet.net import Mininet
 
 from emu.dataplane.state import find_run
-from emu.dataplane.tools import RunView
+from emu.dataplane.runview import RunView
 from emu.errors import DataplaneError, InputError, PrivilegeError
 from emu.mininet import peers, requirements
 from emu.mininet.node import LeoIntf, LeoLink, LeoNode

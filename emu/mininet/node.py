@@ -21,7 +21,7 @@ from mininet.link import Intf, Link
 from mininet.node import Node
 
 from emu.dataplane import netns as nsmod
-from emu.dataplane.tools import run_in
+from emu.dataplane.procs import run_in
 from emu.errors import DataplaneError
 
 # Mininet.iperf() begins with `killall -9 iperf`, which would hit every iperf
