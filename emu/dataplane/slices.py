@@ -350,9 +350,9 @@ class SliceApplier:
                 ns = self.sat_ns(sat)
                 netem(f.nl[ns], IDX_DIR[d], us, verb="replace")
                 touched.add(ns)
-        att = {row[0]: row[1] for row in m.db.con.execute("SELECT node, range_km FROM attachments WHERE k = ?", (k,))}
-        for g, gl in m.ground_link_at(k).items():
-            us = int(round(att.get(g, 0.0) / 299792.458 * 1e6))
+        att = m.db.link_ranges(k)  # (node, sat) -> km, every antenna's link
+        for (g, _sat), gl in m.ground_links_at(k).items():
+            us = int(round(att.get((g, gl.sat), 0.0) / 299792.458 * 1e6))
             gns = m.by_name[m.db.ground[g].name].netns
             for ns, idx in ((self.sat_ns(gl.sat), IDX_GROUND_SLOT + gl.sat_slot),
                             (gns, IDX_GROUND_SLOT + gl.ground_slot)):
