@@ -72,9 +72,26 @@ def walker_satrecs(shell: Shell, epoch: datetime, shell_index: int, first_satnum
     return out
 
 
+def tle_header(path: Path) -> tuple[int, int] | None:
+    """The ``<planes> <sats_per_plane>`` first line that reference simulators write (Hypatia's tles.txt), or None."""
+    for ln in path.read_text().splitlines():
+        if ln.strip():
+            parts = ln.split()
+            if len(parts) == 2 and all(p.isdigit() for p in parts):
+                return int(parts[0]), int(parts[1])
+            return None
+    return None
+
+
 def read_tle_file(path: Path) -> list[tuple[str, str, str]]:
-    """Read a CelesTrak-style file: (name, line1, line2) triples; 2-line files get names from the catalogue number."""
+    """Read a CelesTrak-style file: (name, line1, line2) triples; 2-line files get names from the catalogue number.
+
+    A first line of two integers (``<planes> <sats_per_plane>``, as Hypatia writes
+    its tles.txt) is skipped here; :func:`tle_satrecs` checks it against the scenario.
+    """
     lines = [ln.rstrip() for ln in path.read_text().splitlines() if ln.strip()]
+    if tle_header(path) is not None:
+        lines = lines[1:]
     out = []
     i = 0
     while i < len(lines):
@@ -98,6 +115,10 @@ def tle_satrecs(shell: Shell, path: Path, shell_index: int) -> list[tuple[Satell
     """
     triples = read_tle_file(path)
     planes, spp = int(shell.planes), int(shell.sats_per_plane)
+    head = tle_header(path)
+    if head is not None and head != (planes, spp):
+        raise ScenarioError(f"TLE file header says {head[0]} planes x {head[1]} satellites, the scenario "
+                            f"{planes} x {spp}", f"shells.{shell_index}.tle_file", str(path))
     if len(triples) != planes * spp:
         raise ScenarioError(f"TLE file holds {len(triples)} satellites, planes*sats_per_plane is {planes * spp}",
                             f"shells.{shell_index}.tle_file", str(path))

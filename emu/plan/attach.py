@@ -67,7 +67,7 @@ def antennas_of(series: SnapshotSeries) -> np.ndarray:
     return np.array([ant.get(n, 1) for n in series.ground.names], dtype=np.int32)
 
 
-def attachments(series: SnapshotSeries, policy: str) -> Attachments:
+def attachments(series: SnapshotSeries, policy: str, demand: list[dict[int, list[int]]] | None = None) -> Attachments:
     """Ground links of every slice.
 
     User terminals (one antenna) follow the attach ``policy``
@@ -76,8 +76,9 @@ def attachments(series: SnapshotSeries, policy: str) -> Attachments:
     to ``antennas`` visible satellites: an antenna keeps tracking its
     satellite while it stays visible (a parabolic antenna follows one
     satellite across the sky), free antennas take the highest-elevation
-    satellites not yet linked; the primary (column 0) is the highest-elevation
-    linked satellite.
+    satellites farthest apart on the sky from those already linked (so the
+    links span every direction a shortest path may leave in); the primary
+    (column 0) is the highest-elevation linked satellite.
     """
     v = series.visibility
     T, G = len(series), series.ground.size
@@ -106,35 +107,61 @@ def attachments(series: SnapshotSeries, policy: str) -> Attachments:
     links[v.slice[ut_best], v.node[ut_best], 0] = v.sat[ut_best]
     elev[v.slice[ut_best], v.node[ut_best], 0] = v.elevation_deg[ut_best]
     rng[v.slice[ut_best], v.node[ut_best], 0] = v.range_km[ut_best]
-    _track_gs_antennas(series, out, order, key[order], np.nonzero(is_gs)[0], ant)
+    _track_gs_antennas(series, out, order, key[order], np.nonzero(is_gs)[0], ant, demand)
     return out
 
 
 def _track_gs_antennas(series: SnapshotSeries, out: Attachments, order: np.ndarray, keys: np.ndarray,
-                       gs_nodes: np.ndarray, ant: np.ndarray) -> None:
-    """Sticky antenna assignment per ground station, slice by slice (see :func:`attachments`)."""
+                       gs_nodes: np.ndarray, ant: np.ndarray, demand: list[dict[int, list[int]]] | None) -> None:
+    """Demand-first, sticky, sky-spread antenna assignment per ground station, slice by slice (see :func:`attachments`)."""
     v = series.visibility
     T, G = len(series), series.ground.size
     starts = np.searchsorted(keys, np.arange(T * G, dtype=np.int64))
     ends = np.searchsorted(keys, np.arange(T * G, dtype=np.int64), side="right")
+    ecef = series.ephemeris.ecef
     for g in gs_nodes.tolist():
         held: list[int] = []
+        here = series.ground.ecef[g]
         for k in range(T):
             rows = order[starts[k * G + g]:ends[k * G + g]]  # this slice's visible satellites, best first
             sats = v.sat[rows].tolist()
             pos = {s: i for i, s in enumerate(sats)}
             held = [s for s in held if s in pos]
-            for s in sats:
-                if len(held) >= ant[g]:
-                    break
-                if s not in held:
-                    held.append(s)
+            if demand is not None:
+                want = [s for s in demand[k].get(g, []) if s in pos][:ant[g]]
+                held = want + [s for s in held if s not in want][:max(0, ant[g] - len(want))]
+            if len(held) < ant[g] and len(held) < len(sats):
+                held = _spread(held, sats, ecef[k] - here, int(ant[g]))
             mine = sorted(held, key=lambda s: pos[s])  # primary first: highest elevation among the linked
             for j, s in enumerate(mine):
                 r = rows[pos[s]]
                 out.links[k, g, j] = s
                 out.link_range_km[k, g, j] = v.range_km[r]
                 out.link_elevation_deg[k, g, j] = v.elevation_deg[r]
+
+
+def _spread(held: list[int], sats: list[int], rel: np.ndarray, n: int) -> list[int]:
+    """Fill free antennas: start from the highest satellite, then repeatedly the visible satellite farthest
+    (in angle, as seen from the station) from every satellite already linked, so the links cover the whole
+    sky and a shortest path toward any direction finds an egress near its best one."""
+    held = list(held)
+    if not held:
+        held.append(sats[0])
+    cand = [s for s in sats if s not in held]
+    if not cand or len(held) >= n:
+        return held
+    d = rel[np.array(sats)]
+    d = d / np.linalg.norm(d, axis=1, keepdims=True)
+    idx = {s: i for i, s in enumerate(sats)}
+    ci = np.array([idx[s] for s in cand])
+    best_cos = np.max(d[ci] @ d[[idx[s] for s in held]].T, axis=1)  # closeness to the nearest linked one
+    while len(held) < n and len(ci):
+        j = int(np.argmin(best_cos))  # ties: the first, i.e. the higher elevation
+        held.append(sats[ci[j]])
+        best_cos = np.maximum(best_cos, d[ci] @ d[ci[j]])
+        ci = np.delete(ci, j)
+        best_cos = np.delete(best_cos, j)
+    return held
 
 
 def shortest_path_serving(cost: list[dict[int, float]], hysteresis: float) -> list[int]:

@@ -44,7 +44,7 @@ class SlicePlan:
 class Plan:
     loaded: LoadedScenario
     series: SnapshotSeries
-    attach: Attachments
+    attach: Attachments | None
     bind: Bindings
     ground_grc: np.ndarray
     ground_plen: np.ndarray
@@ -163,6 +163,57 @@ def _targets(plan: Plan, choice: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
+def _antennas_scarce(plan: Plan) -> bool:
+    """Whether some ground station ever sees more satellites than it has antennas (else demand changes nothing)."""
+    from emu.plan.attach import antennas_of
+
+    v = plan.series.visibility
+    if len(v.node) == 0:
+        return False
+    G = plan.series.ground.size
+    seen = np.bincount(v.slice.astype(np.int64) * G + v.node, minlength=len(plan.series) * G).reshape(-1, G)
+    return bool((seen.max(axis=0) > antennas_of(plan.series)).any())
+
+
+def antenna_demand(plan: Plan, k: int) -> dict[int, list[int]]:
+    """Where the planned traffic needs a ground station's antennas in slice k: GS node -> satellites, most used first.
+
+    Every user terminal's targets (its ``destination`` if that is a ground
+    station, and the nearest GS of its operator it could use, i.e. the first
+    in its candidate order that sees a satellite) each name one satellite: the
+    egress of the free-choice shortest path (UT free among the satellites it
+    sees, GS free among the satellites it sees, no ground relaying). Ties: the
+    lower satellite index.
+    """
+    sc = plan.loaded.scenario
+    snap = plan.series[k]
+    L = snap.links
+    N = snap.constellation.size
+    vis = _visible(snap)
+    g = plan.series.ground
+    names = g.names
+    dest = {u.name: u.destination for u in sc.user_terminals}
+    uts = [u for u in plan.gs_order if u in vis]
+    if not uts:
+        return {}
+    D = destination_distances(N, L.a, L.b, L.delay_ms, _terminals_of(uts, vis), len(uts))
+    count: dict[int, dict[int, int]] = {}
+    for i, u in enumerate(uts):
+        targets = [t for t in plan.gs_order[u] if t in vis][:1]
+        d = dest.get(names[u])
+        if d is not None and g.kind[names.index(d)] == "gs" and names.index(d) in vis:
+            targets.append(names.index(d))
+        for t in set(targets):
+            sats, down = vis[t]
+            cost = D[i][sats] + down
+            if not np.isfinite(cost).any():
+                continue
+            j = int(np.lexsort((sats, cost))[0])
+            count.setdefault(t, {})
+            count[t][int(sats[j])] = count[t].get(int(sats[j]), 0) + 1
+    return {t: sorted(c, key=lambda s: (-c[s], s)) for t, c in count.items()}
+
+
 def shortest_path_costs(plan: Plan, k: int) -> dict[int, dict[int, float]]:
     """Attach policy shortest-path, one slice: for every UT, each visible satellite's delay to the UT's target.
 
@@ -208,17 +259,18 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
     sc = loaded.scenario
     series = SnapshotSeries(loaded, n_slices)
     shell_map = sc.grc.shell_codes
-    att = attachments(series, sc.routing.attach_policy)
     g_grc, g_plen = ground_grcs(series, shell_map)
     from emu.addressing.grc import decode
 
     ground_cells = {int(__import__("h3").str_to_int(decode(int(x)).cell)) for x in g_grc}
     bind = bindings(series, shell_map, ground_cells)
     mapping = mapping_table(series, g_grc)
-    plan = Plan(loaded, series, att, bind, g_grc, g_plen, mapping, candidate_order(series, mapping))
+    plan = Plan(loaded, series, None, bind, g_grc, g_plen, mapping, candidate_order(series, mapping))
+    n = len(series)
+    demand = list(_per_slice(plan, antenna_demand, n)) if _antennas_scarce(plan) else None
+    plan.attach = attachments(series, sc.routing.attach_policy, demand)
     if bind.moved:
         log.info("%d satellite bindings moved to a neighbouring cell to stay unique", bind.moved)
-    n = len(series)
     if sc.routing.attach_policy == "shortest-path":
         costs = list(_per_slice(plan, shortest_path_costs, n))
         _apply_shortest_path(plan, costs)

@@ -121,6 +121,7 @@ class GroundStation(Strict):
     operator: Name
     min_elevation_deg: Elevation = 25.0
     antennas: Annotated[int, Field(ge=1, le=32)] = DEFAULT_GS_ANTENNAS  # ground links to up to this many satellites
+    max_range_km: Annotated[float, Field(gt=0.0, le=50000.0)] | None = None  # also require slant range <= this
 
 
 class UserTerminal(Strict):
@@ -130,6 +131,7 @@ class UserTerminal(Strict):
     operator: Name
     device: Name
     min_elevation_deg: Elevation = 25.0
+    max_range_km: Annotated[float, Field(gt=0.0, le=50000.0)] | None = None  # also require slant range <= this
     destination: Name | None = None  # attach policy shortest-path: minimise the delay to this ground node (UT<->UT)
 
 
