@@ -149,7 +149,7 @@ def test_default_plan_verifies_and_round_trips(default_plan, tmp_path) -> None:
     assert rep.pairs_checked > 0
     t = db.tables(3)
     assert (t.prefix == default_plan.slices[3].tables.prefix).all()
-    assert len(db.sat_names) == 48 and db.ground_names[:1] == ["gs-london"]
+    assert len(db.sat_names) == 120 and db.ground_names[:1] == ["gs-london"]
 
 
 def _tamper_entry(path, k: int) -> None:
@@ -167,7 +167,7 @@ def test_tampered_table_is_rejected(default_plan, tmp_path) -> None:
     write_plan(default_plan, p)
     _tamper_entry(p, 5)
     rep = verify(PlanDB(p), walk=False)
-    assert not rep.ok and any("slice 5" in f and "sat0-5-7" in f for f in rep.failures)
+    assert not rep.ok and any("slice 5" in f and "sat0-11-9" in f for f in rep.failures)
     res = CliRunner().invoke(cli, ["verify", str(p)])
     assert res.exit_code != 0 and "slice 5" in res.output
 
@@ -240,7 +240,7 @@ def test_cli_plan_route_path(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     s = json.loads(res.output)
     assert {"slices", "satellites", "destinations", "table_entries_total", "wall_s"} <= set(s)
-    assert s["slices"] == 5 and s["satellites"] == 48 and s["destinations"] == 8 + 48
+    assert s["slices"] == 5 and s["satellites"] == 120 and s["destinations"] == 8
     # route show by name and by semantic address (owner 1, shell 0, orbit 2, sat 3)
     res = r.invoke(cli, ["route", "show", str(p), "--sat", "sat0-2-3", "--slice", "1", "--format", "json"])
     assert res.exit_code == 0, res.output
@@ -444,3 +444,46 @@ def test_shortest_path_policy_is_never_worse_than_highest_elevation(tmp_path) ->
     # left is the hysteresis (2 %)
     assert s_sp.max() <= 1.02 + 1e-9 and s_he.max() > 1.02
     assert np.median(s_sp) <= np.median(s_he) + 1e-9
+
+
+def _service_gaps(path) -> dict[str, int]:
+    """Per user terminal: slices in which it sees no satellite, or no GS of its operator is reachable."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from emu.scenario.load import load_scenario
+    from emu.snapshot.series import SnapshotSeries
+
+    series = SnapshotSeries(load_scenario(path))
+    g = series.ground
+    N = series.constellation.size
+    gaps = {g.names[u]: 0 for u in range(g.size) if g.kind[u] == "ut"}
+    for snap in series:
+        comp = connected_components(coo_matrix((np.ones(len(snap.links)), (snap.links.a, snap.links.b)),
+                                               shape=(N, N)), directed=False)[1]
+        v = snap.ground_links
+        seen = {n: set(comp[v.sat[v.node == n]].tolist()) for n in range(g.size)}
+        for u in range(g.size):
+            if g.kind[u] != "ut":
+                continue
+            gs_comps = set().union(*[seen[x] for x in range(g.size)
+                                     if g.kind[x] == "gs" and g.operator[x] == g.operator[u]])
+            gaps[g.names[u]] += not (seen[u] & gs_comps)
+    return gaps
+
+
+def test_default_scenario_is_sized_for_continuous_service() -> None:
+    """default.yaml has the calculator's planes x satellites for its lowest mask, and no UT ever loses service."""
+    from emu.addressing.coverage import coverage
+
+    sc = load_default().scenario
+    shell = sc.shells[0]
+    mask = min(u.min_elevation_deg for u in sc.user_terminals)
+    cov = coverage(shell.altitude_km, mask)
+    assert (shell.planes, shell.sats_per_plane) == (cov.min_planes, cov.min_sats_per_plane)
+    assert _service_gaps(ROOT / "topologies" / "default.yaml") == {"ut1": 0, "ut2": 0, "ut3": 0, "ut4": 0}
+
+
+def test_sparse_scenario_keeps_its_gaps() -> None:
+    gaps = _service_gaps(ROOT / "topologies" / "sparse.yaml")
+    assert all(v > 50 for v in gaps.values()), gaps  # a third of the orbit or so without service
