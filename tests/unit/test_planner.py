@@ -487,3 +487,18 @@ def test_default_scenario_is_sized_for_continuous_service() -> None:
 def test_sparse_scenario_keeps_its_gaps() -> None:
     gaps = _service_gaps(ROOT / "topologies" / "sparse.yaml")
     assert all(v > 50 for v in gaps.values()), gaps  # a third of the orbit or so without service
+
+
+def test_several_terminals_choose_the_egress_jointly() -> None:
+    """A ground station linked to satellites 1 (5 ms down) and 3 (1 ms down) on a 4-ring of 1 ms ISLs."""
+    nb, dl, a, b, d = ring(4)
+    dest = Destinations(np.array([ADDR], np.uint32), np.array([29], np.uint8), np.array([1], np.int32),
+                        np.array([down_code(0)], np.int64),
+                        (np.array([0, 0]), np.array([1, 3]), np.array([5.0, 1.0])))
+    dist = destination_distances(4, a, b, d, dest.terminals(), 1)
+    assert dist[0].tolist() == pytest.approx([2.0, 3.0, 2.0, 1.0])  # via satellite 3 from everywhere
+    c = next_hop_codes(nb, dl, dist, dest, "ecmp", 0.1)[:, 0]
+    assert actions.decode(c[3]).down_target == 0  # terminal with the short down link delivers
+    one = actions.decode(c[1])  # terminal whose own down link (5 ms) is longer than 1 -> 2 -> 3 -> Down (3 ms)
+    assert one.down_target is None and one.directions == ["N", "S"]  # both ways round are 2 ISL hops
+    assert actions.decode(c[0]).directions == ["S"] and actions.decode(c[2]).directions == ["N"]
