@@ -25,7 +25,8 @@ from sgp4 import exporter
 
 from emu.errors import PlanError
 from emu.plan import sign as signmod
-from emu.plan.planner import LINK_DTYPE, PAIR_DTYPE, Plan, SlicePlan
+from emu.plan.planner import LINK_DTYPE, Plan, SlicePlan
+from emu.plan.shortest import PAIR_DTYPE
 from emu.plan.routing import SliceTables
 
 FORMAT_VERSION = "3"  # 3: several ground links per ground station (serving is (nodes, antennas)), visible, pairs
