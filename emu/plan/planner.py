@@ -21,7 +21,7 @@ from emu.plan import actions
 from emu.plan.attach import (Attachments, Bindings, MappingRow, attachments, bindings, candidate_order, ground_grcs,
                              mapping_table, shortest_path_serving)
 from emu.plan.routing import Destinations, SliceTables, aggregate, destination_distances, down_code, next_hop_codes
-from emu.plan.shortest import antenna_demand, antennas_scarce, gs_choice, pair_delays, shortest_path_costs
+from emu.plan.shortest import FreeSlice, antennas_scarce, free_pass, gs_choice, pair_delays, shortest_path_costs
 from emu.snapshot.ground import C_KM_S
 from emu.scenario.load import LoadedScenario
 from emu.snapshot.series import SnapshotSeries
@@ -53,6 +53,7 @@ class Plan:
     gs_order: dict[int, list[int]]
     slices: list[SlicePlan] = field(default_factory=list)
     wall_s: float = 0.0
+    free: list[FreeSlice] | None = None  # per slice, both ends free (emu.plan.shortest.free_pass)
 
     @property
     def destinations_count(self) -> int:
@@ -116,7 +117,8 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
     mapping = mapping_table(series, g_grc)
     plan = Plan(loaded, series, None, bind, g_grc, g_plen, mapping, candidate_order(series, mapping))
     n = len(series)
-    demand = list(_per_slice(plan, antenna_demand, n)) if antennas_scarce(plan) else None
+    plan.free = list(_per_slice(plan, free_pass, n))  # both ends free: the optimum, and where antennas are needed
+    demand = [f.demand for f in plan.free] if antennas_scarce(plan) else None
     plan.attach = attachments(series, sc.routing.attach_policy, demand)
     if bind.moved:
         log.info("%d satellite bindings moved to a neighbouring cell to stay unique", bind.moved)
@@ -192,5 +194,5 @@ def plan_slice(plan: Plan, k: int) -> SlicePlan:
     links["a"], links["b"], links["dir_a"], links["dir_b"] = L.a, L.b, L.dir_a, L.dir_b
     links["delay_ms"] = L.delay_ms
     disconnected = int(np.count_nonzero(codes == 0))  # includes destinations not attached this slice
-    pairs = pair_delays(plan, snap, dist, choice)
+    pairs = pair_delays(plan, snap, dist, choice, plan.free[k] if plan.free else free_pass(plan, k))
     return SlicePlan(k, float(snap.time_s), tables, raw, links, choice, disconnected, pairs)

@@ -8,6 +8,7 @@ slice index or snapshot, so the planner can run them in forked workers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -60,9 +61,14 @@ def _links_as_sets(plan: Plan, k: int) -> dict[int, tuple[np.ndarray, np.ndarray
 
 def gs_choice(plan: Plan, dist_to: dict[int, np.ndarray], from_sats: dict[int, np.ndarray]) -> np.ndarray:
     """select_gs with reachability 'some satellite the UT uses/sees reaches the GS through the links'."""
+    gs = sorted(dist_to)
+    col = {g: i for i, g in enumerate(gs)}
+    finite = np.isfinite(np.stack([dist_to[g] for g in gs])) if gs else np.zeros((0, 0), bool)
+    reach = {u: finite[:, sats].any(axis=1) for u, sats in from_sats.items() if len(sats) and gs}
+
     def reachable(u: int, g: int) -> bool:
-        sats = from_sats.get(u)
-        return sats is not None and len(sats) > 0 and g in dist_to and bool(np.isfinite(dist_to[g][sats]).any())
+        r = reach.get(u)
+        return r is not None and g in col and bool(r[col[g]])
 
     return select_gs(plan.loaded.scenario.routing.gs_selection, plan.gs_order, reachable)
 
@@ -94,28 +100,43 @@ def antennas_scarce(plan: Plan) -> bool:
     return bool((seen.max(axis=0) > antennas_of(plan.series)).any())
 
 
-def antenna_demand(plan: Plan, k: int) -> dict[int, list[int]]:
-    """Where the planned traffic needs a ground station's antennas in slice k: GS node -> satellites, most used first.
+@dataclass(frozen=True)
+class FreeSlice:
+    """One slice seen with both ends free: per UT (rows in ``plan.gs_order`` order) and ground node, the
+    free-choice optimum delay (ms, inf: none); and where the planned traffic needs each GS's antennas."""
 
-    Every user terminal's targets (its ``destination`` if that is a ground
-    station, and the nearest GS of its operator it could use, i.e. the first
-    in its candidate order that sees a satellite) each name one satellite: the
-    egress of the free-choice shortest path (UT free among the satellites it
-    sees, GS free among the satellites it sees, no ground relaying). Ties: the
-    lower satellite index.
+    optimum: np.ndarray  # (uts, ground nodes) float64
+    demand: dict[int, list[int]]
+
+
+def free_pass(plan: Plan, k: int) -> FreeSlice:
+    """Both ends free, slice k: one Dijkstra per UT from the satellites it sees (no relaying through the ground).
+
+    ``optimum[u, t]``: least up + ISL path + down over every satellite pair the
+    two ends see. ``demand``: GS node -> satellites, most used first: every
+    user terminal's targets (its ``destination`` if that is a ground station,
+    and the nearest GS of its operator that sees a satellite, the one
+    proximity selection would pick) each name one satellite, the egress of
+    the free-choice shortest path. Ties: the lower satellite index.
     """
     sc = plan.loaded.scenario
     snap = plan.series[k]
     L = snap.links
     N = snap.constellation.size
-    vis = _visible(snap)
     g = plan.series.ground
+    uts = list(plan.gs_order)
+    vis = _visible(snap)
+    opt = np.full((len(uts), g.size), np.inf)
+    if not uts or not vis:
+        return FreeSlice(opt, {})
+    D = destination_distances(N, L.a, L.b, L.delay_ms, _terminals_of(uts, vis), len(uts))  # (uts, sats)
+    v = snap.ground_links
+    order = np.argsort(v.node, kind="stable")
+    nodes, starts = np.unique(v.node[order], return_index=True)
+    M = D[:, v.sat[order]] + (v.range_km[order] / C_KM_S * 1e3)[None, :]  # (uts, visibility rows)
+    opt[:, nodes] = np.minimum.reduceat(M, starts, axis=1)
     names = g.names
     dest = {u.name: u.destination for u in sc.user_terminals}
-    uts = [u for u in plan.gs_order if u in vis]
-    if not uts:
-        return {}
-    D = destination_distances(N, L.a, L.b, L.delay_ms, _terminals_of(uts, vis), len(uts))
     count: dict[int, dict[int, int]] = {}
     for i, u in enumerate(uts):
         targets = [t for t in plan.gs_order[u] if t in vis][:1]
@@ -130,7 +151,7 @@ def antenna_demand(plan: Plan, k: int) -> dict[int, list[int]]:
             j = int(np.lexsort((sats, cost))[0])
             count.setdefault(t, {})
             count[t][int(sats[j])] = count[t].get(int(sats[j]), 0) + 1
-    return {t: sorted(c, key=lambda s: (-c[s], s)) for t, c in count.items()}
+    return FreeSlice(opt, {t: sorted(c, key=lambda s: (-c[s], s)) for t, c in count.items()})
 
 
 def shortest_path_costs(plan: Plan, k: int) -> dict[int, dict[int, float]]:
@@ -172,33 +193,25 @@ def shortest_path_costs(plan: Plan, k: int) -> dict[int, dict[int, float]]:
     return out
 
 
-def pair_delays(plan: Plan, snap, dist: np.ndarray, choice: np.ndarray) -> np.ndarray:
+def pair_delays(plan: Plan, snap, dist: np.ndarray, choice: np.ndarray, free: FreeSlice) -> np.ndarray:
     """Planned and free-choice one-way delay (satellite segment, propagation only) of every (UT, target) pair.
 
     planned: the UT's up link to its serving satellite plus the plan's
     shortest path from there to any satellite the target links to, plus that
     down link (``dist``: :func:`destination_distances` of this slice's
     destinations). optimum: the least up + ISL path + down over every pair of
-    satellites the two ends see (both free, no relaying through the ground).
-    NaN where there is no path.
+    satellites the two ends see (both free, no relaying through the ground;
+    :func:`free_pass`). NaN where there is no path.
     """
     k = snap.index - plan.series.first_index
-    L = snap.links
-    N = snap.constellation.size
     pairs = _targets(plan, choice)
     out = np.zeros(len(pairs), dtype=PAIR_DTYPE)
-    if not pairs:
-        return out
-    vis = _visible(snap)
-    targets = sorted({t for _, t in pairs})
-    free = destination_distances(N, L.a, L.b, L.delay_ms, _terminals_of(targets, vis), len(targets))
-    row = {t: i for i, t in enumerate(targets)}
+    row = {u: i for i, u in enumerate(plan.gs_order)}
     for i, (u, t) in enumerate(pairs):
         s = int(plan.attach.serving[k, u])
         planned = np.nan
         if s >= 0:
             planned = plan.attach.range_km[k, u] / C_KM_S * 1e3 + dist[t, s]
-        sats, up = vis.get(u, (np.zeros(0, np.int64), np.zeros(0)))
-        opt = float(np.min(up + free[row[t], sats])) if len(sats) else np.nan
+        opt = float(free.optimum[row[u], t])
         out[i] = (u, t, planned if np.isfinite(planned) else np.nan, opt if np.isfinite(opt) else np.nan)
     return out
