@@ -16,9 +16,23 @@ With ``--operators N`` (N > 1) the shell is shared by N operators (SNOs)
 owning interleaved planes (plane p belongs to operator p mod N), and city i's
 ground station and user terminal belong to operator i mod N (users spread
 evenly among the operators; spec: inter-sno-mobility-framework §3.3, §4).
+
+``--hypatia DIR`` writes instead the variant that Hypatia (Kassing et al.,
+IMC'20) evaluates: TLEs at mean motion 15.19 rev/day (~510 km) written to
+DIR/tles.txt with the ``<planes> <sats_per_plane>`` first line Hypatia uses,
+ground links allowed up to a slant range of 1,089.686 km (no elevation mask
+beyond the horizon), 1 s slices. ``--destinations`` gives every user terminal
+a ``destination`` (the ground station of another city) for the
+``shortest-path`` attach policy and the stretch measurements
+(scripts/bench_fidelity.py).
 """
 
 from __future__ import annotations
+
+import argparse
+import math
+from datetime import datetime, timezone
+from pathlib import Path
 
 CITIES = [
     ("tokyo", 35.68, 139.69), ("delhi", 28.61, 77.21), ("shanghai", 31.23, 121.47), ("saopaulo", -23.55, -46.63),
@@ -88,7 +102,7 @@ routing:
 """
 
 
-def shared_header(n: int) -> str:
+def shared_header(n: int) -> tuple[str, list[str]]:
     """HEADER with N operators owning interleaved planes (plane p: operator p mod N)."""
     names = [f"sno-{chr(ord('a') + i)}" for i in range(n)]
     ops = ["operators:"]
@@ -107,23 +121,87 @@ def shared_header(n: int) -> str:
     return head[:start] + "\n".join(ops) + "\n" + head[end:], names
 
 
-def main() -> None:
-    import argparse
+HYPATIA_MEAN_MOTION_REV_DAY = 15.19
+HYPATIA_MAX_GSL_KM = 1089.686
+EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
+
+def destination_of(i: int, n: int = len(CITIES)) -> int:
+    """The city user terminal i talks to: half the list away (a fixed, geographically mixed pairing)."""
+    return (i + n // 2) % n
+
+
+def hypatia_tles(planes: int = 72, spp: int = 22, phasing: int = 1, inc_deg: float = 53.0,
+                 mean_motion_rev_day: float = HYPATIA_MEAN_MOTION_REV_DAY) -> str:
+    """A Walker delta shell as Hypatia's tles.txt: '<planes> <spp>', then name / line 1 / line 2 per satellite."""
+    from sgp4 import exporter
+    from sgp4.api import WGS72, Satrec
+
+    epoch_days = (EPOCH - datetime(1949, 12, 31, tzinfo=timezone.utc)).total_seconds() / 86400.0
+    n = mean_motion_rev_day * 2 * math.pi / 1440.0  # rad/min
+    out = [f"{planes} {spp}"]
+    num = 1
+    for p in range(planes):
+        raan = math.radians(360.0 * p / planes)
+        for j in range(spp):
+            m = math.radians((360.0 * j / spp + 360.0 * phasing * p / (spp * planes)) % 360.0)
+            r = Satrec()
+            r.sgp4init(WGS72, "i", num, epoch_days, 0.0, 0.0, 0.0, 1e-7, 0.0, math.radians(inc_deg), m, n, raan)
+            l1, l2 = exporter.export_tle(r)
+            out += [f"Starlink-550 {num - 1}", l1, l2]
+            num += 1
+    return "\n".join(out) + "\n"
+
+
+def scenario_text(hypatia_dir: Path | None = None, destinations: bool = False, attach_policy: str | None = None,
+                  antennas: int | None = None, slices: int | None = None, operators: int = 1) -> str:
+    header, names = (HEADER, ["starlink"]) if operators == 1 else shared_header(operators)
+    n = len(names)
+    head = header.rstrip("\n")
+    mask = "min_elevation_deg: 25"
+    if hypatia_dir is not None:
+        hypatia_dir.mkdir(parents=True, exist_ok=True)
+        (hypatia_dir / "tles.txt").write_text(hypatia_tles())
+        head = head.replace("name: starlink-shell1\n", "name: starlink-shell1-hypatia\n")
+        head = head.replace("""    altitude_km: 550
+    inclination_deg: 53
+    planes: 72
+    sats_per_plane: 22
+    phasing: 1
+    pattern: delta""", f"""    tle_file: {(hypatia_dir / 'tles.txt').resolve()}
+    planes: 72
+    sats_per_plane: 22""")
+        head = head.replace("slice_s: 15", "slice_s: 1")
+        mask = f"min_elevation_deg: 0, max_range_km: {HYPATIA_MAX_GSL_KM}"
+    if slices is not None:
+        head = head.replace("duration: one_orbit", f"duration: {slices * (1 if hypatia_dir else 15)}")
+    if attach_policy:
+        head = head.replace("routing:\n", f"routing:\n  attach_policy: {attach_policy}\n")
+    ant = f", antennas: {antennas}" if antennas else ""
+    out = [head, "ground_stations:"]
+    for i, (name, lat, lon) in enumerate(CITIES):
+        out.append(f"  - {{name: gs-{name}, lat: {lat}, lon: {lon}, operator: {names[i % n]}, {mask}{ant}}}")
+    out.append("user_terminals:")
+    for i, (name, lat, lon) in enumerate(CITIES):
+        dest = f", destination: gs-{CITIES[destination_of(i)][0]}" if destinations else ""
+        out.append(f"  - {{name: ut-{name}, lat: {lat + 0.25:.2f}, lon: {lon}, operator: {names[i % n]}, "
+                   f"device: dv-{name}, {mask}{dest}}}")
+    out += ["internet:", "  name: inet", "  prefix: 12.0.0.0/24"]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--operators", type=int, default=1, choices=range(1, 7), metavar="N",
                     help="operators sharing the shell on interleaved planes (1..6; default 1: starlink alone)")
-    n = ap.parse_args().operators
-    header, names = (HEADER, ["starlink"]) if n == 1 else shared_header(n)
-    out = [header.rstrip("\n"), "ground_stations:"]
-    for i, (name, lat, lon) in enumerate(CITIES):
-        out.append(f"  - {{name: gs-{name}, lat: {lat}, lon: {lon}, operator: {names[i % n]}, min_elevation_deg: 25}}")
-    out.append("user_terminals:")
-    for i, (name, lat, lon) in enumerate(CITIES):
-        out.append(f"  - {{name: ut-{name}, lat: {lat + 0.25:.2f}, lon: {lon}, operator: {names[i % n]}, "
-                   f"device: dv-{name}, min_elevation_deg: 25}}")
-    out += ["internet:", "  name: inet", "  prefix: 12.0.0.0/24"]
-    print("\n".join(out))
+    ap.add_argument("--hypatia", type=Path, default=None, metavar="DIR",
+                    help="the Hypatia-like variant; its tles.txt goes into DIR")
+    ap.add_argument("--destinations", action="store_true", help="give every user terminal a destination")
+    ap.add_argument("--attach-policy", default=None)
+    ap.add_argument("--antennas", type=int, default=None, help="antennas per ground station (default: the model's)")
+    ap.add_argument("--slices", type=int, default=None, help="duration in slices instead of one orbit")
+    a = ap.parse_args()
+    print(scenario_text(a.hypatia, a.destinations, a.attach_policy, a.antennas, a.slices, a.operators), end="")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ def build_plan(scenario: str, out: Path, slices: int | None, keep_key: bool = Fa
     from emu.plan.planner import make_plan
     from emu.plan.sign import public_bytes
     from emu.plan.trust import fingerprint, ground_control_key, load_private_key
+    from emu.plan.stretch import summarise
     from emu.scenario.load import load_scenario
 
     if keep_key:
@@ -77,6 +78,8 @@ def build_plan(scenario: str, out: Path, slices: int | None, keep_key: bool = Fa
         "bindings_moved": plan.bind.moved,
         "disconnected_pairs": int(sum(s.disconnected for s in plan.slices)),
         "signed_by": fingerprint(public_bytes(signing_key)),
+        "attach_policy": loaded.scenario.routing.attach_policy,
+        "stretch": summarise([s.pairs for s in plan.slices if s.pairs is not None], plan.series.ground.names),
         "wall_s": round(time.perf_counter() - t0, 3),
     }
     return summary
@@ -144,7 +147,13 @@ def plan(scenario: str, out: str, slices: int | None, key: str | None, fmt: str)
         flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
         flat["table_size (min/median/max)"] = "{min}/{median}/{max}".format(**summary["table_size"])
         flat["unaggregated (min/median/max)"] = "{min}/{median}/{max}".format(**summary["table_size_unaggregated"])
+        flat["stretch (median/p99/max)"] = "{median}/{p99}/{max}".format(**summary["stretch"])
         emit_kv(f"plan written: {out}", flat)
+        pairs = summary["stretch"].get("pairs", {})
+        if pairs:
+            emit_table("stretch per (UT, target) pair: planned delay over the free-choice optimum",
+                       ["pair", "samples", "median", "max"],
+                       [[p, v["samples"], v["median"], v["max"]] for p, v in sorted(pairs.items())])
 
 
 @click.command()
@@ -218,9 +227,9 @@ def path(plan_db: str, src: str, dst: str, k: int, series: bool, fmt: str) -> No
         if fmt == "json":
             emit_json({"src": src, "dst": dst, "series": res})
         else:
-            emit_table(f"{src} -> {dst}", ["slice", "time_s", "one_way_delay_ms", "hops"],
+            emit_table(f"{src} -> {dst}", ["slice", "time_s", "one_way_delay_ms", "hops", "optimum_ms", "stretch"],
                        [[r["slice"], r["time_s"], r["one_way_delay_ms"] if r["reachable"] else r["reason"],
-                         len(r["hops"])] for r in res])
+                         len(r["hops"]), r.get("optimum_ms"), r.get("stretch")] for r in res])
         return
     r = pf.path(src, dst, k)
     if fmt == "json":

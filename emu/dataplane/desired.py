@@ -503,7 +503,8 @@ class Desired:
         return cores, tunnels
 
     def delays(self, k: int, links: frozenset[Veth] | None = None) -> dict[tuple[str, int], Delay]:
-        """Propagation delay of every grid ISL end and ground link end in slice k (kernels with netem only)."""
+        """Propagation delay of every grid ISL end and every ground link end (all antennas) in slice k
+        (kernels with netem only)."""
         m = self.m
         if not m.cfg.netem:
             return {}
@@ -516,9 +517,9 @@ class Desired:
             for sat, d in ((a, da), (b, db_)):
                 name = m.satellites[sat].name
                 out[(name, IDX_DIR[d])] = Delay(name, IDX_DIR[d], us)
-        att = {row[0]: row[1] for row in m.db.con.execute("SELECT node, range_km FROM attachments WHERE k = ?", (k,))}
-        for g, gl in m.ground_link_at(k).items():
-            us = int(round(att.get(g, 0.0) / 299792.458 * 1e6))
+        att = m.db.link_ranges(k)  # (node, sat) -> km, every antenna's link
+        for (g, sat), gl in sorted(m.ground_links_at(k).items()):
+            us = int(round(att.get((g, sat), 0.0) / 299792.458 * 1e6))
             v = ground_veth(m, gl)
             for name, idx in ((v.node_a, v.index_a), (v.node_b, v.index_b)):
                 out[(name, idx)] = Delay(name, idx, us, v)

@@ -34,7 +34,7 @@ def slice_graph(m: Model, k: int) -> tuple[list[dict], list[dict]]:
     delay = {}
     for r in m.db.links(k):
         delay[(int(r["a"]), int(r["b"]), int(r["dir_a"]))] = float(r["delay_ms"])
-    att = {row[0]: row[1] for row in m.db.con.execute("SELECT node, range_km FROM attachments WHERE k = ?", (k,))}
+    att = m.db.link_ranges(k)  # (node, sat) -> km, every antenna's link
     edges = []
 
     def edge(v: D.Veth, delay_ms: float | None) -> None:
@@ -50,8 +50,8 @@ def slice_graph(m: Model, k: int) -> tuple[list[dict], list[dict]]:
         edge(D.grid_veth(m, a, b, d), delay.get((a, b, d)))
     for (lo, hi), sl in sorted(m.shell_link_at(k).items()):
         edge(D.shell_veth(m, sl), delay.get((lo, hi, 5)))
-    for g, gl in sorted(m.ground_link_at(k).items()):
-        edge(D.ground_veth(m, gl), att.get(g, 0.0) / 299792.458 * 1e3)
+    for (g, sat), gl in sorted(m.ground_links_at(k).items()):  # every antenna's link
+        edge(D.ground_veth(m, gl), att.get((g, sat), 0.0) / 299792.458 * 1e3)
     for v in D.terrestrial_veths(m):
         edge(v, m.cfg.terrestrial_delay_ms if v.kind != "lan" else None)
     return nodes, edges

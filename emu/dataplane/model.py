@@ -107,20 +107,24 @@ class ShellLink:
 
 
 def _intervals(serving: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """(ground, sat, first, last) runs of the same serving satellite."""
+    """(ground, sat, first, last) runs of slices in which ground node ``ground`` links to ``sat``.
+
+    ``serving`` is (slices, nodes) or (slices, nodes, antennas), -1 for none:
+    a ground station with several antennas has one run per satellite it
+    tracks, overlapping in time.
+    """
+    if serving.ndim == 2:
+        serving = serving[:, :, None]
     out = []
-    T, G = serving.shape
+    T, G, _A = serving.shape
     for g in range(G):
-        col = serving[:, g]
-        k = 0
-        while k < T:
-            s = int(col[k])
-            j = k
-            while j + 1 < T and col[j + 1] == s:
-                j += 1
-            if s >= 0:
-                out.append((g, s, k, j))
-            k = j + 1
+        col = serving[:, g, :]
+        for s in np.unique(col[col >= 0]).tolist():
+            present = (col == s).any(axis=1)
+            edges = np.diff(np.concatenate([[0], present.astype(np.int8), [0]]))
+            for a, b in zip(np.nonzero(edges == 1)[0].tolist(), np.nonzero(edges == -1)[0].tolist()):
+                out.append((g, s, a, b - 1))
+    out.sort(key=lambda r: (r[0], r[2], r[1]))
     return out
 
 
@@ -246,7 +250,8 @@ class Model:
     # --- link schedules --------------------------------------------------------------
     @cached_property
     def serving(self) -> np.ndarray:
-        return np.stack([self.db.serving(k) for k in range(self.n_slices)])
+        """(slices, nodes, antennas): every ground link of the plan (column 0: the node's primary)."""
+        return np.stack([self.db.ground_links(k) for k in range(self.n_slices)])
 
     @cached_property
     def ground_links(self) -> list[GroundLink]:
@@ -311,8 +316,16 @@ class Model:
         return set(zip(L["a"].tolist(), L["b"].tolist(), L["dir_a"].tolist()))
 
     def ground_link_at(self, k: int) -> dict[int, GroundLink]:
-        """ground-node index -> the link serving it in slice k."""
+        """ground-node index -> its primary link in slice k (its own uplink)."""
+        if not 0 <= k < self.n_slices:
+            return {}
+        prim = self.serving[k, :, 0]
         return self._per_slice("gla", k, lambda: {gl.ground: gl for gl in self.ground_links
+                                                  if gl.first <= k <= gl.last and prim[gl.ground] == gl.sat})
+
+    def ground_links_at(self, k: int) -> dict[tuple[int, int], GroundLink]:
+        """(ground-node index, satellite) -> every ground link alive in slice k (all antennas)."""
+        return self._per_slice("gls", k, lambda: {(gl.ground, gl.sat): gl for gl in self.ground_links
                                                   if gl.first <= k <= gl.last})
 
     def shell_link_at(self, k: int) -> dict[tuple[int, int], ShellLink]:
@@ -391,8 +404,8 @@ class Model:
                 return None
             return IDX_DIR[direction], self.sat_ll(nb, OPPOSITE[direction])
         if direction == DOWN and down_target is not None:
-            gl = self.ground_link_at(k).get(down_target)
-            if gl is None or gl.sat != sat:
+            gl = self.ground_links_at(k).get((down_target, sat))
+            if gl is None:
                 return None
             return IDX_GROUND_SLOT + gl.sat_slot, self.ground_ll(down_target)
         links = self.shell_link_at(k)

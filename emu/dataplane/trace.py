@@ -300,7 +300,7 @@ def _capture_set(view: RunView, plan: dict | None, k: int, max_capture: int) -> 
     idx = {int(sats[n]["index"]) for n in on_path}
     slices = sorted({k, min(k + 1, view.db.n_slices - 1)})
     for kk in slices:  # where every ground node attaches: an unreachable plan stops short of it
-        idx |= {int(s) for s in view.db.serving(kk).tolist() if s >= 0}
+        idx |= {int(s) for s in view.db.ground_links(kk).ravel().tolist() if s >= 0}  # every antenna
     near = set(idx)
     for kk in slices:
         L = view.db.links(kk)
@@ -314,7 +314,7 @@ def _capture_set(view: RunView, plan: dict | None, k: int, max_capture: int) -> 
     chosen += [n["netns"] for n in view.nodes if n["kind"] != "satellite"]
     return chosen, {"scope": "path+neighbours", "namespaces": len(chosen),
                     "note": f"{len(everything)} namespaces in the run: watching the plan's path satellites and "
-                            f"every ground node's serving satellite, their ISL/shell neighbours in slices "
+                            f"every satellite a ground node links to, their ISL/shell neighbours in slices "
                             f"{k}..{k + 1}, and every ground and terrestrial node (--all watches everything)"}
 
 

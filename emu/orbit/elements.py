@@ -80,12 +80,8 @@ def tle_checksum(line: str) -> int:
     return sum(int(c) if c.isdigit() else (1 if c == "-" else 0) for c in line[:68]) % 10
 
 
-def read_tle_file(path: Path, field: str = "tle_file") -> list[tuple[str, str, str]]:
-    """Read a CelesTrak-style file: (name, line1, line2) triples; 2-line files get names from the catalogue number.
-
-    Refused as bad input (ScenarioError naming ``field`` and file:line): unreadable, larger than
-    MAX_TLE_BYTES, not ASCII, not name/line 1/line 2 groups, a line not 69 columns, a wrong checksum,
-    line 1 and 2 of different satellites, or elements SGP4 cannot read."""
+def _tle_lines(path: Path, field: str) -> list[tuple[int, str]]:
+    """The non-blank lines of a TLE file as (line number, text); refused if unreadable, too large or not ASCII."""
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_TLE_BYTES + 1)
@@ -97,7 +93,33 @@ def read_tle_file(path: Path, field: str = "tle_file") -> list[tuple[str, str, s
         text = raw.decode("ascii")
     except UnicodeDecodeError as exc:
         raise ScenarioError(f"not a TLE file (not ASCII text, byte {exc.start})", field, str(path)) from None
-    numbered = [(n + 1, ln.rstrip()) for n, ln in enumerate(text.splitlines()) if ln.strip()]
+    return [(n + 1, ln.rstrip()) for n, ln in enumerate(text.splitlines()) if ln.strip()]
+
+
+def _header_of(numbered: list[tuple[int, str]]) -> tuple[int, int] | None:
+    if numbered:
+        parts = numbered[0][1].split()
+        if len(parts) == 2 and all(p.isdigit() for p in parts):
+            return int(parts[0]), int(parts[1])
+    return None
+
+
+def tle_header(path: Path, field: str = "tle_file") -> tuple[int, int] | None:
+    """The ``<planes> <sats_per_plane>`` first line that reference simulators write (Hypatia's tles.txt), or None."""
+    return _header_of(_tle_lines(path, field))
+
+
+def read_tle_file(path: Path, field: str = "tle_file") -> list[tuple[str, str, str]]:
+    """Read a CelesTrak-style file: (name, line1, line2) triples; 2-line files get names from the catalogue number.
+
+    A first line of two integers (``<planes> <sats_per_plane>``, as Hypatia writes
+    its tles.txt) is skipped here; :func:`tle_satrecs` checks it against the scenario.
+    Refused as bad input (ScenarioError naming ``field`` and file:line): unreadable, larger than
+    MAX_TLE_BYTES, not ASCII, not name/line 1/line 2 groups, a line not 69 columns, a wrong checksum,
+    line 1 and 2 of different satellites, or elements SGP4 cannot read."""
+    numbered = _tle_lines(path, field)
+    if _header_of(numbered) is not None:
+        numbered = numbered[1:]
     lines = [ln for _, ln in numbered]
     out = []
     i = 0
@@ -142,6 +164,10 @@ def tle_satrecs(shell: Shell, path: Path, shell_index: int) -> list[tuple[Satell
     """
     triples = read_tle_file(path, f"shells.{shell_index}.tle_file")
     planes, spp = int(shell.planes), int(shell.sats_per_plane)
+    head = tle_header(path, f"shells.{shell_index}.tle_file")
+    if head is not None and head != (planes, spp):
+        raise ScenarioError(f"TLE file header says {head[0]} planes x {head[1]} satellites, the scenario "
+                            f"{planes} x {spp}", f"shells.{shell_index}.tle_file", str(path))
     if len(triples) != planes * spp:
         raise ScenarioError(f"TLE file holds {len(triples)} satellites, planes*sats_per_plane is {planes * spp}",
                             f"shells.{shell_index}.tle_file", str(path))

@@ -19,11 +19,30 @@ from emu.snapshot.series import SnapshotSeries
 
 @dataclass(frozen=True)
 class Attachments:
-    """serving[k, g]: satellite serving ground node g in slice k (-1: none visible)."""
+    """Who links to whom, per slice.
 
-    serving: np.ndarray
-    elevation_deg: np.ndarray
-    range_km: np.ndarray
+    ``links[k, g, j]``: the j-th satellite ground node g has a ground link to in
+    slice k (-1: antenna idle); a ground station has up to ``antennas`` of them,
+    a user terminal one. ``serving[k, g] = links[k, g, 0]`` is the primary one
+    (the ground node's own uplink, and the one a user terminal tunnels through).
+    ``link_range_km`` is aligned with ``links``.
+    """
+
+    links: np.ndarray
+    link_range_km: np.ndarray
+    link_elevation_deg: np.ndarray
+
+    @property
+    def serving(self) -> np.ndarray:
+        return self.links[:, :, 0]
+
+    @property
+    def elevation_deg(self) -> np.ndarray:
+        return self.link_elevation_deg[:, :, 0]
+
+    @property
+    def range_km(self) -> np.ndarray:
+        return self.link_range_km[:, :, 0]
 
     def handovers(self) -> list[tuple[int, int, int, int]]:
         """(slice, node, from_sat, to_sat) for every change of serving satellite (including to/from -1)."""
@@ -31,30 +50,142 @@ class Attachments:
         k, g = np.nonzero(s[1:] != s[:-1])
         return [(int(kk) + 1, int(gg), int(s[kk, gg]), int(s[kk + 1, gg])) for kk, gg in zip(k, g)]
 
+    def with_serving(self, k: int, node: int, sat: int, range_km: float, elevation_deg: float) -> None:
+        """Set a single-antenna node's link in slice k (the planner's shortest-path pass)."""
+        self.links[k, node, :] = -1
+        self.link_range_km[k, node, :] = np.nan
+        self.link_elevation_deg[k, node, :] = np.nan
+        self.links[k, node, 0] = sat
+        self.link_range_km[k, node, 0] = range_km
+        self.link_elevation_deg[k, node, 0] = elevation_deg
 
-def attachments(series: SnapshotSeries, policy: str) -> Attachments:
+
+def antennas_of(series: SnapshotSeries) -> np.ndarray:
+    """Antennas per ground node: the scenario's ``antennas`` for ground stations, 1 for user terminals."""
+    sc = series.loaded.scenario
+    ant = {g.name: g.antennas for g in sc.ground_stations}
+    return np.array([ant.get(n, 1) for n in series.ground.names], dtype=np.int32)
+
+
+def attachments(series: SnapshotSeries, policy: str, demand: list[dict[int, list[int]]] | None = None) -> Attachments:
+    """Ground links of every slice.
+
+    User terminals (one antenna) follow the attach ``policy``
+    (``shortest-path`` starts from highest-elevation here; the planner then
+    re-chooses with :func:`shortest_path_serving`). Ground stations link to up
+    to ``antennas`` visible satellites: an antenna keeps tracking its
+    satellite while it stays visible (a parabolic antenna follows one
+    satellite across the sky), free antennas take the highest-elevation
+    satellites farthest apart on the sky from those already linked (so the
+    links span every direction a shortest path may leave in); the primary
+    (column 0) is the highest-elevation linked satellite.
+    """
     v = series.visibility
     T, G = len(series), series.ground.size
-    serving = np.full((T, G), -1, dtype=np.int32)
-    elev = np.full((T, G), np.nan)
-    rng = np.full((T, G), np.nan)
+    ant = antennas_of(series)
+    A = int(ant.max()) if G else 1
+    links = np.full((T, G, A), -1, dtype=np.int32)
+    rng = np.full((T, G, A), np.nan)
+    elev = np.full((T, G, A), np.nan)
+    out = Attachments(links, rng, elev)
     if len(v.node) == 0:
-        return Attachments(serving, elev, rng)
+        return out
     if policy == "longest-visibility":
         score = _remaining_visibility(series) * 1000.0 + v.elevation_deg  # ties: higher elevation
     elif policy == "nearest":
         score = -v.range_km
-    else:  # highest-elevation
+    else:  # highest-elevation (and the starting point of shortest-path)
         score = v.elevation_deg.astype(float)
+    is_gs = np.array([k == "gs" for k in series.ground.kind], dtype=bool)
+    score = np.where(is_gs[v.node], v.elevation_deg, score)  # ground stations: by elevation
     key = v.slice.astype(np.int64) * G + v.node
     order = np.lexsort((-score, key))  # within each (slice, node), best score first
     first = np.ones(len(order), dtype=bool)
     first[1:] = key[order][1:] != key[order][:-1]
     best = order[first]
-    serving[v.slice[best], v.node[best]] = v.sat[best]
-    elev[v.slice[best], v.node[best]] = v.elevation_deg[best]
-    rng[v.slice[best], v.node[best]] = v.range_km[best]
-    return Attachments(serving, elev, rng)
+    ut_best = best[~is_gs[v.node[best]]]
+    links[v.slice[ut_best], v.node[ut_best], 0] = v.sat[ut_best]
+    elev[v.slice[ut_best], v.node[ut_best], 0] = v.elevation_deg[ut_best]
+    rng[v.slice[ut_best], v.node[ut_best], 0] = v.range_km[ut_best]
+    _track_gs_antennas(series, out, order, key[order], np.nonzero(is_gs)[0], ant, demand)
+    return out
+
+
+def _track_gs_antennas(series: SnapshotSeries, out: Attachments, order: np.ndarray, keys: np.ndarray,
+                       gs_nodes: np.ndarray, ant: np.ndarray, demand: list[dict[int, list[int]]] | None) -> None:
+    """Demand-first, sticky, sky-spread antenna assignment per ground station, slice by slice (see :func:`attachments`)."""
+    v = series.visibility
+    T, G = len(series), series.ground.size
+    starts = np.searchsorted(keys, np.arange(T * G, dtype=np.int64))
+    ends = np.searchsorted(keys, np.arange(T * G, dtype=np.int64), side="right")
+    ecef = series.ephemeris.ecef
+    for g in gs_nodes.tolist():
+        held: list[int] = []
+        here = series.ground.ecef[g]
+        for k in range(T):
+            rows = order[starts[k * G + g]:ends[k * G + g]]  # this slice's visible satellites, best first
+            sats = v.sat[rows].tolist()
+            pos = {s: i for i, s in enumerate(sats)}
+            held = [s for s in held if s in pos]
+            if demand is not None:
+                want = [s for s in demand[k].get(g, []) if s in pos][:ant[g]]
+                held = want + [s for s in held if s not in want][:max(0, ant[g] - len(want))]
+            if len(held) < ant[g] and len(held) < len(sats):
+                held = _spread(held, sats, ecef[k] - here, int(ant[g]))
+            mine = sorted(held, key=lambda s: pos[s])  # primary first: highest elevation among the linked
+            for j, s in enumerate(mine):
+                r = rows[pos[s]]
+                out.links[k, g, j] = s
+                out.link_range_km[k, g, j] = v.range_km[r]
+                out.link_elevation_deg[k, g, j] = v.elevation_deg[r]
+
+
+def _spread(held: list[int], sats: list[int], rel: np.ndarray, n: int) -> list[int]:
+    """Fill free antennas: start from the highest satellite, then repeatedly the visible satellite farthest
+    (in angle, as seen from the station) from every satellite already linked, so the links cover the whole
+    sky and a shortest path toward any direction finds an egress near its best one."""
+    held = list(held)
+    if not held:
+        held.append(sats[0])
+    cand = [s for s in sats if s not in held]
+    if not cand or len(held) >= n:
+        return held
+    d = rel[np.array(sats)]
+    d = d / np.linalg.norm(d, axis=1, keepdims=True)
+    idx = {s: i for i, s in enumerate(sats)}
+    ci = np.array([idx[s] for s in cand])
+    best_cos = np.max(d[ci] @ d[[idx[s] for s in held]].T, axis=1)  # closeness to the nearest linked one
+    while len(held) < n and len(ci):
+        j = int(np.argmin(best_cos))  # ties: the first, i.e. the higher elevation
+        held.append(sats[ci[j]])
+        best_cos = np.maximum(best_cos, d[ci] @ d[ci[j]])
+        ci = np.delete(ci, j)
+        best_cos = np.delete(best_cos, j)
+    return held
+
+
+def shortest_path_serving(cost: list[dict[int, float]], hysteresis: float) -> list[int]:
+    """One user terminal's serving satellite over the slices, from ``cost[k] = {sat: delay_ms to its target}``.
+
+    Rule (documented in docs/fidelity.md): in each slice take the visible
+    satellite with the least delay to the target; but keep the previous
+    slice's satellite while it is still visible, still reaches the target,
+    and its delay is at most ``(1 + hysteresis)`` times the least one. Ties go
+    to the lower satellite index. A slice with no finite cost gives -1.
+    """
+    out = []
+    cur = -1
+    for c in cost:
+        finite = {s: d for s, d in c.items() if np.isfinite(d)}
+        if not finite:
+            cur = -1
+            out.append(cur)
+            continue
+        best = min(finite, key=lambda s: (finite[s], s))
+        if cur not in finite or finite[cur] > finite[best] * (1.0 + hysteresis):
+            cur = best
+        out.append(cur)
+    return out
 
 
 def _remaining_visibility(series: SnapshotSeries) -> np.ndarray:

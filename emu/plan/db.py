@@ -32,9 +32,10 @@ from sgp4 import exporter
 from emu.errors import InputError, PlanInputError, echo
 from emu.plan import sign as signmod
 from emu.plan.planner import LINK_DTYPE, Plan, SlicePlan
+from emu.plan.shortest import PAIR_DTYPE
 from emu.plan.routing import SliceTables
 
-FORMAT_VERSION = "3"
+FORMAT_VERSION = "4"  # 3: the signed seal; 4: several ground links per ground station (serving is (nodes, antennas)), visible, pairs
 
 SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -50,9 +51,10 @@ CREATE TABLE slices(k INTEGER PRIMARY KEY, time_s REAL NOT NULL, entries INTEGER
                     raw_entries INTEGER NOT NULL, disconnected INTEGER NOT NULL,
                     tables BLOB NOT NULL, links BLOB NOT NULL, links_added BLOB NOT NULL,
                     links_removed BLOB NOT NULL, serving BLOB NOT NULL, gs_choice BLOB NOT NULL,
-                    bound_grc BLOB NOT NULL, manifest BLOB NOT NULL, signature BLOB NOT NULL);
+                    bound_grc BLOB NOT NULL, visible BLOB NOT NULL, pairs BLOB NOT NULL,
+                    manifest BLOB NOT NULL, signature BLOB NOT NULL);
 CREATE TABLE attachments(k INTEGER NOT NULL, node INTEGER NOT NULL, sat INTEGER NOT NULL,
-                         elevation_deg REAL, range_km REAL, PRIMARY KEY(k, node));
+                         elevation_deg REAL, range_km REAL, rank INTEGER NOT NULL, PRIMARY KEY(k, node, rank));
 CREATE TABLE handovers(k INTEGER NOT NULL, node INTEGER NOT NULL, from_sat INTEGER NOT NULL,
                        to_sat INTEGER NOT NULL);
 CREATE TABLE grc_coords(grc INTEGER NOT NULL, plen INTEGER NOT NULL, cell TEXT NOT NULL, lat REAL NOT NULL,
@@ -174,10 +176,10 @@ def _write_all(con, plan: Plan, key) -> None:
     att = plan.attach
     rows = []
     for k in range(len(plan.slices)):
-        for node in np.nonzero(att.serving[k] >= 0)[0]:
-            rows.append((k, int(node), int(att.serving[k, node]), float(att.elevation_deg[k, node]),
-                         float(att.range_km[k, node])))
-    con.executemany("INSERT INTO attachments VALUES (?, ?, ?, ?, ?)", rows)
+        for node, j in zip(*np.nonzero(att.links[k] >= 0)):
+            rows.append((k, int(node), int(att.links[k, node, j]), float(att.link_elevation_deg[k, node, j]),
+                         float(att.link_range_km[k, node, j]), int(j)))
+    con.executemany("INSERT INTO attachments VALUES (?, ?, ?, ?, ?, ?)", rows)
     con.executemany("INSERT INTO handovers VALUES (?, ?, ?, ?)", att.handovers())
     con.executemany("INSERT INTO associations VALUES (?, ?, ?)", association_rows(plan))
 
@@ -221,24 +223,37 @@ def _write_slice(con, plan: Plan, sp: SlicePlan, prev_links, key) -> np.ndarray:
         cur_k, prev_k = _links_key(links), _links_key(prev_links)
         added = links[~np.isin(cur_k, prev_k)]
         removed = prev_links[~np.isin(prev_k, cur_k)]
-    serving = plan.attach.serving[sp.index].astype("<i4")
+    serving = plan.attach.links[sp.index].astype("<i4")  # (nodes, antennas), -1: idle; column 0 primary
     bound = plan.bind.grc[sp.index].astype("<u4")
+    v = plan.series.visibility
+    lo, hi = plan.series._vis_bounds[sp.index], plan.series._vis_bounds[sp.index + 1]
+    visible = np.zeros(hi - lo, dtype=VISIBLE_DTYPE)
+    visible["node"], visible["sat"], visible["range_km"] = v.node[lo:hi], v.sat[lo:hi], v.range_km[lo:hi]
+    pairs = sp.pairs if sp.pairs is not None else np.zeros(0, dtype=PAIR_DTYPE)
     blobs = {
         "links": _pack(links), "links_added": _pack(added), "links_removed": _pack(removed),
-        "serving": _pack(serving), "gs_choice": _pack(sp.gs_choice.astype("<i4")), "bound_grc": _pack(bound),
+        "serving": _pack(np.array(serving.shape, "<i4"), serving), "gs_choice": _pack(sp.gs_choice.astype("<i4")),
+        "bound_grc": _pack(bound), "visible": _pack(visible), "pairs": _pack(pairs),
     }
-    manifest = b"".join(signmod.table_digests(T)) + slice_extras_digest(links, serving, sp.gs_choice, bound)
+    manifest = b"".join(signmod.table_digests(T)) + slice_extras_digest(links, serving, sp.gs_choice, bound,
+                                                                        visible, pairs)
     sig = signmod.sign(key, signmod.slice_message(plan.loaded.digest, sp.index, manifest))
-    con.execute("INSERT INTO slices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    con.execute("INSERT INTO slices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (sp.index, sp.time_s, int(T.sizes.sum()), int(sp.raw_entries.sum()), sp.disconnected, tables_blob,
                  blobs["links"], blobs["links_added"], blobs["links_removed"], blobs["serving"], blobs["gs_choice"],
-                 blobs["bound_grc"], manifest, sig))
+                 blobs["bound_grc"], blobs["visible"], blobs["pairs"], manifest, sig))
     return links
 
 
-def slice_extras_digest(links, serving, gs_choice, bound) -> bytes:
+VISIBLE_DTYPE = np.dtype([("node", "<i4"), ("sat", "<i4"), ("range_km", "<f8")])
+
+
+def slice_extras_digest(links, serving, gs_choice, bound, visible, pairs) -> bytes:
+    """Everything of a slice besides the tables: links, ground links (all antennas), GS choices, bindings,
+    what each ground node sees, and the planned-vs-optimum pair delays."""
     return signmod.blob_digest(np.ascontiguousarray(links).tobytes(), np.asarray(serving, "<i4").tobytes(),
-                               np.asarray(gs_choice, "<i4").tobytes(), np.asarray(bound, "<u4").tobytes())
+                               np.asarray(gs_choice, "<i4").tobytes(), np.asarray(bound, "<u4").tobytes(),
+                               np.ascontiguousarray(visible).tobytes(), np.ascontiguousarray(pairs).tobytes())
 
 
 @dataclass(frozen=True)
@@ -448,10 +463,34 @@ class PlanDB:
         return a, r
 
     def serving(self, k: int) -> np.ndarray:
-        s = self._blob(k, "serving", "<i4")[0]
-        if len(s) != len(self.ground) or ((s < -1) | (s >= len(self.sat_names))).any():
+        """Primary serving satellite per ground node (-1: none)."""
+        return self.ground_links(k)[:, 0].copy()
+
+    def ground_links(self, k: int) -> np.ndarray:
+        """(nodes, antennas): every satellite each ground node links to in slice k (-1: idle), primary first."""
+        shape, flat = self._blob(k, "serving", "<i4", "<i4")
+        if len(shape) != 2 or shape[0] != len(self.ground) or shape[1] < 1 or len(flat) != shape[0] * shape[1] \
+                or ((flat < -1) | (flat >= len(self.sat_names))).any():
             raise PlanInputError(f"plan: slice {k} attachments are damaged (got {echo(str(self.path))})")
-        return s
+        return flat.reshape(int(shape[0]), int(shape[1]))
+
+    def visible(self, k: int) -> np.ndarray:
+        """VISIBLE_DTYPE rows: every (ground node, satellite above its mask, slant range) of slice k."""
+        v = self._blob(k, "visible", VISIBLE_DTYPE)[0]
+        if ((v["node"] < 0) | (v["node"] >= len(self.ground)) | (v["sat"] < 0) | (v["sat"] >= len(self.sat_names))
+                | ~(v["range_km"] >= 0)).any():
+            raise PlanInputError(f"plan: slice {k} visibility is damaged (got {echo(str(self.path))})")
+        return v
+
+    def pairs(self, k: int) -> np.ndarray:
+        """PAIR_DTYPE rows: planned vs free-choice delay of each (UT, target) pair in slice k."""
+        return self._blob(k, "pairs", PAIR_DTYPE)[0]
+
+    def link_ranges(self, k: int) -> dict[tuple[int, int], float]:
+        """(ground node, satellite) -> slant range km of every ground link in slice k."""
+        self.check_slice(k)
+        return {(n, s): r for n, s, r in self.con.execute(
+            "SELECT node, sat, range_km FROM attachments WHERE k = ?", (k,))}
 
     def gs_choice(self, k: int) -> np.ndarray:
         g = self._blob(k, "gs_choice", "<i4")[0]

@@ -40,8 +40,9 @@ class PathFinder:
         links = self.db.links(k)
         nb, dl = neighbour_matrix(links, len(self.db.sat_names))
         att = {node: (sat, rng) for node, sat, rng in self.db.con.execute(
-            "SELECT node, sat, range_km FROM attachments WHERE k = ?", (k,))}
-        return tables, nb, dl, att, self.db.gs_choice(k)
+            "SELECT node, sat, range_km FROM attachments WHERE k = ? AND rank = 0", (k,))}
+        ranges = self.db.link_ranges(k)  # (node, sat) -> km: every ground link, all antennas
+        return tables, nb, dl, att, self.db.gs_choice(k), ranges
 
     def _table(self, k: int, s: int):
         return self._slice(k)[0].reference(s)
@@ -61,7 +62,7 @@ class PathFinder:
     def path(self, src: str, dst: str, k: int) -> dict:
         sk, src = self.resolve(src)
         dk, dst = self.resolve(dst)
-        tables, nb, dl, att, choice = self._slice(k)
+        tables, nb, dl, att, choice, ranges = self._slice(k)
         hops: list[dict] = []
         pre: list[dict] = []
         post: list[dict] = []
@@ -121,7 +122,10 @@ class PathFinder:
                 break
             if act.down_target is not None:
                 tgt = self.db.ground[act.down_target]
-                hops.append({"node": name, "egress": "Down", "delay_ms": att[act.down_target][1] / C_KM_S * 1e3})
+                rng_km = ranges.get((act.down_target, cur))
+                if rng_km is None:
+                    return self._unreachable(k, pre + hops, src, dst, f"{name}: Down to {tgt.name} has no ground link")
+                hops.append({"node": name, "egress": "Down", "delay_ms": rng_km / C_KM_S * 1e3})
                 hops.append({"node": tgt.name, "egress": last_gs_egress[0], "delay_ms": last_gs_egress[1]})
                 break
             eg = _pick(act)
@@ -133,10 +137,45 @@ class PathFinder:
         if target_ground is not None and hops[-1]["node"] != dst:
             return self._unreachable(k, pre + hops, src, dst, "delivered to the wrong node")
         all_hops = pre + hops + post
-        return {"slice": k, "time_s": self.db.slice_time(k), "reachable": True, "hops": all_hops,
-                "satellite_hops": sum(1 for h in hops if h["node"] in self.sat_index),
-                "one_way_delay_ms": round(sum(h["delay_ms"] for h in all_hops), 4),
-                "grc_dst": to_ipv4(grc_dst)}
+        segment = sum(h["delay_ms"] for h in hops if h["egress"] in ("Up", "Down") or h["node"] in self.sat_index)
+        out = {"slice": k, "time_s": self.db.slice_time(k), "reachable": True, "hops": all_hops,
+               "satellite_hops": sum(1 for h in hops if h["node"] in self.sat_index),
+               "one_way_delay_ms": round(sum(h["delay_ms"] for h in all_hops), 4),
+               "grc_dst": to_ipv4(grc_dst)}
+        if src in self.ground_by_name and target_ground is not None:
+            # stretch: the satellite segment (ground -> ... -> ground) over the free-choice optimum
+            opt = self.optimum(k, self.ground_by_name[src].idx, target_ground)
+            out["segment_delay_ms"] = round(segment, 4)
+            out["optimum_ms"] = None if opt is None else round(opt, 4)
+            out["stretch"] = None if not opt else round(segment / opt, 4)
+        return out
+
+    @lru_cache(maxsize=64)
+    def _free_distances(self, k: int, dst_node: int):
+        """Least delay from every satellite to ground node ``dst_node`` through any satellite it sees."""
+        import numpy as np
+
+        from emu.plan.routing import destination_distances
+
+        links = self.db.links(k)
+        vis = self.db.visible(k)
+        mine = vis[vis["node"] == dst_node]
+        terms = (np.zeros(len(mine), np.int64), mine["sat"].astype(np.int64), mine["range_km"] / C_KM_S * 1e3)
+        n = len(self.db.sat_names)
+        return destination_distances(n, links["a"], links["b"], links["delay_ms"].astype(float), terms, 1)[0]
+
+    def optimum(self, k: int, src_node: int, dst_node: int) -> float | None:
+        """Free-choice optimum: least up + ISL path + down over every satellite pair the two ends see
+        (no relaying through the ground); None if there is none."""
+        import numpy as np
+
+        vis = self.db.visible(k)
+        mine = vis[vis["node"] == src_node]
+        if len(mine) == 0:
+            return None
+        d = mine["range_km"] / C_KM_S * 1e3 + self._free_distances(k, dst_node)[mine["sat"]]
+        best = float(np.min(d))
+        return best if np.isfinite(best) else None
 
     def _unreachable(self, k, hops, src, dst, why) -> dict:
         return {"slice": k, "time_s": self.db.slice_time(k), "reachable": False, "reason": why, "hops": hops,

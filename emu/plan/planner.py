@@ -20,8 +20,10 @@ import numpy as np
 from emu.plan import actions
 from emu.plan import association as assocmod
 from emu.plan.attach import (Attachments, Bindings, MappingRow, attachments, bindings, candidate_order, ground_grcs,
-                             mapping_table, select_gs)
-from emu.plan.routing import Destinations, SliceTables, aggregate, down_code, graph_distances, next_hop_codes
+                             mapping_table, shortest_path_serving)
+from emu.plan.routing import Destinations, SliceTables, aggregate, destination_distances, down_code, next_hop_codes
+from emu.plan.shortest import FreeSlice, antennas_scarce, free_pass, gs_choice, pair_delays, shortest_path_costs
+from emu.snapshot.ground import C_KM_S
 from emu.scenario.load import LoadedScenario
 from emu.snapshot.series import SnapshotSeries
 
@@ -37,13 +39,14 @@ class SlicePlan:
     links: np.ndarray  # structured: a, b, dir_a, dir_b, delay_ms
     gs_choice: np.ndarray  # (uts, 2) ground-node index [chosen, backup]
     disconnected: int  # (satellite, destination) pairs with no path
+    pairs: np.ndarray | None = None  # shortest.PAIR_DTYPE: planned vs free-choice delay per (UT, target) this slice
 
 
 @dataclass
 class Plan:
     loaded: LoadedScenario
     series: SnapshotSeries
-    attach: Attachments
+    attach: Attachments | None
     bind: Bindings
     ground_grc: np.ndarray
     ground_plen: np.ndarray
@@ -52,6 +55,7 @@ class Plan:
     slices: list[SlicePlan] = field(default_factory=list)
     wall_s: float = 0.0
     association: dict[str, np.ndarray] = field(default_factory=dict)  # policy -> core[k, s] (association.py)
+    free: list[FreeSlice] | None = None  # per slice, both ends free (emu.plan.shortest.free_pass)
 
     @property
     def destinations_count(self) -> int:
@@ -76,20 +80,29 @@ def neighbour_matrix(links: np.ndarray, n_sats: int) -> tuple[np.ndarray, np.nda
 
 
 def destinations_for(plan: Plan, k: int) -> Destinations:
+    """Ground nodes (a Down entry on every satellite each links to) and, if configured, satellites' own GRCs."""
     sc = plan.loaded.scenario
     G = plan.series.ground.size
     addr = [plan.ground_grc]
     plen = [plan.ground_plen]
     term = [plan.attach.serving[k].astype(np.int32)]
     tcode = [np.array([down_code(g) for g in range(G)], dtype=np.int64)]
+    g_idx, j = np.nonzero(plan.attach.links[k] >= 0)
+    t_dest = [g_idx]
+    t_sat = [plan.attach.links[k][g_idx, j].astype(np.int64)]
+    t_delay = [plan.attach.link_range_km[k][g_idx, j] / C_KM_S * 1e3]
     if sc.routing.satellite_destinations:
         N = plan.series.constellation.size
         addr.append(plan.bind.grc[k])
         plen.append(np.full(N, 11 + 3 * plan.bind.level, dtype=np.uint8))
         term.append(np.arange(N, dtype=np.int32))
         tcode.append(np.full(N, actions.local(), dtype=np.int64))
+        t_dest.append(G + np.arange(N))
+        t_sat.append(np.arange(N, dtype=np.int64))
+        t_delay.append(np.zeros(N))
     return Destinations(np.concatenate(addr).astype(np.uint32), np.concatenate(plen).astype(np.uint8),
-                        np.concatenate(term), np.concatenate(tcode))
+                        np.concatenate(term), np.concatenate(tcode),
+                        (np.concatenate(t_dest), np.concatenate(t_sat), np.concatenate(t_delay)))
 
 
 def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
@@ -98,40 +111,45 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
     sc = loaded.scenario
     series = SnapshotSeries(loaded, n_slices)
     shell_map = sc.grc.shell_codes
-    att = attachments(series, sc.routing.attach_policy)
     g_grc, g_plen = ground_grcs(series, shell_map)
     from emu.addressing.grc import decode
 
     ground_cells = {int(__import__("h3").str_to_int(decode(int(x)).cell)) for x in g_grc}
     bind = bindings(series, shell_map, ground_cells)
     mapping = mapping_table(series, g_grc)
-    plan = Plan(loaded, series, att, bind, g_grc, g_plen, mapping, candidate_order(series, mapping))
-    plan.association = plan_association(plan)
+    plan = Plan(loaded, series, None, bind, g_grc, g_plen, mapping, candidate_order(series, mapping))
+    n = len(series)
+    plan.free = list(_per_slice(plan, free_pass, n))  # both ends free: the optimum, and where antennas are needed
+    demand = [f.demand for f in plan.free] if antennas_scarce(plan) else None
+    plan.attach = attachments(series, sc.routing.attach_policy, demand)
     if bind.moved:
         log.info("%d satellite bindings moved to a neighbouring cell to stay unique", bind.moved)
-    n = len(series)
-    workers = min(os.cpu_count() or 1, 4) if n >= 32 else 1
-    if workers > 1:
-        # slices are independent: fork workers that share the snapshots copy-on-write
-        global _FORK_PLAN
-        _FORK_PLAN = plan
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(workers) as pool:
-            for k, sp in enumerate(pool.imap(_plan_slice_forked, range(n), chunksize=4)):
-                plan.slices.append(sp)
-                if progress:
-                    progress(k + 1, n)
-        _FORK_PLAN = None
-    else:
-        for k in range(n):
-            plan.slices.append(plan_slice(plan, k))
-            if progress:
-                progress(k + 1, n)
+    if sc.routing.attach_policy == "shortest-path":
+        costs = list(_per_slice(plan, shortest_path_costs, n))
+        _apply_shortest_path(plan, costs)
+    plan.association = plan_association(plan)  # after the attachments are final: UTs' serving satellites
+    for k, sp in enumerate(_per_slice(plan, plan_slice, n)):
+        plan.slices.append(sp)
+        if progress:
+            progress(k + 1, n)
     plan.wall_s = time.perf_counter() - t0
     return plan
 
 
-_FORK_PLAN: Plan | None = None
+def _apply_shortest_path(plan: Plan, costs: list[dict[int, dict[int, float]]]) -> None:
+    """Sequential over slices (hysteresis needs the previous choice): set every UT's serving satellite."""
+    series = plan.series
+    hyst = plan.loaded.scenario.routing.attach_hysteresis
+    v = series.visibility
+    for u in plan.gs_order:
+        chosen = shortest_path_serving([c.get(u, {}) for c in costs], hyst)
+        for k, s in enumerate(chosen):
+            if s < 0:
+                plan.attach.with_serving(k, u, -1, np.nan, np.nan)
+                continue
+            lo, hi = series._vis_bounds[k], series._vis_bounds[k + 1]
+            r = lo + np.nonzero((v.node[lo:hi] == u) & (v.sat[lo:hi] == s))[0][0]
+            plan.attach.with_serving(k, u, s, float(v.range_km[r]), float(v.elevation_deg[r]))
 
 
 def plan_association(plan: Plan) -> dict[str, np.ndarray]:
@@ -144,8 +162,29 @@ def plan_association(plan: Plan) -> dict[str, np.ndarray]:
             for p in assocmod.POLICIES}
 
 
-def _plan_slice_forked(k: int) -> SlicePlan:
-    return plan_slice(_FORK_PLAN, k)
+_FORK_PLAN: Plan | None = None
+_FORK_FN = None
+
+
+def _per_slice(plan: Plan, fn, n: int):
+    """fn(plan, k) for k in 0..n-1, in order; slices are independent: forked workers share the snapshots copy-on-write."""
+    workers = min(os.cpu_count() or 1, 4) if n >= 32 else 1
+    if workers == 1:
+        for k in range(n):
+            yield fn(plan, k)
+        return
+    global _FORK_PLAN, _FORK_FN
+    _FORK_PLAN, _FORK_FN = plan, fn
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(workers) as pool:
+            yield from pool.imap(_forked, range(n), chunksize=4)
+    finally:
+        _FORK_PLAN, _FORK_FN = None, None
+
+
+def _forked(k: int):
+    return _FORK_FN(_FORK_PLAN, k)
 
 
 def plan_slice(plan: Plan, k: int) -> SlicePlan:
@@ -154,27 +193,19 @@ def plan_slice(plan: Plan, k: int) -> SlicePlan:
     N = snap.constellation.size
     L = snap.links
     dest = destinations_for(plan, k)
-    terms, term_index = np.unique(np.where(dest.term_sat >= 0, dest.term_sat, 0), return_inverse=True)
-    dist = graph_distances(N, L.a, L.b, L.delay_ms, terms)
-    codes = next_hop_codes(snap.neighbours, snap.neighbour_delay_ms, dist, dest, term_index,
+    dist = destination_distances(N, L.a, L.b, L.delay_ms, dest.terminals(), len(dest.addr))
+    codes = next_hop_codes(snap.neighbours, snap.neighbour_delay_ms, dist, dest,
                            sc.routing.multipath, sc.routing.ucmp_tolerance)
     tables = aggregate(codes, dest.addr, dest.plen, sc.routing.aggregate)
     raw = np.count_nonzero(codes, axis=1)
-    # multi-source selection: a UT reaches a GS when both are attached and their satellites are connected
+    # multi-source selection: a UT reaches a GS when its serving satellite has a path to one the GS links to
+    G = plan.series.ground.size
     serving = plan.attach.serving[k].astype(np.int64)
-    row_of = np.full(N, -1, dtype=np.int64)
-    row_of[terms] = np.arange(len(terms))
-    # reach[g_node, u_node]: the satellite segment connects ground node g's satellite with u's (one numpy gather)
-    rows = np.where(serving >= 0, row_of[np.maximum(serving, 0)], -1)
-    reach = (rows[:, None] >= 0) & (serving[None, :] >= 0)
-    reach &= np.isfinite(dist[np.maximum(rows, 0)][:, np.maximum(serving, 0)]) if len(terms) else False
-
-    def reachable(u: int, g: int) -> bool:
-        return bool(reach[g, u])
-
-    choice = select_gs(sc.routing.gs_selection, plan.gs_order, reachable)
+    dist_to = {g: dist[g] for g in range(G)}
+    choice = gs_choice(plan, dist_to, {u: serving[u:u + 1] for u in plan.gs_order if serving[u] >= 0})
     links = np.zeros(len(L), dtype=LINK_DTYPE)
     links["a"], links["b"], links["dir_a"], links["dir_b"] = L.a, L.b, L.dir_a, L.dir_b
     links["delay_ms"] = L.delay_ms
     disconnected = int(np.count_nonzero(codes == 0))  # includes destinations not attached this slice
-    return SlicePlan(k, float(snap.time_s), tables, raw, links, choice, disconnected)
+    pairs = pair_delays(plan, snap, dist, choice, plan.free[k] if plan.free else free_pass(plan, k))
+    return SlicePlan(k, float(snap.time_s), tables, raw, links, choice, disconnected, pairs)

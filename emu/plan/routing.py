@@ -33,12 +33,27 @@ _EPS = 1e-9
 
 @dataclass(frozen=True)
 class Destinations:
-    """The destinations of one slice: address, prefix length, terminal satellite and terminal action."""
+    """The destinations of one slice: address, prefix length, terminal satellites and terminal action.
+
+    A destination ends at one or more terminal satellites: ``term_sat`` is the
+    primary one (-1: not attached this slice); ``links``, when given, lists
+    every terminal as parallel arrays (destination, satellite, last-hop delay
+    in ms): a ground station with several antennas has a Down entry on each
+    satellite it links to, and the shortest paths choose among them.
+    """
 
     addr: np.ndarray  # uint32 GRC
     plen: np.ndarray  # uint8
     term_sat: np.ndarray  # int32, -1: not attached this slice
     term_code: np.ndarray  # int64 action at the terminal satellite
+    links: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def terminals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(destination, satellite, last-hop delay ms) of every terminal."""
+        if self.links is not None:
+            return self.links
+        d = np.nonzero(self.term_sat >= 0)[0]
+        return d, self.term_sat[d].astype(np.int64), np.zeros(len(d))
 
 
 @dataclass(frozen=True)
@@ -75,16 +90,52 @@ def graph_distances(n_sats: int, a: np.ndarray, b: np.ndarray, delay_ms: np.ndar
     return np.atleast_2d(dijkstra(g, directed=True, indices=sources))
 
 
-def next_hop_codes(nb: np.ndarray, nb_delay: np.ndarray, dist: np.ndarray, dest: Destinations, term_index: np.ndarray,
+def destination_distances(n_sats: int, a: np.ndarray, b: np.ndarray, delay_ms: np.ndarray,
+                          terminals: tuple[np.ndarray, np.ndarray, np.ndarray], n_dest: int) -> np.ndarray:
+    """(n_dest, sats): least delay (ms) from every satellite to every destination through any of its terminals.
+
+    Each destination is a virtual node with one edge *out* to each of its
+    terminal satellites, weighted by the last hop's delay (0 for a
+    satellite's own address); with no edge into a virtual node, no path
+    relays through a ground node. One Dijkstra per destination that has a
+    terminal; ``inf`` elsewhere.
+    """
+    t_dest, t_sat, t_delay = terminals
+    out = np.full((n_dest, n_sats), np.inf)
+    live = np.unique(t_dest)
+    if len(live) == 0:
+        return out
+    vid = np.full(n_dest, -1, dtype=np.int64)
+    vid[live] = n_sats + np.arange(len(live))
+    n = n_sats + len(live)
+    # a tiny positive weight stands for 0 (scipy drops explicit zeros from sparse graphs)
+    w = np.maximum(np.asarray(t_delay, dtype=float), 1e-12)
+    rows = np.concatenate([a, b, vid[t_dest]])
+    cols = np.concatenate([b, a, t_sat])
+    g = coo_matrix((np.concatenate([delay_ms, delay_ms, w]), (rows, cols)), shape=(n, n)).tocsr()
+    out[live] = np.atleast_2d(dijkstra(g, directed=True, indices=vid[live]))[:, :n_sats]
+    return out
+
+
+def next_hop_codes(nb: np.ndarray, nb_delay: np.ndarray, dist: np.ndarray, dest: Destinations,
                    policy: str, ucmp_tolerance: float) -> np.ndarray:
-    """(sats, dests) action codes; 0 where the destination is unreachable from the satellite."""
+    """(sats, dests) action codes; 0 where the destination is unreachable from the satellite.
+
+    ``dist[d, s]``: least delay from satellite s to destination d
+    (:func:`destination_distances`). A terminal satellite delivers (Down or
+    local) unless its neighbours offer a strictly shorter way to another
+    terminal of the same destination (a ground station with several
+    antennas); every other satellite forwards to the neighbours on a shortest
+    path, so each hop strictly lowers the remaining delay: no loops.
+    """
     n_sats = nb.shape[0]
     n_dest = len(dest.addr)
     codes = np.zeros((n_sats, n_dest), dtype=np.int64)
-    live = np.nonzero(dest.term_sat >= 0)[0]
+    t_dest, t_sat, t_delay = dest.terminals()
+    live = np.unique(t_dest)
     if len(live) == 0:
         return codes
-    D = dist[term_index[live]]  # (L, sats): distance to the terminal satellite
+    D = dist[live]  # (L, sats): distance to the destination
     has = nb >= 0
     nbi = np.where(has, nb, 0)
     C = np.where(has[None], nb_delay[None] + D[:, nbi], np.inf)  # (L, sats, 6)
@@ -115,9 +166,10 @@ def next_hop_codes(nb: np.ndarray, nb_delay: np.ndarray, dist: np.ndarray, dest:
         for d in range(6):
             code |= np.where(sel[..., d], (np.int64(1) << d) | (w[..., d] << (6 + 7 * d)), 0)
     code = np.where(ok, code, 0)
-    # terminal satellites: Down to the ground node, or local delivery
-    tcol = dest.term_sat[live]
-    code[np.arange(len(live)), tcol] = dest.term_code[live]
+    # terminal satellites: Down to the ground node, or local delivery (unless a neighbour is strictly shorter)
+    row = np.searchsorted(live, t_dest)
+    deliver = t_delay <= best[row, t_sat] + _EPS
+    code[row[deliver], t_sat[deliver]] = dest.term_code[t_dest[deliver]]
     codes[:, live] = code.T
     return codes
 

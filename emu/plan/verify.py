@@ -12,8 +12,9 @@ loops) and §Segmented Longest Match.
 For every slice, every satellite and every destination, the destination's
 GRC is looked up with segmented longest match in the stored tables and the
 forwarding is followed (all ECMP/UCMP branches, the active branch of
-active-standby entries). A pair must end with Down at the satellite serving
-the right ground node (or local delivery at the right satellite) whenever
+active-standby entries). A pair must end with Down at a satellite that links
+to the right ground node (a ground station with several antennas has several:
+any of them), or local delivery at the right satellite, whenever
 the links of that slice connect them: no loops, no black holes. Pairs with
 no path are counted as disconnected, not hidden. A random sample of lookups
 is cross-checked against the pure-Python reference
@@ -103,7 +104,7 @@ def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progr
         rep.slices += 1
         tables = db.tables(k)
         links = db.links(k)
-        serving = db.serving(k)
+        serving = db.ground_links(k)
         bound = db.bound_grc(k)
         manifest, signature = db.slice_signature(k)
         if not signmod.check(pub, signature, signmod.slice_message(db.meta["scenario_digest"], k, manifest)):
@@ -113,23 +114,25 @@ def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progr
         for s in range(n_sats):
             if s >= len(digests) or digests[s] != expect[s]:
                 rep.fail(f"slice {k}: satellite {db.sat_names[s]}: table does not match its signed digest")
-        extras = slice_extras_digest(links, serving, db.gs_choice(k), bound)
+        extras = slice_extras_digest(links, serving, db.gs_choice(k), bound, db.visible(k), db.pairs(k))
         if manifest[n_sats * 32:] != extras:
             rep.fail(f"slice {k}: links/attachments/bindings do not match their signed digest")
         if not walk:
             continue
         addrs = [np.array([g.grc for g in ground], dtype=np.uint32)]
-        term_sat = [serving.astype(np.int64)]
         names = [g.name for g in ground]
         kinds = ["ground"] * len(ground)
         if routing.get("satellite_destinations"):
             addrs.append(bound)
-            term_sat.append(np.arange(n_sats))
             names += db.sat_names
             kinds += ["satellite"] * n_sats
         addr = np.concatenate(addrs).astype(np.uint32)
-        tsat = np.concatenate(term_sat)
-        _walk_slice(db, rep, k, tables, links, addr, tsat, names, kinds, len(ground))
+        term = np.zeros((n_sats, len(addr)), dtype=bool)  # term[s, d]: s may deliver destination d
+        g_idx, j = np.nonzero(serving >= 0)
+        term[serving[g_idx, j], g_idx] = True
+        if routing.get("satellite_destinations"):
+            term[np.arange(n_sats), len(ground) + np.arange(n_sats)] = True
+        _walk_slice(db, rep, k, tables, links, addr, term, names, kinds, len(ground))
         # cross-check the vectorised lookup against the pure-Python reference on a sample
         for _ in range(sample):
             s = rng.randrange(n_sats)
@@ -175,7 +178,7 @@ def _check_association(db: PlanDB, rep: VerifyReport) -> None:
             rep.fail(f"association: {policy} slice {int(diff[0])}: differs from the association algorithm's result")
 
 
-def _walk_slice(db, rep, k, tables, links, addr, tsat, names, kinds, n_ground) -> None:
+def _walk_slice(db, rep, k, tables, links, addr, term, names, kinds, n_ground) -> None:
     n = len(tables.offsets) - 1
     nb = neighbour_matrix(links, n)[0]
     A = lookup_all(tables, addr)  # (sats, dests)
@@ -187,8 +190,7 @@ def _walk_slice(db, rep, k, tables, links, addr, tsat, names, kinds, n_ground) -
     downbit = (A >> 4) & 1
     is_ground = dest_idx < n_ground
     good = np.zeros((n, D), dtype=bool)
-    sats = np.arange(n)[:, None]
-    at_term = sats == tsat[None, :]
+    at_term = term
     right_down = is_ground & (downbit == 1) & (target == dest_idx)
     right_local = ~is_ground & (kind == actions.LOCAL)
     good |= at_term & (right_down | right_local)
@@ -216,8 +218,12 @@ def _walk_slice(db, rep, k, tables, links, addr, tsat, names, kinds, n_ground) -
         good[ps[sg], pd[sg]] = True
         keep = ~sg
         ps, pd, psucc, puse = ps[keep], pd[keep], psucc[keep], puse[keep]
-    attached = tsat >= 0
-    connected = attached[None, :] & (comp[:, None] == comp[np.maximum(tsat, 0)][None, :])
+    # connected: the satellite's component holds a terminal of the destination
+    n_comp = int(comp.max()) + 1 if n else 0
+    comp_has = np.zeros((n_comp, D), dtype=bool)
+    ts, td = np.nonzero(term)
+    comp_has[comp[ts], td] = True
+    connected = comp_has[comp]
     rep.pairs_checked += int(connected.sum())
     rep.disconnected += int((~connected).sum())
     bad = connected & ~good

@@ -146,12 +146,21 @@ class Operator(Strict):
         return str(net)
 
 
+DEFAULT_GS_ANTENNAS = 8
+"""Parabolic antennas per ground station (gateway) by default: SpaceX's 2019 FCC applications for its first
+Starlink gateway earth stations (IBFS SES-LIC-INTR2019-00877 .. -00882: North Bend WA, Conrad MT, Merrillan WI,
+Greenville PA, Redmond WA, Hawthorne CA) describe eight 1.5 m parabolic antennas per gateway site, each
+tracking one satellite. See docs/fidelity.md."""
+
+
 class GroundStation(Strict):
     name: Name
     lat: Lat
     lon: Lon
     operator: Name
     min_elevation_deg: Elevation = 25.0
+    antennas: Annotated[int, Field(ge=1, le=32)] = DEFAULT_GS_ANTENNAS  # ground links to up to this many satellites
+    max_range_km: Annotated[float, Field(gt=0.0, le=50000.0)] | None = None  # also require slant range <= this
 
 
 class UserTerminal(Strict):
@@ -161,6 +170,8 @@ class UserTerminal(Strict):
     operator: Name
     device: Name
     min_elevation_deg: Elevation = 25.0
+    max_range_km: Annotated[float, Field(gt=0.0, le=50000.0)] | None = None  # also require slant range <= this
+    destination: Name | None = None  # attach policy shortest-path: minimise the delay to this ground node (UT<->UT)
 
 
 class Internet(Strict):
@@ -258,7 +269,9 @@ class RoutingCfg(Strict):
 
     multipath: Literal["ecmp", "ucmp", "active-standby"] = "ecmp"
     ucmp_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
-    attach_policy: Literal["highest-elevation", "longest-visibility", "nearest"] = "highest-elevation"
+    attach_policy: Literal["highest-elevation", "longest-visibility", "nearest", "shortest-path"] = "highest-elevation"
+    attach_hysteresis: Annotated[float, Field(ge=0.0, le=1.0)] = 0.02  # shortest-path: keep the current satellite
+    # while its delay is within this fraction of the best (emu.plan.attach.shortest_path_serving)
     gs_selection: Literal["proximity", "load-balance", "primary-backup"] = "proximity"
     satellite_destinations: bool = True
     aggregate: bool = True
@@ -295,6 +308,11 @@ class Scenario(Strict):
             if SATELLITE_NAME.match(n):
                 raise ValueError(f"node names: 'sat' and a digit begins satellites' names (got {n!r})")
         ops = {o.name for o in self.operators}
+        ground = {g.name for g in self.ground_stations} | {u.name for u in self.user_terminals}
+        for i, u in enumerate(self.user_terminals):
+            if u.destination is not None and (u.destination not in ground or u.destination == u.name):
+                raise ValueError(f"user_terminals.{i}.destination: not another ground station or user terminal "
+                                 f"(got {u.destination!r})")
         for kind, items in (("ground_stations", self.ground_stations), ("user_terminals", self.user_terminals)):
             for i, item in enumerate(items):
                 if item.operator not in ops:

@@ -2,7 +2,9 @@
 
 A satellite is visible from a ground node when its elevation is at least the
 node's minimum elevation (satellite-semantic-addressing §5.2 uses 25 and 35
-degrees; the scenario sets it per node).
+degrees; the scenario sets it per node) and, if the node sets
+``max_range_km``, its slant range is at most that (the way reference
+simulators such as Hypatia state a ground link's reach).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class GroundNodes:
     min_elevation_deg: np.ndarray
     ecef: np.ndarray  # (g, 3) km
     up: np.ndarray  # (g, 3) unit local vertical
+    max_range_km: np.ndarray | None = None  # (g,) inf where unset
 
     @property
     def size(self) -> int:
@@ -54,6 +57,7 @@ def ground_nodes(sc: Scenario) -> GroundNodes:
         min_elevation_deg=np.array([i.min_elevation_deg for _, i in items], dtype=float),
         ecef=geodetic_to_ecef(lat, lon).reshape(-1, 3),
         up=up,
+        max_range_km=np.array([i.max_range_km if i.max_range_km is not None else np.inf for _, i in items], dtype=float),
     )
 
 
@@ -88,7 +92,10 @@ def visibility(nodes: GroundNodes, sat_ecef: np.ndarray, chunk: int = 16) -> Vis
         d = sub[:, None, :, :] - nodes.ecef[None, :, None, :]  # (c, g, s, 3)
         rng = np.linalg.norm(d, axis=-1)
         sin_el = np.einsum("cgsk,gk->cgs", d, nodes.up) / rng
-        t, g, s = np.nonzero(sin_el >= sin_mask)
+        seen = sin_el >= sin_mask
+        if nodes.max_range_km is not None and np.isfinite(nodes.max_range_km).any():
+            seen &= rng <= nodes.max_range_km[None, :, None]
+        t, g, s = np.nonzero(seen)
         parts.append((t + t0, g, s, np.degrees(np.arcsin(sin_el[t, g, s])), rng[t, g, s]))
     cat = [np.concatenate([p[i] for p in parts]) for i in range(5)]
     return Visibility(cat[0].astype(np.int32), cat[1].astype(np.int32), cat[2].astype(np.int32), cat[3], cat[4])

@@ -95,6 +95,10 @@ def test_accelerated_run_loses_nothing_where_the_path_persists(env, plan, record
     print(json.dumps(summary))
     assert probes.sent > 3000
     assert not lost_persist, (lost_persist[:20], summary)
+    # default.yaml is sized for continuous coverage (emu.addressing.coverage): the plan gives dev1 a path to
+    # inet in every slice, so no probe may be lost for want of one (topologies/sparse.yaml is the gap study)
+    assert all(sig[k] is not None for k in range(SLICES)), [k for k in range(SLICES) if sig[k] is None]
+    assert not lost_gap, (lost_gap[:20], summary)
 
 
 def _controller_pid(run_dir: Path) -> int | None:

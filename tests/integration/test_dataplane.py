@@ -185,7 +185,11 @@ def test_altered_plan_is_refused(env, plan, tmp_path):
 
 def test_bad_scenario_builds_nothing(env, tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(DEFAULT.read_text().replace("altitude_km: 550", "altitude_km: 55000"))
+    import re
+
+    text, n = re.subn(r"altitude_km: \d+", "altitude_km: 55000", DEFAULT.read_text())
+    assert n == 1
+    bad.write_text(text)
     before = set(netns.list_names(env["LEOEMU_RUN_ID_PREFIX"]))
     p = leo(env, "up", str(bad), check=False)
     assert p.returncode == 2 and "shells.0.altitude_km" in p.stderr

@@ -220,11 +220,15 @@ def _copy(p, tmp_path):
 
 
 def test_tampered_association_is_rejected(planned, tmp_path) -> None:
+    from emu.plan.db import unpack_core
+
     _plan, p, _key = planned
     q = _copy(p, tmp_path)
     con = sqlite3.connect(q)
-    (blob,) = con.execute("SELECT core FROM associations WHERE policy = 'dynamic' AND k = 0").fetchone()
-    con.execute("UPDATE associations SET core = ? WHERE policy = 'dynamic' AND k = 7", (blob,))
+    blobs = [bytes(b) for (b,) in con.execute("SELECT core FROM associations WHERE policy = 'dynamic' ORDER BY k")]
+    # another slice's (different) association in place of slice k's: with continuous coverage many slices agree
+    k = next(i for i, b in enumerate(blobs) if unpack_core(b).tolist() != unpack_core(blobs[0]).tolist())
+    con.execute("UPDATE associations SET core = ? WHERE policy = 'dynamic' AND k = ?", (blobs[0], k))
     con.commit()
     con.close()
     rep = verify(PlanDB(q), walk=False)

@@ -28,6 +28,26 @@ def test_intervals_are_runs_of_one_serving_satellite() -> None:
     assert _intervals(serving) == [(0, 1, 0, 1), (0, 3, 2, 3), (1, 2, 1, 2)]
 
 
+def test_intervals_of_several_antennas_overlap() -> None:
+    # one ground station, two antennas: satellite 5 tracked for slices 0..2 while 7 comes and 8 replaces it
+    serving = np.array([[[5, 7]], [[7, 5]], [[5, 8]], [[8, -1]]])
+    assert _intervals(serving) == [(0, 5, 0, 2), (0, 7, 0, 1), (0, 8, 2, 3)]
+
+
+def test_every_antenna_link_has_a_down_next_hop(model) -> None:
+    multi = 0
+    for k in range(model.n_slices):
+        links = model.db.ground_links(k)
+        for g, row in enumerate(links):
+            sats = [int(s) for s in row if s >= 0]
+            multi += len(sats) > 1
+            for s in sats:
+                gl = model.ground_links_at(k)[(g, s)]
+                assert gl.first <= k <= gl.last
+                assert model.nexthop_of(s, 4, k, g) == (100 + gl.sat_slot, model.ground_ll(g))
+    assert multi > 0  # the default scenario's ground stations do use several antennas
+
+
 def test_slots_never_overlap_in_time() -> None:
     items = [("a", 0, 5), ("a", 3, 9), ("a", 6, 8), ("a", 10, 12), ("b", 0, 12)]
     slots = _assign_slots(items, lambda x: x[0], lambda x: (x[1], x[2]))

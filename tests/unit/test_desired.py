@@ -350,3 +350,31 @@ def test_tunnel_config_terminates_each_operators_terminals(model, mode) -> None:
     else:
         assert not cfg.fdbs and not cfg.neighs and not cfg.routes
         assert {(r.node, r.dst) for r in cfg.encap_routes} == {(g.name, str(m.user_subnets[u.idx])) for g, u in pairs}
+
+
+def test_every_antenna_link_exists_and_gets_its_delay(model) -> None:
+    """A ground station with several antennas: a link per (station, satellite) it links to, each delayed by
+    its own slant range (kernels with netem). spec: docs/fidelity.md (antennas)."""
+    import dataclasses
+
+    from emu.dataplane.runconfig import RunConfig, scenario_of_plan
+
+    m = Model.from_plan(model.db, "zz01", cfg=dataclasses.replace(
+        RunConfig.from_scenario(scenario_of_plan(model.db)), netem=True))
+    d = D.Desired(m)
+    several = 0
+    for k in (0, 9):
+        st = d.state(k)
+        gl = m.db.ground_links(k)
+        ranges = m.db.link_ranges(k)
+        want = {(g, int(s)) for g, row in enumerate(gl) for s in row if s >= 0}
+        several += sum(1 for g in range(len(gl)) if (gl[g] >= 0).sum() > 1)
+        assert set(m.ground_links_at(k)) == want
+        for (g, s) in want:
+            link = m.ground_links_at(k)[(g, s)]
+            v = D.ground_veth(m, link)
+            assert v in st.links
+            us = int(round(ranges[(g, s)] / 299792.458 * 1e6))
+            assert st.delays[(v.node_a, v.index_a)].delay_us == us
+            assert st.delays[(v.node_b, v.index_b)].delay_us == us
+    assert several > 0  # default.yaml's stations do track several satellites

@@ -63,7 +63,11 @@ def test_graph_of_a_slice_has_its_links(model) -> None:
     assert len(grid) == len(model.active_grid(k))
     assert all(e["delay_ms"] > 0 for e in grid)
     ground = [e for e in edges if e["kind"] == "ground"]
-    assert len(ground) == len(model.ground_link_at(k))
+    # one edge per ground link, every antenna's: each (ground node, satellite) pair the plan links in slice k
+    gl = model.db.ground_links(k)
+    assert len(ground) == len(model.ground_links_at(k)) == len({(g, int(s)) for g, row in enumerate(gl)
+                                                                for s in row if s >= 0})
+    assert len(ground) > len(model.ground_link_at(k))  # default.yaml's stations have several antennas
     for e in ground:
         assert e["ifname_a"].startswith("g") and e["ifname_b"].startswith("up")
     with pytest.raises(ValueError):
@@ -110,7 +114,7 @@ def test_cli_dry_run_creates_nothing_and_needs_no_root(plan_path, tmp_path, monk
                                  "--format", "json"])
     assert r.exit_code == 0, r.output
     rec = json.loads(r.output)
-    assert rec["dry_run"] and rec["start_slice"] == 1 and rec["namespace_counts"]["satellite"] == 48
+    assert rec["dry_run"] and rec["start_slice"] == 1 and rec["namespace_counts"]["satellite"] == 12 * 10
     assert not (tmp_path / "runs").exists()  # no run record either
     r = CliRunner().invoke(cli, ["up", str(DEFAULT), "--plan", str(plan_path), "--dry-run"])
     assert r.exit_code == 0 and "nothing created" in r.output

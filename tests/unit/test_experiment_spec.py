@@ -23,7 +23,7 @@ EXAMPLES = sorted((ROOT / "experiments").glob("*.yaml"))
 @pytest.fixture(scope="module")
 def default_db(tmp_path_factory):
     p = tmp_path_factory.mktemp("exp") / "default.db"
-    write_plan(make_plan(load_default()), p)  # the full orbit: 383 slices
+    write_plan(make_plan(load_default()), p)  # the full orbit: 421 slices (12 x 10 at 1,000 km)
     return p
 
 
@@ -36,7 +36,7 @@ def catalog(default_db):
 def test_catalog_from_plan(catalog) -> None:
     assert {"dev1", "ut1", "inet"} <= catalog.endpoints and "gs-london" not in catalog.endpoints
     assert catalog.cores == {"sno-a", "sno-b"} and "sat0-5-7" in catalog.satellites
-    assert (catalog.n_slices, catalog.slice_s) == (383, 15.0)
+    assert (catalog.n_slices, catalog.slice_s) == (421, 15.0)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])

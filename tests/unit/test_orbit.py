@@ -131,3 +131,24 @@ def test_skyfield_never_downloads(monkeypatch) -> None:
 
     monkeypatch.setattr(load, "download", boom, raising=False)
     timescale()
+
+
+def test_tle_file_with_reference_simulator_header(tmp_path) -> None:
+    """A first line '<planes> <sats_per_plane>' (Hypatia's tles.txt) is accepted and checked against the scenario."""
+    from emu.errors import ScenarioError
+
+    body = (DATA / "walker-3x4.tle").read_text()
+    good = tmp_path / "good.tle"
+    good.write_text("3 4\n" + body)
+    d = scenario_dict()
+    d["shells"] = [{"name": "t", "tle_file": str(good), "planes": 3, "sats_per_plane": 4}]
+    c = build_constellation(loaded(d))
+    plain = scenario_dict()
+    plain["shells"] = [{"name": "t", "tle_file": str(DATA / "walker-3x4.tle"), "planes": 3, "sats_per_plane": 4}]
+    ref = build_constellation(loaded(plain))
+    assert [r.nodeo for r in c.satrecs] == [r.nodeo for r in ref.satrecs]
+    bad = tmp_path / "bad.tle"
+    bad.write_text("4 3\n" + body)
+    d["shells"][0]["tle_file"] = str(bad)
+    with pytest.raises(ScenarioError, match="header says 4 planes x 3"):
+        build_constellation(loaded(d))

@@ -32,7 +32,7 @@ def test_shipped_set_is_complete() -> None:
 
 def test_default_is_as_documented() -> None:
     sc = load_scenario(ROOT / "topologies" / "default.yaml").scenario
-    assert (sc.shells[0].planes, sc.shells[0].sats_per_plane) == (6, 8)
+    assert (sc.shells[0].planes, sc.shells[0].sats_per_plane) == (12, 10)
     assert len(sc.operators) == 2 and len(sc.ground_stations) == 4 and len(sc.user_terminals) == 4
     assert sc.user_terminals[0].device == "dev1" and sc.internet.name == "inet"
 
@@ -56,6 +56,16 @@ def test_default_is_as_documented() -> None:
         (lambda d: d["time"].update(bogus=1), "time.bogus", "1"),
         (lambda d: d.update(grc={"shell_codes": [7]}), "grc.shell_codes.0", "7"),
         (lambda d: d["operators"][0].update(owns=[{"shell": 0, "planes": [9]}]), "operators.0.owns.0.planes", "9"),
+        (lambda d: d.update(ground_stations=[{"name": "g", "lat": 0, "lon": 0, "operator": "a", "antennas": 0}]),
+         "ground_stations.0.antennas", "0"),
+        (lambda d: d.update(ground_stations=[{"name": "g", "lat": 0, "lon": 0, "operator": "a",
+                                              "max_range_km": -5}]),
+         "ground_stations.0.max_range_km", "-5"),
+        (lambda d: d.update(user_terminals=[{"name": "u", "lat": 0, "lon": 0, "operator": "a", "device": "d",
+                                             "destination": "u"}]),
+         "user_terminals.0.destination", "u"),
+        (lambda d: d.update(routing={"attach_policy": "closest"}), "routing.attach_policy", "closest"),
+        (lambda d: d.update(routing={"attach_hysteresis": 1.5}), "routing.attach_hysteresis", "1.5"),
     ],
 )
 def test_bad_field_is_named(mutate, field, value, tmp_path) -> None:
@@ -84,8 +94,8 @@ def test_validate_json_summary() -> None:
     res = CliRunner().invoke(cli, ["validate", str(ROOT / "topologies" / "default.yaml"), "--format", "json"])
     assert res.exit_code == 0, res.output
     d = json.loads(res.output)
-    assert d["satellites"] == 48 and d["planes"] == 6 and d["operators"] == 2
-    assert d["slices"] == 383  # one orbit (~5,739 s) at 15 s slices
+    assert d["satellites"] == 120 and d["planes"] == 12 and d["operators"] == 2
+    assert d["slices"] == 421  # one orbit at 1,000 km (~6,307 s) at 15 s slices
 
 
 def test_missing_file_exit_2(tmp_path) -> None:

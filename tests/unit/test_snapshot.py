@@ -110,6 +110,6 @@ def test_snapshot_cli_json() -> None:
                                    "--format", "json"])
     assert res.exit_code == 0, res.output
     d = json.loads(res.output)
-    assert d["slice"] == 2 and d["counts"]["satellites"] == 48 and d["counts"]["isls"] == 96
+    assert d["slice"] == 2 and d["counts"]["satellites"] == 120 and d["counts"]["isls"] == 240
     assert {"a", "b", "dir_a", "delay_ms"} <= set(d["isls"][0])
     assert all(g["elevation_deg"] >= 10 for g in d["ground_links"])

@@ -1,4 +1,4 @@
-"""``leo-emu plot`` and :mod:`emu.viz`: figures of the default scenario checked for what they show.
+"""``leo-emu plot`` and :mod:`emu.viz`: figures of the sparse scenario (6 x 8, the former default) checked for what they show.
 
 Each figure is drawn on a real Axes and its artists are counted against the
 plan (satellites, ISLs by class, ground nodes, serving links, hops, bars,
@@ -31,6 +31,7 @@ from emu.viz.results import load_results  # noqa: E402
 from .helpers import ROOT  # noqa: E402
 
 SLICES = 40
+SCENARIO = ROOT / "topologies/sparse.yaml"  # 6 planes x 8: the known counts below (48 satellites, 8 seam links)
 
 pytest.importorskip("cartopy")
 
@@ -46,8 +47,8 @@ def _coast_or_skip():
 
 @pytest.fixture(scope="module")
 def plan_db(tmp_path_factory):
-    out = tmp_path_factory.mktemp("viz") / "default.db"
-    subprocess.run([sys.executable, "-m", "emu.cli.main", "plan", str(ROOT / "topologies/default.yaml"), "-o", str(out),
+    out = tmp_path_factory.mktemp("viz") / "sparse.db"
+    subprocess.run([sys.executable, "-m", "emu.cli.main", "plan", str(SCENARIO), "-o", str(out),
                     "--slices", str(SLICES), "--format", "json"], check=True, cwd=ROOT, capture_output=True)
     return out
 
@@ -96,7 +97,7 @@ def test_positions_match_the_planner(view) -> None:
     from emu.snapshot.series import SnapshotSeries
 
     lat, lon = view.positions([0, 5])
-    series = SnapshotSeries(load_scenario(ROOT / "topologies/default.yaml"), 6)
+    series = SnapshotSeries(load_scenario(SCENARIO), 6)
     np.testing.assert_allclose(lat, series.ephemeris.lat[[0, 5]], atol=0.05)
     dlon = (lon - series.ephemeris.lon[[0, 5]] + 180) % 360 - 180
     np.testing.assert_allclose(dlon, 0, atol=0.05)

@@ -26,6 +26,7 @@ from .helpers import ROOT
 from .webtools import Browser, Server, browser_factory  # noqa: F401 - a fixture
 
 SLICES = 12
+SATS = 12 * 10  # topologies/default.yaml: 12 planes x 10 satellites
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_replay_advances_with_the_clock_and_wraps(plan_db) -> None:
     assert src.state()["slice"] == 0  # round and round
     fr = src.frames.frame(3)
     db = PlanDB(plan_db)
-    assert len(fr["sats"]) == 48 and len(fr["links"]) == len(db.links(3))
+    assert len(fr["sats"]) == SATS and len(fr["links"]) == len(db.links(3))
     assert len(fr["serving"]) == int((db.serving(3) >= 0).sum())
     assert src.frames.pairs == [("dev1", "inet")] and fr["paths"][0]["src"] == "dev1"
 
@@ -114,7 +115,7 @@ def test_api_is_local_read_only_and_self_contained(replay_server) -> None:
     code, _c, js = s.get("/static/app.js")
     assert code == 200 and b"http" not in js.replace(b'"http://www.w3.org/2000/svg"', b"")
     meta = json.loads(s.get("/api/meta")[2])
-    assert len(meta["satellites"]) == 48 and meta["groups"] == ["sno-a", "sno-b"] and meta["n_slices"] == SLICES
+    assert len(meta["satellites"]) == SATS and meta["groups"] == ["sno-a", "sno-b"] and meta["n_slices"] == SLICES
     coast = json.loads(s.get("/api/coast")[2])
     assert len(coast) > 100 and all(-180 <= x <= 180 and -90 <= y <= 90 for ring in coast for x, y in ring)
     assert s.get("/api/state", method="POST")[0] == 405
@@ -134,9 +135,9 @@ def _state(b: Browser) -> dict:
 
 def test_page_replays_the_plan_in_chromium(replay_server, browser_factory, plan_db, tmp_path) -> None:
     b = browser_factory(replay_server.url)
-    b.wait_for("document.getElementById('sat-count').textContent === '48'")
+    b.wait_for(f"document.getElementById('sat-count').textContent === '{SATS}'")
     first = _state(b)
-    assert first["circles"] == 48 and first["land"] > 100 and first["mode"] == "plan replay" and not first["error"]
+    assert first["circles"] == SATS and first["land"] > 100 and first["mode"] == "plan replay" and not first["error"]
     k1 = int(first["slice"])
     assert int(first["links"]) == len(PlanDB(plan_db).links(k1))
     assert first["lines"] >= int(first["links"])  # one line per ISL, two where it crosses the antimeridian
@@ -161,7 +162,7 @@ def test_page_follows_a_run_in_chromium(plan_db, browser_factory, tmp_path) -> N
         b = browser_factory(server.url)
         b.wait_for("document.body.dataset.slice === '5'")
         st = _state(b)
-        assert st["sats"] == "48" and st["mode"] == f"run {run.run_id}" and "p50 12.25 ms" in st["apply"]
+        assert st["sats"] == str(SATS) and st["mode"] == f"run {run.run_id}" and "p50 12.25 ms" in st["apply"]
         assert "ut1 → ut4" in st["paths"]
         b.eval("window.__sameLoad = 'yes'")
         _status(run, 6, [{"slice": 5, "apply_ms": 12.25, "prep_ms": 41.0}, {"slice": 6, "apply_ms": 9.5, "prep_ms": 38.0}])
