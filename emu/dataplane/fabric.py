@@ -1,13 +1,15 @@
 """Open netlink sockets and namespace fds for every namespace of a run, and send in bulk.
 
-One NETLINK_ROUTE socket per namespace, reused for the whole run (pyroute2's
-habit, with our fast packer): building and every slice boundary queue
-messages on these and :meth:`Fabric.flush` sends each namespace's queue in one
-write. The peer of a veth is named by an open fd of its namespace.
+One NETLINK_ROUTE socket per namespace, reused for the whole run
+(:class:`emu.dataplane.netlink.NetlinkBatch`: pyroute2-encoded requests,
+our bulk route encoder): building and every slice boundary queue messages
+on these and :meth:`Fabric.flush` sends each namespace's queue in one write.
+The peer of a veth is named by an open fd of its namespace.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 from collections.abc import Iterable
 
@@ -46,8 +48,6 @@ class Fabric:
         return sent
 
     def close(self) -> None:
-        import os
-
         for b in self.nl.values():
             b.close()
         for fd in self.fd.values():
