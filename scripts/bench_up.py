@@ -127,11 +127,17 @@ def main() -> None:
     mem0 = meminfo_kb()
     res: dict = {"scenario": args.scenario, "run": run.run_id}
     try:
-        ctl = Controller(run, plan, speed=1.0, n_slices=args.boundaries + 1)
+        marks: dict[str, list[float]] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:   # first and last report of each stage
+            now = time.perf_counter()
+            marks.setdefault(stage, [now, now])[1] = now
+        ctl = Controller(run, plan, speed=1.0, n_slices=args.boundaries + 1, progress=progress)
         with VethRecorder() as rec:
             t0 = time.perf_counter()
             ctl.build()
             res["build_s"] = round(time.perf_counter() - t0, 3)
+        res["build_phases_s"] = {k: round(b - a, 3) for k, (a, b) in marks.items()}
         fab = ctl.builder.fabric
         order = {n: i for i, n in enumerate(fab.names)}
         by_fd = {fd: order[n] for n, fd in fab.fd.items()}
