@@ -53,7 +53,7 @@ from pyroute2.netlink import (NETLINK_EXT_ACK, NETLINK_ROUTE, NLM_F_ACK, NLM_F_A
                               NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
                               NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, SOL_NETLINK, nlmsgerr)
 from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_DELRULE, RTM_GETADDR, RTM_GETLINK,
-                                   RTM_GETNEIGH, RTM_GETROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTM_NEWRULE,
+                                   RTM_GETNEIGH, RTM_GETROUTE, RTM_GETRULE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTM_NEWRULE,
                                    rt_proto, rt_type)
 from pyroute2.netlink.rtnl.fibmsg import FR_ACT_TO_TBL, fibmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, ifaddrmsg
@@ -563,6 +563,15 @@ class NetlinkBatch:
             r = route_dict(decode(rtmsg, p))
             if table is None or r["table"] == table:
                 res.append(r)
+        return res
+
+    def rules(self, family: int = socket.AF_INET) -> list[dict]:
+        """Every policy rule: priority, table, action."""
+        res = []
+        for _, p in self.dump(RTM_GETRULE, encode(fibmsg, {"family": family}, [])):
+            m = decode(fibmsg, p)
+            res.append({"priority": m.get("FRA_PRIORITY") or 0, "table": m.get("FRA_TABLE") or m["table"],
+                        "action": m["action"]})
         return res
 
     def neighbours(self, family: int = socket.AF_UNSPEC) -> list[dict]:

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, nla
-from pyroute2.netlink.rtnl import RTM_DELNEIGH, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE, ndmsg as _ndmsg_mod
-from pyroute2.netlink.rtnl.ndmsg import ndmsg
+from pyroute2.netlink.rtnl import RTM_DELNEIGH, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE
+from pyroute2.netlink.rtnl.ndmsg import NTF_NAMES, NUD_PERMANENT, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import LWTUNNEL_ENCAP_IP, RT_SCOPE_LINK, rtmsg, rtmsg_base
 
 from emu.dataplane.netlink import (RT_TABLE_COMPAT, RTN_LOCAL, RTN_UNICAST, RTN_UNREACHABLE, RTPROT_STATIC,
@@ -29,8 +29,7 @@ from emu.dataplane.netlink import (RT_TABLE_COMPAT, RTN_LOCAL, RTN_UNICAST, RTN_
 __all__ = ["Hop", "RTN_LOCAL", "RTN_UNICAST", "RTN_UNREACHABLE", "route4", "route4_default_via6", "ipip_external",
            "route4_encap", "neigh", "fdb"]
 
-NUD_PERMANENT = _ndmsg_mod.NUD_PERMANENT if hasattr(_ndmsg_mod, "NUD_PERMANENT") else 0x80
-NTF_SELF = 0x02
+NTF_SELF = NTF_NAMES["NTF_SELF"]
 _VERB = {"add": NLM_F_CREATE | NLM_F_EXCL, "replace": NLM_F_CREATE | NLM_F_REPLACE, "del": 0}
 
 
