@@ -23,7 +23,8 @@ from pyroute2.netlink.rtnl import RTM_GETROUTE, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from emu.dataplane.model import IDX_LO, Model
-from emu.dataplane.netlink import NetlinkBatch, decode, encode
+from emu.dataplane.netlink import NetlinkBatch
+from emu.dataplane.nlmsg import decode, encode
 from emu.orbit.constellation import DOWN
 from emu.plan import actions
 

@@ -3,12 +3,14 @@
 Who does what:
 
 - **pyroute2's message classes** (``ifinfmsg``, ``ifaddrmsg``, ``fibmsg``,
-  ``ndmsg``, ``tcmsg``, ``rtmsg``) encode every request body except the bulk
-  route messages, and decode every reply (``links``, ``addresses``,
-  ``routes``, ``neighbours``, the FIB check's ``request_many``). Constants
-  come from ``pyroute2.netlink`` / ``pyroute2.netlink.rtnl``.
-- **our route encoder** (:meth:`NetlinkBatch.route`, the one place that packs
-  with ``struct``) writes the bulk per-slice route add/replace/del messages:
+  ``ndmsg``, ``tcmsg``, ``rtmsg``; helpers in :mod:`emu.dataplane.nlmsg`)
+  encode every request body except the bulk route messages, and decode every
+  reply (``links``, ``addresses``, ``routes``, ``rules``, ``neighbours``, the
+  FIB check's ``request_many``). Constants come from ``pyroute2.netlink`` /
+  ``pyroute2.netlink.rtnl``.
+- **our route encoder** (:mod:`emu.dataplane.rtpack` behind
+  :meth:`NetlinkBatch.route`, the one place that packs with ``struct``)
+  writes the bulk per-slice route add/replace/del messages:
   ``scripts/bench_netlink.py`` measures pyroute2's fastest mode at ~100 us per
   route message against ~2 us here, so 100k routes per slice cost ~10 s
   instead of ~0.2 s. ``tests/unit/test_nl_encoder.py`` decodes every kind it
@@ -40,66 +42,39 @@ naming the operation, namespace, errno and the kernel's extended-ack text.
 from __future__ import annotations
 
 import errno as E
-import functools
 import os
 import socket
 import struct
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
-from pyroute2.netlink import (NETLINK_EXT_ACK, NETLINK_ROUTE, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_APPEND,
-                              NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
-                              NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, SOL_NETLINK, nlmsgerr)
-from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_DELRULE, RTM_GETADDR, RTM_GETLINK,
-                                   RTM_GETNEIGH, RTM_GETROUTE, RTM_GETRULE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTM_NEWRULE,
-                                   rt_proto, rt_type)
-from pyroute2.netlink.rtnl.fibmsg import FR_ACT_TO_TBL, fibmsg
-from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, ifaddrmsg
+from pyroute2.netlink import (NETLINK_EXT_ACK, NETLINK_ROUTE, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED,
+                              NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
+                              NLMSG_NOOP, SOL_NETLINK, nlmsgerr)
+from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELLINK, RTM_DELRULE, RTM_GETADDR, RTM_GETLINK, RTM_GETNEIGH,
+                                   RTM_GETROUTE, RTM_GETRULE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWRULE)
+from pyroute2.netlink.rtnl.fibmsg import fibmsg
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
-from pyroute2.netlink.rtnl.rtmsg import (RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_NOWHERE, RT_SCOPE_UNIVERSE,
-                                         RTNH_F_ONLINK, rtmsg)
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from emu.dataplane import netns as _netns
+from emu.dataplane.nlmsg import (ROUTE_TYPES, RT_TABLE_COMPAT, RT_TABLE_MAIN, RTN_LOCAL, RTN_UNICAST,  # noqa: F401
+                                 RTN_UNREACHABLE, RTPROT_STATIC, VERB_FLAGS, addr_body, link_del_body,
+                                 link_set_body, rule_body, veth_body, decode, encode, ip_bytes, ip_text,
+                                 kind_body, mac_text, nla_id, opt_attrs, route_dict, split_prefix)
+from emu.dataplane.rtpack import RTA, RTA_DST, Nexthop, route_shape  # noqa: F401
 from emu.errors import DataplaneError
 
-# Not exported by pyroute2 0.9.7 (linux/netlink.h, linux/rtnetlink.h, socket.h):
+# Not exported by pyroute2 0.9.7 (linux/netlink.h, socket.h):
 NETLINK_CAP_ACK = 10                 # acks without the echoed request
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
-RT_TABLE_MAIN, RT_TABLE_COMPAT = 254, 252   # a table id >= 256 travels in RTA_TABLE, the header says COMPAT
 
-RTPROT_STATIC = rt_proto["static"]
-RTN_UNICAST, RTN_LOCAL, RTN_UNREACHABLE = rt_type["unicast"], rt_type["local"], rt_type["unreachable"]
-ROUTE_TYPES = {name: rt_type[name] for name in ("unicast", "local", "blackhole", "unreachable", "prohibit")}
-
-# The layouts our route encoder and the receive loop use (linux/netlink.h, linux/rtnetlink.h).
 _NLH = struct.Struct("=IHHII")          # nlmsghdr: len, type, flags, seq, pid
-_RTM = struct.Struct("=BBBBBBBBI")      # rtmsg
-_RTA = struct.Struct("=HH")
-_RTA_U32 = struct.Struct("=HHI")
-_RTNH = struct.Struct("=HBBi")          # rtnexthop: len, flags, hops, ifindex
 _ERR = struct.Struct("=i")
 
-
-def nla_id(cls, name: str) -> int:
-    """The attribute number of ``name`` in a pyroute2 message class (its ``nla_map``)."""
-    for i, item in enumerate(cls.nla_map):
-        if len(item) == 3 and item[1] == name:
-            return item[0]
-        if item[0] == name:
-            return i
-    raise KeyError(name)
-
-
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_MULTIPATH, RTA_TABLE, RTA_VIA = (
-    nla_id(rtmsg, f"RTA_{n}") for n in ("DST", "OIF", "GATEWAY", "PRIORITY", "MULTIPATH", "TABLE", "VIA"))
-
-_VERB_FLAGS = {
-    "add": NLM_F_CREATE | NLM_F_EXCL, "replace": NLM_F_CREATE | NLM_F_REPLACE,
-    "append": NLM_F_CREATE | NLM_F_APPEND, "del": 0, "delete": 0,
-}
 CHUNK_BYTES = 1 << 20
 CHUNK_MSGS = 16384  # x ~1 KB of kernel memory per reply stays well below 2 x 64 MB
 
@@ -114,116 +89,6 @@ def _recv_buffer() -> bytearray:
     if buf is None:
         buf = _tls.buf = bytearray(64 << 10)
     return buf
-
-
-def ip_text(addr: str | bytes) -> str:
-    """Text form of an address given as text or 4/16 packed bytes."""
-    if isinstance(addr, bytes):
-        return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
-    return addr
-
-
-def ip_bytes(addr: str | bytes) -> bytes:
-    """Packed address from text (``10.0.0.1``, ``fd00::1``) or 4/16 raw bytes."""
-    if isinstance(addr, bytes):
-        return addr
-    return socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
-
-
-def _family(packed: bytes) -> int:
-    return socket.AF_INET if len(packed) == 4 else socket.AF_INET6
-
-
-def mac_text(mac: str | bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac) if isinstance(mac, bytes) else mac.replace("-", ":").lower()
-
-
-def _split_prefix(dst: str | bytes, plen: int | None) -> tuple[bytes, int]:
-    if isinstance(dst, str) and "/" in dst:
-        dst, p = dst.split("/", 1)
-        plen = int(p)
-    packed = ip_bytes(dst)
-    return packed, (len(packed) * 8 if plen is None else plen)
-
-
-# ============================================================================ pyroute2 encoding
-def encode(cls, fields: dict, attrs: list) -> bytes:
-    """The body (no nlmsghdr) of a ``cls`` message (a pyroute2 message class), encoded by pyroute2."""
-    msg = cls()
-    for k, v in fields.items():
-        msg[k] = v
-    msg["attrs"] = attrs
-    msg.encode()
-    return bytes(msg.data[16:])
-
-
-def decode(cls, body: bytes):
-    """A reply body (no nlmsghdr) decoded by pyroute2's ``cls`` parser."""
-    data = _NLH.pack(16 + len(body), 0, 0, 0, 0) + body
-    msg = cls(data)
-    msg.decode()
-    return msg
-
-
-def _opt(*items: tuple[str, object]) -> list:
-    """pyroute2 attribute list, skipping options not given (None)."""
-    return [(k, v) for k, v in items if v is not None]
-
-
-def _link_attrs(name: str, mac, mtu, group) -> list:
-    return _opt(("IFLA_IFNAME", name), ("IFLA_ADDRESS", mac and mac_text(mac)), ("IFLA_MTU", mtu),
-                ("IFLA_GROUP", group))
-
-
-def _veth_body(name, peer_name, peer_netns_fd, index, peer_index, mac, peer_mac, mtu, group) -> bytes:
-    peer = {"index": peer_index,
-            "attrs": _link_attrs(peer_name, peer_mac, mtu, group) + _opt(("IFLA_NET_NS_FD", peer_netns_fd))}
-    info = {"attrs": [("IFLA_INFO_KIND", "veth"), ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", peer)]})]}
-    return encode(ifinfmsg, {"index": index}, _link_attrs(name, mac, mtu, group) + [("IFLA_LINKINFO", info)])
-
-
-def kind_body(name: str, kind: str, data: list, index: int = 0, mac=None, mtu=None) -> bytes:
-    """An RTM_NEWLINK body creating a ``kind`` device with IFLA_INFO_DATA ``data`` (pyroute2 attribute list)."""
-    info = {"attrs": [("IFLA_INFO_KIND", kind), ("IFLA_INFO_DATA", {"attrs": data})]}
-    return encode(ifinfmsg, {"index": index}, _link_attrs(name, mac, mtu, None) + [("IFLA_LINKINFO", info)])
-
-
-@functools.lru_cache(maxsize=4096)
-def _link_set_body(index: int, up: bool | None, mac, mtu, group) -> bytes:
-    return encode(ifinfmsg, {"index": index, "flags": IFF_UP if up else 0, "change": IFF_UP if up is not None else 0},
-                  _opt(("IFLA_ADDRESS", mac and mac_text(mac)), ("IFLA_MTU", mtu), ("IFLA_GROUP", group)))
-
-
-@functools.lru_cache(maxsize=4096)
-def _link_del_body(index: int, group: int | None) -> bytes:
-    return encode(ifinfmsg, {"index": index}, _opt(("IFLA_GROUP", group)))
-
-
-@functools.lru_cache(maxsize=65536)
-def _addr_body(address: str, plen: int, index: int, scope: int, nodad: bool) -> bytes:
-    fam = socket.AF_INET6 if ":" in address else socket.AF_INET
-    fl = IFA_F_NODAD if (nodad and fam == socket.AF_INET6) else 0
-    return encode(ifaddrmsg, {"family": fam, "prefixlen": plen, "flags": fl, "scope": scope, "index": index},
-                  [("IFA_LOCAL", address), ("IFA_ADDRESS", address)] + ([("IFA_FLAGS", fl)] if fl else []))
-
-
-@functools.lru_cache(maxsize=1024)
-def _rule_body(verb: str, table: int, priority: int, family: int) -> bytes:
-    return encode(fibmsg, {"family": family, "table": table if table < 256 else RT_TABLE_COMPAT,
-                           "action": FR_ACT_TO_TBL},
-                  [("FRA_PRIORITY", priority), ("FRA_TABLE", table)])
-
-
-class Nexthop(NamedTuple):
-    """One path of a route: ``oif`` and either an IPv4/IPv6 ``gateway`` of the
-    route's own family or ``via`` (an IPv6 next hop of an IPv4 route: RTA_VIA,
-    the kernel's RFC 5549 support). ``weight`` 1..256 becomes rtnh_hops = weight - 1."""
-
-    oif: int
-    gateway: str | bytes | None = None
-    weight: int = 1
-    onlink: bool = False
-    via: str | bytes | None = None
 
 
 @dataclass
@@ -437,7 +302,7 @@ class NetlinkBatch:
         at once. The kernel resolves ``peer_netns_fd`` when the message is
         *sent*: keep the fd open until ``send()`` returns (else EBADF).
         """
-        body = _veth_body(name, peer_name, peer_netns_fd, index, peer_index, mac, peer_mac, mtu, group)
+        body = veth_body(name, peer_name, peer_netns_fd, index, peer_index, mac, peer_mac, mtu, group)
         return self.queue(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, "veth add", f"{name}<->{peer_name}")
 
     def vxlan(self, name: str, vni: int, *, remote: str | None = None, local: str | None = None,
@@ -446,7 +311,7 @@ class NetlinkBatch:
               mtu: int | None = None) -> int:
         """Create a VXLAN device (the user-terminal tunnel on kernels without ipip)."""
         six = lambda a: a is not None and ":" in a  # noqa: E731
-        data = _opt(("IFLA_VXLAN_ID", vni), ("IFLA_VXLAN_LEARNING", int(learning)), ("IFLA_VXLAN_PORT", dstport),
+        data = opt_attrs(("IFLA_VXLAN_ID", vni), ("IFLA_VXLAN_LEARNING", int(learning)), ("IFLA_VXLAN_PORT", dstport),
                     ("IFLA_VXLAN_GROUP6" if six(remote) else "IFLA_VXLAN_GROUP", remote),
                     ("IFLA_VXLAN_LOCAL6" if six(local) else "IFLA_VXLAN_LOCAL", local),
                     ("IFLA_VXLAN_LINK", dev_index), ("IFLA_VXLAN_TTL", ttl))
@@ -456,7 +321,7 @@ class NetlinkBatch:
     def ipip(self, name: str, *, remote: str, local: str | None = None, dev_index: int | None = None,
              ttl: int | None = None, index: int = 0, mtu: int | None = None) -> int:
         """Create an ipip tunnel; on kernels without ipip the send fails with EOPNOTSUPP."""
-        data = _opt(("IFLA_IPIP_REMOTE", remote), ("IFLA_IPIP_LOCAL", local), ("IFLA_IPIP_LINK", dev_index),
+        data = opt_attrs(("IFLA_IPIP_REMOTE", remote), ("IFLA_IPIP_LOCAL", local), ("IFLA_IPIP_LINK", dev_index),
                     ("IFLA_IPIP_TTL", ttl))
         return self.queue(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, kind_body(name, "ipip", data, index, None, mtu),
                           "ipip add", name)
@@ -465,16 +330,16 @@ class NetlinkBatch:
                  mtu: int | None = None, group: int | None = None) -> int:
         """Change an existing link by ifindex: admin state, MAC, MTU, group."""
         what = "up" if up else "down" if up is not None else "set"
-        return self.queue(RTM_NEWLINK, 0, _link_set_body(index, up, mac, mtu, group), f"link {what}",
+        return self.queue(RTM_NEWLINK, 0, link_set_body(index, up, mac, mtu, group), f"link {what}",
                           f"ifindex {index}")
 
     def link_del(self, index: int) -> int:
         """Delete a link by ifindex (a veth takes its peer with it)."""
-        return self.queue(RTM_DELLINK, 0, _link_del_body(index, None), "link del", f"ifindex {index}")
+        return self.queue(RTM_DELLINK, 0, link_del_body(index, None), "link del", f"ifindex {index}")
 
     def link_del_group(self, group: int) -> int:
         """Delete every link of IFLA_GROUP ``group`` in this namespace in one request."""
-        return self.queue(RTM_DELLINK, 0, _link_del_body(0, group), "link del group", str(group))
+        return self.queue(RTM_DELLINK, 0, link_del_body(0, group), "link del group", str(group))
 
     # ---------------------------------------------------------------- addresses (pyroute2 ifaddrmsg)
     def addr(self, verb: str, index: int, address: str | bytes, plen: int, *, scope: int = 0,
@@ -483,7 +348,7 @@ class NetlinkBatch:
         IFA_F_NODAD unless ``nodad=False``, so it is usable at once."""
         text = ip_text(address)
         mtype = RTM_DELADDR if verb in ("del", "delete") else RTM_NEWADDR
-        return self.queue(mtype, _VERB_FLAGS[verb], _addr_body(text, plen, index, scope, nodad), f"addr {verb}",
+        return self.queue(mtype, VERB_FLAGS[verb], addr_body(text, plen, index, scope, nodad), f"addr {verb}",
                           f"{text}/{plen} dev {index}")
 
     # ---------------------------------------------------------------- rules (pyroute2 fibmsg)
@@ -491,7 +356,7 @@ class NetlinkBatch:
         """An ``ip rule`` that sends every lookup to ``table`` (the shadow-table switch)."""
         mtype = RTM_DELRULE if verb in ("del", "delete") else RTM_NEWRULE
         flags = NLM_F_CREATE | NLM_F_EXCL if verb == "add" else 0
-        return self.queue(mtype, flags, _rule_body(verb, table, priority, family), f"rule {verb}",
+        return self.queue(mtype, flags, rule_body(verb, table, priority, family), f"rule {verb}",
                           f"pref {priority} table {table}")
 
     # ---------------------------------------------------------------- routes: our encoder (the hot path)
@@ -514,7 +379,7 @@ class NetlinkBatch:
         if isinstance(dst, bytes) and plen is not None:
             d = dst
         else:
-            d, plen = _split_prefix(dst, plen)
+            d, plen = split_prefix(dst, plen)
         nh_key = tuple(nexthops) if nexthops else None
         key = (verb, len(d), plen, oif, gateway, via, nh_key, table, metric, scope, type, protocol, onlink)
         shape = self._route_shapes.get(key)
@@ -523,7 +388,7 @@ class NetlinkBatch:
                 self._route_shapes.clear()
             shape = self._route_shapes[key] = route_shape(*key)
         head, tail, mtype, flags = shape
-        body = head + _RTA.pack(4 + len(d), RTA_DST) + d + tail if plen or len(d) == 16 else head + tail
+        body = head + RTA.pack(4 + len(d), RTA_DST) + d + tail if plen or len(d) == 16 else head + tail
         # queue() inlined: this is the 100k-routes-per-slice path.
         if not self._ops:
             self._first = (self._seq + 1) & 0xFFFFFFFF
@@ -584,78 +449,7 @@ class NetlinkBatch:
         return res
 
 
-def route_dict(m) -> dict:
-    """A decoded pyroute2 ``rtmsg`` as the plain dict ``NetlinkBatch.routes`` returns."""
-    fam = m["family"]
-    via = m.get("RTA_VIA")
-    nhs = []
-    for nh in m.get("RTA_MULTIPATH") or ():
-        hop_via = nh.get("RTA_VIA")
-        nhs.append((nh["oif"], nh.get("RTA_GATEWAY") or (hop_via and hop_via["addr"]), nh["hops"] + 1, nh["flags"]))
-    dst = m.get("RTA_DST") or ("0.0.0.0" if fam == socket.AF_INET else "::")
-    return {"dst": f"{dst}/{m['dst_len']}", "table": m.get("RTA_TABLE") or m["table"],
-            "type": rt_type.get(m["type"], m["type"]), "scope": m["scope"], "protocol": m["proto"],
-            "metric": m.get("RTA_PRIORITY"), "oif": m.get("RTA_OIF"), "gateway": m.get("RTA_GATEWAY"),
-            "via": via and via["addr"], "flags": m["flags"], "nexthops": nhs}
-
-
-_ROUTE_OPS = {v: f"route {v}" for v in _VERB_FLAGS}
-
-
-def route_shape(verb: str, dlen: int, plen: int, oif: int | None, gateway: str | bytes | None,
-                via: str | bytes | None, nexthops: tuple[Nexthop, ...] | None, table: int,
-                metric: int | None, scope: int | None, rtype: str | int, protocol: int, onlink: bool
-                ) -> tuple[bytes, bytes, int, int]:
-    """Everything of a route message except the destination: (rtmsg, attributes
-    after RTA_DST, message type, flags). Cached per batch: routes of one slice
-    share a few dozen shapes, so the hot path packs only header and RTA_DST."""
-    fam = socket.AF_INET if dlen == 4 else socket.AF_INET6
-    delete = verb in ("del", "delete")
-    rt = ROUTE_TYPES[rtype] if isinstance(rtype, str) else rtype
-    if delete and rt == RTN_UNICAST:
-        rt = 0                                    # matches any type
-    if scope is None:
-        if delete:
-            scope = RT_SCOPE_NOWHERE
-        elif rt == RTN_LOCAL:
-            scope = RT_SCOPE_HOST
-        elif rt == RTN_UNICAST and gateway is None and via is None and not nexthops:
-            scope = RT_SCOPE_LINK
-        else:
-            scope = RT_SCOPE_UNIVERSE
-    head = _RTM.pack(fam, plen, 0, 0, table if table < 256 else RT_TABLE_COMPAT,
-                     0 if delete else protocol, scope, rt, RTNH_F_ONLINK if onlink else 0)
-    tail = [_RTA_U32.pack(8, RTA_TABLE, table)]
-    if metric is not None:
-        tail.append(_RTA_U32.pack(8, RTA_PRIORITY, metric))
-    if oif is not None:
-        tail.append(_RTA_U32.pack(8, RTA_OIF, oif))
-    if gateway is not None:
-        tail.append(_attr(RTA_GATEWAY, ip_bytes(gateway)))
-    if via is not None:
-        tail.append(_via(via))
-    if nexthops:
-        tail.append(_attr(RTA_MULTIPATH, b"".join(_rtnh(nh) for nh in nexthops)))
-    return head, b"".join(tail), RTM_DELROUTE if delete else RTM_NEWROUTE, _VERB_FLAGS[verb] | NLM_F_REQUEST
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    n = 4 + len(payload)
-    return _RTA.pack(n, kind) + payload + b"\0" * (-n & 3)
-
-
-def _via(addr: str | bytes) -> bytes:
-    a = ip_bytes(addr)
-    return _attr(RTA_VIA, struct.pack("=H", _family(a)) + a)
-
-
-def _rtnh(nh: Nexthop) -> bytes:
-    if not 1 <= nh.weight <= 256:
-        raise DataplaneError("route nexthop", None, E.EINVAL, f"weight {nh.weight} not in 1..256")
-    gw = _attr(RTA_GATEWAY, ip_bytes(nh.gateway)) if nh.gateway is not None else b""
-    if nh.via is not None:
-        gw += _via(nh.via)
-    return _RTNH.pack(8 + len(gw), RTNH_F_ONLINK if nh.onlink else 0, nh.weight - 1, nh.oif) + gw
+_ROUTE_OPS = {v: f"route {v}" for v in VERB_FLAGS}
 
 
 def _fmt(detail: object) -> str:

@@ -23,8 +23,10 @@ from pyroute2.netlink.rtnl import RTM_DELNEIGH, RTM_NEWLINK, RTM_NEWNEIGH, RTM_N
 from pyroute2.netlink.rtnl.ndmsg import NTF_NAMES, NUD_PERMANENT, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import LWTUNNEL_ENCAP_IP, RT_SCOPE_LINK, rtmsg, rtmsg_base
 
-from emu.dataplane.netlink import (RT_TABLE_COMPAT, RTN_LOCAL, RTN_UNICAST, RTN_UNREACHABLE, RTPROT_STATIC,
-                                   NetlinkBatch, Nexthop, encode, kind_body, mac_text)
+from emu.dataplane.netlink import NetlinkBatch
+from emu.dataplane.nlmsg import (RT_TABLE_COMPAT, RTN_LOCAL, RTN_UNICAST, RTN_UNREACHABLE, RTPROT_STATIC, encode,
+                                 kind_body, mac_text)
+from emu.dataplane.rtpack import Nexthop
 
 __all__ = ["Hop", "RTN_LOCAL", "RTN_UNICAST", "RTN_UNREACHABLE", "route4", "route4_default_via6", "ipip_external",
            "route4_encap", "neigh", "fdb"]

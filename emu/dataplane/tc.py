@@ -32,7 +32,8 @@ from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE
 from pyroute2.netlink.rtnl import RTM_DELQDISC, RTM_GETQDISC, RTM_NEWQDISC, TC_H_ROOT
 from pyroute2.netlink.rtnl.tcmsg import sched_htb, sched_netem, sched_tbf, tcmsg
 
-from emu.dataplane.netlink import NetlinkBatch, decode, encode
+from emu.dataplane.netlink import NetlinkBatch
+from emu.dataplane.nlmsg import decode, encode
 from emu.errors import DataplaneError
 
 _U32_MAX = 0xFFFFFFFF
