@@ -1,11 +1,30 @@
 #!/usr/bin/env python3
-"""Benchmark the raw-netlink data-plane layer on a 2D torus of namespaces.
+"""pyroute2's fastest mode against our hand-packed netlink, side by side, on a 2D torus of namespaces.
 
-Builds ROWS x COLS namespaces (40 x 40 for --nodes 1600), each with a veth
-to its east and south neighbour (so every node has n/s/e/w), a /31 per end,
-forwarding on; installs --routes routes in one namespace (add, then
-replace), toggles one link, puts tbf on every interface, tears everything
-down, and prints ONE JSON object on stdout. Progress goes to stderr.
+(a) Builds ROWS x COLS namespaces (40 x 40 for --nodes 1600), each with a
+veth to its east and south neighbour (so every node has n/s/e/w), a /31 per
+end, forwarding on -- twice, torn down in between:
+
+- ``ours``: namespaces by ``emu.dataplane.netns.create_many`` (unshare +
+  bind mount in-process, sysctls set inside), links and addresses packed
+  by ``struct`` (``scripts/_rawnl.py``), one write per namespace per phase;
+- ``pyroute2``: namespaces by ``pyroute2.netns.create`` (it forks a child
+  per namespace; forwarding sysctls set afterwards, pyroute2 has no sysctl
+  API), links and addresses encoded by pyroute2's message classes
+  (``ifinfmsg``/``ifaddrmsg``, what the data plane now uses), the same bulk
+  transport.
+
+(b) In one namespace, --routes /32 routes in a table, add then replace:
+``ours`` (``NetlinkBatch.route``, the data plane's one route encoder),
+``pyroute2`` message classes (``rtmsg`` encoded per route, the same bulk
+transport) and pyroute2's ``AsyncIPRoute`` with --async-sample requests in
+flight at once (per-request cost measured on the sample, extrapolated).
+Then, with ``ours``: one link toggle and tbf on every interface.
+
+Prints ONE JSON object on stdout: both modes side by side, which pyroute2
+mode was fastest, the ratios pyroute2-best / ours, and whether pyroute2
+meets the route budget (--route-budget-s per 100k routes: a 15 s slice at
+--speed 10). Progress goes to stderr.
 
 Everything it makes carries the prefix ``b<pid>-`` and is removed in a
 ``finally`` (also on Ctrl-C, SIGTERM, SIGHUP). After a ``kill -9``:
@@ -23,6 +42,7 @@ import math
 import os
 import resource
 import signal
+import socket
 import statistics
 import struct
 import sys
@@ -31,8 +51,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import _rawnl  # noqa: E402
 from emu.dataplane import netns, tc  # noqa: E402
-from emu.dataplane.netlink import NetlinkBatch  # noqa: E402
+from emu.dataplane.netlink import NetlinkBatch, encode  # noqa: E402
 from emu.errors import DataplaneError  # noqa: E402
 
 log = logging.getLogger("bench_netlink")
@@ -64,32 +85,110 @@ def torus(nodes: int) -> tuple[int, int, list[tuple[int, int, str, str]]]:
     return rows, cols, links
 
 
-def build(names: list[str], links: list, socks: dict[int, NetlinkBatch], fds: dict[int, int]) -> None:
-    """Namespaces, veth pairs, links up, /31 addresses: one write per namespace per phase."""
-    netns.create_many(names, netns.ROUTER_SYSCTLS)
-    log.info("namespaces created")
+def build(names: list[str], links: list, socks: dict[int, NetlinkBatch], fds: dict[int, int],
+          mode: str = "ours") -> dict:
+    """Namespaces, veth pairs, links up, /31 addresses: one write per namespace per phase. Returns timings."""
+    t0 = time.perf_counter()
+    if mode == "ours":
+        netns.create_many(names, netns.ROUTER_SYSCTLS)
+    else:
+        import pyroute2.netns as prns
+
+        for name in names:
+            prns.create(name)
+        netns.set_sysctls_many(names, netns.ROUTER_SYSCTLS)
+    t1 = time.perf_counter()
+    log.info("%s: namespaces created", mode)
     for i, name in enumerate(names):
         socks[i] = NetlinkBatch(name)
         fds[i] = netns.open_fd(name)
     # Phase 1: every pair is created from its "a" end's socket, peer placed by fd.
     for a, b, ia, ib in links:
-        socks[a].veth(ia, ib, fds[b], index=IDX[ia], peer_index=IDX[ib])
+        if mode == "ours":
+            _rawnl.veth(socks[a], ia, ib, fds[b], IDX[ia], IDX[ib])
+        else:
+            socks[a].veth(ia, ib, fds[b], index=IDX[ia], peer_index=IDX[ib])
     for s in socks.values():
         s.send()
-    log.info("veth pairs created")
+    log.info("%s: veth pairs created", mode)
     # Phase 2: lo + every end up, one /31 per end (link k: 10.0.0.0 + 2k, +1).
     base = 10 << 24
+    addr = (lambda s, i, a: _rawnl.addr(s, i, a, 31)) if mode == "ours" else \
+        (lambda s, i, a: s.addr("add", i, a, 31))
+    up = (lambda s, i: _rawnl.link_up(s, i)) if mode == "ours" else (lambda s, i: s.link_set(i, up=True))
     for k, (a, b, ia, ib) in enumerate(links):
-        socks[a].addr("add", IDX[ia], _ip(base + 2 * k), 31)
-        socks[b].addr("add", IDX[ib], _ip(base + 2 * k + 1), 31)
+        addr(socks[a], IDX[ia], _ip(base + 2 * k))
+        addr(socks[b], IDX[ib], _ip(base + 2 * k + 1))
     for s in socks.values():
-        s.link_set(1, up=True)
+        up(s, 1)
     for a, b, ia, ib in links:
-        socks[a].link_set(IDX[ia], up=True)
-        socks[b].link_set(IDX[ib], up=True)
+        up(socks[a], IDX[ia])
+        up(socks[b], IDX[ib])
     for s in socks.values():
         s.send()
-    log.info("links up, addresses set")
+    t2 = time.perf_counter()
+    log.info("%s: links up, addresses set", mode)
+    return {"namespaces_s": round(t1 - t0, 3), "links_addrs_s": round(t2 - t1, 3), "build_s": round(t2 - t0, 3)}
+
+
+def _pyroute2_route_body(verb: str, dst: bytes, gw: str, oif: int) -> bytes:
+    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+    return encode(rtmsg, {"family": 2, "dst_len": 32, "table": 100, "proto": 4, "type": 1},
+                  [("RTA_DST", socket.inet_ntoa(dst)), ("RTA_TABLE", 100), ("RTA_OIF", oif), ("RTA_GATEWAY", gw)])
+
+
+def routes_pyroute2(s: NetlinkBatch, count: int) -> dict:
+    """pyroute2 message classes: every route encoded by ``rtmsg``, sent in bulk on the same transport."""
+    from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE
+    from pyroute2.netlink.rtnl import RTM_NEWROUTE
+
+    dsts = [_ip((30 << 24) + i) for i in range(count)]
+    s.ack_each = False
+    t0 = time.perf_counter()
+    for d in dsts:
+        s.queue(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, _pyroute2_route_body("add", d, "10.0.0.1", IDX["e"]),
+                "route add")
+    s.send()
+    t1 = time.perf_counter()
+    for d in dsts:
+        s.queue(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, _pyroute2_route_body("replace", d, "10.0.0.3", IDX["s"]),
+                "route replace")
+    s.send()
+    t2 = time.perf_counter()
+    s.ack_each = True
+    return {"add_s": round(t1 - t0, 3), "replace_s": round(t2 - t1, 3)}
+
+
+def routes_async(name: str, sample: int, count: int) -> dict:
+    """pyroute2's AsyncIPRoute, ``sample`` route adds then replaces all in flight at once (asyncio.gather)."""
+    import asyncio
+
+    from pyroute2 import AsyncIPRoute
+
+    async def run() -> dict:
+        with netns.inside(name):   # a socket opened here belongs to the namespace (no fork)
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0)
+        sock.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)   # SO_RCVBUFFORCE: thousands of acks in flight
+        ipr = AsyncIPRoute(use_socket=sock)
+        await ipr.setup_endpoint()
+        try:
+            dsts = [socket.inet_ntoa(_ip((40 << 24) + i)) for i in range(sample)]
+            t0 = time.perf_counter()
+            await asyncio.gather(*[ipr.route("add", dst=f"{d}/32", oif=IDX["e"], gateway="10.0.0.1", table=100)
+                                   for d in dsts])
+            t1 = time.perf_counter()
+            await asyncio.gather(*[ipr.route("replace", dst=f"{d}/32", oif=IDX["s"], gateway="10.0.0.3",
+                                             table=100) for d in dsts])
+            t2 = time.perf_counter()
+        finally:
+            ipr.close()
+        per_add, per_rep = (t1 - t0) / sample, (t2 - t1) / sample
+        return {"sample": sample, "add_us_per_route": round(per_add * 1e6, 1),
+                "replace_us_per_route": round(per_rep * 1e6, 1),
+                "add_s": round(per_add * count, 3), "replace_s": round(per_rep * count, 3), "extrapolated": True}
+
+    return asyncio.run(run())
 
 
 def routes_bench(s: NetlinkBatch, count: int) -> dict:
@@ -131,10 +230,64 @@ def toggle_ms(s: NetlinkBatch, idx: int, repeat: int = 20) -> float:
     return round(statistics.median(times), 3)
 
 
+def teardown(prefix: str, socks: dict, fds: dict) -> float:
+    t = time.perf_counter()
+    for s in socks.values():
+        s.close()
+    for fd in fds.values():
+        os.close(fd)
+    socks.clear()
+    fds.clear()
+    netns.delete_many(netns.list_names(prefix))
+    return round(time.perf_counter() - t, 3)
+
+
+def settle(timeout_s: float = 30.0) -> float:
+    """Wait until the kernel has finished freeing torn-down namespaces (slab stops shrinking)."""
+    def slab() -> int:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("Slab:"):
+                return int(line.split()[1])
+        return 0
+    t0 = time.perf_counter()
+    prev = slab()
+    while time.perf_counter() - t0 < timeout_s:
+        time.sleep(1.0)
+        cur = slab()
+        if prev - cur < 0.01 * prev:
+            break
+        prev = cur
+    return round(time.perf_counter() - t0, 1)
+
+
+def compare(torus_res: dict, routes_res: dict, budget_s: float) -> dict:
+    """pyroute2's fastest measured mode per task, and pyroute2-best / ours."""
+    out: dict = {"pyroute2_best": {}, "ratio_pyroute2_best_over_ours": {}}
+    if "pyroute2" in torus_res:
+        out["pyroute2_best"]["torus_build"] = "message classes + bulk transport"
+        for k in ("namespaces_s", "links_addrs_s", "build_s"):
+            out["ratio_pyroute2_best_over_ours"][f"torus_{k[:-2]}"] = round(
+                torus_res["pyroute2"][k] / torus_res["ours"][k], 2)
+    modes = {m: v for m, v in routes_res.items() if m != "ours"}
+    for phase in ("add_s", "replace_s"):
+        best = min(modes, key=lambda m: modes[m][phase])
+        out["pyroute2_best"][f"routes_{phase[:-2]}"] = best
+        out["ratio_pyroute2_best_over_ours"][f"routes_{phase[:-2]}"] = round(
+            modes[best][phase] / routes_res["ours"][phase], 1)
+    best_route_s = max(min(v[p] for v in modes.values()) for p in ("add_s", "replace_s"))
+    out["route_budget_s"] = round(budget_s, 3)
+    out["pyroute2_meets_route_budget"] = best_route_s <= budget_s
+    out["ours_meets_route_budget"] = max(routes_res["ours"]["add_s"], routes_res["ours"]["replace_s"]) <= budget_s
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nodes", type=int, default=1600)
     ap.add_argument("--routes", type=int, default=100_000)
+    ap.add_argument("--async-sample", type=int, default=5000, help="AsyncIPRoute requests measured (0: skip)")
+    ap.add_argument("--route-budget-s", type=float, default=1.5, help="budget for 100k routes (add or replace)")
+    ap.add_argument("--skip-pyroute2-torus", action="store_true", help="build the torus with ours only")
     ap.add_argument("--cleanup", metavar="PREFIX", help="only remove namespaces left by a killed run")
     args = ap.parse_args()
     if args.nodes < 9 and not args.cleanup:
@@ -162,14 +315,28 @@ def main() -> int:
     socks: dict[int, NetlinkBatch] = {}
     fds: dict[int, int] = {}
     try:
-        t = time.perf_counter()
-        build(names, links, socks, fds)
-        out["build_s"] = round(time.perf_counter() - t, 3)
+        torus_res: dict = {}
+        if not args.skip_pyroute2_torus:
+            torus_res["pyroute2"] = build(names, links, socks, fds, "pyroute2")
+            teardown(prefix, socks, fds)
+            out["settled_s"] = settle()
+        torus_res["ours"] = build(names, links, socks, fds, "ours")
+        out["torus"] = torus_res
         with netns.inside(names[0]):   # one real packet across the first link
             ok = os.system("ping -c1 -W1 -q 10.0.0.1 >/dev/null 2>&1") == 0
         if not ok:
             errors.append("ping across link 0 failed")
-        out.update(routes_bench(socks[0], args.routes))
+        scale = 100_000 / args.routes
+        ours = routes_bench(socks[0], args.routes)
+        routes_res = {"ours": {"add_s": ours.pop("routes_100k_add_s"), "replace_s": ours.pop("routes_100k_replace_s"),
+                               "replace_acked_s": ours.pop("routes_100k_replace_acked_s")},
+                      "pyroute2_msg": routes_pyroute2(socks[0], args.routes)}
+        out.update(ours)
+        if args.async_sample:
+            routes_res["pyroute2_async"] = routes_async(names[0], min(args.async_sample, args.routes), args.routes)
+        out["routes"] = routes_res
+        out["routes_count"] = args.routes
+        out.update(compare(torus_res, routes_res, args.route_budget_s / scale))
         out["link_toggle_ms"] = toggle_ms(socks[0], IDX["e"])
         shapes = [tc.LinkShape(names[i], idx, 100_000_000) for i in socks for idx in IDX.values()]
         t = time.perf_counter()
@@ -180,13 +347,7 @@ def main() -> int:
     except KeyboardInterrupt as exc:
         errors.append(f"interrupted ({exc})")
     finally:
-        t = time.perf_counter()
-        for s in socks.values():
-            s.close()
-        for fd in fds.values():
-            os.close(fd)
-        netns.delete_many(netns.list_names(prefix))
-        out["teardown_s"] = round(time.perf_counter() - t, 3)
+        out["teardown_s"] = teardown(prefix, socks, fds)
         out["errors"] = len(errors)
         if errors:
             out["first_error"] = errors[0]

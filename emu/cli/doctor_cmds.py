@@ -41,7 +41,7 @@ def _print_table(report: feat.Features) -> None:
     privileges = "root" if report.root else "not root"
     privileges += ", CAP_NET_ADMIN" if report.cap_net_admin else ", no CAP_NET_ADMIN"
     where = "QEMU stock-kernel tier (leoemu.vm=1)" if report.in_vm else "host"
-    probe = (f"ran in a throwaway namespace ({report.probe_seconds * 1000:.0f} ms)"
+    probe = (f"ran in a throwaway namespace, pyroute2 requests + nft ({report.probe_seconds * 1000:.0f} ms)"
              if report.probed else "NOT run (see below)")
     emit_table("leo-emu doctor", ["field", "value"], [
         ["privileges", privileges],

@@ -68,12 +68,19 @@ def status_record(run) -> dict:
 @click.command()
 @run_option
 @click.option("--nodes", "list_nodes", is_flag=True, help="List every node (table format).")
+@click.option("--kernel", "kernel", is_flag=True, help="Also read the kernel back over netlink (root): "
+              "namespaces present, links up, routes, rules.")
 @format_option
-def status(run_id: str | None, list_nodes: bool, fmt: str) -> None:
+def status(run_id: str | None, list_nodes: bool, kernel: bool, fmt: str) -> None:
     """Where a run is: state, current slice, slice-switch times, nodes, degradations."""
     from emu.dataplane.state import find_run
 
     rec = status_record(find_run(run_id))
+    if kernel:
+        from emu.dataplane.fabric import kernel_summary
+
+        _require_root("status --kernel")
+        rec["kernel"] = kernel_summary(n["netns"] for n in rec["nodes"])
     if fmt == "json":
         emit_json(rec)
         return
@@ -86,6 +93,8 @@ def status(run_id: str | None, list_nodes: bool, fmt: str) -> None:
         summary["error"] = rec["error"]
     emit_kv(f"run {rec['run']}", summary)
     emit_table("nodes per kind", ["kind", "count"], [[k, v] for k, v in rec["node_counts"].items()])
+    if kernel:
+        emit_table("kernel (read over netlink)", ["what", "count"], [[k, v] for k, v in rec["kernel"].items()])
     if list_nodes:
         emit_table("nodes", ["name", "kind", "netns"], [[n["name"], n["kind"], n["netns"]] for n in rec["nodes"]])
     for d in rec["degradations"]:

@@ -8,13 +8,15 @@ and, in plain words, what the emulator does without the missing ones
 How a probe runs
 ----------------
 A private thread calls ``unshare(CLONE_NEWNET)``: that thread alone moves to a
-new, empty namespace, and the commands it starts (``ip -batch``, ``tc -batch``,
-``nft -f``) run there. When the thread ends, the namespace has no user left
-and the kernel frees it with everything created inside: nothing is named in
+new, empty namespace. The link, route and qdisc probes are pyroute2
+requests (``IPRoute`` over a netlink socket the thread opens there, so it
+belongs to that namespace); NAT is probed with one ``nft -f`` process started
+from the thread. When the thread ends, the namespace has no user left and
+the kernel frees it with everything created inside: nothing is named in
 ``/run/netns`` and nothing can leak, even after ``kill -9``. The host's own
-namespaces are never touched. Three processes in all (one per tool family),
-so the whole probe costs tens of milliseconds on the host and well under two
-seconds under QEMU/TCG (where modules also autoload on first use).
+namespaces are never touched. The whole probe costs tens of milliseconds on
+the host and well under two seconds under QEMU/TCG (where modules also
+autoload on first use).
 
 Without root (CAP_SYS_ADMIN to create a namespace, CAP_NET_ADMIN inside) the
 kernel probes are not run; the report says so instead of guessing.
@@ -27,8 +29,8 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
-import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -54,44 +56,60 @@ _CAP_SYS_ADMIN = 21
 _CLONE_NEWNET = 0x40000000
 _PROBE_TIMEOUT_S = 20.0  # per batch; module autoload under TCG is slow
 
+try:
+    from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
+except ImportError:  # reported as a degradation; the probes then do not run
+    IFA_F_NODAD = 0
+
 # Probe names, all inside the throwaway namespace. TEST-NET addresses only.
 _VETH_A, _VETH_B = "lpveth0", "lpveth1"
+_IDX_A = 10  # fixed ifindex of _VETH_A, so later probes need no lookup
 
-# (feature or None, command line): a line tagged None is setup whose failure
-# only matters through the features that depend on it.
-_IP_BATCH: tuple[tuple[str | None, str], ...] = (
-    (None, "link set lo up"),
-    ("veth", f"link add name {_VETH_A} type veth peer name {_VETH_B}"),
-    ("bridge", "link add name lpbr0 type bridge"),
-    ("vxlan", "link add name lpvx0 type vxlan id 42 dstport 4789 local 192.0.2.1"),
-    ("ipip", "link add name lpipip0 type ipip local 192.0.2.1 remote 192.0.2.2"),
-    ("gre", "link add name lpgre0 type gre local 192.0.2.1 remote 192.0.2.2"),
-    ("sit", "link add name lpsit0 type sit local 192.0.2.1 remote 192.0.2.2"),
-    ("vrf", "link add name lpvrf0 type vrf table 100"),
-    (None, f"addr add 192.0.2.1/24 dev {_VETH_A}"),
-    (None, f"link set {_VETH_A} up"),
-    (None, f"link set {_VETH_B} up"),
-    ("multipath", f"route add 198.51.100.0/24 nexthop via 192.0.2.2 dev {_VETH_A} "
-                  f"nexthop via 192.0.2.3 dev {_VETH_A}"),
-    ("ipv6", f"addr add 2001:db8::1/64 dev {_VETH_A} nodad"),
-    ("seg6", f"route add 2001:db8:1::/64 encap seg6 mode encap segs 2001:db8::2 dev {_VETH_A}"),
+# (feature or None, what, pyroute2 IPRoute method, positional args, keyword args): a probe
+# tagged None is setup whose failure only matters through the features that depend on it.
+Probe = tuple[str | None, str, str, tuple, dict]
+_LINK_PROBES: tuple[Probe, ...] = (
+    (None, "link set lo up", "link", ("set",), {"index": 1, "state": "up"}),
+    ("veth", "veth pair", "link", ("add",), {"ifname": _VETH_A, "index": _IDX_A, "kind": "veth", "peer": _VETH_B}),
+    ("bridge", "bridge", "link", ("add",), {"ifname": "lpbr0", "kind": "bridge"}),
+    ("vxlan", "vxlan", "link", ("add",), {"ifname": "lpvx0", "kind": "vxlan", "vxlan_id": 42, "vxlan_port": 4789,
+                                          "vxlan_local": "192.0.2.1"}),
+    ("ipip", "ipip", "link", ("add",), {"ifname": "lpipip0", "kind": "ipip", "ipip_local": "192.0.2.1",
+                                        "ipip_remote": "192.0.2.2"}),
+    ("gre", "gre", "link", ("add",), {"ifname": "lpgre0", "kind": "gre", "gre_local": "192.0.2.1",
+                                      "gre_remote": "192.0.2.2"}),
+    ("sit", "sit", "link", ("add",), {"ifname": "lpsit0", "kind": "sit", "sit_local": "192.0.2.1",
+                                      "sit_remote": "192.0.2.2"}),
+    ("vrf", "vrf", "link", ("add",), {"ifname": "lpvrf0", "kind": "vrf", "vrf_table": 100}),
+    (None, "address on the veth", "addr", ("add",), {"index": _IDX_A, "address": "192.0.2.1", "prefixlen": 24}),
+    (None, "veth up", "link", ("set",), {"index": _IDX_A, "state": "up"}),
+    (None, "veth peer up", "link", ("set",), {"ifname": _VETH_B, "state": "up"}),
+    ("multipath", "multipath route", "route", ("add",), {
+        "dst": "198.51.100.0/24", "multipath": [{"gateway": "192.0.2.2", "oif": _IDX_A},
+                                                {"gateway": "192.0.2.3", "oif": _IDX_A}]}),
+    ("ipv6", "IPv6 address", "addr", ("add",), {"index": _IDX_A, "address": "2001:db8::1", "prefixlen": 64,
+                                                "flags": IFA_F_NODAD}),
+    ("seg6", "seg6 encap route", "route", ("add",), {
+        "dst": "2001:db8:1::/64", "oif": _IDX_A,
+        "encap": {"type": "seg6", "mode": "encap", "segs": "2001:db8::2"}}),
 )
-# Features whose probe line needs another feature's line to have worked.
+# Features whose probe needs another feature's probe to have worked.
 _DEPENDS = {"multipath": "veth", "ipv6": "veth", "seg6": "ipv6"}
 
-_TC_BATCH: tuple[tuple[str | None, str], ...] = (
-    ("netem", "qdisc add dev lo root netem delay 1ms"),
-    (None, "qdisc del dev lo root"),
-    ("tbf", "qdisc add dev lo root tbf rate 1mbit burst 32kb latency 50ms"),
-    (None, "qdisc del dev lo root"),
-    ("htb", "qdisc add dev lo root handle 1: htb default 10"),
-    (None, "qdisc del dev lo root"),
-    ("fq", "qdisc add dev lo root fq"),
-    (None, "qdisc del dev lo root"),
-    ("fq_codel", "qdisc add dev lo root fq_codel"),
-    (None, "qdisc del dev lo root"),
-    ("clsact", "qdisc add dev lo clsact"),
-    (None, "qdisc del dev lo clsact"),
+_DEL_ROOT: tuple = ("tc", ("del",), {"index": 1, "handle": 0, "parent": 0xFFFFFFFF})
+_QDISC_PROBES: tuple[Probe, ...] = (
+    ("netem", "netem", "tc", ("add", "netem"), {"index": 1, "delay": 1000}),
+    (None, "qdisc del", *_DEL_ROOT),
+    ("tbf", "tbf", "tc", ("add", "tbf"), {"index": 1, "rate": "1mbit", "burst": 32768, "latency": "50ms"}),
+    (None, "qdisc del", *_DEL_ROOT),
+    ("htb", "htb", "tc", ("add", "htb"), {"index": 1, "handle": "1:", "default": 0x10}),
+    (None, "qdisc del", *_DEL_ROOT),
+    ("fq", "fq", "tc", ("add", "fq"), {"index": 1}),
+    (None, "qdisc del", *_DEL_ROOT),
+    ("fq_codel", "fq_codel", "tc", ("add", "fq_codel"), {"index": 1}),
+    (None, "qdisc del", *_DEL_ROOT),
+    ("clsact", "clsact", "tc", ("add", "clsact"), {"index": 1}),
+    (None, "qdisc del", "tc", ("del", "clsact"), {"index": 1}),
 )
 
 _NFT_NAT = (
@@ -122,8 +140,8 @@ _DEGRADATION = {
     "nft_nat": "nftables NAT missing: GS/PoP border gateways cannot translate addresses.",
 }
 _TOOL_DEGRADATION = {
-    "ip": "`ip` (iproute2) not on PATH: kernel probes and namespace commands cannot run.",
-    "tc": "`tc` not on PATH: qdisc probes cannot run and link shaping is unavailable.",
+    "ip": "`ip` (iproute2) not on PATH: `leo-emu exec`-style commands and address lookups cannot run.",
+    "tc": "`tc` not on PATH: qdiscs can still be set (netlink) but not inspected by hand.",
     "nft": "`nft` not on PATH: NAT cannot be configured.",
     "ping": "`ping` not on PATH: RTT experiments are unavailable.",
     "iperf3": "`iperf3` not on PATH: throughput experiments are unavailable.",
@@ -303,24 +321,58 @@ def _run_in_fresh_netns(fn: Callable[[], Any]) -> Any:
 
 
 def _probe_all(tools: Mapping[str, str | None]) -> dict[str, tuple[bool, str]]:
+    """Every probe, in the calling thread's (fresh) namespace."""
     results: dict[str, tuple[bool, str]] = {}
-    if tools["ip"]:
-        results.update(_run_batch([tools["ip"], "-force", "-batch", "-"], _IP_BATCH))
+    try:
+        from pyroute2 import IPRoute
+    except ImportError:
+        results.update({f: (False, "not probed: python module pyroute2 missing")
+                        for f in LINK_FEATURES + ROUTE_FEATURES + QDISC_FEATURES})
+    else:
+        # A socket opened by this thread belongs to its namespace; pyroute2's own netns=
+        # option would fork a child to open one, in the namespace of a name we do not have.
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0)
+        with IPRoute(use_socket=sock, ext_ack=True) as ipr:
+            results.update(run_probes(ipr, _LINK_PROBES))
+            results.update(run_probes(ipr, _QDISC_PROBES))
+        sock.close()
         for feat, dep in _DEPENDS.items():
             if not results[dep][0] and not results[feat][0]:
                 results[feat] = (False, f"not probed: needs {dep}")
-    else:
-        results.update({f: (False, "not probed: `ip` not on PATH") for f in LINK_FEATURES + ROUTE_FEATURES})
-    if tools["tc"] and tools["ip"]:
-        results.update(_run_batch([tools["tc"], "-force", "-batch", "-"], _TC_BATCH))
-    else:
-        results.update({f: (False, "not probed: `tc` not on PATH") for f in QDISC_FEATURES})
     if tools["nft"]:
         proc = _run([tools["nft"], "-f", "-"], _NFT_NAT)
         results["nft_nat"] = (proc.returncode == 0, _last_line(proc.stderr))
     else:
         results["nft_nat"] = (False, "not probed: `nft` not on PATH")
     return results
+
+
+def run_probes(ipr: Any, probes: tuple[Probe, ...]) -> dict[str, tuple[bool, str]]:
+    """Send each probe through ``ipr`` (a pyroute2 IPRoute) and attribute each failure to its feature.
+
+    A failure reads like ``Operation not supported (errno 95): Unknown device type``
+    (strerror, errno, the kernel's extended-ack text when it gave one).
+    """
+    results: dict[str, tuple[bool, str]] = {}
+    for feat, what, method, args, kwargs in probes:
+        try:
+            getattr(ipr, method)(*args, **kwargs)
+        except Exception as exc:  # NetlinkError, or pyroute2 refusing the request itself
+            if feat:
+                results[feat] = (False, f"{what}: {_why(exc)}")
+        else:
+            if feat:
+                results[feat] = (True, "")
+    return results
+
+
+def _why(exc: Exception) -> str:
+    code = getattr(exc, "code", None)
+    if isinstance(code, int) and code > 0:
+        text = os.strerror(code)
+        extra = exc.args[1] if len(exc.args) > 1 and exc.args[1] != text else ""
+        return f"{text} (errno {code}){': ' + str(extra) if extra else ''}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _run(argv: list[str], stdin: str) -> subprocess.CompletedProcess[str]:
@@ -331,37 +383,6 @@ def _run(argv: list[str], stdin: str) -> subprocess.CompletedProcess[str]:
         return subprocess.CompletedProcess(argv, 124, "", f"timed out after {_PROBE_TIMEOUT_S:.0f} s")
     except OSError as exc:
         return subprocess.CompletedProcess(argv, 127, "", str(exc))
-
-
-_FAILED = re.compile(r"^Command failed -:(\d+)\s*$")
-
-
-def _run_batch(argv: list[str], lines: tuple[tuple[str | None, str], ...]) -> dict[str, tuple[bool, str]]:
-    """Run an iproute2 ``-force -batch -`` and attribute each failure to its line.
-
-    iproute2 prints the kernel's message, then ``Command failed -:N`` for line N.
-    """
-    proc = _run(argv, "".join(cmd + "\n" for _, cmd in lines))
-    failed: dict[int, str] = {}
-    pending: list[str] = []
-    for raw in proc.stderr.splitlines():
-        m = _FAILED.match(raw.strip())
-        if m:
-            failed[int(m.group(1))] = "; ".join(pending) or "failed"
-            pending = []
-        elif raw.strip():
-            pending.append(raw.strip())
-    results: dict[str, tuple[bool, str]] = {}
-    if proc.returncode != 0 and not failed:
-        # The tool itself failed (timeout, crash, not executable): nothing is known.
-        why = _last_line(proc.stderr) or f"exit {proc.returncode}"
-        return {feat: (False, f"not probed: {why}") for feat, _ in lines if feat}
-    for lineno, (feat, _cmd) in enumerate(lines, start=1):
-        if feat is None:
-            continue
-        err = failed.get(lineno)
-        results[feat] = (err is None, err or "")
-    return results
 
 
 def _last_line(text: str) -> str:

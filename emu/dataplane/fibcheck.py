@@ -7,52 +7,44 @@ tables) gives the egress interface; the plan's reference segmented longest
 match (:class:`emu.addressing.slm.SegmentedTable`) gives the allowed egress
 directions. Retention is honoured: where slice k's table has no entry, the
 kernel may still answer from slice k-1's table (grc §Time Slice Transition).
+
+The lookups are pyroute2 ``rtmsg`` requests (encoded once per destination)
+and their answers are decoded by pyroute2's parser; all of one satellite's
+lookups are in flight at once on its namespace's ``NetlinkBatch``.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import socket
-import struct
+
+from pyroute2.netlink.rtnl import RTM_GETROUTE, RTM_NEWROUTE
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from emu.dataplane.model import IDX_LO, Model
-from emu.dataplane.netlink import NetlinkBatch, parse_attrs
+from emu.dataplane.netlink import NetlinkBatch
+from emu.dataplane.nlmsg import decode, encode
 from emu.orbit.constellation import DOWN
 from emu.plan import actions
 
-RTM_NEWROUTE, RTM_GETROUTE = 24, 26
-NLMSG_ERROR = 2
-RTA_DST, RTA_OIF, RTA_TABLE = 1, 4, 15
-_NLH = struct.Struct("=IHHII")
-_RTM = struct.Struct("=BBBBBBBBI")
+
+@functools.lru_cache(maxsize=65536)
+def _get_body(dst: int) -> bytes:
+    """``ip route get DST`` as a pyroute2 rtmsg (the same for every satellite, so encoded once)."""
+    return encode(rtmsg, {"family": socket.AF_INET, "dst_len": 32}, [("RTA_DST", socket.inet_ntoa(dst.to_bytes(4, "big")))])
 
 
 def route_get_many(nl: NetlinkBatch, dsts: list[int]) -> list[tuple[int, int | None, int | None]]:
-    """For each IPv4 destination: (errno or 0, route type, egress ifindex), one request each, all sent at once."""
-    base = 0x40000000
-    msgs = []
-    for i, d in enumerate(dsts):
-        body = _RTM.pack(socket.AF_INET, 32, 0, 0, 0, 0, 0, 0, 0) + struct.pack("=HH", 8, RTA_DST) + d.to_bytes(4, "big")
-        msgs.append(_NLH.pack(16 + len(body), RTM_GETROUTE, 1, base + i, 0) + body)  # NLM_F_REQUEST
-    nl.sock.send(b"".join(msgs))
-    out: dict[int, tuple[int, int | None, int | None]] = {}
-    buf = bytearray(1 << 16)
-    while len(out) < len(dsts):
-        n = nl.sock.recv_into(buf)
-        off = 0
-        while off + 16 <= n:
-            mlen, mtype, _fl, seq, _pid = _NLH.unpack_from(buf, off)
-            i = seq - base
-            if 0 <= i < len(dsts):
-                if mtype == NLMSG_ERROR:
-                    out[i] = (-struct.unpack_from("=i", buf, off + 16)[0], None, None)
-                elif mtype == RTM_NEWROUTE:
-                    p = bytes(buf[off + 16:off + mlen])
-                    rtype = p[7]
-                    oif = parse_attrs(p, 12).get(RTA_OIF)
-                    out[i] = (0, rtype, struct.unpack("=I", oif[:4])[0] if oif else None)
-            off += (mlen + 3) & ~3
-    return [out[i] for i in range(len(dsts))]
+    """For each IPv4 destination: (errno or 0, route type, egress ifindex), one request each, all in flight at once."""
+    out = []
+    for code, replies in nl.request_many(RTM_GETROUTE, [_get_body(d) for d in dsts], op="route get"):
+        route = next((decode(rtmsg, body) for mtype, body in replies if mtype == RTM_NEWROUTE), None)
+        if code or route is None:
+            out.append((code or errno.ENODATA, None, None))
+        else:
+            out.append((0, route["type"], route.get("RTA_OIF")))
+    return out
 
 
 def allowed_ifindexes(m: Model, sat: int, k: int, code: int) -> set[int]:

@@ -157,6 +157,15 @@ def test_status_json(live, env):
     assert kinds == {"satellite", "gs", "ut", "dev", "core", "inet"}
 
 
+def test_status_kernel_reads_the_namespaces_back(live, env):
+    d = json.loads(leo(env, "status", "--kernel", "--format", "json").stdout)
+    k = d["kernel"]
+    assert k["namespaces"] == len(d["nodes"]) and k["namespaces_missing"] == 0
+    n_sats = sum(1 for n in d["nodes"] if n["kind"] == "satellite")
+    assert k["links_up"] > 2 * n_sats                  # lo + at least two ISL ends each
+    assert k["rules"] >= n_sats and k["ipv4_routes"] > n_sats
+
+
 def test_exec_runs_in_the_node(live, env):
     p = leo(env, "exec", "dev1", "--", "ip", "-4", "-o", "addr", "show", "dev", "eth0")
     assert live["nodes"]["dev1"]["addr"] in p.stdout

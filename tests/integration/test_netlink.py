@@ -208,6 +208,44 @@ def test_vxlan_and_tbf(line: dict) -> None:
         A.send()
 
 
+def test_a_dump_longer_than_one_read_comes_back_whole(line: dict) -> None:
+    """A dump continues after the batch's barrier (the kernel fills later parts as we read)."""
+    A = line["nl"][line["a"]]
+    A.ack_each = False
+    for i in range(5000):
+        A.route("add", (0x0B000000 + i).to_bytes(4, "big"), 32, oif=10, table=1234)
+    A.send()
+    A.ack_each = True
+    try:
+        assert len(A.routes(table=1234)) == 5000
+    finally:
+        A.ack_each = False
+        for i in range(5000):
+            A.route("del", (0x0B000000 + i).to_bytes(4, "big"), 32, table=1234)
+        A.send()
+        A.ack_each = True
+    assert A.routes(table=1234) == []
+
+
+def test_route_get_many_and_neighbours(line: dict) -> None:
+    from emu.dataplane import fibcheck, nlroute
+
+    A = line["nl"][line["a"]]
+    nlroute.neigh(A, "add", 10, "10.1.0.9", "02:00:00:00:00:99")
+    A.send()
+    try:
+        got = [n for n in A.neighbours(socket.AF_INET) if n["dst"] == "10.1.0.9"]
+        assert got and got[0]["lladdr"] == "02:00:00:00:00:99" and got[0]["index"] == 10
+        assert got[0]["state"] == 0x80                                 # NUD_PERMANENT
+        dsts = [0x0A010001, 0x0A010000, 0xCB007101]                    # 10.1.0.1, own 10.1.0.0, 203.0.113.1
+        answers = fibcheck.route_get_many(A, dsts * 200)
+        assert answers[:3] == [(0, 1, 10), (0, 2, 1), (errno.ENETUNREACH, None, None)]
+        assert answers == answers[:3] * 200
+    finally:
+        nlroute.neigh(A, "del", 10, "10.1.0.9", "02:00:00:00:00:99")
+        A.send()
+
+
 def test_link_down_up_and_group_delete(line: dict) -> None:
     A = line["nl"][line["a"]]
     A.veth("g0", "g1", None, index=60, peer_index=61, group=77)

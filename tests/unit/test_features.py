@@ -28,25 +28,49 @@ def _report(**overrides: object) -> feat.Features:
 
 
 def test_every_feature_has_a_probe() -> None:
-    probed = {f for f, _ in feat._IP_BATCH + feat._TC_BATCH if f} | set(feat.NFT_FEATURES)
+    probed = {p[0] for p in feat._LINK_PROBES + feat._QDISC_PROBES if p[0]} | set(feat.NFT_FEATURES)
     assert probed == set(feat.FEATURES)
     assert set(feat._DEGRADATION) == set(feat.FEATURES) - {"ipip"}  # ipip: said with vxlan
 
 
-def test_batch_failures_are_attributed_to_their_lines(monkeypatch: pytest.MonkeyPatch) -> None:
-    lines = (("a", "x"), (None, "setup"), ("b", "y"), ("c", "z"))
-    stderr = ("Error: Unknown device type.\nCommand failed -:3\n"
-              "Error: Cannot delete qdisc with handle of zero.\nCommand failed -:2\n")
-    monkeypatch.setattr(feat, "_run", _fake_run(stderr))
-    result = feat._run_batch(["ip", "-force", "-batch", "-"], lines)
-    assert result == {"a": (True, ""), "b": (False, "Error: Unknown device type."), "c": (True, "")}
+class _FakeIPRoute:
+    """Answers pyroute2 calls: raises NetlinkError for the kinds listed in ``refuse``."""
+
+    def __init__(self, refuse: dict[str, int]):
+        self.refuse = refuse
+        self.calls: list[tuple] = []
+
+    def _call(self, method: str, *args, **kwargs):
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        self.calls.append((method, args, kwargs))
+        kind = kwargs.get("kind") or (args[1] if len(args) > 1 else None)
+        if kind in self.refuse:
+            raise NetlinkError(self.refuse[kind])
+        return ()
+
+    def __getattr__(self, method: str):
+        return lambda *a, **kw: self._call(method, *a, **kw)
 
 
-def test_a_batch_that_never_ran_marks_features_not_probed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(feat, "_run", _fake_run("timed out after 20 s", returncode=124))
-    result = feat._run_batch(["tc"], (("netem", "q"), (None, "d"), ("tbf", "q")))
-    assert set(result) == {"netem", "tbf"}
-    assert all(not ok and err.startswith("not probed: timed out") for ok, err in result.values())
+def test_probe_failures_are_attributed_to_their_features() -> None:
+    probes = (("a", "thing a", "link", ("add",), {"kind": "dummy"}),
+              (None, "setup", "link", ("set",), {"index": 1, "kind": "setup"}),
+              ("b", "thing b", "link", ("add",), {"kind": "vrf"}),
+              ("c", "thing c", "tc", ("add", "netem"), {"index": 1}))
+    ipr = _FakeIPRoute({"vrf": 95, "setup": 22, "netem": 2})
+    result = feat.run_probes(ipr, probes)
+    assert result == {"a": (True, ""), "b": (False, "thing b: Operation not supported (errno 95)"),
+                      "c": (False, "thing c: No such file or directory (errno 2)")}
+    assert [c[0] for c in ipr.calls] == ["link", "link", "link", "tc"]   # setup failure did not stop the rest
+
+
+def test_a_request_pyroute2_itself_refuses_is_reported_by_name() -> None:
+    class Broken:
+        def link(self, *a, **kw):
+            raise ValueError("bad spec")
+    assert feat.run_probes(Broken(), (("a", "thing", "link", ("add",), {}),)) == {
+        "a": (False, "thing: ValueError: bad spec")}
 
 
 def test_degradations_on_the_development_kernel() -> None:

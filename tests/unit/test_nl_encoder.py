@@ -1,0 +1,230 @@
+"""Every message our own route encoder writes, decoded by pyroute2's parser and checked field by field.
+
+The data plane packs bulk route add/replace/append/del messages itself
+(:meth:`emu.dataplane.netlink.NetlinkBatch.route`, the measured hot path);
+everything else is encoded by pyroute2. Here pyroute2's ``rtmsg`` is the
+independent reader: header type and flags, family, dst_len, table (header
+and RTA_TABLE), protocol, scope, type, flags, RTA_DST, RTA_OIF,
+RTA_GATEWAY, RTA_VIA, RTA_PRIORITY and every multipath hop with its weight.
+The pyroute2-encoded requests (links, addresses, rules, neighbours, qdiscs)
+are decoded too, as a check of how we drive pyroute2. No root needed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyroute2.netlink import NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST
+from pyroute2.netlink.rtnl import RTM_DELROUTE, RTM_NEWROUTE
+from pyroute2.netlink.rtnl.fibmsg import fibmsg
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
+from pyroute2.netlink.rtnl.tcmsg import tcmsg
+
+from emu.dataplane import nlroute, tc
+from emu.dataplane.netlink import NetlinkBatch, Nexthop, route_dict
+from emu.errors import DataplaneError
+
+FLAGS = {"add": NLM_F_CREATE | NLM_F_EXCL, "replace": NLM_F_CREATE | NLM_F_REPLACE,
+         "append": NLM_F_CREATE | NLM_F_APPEND, "del": 0}
+
+
+def decoded(batch: NetlinkBatch, cls=rtmsg) -> list:
+    out = []
+    for data in batch.messages():
+        m = cls(data)
+        m.decode()
+        assert m["header"]["length"] == len(data)
+        out.append(m)
+    return out
+
+
+def one(batch: NetlinkBatch, cls=rtmsg):
+    (m,) = decoded(batch, cls)
+    return m
+
+
+def check_header(m, verb: str, ack: bool = True) -> None:
+    assert m["header"]["type"] == (RTM_DELROUTE if verb == "del" else RTM_NEWROUTE)
+    assert m["header"]["flags"] == FLAGS[verb] | NLM_F_REQUEST | (NLM_F_ACK if ack else 0)
+
+
+def test_single_hop_ipv4_route_with_gateway_table_metric() -> None:
+    b = NetlinkBatch.unbound()
+    b.route("add", "10.1.0.0/16", oif=7, gateway="10.0.0.1", table=100, metric=20)
+    m = one(b)
+    check_header(m, "add")
+    assert (m["family"], m["dst_len"], m["src_len"], m["tos"]) == (socket.AF_INET, 16, 0, 0)
+    assert (m["table"], m.get("RTA_TABLE")) == (100, 100)
+    assert (m["proto"], m["scope"], m["type"], m["flags"]) == (4, 0, 1, 0)  # static, universe, unicast
+    assert (m.get("RTA_DST"), m.get("RTA_OIF"), m.get("RTA_GATEWAY"), m.get("RTA_PRIORITY")) == (
+        "10.1.0.0", 7, "10.0.0.1", 20)
+    assert m.get("RTA_VIA") is None and m.get("RTA_MULTIPATH") is None
+
+
+def test_device_route_is_scope_link_and_table_above_255_goes_in_rta_table() -> None:
+    b = NetlinkBatch.unbound(ack_each=False)
+    b.route("replace", "fd00::/64", oif=3, table=1001)
+    m = one(b)
+    check_header(m, "replace", ack=False)
+    assert (m["family"], m["dst_len"], m["table"], m.get("RTA_TABLE")) == (socket.AF_INET6, 64, 252, 1001)
+    assert (m["scope"], m["type"], m.get("RTA_DST"), m.get("RTA_OIF")) == (253, 1, "fd00::", 3)
+    assert m.get("RTA_GATEWAY") is None
+
+
+def test_ipv4_route_via_an_ipv6_next_hop() -> None:
+    b = NetlinkBatch.unbound()
+    nlroute.route4(b, "replace", 0x0A200000, 11, [nlroute.Hop(12, "fe80::1:2")], table=1002, metric=1)
+    m = one(b)
+    check_header(m, "replace")
+    assert (m["family"], m["dst_len"], m["table"], m.get("RTA_TABLE")) == (socket.AF_INET, 11, 252, 1002)
+    assert (m["scope"], m["type"], m["proto"]) == (0, 1, 4)
+    assert m.get("RTA_DST") == "10.32.0.0" and m.get("RTA_OIF") == 12 and m.get("RTA_PRIORITY") == 1
+    assert m.get("RTA_VIA") == {"family": socket.AF_INET6, "addr": "fe80::1:2"}
+
+
+def test_multipath_via_hops_carry_their_weights() -> None:
+    b = NetlinkBatch.unbound()
+    hops = [nlroute.Hop(2, "fe80::a", 3), nlroute.Hop(3, "fe80::b", 1), nlroute.Hop(4, "fe80::c", 999)]
+    nlroute.route4(b, "replace", 0xC0A80000, 16, hops, table=254, metric=2)
+    m = one(b)
+    check_header(m, "replace")
+    assert (m["table"], m.get("RTA_TABLE"), m.get("RTA_PRIORITY"), m.get("RTA_OIF")) == (254, 254, 2, None)
+    got = [(nh["oif"], nh["hops"], nh["flags"], nh.get("RTA_VIA")) for nh in m.get("RTA_MULTIPATH")]
+    assert got == [(2, 2, 0, {"family": socket.AF_INET6, "addr": "fe80::a"}),
+                   (3, 0, 0, {"family": socket.AF_INET6, "addr": "fe80::b"}),
+                   (4, 255, 0, {"family": socket.AF_INET6, "addr": "fe80::c"})]  # weight clamped to 256
+    assert route_dict(m)["nexthops"] == [(2, "fe80::a", 3, 0), (3, "fe80::b", 1, 0), (4, "fe80::c", 256, 0)]
+
+
+def test_multipath_gateways_onlink() -> None:
+    b = NetlinkBatch.unbound()
+    b.route("append", "0.0.0.0/0", nexthops=[Nexthop(2, "10.0.0.1", 5, onlink=True), Nexthop(3, "10.0.1.1")])
+    m = one(b)
+    check_header(m, "append")
+    assert (m["dst_len"], m.get("RTA_DST"), m["table"]) == (0, None, 254)
+    got = [(nh["oif"], nh["hops"], nh["flags"], nh.get("RTA_GATEWAY")) for nh in m.get("RTA_MULTIPATH")]
+    assert got == [(2, 4, 4, "10.0.0.1"), (3, 0, 0, "10.0.1.1")]  # RTNH_F_ONLINK = 4
+
+
+def test_local_and_unreachable_routes() -> None:
+    b = NetlinkBatch.unbound()
+    nlroute.route4(b, "replace", 0x0A000000, 29, table=1003, metric=1, rtype=nlroute.RTN_LOCAL, oif=1)
+    nlroute.route4(b, "replace", 0x0A000008, 29, table=1003, metric=1, rtype=nlroute.RTN_UNREACHABLE)
+    b.route("add", "192.0.2.0/24", type="blackhole")
+    local, unreach, black = decoded(b)
+    assert (local["type"], local["scope"], local.get("RTA_OIF"), local.get("RTA_DST")) == (2, 254, 1, "10.0.0.0")
+    assert (unreach["type"], unreach["scope"], unreach.get("RTA_OIF")) == (7, 0, None)
+    assert (unreach.get("RTA_DST"), unreach["dst_len"], unreach.get("RTA_TABLE")) == ("10.0.0.8", 29, 1003)
+    assert (black["type"], black["scope"]) == (6, 0)
+
+
+@pytest.mark.parametrize("rtype", [nlroute.RTN_UNICAST, nlroute.RTN_LOCAL, nlroute.RTN_UNREACHABLE])
+def test_delete_matches_any_scope_and_protocol(rtype: int) -> None:
+    b = NetlinkBatch.unbound(ack_each=False)
+    nlroute.route4(b, "del", 0x0A000000, 24, table=1001, metric=2, rtype=rtype)
+    m = one(b)
+    check_header(m, "del", ack=False)
+    assert (m["scope"], m["proto"]) == (255, 0)                        # RT_SCOPE_NOWHERE: any scope
+    assert m["type"] == (0 if rtype == nlroute.RTN_UNICAST else rtype)  # unicast: any type
+    assert (m.get("RTA_DST"), m["dst_len"], m.get("RTA_TABLE"), m.get("RTA_PRIORITY")) == ("10.0.0.0", 24, 1001, 2)
+    assert m.get("RTA_OIF") is None and m.get("RTA_MULTIPATH") is None
+
+
+def test_bad_weight_is_refused() -> None:
+    with pytest.raises(DataplaneError):
+        NetlinkBatch.unbound().route("add", "10.0.0.0/8", nexthops=[Nexthop(2, "10.0.0.1", 0)])
+
+
+def test_sequence_numbers_and_shapes_do_not_leak_between_routes() -> None:
+    b = NetlinkBatch.unbound()
+    b.route("add", "10.0.0.0/24", oif=2, table=100)
+    b.route("add", "10.0.1.0/24", oif=2, table=100)     # same shape, other destination
+    b.route("add", "10.0.2.0/24", oif=3, table=100)
+    ms = decoded(b)
+    assert [m["header"]["sequence_number"] for m in ms] == [1, 2, 3]
+    assert [(m.get("RTA_DST"), m.get("RTA_OIF")) for m in ms] == [("10.0.0.0", 2), ("10.0.1.0", 2), ("10.0.2.0", 3)]
+
+
+_v4 = st.integers(0, 2**32 - 1)
+_hop = st.tuples(st.integers(1, 2**31 - 1), st.integers(0, 2**64 - 1), st.integers(1, 256))
+
+
+@settings(max_examples=300, deadline=None)
+@given(verb=st.sampled_from(["add", "replace", "append", "del"]), prefix=_v4, plen=st.integers(0, 32),
+       table=st.integers(1, 2**32 - 1), metric=st.none() | st.integers(0, 2**32 - 1),
+       hops=st.lists(_hop, min_size=0, max_size=8), ack=st.booleans())
+def test_any_route_decodes_to_what_was_asked(verb, prefix, plen, table, metric, hops, ack) -> None:
+    b = NetlinkBatch.unbound(ack_each=ack)
+    dst = prefix.to_bytes(4, "big")
+    via = [str(ipaddress.IPv6Address((0xFE80 << 112) | x)) for _, x, _ in hops]
+    nhs = [Nexthop(oif, weight=w, via=v) for (oif, _, w), v in zip(hops, via)]
+    if len(nhs) == 1:
+        b.route(verb, dst, plen, oif=nhs[0].oif, via=nhs[0].via, table=table, metric=metric)
+    else:
+        b.route(verb, dst, plen, nexthops=nhs or None, table=table, metric=metric)
+    m = one(b)
+    check_header(m, verb, ack)
+    assert (m["family"], m["dst_len"]) == (socket.AF_INET, plen)
+    assert m["table"] == (table if table < 256 else 252) and m.get("RTA_TABLE") == table
+    assert m.get("RTA_DST") == (socket.inet_ntoa(dst) if plen else None)
+    assert m.get("RTA_PRIORITY") == metric
+    if len(nhs) == 1:
+        assert (m.get("RTA_OIF"), m.get("RTA_VIA")) == (nhs[0].oif, {"family": socket.AF_INET6, "addr": via[0]})
+    else:
+        got = [(nh["oif"], nh["hops"] + 1, nh.get("RTA_VIA")["addr"]) for nh in m.get("RTA_MULTIPATH") or ()]
+        assert got == [(h.oif, h.weight, v) for h, v in zip(nhs, via)]
+
+
+# ---------------------------------------------------------------- the pyroute2-encoded requests
+def test_pyroute2_encoded_link_address_rule_neighbour_requests() -> None:
+    b = NetlinkBatch.unbound()
+    b.veth("e", "w", 9, index=2, peer_index=4, mac="02:00:00:00:00:01", peer_mac="02:00:00:00:00:02", mtu=9000,
+           group=12)
+    b.link_set(2, up=True)
+    b.link_del_group(12)
+    veth, up, delg = decoded(b, ifinfmsg)
+    assert (veth["index"], veth.get("IFLA_IFNAME"), veth.get("IFLA_MTU"), veth.get("IFLA_GROUP")) == (2, "e", 9000, 12)
+    assert veth.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "veth"
+    assert (up["index"], up["flags"] & 1, up["change"] & 1) == (2, 1, 1)
+    assert (delg["index"], delg.get("IFLA_GROUP"), delg["header"]["type"]) == (0, 12, 17)
+    b = NetlinkBatch.unbound()
+    b.addr("add", 3, "fe80::1", 64)
+    a = one(b, ifaddrmsg)
+    assert (a["family"], a["prefixlen"], a["index"], a.get("IFA_LOCAL"), a.get("IFA_FLAGS")) == (
+        socket.AF_INET6, 64, 3, "fe80::1", 2)   # IFA_F_NODAD
+    b = NetlinkBatch.unbound()
+    b.rule("add", table=1001, priority=100)
+    r = one(b, fibmsg)
+    assert (r["table"], r["action"], r.get("FRA_TABLE"), r.get("FRA_PRIORITY")) == (252, 1, 1001, 100)
+    b = NetlinkBatch.unbound()
+    nlroute.neigh(b, "add", 60, "192.168.0.2", "02:00:00:00:00:05")
+    nlroute.fdb(b, "replace", 60, "02:00:00:00:00:05", "10.3.3.3")
+    n, f = decoded(b, ndmsg)
+    assert (n["family"], n["ifindex"], n["state"], n.get("NDA_DST"), n.get("NDA_LLADDR")) == (
+        socket.AF_INET, 60, 0x80, "192.168.0.2", "02:00:00:00:00:05")
+    assert (f["family"], f["flags"], f.get("NDA_LLADDR")) == (socket.AF_BRIDGE, 2, "02:00:00:00:00:05")
+
+
+def test_pyroute2_encoded_qdiscs_and_encap_route() -> None:
+    b = NetlinkBatch.unbound()
+    tc.tbf(b, 2, 100_000_000)
+    tc.netem(b, 3, 1500, parent=tc.handle(1, 1), qdisc_handle=tc.handle(10))
+    t, n = decoded(b, tcmsg)
+    parms = t.get_nested("TCA_OPTIONS", "TCA_TBF_PARMS")
+    assert (t["index"], t.get("TCA_KIND"), parms["rate"], t["parent"]) == (2, "tbf", 12_500_000, 0xFFFFFFFF)
+    assert parms["limit"] == 12_500_000 // 20 + tc.default_burst(100_000_000)   # 50 ms of queue + burst
+    assert (n["index"], n.get("TCA_KIND"), n["handle"], n["parent"]) == (3, "netem", 10 << 16, (1 << 16) | 1)
+    b = NetlinkBatch.unbound()
+    nlroute.route4_encap(b, "replace", "12.0.0.0/8", 60, "10.1.1.1", "10.2.2.2")
+    e = one(b)
+    assert (e.get("RTA_DST"), e["dst_len"], e.get("RTA_OIF"), e.get("RTA_ENCAP_TYPE")) == ("12.0.0.0", 8, 60, 2)
+    enc = e.get("RTA_ENCAP")
+    assert (enc.get("LWTUNNEL_IP_DST"), enc.get("LWTUNNEL_IP_SRC"), enc.get("LWTUNNEL_IP_TTL")) == (
+        "10.1.1.1", "10.2.2.2", 64)
