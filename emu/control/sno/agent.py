@@ -98,7 +98,7 @@ class AgentDaemon:
         self.sock.bind(("0.0.0.0", USER_PORT))
         self.sock.setblocking(False)
         self.loop.add_reader(self.sock.fileno(), self._on_udp)
-        self.watch = UplinkWatch(self.c.uplinks)
+        self.watch = UplinkWatch(self.c.uplinks, self.c.table)
         self.loop.add_reader(self.watch.fd, self._on_netlink)
         admin = None
         if self.c.admin:
