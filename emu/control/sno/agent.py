@@ -79,7 +79,10 @@ class AgentDaemon:
             while line := await reader.readline():
                 try:
                     req = json.loads(line)
-                    out = {"ok": True, "pid": os.getpid(), **self.logic.status()} if req.get("op") == "status" \
+                    if req.get("op") == "relink":  # a new access link on the same uplink (a new GS, same core)
+                        now = time.monotonic_ns()
+                        self.execute(self.logic.on_link(None, now) + self.logic.on_link(self.watch.current(), now))
+                    out = {"ok": True, "pid": os.getpid(), **self.logic.status()} if req.get("op") in ("status", "relink") \
                         else {"ok": False, "error": f"op: unknown (got {req.get('op')!r})"}
                 except ValueError as exc:
                     out = {"ok": False, "error": str(exc)}

@@ -123,6 +123,12 @@ def access_ifname(op: int) -> str:
     return f"sv{op}"
 
 
+def uplink_ifname(home: int, op: int) -> str:
+    """A UT's uplink toward operator ``op``'s core: the data plane's own tunnel toward its home operator's
+    ground stations, :func:`access_ifname` toward the others'."""
+    return ifnames.TUNNEL_IFNAME["vxlan"] if op == home else access_ifname(op)
+
+
 def control_spec(m, mobility, features=None):
     """The launcher's ControlSpec for a run: every operator core and every user terminal of the model."""
     from emu.control.sno.launch import ControlSpec, CoreSpec, UserSpec
@@ -134,7 +140,7 @@ def control_spec(m, mobility, features=None):
         cores.append(CoreSpec(name=name, netns=m.ns(name), index=idx, realm=name, public=m.core_public(idx),
                               tunnel_pool=TUNNEL_POOL.format(op=idx), access=access))
     users = [UserSpec(name=u.name, netns=m.ns(u.name), user=f"{u.name}@{ops[u.operator][1]}",
-                      prefix=str(m.user_subnets[u.idx]), uplinks=[access_ifname(idx) for idx, *_ in ops])
+                      prefix=str(m.user_subnets[u.idx]), uplinks=[uplink_ifname(u.operator, idx) for idx, *_ in ops])
              for u in m.uts]
     return ControlSpec(cores=cores, users=users, procedure=mobility.procedure, latency_ms=mobility.latency_ms,
                        notice_ms=mobility.notice_ms, anycast=ANYCAST, access_table=ACCESS_TABLE)
