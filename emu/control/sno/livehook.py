@@ -152,7 +152,7 @@ class MobilityHook:
         changed = []
         gs_pos = {g.idx: i for i, g in enumerate(m.gss)}
         ops = {idx: name for idx, name, *_ in m.db.operators}
-        t = time.time()
+        t, t_ns = time.time(), time.monotonic_ns()  # t_ns: the daemons' step-log clock
         for ut_idx, cs in nxt.items():
             old = self.cur.get(ut_idx)
             if old == cs:
@@ -171,7 +171,7 @@ class MobilityHook:
                                   f"table {live.ACCESS_TABLE}"])
                 if old is not None and old.core == cs.core and old.gs != cs.gs and self.info:
                     launch.try_admin(self.info["agents"][u.name]["admin"], {"op": "relink"})
-            rec = {"k": k, "at": t, "ut": u.name, "core": ops.get(cs.core), "gs": m.db.ground[cs.gs].name
+            rec = {"k": k, "at": t, "t_ns": t_ns, "ut": u.name, "core": ops.get(cs.core), "gs": m.db.ground[cs.gs].name
                    if cs.gs >= 0 else None, "from_core": ops.get(old.core) if old else None,
                    "visited": cs.visited}
             changed.append(rec)
