@@ -90,7 +90,7 @@ def handovers(plan_db: str, per_ut: bool, with_events: bool, fmt: str) -> None:
 
 @click.group()
 def experiment() -> None:
-    """Scripted experiments (experiments/*.yaml): check one against a plan (the runner is a later stage)."""
+    """Scripted inter-SNO handover experiments: check or run a file (experiments/*.yaml), or measure handovers."""
 
 
 @experiment.command("check")
@@ -156,6 +156,33 @@ def experiment_handover(scenario: str, procedure: str, association: str, repeat:
                    ["slice", "UT", "kind", "from", "to", "interruption ms", "lost", "registered ms"],
                    [[h["k"], h["ut"], h["kind"], h["from_core"], h["to_core"], h["interruption_ms"], h["lost_packets"],
                      h["registered_ms"]] for h in out["handovers"]])
+
+
+@experiment.command("run")
+@click.argument("experiment_file", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Results folder (default: the file's output, else ./results-NAME).")
+@format_option
+def experiment_run(experiment_file: str, out_dir: str | None, fmt: str) -> None:
+    """Run EXPERIMENT_FILE in the live emulator (both procedures): CSV + JSON + PNG into its output folder."""
+    from pathlib import Path
+
+    from emu.cli.dataplane_cmds import require_root
+    from emu.experiment.runner import run_file
+    from emu.experiment.spec import load_experiment
+
+    load_experiment(experiment_file)  # the file's own structure first: a bad file never needs root
+    require_root()
+    res = run_file(experiment_file, Path(out_dir) if out_dir else None, progress=lambda m: click.echo(m, err=True))
+    rows = {p: {k: r[k] for k in ("median_interruption_ms", "p90_interruption_ms", "lost_packets",
+                                   "handovers_measured")} for p, r in res["runs"].items()}
+    if fmt == "json":
+        emit_json({"experiment": res["experiment"], "output": res["output"], "association": res["association"],
+                   "runs": rows, "plan_handovers": res["plan_handovers"]})
+    else:
+        emit_table(f"experiment {res['experiment']} ({res['association']}): results in {res['output']}",
+                   ["procedure", "median ms", "p90 ms", "lost", "measured"],
+                   [[p, *r.values()] for p, r in rows.items()])
 
 
 def register(cli: click.Group) -> None:

@@ -57,9 +57,10 @@ def check_args(procedure: str, association: str, repeat: int, speed: float, inte
 
 def pick_window(handovers: list[dict], start_slice: int | None, repeat: int, n_slices: int) -> tuple[int, int, list]:
     """(first slice, number of slices, the handovers to measure): from a slice before the first inter-SNO
-    handover at or after ``start_slice`` (any, if None) to one after the ``repeat``-th (pure)."""
+    handover at or after ``start_slice`` (any, if None) to one after the ``repeat``-th (pure). Handovers
+    right after an outage (the user unserved in the slice before) are re-attachments: not measured."""
     lo = 1 if start_slice is None else start_slice + 1
-    todo = [h for h in handovers if h["k"] >= lo][:repeat]
+    todo = [h for h in handovers if h["k"] >= lo and not h.get("after_outage")][:repeat]
     if not todo:
         raise InputError(f"--start-slice: the plan has no inter-SNO handover after slice {lo - 1} under this "
                          f"association (got {start_slice})")
@@ -98,6 +99,25 @@ def measure_one(h: dict, switched: dict, probe: dict, steps: list[dict], notice_
             "steps": mine}
 
 
+def timeline(probe: dict, cut_ns: int, window_ms: float) -> list[list]:
+    """[send time ms from the boundary, round trip ms or None (lost)] of the probes sent within
+    ``window_ms`` of it (pure)."""
+    got = {r[0]: r for r in probe["replies"]}
+    sends = sorted(r[1] for r in probe["replies"])
+    if not sends:
+        return []
+    step = int(probe.get("interval_ms", 10.0) * 1e6)
+    t0 = sends[0] - min(got) * step  # sequence n was due at t0 + n * step
+    out = []
+    for n in range(probe["sent"]):
+        r = got.get(n)
+        t_send = r[1] if r else t0 + n * step
+        rel = (t_send - cut_ns) / 1e6
+        if -window_ms <= rel <= window_ms:
+            out.append([round(rel, 2), round((r[2] - r[1]) / 1e6, 3) if r else None])
+    return out
+
+
 def summary(measured: list[dict]) -> dict:
     """Top-level numbers over the measured handovers (pure)."""
     ok = [m for m in measured if m["interruption_ms"] is not None]
@@ -128,9 +148,10 @@ def _tunnel_counters(ns: str) -> dict:
 def run(scenario: str, procedure: str = "baseline", association: str = "owner", repeat: int = 3,
         speed: float = 10.0, start_slice: int | None = None, plan: str | None = None, latency_ms: float = 20.0,
         notice_ms: float = 150.0, interval_ms: float = 10.0, keep_logs: Path | None = None,
-        progress=None) -> dict:
+        progress=None, uts: set[str] | None = None, timeline_ms: float = 0.0) -> dict:
     """Bring the scenario up with its SNO control plane, probe through ``repeat`` inter-SNO handovers, tear
-    down; the measured JSON (see module docstring)."""
+    down; the measured JSON (see module docstring). ``uts``: only these terminals' handovers;
+    ``timeline_ms``: each handover also gets its probe samples within that many ms of the boundary."""
     from emu.cli.plan_cmds import build_plan, check_up_arguments
     from emu.control.sno import launch, live
     from emu.dataplane import cleanup, procs
@@ -156,7 +177,7 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
             plan_file = Path(plan).resolve()
         db = PlanDB(plan_file)
         m = Model.from_plan(db, "x")
-        hs = live.inter_sno_handovers(m, live.association(m, association))
+        hs = [h for h in live.inter_sno_handovers(m, live.association(m, association)) if uts is None or h["ut"] in uts]
         k0, n, todo = pick_window(hs, start_slice, repeat, db.n_slices)
         db.close()
         say(f"slices {k0}..{k0 + n - 1} at speed {speed:g}: {len(todo)} inter-SNO handover(s)")
@@ -215,6 +236,8 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
             one = measure_one(h, rec, results[h["ut"]], steps, notice_ms)
             one["home_prefix"] = str(cm.user_subnets[u.idx])
             one["device_addr"] = cm.dev_addr(u.idx)
+            if timeline_ms > 0:
+                one["timeline"] = timeline(results[h["ut"]], rec["t_ns"], timeline_ms)
             measured.append(one)
         out = {"scenario": loaded.scenario.name, "procedure": procedure, "association": association,
                "speed": speed, "start_slice": k0, "slices": n, "slice_s": db.slice_s, "latency_ms": latency_ms,

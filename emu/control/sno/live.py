@@ -102,8 +102,9 @@ def core_serving(m, sc: np.ndarray, k: int, home_gs: dict[int, int]) -> dict[int
 
 def inter_sno_handovers(m, core: np.ndarray) -> list[dict]:
     """Every change of serving core between two served slices (spec §3.3), in slice order:
-    ``{"k", "ut", "from_core", "to_core", "kind"}`` with operator names; kind leave_home | return_home |
-    visited_to_visited."""
+    ``{"k", "ut", "from_core", "to_core", "kind", "after_outage"}`` with operator names; kind leave_home |
+    return_home | visited_to_visited; ``after_outage``: the user was unserved in slice k-1 (a re-attachment,
+    not a switch between two links)."""
     ground = m.db.ground
     _cols, ut_serving, home = user_view(m.serving, [g.kind for g in ground], np.array([g.operator for g in ground]))
     ops = {idx: name for idx, name, *_ in m.db.operators}
@@ -114,7 +115,9 @@ def inter_sno_handovers(m, core: np.ndarray) -> list[dict]:
         u = m.uts[int(e["ut"])]
         a, b = int(e["from_core"]), int(e["to_core"])
         kind = "leave_home" if a == home[e["ut"]] else "return_home" if b == home[e["ut"]] else "visited_to_visited"
-        out.append({"k": int(e["k"]), "ut": u.name, "from_core": ops[a], "to_core": ops[b], "kind": kind})
+        after = int(e["k"]) > 0 and int(ut_serving[int(e["k"]) - 1, int(e["ut"])]) < 0
+        out.append({"k": int(e["k"]), "ut": u.name, "from_core": ops[a], "to_core": ops[b], "kind": kind,
+                    "after_outage": after})
     return out
 
 
