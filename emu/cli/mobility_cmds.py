@@ -90,7 +90,7 @@ def handovers(plan_db: str, per_ut: bool, with_events: bool, fmt: str) -> None:
 
 @click.group()
 def experiment() -> None:
-    """Scripted experiments (experiments/*.yaml): check one against a plan (the runner is a later stage)."""
+    """Scripted inter-SNO handover experiments: check or run a file (experiments/*.yaml), or measure handovers."""
 
 
 @experiment.command("check")
@@ -123,6 +123,66 @@ def experiment_check(experiment_file: str, plan_db: str | None, fmt: str) -> Non
         from emu.cli.common import emit_kv
 
         emit_kv(f"experiment {exp.name}: valid", {k: v for k, v in summary.items() if k != "experiment"})
+
+
+@experiment.command("handover")
+@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.option("--procedure", default="baseline", show_default=True, help="baseline | proactive (spec §5.1 / §5).")
+@click.option("--association", default="owner", show_default=True, help="owner | dynamic (stored in the plan).")
+@click.option("--repeat", type=int, default=3, show_default=True, help="Inter-SNO handovers of the plan to measure.")
+@click.option("--speed", type=float, default=10.0, show_default=True, help="Clock speed-up factor.")
+@click.option("--start-slice", type=int, default=None, help="Measure handovers after this slice (default: the first).")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False), default=None, help="Use this plan.")
+@click.option("--latency-ms", type=float, default=20.0, show_default=True, help="Terrestrial latency between cores.")
+@click.option("--notice-ms", type=float, default=150.0, show_default=True, help="Proactive: plan notice.")
+@click.option("--interval-ms", type=float, default=10.0, show_default=True, help="UDP probe spacing (<= 10 ms).")
+@format_option
+def experiment_handover(scenario: str, procedure: str, association: str, repeat: int, speed: float,
+                        start_slice: int | None, plan_path: str | None, latency_ms: float, notice_ms: float,
+                        interval_ms: float, fmt: str) -> None:
+    """Probe a device's UDP stream to the Internet through the plan's inter-SNO handovers in the live emulator."""
+    from emu.cli.dataplane_cmds import require_root
+    from emu.experiment import handover as H
+
+    H.check_args(procedure, association, repeat, speed, interval_ms)
+    require_root()
+    out = H.run(scenario, procedure, association, repeat, speed, start_slice, plan_path, latency_ms, notice_ms,
+                interval_ms, progress=lambda msg: click.echo(msg, err=True))
+    if fmt == "json":
+        emit_json(out)
+    else:
+        emit_table(f"experiment handover: {procedure}, {association} (median {out['median_interruption_ms']} ms, "
+                   f"p90 {out['p90_interruption_ms']} ms, lost {out['lost_packets']})",
+                   ["slice", "UT", "kind", "from", "to", "interruption ms", "lost", "registered ms"],
+                   [[h["k"], h["ut"], h["kind"], h["from_core"], h["to_core"], h["interruption_ms"], h["lost_packets"],
+                     h["registered_ms"]] for h in out["handovers"]])
+
+
+@experiment.command("run")
+@click.argument("experiment_file", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Results folder (default: the file's output, else ./results-NAME).")
+@format_option
+def experiment_run(experiment_file: str, out_dir: str | None, fmt: str) -> None:
+    """Run EXPERIMENT_FILE in the live emulator (both procedures): CSV + JSON + PNG into its output folder."""
+    from pathlib import Path
+
+    from emu.cli.dataplane_cmds import require_root
+    from emu.experiment.runner import run_file
+    from emu.experiment.spec import load_experiment
+
+    load_experiment(experiment_file)  # the file's own structure first: a bad file never needs root
+    require_root()
+    res = run_file(experiment_file, Path(out_dir) if out_dir else None, progress=lambda m: click.echo(m, err=True))
+    rows = {p: {k: r[k] for k in ("median_interruption_ms", "p90_interruption_ms", "lost_packets",
+                                   "handovers_measured")} for p, r in res["runs"].items()}
+    if fmt == "json":
+        emit_json({"experiment": res["experiment"], "output": res["output"], "association": res["association"],
+                   "runs": rows, "plan_handovers": res["plan_handovers"]})
+    else:
+        emit_table(f"experiment {res['experiment']} ({res['association']}): results in {res['output']}",
+                   ["procedure", "median ms", "p90 ms", "lost", "measured"],
+                   [[p, *r.values()] for p, r in rows.items()])
 
 
 def register(cli: click.Group) -> None:

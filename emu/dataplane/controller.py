@@ -40,7 +40,7 @@ def check_plan(plan_path: Path, trust: tuple[str, ...] | list[str] = (), scenari
 class Controller:
     def __init__(self, run: Run, plan_path: Path, speed: float = 1.0, n_slices: int | None = None,
                  progress=None, scenario_name: str = "", start_slice: int = 0, trust: tuple[str, ...] = (),
-                 scenario=None):
+                 scenario=None, mobility=None, association: str | None = None):
         """``scenario``: the validated scenario (emu.scenario.model.Scenario) if the caller has it loaded
         already; otherwise the plan's own (signed) scenario is validated once here."""
         from emu.dataplane.features import detect
@@ -66,6 +66,9 @@ class Controller:
         self.model = Model.from_plan(self.db, run.prefix, None if n_slices is None else start_slice + n_slices,
                                      self.cfg)
         self.builder: Builder | None = None
+        self.mobility = mobility if mobility is not None else getattr(sc, "mobility", None)
+        self.association = association or sc.routing.association
+        self.sno = None  # emu.control.sno.livehook.MobilityHook when the scenario asks for the SNO control plane
         self.applier: SliceApplier | None = None
         self.status: dict = {"state": "building", "slice": None, "applied": [], "controller_pid": os.getpid(),
                              "error": None, "degradations": list(self.features.degradations)}
@@ -125,6 +128,7 @@ class Controller:
         a.initial(self.k0)
         self.progress("slice 0 tables", 1, 1)
         b.servers()
+        self._sno_build()
         build_s = time.perf_counter() - t0
         self.status["degradations"] = list(self.features.degradations) + b.degradations
         self.status["tunnel"] = self.model.cfg.tunnel_mode
@@ -142,6 +146,7 @@ class Controller:
                 return
             prep_ms = self.applier.prepare(k)
             boundary = t_start + (k - self.k0) * slice_wall
+            self._sno_prepare(k, boundary)
             while not self.stop.is_set():
                 left = boundary - time.monotonic()
                 if left <= 0:
@@ -152,6 +157,7 @@ class Controller:
             late_ms = (time.monotonic() - boundary) * 1e3
             boundary_at = time.time()
             apply_ms = self.applier.switch(k)
+            self._sno_switch(k)
             self.applier.cleanup(k)
             log.info("slice %d applied in %.2f ms (prepared in %.1f ms)", k, apply_ms, prep_ms)
             self.status["applied"].append({"slice": k, "apply_ms": round(apply_ms, 3), "prep_ms": round(prep_ms, 1),
@@ -162,7 +168,38 @@ class Controller:
         while not self.stop.is_set():  # hold the last slice until stopped
             self.stop.wait(0.5)
 
+    # ------------------------------------------------------------------ SNO control plane (docs/mobility.md)
+    def _home_gs(self, k: int) -> dict[int, int]:
+        choice = self.applier.desired.choice(k)
+        return {u.idx: int(choice[row, 0]) for row, u in enumerate(self.model.uts)}
+
+    def _sno_build(self) -> None:
+        """Scenario ``mobility``: the access layer the agents watch, slice k0's serving cores, the daemons."""
+        if self.mobility is None:
+            return
+        from emu.control.sno.desired_hook import handed_off
+        from emu.control.sno.livehook import MobilityHook
+
+        self.applier.handed_off = handed_off()
+        self.sno = MobilityHook(self.model, self.run, self.features, self.mobility, self.association)
+        self.progress("SNO control plane", 0, 1)
+        self.sno.build(self.k0, self._home_gs(self.k0))
+        info = self.sno.start()
+        self.status["sno"] = {"procedure": self.mobility.procedure, "association": self.association,
+                              "latency_mode": info.get("latency_mode"), "ready": info.get("ready")}
+        self.progress("SNO control plane", 1, 1)
+
+    def _sno_prepare(self, k: int, boundary_monotonic: float) -> None:
+        if self.sno is not None:
+            self.sno.prepare(k, int(boundary_monotonic * 1e9))
+
+    def _sno_switch(self, k: int) -> None:
+        if self.sno is not None:
+            self.sno.switch(k, self._home_gs(k))
+
     def close(self) -> None:
+        if self.sno is not None:
+            self.sno.close()
         if self.builder and self.builder.fabric:
             self.builder.fabric.close()
 

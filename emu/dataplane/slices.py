@@ -41,6 +41,7 @@ class SliceApplier:
         self.cur: D.SliceState | None = None  # the slice in force
         self.nxt: D.SliceState | None = None  # the slice being prepared
         self._pending: list[D.Op] = []
+        self.handed_off: tuple[type, ...] = ()  # kinds of value another part owns (the SNO control plane's hook)
 
     # ------------------------------------------------------------------ helpers
     def ns(self, node: str) -> str:
@@ -95,6 +96,8 @@ class SliceApplier:
         """Push ``ops`` in order; consecutive operations of one kind go out together (one write per namespace)."""
         run: list[D.Op] = []
         for op in ops:
+            if self.handed_off and isinstance(op.obj, self.handed_off):
+                continue
             if run and (op.verb, type(op.obj)) != (run[0].verb, type(run[0].obj)):
                 self._push(run, st)
                 run = []

@@ -280,6 +280,15 @@ class RoutingCfg(Strict):
     association: Literal["owner", "dynamic"] = "owner"
 
 
+class MobilityCfg(Strict):
+    """The SNO control plane of a live run (spec: inter-sno-mobility §4.2 cores and agents, §5.1 baseline,
+    §5 Figure 5 proactive). Absent: ``up`` starts no core daemons or agents (runs as before)."""
+
+    procedure: Literal["baseline", "proactive"] = "baseline"
+    latency_ms: Annotated[float, Field(ge=0.0, le=2000.0)] = 20.0  # terrestrial latency between cores
+    notice_ms: Annotated[float, Field(ge=0.0, le=60000.0)] = 150.0  # proactive: plan notice before a switch
+
+
 class Scenario(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     description: str = ""
@@ -294,6 +303,7 @@ class Scenario(Strict):
     grc: GrcCfg = GrcCfg()
     addressing: AddressingCfg = AddressingCfg()
     routing: RoutingCfg = RoutingCfg()
+    mobility: MobilityCfg | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Scenario":

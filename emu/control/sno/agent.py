@@ -79,7 +79,10 @@ class AgentDaemon:
             while line := await reader.readline():
                 try:
                     req = json.loads(line)
-                    out = {"ok": True, "pid": os.getpid(), **self.logic.status()} if req.get("op") == "status" \
+                    if req.get("op") == "relink":  # a new access link on the same uplink (a new GS, same core)
+                        now = time.monotonic_ns()
+                        self.execute(self.logic.on_link(None, now) + self.logic.on_link(self.watch.current(), now))
+                    out = {"ok": True, "pid": os.getpid(), **self.logic.status()} if req.get("op") in ("status", "relink") \
                         else {"ok": False, "error": f"op: unknown (got {req.get('op')!r})"}
                 except ValueError as exc:
                     out = {"ok": False, "error": str(exc)}
@@ -98,7 +101,7 @@ class AgentDaemon:
         self.sock.bind(("0.0.0.0", USER_PORT))
         self.sock.setblocking(False)
         self.loop.add_reader(self.sock.fileno(), self._on_udp)
-        self.watch = UplinkWatch(self.c.uplinks)
+        self.watch = UplinkWatch(self.c.uplinks, self.c.table)
         self.loop.add_reader(self.watch.fd, self._on_netlink)
         admin = None
         if self.c.admin:

@@ -113,6 +113,7 @@ class AgentConf:
     uplinks: list[str] = field(default_factory=list)
     retransmit_ms: float = 300.0
     anycast: str = ANYCAST
+    table: int = 254                  # the routing table whose default route names the uplink in use
     log: str = ""
     admin: str = ""
 
@@ -155,7 +156,14 @@ def load_agent(path: str | Path) -> AgentConf:
                      uplinks=[str(x) for x in d.get("uplinks", [])],
                      retransmit_ms=_ms(d.get("retransmit_ms", 300.0), f"{w}.retransmit_ms"),
                      anycast=_addr(d.get("anycast", ANYCAST), f"{w}.anycast"),
+                     table=_table(d.get("table", 254), f"{w}.table"),
                      log=str(d.get("log", "")), admin=str(d.get("admin", "")))
+
+
+def _table(v, where: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 255:
+        raise InputError(f"{where}: must be a routing table number in 1..255 (got {v!r})")
+    return v
 
 
 def _load(path) -> dict:

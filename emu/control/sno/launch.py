@@ -41,7 +41,7 @@ from pathlib import Path
 
 import emu
 from emu.control.sno import kernel, pki
-from emu.control.sno.config import AgentConf, CoreConf, HomeUser, Peer, write
+from emu.control.sno.config import ANYCAST, AgentConf, CoreConf, HomeUser, Peer, write
 from emu.dataplane.state import Run, proc_starttime, wait_for
 from emu.errors import InputError
 
@@ -74,6 +74,8 @@ class ControlSpec:
     latency_ms: float = 0.0
     notice_ms: float = 20.0
     netem_links: list[tuple[str, str, float]] = field(default_factory=list)  # (netns, ifname, delay ms)
+    anycast: str = ANYCAST        # core discovery address (a live run moves it out of the data plane's space)
+    access_table: int = 254       # the terminals' table whose default route names the uplink in use
 
 
 def _pythonpath() -> str:
@@ -124,6 +126,7 @@ def start(run: Run, spec: ControlSpec, features, keys: dict[str, bytes] | None =
             users={u.user: HomeUser(u.prefix, home_keys[u.user]) for u in spec.users
                    if u.user.rpartition("@")[2] == c.realm},
             procedure=spec.procedure, latency_ms=spec.latency_ms, latency_mode=mode, notice_ms=spec.notice_ms,
+            anycast=spec.anycast,
             log=str(d / f"{c.name}.jsonl"), state=str(d / f"{c.name}.state.json"),
             admin=str(d / f"{c.name}.sock"), pki=certs[c.name])
         path = d / f"{c.name}.json"
@@ -134,7 +137,7 @@ def start(run: Run, spec: ControlSpec, features, keys: dict[str, bytes] | None =
         info["cores"][c.name] = {"netns": c.netns, "admin": conf.admin, "log": conf.log, "config": str(path)}
     for u in spec.users:
         conf = AgentConf(name=u.name, user=u.user, key=keys.get(u.user, home_keys[u.user]), uplinks=list(u.uplinks),
-                         log=str(d / f"{u.name}.jsonl"), admin=str(d / f"{u.name}.sock"))
+                         anycast=spec.anycast, table=spec.access_table, log=str(d / f"{u.name}.jsonl"), admin=str(d / f"{u.name}.sock"))
         path = d / f"{u.name}.json"
         write(path, conf)
         children.append({"name": u.name, "netns": u.netns, "log": str(d / f"{u.name}.log"),

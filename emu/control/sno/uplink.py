@@ -35,8 +35,9 @@ def _align(n: int) -> int:
     return (n + 3) & ~3
 
 
-def default_oifs(data: bytes) -> list[int]:
-    """Output interfaces of IPv4 unicast default routes in the main table, from RTM_NEWROUTE messages (pure)."""
+def default_oifs(data: bytes, want_table: int = RT_TABLE_MAIN) -> list[int]:
+    """Output interfaces of IPv4 unicast default routes in table ``want_table`` (main unless a live run gives
+    its terminals an access table), from RTM_NEWROUTE messages (pure)."""
     out = []
     off = 0
     while off + _NLMSG.size <= len(data):
@@ -57,7 +58,7 @@ def default_oifs(data: bytes) -> list[int]:
                 elif atype == RTA_TABLE and alen >= 8:
                     table = struct.unpack_from("=I", data, a + 4)[0]
                 a += _align(alen)
-            if family == socket.AF_INET and dst_len == 0 and table == RT_TABLE_MAIN and rtype == RTN_UNICAST \
+            if family == socket.AF_INET and dst_len == 0 and table == want_table and rtype == RTN_UNICAST \
                     and oif is not None:
                 out.append(oif)
         off += _align(length)
@@ -89,8 +90,9 @@ def _dump_request(seq: int) -> bytes:
 class UplinkWatch:
     """The usable uplink now (:meth:`current`) and a file descriptor that wakes up on changes (:attr:`fd`)."""
 
-    def __init__(self, uplinks: list[str]):
+    def __init__(self, uplinks: list[str], table: int = RT_TABLE_MAIN):
         self.uplinks = list(uplinks)
+        self.table = table
         self.events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, NETLINK_ROUTE)
         self.events.bind((0, RTMGRP_LINK | RTMGRP_IPV4_ROUTE))
         self.events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
@@ -121,7 +123,7 @@ class UplinkWatch:
             oifs: list[int] = []
             while True:
                 data = s.recv(1 << 16)
-                oifs += default_oifs(data)
+                oifs += default_oifs(data, self.table)
                 done = False
                 off = 0
                 while off + _NLMSG.size <= len(data):

@@ -1,0 +1,186 @@
+"""``leo-emu experiment run FILE``: an experiment file in the live emulator, results as CSV + JSON + PNG.
+
+spec: inter-sno-mobility §5.1 / §5 Figure 5 (both procedures, measured
+under the same latencies), §4.3 (both associations, counted on the plan).
+
+What a file asks for is checked whole before anything starts
+(:func:`emu.experiment.spec.load_experiment` against the scenario's plan,
+then :func:`supported`). The runner measures the file's association with
+*both* procedures (the file's first), ``repeats`` inter-SNO handovers of
+the plan each, from ``start_slice``, at ``speed``, probing with the file's
+UDP streams (device -> Internet). It writes into the output folder:
+
+- ``results.json``: both runs (:func:`emu.experiment.handover.run`) and the
+  plan's handovers per user-hour under both associations;
+- ``handovers.csv``: one row per measured handover; ``steps.csv``: its
+  registration steps;
+- ``timeline.png``: the probe stream's round trips around the first
+  handover of each procedure; ``handovers_per_user_hour.png``: intra- and
+  inter-SNO handovers per user-hour, owner vs dynamic.
+
+Events (forced handover, GS outage, core restart) are validated but this
+runner does not cause them yet: a file that lists any is refused (exit 2)
+before anything starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from emu.experiment.spec import Experiment, ExperimentError, NodeCatalog, load_experiment
+
+TIMELINE_MS = 1500.0
+
+
+def supported(exp: Experiment, nodes: NodeCatalog) -> None:
+    """What this runner can do; anything else is one :class:`ExperimentError` (nothing started)."""
+    if exp.scenario is None:
+        raise ExperimentError("required by the runner (the scenario to bring up)", "scenario", None)
+    for i, ev in enumerate(exp.events):
+        raise ExperimentError("not caused by this runner yet (remove the event to run the file)",
+                              f"events.{i}.kind", ev.kind)
+    for i, t in enumerate(exp.traffic):
+        if t.probe != "udp":
+            raise ExperimentError("this runner sends UDP probe streams only", f"traffic.{i}.probe", t.probe)
+        if t.src not in nodes.devices:
+            raise ExperimentError("must be a user device", f"traffic.{i}.src", t.src)
+        if t.dst != nodes.internet:
+            raise ExperimentError(f"must be the Internet ({nodes.internet})", f"traffic.{i}.dst", t.dst)
+
+
+def prepare(path: str | Path, plan_out: Path) -> tuple[Experiment, Path, Path]:
+    """Load and check the file, plan its scenario into ``plan_out``; (experiment, scenario, output folder)."""
+    from emu.cli.plan_cmds import build_plan
+    from emu.plan.db import PlanDB
+    from emu.scenario.load import load_scenario
+
+    p = Path(path)
+    exp = load_experiment(p)
+    if exp.scenario is None:
+        raise ExperimentError("required by the runner (the scenario to bring up)", "scenario", None)
+    scen = (p.parent / exp.scenario).resolve()
+    if not scen.is_file():
+        raise ExperimentError("no such scenario file", "scenario", exp.scenario)
+    load_scenario(scen)
+    build_plan(str(scen), plan_out, None, fmt="json")
+    db = PlanDB(plan_out)
+    nodes = NodeCatalog.from_plan(db)
+    db.close()
+    load_experiment(p, nodes)
+    supported(exp, nodes)
+    out = (p.parent / exp.output).resolve() if exp.output else Path.cwd() / f"results-{exp.name}"
+    return exp, scen, out
+
+
+def devices_to_uts(plan: Path, devices: set[str]) -> set[str]:
+    from emu.plan.db import PlanDB
+    db = PlanDB(plan)
+    out = {g.name for g in db.ground if g.kind == "ut" and g.device in devices}
+    db.close()
+    return out
+
+
+def run_file(path: str | Path, out_dir: Path | None = None, progress=None) -> dict:
+    """Run an experiment file; returns ``results.json``'s content (also written with the CSVs and PNGs)."""
+    import tempfile
+
+    from emu.cli.mobility_cmds import handover_report
+    from emu.experiment import handover as H
+    from emu.plan.db import PlanDB
+
+    say = progress or (lambda msg: None)
+    with tempfile.TemporaryDirectory(prefix="leo-exp-") as tmp:
+        plan = Path(tmp) / "plan.db"
+        exp, scen, out = prepare(path, plan)
+        out = out_dir or out
+        interval = min(t.interval_ms for t in exp.traffic)
+        uts = devices_to_uts(plan, {t.src for t in exp.traffic})
+        runs = {}
+        for proc in [exp.procedure] + [x for x in H.PROCEDURES if x != exp.procedure]:
+            say(f"{exp.name}: {proc}, {exp.association}")
+            runs[proc] = H.run(str(scen), proc, exp.association, exp.repeats, exp.speed, exp.start_slice or None,
+                               str(plan), interval_ms=interval, uts=uts, timeline_ms=TIMELINE_MS, progress=say)
+        db = PlanDB(plan)
+        plan_rates = handover_report(db)
+        db.close()
+    res = {"experiment": exp.name, "scenario": str(scen), "association": exp.association, "runs": runs,
+           "plan_handovers": {k: v for k, v in plan_rates.items() if k != "per_ut"}}
+    write_outputs(res, out)
+    res["output"] = str(out)
+    return res
+
+
+def write_outputs(res: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(res, indent=1))
+    cols = ["procedure", "k", "ut", "kind", "from_core", "to_core", "gs", "interruption_ms", "lost_packets",
+            "registered_ms", "coa", "prefix"]
+    with open(out / "handovers.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for proc, r in res["runs"].items():
+            for h in r["handovers"]:
+                w.writerow([proc] + [h.get(c) for c in cols[1:]])
+    with open(out / "steps.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["procedure", "k", "ut", "t_ms", "node", "step"])
+        for proc, r in res["runs"].items():
+            for h in r["handovers"]:
+                for s in h["steps"]:
+                    w.writerow([proc, h["k"], h["ut"], s["t_ms"], s["node"], s["step"]])
+    plot_timeline(res, out / "timeline.png")
+    plot_rates(res, out / "handovers_per_user_hour.png")
+
+
+def plot_timeline(res: dict, path: Path) -> None:
+    """Round trip of every probe around the first measured inter-SNO handover of each procedure; lost
+    probes as marks at the bottom."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(res["runs"]), 1, figsize=(6, 2.2 * len(res["runs"])), sharex=True, squeeze=False)
+    for ax, (proc, r) in zip(axes[:, 0], res["runs"].items()):
+        h = next((x for x in r["handovers"] if x.get("timeline")), None)
+        if h is None:
+            ax.set_title(f"{proc}: no handover measured", fontsize=7)
+            continue
+        ok = [(t, rtt) for t, rtt in h["timeline"] if rtt is not None]
+        lost = [t for t, rtt in h["timeline"] if rtt is None]
+        ax.plot([t for t, _ in ok], [v for _, v in ok], ".", ms=2, label="reply")
+        ax.plot(lost, [0] * len(lost), "|", color="red", ms=8, label=f"lost ({len(lost)})")
+        ax.axvline(0, color="k", lw=0.6)
+        ax.set_title(f"{proc}: {h['ut']} {h['from_core']} -> {h['to_core']} (slice {h['k']}), interruption "
+                     f"{h['interruption_ms']} ms", fontsize=7)
+        ax.set_ylabel("round trip (ms)", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.legend(fontsize=6, frameon=False)
+        ax.grid(True, lw=0.2)
+    axes[-1, 0].set_xlabel("probe send time from the handover boundary (ms)", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_rates(res: dict, path: Path) -> None:
+    """Intra- and inter-SNO handovers per user-hour, owner vs dynamic (from the plan)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ph = res["plan_handovers"]
+    pols = [p for p in ("owner", "dynamic") if p in ph]
+    fig, ax = plt.subplots(figsize=(4, 2.6))
+    for i, what in enumerate(("intra_per_user_hour", "inter_per_user_hour")):
+        ax.bar([j + (i - 0.5) * 0.38 for j in range(len(pols))], [ph[p][what] for p in pols], width=0.38,
+               label=what.split("_")[0] + "-SNO")
+    ax.set_xticks(range(len(pols)), pols, fontsize=7)
+    ax.set_ylabel("handovers per user-hour", fontsize=7)
+    ax.set_title(f"reduction of inter-SNO handovers (dynamic vs owner): {ph.get('reduction')}", fontsize=7)
+    ax.tick_params(labelsize=6)
+    ax.legend(fontsize=6, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,88 @@
+"""Pure parts of the live handover experiment: window choice, one handover's record, summary, timeline, and
+what the file runner refuses before anything starts (spec: inter-sno-mobility §5.1, §5)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from emu.cli.main import cli
+from emu.errors import InputError
+from emu.experiment import handover as H
+from emu.experiment.runner import supported
+from emu.experiment.spec import ExperimentError, NodeCatalog, parse_experiment
+
+HS = [{"k": 5, "ut": "ut1", "after_outage": False}, {"k": 9, "ut": "ut2", "after_outage": True},
+      {"k": 12, "ut": "ut2", "after_outage": False}, {"k": 30, "ut": "ut1", "after_outage": False}]
+
+
+def test_window_starts_a_slice_before_and_skips_re_attachments() -> None:
+    assert H.pick_window(HS, None, 2, 100) == (4, 10, [HS[0], HS[2]])
+    assert H.pick_window(HS, 6, 1, 100) == (6, 8, [HS[2]])
+    assert H.pick_window(HS, 20, 5, 31) == (20, 11, [HS[3]])
+    with pytest.raises(InputError, match="--start-slice"):
+        H.pick_window(HS, 30, 1, 100)
+
+
+def test_bad_arguments_are_one_line_each() -> None:
+    for args, field in [(("fast", "owner", 1, 1.0, 10), "--procedure"), (("baseline", "x", 1, 1.0, 10), "--association"),
+                        (("baseline", "owner", 0, 1.0, 10), "--repeat"), (("baseline", "owner", 1, 0.0, 10), "--speed"),
+                        (("baseline", "owner", 1, 1.0, 20), "--interval-ms")]:
+        with pytest.raises(InputError, match=field):
+            H.check_args(*args)
+
+
+def _probe(gap_from: int, gap_to: int, n: int = 100, step_ms: int = 10) -> dict:
+    """n probes every step_ms from t=0, replies after 1 ms, none for sequence numbers in [gap_from, gap_to)."""
+    s = int(step_ms * 1e6)
+    return {"sent": n, "interval_ms": step_ms,
+            "replies": [[q, q * s, q * s + 1_000_000] for q in range(n) if not gap_from <= q < gap_to]}
+
+
+def test_one_handover_interruption_loss_and_steps() -> None:
+    cut = 500_000_000  # probe 50 was due at the boundary
+    steps = [{"t_ns": cut - 10_000_000, "node": "sno-b", "user": "ut4@sno-b", "step": "prepare_tx"},
+             {"t_ns": cut + 90_000_000, "node": "ut4", "user": "ut4@sno-b", "step": "registered", "core": "sno-a",
+              "coa": "10.253.0.3", "prefix": "10.2.2.0/24"},
+             {"t_ns": cut + 5_000_000, "node": "ut2", "user": "ut2@sno-b", "step": "registered"}]
+    h = {"k": 20, "ut": "ut4", "user": "ut4@sno-b", "kind": "leave_home", "from_core": "sno-b", "to_core": "sno-a"}
+    r = H.measure_one(h, {"t_ns": cut, "gs": "gs-london"}, _probe(50, 60), steps, 150.0)
+    assert r["lost_packets"] == 10 and r["interruption_ms"] == 110.0  # reply 49 at 491 ms -> reply 60 at 601 ms
+    assert r["registered_ms"] == 90.0 and r["coa"] == "10.253.0.3" and r["prefix"] == "10.2.2.0/24"
+    assert [s["step"] for s in r["steps"]] == ["prepare_tx", "registered"] and r["steps"][0]["t_ms"] == -10.0
+    s = H.summary([r, {**r, "interruption_ms": 20.0, "lost_packets": 1}, {**r, "interruption_ms": None}])
+    assert s == {"median_interruption_ms": 65.0, "p90_interruption_ms": 110.0, "lost_packets": 11,
+                 "handovers_measured": 2, "handovers_planned": 3}
+    tl = H.timeline(_probe(50, 60), cut, 30.0)
+    assert [t for t, _ in tl] == [-30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0]
+    assert [v is None for _, v in tl] == [False, False, False, True, True, True, True]
+
+
+NODES = NodeCatalog(frozenset({"sat0"}), frozenset({"gs-a"}), frozenset({"ut1"}), frozenset({"dev1"}),
+                    frozenset({"sno-a"}), "inet", 100, 15.0)
+BASE = {"name": "x", "scenario": "s.yaml", "duration_s": 60, "traffic": [{"probe": "udp", "src": "dev1", "dst": "inet"}]}
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"events": [{"kind": "core_restart", "core": "sno-a", "time_s": 1}]}, "events.0.kind"),
+    ({"traffic": [{"probe": "ping", "src": "dev1", "dst": "inet"}]}, "traffic.0.probe"),
+    ({"traffic": [{"probe": "udp", "src": "ut1", "dst": "inet"}]}, "traffic.0.src"),
+    ({"traffic": [{"probe": "udp", "src": "dev1", "dst": "ut1"}]}, "traffic.0.dst"),
+    ({"scenario": None}, "scenario")])
+def test_runner_refuses_what_it_cannot_do(change, field) -> None:
+    with pytest.raises(ExperimentError, match=field):
+        supported(parse_experiment({**BASE, **change}), NODES)
+    supported(parse_experiment(BASE), NODES)
+
+
+@pytest.mark.parametrize("doc, field", [("name: x\nduration_s: 5\ntraffic: [{probe: udp, src: dev1, dst: inet}]\n"
+                                         "colour: red\n", "colour"),
+                                        ("name: x\nduration_s: 5\ntraffic: [{probe: udp, src: dev1, dst: inet}]\n"
+                                         "events: [{kind: meteor, time_s: 1}]\n", "events.0.kind")])
+def test_experiment_run_bad_file_is_exit_2_one_line(tmp_path, doc, field) -> None:
+    p = tmp_path / "e.yaml"
+    p.write_text(doc)
+    res = CliRunner().invoke(cli, ["experiment", "run", str(p)])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and field in lines[0] and "Traceback" not in res.output
