@@ -40,7 +40,7 @@ def test_serving_core_is_the_serving_satellites_association(model, policy) -> No
     sc = live.serving_cores(model, core)
     for k in range(0, N_SLICES, 7):
         for row, u in enumerate(model.uts):
-            sat = int(model.serving[k, u.idx])
+            sat = int(model.serving[k, u.idx, 0])
             assert sc[k, row] == (-1 if sat < 0 else core[k, sat])
 
 
@@ -49,7 +49,7 @@ def test_inter_sno_handovers_are_the_plans_inter_events(model, policy) -> None:
     core = live.association(model, policy)
     hs = live.inter_sno_handovers(model, core)
     ground = model.db.ground
-    _c, uts, _h = user_view(model.serving, [g.kind for g in ground], np.array([g.operator for g in ground]))
+    _c, uts, _h = user_view(model.serving[:, :, 0], [g.kind for g in ground], np.array([g.operator for g in ground]))
     assert len(hs) == int(events(uts, core)["inter"].sum())
     ops = {name: idx for idx, name, *_ in model.db.operators}
     sc = live.serving_cores(model, core)
@@ -82,7 +82,7 @@ def test_core_serving_uses_the_plans_gs_at_home_and_a_served_gs_of_the_visited_c
             assert g.kind == "gs" and g.operator == cs.core
             if cs.visited:
                 seen_visit = True
-                assert int(model.serving[k, cs.gs]) >= 0
+                assert int(model.serving[k, cs.gs, 0]) >= 0
             else:
                 assert cs.gs == home_gs[ut]
     assert seen_visit

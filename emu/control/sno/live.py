@@ -62,10 +62,16 @@ def association(m, policy: str) -> np.ndarray:
     return m.db.association(policy)[: m.n_slices]
 
 
+def _primary(m) -> np.ndarray:
+    """(T, G) primary serving satellite per ground node: column 0 of the model's (T, G, antennas) links."""
+    s = np.asarray(m.serving)
+    return s[:, :, 0] if s.ndim == 3 else s
+
+
 def serving_cores(m, core: np.ndarray) -> np.ndarray:
     """(T, U) operator index serving each UT (columns in ``m.uts`` order) in each slice, -1 when unserved."""
     ground = m.db.ground
-    _cols, ut_serving, _home = user_view(m.serving, [g.kind for g in ground], np.array([g.operator for g in ground]))
+    _cols, ut_serving, _home = user_view(_primary(m), [g.kind for g in ground], np.array([g.operator for g in ground]))
     return serving_core(core, ut_serving)
 
 
@@ -80,7 +86,7 @@ def _dist(a, b) -> float:
 def visited_gs(m, k: int, ut, op: int) -> int:
     """The GS of operator ``op`` a visiting UT's traffic uses in slice k: the nearest one the plan serves
     in that slice (its GRC is reachable through the satellites); -1 if none is served."""
-    served = [g for g in m.gss if g.operator == op and int(m.serving[k, g.idx]) >= 0]
+    served = [g for g in m.gss if g.operator == op and int(_primary(m)[k, g.idx]) >= 0]
     return min(served, key=lambda g: (_dist(ut, g), g.idx)).idx if served else -1
 
 
@@ -106,7 +112,7 @@ def inter_sno_handovers(m, core: np.ndarray) -> list[dict]:
     return_home | visited_to_visited; ``after_outage``: the user was unserved in slice k-1 (a re-attachment,
     not a switch between two links)."""
     ground = m.db.ground
-    _cols, ut_serving, home = user_view(m.serving, [g.kind for g in ground], np.array([g.operator for g in ground]))
+    _cols, ut_serving, home = user_view(_primary(m), [g.kind for g in ground], np.array([g.operator for g in ground]))
     ops = {idx: name for idx, name, *_ in m.db.operators}
     out = []
     for e in events(ut_serving, core):
