@@ -110,6 +110,9 @@ def exec_cmd(ctx: click.Context, run_id: str | None, node: str, argv: tuple[str,
     view = _view(run_id)
     ns = view.netns_of(node)
     _require_root("exec")
+    from emu.control.bgp.birdc import socket_of, with_socket
+
+    args = with_socket(args, socket_of(view.run.dir, view.node(node)["name"]))  # plain `birdc` finds the router
     ctx.exit(exec_in(ns, args))
 
 

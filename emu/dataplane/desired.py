@@ -236,6 +236,36 @@ def terrestrial_veths(m: Model) -> list[Veth]:
     out += [Veth("inet", m.cfg.inet_name, ifnames.inet_core(idx), INET_CORE_BASE + idx, name, ifnames.CORE_INET,
                  IDX_TERR,
                  rate_bps=terr_rate, delay_us=terr_delay) for idx, name, _c, _p in ops]
+    return out + bgp_core_veths(m)
+
+
+def bgp_core_veths(m: Model) -> list[Veth]:
+    """With the BGP overlay on: one link between every pair of operators' cores (the core of cores,
+    spec: bgp-mobile-routing-atn §3), core a's end ``p<b>``, b's end ``p<a>``."""
+    if not m.cfg.bgp:
+        return []
+    from emu.control.bgp.wiring import CORE_PEER_BASE, core_pairs
+
+    ops = m.db.operators
+    return [Veth("peer", ops[a][1], ifnames.core_peer(b), CORE_PEER_BASE + b, ops[b][1], ifnames.core_peer(a),
+                 CORE_PEER_BASE + a) for a, b in core_pairs(len(ops))]
+
+
+def bgp_addrs(m: Model) -> list[Addr]:
+    """With the BGP overlay on: the IPv6 peering addresses on the GS <-> core and core <-> core links
+    (numbering: emu.control.bgp.wiring)."""
+    if not m.cfg.bgp:
+        return []
+    from emu.control.bgp.wiring import CORE_PEER_BASE, PEER_PLEN, core_link_addrs, core_pairs, gs_link_addrs
+
+    ops = m.db.operators
+    out = []
+    for i, g in enumerate(m.gss):
+        core_end, gs_end = gs_link_addrs(i)
+        out += [Addr(g.name, IDX_TERR, gs_end, PEER_PLEN), Addr(ops[g.operator][1], CORE_GS_BASE + i, core_end, PEER_PLEN)]
+    for a, b in core_pairs(len(ops)):
+        a_end, b_end = core_link_addrs(a, b)
+        out += [Addr(ops[a][1], CORE_PEER_BASE + b, a_end, PEER_PLEN), Addr(ops[b][1], CORE_PEER_BASE + a, b_end, PEER_PLEN)]
     return out
 
 
@@ -265,7 +295,7 @@ def terrestrial_addrs(m: Model) -> list[Addr]:
     for idx, name, _c, _p in m.db.operators:
         out += [Addr(name, IDX_TERR, m.core_public(idx), 30),
                 Addr(m.cfg.inet_name, INET_CORE_BASE + idx, m.inet_core_addr(idx), 30)]
-    return out
+    return out + bgp_addrs(m)
 
 
 def terrestrial_routes(m: Model) -> list[StaticRoute]:
