@@ -161,6 +161,48 @@ def test_mnp_follows_the_gs_change(bgp_run):
     assert any(m["slice"] == r["k_move"] and m["old"] and m["new"] for m in moves), moves
 
 
+def vx_tx(netns_name: str) -> int:
+    p = subprocess.run(["ip", "-n", netns_name, "-s", "-j", "link", "show", "dev", "vx0"], capture_output=True,
+                       text=True, timeout=30)
+    return json.loads(p.stdout)[0]["stats64"]["tx"]["packets"]
+
+
+def test_probe_from_inet_follows_bgp_to_the_right_gs(bgp_run):
+    """ping6 from the Internet to MNP::1 of every active UT: the reply comes back, and only the GS whose
+    s-ASBR announces the MNP sends the probes into its tunnel; an inactive MNP is answered unreachable."""
+    r = bgp_run
+    if json.loads((r["dir"] / "status.json").read_text()).get("tunnel") != "vxlan":
+        pytest.skip("IPv6 to the MNPs rides the UT's VXLAN tunnel (ipip carries IPv4 only)")
+    ov, db = r["overlay"], r["db"]
+    gss = {g.idx: g.name for g in db.ground if g.kind == "gs"}
+    uts = [g for g in db.ground if g.kind == "ut"]
+    inet = r["nodes"]["inet"]["netns"]
+    for attempt in range(5):
+        k = wait_match(r)
+        ch = db.gs_choice(k)
+        before = {g: vx_tx(r["nodes"][g]["netns"]) for g in gss.values()}
+        results = {}
+        for row, u in enumerate(uts):
+            host = wiring.mnp_host(ov["mnps"][u.name])
+            p = subprocess.run(["ip", "netns", "exec", inet, "ping", "-6", "-n", "-c", "3", "-i", "0.2", "-W", "2",
+                                host], capture_output=True, text=True, timeout=30)
+            results[u.name] = (int(ch[row, 0]), p.returncode, p.stdout)
+        after = {g: vx_tx(r["nodes"][g]["netns"]) for g in gss.values()}
+        if slice_now(r) != k:
+            continue  # a boundary in between: measure again
+        sent_by = {g: after[g] - before[g] for g in gss.values()}
+        for name, (gs, rc, out) in results.items():
+            if gs >= 0:
+                assert rc == 0 and " 0% packet loss" in out, (name, out)
+            else:
+                assert "Destination unreachable" in out, (name, out)
+        serving = {gss[gs] for gs, _rc, _o in results.values() if gs >= 0}
+        assert all(sent_by[g] >= 3 for g in serving), sent_by
+        assert all(sent_by[g] == 0 for g in gss.values() if g not in serving), sent_by
+        return
+    pytest.fail("a slice boundary fell into every attempt")
+
+
 def test_overlay_numbering_matches_the_kernel(bgp_run):
     """The GS <-> core peering addresses are where wiring says (the data plane set them)."""
     r = bgp_run

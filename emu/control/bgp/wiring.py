@@ -56,6 +56,27 @@ def core_link_addrs(a: int, b: int) -> tuple[str, str]:
     return str(ipaddress.IPv6Address(net | 1)), str(ipaddress.IPv6Address(net | 2))
 
 
+def inet_link_addrs(op: int) -> tuple[str, str]:
+    """(core end, Internet end) of operator ``op``'s core <-> Internet link (IPv6, the probe's path)."""
+    if not 0 <= op < 1 << 16:
+        raise ValueError(f"operator index: 0..65535 (got {op})")
+    net = int(PEER_PREFIX.network_address) | (2 << 80) | (op << 64)
+    return str(ipaddress.IPv6Address(net | 1)), str(ipaddress.IPv6Address(net | 2))
+
+
+GS_TUNNEL_LL = "fe80::1"  # every GS's tunnel end (shared, like its IPv4 tunnel address and MAC)
+
+
+def ut_tunnel_ll(pos: int) -> str:
+    """The link-local address of the pos-th UT's tunnel end (pos: plan order among all UTs)."""
+    return str(ipaddress.IPv6Address(int(ipaddress.IPv6Address("fe80::")) | (pos + 2)))
+
+
+def mnp_host(mnp_prefix: str) -> str:
+    """The UT's own address in its MNP (``::1``): what a probe from the Internet pings."""
+    return str(ipaddress.IPv6Network(mnp_prefix).network_address + 1)
+
+
 def core_pairs(n_ops: int) -> list[tuple[int, int]]:
     """Every pair of operators' cores: a full mesh of eBGP sessions (the core of cores)."""
     return [(a, b) for a in range(n_ops) for b in range(a + 1, n_ops)]
