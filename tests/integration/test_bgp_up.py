@@ -239,3 +239,40 @@ def test_down_leaves_no_bird(bgp_run):
     assert bird_pids(r["dir"]) == {}
     assert not any(n["netns"] in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
                    for n in r["nodes"].values())
+
+
+BROKEN_STUB = """
+import sys
+from emu.control.bgp import launch
+_orig = launch.render_stub
+launch.render_stub = lambda *a, **k: _orig(*a, **k) + "\\nprotocol bgp broken { this is not bird; }\\n"
+from emu.cli.main import cli
+sys.argv = ["leo-emu", *sys.argv[1:]]
+cli()
+"""
+
+
+def test_bad_bird_config_is_a_clear_error_from_up_and_nothing_runs(leo_env, tmp_path):
+    """A configuration BIRD refuses (here: an s-ASBR's, broken on purpose) stops `up` with one error line
+    (exit 2) before any daemon starts; the run is torn down."""
+    from emu.cli.plan_cmds import build_plan
+
+    sc = yaml.safe_load(DEFAULT.read_text())
+    sc["bgp"] = {"enabled": True}
+    scen = tmp_path / "bgp.yaml"
+    scen.write_text(yaml.safe_dump(sc))
+    plan = tmp_path / "plan.db"
+    build_plan(str(scen), plan, 3, keep_key=False, fmt="json")
+    runs = Path(leo_env["LEOEMU_RUN_DIR"])
+    before = set(runs.iterdir()) if runs.exists() else set()
+    p = subprocess.run([os.sys.executable, "-c", BROKEN_STUB, "up", str(scen), "--plan", str(plan), "--slices", "3"],
+                       env=leo_env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr
+    err = [ln for ln in p.stderr.splitlines() if ln.startswith("leo-emu: error:")]
+    assert len(err) == 1 and "bird refused it" in err[0] and "Traceback" not in p.stderr, p.stderr
+    assert bird_pids(runs) == {}  # no BIRD of any run of this module's directory
+    prefix = leo_env["LEOEMU_RUN_ID_PREFIX"]
+    old = {d.name for d in before}
+    ns = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+          if n.startswith(prefix) and n.split("-", 1)[0] not in old]
+    assert ns == [], ns

@@ -137,3 +137,28 @@ def test_birdc_gets_the_routers_socket() -> None:
     assert with_socket(["birdc", "-s", "/o", "show"], "/r/x.ctl") == ["birdc", "-s", "/o", "show"]
     assert with_socket(["ping", "-c1", "x"], "/r/x.ctl") == ["ping", "-c1", "x"]
     assert with_socket(["birdc", "show"], None) == ["birdc", "show"]
+
+
+def test_monitor_lines_and_convergence_known_answers() -> None:
+    from datetime import datetime
+
+    from emu.control.bgp import convergence as C
+
+    text = ("[2026-11-30T13:35:17.760371] fd4c::/56 via fd6c::2 dev g0 proto bird metric 32 pref medium\n"
+            "[2026-11-30T13:35:17.800000] unreachable fd4c::/40 dev lo proto bird metric 32 pref medium\n"
+            "[2026-11-30T13:35:18.000000] Deleted fd4c::/56 via fd6c::2 dev g0 proto bird metric 32\n"
+            "[2026-11-30T13:35:18.250000] fd4c::/56 via fd6c:0:0:1::2 dev g1 proto bird metric 32\n"
+            "garbage\n")
+    ev = C.parse_monitor(text)
+    t0 = datetime.fromisoformat("2026-11-30T13:35:17.760371").timestamp()
+    assert [(round(e.t - t0, 6), e.dst, e.via, e.deleted) for e in ev] == [
+        (0.0, "fd4c::/56", "fd6c::2", False), (0.039629, "fd4c::/40", None, False),
+        (0.239629, "fd4c::/56", "fd6c::2", True), (0.489629, "fd4c::/56", "fd6c:0:0:1::2", False)]
+    move = {"mnp": "fd4c::/56", "called_at": t0 + 0.1}
+    other = [C.RouteEvent(t0 - 5, "fd4c::/56", "fd6c:9::1", False)]
+    res = C.move_convergence(move, {"a": ev, "b": other}, {"a": "fd6c:0:0:1::2", "b": "fd6c:9::1"})
+    assert res["per_core"] == {"a": pytest.approx(0.389629), "b": "unchanged"}
+    assert res["s"] == pytest.approx(0.389629)
+    assert C.move_convergence(move, {"a": ev}, {"a": "fd6c::7"})["s"] is None  # never via the new GS
+    assert C.move_convergence(move, {"a": ev}, {"a": "fd6c:0:0:1::2"}, until=t0 + 0.3)["s"] is None
+    assert C.summary([0.1, 0.2, 0.3]) == {"n": 3, "median_ms": 200.0, "p90_ms": 300.0, "max_ms": 300.0}
