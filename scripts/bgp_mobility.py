@@ -12,7 +12,12 @@ runs inside every core namespace (netlink events, never
 the run has played --slices slices it is brought down. Every MNP move of the
 run (``<run>/bgp/moves.jsonl``) from one GS to another is one measurement:
 announcement (``called_at``) -> the MNP's route in every c-ASBR's kernel FIB
-via the next hop toward the new GS (emu.control.bgp.convergence).
+via the next hop toward the new GS (emu.control.bgp.convergence). Meanwhile
+``ping -6 -i 0.02`` from the Internet node to every UT's ``MNP::1`` (through
+the c-ASBR, the announcing GS, the UT's tunnel over the satellites): the
+longest silence of that flow within 0.5 s of each move and the echoes lost
+there (data plane and BGP together: the GS change also re-points the UT's
+tunnel and changes the satellite path).
 
 Prints ONE JSON object (--format json): per profile median/p90/max
 convergence, the number of GS changes measured, and the load average. Run as
@@ -24,6 +29,7 @@ the end (``leo-emu down``, also on Ctrl-C / SIGTERM).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import signal
@@ -40,6 +46,9 @@ sys.path.insert(0, str(ROOT))
 
 from emu.control.bgp import convergence as C  # noqa: E402
 from emu.dataplane import procs  # noqa: E402
+
+
+PING_INTERVAL_S = 0.02
 
 
 def leo(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -72,12 +81,19 @@ def one_profile(scenario: Path, timers: str, speed: float, slices: int, tmp: Pat
     info = json.loads((run_dir / "run.json").read_text())
     overlay = json.loads((run_dir / "bgp" / "overlay.json").read_text())
     cores = {n: r["netns"] for n, r in overlay["routers"].items() if r["role"] == "core"}
-    mons, events = {}, {}
+    mons, events, pings = {}, {}, {}
     try:
         for name, ns in cores.items():
             f = open(tmp / f"mon-{timers}-{name}.txt", "w")
             mons[name] = (procs.popen_in(ns, ["ip", "-ts", "-6", "monitor", "route"], stdout=f,
                                          stderr=subprocess.DEVNULL, start_new_session=True), f)
+        inet = info["inet"]
+        inet_ns = next(n["netns"] for n in info["nodes"] if n["name"] == inet)
+        for ut, prefix in overlay["mnps"].items():  # a probe flow from the Internet to each UT's MNP::1
+            f = open(tmp / f"ping-{timers}-{ut}.txt", "w")
+            pings[ut] = (procs.popen_in(inet_ns, ["ping", "-6", "-n", "-D", "-i", str(PING_INTERVAL_S), "-W", "1",
+                                                  str(ipaddress.IPv6Network(prefix).network_address + 1)],
+                                        stdout=f, stderr=subprocess.DEVNULL, start_new_session=True), f)
         time.sleep(0.3)
         t_seed = time.time()
         seeds = {name: seed_events(ns, t_seed) for name, ns in cores.items()}
@@ -91,13 +107,15 @@ def one_profile(scenario: Path, timers: str, speed: float, slices: int, tmp: Pat
         mfile = run_dir / "bgp" / "moves.jsonl"
         moves = [json.loads(x) for x in mfile.read_text().splitlines()] if mfile.exists() else []
     finally:
-        for name, (mp, f) in mons.items():
+        for name, (mp, f) in [*mons.items(), *pings.items()]:
             procs.stop(mp)
             f.close()
         leo(env, "down", "--all")
     load1 = os.getloadavg()
     for name in cores:
         events[name] = seeds[name] + C.parse_monitor((tmp / f"mon-{timers}-{name}.txt").read_text())
+    ut_of = {p: ut for ut, p in overlay["mnps"].items()}
+    replies = {ut: C.parse_ping_replies((tmp / f"ping-{timers}-{ut}.txt").read_text()) for ut in overlay["mnps"]}
     measured, not_converged, skipped, detail = [], 0, 0, []
     for i, mv in enumerate(moves):
         if not (mv["old"] and mv["new"]):
@@ -110,6 +128,7 @@ def one_profile(scenario: Path, timers: str, speed: float, slices: int, tmp: Pat
         detail.append({"slice": mv["slice"], "mnp": mv["mnp"], "old": mv["old"], "new": mv["new"],
                        "convergence_ms": None if res["s"] is None else round(res["s"] * 1e3, 1),
                        "reload_ms": round((mv["announced_at"] - mv["called_at"]) * 1e3, 1),
+                       "probe": C.interruption(replies[ut_of[mv["mnp"]]], mv["called_at"], 0.5, 0.5, PING_INTERVAL_S),
                        "per_core_ms": {c: (round(v * 1e3, 1) if isinstance(v, float) else v)
                                        for c, v in res["per_core"].items()}})
         if res["s"] is None:
@@ -122,6 +141,8 @@ def one_profile(scenario: Path, timers: str, speed: float, slices: int, tmp: Pat
             "from_reload_return": C.summary([d["convergence_ms"] / 1e3 - d["reload_ms"] / 1e3 for d in detail
                                              if d["convergence_ms"] is not None]),
             "reload": C.summary([d["reload_ms"] / 1e3 for d in detail]),
+            "probe_interruption": C.summary([d["probe"]["gap_ms"] / 1e3 for d in detail if d["probe"]]),
+            "probe_lost": sum(d["probe"]["lost"] for d in detail if d["probe"]),
             "established_s": overlay.get("established_s"), "up_s": round(up_s, 2),
             "bgp_status": status.get("bgp"), "loadavg_before": [round(x, 2) for x in load0],
             "loadavg_after": [round(x, 2) for x in load1], "moves": detail}

@@ -162,3 +162,17 @@ def test_monitor_lines_and_convergence_known_answers() -> None:
     assert C.move_convergence(move, {"a": ev}, {"a": "fd6c::7"})["s"] is None  # never via the new GS
     assert C.move_convergence(move, {"a": ev}, {"a": "fd6c:0:0:1::2"}, until=t0 + 0.3)["s"] is None
     assert C.summary([0.1, 0.2, 0.3]) == {"n": 3, "median_ms": 200.0, "p90_ms": 300.0, "max_ms": 300.0}
+
+
+def test_probe_interruption_known_answers() -> None:
+    from emu.control.bgp import convergence as C
+
+    text = "\n".join(f"[{100 + 0.02 * s:.6f}] 64 bytes from fd4c::1: icmp_seq={s} ttl=60 time=0.3 ms"
+                     for s in range(1, 200) if not 60 <= s < 70)
+    text += "\n[101.0] From fd6c::1 icmp_seq=3 Destination unreachable: No route\n"
+    r = C.parse_ping_replies(text)
+    assert len(r) == 189 and r[0] == (pytest.approx(100.02), 1)
+    res = C.interruption(r, 101.3, 0.5, 0.5, 0.02)
+    assert res == {"gap_ms": pytest.approx(200.0, abs=0.2), "lost": 10}
+    assert C.interruption(r, 103.9, 0.5, 0.5, 0.02) is None  # no reply after the window
+    assert C.interruption(r, 102.5, 0.5, 0.5, 0.02) == {"gap_ms": 0.0, "lost": 0}

@@ -82,3 +82,35 @@ def summary(values: list[float]) -> dict:
     p90 = v[min(len(v) - 1, int(round(0.9 * (len(v) - 1))))]
     return {"n": len(v), "median_ms": round(statistics.median(v) * 1e3, 1), "p90_ms": round(p90 * 1e3, 1),
             "max_ms": round(v[-1] * 1e3, 1)}
+
+
+_PING = re.compile(r"^\[(?P<t>\d+\.\d+)\]\s+\d+ bytes from .*icmp_seq=(?P<seq>\d+)")
+
+
+def parse_ping_replies(text: str) -> list[tuple[float, int]]:
+    """``ping -D`` output -> (reply time, icmp_seq) of every echo reply."""
+    out = []
+    for line in text.splitlines():
+        m = _PING.match(line.strip())
+        if m:
+            out.append((float(m["t"]), int(m["seq"])))
+    return out
+
+
+def interruption(replies: list[tuple[float, int]], t0: float, before_s: float, after_s: float,
+                 interval_s: float) -> dict | None:
+    """The longest silence of a probe flow around a move at ``t0``: the largest gap between consecutive replies
+    whose span meets [t0 - before_s, t0 + after_s], less one interval; and the sequence numbers missing there.
+    None without replies on both sides of the window (the flow was not running)."""
+    times = sorted(replies)
+    lo, hi = t0 - before_s, t0 + after_s
+    prev = [r for r in times if r[0] < lo]
+    inside = [r for r in times if lo <= r[0] <= hi]
+    nxt = [r for r in times if r[0] > hi]
+    if not prev or not nxt:
+        return None
+    seq = [prev[-1]] + inside + [nxt[0]]
+    gap = max(b[0] - a[0] for a, b in zip(seq, seq[1:]))
+    got = {s for _t, s in seq}
+    lost = sum(1 for s in range(seq[0][1], seq[-1][1] + 1) if s not in got)
+    return {"gap_ms": round(max(0.0, gap - interval_s) * 1e3, 1), "lost": lost}
