@@ -32,6 +32,7 @@ import argparse
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,7 +66,8 @@ def seed_events(netns: str, t: float) -> list[C.RouteEvent]:
     return out
 
 
-def one_profile(scenario: Path, timers: str, speed: float, slices: int, tmp: Path, log) -> dict:
+def one_profile(scenario: Path, timers: str, speed: float, slices: int, tmp: Path, log,
+                keep: Path | None = None) -> dict:
     sc = yaml.safe_load(scenario.read_text())
     sc["bgp"] = {"enabled": True, "timers": timers}
     variant = tmp / f"{sc['name']}-bgp-{timers}.yaml"
@@ -104,6 +106,9 @@ def one_profile(scenario: Path, timers: str, speed: float, slices: int, tmp: Pat
                 break
             time.sleep(0.5)
         status = json.loads((run_dir / "status.json").read_text())
+        if keep is not None:  # the daemons' logs and configs, the moves, the monitors' raw output
+            shutil.copytree(run_dir / "bgp", keep / timers, ignore=shutil.ignore_patterns("*.ctl"),
+                            dirs_exist_ok=True)
         mfile = run_dir / "bgp" / "moves.jsonl"
         moves = [json.loads(x) for x in mfile.read_text().splitlines()] if mfile.exists() else []
     finally:
@@ -155,6 +160,8 @@ def main() -> int:
     ap.add_argument("--speed", type=float, default=15.0, help="Clock speed-up (default.yaml: 15 s slices -> 1 s).")
     ap.add_argument("--slices", type=int, default=120)
     ap.add_argument("--format", choices=("json", "table"), default="json")
+    ap.add_argument("--keep", type=Path, default=None, help="Copy each run's bgp/ directory (BIRD logs, configs, "
+                    "moves) and the monitors' output here.")
     a = ap.parse_args()
     if os.geteuid() != 0:
         print("bgp_mobility: needs root (namespaces)", file=sys.stderr)
@@ -167,7 +174,10 @@ def main() -> int:
            "profiles": {}}
     for timers in a.timers.split(","):
         with tempfile.TemporaryDirectory(prefix="bmob-") as tmp:
-            out["profiles"][timers] = one_profile(a.scenario, timers, a.speed, a.slices, Path(tmp), log)
+            out["profiles"][timers] = one_profile(a.scenario, timers, a.speed, a.slices, Path(tmp), log, a.keep)
+            if a.keep is not None:
+                for f in Path(tmp).glob("*.txt"):
+                    shutil.copy(f, a.keep / timers / f.name)
     if a.format == "json":
         print(json.dumps(out))
     else:
