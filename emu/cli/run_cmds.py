@@ -62,6 +62,7 @@ def status_record(run) -> dict:
         "controller_pid": st.get("controller_pid"),
         "controller_alive": pid_alive(run, st.get("controller_pid")),
         "error": st.get("error"),
+        "bgp": st.get("bgp"),  # timers, sessions established after, MNP moves, daemon restarts (docs/bgp.md)
     }
 
 
@@ -91,6 +92,8 @@ def status(run_id: str | None, list_nodes: bool, kernel: bool, fmt: str) -> None
     summary["controller"] = f"pid {rec['controller_pid']} ({'alive' if rec['controller_alive'] else 'NOT running'})"
     if rec["error"]:
         summary["error"] = rec["error"]
+    if rec["bgp"]:
+        summary["bgp"] = ", ".join(f"{k} {v}" for k, v in rec["bgp"].items())
     emit_kv(f"run {rec['run']}", summary)
     emit_table("nodes per kind", ["kind", "count"], [[k, v] for k, v in rec["node_counts"].items()])
     if kernel:
@@ -119,6 +122,9 @@ def exec_cmd(ctx: click.Context, run_id: str | None, node: str, argv: tuple[str,
     view = _view(run_id)
     ns = view.netns_of(node)
     _require_root("exec")
+    from emu.control.bgp.birdc import socket_of, with_socket
+
+    args = with_socket(args, socket_of(view.run.dir, view.node(node)["name"]))  # plain `birdc` finds the router
     ctx.exit(exec_in(ns, args))
 
 

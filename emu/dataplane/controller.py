@@ -70,6 +70,7 @@ class Controller:
         self.association = association or sc.routing.association
         self.sno = None  # emu.control.sno.livehook.MobilityHook when the scenario asks for the SNO control plane
         self.applier: SliceApplier | None = None
+        self.bgp = None  # emu.control.bgp.uphook.BgpRun when the scenario asks for the BGP overlay
         self.status: dict = {"state": "building", "slice": None, "applied": [], "controller_pid": os.getpid(),
                              "error": None, "degradations": list(self.features.degradations)}
         self.scenario_name = scenario_name or self.db.meta.get("scenario_name", "")
@@ -129,6 +130,7 @@ class Controller:
         self.progress("slice 0 tables", 1, 1)
         b.servers()
         self._sno_build()
+        self._bgp_start()
         build_s = time.perf_counter() - t0
         self.status["degradations"] = list(self.features.degradations) + b.degradations
         self.status["tunnel"] = self.model.cfg.tunnel_mode
@@ -159,6 +161,7 @@ class Controller:
             apply_ms = self.applier.switch(k)
             self._sno_switch(k)
             self.applier.cleanup(k)
+            self._bgp_boundary(k)
             log.info("slice %d applied in %.2f ms (prepared in %.1f ms)", k, apply_ms, prep_ms)
             self.status["applied"].append({"slice": k, "apply_ms": round(apply_ms, 3), "prep_ms": round(prep_ms, 1),
                                            "late_ms": round(late_ms, 1), "boundary_at": boundary_at,
@@ -197,9 +200,38 @@ class Controller:
         if self.sno is not None:
             self.sno.switch(k, self._home_gs(k))
 
+    # ------------------------------------------------------------------ BGP overlay (docs/bgp.md)
+    def _bgp_start(self) -> None:
+        """After the terrestrial links: the BGP daemons, when the scenario's bgp.enabled says so."""
+        if not self.model.cfg.bgp:
+            return
+        from emu.control.bgp import uphook
+
+        self.progress("bgp daemons", 0, 1)
+        self.bgp = uphook.start(self.model, self.run, self.k0)
+        self.status["bgp"] = {"timers": self.model.cfg.bgp_timers, "established_s": self.bgp.established_s,
+                              "moves": 0, "restarts": 0}
+        self.progress("bgp daemons", 1, 1)
+
+    def _bgp_boundary(self, k: int) -> None:
+        """After slice k's switch: the s-ASBRs of GSs that gained a user announce, then the old ones withdraw."""
+        if self.bgp is None:
+            return
+        try:
+            n = len(self.bgp.boundary(k))
+        except Exception as exc:  # noqa: BLE001 - the data plane keeps running; the failure is reported
+            log.error("bgp: slice %d: %s", k, exc)
+            self.status["bgp"]["error"] = f"slice {k}: {exc}"
+            return
+        self.status["bgp"]["moves"] += n
+        self.status["bgp"]["restarts"] = self.bgp.restarts()
+
     def close(self) -> None:
         if self.sno is not None:
             self.sno.close()
+        if self.bgp is not None:
+            self.bgp.stop()
+            self.bgp = None
         if self.builder and self.builder.fabric:
             self.builder.fabric.close()
 

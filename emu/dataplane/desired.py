@@ -236,7 +236,53 @@ def terrestrial_veths(m: Model) -> list[Veth]:
     out += [Veth("inet", m.cfg.inet_name, ifnames.inet_core(idx), INET_CORE_BASE + idx, name, ifnames.CORE_INET,
                  IDX_TERR,
                  rate_bps=terr_rate, delay_us=terr_delay) for idx, name, _c, _p in ops]
+    return out + bgp_core_veths(m)
+
+
+def bgp_core_veths(m: Model) -> list[Veth]:
+    """With the BGP overlay on: one link between every pair of operators' cores (the core of cores,
+    spec: bgp-mobile-routing-atn §3), core a's end ``p<b>``, b's end ``p<a>``."""
+    if not m.cfg.bgp:
+        return []
+    from emu.control.bgp.wiring import CORE_PEER_BASE, core_pairs
+
+    ops = m.db.operators
+    return [Veth("peer", ops[a][1], ifnames.core_peer(b), CORE_PEER_BASE + b, ops[b][1], ifnames.core_peer(a),
+                 CORE_PEER_BASE + a) for a, b in core_pairs(len(ops))]
+
+
+def bgp_addrs(m: Model) -> list[Addr]:
+    """With the BGP overlay on: the IPv6 peering addresses on the GS <-> core and core <-> core links
+    (numbering: emu.control.bgp.wiring)."""
+    if not m.cfg.bgp:
+        return []
+    from emu.control.bgp.wiring import (CORE_PEER_BASE, PEER_PLEN, core_link_addrs, core_pairs, gs_link_addrs,
+                                        inet_link_addrs)
+
+    ops = m.db.operators
+    out = []
+    for i, g in enumerate(m.gss):
+        core_end, gs_end = gs_link_addrs(i)
+        out += [Addr(g.name, IDX_TERR, gs_end, PEER_PLEN), Addr(ops[g.operator][1], CORE_GS_BASE + i, core_end, PEER_PLEN)]
+    for a, b in core_pairs(len(ops)):
+        a_end, b_end = core_link_addrs(a, b)
+        out += [Addr(ops[a][1], CORE_PEER_BASE + b, a_end, PEER_PLEN), Addr(ops[b][1], CORE_PEER_BASE + a, b_end, PEER_PLEN)]
+    for idx, name, _c, _p in ops:
+        core_end, inet_end = inet_link_addrs(idx)
+        out += [Addr(name, IDX_TERR, core_end, PEER_PLEN), Addr(m.cfg.inet_name, INET_CORE_BASE + idx, inet_end, PEER_PLEN)]
     return out
+
+
+def bgp_inet_routes(m: Model) -> list[StaticRoute]:
+    """With the BGP overlay on: the Internet reaches each operator's MSP through that operator's core (whose
+    c-ASBR holds the MNPs, or black-holes an inactive one: spec §3)."""
+    if not m.cfg.bgp:
+        return []
+    from emu.control.bgp.wiring import inet_link_addrs, operator_msps
+
+    msps = operator_msps(m)
+    return [StaticRoute(m.cfg.inet_name, msps[idx], INET_CORE_BASE + idx, inet_link_addrs(idx)[0])
+            for idx, _n, _c, _p in m.db.operators]
 
 
 @dataclass(frozen=True, order=True)
@@ -265,7 +311,7 @@ def terrestrial_addrs(m: Model) -> list[Addr]:
     for idx, name, _c, _p in m.db.operators:
         out += [Addr(name, IDX_TERR, m.core_public(idx), 30),
                 Addr(m.cfg.inet_name, INET_CORE_BASE + idx, m.inet_core_addr(idx), 30)]
-    return out
+    return out + bgp_addrs(m)
 
 
 def terrestrial_routes(m: Model) -> list[StaticRoute]:
@@ -276,7 +322,7 @@ def terrestrial_routes(m: Model) -> list[StaticRoute]:
     for idx, name, _c, pool in m.db.operators:
         out += [StaticRoute(name, "0.0.0.0/0", IDX_TERR, m.inet_core_addr(idx)),
                 StaticRoute(m.cfg.inet_name, pool, INET_CORE_BASE + idx, m.core_public(idx))]
-    return out
+    return out + bgp_inet_routes(m)
 
 
 @dataclass(frozen=True, order=True)
@@ -364,7 +410,33 @@ def tunnel_config(m: Model) -> TunnelConfig:
             routes.append(StaticRoute(u.name, str(m.cfg.inet_prefix), IDX_TUN, TUNNEL_GS_ADDR))
         else:
             devs.append(TunnelDevice(u.name, mode, name, IDX_TUN, MTU_TUNNEL))
+    if m.cfg.bgp and mode == "vxlan":
+        a6, n6, r6 = bgp_mnp_delivery(m)
+        addrs, neighs, routes = addrs + a6, neighs + n6, routes + r6
     return TunnelConfig(tuple(devs), tuple(addrs), tuple(neighs), tuple(fdbs), tuple(routes), tuple(encap))
+
+
+def bgp_mnp_delivery(m: Model) -> tuple[list[Addr], list[Neigh], list[StaticRoute]]:
+    """With the BGP overlay on (VXLAN tunnels): IPv6 to each UT's MNP over the tunnel it already has.
+
+    Each GS routes every MNP of its operator's UTs into the tunnel (the FDB, set per slice, sends it to the UT
+    wherever it is; the c-ASBRs send an MNP only to the GS whose s-ASBR announces it, spec: bgp-mobile-routing-atn
+    §4); each UT holds ``MNP::1`` and sends IPv6 back through its tunnel (to the GS the plan chose)."""
+    from emu.control.bgp.wiring import GS_TUNNEL_LL, mnp_host, ut_mnps, ut_tunnel_ll
+
+    mnps = ut_mnps(m)
+    addrs, neighs, routes = [], [], []
+    for g in m.gss:
+        addrs.append(Addr(g.name, IDX_TUN, GS_TUNNEL_LL, 64))
+        for pos, u in enumerate(m.uts):
+            if u.operator == g.operator:
+                neighs.append(Neigh(g.name, IDX_TUN, ut_tunnel_ll(pos), m.ut_tunnel_mac(u.idx)))
+                routes.append(StaticRoute(g.name, mnps[u.idx], IDX_TUN, ut_tunnel_ll(pos)))
+    for pos, u in enumerate(m.uts):
+        addrs += [Addr(u.name, IDX_TUN, ut_tunnel_ll(pos), 64), Addr(u.name, IDX_LO, mnp_host(mnps[u.idx]), 128)]
+        neighs.append(Neigh(u.name, IDX_TUN, GS_TUNNEL_LL, TUNNEL_MAC))
+        routes.append(StaticRoute(u.name, "::/0", IDX_TUN, GS_TUNNEL_LL))
+    return addrs, neighs, routes
 
 
 def fixed_links(m: Model) -> list[Veth]:

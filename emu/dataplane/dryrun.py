@@ -67,6 +67,8 @@ def describe(m: Model, k0: int = 0, plan: str = "", scenario: str = "") -> dict:
                  for argv, what in servers.internet_servers(m.cfg.inet_addr)]
     processes += [{"node": name, "what": "nftables masquerade", "argv": ["nft", "-f", "-"],
                    "note": "where the kernel has nftables NAT"} for _i, name, _c, _p in m.db.operators]
+    if m.cfg.bgp:
+        processes += _bgp_processes(m, k0)
     n_routes = sum(len(r) for r in st.routes.values())
     return {
         "dry_run": True,
@@ -95,3 +97,15 @@ def describe(m: Model, k0: int = 0, plan: str = "", scenario: str = "") -> dict:
         "processes": processes,
         "nodes": per_node,
     }
+
+
+def _bgp_processes(m, k0: int) -> list[dict]:
+    """With the BGP overlay on: one BIRD per c-ASBR / s-ASBR and what each announces at the start slice."""
+    from emu.control.bgp import wiring
+
+    ov = wiring.overlay(m, m.db.gs_choice(k0))
+    return [{"node": r.name, "what": f"bird ({'c' if r.role == 'core' else 's'}-ASBR, AS{r.asn}, "
+             f"timers {m.cfg.bgp_timers})", "argv": ["bird", "-f", "-c", "<run dir>/bgp/" + r.name.replace("-", "_")
+                                                      + "/bird.conf"],
+             "peers": [p.name for p in r.peerings], "announces": list(r.mnps) if r.role == "stub" else list(r.msps)}
+            for r in ov.network.routers.values()]

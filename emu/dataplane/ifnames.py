@@ -58,6 +58,11 @@ def core_gs(i: int) -> str:
     return f"g{i}"
 
 
+def core_peer(op: int) -> str:
+    """An operator core's link to operator ``op``'s core (BGP overlay only)."""
+    return f"p{op}"
+
+
 def inet_core(op: int) -> str:
     """The Internet node's link to operator ``op``'s core."""
     return f"c{op}"

@@ -48,6 +48,9 @@ class RunConfig:
     tunnel_mode: str  # what this run uses (ipip | vxlan), decided once
     netem: bool = False  # the kernel has netem: per-slice link delays
     tbf: bool = False  # the kernel has tbf: link rates
+    bgp: bool = False  # the scenario's bgp.enabled: BGP overlay (peering links and addresses, daemons)
+    bgp_timers: str = "aggressive"
+    bgp_msp_base: str = "fd4c:454f::/32"
 
     @classmethod
     def from_scenario(cls, sc: Scenario, features=None, *, tunnel_mode: str | None = None) -> "RunConfig":
@@ -73,6 +76,9 @@ class RunConfig:
             tunnel_mode=tunnel_mode,
             netem=has("netem"),
             tbf=has("tbf"),
+            bgp=sc.bgp.enabled,
+            bgp_timers=sc.bgp.timers,
+            bgp_msp_base=sc.bgp.msp_base,
         )
 
     @property

@@ -289,6 +289,28 @@ class MobilityCfg(Strict):
     notice_ms: Annotated[float, Field(ge=0.0, le=60000.0)] = 150.0  # proactive: plan notice before a switch
 
 
+class BgpCfg(Strict):
+    """The BGP overlay (spec: bgp-mobile-routing-atn §3, §4, §6; docs/bgp.md): off unless asked for.
+
+    Operator ``owner_code`` c's MSP is the c-th /40 of ``msp_base`` (a /32); each user terminal gets one
+    /56 MNP out of its operator's MSP (emu.control.bgp.wiring)."""
+
+    enabled: bool = False
+    timers: Literal["aggressive", "default"] = "aggressive"
+    msp_base: str = "fd4c:454f::/32"
+
+    @field_validator("msp_base")
+    @classmethod
+    def _msp_base(cls, v: str) -> str:
+        try:
+            net = ipaddress.IPv6Network(v, strict=True)
+        except ValueError:
+            raise ValueError("must be an IPv6 /32 with host bits zero") from None
+        if net.prefixlen != 32:
+            raise ValueError("must be an IPv6 /32 (one /40 MSP per operator owner code)")
+        return str(net)
+
+
 class Scenario(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     description: str = ""
@@ -304,6 +326,7 @@ class Scenario(Strict):
     addressing: AddressingCfg = AddressingCfg()
     routing: RoutingCfg = RoutingCfg()
     mobility: MobilityCfg | None = None
+    bgp: BgpCfg = BgpCfg()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Scenario":

@@ -155,3 +155,28 @@ def parse_protocols_all(text: str) -> dict[str, ChannelRoutes]:
 
 def protocols_routes(socket_path: str) -> dict[str, ChannelRoutes]:
     return parse_protocols_all(birdc(socket_path, "show", "protocols", "all"))
+
+
+def with_socket(argv: list[str], socket_path: str | None) -> list[str]:
+    """``birdc ARGS`` -> ``birdc -s SOCKET ARGS`` when the node runs a BIRD of the run (``leo-emu exec NODE --
+    birdc ...``): each router's control socket is in its run directory, not BIRD's default /run/bird/bird.ctl.
+    Anything else, or a birdc already given ``-s``, is left as it is."""
+    if not argv or socket_path is None or argv[0].rsplit("/", 1)[-1] not in ("birdc", "birdcl"):
+        return argv
+    if any(a == "-s" or (a.startswith("-s") and len(a) > 2) for a in argv[1:]):
+        return argv
+    return [argv[0], "-s", socket_path, *argv[1:]]
+
+
+def socket_of(run_dir, node: str) -> str | None:
+    """The control socket of NODE's BIRD in a run (from ``<run dir>/bgp/overlay.json``), or None."""
+    import json
+    from pathlib import Path
+
+    p = Path(run_dir) / "bgp" / "overlay.json"
+    try:
+        rec = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    r = rec.get("routers", {}).get(node)
+    return r.get("socket") if isinstance(r, dict) else None

@@ -1,0 +1,178 @@
+"""The BGP overlay of a run, derived from the plan (pure, no root): numbering, peerings, MNP moves.
+
+spec: bgp-mobile-routing-atn §2 (MNPs from MSPs), §3 (c-ASBRs, s-ASBRs, core of cores), §4 (make-before-break).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+
+import pytest
+
+from emu.control.bgp import wiring as W
+from emu.control.bgp.birdc import with_socket
+from emu.dataplane import desired as D
+from emu.dataplane.model import Model
+from emu.dataplane.runconfig import RunConfig, scenario_of_plan
+from emu.errors import ScenarioError
+from emu.plan.db import PlanDB, write_plan
+from emu.plan.planner import make_plan
+from emu.scenario.load import parse_scenario
+
+from .helpers import load_default
+
+N_SLICES = 40
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    p = tmp_path_factory.mktemp("b") / "p.db"
+    write_plan(make_plan(load_default(), n_slices=N_SLICES), p)
+    return PlanDB(p)
+
+
+@pytest.fixture(scope="module")
+def model(db):
+    cfg = dataclasses.replace(RunConfig.from_scenario(scenario_of_plan(db)), bgp=True)
+    return Model.from_plan(db, "zz00", None, cfg)
+
+
+def test_msp_and_mnp_numbering_known_answers() -> None:
+    assert W.msp("fd4c:454f::/32", 1) == "fd4c:454f:100::/40"
+    assert W.msp("fd4c:454f::/32", 255) == "fd4c:454f:ff00::/40"
+    assert W.mnp("fd4c:454f:100::/40", 0) == "fd4c:454f:100::/56"
+    assert W.mnp("fd4c:454f:100::/40", 1) == "fd4c:454f:100:100::/56"
+    assert W.mnp("fd4c:454f:100::/40", 65535) == "fd4c:454f:1ff:ff00::/56"
+    with pytest.raises(ScenarioError):
+        W.mnp("fd4c:454f:100::/40", 65536)
+    with pytest.raises(ScenarioError):
+        W.msp("fd4c:454f::/48", 1)
+
+
+def test_peering_addresses_known_answers_and_distinct() -> None:
+    assert W.gs_link_addrs(0) == ("fd6c:6565::1", "fd6c:6565::2")
+    assert W.gs_link_addrs(3) == ("fd6c:6565:0:3::1", "fd6c:6565:0:3::2")
+    assert W.core_link_addrs(0, 1) == ("fd6c:6565:1:1::1", "fd6c:6565:1:1::2")
+    assert W.core_link_addrs(1, 2) == ("fd6c:6565:1:102::1", "fd6c:6565:1:102::2")
+    nets = {ipaddress.IPv6Interface(a + "/64").network for i in range(300) for a in W.gs_link_addrs(i)}
+    nets |= {ipaddress.IPv6Interface(a + "/64").network for p in W.core_pairs(16) for a in W.core_link_addrs(*p)}
+    assert len(nets) == 300 + len(W.core_pairs(16))
+    with pytest.raises(ValueError):
+        W.core_link_addrs(1, 1)
+
+
+def test_scenario_key_is_strict_and_off_by_default() -> None:
+    from .helpers import scenario_dict
+
+    assert parse_scenario(scenario_dict()).bgp.enabled is False
+    sc = parse_scenario(scenario_dict(bgp={"enabled": True, "timers": "default"}))
+    assert (sc.bgp.enabled, sc.bgp.timers) == (True, "default")
+    for bad in ({"enabled": True, "timer": "default"}, {"timers": "fast"}, {"msp_base": "fd00::/48"},
+                {"msp_base": "10.0.0.0/8"}):
+        with pytest.raises(Exception) as e:
+            parse_scenario(scenario_dict(bgp=bad))
+        assert "bgp" in str(e.value)
+
+
+def test_overlay_of_the_default_plan(model) -> None:
+    ov = W.overlay(model, model.db.gs_choice(0))
+    net = ov.network
+    assert sorted(r.name for r in net.cores()) == ["sno-a", "sno-b"]
+    assert sorted(r.name for r in net.stubs()) == sorted(g.name for g in model.gss)
+    assert len({r.asn for r in net.stubs()}) == len(model.gss)
+    a = net.routers["sno-a"]
+    assert {p.name: p.kind for p in a.peerings} == {"gs-london": "stub", "gs-madrid": "stub", "sno-b": "ebgp"}
+    # one MNP per UT, inside its operator's MSP, all distinct
+    assert len(set(ov.mnps.values())) == len(model.uts)
+    for u in model.uts:
+        op = model.db.operators[u.operator][1]
+        assert ipaddress.IPv6Network(ov.mnps[u.idx]).subnet_of(ipaddress.IPv6Network(net.operators[op].msps[0]))
+    # expected next hops: own core via the GS's link address, the other core via the core-of-cores link
+    via = W.expected_via(net, "gs-madrid")
+    assert via == {"sno-a": W.gs_link_addrs(1)[1], "sno-b": W.core_link_addrs(0, 1)[0]}
+
+
+def test_desired_state_carries_the_overlay_links_only_when_on(model, db) -> None:
+    off = Model.from_plan(db, "zz00", None, dataclasses.replace(model.cfg, bgp=False))
+    assert D.bgp_addrs(off) == [] and D.bgp_core_veths(off) == []
+    veths = D.bgp_core_veths(model)
+    assert [(v.node_a, v.ifname_a, v.node_b, v.ifname_b) for v in veths] == [("sno-a", "p1", "sno-b", "p0")]
+    addrs = {(a.node, a.addr) for a in D.terrestrial_addrs(model)}
+    for i, g in enumerate(model.gss):
+        assert (g.name, W.gs_link_addrs(i)[1]) in addrs
+    assert ("sno-b", W.core_link_addrs(0, 1)[1]) in addrs
+    assert set(D.terrestrial_addrs(off)) < set(D.terrestrial_addrs(model))
+
+
+def test_stub_mnps_follow_the_plans_gs_choice(model) -> None:
+    mnps = W.ut_mnps(model)
+    names = {g.idx: g.name for g in model.gss}
+    n_moves = 0
+    prev = None
+    for k in range(model.n_slices):
+        ch = model.db.gs_choice(k)
+        cur = W.stub_mnps(model, ch, mnps)
+        for row, u in enumerate(model.uts):
+            gs = int(ch[row, 0])
+            holders = [s for s, v in cur.items() if mnps[u.idx] in v]
+            assert holders == ([names[gs]] if gs >= 0 else [])
+        if prev is not None:
+            n_moves += sum(1 for _p, old, new in W.moves(prev, cur) if old and new)
+        prev = cur
+    assert n_moves > 0  # the default plan moves users between GSs within 40 slices
+
+
+def test_announcements_are_make_before_break() -> None:
+    cur = {"g1": ("m1", "m2"), "g2": (), "g3": ("m3",)}
+    nxt = {"g1": ("m2",), "g2": ("m1",), "g3": ()}
+    steps = W.announcement_steps(cur, nxt)
+    assert steps == [("g2", ("m1",)), ("g1", ("m2",)), ("g3", ())]
+    assert W.moves(cur, nxt) == [("m1", "g1", "g2"), ("m3", "g3", None)]
+    assert W.announcement_steps(cur, cur) == [] and W.moves(cur, cur) == []
+
+
+def test_birdc_gets_the_routers_socket() -> None:
+    assert with_socket(["birdc", "show", "route"], "/r/x.ctl") == ["birdc", "-s", "/r/x.ctl", "show", "route"]
+    assert with_socket(["birdc", "-s", "/o", "show"], "/r/x.ctl") == ["birdc", "-s", "/o", "show"]
+    assert with_socket(["ping", "-c1", "x"], "/r/x.ctl") == ["ping", "-c1", "x"]
+    assert with_socket(["birdc", "show"], None) == ["birdc", "show"]
+
+
+def test_monitor_lines_and_convergence_known_answers() -> None:
+    from datetime import datetime
+
+    from emu.control.bgp import convergence as C
+
+    text = ("[2026-11-30T13:35:17.760371] fd4c::/56 via fd6c::2 dev g0 proto bird metric 32 pref medium\n"
+            "[2026-11-30T13:35:17.800000] unreachable fd4c::/40 dev lo proto bird metric 32 pref medium\n"
+            "[2026-11-30T13:35:18.000000] Deleted fd4c::/56 via fd6c::2 dev g0 proto bird metric 32\n"
+            "[2026-11-30T13:35:18.250000] fd4c::/56 via fd6c:0:0:1::2 dev g1 proto bird metric 32\n"
+            "garbage\n")
+    ev = C.parse_monitor(text)
+    t0 = datetime.fromisoformat("2026-11-30T13:35:17.760371").timestamp()
+    assert [(round(e.t - t0, 6), e.dst, e.via, e.deleted) for e in ev] == [
+        (0.0, "fd4c::/56", "fd6c::2", False), (0.039629, "fd4c::/40", None, False),
+        (0.239629, "fd4c::/56", "fd6c::2", True), (0.489629, "fd4c::/56", "fd6c:0:0:1::2", False)]
+    move = {"mnp": "fd4c::/56", "called_at": t0 + 0.1}
+    other = [C.RouteEvent(t0 - 5, "fd4c::/56", "fd6c:9::1", False)]
+    res = C.move_convergence(move, {"a": ev, "b": other}, {"a": "fd6c:0:0:1::2", "b": "fd6c:9::1"})
+    assert res["per_core"] == {"a": pytest.approx(0.389629), "b": "unchanged"}
+    assert res["s"] == pytest.approx(0.389629)
+    assert C.move_convergence(move, {"a": ev}, {"a": "fd6c::7"})["s"] is None  # never via the new GS
+    assert C.move_convergence(move, {"a": ev}, {"a": "fd6c:0:0:1::2"}, until=t0 + 0.3)["s"] is None
+    assert C.summary([0.1, 0.2, 0.3]) == {"n": 3, "median_ms": 200.0, "p90_ms": 300.0, "max_ms": 300.0}
+
+
+def test_probe_interruption_known_answers() -> None:
+    from emu.control.bgp import convergence as C
+
+    text = "\n".join(f"[{100 + 0.02 * s:.6f}] 64 bytes from fd4c::1: icmp_seq={s} ttl=60 time=0.3 ms"
+                     for s in range(1, 200) if not 60 <= s < 70)
+    text += "\n[101.0] From fd6c::1 icmp_seq=3 Destination unreachable: No route\n"
+    r = C.parse_ping_replies(text)
+    assert len(r) == 189 and r[0] == (pytest.approx(100.02), 1)
+    res = C.interruption(r, 101.3, 0.5, 0.5, 0.02)
+    assert res == {"gap_ms": pytest.approx(200.0, abs=0.2), "lost": 10}
+    assert C.interruption(r, 103.9, 0.5, 0.5, 0.02) is None  # no reply after the window
+    assert C.interruption(r, 102.5, 0.5, 0.5, 0.02) == {"gap_ms": 0.0, "lost": 0}
