@@ -22,7 +22,8 @@ from emu.dataplane.state import proc_starttime
 from .test_dataplane import in_ns, leo
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT = ROOT / "topologies" / "default.yaml"
+# written for the 6 x 8 scenario (coverage gaps, inter-SNO handovers at known slices): topologies/sparse.yaml
+DEFAULT = ROOT / "topologies" / "sparse.yaml"
 
 
 def _mine(prefix: str) -> list[str]:

@@ -18,9 +18,9 @@ from emu.dataplane.runconfig import RunConfig, scenario_of_plan
 from emu.errors import ScenarioError
 from emu.plan.db import PlanDB, write_plan
 from emu.plan.planner import make_plan
-from emu.scenario.load import parse_scenario
+from emu.scenario.load import load_scenario, parse_scenario
 
-from .helpers import load_default
+from .helpers import ROOT
 
 N_SLICES = 40
 
@@ -28,7 +28,8 @@ N_SLICES = 40
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
     p = tmp_path_factory.mktemp("b") / "p.db"
-    write_plan(make_plan(load_default(), n_slices=N_SLICES), p)
+    # GS changes need coverage gaps: the 6 x 8 scenario (default.yaml keeps every UT on its nearest GS)
+    write_plan(make_plan(load_scenario(ROOT / "topologies" / "sparse.yaml"), n_slices=N_SLICES), p)
     return PlanDB(p)
 
 
