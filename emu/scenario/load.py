@@ -127,18 +127,25 @@ def _children(node) -> list:
     return []
 
 
+def read_capped(p: Path, limit: int, what: str, field: str = "file",
+                error: type[InputError] = ScenarioError) -> bytes:
+    """At most ``limit`` bytes of file ``p``: unreadable or larger is ``error`` naming ``field`` and the path."""
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(limit + 1)
+    except OSError as exc:
+        raise error(f"cannot read {what} file: {exc.strerror}", field, str(p)) from None
+    if len(raw) > limit:
+        raise error(f"{what} file larger than {limit // 2**20} MiB", field, str(p))
+    return raw
+
+
 def read_yaml(p: Path, field: str = "file", what: str = "scenario", error: type[InputError] = ScenarioError):
     """Bounded read and parse of a YAML file (size, encoding, depth, aliases, duplicate keys).
 
     ``what`` names the file in messages and ``error`` is the class raised (an experiment file is
     read with the same bounds, :func:`emu.experiment.spec.load_experiment`)."""
-    try:
-        with open(p, "rb") as f:
-            raw = f.read(MAX_SCENARIO_BYTES + 1)
-    except OSError as exc:
-        raise error(f"cannot read {what} file: {exc.strerror}", field, str(p)) from None
-    if len(raw) > MAX_SCENARIO_BYTES:
-        raise error(f"{what} file larger than {MAX_SCENARIO_BYTES // 2**20} MiB", field, str(p))
+    raw = read_capped(p, MAX_SCENARIO_BYTES, what, field, error)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
