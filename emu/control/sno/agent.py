@@ -22,13 +22,11 @@ import time
 from pathlib import Path
 
 from emu.control.sno.agent_logic import AgentLogic
-from emu.control.sno.config import load_agent
+from emu.control.sno.config import daemon_main, load_agent
 from emu.control.sno.actions import Step, Timer, ToCore
 from emu.control.sno.steplog import StepLog
 from emu.control.sno.uplink import UplinkWatch
 from emu.control.sno.wire import USER_PORT, USER_SIDE, WireError, decode, encode
-from emu.control.supervise import wait_journaled
-from emu.errors import InputError
 
 
 class AgentDaemon:
@@ -116,21 +114,7 @@ class AgentDaemon:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if not wait_journaled():
-        print("sno agent: not journaled by the supervisor within 5 s; not starting", file=sys.stderr)
-        return 1
-    if len(args) != 1:
-        print("usage: python -m emu.control.sno.agent CONFIG.json", file=sys.stderr)
-        return 2
-    try:
-        conf = load_agent(args[0])
-    except InputError as exc:
-        print(f"sno agent: {exc}", file=sys.stderr)
-        return 2
-    asyncio.run(AgentDaemon(conf).main())
-    return 0
-
+    return daemon_main("agent", load_agent, AgentDaemon, argv)
 
 if __name__ == "__main__":
     sys.exit(main())
