@@ -13,7 +13,6 @@ core holds and every ground station routes to its own core.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -22,7 +21,8 @@ import time
 from pathlib import Path
 
 from emu.control.sno.agent_logic import AgentLogic
-from emu.control.sno.config import daemon_main, load_agent
+from emu.control.sno.config import load_agent
+from emu.control.sno.daemon import daemon_main, serve_admin
 from emu.control.sno.actions import Step, Timer, ToCore
 from emu.control.sno.steplog import StepLog
 from emu.control.sno.uplink import UplinkWatch
@@ -73,20 +73,12 @@ class AgentDaemon:
             self.execute(self.logic.on_msg(msg, time.monotonic_ns()))
 
     async def _on_admin(self, reader, writer) -> None:
-        try:
-            while line := await reader.readline():
-                try:
-                    req = json.loads(line)
-                    out = {"ok": True, "pid": os.getpid(), **self.logic.status()} if req.get("op") == "status" \
-                        else {"ok": False, "error": f"op: unknown (got {req.get('op')!r})"}
-                except ValueError as exc:
-                    out = {"ok": False, "error": str(exc)}
-                writer.write((json.dumps(out) + "\n").encode())
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
+        await serve_admin(reader, writer, self.admin)
+
+    def admin(self, req: dict) -> dict:
+        if req.get("op") == "status":
+            return {"ok": True, "pid": os.getpid(), **self.logic.status()}
+        return {"ok": False, "error": f"op: unknown (got {req.get('op')!r})"}
 
     async def main(self) -> None:
         self.loop = asyncio.get_running_loop()

@@ -8,14 +8,11 @@ and names the one that is wrong.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from emu.control.supervise import wait_journaled
 from emu.errors import InputError
 
 PROCEDURES = ("baseline", "proactive")
@@ -191,21 +188,3 @@ def write(path: Path, conf) -> None:
     tmp.write_text(json.dumps(dump(conf), indent=1, sort_keys=True))
     tmp.replace(path)
 
-
-def daemon_main(role: str, load, daemon, argv: list[str] | None) -> int:
-    """``python -m emu.control.sno.ROLE CONFIG.json``: wait until the supervisor has journaled this process,
-    read the configuration with ``load`` (a bad one: one line, exit 2), run ``daemon(conf).main()``."""
-    args = sys.argv[1:] if argv is None else argv
-    if not wait_journaled():
-        print(f"sno {role}: not journaled by the supervisor within 5 s; not starting", file=sys.stderr)
-        return 1
-    if len(args) != 1:
-        print(f"usage: python -m emu.control.sno.{role} CONFIG.json", file=sys.stderr)
-        return 2
-    try:
-        conf = load(args[0])
-    except InputError as exc:
-        print(f"sno {role}: {exc}", file=sys.stderr)
-        return 2
-    asyncio.run(daemon(conf).main())
-    return 0

@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 
 from emu.control.sno import kernel, pki, recovery
-from emu.control.sno.config import daemon_main, load_core
+from emu.control.sno.config import load_core
+from emu.control.sno.daemon import daemon_main, serve_admin
 from emu.control.sno.actions import Kernel, Step, Timer, ToPeer, ToUser
 from emu.control.sno.logic import CoreLogic
 from emu.control.sno.steplog import StepLog
@@ -206,18 +207,7 @@ class CoreDaemon:
 
     # ------------------------------------------------------------------------------ admin
     async def _on_admin(self, reader, writer) -> None:
-        try:
-            while line := await reader.readline():
-                try:
-                    req = json.loads(line)
-                    writer.write((json.dumps(self.admin(req)) + "\n").encode())
-                except (ValueError, KeyError, TypeError, InputError) as exc:
-                    writer.write((json.dumps({"ok": False, "error": str(exc)}) + "\n").encode())
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
+        await serve_admin(reader, writer, self.admin)
 
     def admin(self, req: dict) -> dict:
         op = req["op"]
