@@ -104,7 +104,7 @@ def main() -> None:
     scen = tmp / "fast.yaml"
     scen.write_text(yaml.safe_dump(sc))
     plan = tmp / "fast.db"
-    build_plan(str(scen), plan, args.search, keep_key=False, fmt="json")
+    build_plan(str(scen), plan, args.search, fmt="json")
     pf = PathFinder(PlanDB(plan))
     best = max((pf.path("dev1", "inet", k) for k in range(args.search)),
                key=lambda r: (r["reachable"], r.get("satellite_hops", 0)))

@@ -32,7 +32,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.output) if args.output else Path(tmp) / "bench.plan.db"
         t0 = time.perf_counter()
-        summary = build_plan(args.scenario, out, args.slices, keep_key=False, fmt="json")
+        summary = build_plan(args.scenario, out, args.slices, fmt="json")
         wall = time.perf_counter() - t0
         print(json.dumps({
             "scenario": summary["scenario"],

@@ -123,7 +123,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp()
     plan = Path(args.plan) if args.plan else Path(tmp) / "bench.plan.db"
     if not args.plan:
-        build_plan(args.scenario, plan, args.boundaries + 1, keep_key=False, fmt="json")
+        build_plan(args.scenario, plan, args.boundaries + 1, fmt="json")
     run = Run.create()
     mem0 = meminfo_kb()
     res: dict = {"scenario": args.scenario, "run": run.run_id}

@@ -189,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m emu.control.supervise SPEC.json", file=sys.stderr)
         return 2
-    load_spec(args[0]).serve()
+    try:
+        sup = load_spec(args[0])
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # one line, no traceback (an internal entry point)
+        print(f"supervise: bad spec {args[0]!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    sup.serve()
     return 0
 
 

@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from emu.errors import InputError
+from emu.scenario.load import read_yaml
 
 NodeName = Annotated[str, Field(min_length=1, max_length=64)]
 MAX_INTERVAL_MS = 10.0  # the issue's probe spacing: a 10 ms gap bounds the measured interruption's error
@@ -210,17 +211,8 @@ def check_against(exp: Experiment, nodes: NodeCatalog) -> None:
 
 def load_experiment(path: str | Path, nodes: NodeCatalog | None = None) -> Experiment:
     """Read, validate and (with ``nodes``) check an experiment file."""
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise ExperimentError(f"cannot read experiment file: {exc.strerror}", "file", str(p)) from None
-    try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ExperimentError(f"not valid YAML{where}", "file", str(p)) from None
+    # the scenario's bounds (size, UTF-8, depth, aliases, duplicate keys), not an unbounded yaml.safe_load
+    _raw, data = read_yaml(Path(path), "file", "experiment", ExperimentError)
     exp = parse_experiment(data)
     if nodes is not None:
         check_against(exp, nodes)

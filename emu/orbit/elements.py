@@ -20,6 +20,7 @@ import numpy as np
 from sgp4.api import WGS72, Satrec
 
 from emu.errors import ScenarioError
+from emu.scenario.load import read_capped
 from emu.scenario.model import Shell
 
 MU_WGS72 = 398600.8  # km^3/s^2, the gravity model SGP4 uses
@@ -82,13 +83,7 @@ def tle_checksum(line: str) -> int:
 
 def _tle_lines(path: Path, field: str) -> list[tuple[int, str]]:
     """The non-blank lines of a TLE file as (line number, text); refused if unreadable, too large or not ASCII."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_TLE_BYTES + 1)
-    except OSError as exc:
-        raise ScenarioError(f"cannot read TLE file: {exc.strerror}", field, str(path)) from None
-    if len(raw) > MAX_TLE_BYTES:
-        raise ScenarioError(f"TLE file larger than {MAX_TLE_BYTES // 2**20} MiB", field, str(path))
+    raw = read_capped(path, MAX_TLE_BYTES, "TLE", field)
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError as exc:

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from emu.errors import ScenarioError, cut, echo
+from emu.errors import InputError, ScenarioError, cut, echo
 from emu.scenario.model import Scenario
 
 
@@ -127,25 +127,36 @@ def _children(node) -> list:
     return []
 
 
-def read_yaml(p: Path, field: str = "file"):
-    """Bounded read and parse of a YAML file (size, encoding, depth, aliases, duplicate keys)."""
+def read_capped(p: Path, limit: int, what: str, field: str = "file",
+                error: type[InputError] = ScenarioError) -> bytes:
+    """At most ``limit`` bytes of file ``p``: unreadable or larger is ``error`` naming ``field`` and the path."""
     try:
         with open(p, "rb") as f:
-            raw = f.read(MAX_SCENARIO_BYTES + 1)
+            raw = f.read(limit + 1)
     except OSError as exc:
-        raise ScenarioError(f"cannot read scenario file: {exc.strerror}", field, str(p)) from None
-    if len(raw) > MAX_SCENARIO_BYTES:
-        raise ScenarioError(f"scenario file larger than {MAX_SCENARIO_BYTES // 2**20} MiB", field, str(p))
+        raise error(f"cannot read {what} file: {exc.strerror}", field, str(p)) from None
+    if len(raw) > limit:
+        raise error(f"{what} file larger than {limit // 2**20} MiB", field, str(p))
+    return raw
+
+
+def read_yaml(p: Path, field: str = "file", what: str = "scenario", error: type[InputError] = ScenarioError):
+    """Bounded read and parse of a YAML file (size, encoding, depth, aliases, duplicate keys).
+
+    ``what`` names the file in messages and ``error`` is the class raised (an experiment file is
+    read with the same bounds, :func:`emu.experiment.spec.load_experiment`)."""
+    raw = read_capped(p, MAX_SCENARIO_BYTES, what, field, error)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         hint = "; UTF-16/32 is not supported, save it as UTF-8" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
-        raise ScenarioError(f"not UTF-8 text (byte {exc.start}){hint}", field, str(p)) from None
-    return raw, parse_yaml(text, field, str(p))
+        raise error(f"not UTF-8 text (byte {exc.start}){hint}", field, str(p)) from None
+    return raw, parse_yaml(text, field, str(p), error)
 
 
-def parse_yaml(text: str, field: str = "file", source: str = "") -> object:
-    """Parse YAML text with the bounds of :class:`_BoundedLoader`; any problem is a ScenarioError."""
+def parse_yaml(text: str, field: str = "file", source: str = "",
+               error: type[InputError] = ScenarioError) -> object:
+    """Parse YAML text with the bounds of :class:`_BoundedLoader`; any problem is a ScenarioError (or ``error``)."""
     try:
         _check_events(text)
         loader = _BoundedLoader(text)
@@ -162,9 +173,9 @@ def parse_yaml(text: str, field: str = "file", source: str = "") -> object:
         problem = getattr(exc, "problem", None)
         what = f": {cut(str(problem), 120)}" if problem else ""
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ScenarioError(f"not valid YAML{what}{where}", field, source) from None
+        raise error(f"not valid YAML{what}{where}", field, source) from None
     except RecursionError:  # pragma: no cover - MAX_DEPTH keeps the composer far from Python's limit
-        raise ScenarioError(f"nested deeper than {MAX_DEPTH} levels", field, source) from None
+        raise error(f"nested deeper than {MAX_DEPTH} levels", field, source) from None
 
 
 def load_scenario(path: str | Path) -> LoadedScenario:

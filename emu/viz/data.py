@@ -173,7 +173,7 @@ class MapData:
     links: list[tuple[int, int, str]]  # (a, b, class)
     links_down: list[tuple[int, int, str]]  # present last slice, gone now
     ground: list[tuple[str, str, float, float]]  # (name, kind gs|ut, lat, lon)
-    serving: list[tuple[int, int]]  # (ground index, satellite index)
+    serving: list[tuple[int, int]]  # (ground index, satellite index): every ground link, all antennas
     polar_lat_deg: float
     ew_off: list[int] = field(default_factory=list)  # satellites without an E or a W link: seam or polar region
     title: str = ""
@@ -206,14 +206,14 @@ def map_data(view: PlanView, k: int, color_by: str = "operator") -> MapData:
     down = [(int(r["a"]), int(r["b"]), view.link_class(int(r["a"]), int(r["b"]), int(r["dir_a"]))) for r in removed]
     if k == 0:
         down = []
-    serving = db.serving(k)
+    ground_links = db.ground_links(k)  # (nodes, antennas): a ground station links to several satellites
     labels, order = view.sat_group(color_by)
 
     return MapData(
         slice=k, time_s=db.slice_time(k), sat_names=db.sat_names, sat_lat=lat[0], sat_lon=lon[0],
         sat_group=labels, groups=order, links=cur, links_down=down,
         ground=[(g.name, g.kind, g.lat, g.lon) for g in db.ground],
-        serving=[(i, int(s)) for i, s in enumerate(serving) if s >= 0],
+        serving=[(g, int(s)) for g, row in enumerate(ground_links) for s in row if s >= 0],
         polar_lat_deg=view.polar_lat_deg, ew_off=view.ew_off(links),
         title=f"{db.meta['scenario_name']}: slice {k} (t = {db.slice_time(k):.0f} s)")
 

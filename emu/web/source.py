@@ -68,7 +68,8 @@ class Frames:
         raw = self.db.links(k)
         links = [[int(r["a"]), int(r["b"]), cls[self.view.link_class(int(r["a"]), int(r["b"]), int(r["dir_a"]))]]
                  for r in raw]
-        serving = [[g, int(s)] for g, s in enumerate(self.db.serving(k)) if s >= 0]
+        # every ground link: a ground station's antennas link it to several satellites at once
+        serving = [[g, int(s)] for g, row in enumerate(self.db.ground_links(k)) for s in row if s >= 0]
         where = {g.name: (g.lat, g.lon) for g in self.db.ground}
         where.update({n: (float(lat[i]), float(lon[i])) for i, n in enumerate(self.db.sat_names)})
         for dev, ut in self.pf.device_ut.items():

@@ -34,7 +34,7 @@ def plan(tmp_path_factory):
     from emu.cli.plan_cmds import build_plan
 
     p = tmp_path_factory.mktemp("plan") / "default.db"
-    build_plan(str(DEFAULT), p, SLICES, keep_key=False, fmt="json")
+    build_plan(str(DEFAULT), p, SLICES, fmt="json")
     return p
 
 
@@ -143,7 +143,7 @@ def test_kill9_during_build_then_down(env, tmp_path):
     from emu.cli.plan_cmds import build_plan
 
     plan = tmp_path / "polar.db"
-    build_plan(str(ROOT / "topologies" / "polar.yaml"), plan, 3, keep_key=False, fmt="json")
+    build_plan(str(ROOT / "topologies" / "polar.yaml"), plan, 3, fmt="json")
     before = host_state()
     root = Path(env["LEOEMU_RUN_DIR"])
     up = subprocess.Popen([sys.executable, "-m", "emu.cli.main", "up", str(ROOT / "topologies" / "polar.yaml"),

@@ -77,7 +77,7 @@ def plan(tmp_path_factory):
     p = tmp_path_factory.mktemp("plan") / "default.db"
     from emu.cli.plan_cmds import build_plan
 
-    build_plan(str(DEFAULT), p, 130, keep_key=False, fmt="json")
+    build_plan(str(DEFAULT), p, 130, fmt="json")
     return p
 
 

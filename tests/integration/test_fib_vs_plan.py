@@ -29,7 +29,7 @@ def test_kernel_fib_follows_the_plan(scenario, tmp_path, monkeypatch, module_ns_
     monkeypatch.setenv("LEOEMU_RUN_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("LEOEMU_RUN_ID_PREFIX", module_ns_prefix.rstrip("-"))
     plan = tmp_path / "p.db"
-    build_plan(str(ROOT / "topologies" / f"{scenario}.yaml"), plan, SLICES, keep_key=False, fmt="json")
+    build_plan(str(ROOT / "topologies" / f"{scenario}.yaml"), plan, SLICES, fmt="json")
     run = Run.create()
     try:
         ctl = Controller(run, plan, 1.0, SLICES)

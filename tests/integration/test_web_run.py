@@ -26,7 +26,7 @@ def test_web_follows_a_running_emulator(leo_env, tmp_path, browser_factory) -> N
     from emu.cli.plan_cmds import build_plan
 
     plan = tmp_path / "default.db"
-    build_plan(str(DEFAULT), plan, SLICES, keep_key=False, fmt="json")
+    build_plan(str(DEFAULT), plan, SLICES, fmt="json")
     res = leo(leo_env, "up", str(DEFAULT), "--plan", str(plan), "--speed", str(SPEED), "--detach", "--format", "json")
     run = json.loads(res.stdout)["run"]
     status_file = Path(leo_env["LEOEMU_RUN_DIR"]) / run / "status.json"

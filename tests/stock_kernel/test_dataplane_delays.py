@@ -48,7 +48,7 @@ def live(tmp_path_factory):
     from emu.plan.path import PathFinder
 
     plan = tmp_path_factory.mktemp("plan") / "default.db"
-    build_plan(str(DEFAULT), plan, 90, keep_key=False, fmt="json")
+    build_plan(str(DEFAULT), plan, 90, fmt="json")
     pf = PathFinder(PlanDB(plan))
     # the first slice k whose path (and the next slice's) crosses the most satellites
     series = [pf.path("dev1", "inet", k) for k in range(90)]

@@ -15,6 +15,7 @@ import pytest
 from emu.addressing.slm import SegmentedTable
 from emu.dataplane import desired as D
 from emu.dataplane import nlroute
+from emu.dataplane.fibcheck import allowed_ifindexes
 from emu.dataplane.model import IDX_DIR, IDX_LO, Model
 from emu.orbit.constellation import DOWN
 from emu.plan import actions
@@ -59,18 +60,6 @@ def test_route_diff_deletes_first_and_sends_only_changes() -> None:
 
 
 # ---------------------------------------------------------------------------- routes vs the plan's reference
-def _allowed(model, s, k, code) -> set[int]:
-    act = actions.decode(code)
-    if act.kind == actions.LOCAL:
-        return {IDX_LO}
-    out = set()
-    for e in act.egress:
-        nh = model.nexthop_of(s, e.direction, k, act.down_target if e.direction == DOWN else None)
-        if nh:
-            out.add(nh[0])
-    return out
-
-
 def _as_table(routes) -> SegmentedTable:
     t = SegmentedTable()
     for (prefix, plen, metric), val in routes.items():
@@ -102,7 +91,7 @@ def test_routes_agree_with_the_plans_reference_lookup(model, states, k) -> None:
                 continue
             assert want[:2] == got[:2]
             rtype, hops = got[2]
-            allowed = _allowed(model, s, k, want[2])
+            allowed = allowed_ifindexes(model, s, k, want[2])
             if rtype == nlroute.RTN_LOCAL:
                 assert allowed == {IDX_LO}
             elif rtype == nlroute.RTN_UNREACHABLE:

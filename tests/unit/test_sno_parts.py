@@ -135,6 +135,16 @@ def test_backoff_doubles_and_resets():
     assert supervise.next_backoff(4.0, supervise.HEALTHY_S) == supervise.BACKOFF_START_S
 
 
+@pytest.mark.parametrize("spec", [None, "not json", '{"children": [{"name": "a"}]}', '{"children": 3}'])
+def test_supervisor_bad_spec_is_one_line_exit_2(tmp_path, capsys, spec):
+    path = tmp_path / "spec.json"
+    if spec is not None:
+        path.write_text(spec)
+    assert supervise.main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("supervise: bad spec ") and "Traceback" not in err
+
+
 def test_supervisor_restarts_a_killed_child_and_stops_for_good(tmp_path):
     events = tmp_path / "ev.jsonl"
     child = supervise.Child("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])

@@ -129,7 +129,7 @@ def test_map_shows_every_satellite_link_and_ground_node(view) -> None:
         ground = {a.get_gid(): len(a.get_offsets()) for a in _by_gid(ax, "ground:")}
         assert ground == {"ground:gs": 4, "ground:ut": 4}
         serving = _by_gid(ax, "serving")
-        assert len(serving[0].get_segments()) == int((view.db.serving(k) >= 0).sum())
+        assert len(serving[0].get_segments()) == int((view.db.ground_links(k) >= 0).sum())
         assert len(_by_gid(ax, "polar_limit")) == 2
         assert f"slice {k}" in ax.get_title()
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -241,7 +241,7 @@ def test_tables_median_and_band_per_slice(view) -> None:
 # ----------------------------------------------------------------------------- the CLI: files, CSV rows, errors
 @pytest.mark.parametrize("what,extra,rows", [
     ("map", ["--slice", "5"], lambda db: 48 + len(db.links(5)) + len(db.link_delta(5)[1]) + 8
-     + int((db.serving(5) >= 0).sum()) + 1),
+     + int((db.ground_links(5) >= 0).sum()) + 1),
     ("rtt", ["--pair", "dev1", "inet"], None),
     ("handovers", [], lambda db: 8),
     ("tables", [], lambda db: SLICES),

@@ -66,7 +66,7 @@ def test_replay_advances_with_the_clock_and_wraps(plan_db) -> None:
     fr = src.frames.frame(3)
     db = PlanDB(plan_db)
     assert len(fr["sats"]) == SATS and len(fr["links"]) == len(db.links(3))
-    assert len(fr["serving"]) == int((db.serving(3) >= 0).sum())
+    assert len(fr["serving"]) == int((db.ground_links(3) >= 0).sum())
     assert src.frames.pairs == [("dev1", "inet")] and fr["paths"][0]["src"] == "dev1"
 
 

@@ -137,17 +137,8 @@ class Bird:
     def stop(self, grace_s: float = 3.0) -> None:
         """SIGTERM (BIRD withdraws its kernel routes on a clean shutdown), then SIGKILL; always reaped."""
         p, self.proc = self.proc, None
-        if p is None:
-            return
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                p.terminate()
-            try:
-                p.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    p.kill()
-                p.wait()
+        if p is not None:
+            procs.stop(p, grace_s)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (the keeper notices and restarts; tests of restart use it)."""

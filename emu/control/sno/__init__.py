@@ -14,6 +14,7 @@ Modules, one job each:
 - :mod:`pki`: the per-run CA and TLS contexts of the inter-core channel;
 - :mod:`config`: daemon configuration files;
 - :mod:`core`, :mod:`agent`: the daemons (``python -m emu.control.sno.core CONFIG``);
+- :mod:`daemon`: what both daemons share: the entry point and the JSON-lines admin socket;
 - :mod:`launch`: writes keys, certificates, configurations and starts the supervised daemons of a run;
 - :mod:`rig`: a small rig (two cores, two GS, one UT) for handover experiments.
 """

@@ -13,7 +13,6 @@ core holds and every ground station routes to its own core.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -23,12 +22,11 @@ from pathlib import Path
 
 from emu.control.sno.agent_logic import AgentLogic
 from emu.control.sno.config import load_agent
+from emu.control.sno.daemon import daemon_main, serve_admin
 from emu.control.sno.actions import Step, Timer, ToCore
 from emu.control.sno.steplog import StepLog
 from emu.control.sno.uplink import UplinkWatch
 from emu.control.sno.wire import USER_PORT, USER_SIDE, WireError, decode, encode
-from emu.control.supervise import wait_journaled
-from emu.errors import InputError
 
 
 class AgentDaemon:
@@ -75,23 +73,15 @@ class AgentDaemon:
             self.execute(self.logic.on_msg(msg, time.monotonic_ns()))
 
     async def _on_admin(self, reader, writer) -> None:
-        try:
-            while line := await reader.readline():
-                try:
-                    req = json.loads(line)
-                    if req.get("op") == "relink":  # a new access link on the same uplink (a new GS, same core)
-                        now = time.monotonic_ns()
-                        self.execute(self.logic.on_link(None, now) + self.logic.on_link(self.watch.current(), now))
-                    out = {"ok": True, "pid": os.getpid(), **self.logic.status()} if req.get("op") in ("status", "relink") \
-                        else {"ok": False, "error": f"op: unknown (got {req.get('op')!r})"}
-                except ValueError as exc:
-                    out = {"ok": False, "error": str(exc)}
-                writer.write((json.dumps(out) + "\n").encode())
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
+        await serve_admin(reader, writer, self.admin)
+
+    def admin(self, req: dict) -> dict:
+        if req.get("op") == "relink":  # a new access link on the same uplink (a new GS, same core)
+            now = time.monotonic_ns()
+            self.execute(self.logic.on_link(None, now) + self.logic.on_link(self.watch.current(), now))
+        if req.get("op") in ("status", "relink"):
+            return {"ok": True, "pid": os.getpid(), **self.logic.status()}
+        return {"ok": False, "error": f"op: unknown (got {req.get('op')!r})"}
 
     async def main(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -119,21 +109,7 @@ class AgentDaemon:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if not wait_journaled():
-        print("sno agent: not journaled by the supervisor within 5 s; not starting", file=sys.stderr)
-        return 1
-    if len(args) != 1:
-        print("usage: python -m emu.control.sno.agent CONFIG.json", file=sys.stderr)
-        return 2
-    try:
-        conf = load_agent(args[0])
-    except InputError as exc:
-        print(f"sno agent: {exc}", file=sys.stderr)
-        return 2
-    asyncio.run(AgentDaemon(conf).main())
-    return 0
-
+    return daemon_main("agent", load_agent, AgentDaemon, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -195,3 +195,4 @@ def write(path: Path, conf) -> None:
     tmp.chmod(0o600)
     tmp.write_text(json.dumps(dump(conf), indent=1, sort_keys=True))
     tmp.replace(path)
+

@@ -35,11 +35,11 @@ from pathlib import Path
 
 from emu.control.sno import kernel, pki, recovery
 from emu.control.sno.config import load_core
+from emu.control.sno.daemon import daemon_main, serve_admin
 from emu.control.sno.actions import Kernel, Step, Timer, ToPeer, ToUser
 from emu.control.sno.logic import CoreLogic
 from emu.control.sno.steplog import StepLog
 from emu.control.sno.wire import HEADER, PEER_PORT, USER_PORT, USER_SIDE, Attr, WireError, decode, encode
-from emu.control.supervise import wait_journaled
 from emu.errors import InputError
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -207,18 +207,7 @@ class CoreDaemon:
 
     # ------------------------------------------------------------------------------ admin
     async def _on_admin(self, reader, writer) -> None:
-        try:
-            while line := await reader.readline():
-                try:
-                    req = json.loads(line)
-                    writer.write((json.dumps(self.admin(req)) + "\n").encode())
-                except (ValueError, KeyError, TypeError, InputError) as exc:
-                    writer.write((json.dumps({"ok": False, "error": str(exc)}) + "\n").encode())
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
+        await serve_admin(reader, writer, self.admin)
 
     def admin(self, req: dict) -> dict:
         op = req["op"]
@@ -287,21 +276,7 @@ class CoreDaemon:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if not wait_journaled():
-        print("sno core: not journaled by the supervisor within 5 s; not starting", file=sys.stderr)
-        return 1
-    if len(args) != 1:
-        print("usage: python -m emu.control.sno.core CONFIG.json", file=sys.stderr)
-        return 2
-    try:
-        conf = load_core(args[0])
-    except InputError as exc:
-        print(f"sno core: {exc}", file=sys.stderr)
-        return 2
-    asyncio.run(CoreDaemon(conf).main())
-    return 0
-
+    return daemon_main("core", load_core, CoreDaemon, argv)
 
 if __name__ == "__main__":
     sys.exit(main())
