@@ -216,10 +216,11 @@ def plot_handovers(ax, d: HandoverData) -> None:
         intra = np.asarray(d.per_ut[(pol, "intra")])[ut_order]
         inter = np.asarray(d.per_ut[(pol, "inter")])[ut_order]
         xs = x + (i - (n - 1) / 2) * w
-        ax.bar(xs, intra, width=w, color=light, edgecolor=base, linewidth=0.4,
+        # many nodes: bars a pixel or two wide, so no edges and no hatching (they would hide the fill)
+        ax.bar(xs, intra, width=w, color=light, edgecolor=base, linewidth=0 if many else 0.4,
                label=f"{pol}: {KIND_LABEL['intra']}", gid=f"bars:{pol}:intra")
-        ax.bar(xs, inter, width=w, bottom=intra, color=base, edgecolor="white", linewidth=0.3, hatch="////",
-               label=f"{pol}: {KIND_LABEL['inter']}", gid=f"bars:{pol}:inter")
+        ax.bar(xs, inter, width=w, bottom=intra, color=base, edgecolor="white", linewidth=0 if many else 0.3,
+               hatch=None if many else "////", label=f"{pol}: {KIND_LABEL['inter']}", gid=f"bars:{pol}:inter")
     gx = len(d.uts) + 0.5 + np.arange(len(d.gss), dtype=float)
     if d.gss:
         ax.axvline(len(d.uts) - 0.25, color="0.5", lw=0.5, ls=":")
