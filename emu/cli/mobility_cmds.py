@@ -5,44 +5,10 @@ spec: inter-sno-mobility-framework §3.3, §4.3, §5 (see emu/plan/association.p
 
 from __future__ import annotations
 
-import json
-
 import click
-import numpy as np
 
 from emu.cli.common import emit_json, emit_table, format_option
-
-
-def handover_report(db, with_events: bool = False) -> dict:
-    """The JSON document of ``handovers`` from an open :class:`emu.plan.db.PlanDB`."""
-    from emu.plan import handover as ho
-    from emu.plan.association import POLICIES, user_view
-
-    serving = np.stack([db.serving(k) for k in range(db.n_slices)])
-    cols, ut_serving, home = user_view(serving, [g.kind for g in db.ground], np.array([g.operator for g in db.ground]))
-    names = [db.ground[int(c)].name for c in cols]
-    cores = {p: db.association(p) for p in POLICIES}
-    rates = {p: ho.rates(ut_serving, home, cores[p], db.slice_s, names) for p in POLICIES}
-    out: dict = {p: rates[p].summary() for p in POLICIES}
-    out["reduction"] = ho.reduction(rates["owner"], rates["dynamic"])
-    out["configured"] = json.loads(db.meta["routing"]).get("association", "owner")
-    out["scenario"] = db.meta.get("scenario_name")
-    out["slices"] = db.n_slices
-    out["slice_s"] = db.slice_s
-    out["user_terminals"] = len(cols)
-    out["operators"] = [o[1] for o in db.operators]
-    out["per_ut"] = [{"ut": a["ut"], "home": out["operators"][a["home"]],
-                      **{p: {key: rates[p].per_ut[i][key] for key in ("intra", "inter", "home_share")}
-                         for p in POLICIES}, "served_hours": a["served_hours"]}
-                     for i, a in enumerate(rates["owner"].per_ut)]
-    if with_events:
-        ops, sats = out["operators"], db.sat_names
-        out["events"] = {p: [{"slice": int(e["k"]), "time_s": round(int(e["k"]) * db.slice_s, 3),
-                              "ut": names[int(e["ut"])], "kind": "inter" if e["inter"] else "intra",
-                              "from_sat": sats[int(e["from_sat"])], "to_sat": sats[int(e["to_sat"])],
-                              "from_core": ops[int(e["from_core"])], "to_core": ops[int(e["to_core"])]}
-                             for e in ho.events(ut_serving, cores[p])] for p in POLICIES}
-    return out
+from emu.plan.handover import handover_report  # noqa: F401  (also imported from here by the runner and scripts)
 
 
 @click.command()

@@ -24,12 +24,15 @@ of served user-slices at the home core.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from emu.plan.association import serving_core
+from emu.plan.association import POLICIES, serving_core, user_view
 
+# what the report gives per user terminal and policy
+UT_KEYS = ("intra", "inter", "intra_per_user_hour", "inter_per_user_hour", "home_share")
 EVENT_DTYPE = np.dtype([("k", "<i4"), ("ut", "<i4"), ("from_sat", "<i4"), ("to_sat", "<i4"),
                         ("from_core", "<i2"), ("to_core", "<i2"), ("inter", "?")])
 
@@ -113,8 +116,10 @@ def rates(ut_serving: np.ndarray, home: np.ndarray, core: np.ndarray, slice_s: f
     for u in range(ut_serving.shape[1]):
         mine = ev[ev["ut"] == u]
         hours = float(served[:, u].sum()) * slice_s / 3600.0
-        r.per_ut.append({"ut": names[u] if names else u, "home": int(home[u]),
-                         "intra": int((~mine["inter"]).sum()), "inter": int(mine["inter"].sum()),
+        n_intra, n_inter = int((~mine["inter"]).sum()), int(mine["inter"].sum())
+        r.per_ut.append({"ut": names[u] if names else u, "home": int(home[u]), "intra": n_intra, "inter": n_inter,
+                         "intra_per_user_hour": round(n_intra / hours, 4) if hours else 0.0,
+                         "inter_per_user_hour": round(n_inter / hours, 4) if hours else 0.0,
                          "served_hours": round(hours, 4), "home_share":
                          round(float(at_home[:, u].sum()) / max(1, int(served[:, u].sum())), 4)})
     return r
@@ -125,3 +130,34 @@ def reduction(owner: Rates, dynamic: Rates) -> float | None:
     if owner.inter_per_user_hour == 0:
         return None
     return round(1.0 - dynamic.inter_per_user_hour / owner.inter_per_user_hour, 4)
+
+
+def handover_report(db, with_events: bool = False) -> dict:
+    """The JSON document of ``leo-emu handovers`` (and the numbers of ``leo-emu plot PLAN.db handovers``)
+    from an open :class:`emu.plan.db.PlanDB`: per policy the :meth:`Rates.summary`, per user terminal its
+    counts and rates under each policy."""
+    serving = np.stack([db.serving(k) for k in range(db.n_slices)])
+    cols, ut_serving, home = user_view(serving, [g.kind for g in db.ground], np.array([g.operator for g in db.ground]))
+    names = [db.ground[int(c)].name for c in cols]
+    cores = {p: db.association(p) for p in POLICIES}
+    by_pol = {p: rates(ut_serving, home, cores[p], db.slice_s, names) for p in POLICIES}
+    out: dict = {p: by_pol[p].summary() for p in POLICIES}
+    out["reduction"] = reduction(by_pol["owner"], by_pol["dynamic"])
+    out["configured"] = json.loads(db.meta["routing"]).get("association", "owner")
+    out["scenario"] = db.meta.get("scenario_name")
+    out["slices"] = db.n_slices
+    out["slice_s"] = db.slice_s
+    out["user_terminals"] = len(cols)
+    out["operators"] = [o[1] for o in db.operators]
+    out["per_ut"] = [{"ut": a["ut"], "home": out["operators"][a["home"]],
+                      **{p: {key: by_pol[p].per_ut[i][key] for key in UT_KEYS}
+                         for p in POLICIES}, "served_hours": a["served_hours"]}
+                     for i, a in enumerate(by_pol["owner"].per_ut)]
+    if with_events:
+        ops, sats = out["operators"], db.sat_names
+        out["events"] = {p: [{"slice": int(e["k"]), "time_s": round(int(e["k"]) * db.slice_s, 3),
+                              "ut": names[int(e["ut"])], "kind": "inter" if e["inter"] else "intra",
+                              "from_sat": sats[int(e["from_sat"])], "to_sat": sats[int(e["to_sat"])],
+                              "from_core": ops[int(e["from_core"])], "to_core": ops[int(e["to_core"])]}
+                             for e in events(ut_serving, cores[p])] for p in POLICIES}
+    return out

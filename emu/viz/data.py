@@ -314,39 +314,54 @@ def rtt_data(view: PlanView, pairs: list[tuple[str, str]], measured: list[dict] 
 
 
 # ============================================================================ handovers
+HANDOVER_KINDS = ("intra", "inter")  # intra-SNO, inter-SNO (spec: inter-sno-mobility-framework §3.3)
+ALL_UTS = "all UTs"
+
+
 @dataclass
 class HandoverData:
-    """Handovers per hour for each ground node under one or more policies (bars side by side).
+    """Intra- and inter-SNO handovers per served user-hour for each user terminal under each association
+    policy, plus the satellite changes per hour of each ground station (policy-independent).
 
-    ``per_policy`` maps a policy label to one rate per node; the plan gives one policy (its
-    ``attach_policy``); association / inter-SNO handovers are further policies with the same nodes.
+    ``per_ut[(policy, kind)]`` holds one rate per entry of ``uts``; ``uts[0]`` is :data:`ALL_UTS`, the
+    policy's rate over all user terminals. Every number is the ``leo-emu handovers --format json`` value
+    (:func:`emu.plan.handover.handover_report`), not recomputed.
     """
 
-    nodes: list[str]
-    kinds: list[str]
-    per_policy: dict[str, list[float]]
-    hours: float
+    uts: list[str]
+    per_ut: dict[tuple[str, str], list[float]]
+    gss: list[str]
+    gs_per_hour: list[float]
     title: str = ""
 
+    @property
+    def policies(self) -> list[str]:
+        return list(dict.fromkeys(p for p, _k in self.per_ut))
+
     def csv(self) -> tuple[list[str], list[list]]:
-        rows = [[n, kd, pol, rates[i]] for pol, rates in self.per_policy.items()
-                for i, (n, kd) in enumerate(zip(self.nodes, self.kinds))]
-        return ["node", "kind", "policy", "handovers_per_hour"], rows
+        rows = [[u, "ut", pol, kind, rates[i]] for (pol, kind), rates in self.per_ut.items()
+                for i, u in enumerate(self.uts)]
+        rows += [[g, "gs", "", "satellite", r] for g, r in zip(self.gss, self.gs_per_hour)]
+        return ["node", "kind", "policy", "handover", "per_hour"], rows
 
 
-def handover_data(view: PlanView, extra: dict[str, dict[str, int]] | None = None) -> HandoverData:
-    """The plan's serving-satellite handovers per hour per ground node; ``extra``: more policies' raw counts by node
-    name (e.g. from the association table), turned into rates over the same plan duration."""
+def handover_data(view: PlanView) -> HandoverData:
+    """Per user terminal and policy: the ``handovers`` command's intra/inter-SNO rates per served user-hour;
+    per ground station: serving-satellite changes per hour from the plan's handover table."""
+    from emu.plan.association import POLICIES
+    from emu.plan.handover import handover_report
+
     db = view.db
+    rep = handover_report(db)
+    uts = [ALL_UTS] + [u["ut"] for u in rep["per_ut"]]
+    per_ut = {(p, kind): [rep[p][f"{kind}_per_user_hour"]] + [u[p][f"{kind}_per_user_hour"] for u in rep["per_ut"]]
+              for p in POLICIES for kind in HANDOVER_KINDS}
     hours = db.n_slices * db.slice_s / 3600.0
+    gs = [i for i, g in enumerate(db.ground) if g.kind == "gs"]
     counts = np.zeros(len(db.ground))
     for _k, node, _f, _t in db.handovers():
         counts[node] += 1
-    pol = {f"satellite ({view.routing.get('attach_policy', 'plan')})": (counts / hours).tolist()}
-    names = [g.name for g in db.ground]
-    for label, by_name in (extra or {}).items():
-        pol[label] = [by_name.get(n, 0) / hours for n in names]
-    return HandoverData(names, [g.kind for g in db.ground], pol, hours,
+    return HandoverData(uts, per_ut, [db.ground[i].name for i in gs], [round(counts[i] / hours, 4) for i in gs],
                         f"{db.meta['scenario_name']}: handovers per hour ({hours * 60:.0f} min planned)")
 
 
@@ -380,4 +395,5 @@ def table_data(view: PlanView) -> TableData:
 
 
 __all__ = ["PlanView", "MapData", "PathData", "RttData", "RttSeries", "HandoverData",
-           "TableData", "map_data", "path_data", "rtt_data", "handover_data", "table_data", "LINK_CLASSES"]
+           "TableData", "ALL_UTS", "HANDOVER_KINDS", "map_data", "path_data", "rtt_data", "handover_data", "table_data",
+           "LINK_CLASSES"]

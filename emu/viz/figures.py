@@ -190,28 +190,53 @@ def plot_rtt(ax, d: RttData) -> None:
     ax.legend(fontsize=5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
 
 
+KIND_LABEL = {"intra": "intra-SNO", "inter": "inter-SNO"}
+POLICY_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple")
+
+
 def plot_handovers(ax, d: HandoverData) -> None:
-    """Handovers per hour per ground node, one bar per policy side by side."""
-    x = np.arange(len(d.nodes))
-    n = max(1, len(d.per_policy))
+    """Per user terminal (first: all of them), one stacked bar per association policy side by side: intra-SNO
+    (light) under inter-SNO (dark, hatched), per served user-hour; then, past a dotted line, each ground
+    station's serving-satellite changes per hour (grey). More than 30 nodes: ranked, unnamed (the CSV names them)."""
+    import matplotlib.colors as mcolors
+
+    pols = d.policies
+    n = max(1, len(pols))
     w = 0.8 / n
-    colours = _group_colours(n)
-    many = len(d.nodes) > MAX_NAMED_BARS
-    # many nodes: ranked by the first policy's rate, unnamed (the CSV names them)
-    order = np.argsort(-np.asarray(next(iter(d.per_policy.values()))), kind="stable") if many else x
-    for i, (pol, rates) in enumerate(d.per_policy.items()):
-        ax.bar(x + (i - (n - 1) / 2) * w, np.asarray(rates)[order], width=w, color=colours[i], label=pol,
-               gid=f"bars:{pol}")
+    many = len(d.uts) + len(d.gss) > MAX_NAMED_BARS
+    first = d.per_ut[(pols[0], "intra")] if pols else [0.0] * len(d.uts)
+    total = np.asarray(first) + np.asarray(d.per_ut.get((pols[0], "inter"), first) if pols else 0.0)
+    # many nodes: "all UTs" stays first, the terminals ranked by the first policy's total, stations by rate
+    ut_order = [0] + [1 + int(i) for i in np.argsort(-total[1:], kind="stable")] if many else list(range(len(d.uts)))
+    gs_order = np.argsort(-np.asarray(d.gs_per_hour), kind="stable") if many else np.arange(len(d.gss))
+    x = np.arange(len(d.uts), dtype=float)
+    for i, pol in enumerate(pols):
+        base = mcolors.to_rgb(POLICY_COLOURS[i % len(POLICY_COLOURS)])
+        light = tuple(0.55 * c + 0.45 for c in base)
+        intra = np.asarray(d.per_ut[(pol, "intra")])[ut_order]
+        inter = np.asarray(d.per_ut[(pol, "inter")])[ut_order]
+        xs = x + (i - (n - 1) / 2) * w
+        # many nodes: bars a pixel or two wide, so no edges and no hatching (they would hide the fill)
+        ax.bar(xs, intra, width=w, color=light, edgecolor=base, linewidth=0 if many else 0.4,
+               label=f"{pol}: {KIND_LABEL['intra']}", gid=f"bars:{pol}:intra")
+        ax.bar(xs, inter, width=w, bottom=intra, color=base, edgecolor="white", linewidth=0 if many else 0.3,
+               hatch=None if many else "////", label=f"{pol}: {KIND_LABEL['inter']}", gid=f"bars:{pol}:inter")
+    gx = len(d.uts) + 0.5 + np.arange(len(d.gss), dtype=float)
+    if d.gss:
+        ax.axvline(len(d.uts) - 0.25, color="0.5", lw=0.5, ls=":")
+        ax.bar(gx, np.asarray(d.gs_per_hour)[gs_order], width=0.8 * 0.6, color="0.6",
+               label="GS: satellite change", gid="bars:gs:satellite")
     if many:
-        ax.set_xticks([])
-        ax.set_xlabel(f"{len(d.nodes)} ground nodes, by rate", fontsize=7)
+        ax.set_xticks([0], [d.uts[0]], fontsize=6)
+        ax.set_xlabel(f"{len(d.uts) - 1} user terminals | {len(d.gss)} ground stations, by rate", fontsize=7)
     else:
-        ax.set_xticks(x, [f"{nm}" for nm in d.nodes], rotation=45, ha="right", fontsize=6)
-    ax.set_ylabel("handovers per hour", fontsize=7)
+        ax.set_xticks(np.concatenate([x, gx]), list(d.uts) + list(d.gss), rotation=45, ha="right", fontsize=6)
+    ax.set_ylabel("handovers per (user-)hour", fontsize=7)
     ax.set_title(d.title, fontsize=7)
     ax.tick_params(axis="y", labelsize=6)
     ax.grid(True, axis="y", lw=0.2)
-    ax.legend(fontsize=6, frameon=False)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=5, frameon=False, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.3))
 
 
 def plot_tables(ax, d: TableData) -> None:

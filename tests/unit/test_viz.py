@@ -204,23 +204,68 @@ def test_rtt_plots_every_slice_and_marks_handovers(view, tmp_path) -> None:
         plt.close(fig)
 
 
-def test_handovers_bars_per_node_and_policy(view) -> None:
-    extra = {"inter-SNO (association)": {"ut1": 3, "ut2": 6}}
-    d = vd.handover_data(view, extra)
+@pytest.fixture(scope="module")
+def default_plan_db(tmp_path_factory):
+    """The default scenario, 80 slices: owner and dynamic association differ (dynamic turns inter- into intra-SNO)."""
+    out = tmp_path_factory.mktemp("viz") / "default.db"
+    subprocess.run([sys.executable, "-m", "emu.cli.main", "plan", str(ROOT / "topologies/default.yaml"), "-o", str(out),
+                    "--slices", "80", "--format", "json"], check=True, cwd=ROOT, capture_output=True)
+    return out
+
+
+@pytest.mark.parametrize("which", ["plan_db", "default_plan_db"])
+def test_handovers_bars_per_ut_policy_and_kind_match_the_handovers_command(request, tmp_path, which) -> None:
+    plan_db = request.getfixturevalue(which)
+    view = vd.PlanView(PlanDB(plan_db))
+    res = run("handovers", plan_db, "--format", "json")
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.output)
+    uts = [u["ut"] for u in rep["per_ut"]]
+    assert uts == [g.name for g in view.db.ground if g.kind == "ut"] and len(uts) == 4
+    d = vd.handover_data(view)
     fig, ax = plt.subplots()
     try:
         figures.plot_handovers(ax, d)
-        hours = SLICES * 15 / 3600
-        counts = np.bincount([node for _k, node, _f, _t in view.db.handovers()], minlength=8)
-        plan_bars = [b for b in ax.patches if b.get_gid() == "bars:satellite (highest-elevation)"]
-        assert len(plan_bars) == 8
-        np.testing.assert_allclose([b.get_height() for b in plan_bars], counts / hours)
-        extra_bars = [b for b in ax.patches if b.get_gid() == "bars:inter-SNO (association)"]
-        assert [round(b.get_height() * hours) for b in extra_bars] == [0, 0, 0, 0, 3, 6, 0, 0]
-        assert [t.get_text() for t in ax.get_xticklabels()] == [g.name for g in view.db.ground]
-        assert ax.get_ylabel() == "handovers per hour"
+        for pol in ("owner", "dynamic"):
+            intra = _by_gid(ax, f"bars:{pol}:intra")
+            inter = _by_gid(ax, f"bars:{pol}:inter")
+            assert len(intra) == len(inter) == 1 + len(uts)  # all UTs, then one per terminal
+            want = {k: [rep[pol][f"{k}_per_user_hour"]] + [u[pol][f"{k}_per_user_hour"] for u in rep["per_ut"]]
+                    for k in ("intra", "inter")}
+            assert [b.get_height() for b in intra] == want["intra"]
+            # stacked: matplotlib keeps bottom and top, so the height is top - bottom (float rounding only)
+            assert [b.get_height() for b in inter] == pytest.approx(want["inter"], rel=1e-12, abs=1e-12)
+            assert [b.get_y() for b in inter] == want["intra"]  # inter-SNO stacked on intra-SNO
+            # the rates are the counts over the served hours the command reports
+            for u, b in zip(rep["per_ut"], inter[1:]):
+                assert b.get_height() == pytest.approx(u[pol]["inter"] / u["served_hours"], rel=1e-3)
+        # known for these plans: intra- and inter-SNO handovers both occur; on the default one, dynamic has fewer
+        # inter-SNO handovers than owner for every terminal
+        assert sum(d.per_ut[("owner", "intra")]) > 0 and sum(d.per_ut[("owner", "inter")]) > 0
+        if which == "default_plan_db":
+            assert all(o > dy for o, dy in zip(d.per_ut[("owner", "inter")], d.per_ut[("dynamic", "inter")]))
+        gs = [g for g in view.db.ground if g.kind == "gs"]
+        gs_bars = _by_gid(ax, "bars:gs:satellite")
+        hours = view.db.n_slices * view.db.slice_s / 3600
+        counts = np.bincount([node for _k, node, _f, _t in view.db.handovers()], minlength=len(view.db.ground))
+        idx = {g.name: i for i, g in enumerate(view.db.ground)}
+        np.testing.assert_allclose([b.get_height() for b in gs_bars], [counts[idx[g.name]] / hours for g in gs],
+                                   atol=1e-4)
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["all UTs", *uts, *(g.name for g in gs)]
+        assert ax.get_ylabel() == "handovers per (user-)hour"
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+            "owner: intra-SNO", "owner: inter-SNO", "dynamic: intra-SNO", "dynamic: inter-SNO", "GS: satellite change"]
     finally:
         plt.close(fig)
+    # the CLI's CSV holds exactly the plotted numbers
+    out = tmp_path / "h.png"
+    assert run("plot", plan_db, "handovers", "--out", out).exit_code == 0
+    rows = _read_csv(tmp_path / "h.csv")
+    for pol in ("owner", "dynamic"):
+        for kind in ("intra", "inter"):
+            got = {r["node"]: float(r["per_hour"]) for r in rows if r["policy"] == pol and r["handover"] == kind}
+            assert got == dict(zip(d.uts, d.per_ut[(pol, kind)]))
+    assert {r["node"]: float(r["per_hour"]) for r in rows if r["kind"] == "gs"} == dict(zip(d.gss, d.gs_per_hour))
 
 
 def test_tables_median_and_band_per_slice(view) -> None:
@@ -243,7 +288,9 @@ def test_tables_median_and_band_per_slice(view) -> None:
     ("map", ["--slice", "5"], lambda db: 48 + len(db.links(5)) + len(db.link_delta(5)[1]) + 8
      + int((db.ground_links(5) >= 0).sum()) + 1),
     ("rtt", ["--pair", "dev1", "inet"], None),
-    ("handovers", [], lambda db: 8),
+    # (all UTs + each UT) x 2 policies x 2 kinds, + one per GS
+    ("handovers", [], lambda db: 4 * (1 + sum(g.kind == "ut" for g in db.ground))
+     + sum(g.kind == "gs" for g in db.ground)),
     ("tables", [], lambda db: SLICES),
 ])
 def test_plot_cli_writes_png_and_csv(plan_db, tmp_path, what, extra, rows) -> None:
@@ -328,14 +375,21 @@ def test_seam_and_polar_satellites_are_marked(tmp_path) -> None:
 
 
 def test_handovers_with_many_nodes_are_ranked_and_unnamed() -> None:
-    rates = [float(i % 7) for i in range(40)]
-    d = vd.HandoverData([f"n{i}" for i in range(40)], ["ut"] * 40, {"p": rates}, 1.0, "t")
+    intra = [1.0] + [float(i % 7) for i in range(40)]
+    inter = [2.0] + [float(i % 3) for i in range(40)]
+    d = vd.HandoverData(["all UTs"] + [f"u{i}" for i in range(40)], {("p", "intra"): intra, ("p", "inter"): inter},
+                        ["g0", "g1"], [1.0, 5.0], "t")
     fig, ax = plt.subplots()
     try:
         figures.plot_handovers(ax, d)
-        heights = [b.get_height() for b in ax.patches if b.get_gid() == "bars:p"]
-        assert heights == sorted(rates, reverse=True) and ax.get_xticks().size == 0
-        assert ax.get_xlabel() == "40 ground nodes, by rate"
+        low = [b.get_height() for b in _by_gid(ax, "bars:p:intra")]
+        high = [b.get_height() for b in _by_gid(ax, "bars:p:inter")]
+        totals = [a + b for a, b in zip(low, high)]
+        assert low[0] == 1.0 and totals[1:] == sorted(totals[1:], reverse=True)
+        assert sorted(zip(low[1:], high[1:])) == sorted(zip(intra[1:], inter[1:]))
+        assert [b.get_height() for b in _by_gid(ax, "bars:gs:")] == [5.0, 1.0]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["all UTs"]
+        assert ax.get_xlabel() == "40 user terminals | 2 ground stations, by rate"
     finally:
         plt.close(fig)
 
