@@ -18,7 +18,8 @@ Trials (see README "Propagation delay on kernels without netem"):
   * ``netem``: the reference, where the kernel has it.
 
 A mechanism counts as honest when the idle ping RTT is within 10 % of the
-configured one-way delay applied in one direction (RTT = DELAY + forwarding).
+configured one-way delay applied in one direction (RTT = DELAY + forwarding);
+the minimum of the pings is compared, since noise only adds to a fixed delay.
 
 spec: issue 14 (last item).
 """
@@ -122,7 +123,8 @@ def _ping_loaded() -> dict:
 
 
 def _verdict(res: dict) -> dict:
-    rtt = res.get("rtt_avg_ms")
+    # the minimum: a fixed delay is a floor, and scheduling noise (a loaded host, QEMU/TCG) only adds
+    rtt = res.get("rtt_min_ms")
     res["honest_within_10pct"] = rtt is not None and abs(rtt - DELAY_MS) <= 0.1 * DELAY_MS
     return res
 
@@ -195,7 +197,7 @@ def main() -> int:
         print("probe_delay_mechanisms: needs root (namespaces)", file=sys.stderr)
         return 2
     out: dict = {"kernel": os.uname().release, "delay_ms": DELAY_MS,
-                 "criterion": "idle ping RTT within 10 % of delay_ms (delay on one direction)"}
+                 "criterion": "idle min ping RTT within 10 % of delay_ms (delay on one direction)"}
     try:
         _setup()
         out["baseline"] = _ping_ms()

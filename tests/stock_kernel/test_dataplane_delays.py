@@ -100,8 +100,8 @@ def test_rtt_matches_plan_then_follows_a_boundary(live):
 
 def test_netem_carries_the_plan_delay(live):
     ctl, k = live["ctl"], live["k0"] + 1
-    sat = next(h["node"] for h in live["series"][k]["hops"] if h["node"].startswith("sat") and h["egress"] in
-               ("N", "S", "E", "W"))
+    # any satellite on the path: with the 12 x 10 default a path may be a bent pipe (no ISL hop)
+    sat = next(h["node"] for h in live["series"][k]["hops"] if h["node"].startswith("sat"))
     out = subprocess.run(["tc", "-n", ctl.model.by_name[sat].netns, "-j", "qdisc", "show"], capture_output=True,
                          text=True).stdout
     kinds = {q["kind"] for q in json.loads(out)}
