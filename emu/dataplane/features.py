@@ -130,8 +130,14 @@ _DEGRADATION = {
     "multipath": "multipath routes missing: ECMP/UCMP entries cannot be installed (there is no fallback).",
     "seg6": "seg6 missing: not used by the data plane; nothing changes.",
     "netem": ("netem missing: link propagation delays are NOT emulated on this kernel; measured "
-              "RTTs show only forwarding cost. Run `make test-kernel` to check delays under a "
-              "stock kernel in QEMU."),
+              "RTTs show only forwarding cost (`leo-emu path` gives the planned delays). "
+              "No other mechanism here holds a packet for a set time: a BPF earliest-departure "
+              "stamp (clsact egress, skb->tstamp) is honoured only by fq or etf, both absent, "
+              "and ignored by pfifo, tbf and htb (ping RTT unchanged with a 50 ms stamp); tbf "
+              "queues by rate, not time (idle RTT unchanged); BPF qdiscs (Linux >= 6.16) are "
+              "not built in; a userspace delay would put userspace on the data path. Re-check "
+              "with scripts/probe_delay_mechanisms.py. Run `make test-kernel` to check delays "
+              "under a stock kernel in QEMU."),
     "tbf": "tbf missing: link rates are not limited.",
     "htb": "htb missing: not used by the data plane (links are shaped with tbf); nothing changes.",
     "fq": "fq missing: not used by the data plane; nothing changes.",
@@ -411,7 +417,13 @@ def _degradations(not_probed_reason: str, features: Mapping[str, bool],
                 msg = _DEGRADATION[feat].replace("ipip or VXLAN", "VXLAN here")
                 out.append(msg)
                 continue
-            out.append(_DEGRADATION[feat])
+            msg = _DEGRADATION[feat]
+            if feat == "netem" and features.get("fq"):
+                msg = msg.split(" No other mechanism")[0] + (
+                    " fq is present, so a BPF earliest-departure stamp could hold packets, but the "
+                    "data plane does not use it. Run `make test-kernel` to check delays under a "
+                    "stock kernel in QEMU.")
+            out.append(msg)
     for tool, path in tools.items():
         if path is None:
             out.append(_TOOL_DEGRADATION[tool])

@@ -136,3 +136,17 @@ def test_detect_is_cached_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     first = feat.detect()
     assert feat.detect() is first and len(calls) == 1
     assert feat.detect(refresh=True) is not first and len(calls) == 2
+
+
+def test_netem_degradation_says_what_was_tried() -> None:
+    """Issue 14: without netem, doctor names each delay mechanism tried and why it fails."""
+    present = {f: True for f in feat.FEATURES}
+    present["netem"] = present["fq"] = present["fq_codel"] = False
+    tools = {t: "/x" for t in feat.TOOLS}
+    mods = {"scapy": "2", "pyroute2": "0.9"}
+    (netem,) = [ln for ln in feat._degradations("", present, tools, mods) if ln.startswith("netem missing")]
+    for word in ("forwarding cost", "skb->tstamp", "etf", "tbf", "BPF qdiscs", "probe_delay_mechanisms"):
+        assert word in netem, word
+    present["fq"] = True
+    (netem,) = [ln for ln in feat._degradations("", present, tools, mods) if ln.startswith("netem missing")]
+    assert "fq is present" in netem and "both absent" not in netem and "make test-kernel" in netem
