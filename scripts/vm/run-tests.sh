@@ -7,7 +7,7 @@
 # Extra arguments go to pytest (e.g. -k netem, -x, more test paths). The exit
 # code is pytest's; "no tests collected" (pytest's 5) is a failure here, since
 # this tier must run something. Results (junit XML) land in
-# .vmcache/runs/<run>/out/. LEOEMU_VM_TIMEOUT bounds the VM (default 600 s).
+# .vmcache/runs/<run>/out/. LEOEMU_VM_TIMEOUT bounds the VM (default 1200 s).
 #
 # Inside the VM pytest runs with -p no:cacheprovider (the checkout is
 # read-only there) and -p no:hypothesispytest: importing hypothesis at plugin

@@ -12,14 +12,14 @@
 # 124 the VM timed out; 125 the VM stopped without a result (panic, bad init);
 # 77 missing setup.
 #
-# Environment: LEOEMU_VM_TIMEOUT (default 600 s), LEOEMU_VM_MEM (2G),
+# Environment: LEOEMU_VM_TIMEOUT (default 1200 s), LEOEMU_VM_MEM (2G),
 # LEOEMU_VM_SMP (2), LEOEMU_VM_KERNEL (a version under /boot),
 # LEOEMU_VM_PYTHON (interpreter whose bin/ leads PATH in the guest),
 # LEOEMU_VM_KEEP_RUNS (result directories kept, default 5).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-TIMEOUT="${LEOEMU_VM_TIMEOUT:-600}"
+TIMEOUT="${LEOEMU_VM_TIMEOUT:-1200}"
 CWD="$REPO"
 while [ $# -gt 0 ]; do
     case "$1" in
