@@ -72,8 +72,7 @@ def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, s
 
             plan_file = run.dir / "plan.db"
             console.print(f"planning {loaded.scenario.name} ...", style="dim")
-            build_plan(scenario, plan_file, None if slices is None else start_slice + slices, keep_key=False,
-                       fmt=fmt)
+            build_plan(scenario, plan_file, None if slices is None else start_slice + slices, fmt=fmt)
         else:
             plan_file = Path(plan_path).resolve()
         if detach:
@@ -125,7 +124,7 @@ def _dry_run(scenario: str, plan_path: str | None, slices: int | None, start_sli
             from emu.cli.plan_cmds import build_plan
 
             plan_file = Path(tmp) / "plan.db"
-            build_plan(scenario, plan_file, start_slice + (slices or 2), keep_key=False, fmt="json")
+            build_plan(scenario, plan_file, start_slice + (slices or 2), fmt="json")
         else:
             plan_file = Path(plan_path).resolve()
         db = check_plan(plan_file)

@@ -23,12 +23,10 @@ def _progress(fmt: str):
     return prog
 
 
-def build_plan(scenario: str, out: Path, slices: int | None, keep_key: bool = False, fmt: str = "table",
+def build_plan(scenario: str, out: Path, slices: int | None, fmt: str = "table",
                key: str | Path | None = None) -> dict:
-    """Plan ``scenario`` into ``out``, signed with the key file ``key`` or the ground-control key.
-
-    ``keep_key`` is the retired per-plan-key switch: plans are now signed with a persistent key
-    (:mod:`emu.plan.trust`); it must stay False."""
+    """Plan ``scenario`` into ``out``, signed with the key file ``key`` or the ground-control key
+    (:mod:`emu.plan.trust`)."""
     from emu.plan.db import write_plan
     from emu.plan.planner import make_plan
     from emu.plan.sign import public_bytes
@@ -36,9 +34,6 @@ def build_plan(scenario: str, out: Path, slices: int | None, keep_key: bool = Fa
     from emu.plan.stretch import summarise
     from emu.scenario.load import load_scenario
 
-    if keep_key:
-        raise InputError("--keep-key: plans are signed with the ground-control key now; make keys with "
-                         "`leo-emu keygen PATH` and sign with --key PATH (got True)")
     out = Path(out)
     if not out.parent.is_dir():  # before minutes of planning
         raise InputError(f"--output: no such folder (got {echo(str(out.parent))})")

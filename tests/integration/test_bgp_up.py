@@ -68,7 +68,7 @@ def bgp_run(leo_env, tmp_path_factory):
     scen = tmp / "default-bgp.yaml"
     scen.write_text(yaml.safe_dump(sc))
     plan = tmp / "plan.db"
-    build_plan(str(scen), plan, N_PLAN, keep_key=False, fmt="json")
+    build_plan(str(scen), plan, N_PLAN, fmt="json")
     db = PlanDB(plan)
     k_move = next(k for k in range(1, N_PLAN) for a, b in zip(db.gs_choice(k - 1)[:, 0], db.gs_choice(k)[:, 0])
                   if a >= 0 and b >= 0 and a != b)
@@ -266,7 +266,7 @@ def test_bad_bird_config_is_a_clear_error_from_up_and_nothing_runs(leo_env, tmp_
     scen = tmp_path / "bgp.yaml"
     scen.write_text(yaml.safe_dump(sc))
     plan = tmp_path / "plan.db"
-    build_plan(str(scen), plan, 3, keep_key=False, fmt="json")
+    build_plan(str(scen), plan, 3, fmt="json")
     runs = Path(leo_env["LEOEMU_RUN_DIR"])
     before = set(runs.iterdir()) if runs.exists() else set()
     p = subprocess.run([os.sys.executable, "-c", BROKEN_STUB, "up", str(scen), "--plan", str(plan), "--slices", "3"],
