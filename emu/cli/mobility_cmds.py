@@ -140,15 +140,23 @@ def experiment_run(experiment_file: str, out_dir: str | None, fmt: str) -> None:
     load_experiment(experiment_file)  # the file's own structure first: a bad file never needs root
     require_root()
     res = run_file(experiment_file, Path(out_dir) if out_dir else None, progress=lambda m: click.echo(m, err=True))
+    from emu.experiment.runner import EVENT_COLS, event_row, event_summary
+
     rows = {p: {k: r[k] for k in ("median_interruption_ms", "p90_interruption_ms", "lost_packets",
                                    "handovers_measured")} for p, r in res["runs"].items()}
     if fmt == "json":
+        runs = {p: {**rows[p], "hook_ms": r.get("hook_ms"), **({"events": [event_summary(e) for e in r["events"]]}
+                                                                 if "events" in r else {})}
+                for p, r in res["runs"].items()}
         emit_json({"experiment": res["experiment"], "output": res["output"], "association": res["association"],
-                   "runs": rows, "plan_handovers": res["plan_handovers"]})
+                   "runs": runs, "plan_handovers": res["plan_handovers"]})
     else:
         emit_table(f"experiment {res['experiment']} ({res['association']}): results in {res['output']}",
                    ["procedure", "median ms", "p90 ms", "lost", "measured"],
                    [[p, *r.values()] for p, r in rows.items()])
+        evs = [[p, *event_row(p, e)[1:]] for p, r in res["runs"].items() for e in r.get("events", [])]
+        if evs:
+            emit_table("events", EVENT_COLS, evs)
 
 
 def register(cli: click.Group) -> None:

@@ -68,6 +68,7 @@ class Controller:
         self.builder: Builder | None = None
         self.mobility = mobility if mobility is not None else getattr(sc, "mobility", None)
         self.association = association or sc.routing.association
+        self.t_start: float | None = None  # CLOCK_MONOTONIC s of slice k0's start (set by loop)
         self.sno = None  # emu.control.sno.livehook.MobilityHook when the scenario asks for the SNO control plane
         self.applier: SliceApplier | None = None
         self.bgp = None  # emu.control.bgp.uphook.BgpRun when the scenario asks for the BGP overlay
@@ -142,7 +143,7 @@ class Controller:
     def loop(self) -> None:
         n = self.model.n_slices
         slice_wall = self.db.slice_s / self.speed
-        t_start = time.monotonic()
+        t_start = self.t_start = time.monotonic()
         for k in range(self.k0 + 1, n):
             if self.stop.is_set():
                 return

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from emu.control.sno import steplog
+from emu.experiment import events as EV
 from emu.control.sno.rig import interruption, summarize
 from emu.errors import InputError
 
@@ -127,6 +128,15 @@ def summary(measured: list[dict]) -> dict:
             "handovers_planned": len(measured)}
 
 
+def hook_stats(records: list[dict]) -> dict:
+    """The SNO hook's kernel time per boundary that changed something (``mobility.jsonl``; pure)."""
+    ms = [r["hook_ms"] for r in records if "hook_ms" in r]
+    per = [r["hook_ms"] / r["changes"] for r in records if r.get("changes")]
+    s = summarize(ms)
+    return {"boundaries": len(ms), "median": s["median"], "p90": s["p90"], "max": s.get("max"),
+            "median_per_ut": summarize(per)["median"]}
+
+
 # ---------------------------------------------------------------------------------------------- live (root)
 def _env() -> dict:
     from emu.control.sno import launch
@@ -148,10 +158,13 @@ def _tunnel_counters(ns: str) -> dict:
 def run(scenario: str, procedure: str = "baseline", association: str = "owner", repeat: int = 3,
         speed: float = 10.0, start_slice: int | None = None, plan: str | None = None, latency_ms: float = 20.0,
         notice_ms: float = 150.0, interval_ms: float = 10.0, keep_logs: Path | None = None,
-        progress=None, uts: set[str] | None = None, timeline_ms: float = 0.0) -> dict:
+        progress=None, uts: set[str] | None = None, timeline_ms: float = 0.0, events=(),
+        duration_s: float | None = None) -> dict:
     """Bring the scenario up with its SNO control plane, probe through ``repeat`` inter-SNO handovers, tear
-    down; the measured JSON (see module docstring). ``uts``: only these terminals' handovers;
-    ``timeline_ms``: each handover also gets its probe samples within that many ms of the boundary."""
+    down; the measured JSON (see module docstring). ``uts``: only these terminals' handovers (and, with
+    events, the terminals whose devices probe throughout); ``timeline_ms``: each handover also gets its probe
+    samples within that many ms of the boundary. ``events`` (an experiment file's, :mod:`emu.experiment.events`):
+    the run spans ``duration_s`` from ``start_slice`` and causes them; ``events`` in the result."""
     from emu.cli.plan_cmds import build_plan, check_up_arguments
     from emu.control.sno import launch, live
     from emu.dataplane import cleanup, procs
@@ -178,9 +191,12 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
         db = PlanDB(plan_file)
         m = Model.from_plan(db, "x")
         hs = [h for h in live.inter_sno_handovers(m, live.association(m, association)) if uts is None or h["ut"] in uts]
-        k0, n, todo = pick_window(hs, start_slice, repeat, db.n_slices)
+        if events:
+            k0, n, todo = EV.window(events, hs, start_slice or 0, duration_s, db.slice_s, repeat, db.n_slices)
+        else:
+            k0, n, todo = pick_window(hs, start_slice, repeat, db.n_slices)
         db.close()
-        say(f"slices {k0}..{k0 + n - 1} at speed {speed:g}: {len(todo)} inter-SNO handover(s)")
+        say(f"slices {k0}..{k0 + n - 1} at speed {speed:g}: {len(todo)} inter-SNO handover(s), {len(events)} event(s)")
         ctl = Controller(run_, plan_file, speed, n, start_slice=k0, trust=trust, scenario=loaded.scenario,
                          mobility=mob, association=association)
         ctl.build()
@@ -192,7 +208,7 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
                                         str(PROBE_PORT)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True, env=_env())
         run_.record_pid(echo.pid, f"probe echo in {inet_ns}")
-        for ut in sorted({h["ut"] for h in todo}):
+        for ut in sorted({h["ut"] for h in todo} | (set(uts or ()) if events else set())):
             dev = cm.by_name[cm.db.ground[cm.by_name[ut].index].device]
             p = procs.popen_in(dev.netns, [sys.executable, "-m", "emu.control.sno.probe", "send", cm.cfg.inet_addr,
                                            str(PROBE_PORT), "--interval-ms", f"{interval_ms:g}"],
@@ -202,17 +218,29 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
             p.stderr.readline()
             probes[ut] = p
         slice_wall = db.slice_s / speed
-        last_k = todo[-1]["k"]
+        last_k = todo[-1]["k"] if todo else k0
+
+        evt = EV.EventThread(ctl, events, k0, db.slice_s, speed, notice_ms) if events else None
 
         def watch() -> None:  # the clock runs in this thread (the plan's connection is bound to it)
             deadline = time.monotonic() + (n + 1) * slice_wall + 30
+            if evt is not None:
+                while ctl.t_start is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                end = (ctl.t_start or time.monotonic()) + duration_s / speed
+                while time.monotonic() < deadline and (time.monotonic() < end or not evt.done.is_set()):
+                    time.sleep(0.1)
             while time.monotonic() < deadline and (ctl.status.get("slice") or 0) < last_k:
                 time.sleep(0.2)
             time.sleep(min(slice_wall * 0.9, 3.0))  # the last registration and the replies after it
             ctl.stop.set()
 
         threading.Thread(target=watch, daemon=True).start()
+        if evt is not None:
+            evt.start()
         ctl.loop()
+        if evt is not None:
+            evt.join(60)
         results = {}
         for ut, p in probes.items():
             p.send_signal(signal.SIGINT)
@@ -239,12 +267,29 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
             if timeline_ms > 0:
                 one["timeline"] = timeline(results[h["ut"]], rec["t_ns"], timeline_ms)
             measured.append(one)
+        users = {u.name: f"{u.name}@{ops[u.operator]}" for u in cm.uts}
+        ev_out = []
+        for i in sorted(evt.records) if evt is not None else ():
+            e = EV.measure(evt.records[i], results, steps, notice_ms, users)
+            t_ns = evt.records[i].get("t_ns")
+            who = next((u for u in [e.get("ut")] + [x["ut"] for x in e.get("users", [])] if u in results), None)
+            if who and t_ns and timeline_ms > 0:
+                span = max(timeline_ms, 1000 * (events[i].duration_s / speed if events[i].kind == "gs_outage" else 0)
+                           + timeline_ms)
+                e["timeline_ut"] = who
+                e["timeline"] = [x for x in timeline(results[who], t_ns, span) if x[0] >= -timeline_ms]
+                if evt.records[i].get("end_ns"):
+                    e["end_ms"] = round((evt.records[i]["end_ns"] - t_ns) / 1e6, 2)
+            ev_out.append(e)
         out = {"scenario": loaded.scenario.name, "procedure": procedure, "association": association,
                "speed": speed, "start_slice": k0, "slices": n, "slice_s": db.slice_s, "latency_ms": latency_ms,
                "latency_mode": info.get("latency_mode"), "notice_ms": notice_ms, "interval_ms": interval_ms,
                "load_avg": list(os.getloadavg()), **summary(measured),
                "probes": {ut: {"sent": r["sent"], "replies": len(r["replies"])} for ut, r in results.items()},
-               "tunnels": tunnels, "handovers": measured}
+               "tunnels": tunnels, "hook_ms": hook_stats(switched), "handovers": measured}
+        if evt is not None:
+            out["events"] = ev_out
+            out["events_error"] = evt.error
         if keep_logs is not None:
             keep_logs.mkdir(parents=True, exist_ok=True)
             (keep_logs / "probes.json").write_text(json.dumps(results))

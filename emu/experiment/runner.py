@@ -18,9 +18,16 @@ UDP streams (device -> Internet). It writes into the output folder:
   handover of each procedure; ``handovers_per_user_hour.png``: intra- and
   inter-SNO handovers per user-hour, owner vs dynamic.
 
-Events (forced handover, GS outage, core restart) are validated but this
-runner does not cause them yet: a file that lists any is refused (exit 2)
-before anything starts.
+With ``events`` (forced handover, GS outage, core restart:
+:mod:`emu.experiment.events`) each run spans the file's ``duration_s`` from
+``start_slice``, causes them at their times, and the outputs add:
+
+- ``results.json``: ``runs.<procedure>.events``, each event's record and
+  measured effect (interruption ms, lost packets, recovery ms; the
+  restart's control-plane outage);
+- ``events.csv``: one row per event and procedure;
+- ``events.png``: the affected user's probe round trips around each event,
+  the event's start (and an outage's end) marked.
 """
 
 from __future__ import annotations
@@ -38,9 +45,6 @@ def supported(exp: Experiment, nodes: NodeCatalog) -> None:
     """What this runner can do; anything else is one :class:`ExperimentError` (nothing started)."""
     if exp.scenario is None:
         raise ExperimentError("required by the runner (the scenario to bring up)", "scenario", None)
-    for i, ev in enumerate(exp.events):
-        raise ExperimentError("not caused by this runner yet (remove the event to run the file)",
-                              f"events.{i}.kind", ev.kind)
     for i, t in enumerate(exp.traffic):
         if t.probe != "udp":
             raise ExperimentError("this runner sends UDP probe streams only", f"traffic.{i}.probe", t.probe)
@@ -100,8 +104,10 @@ def run_file(path: str | Path, out_dir: Path | None = None, progress=None) -> di
         runs = {}
         for proc in [exp.procedure] + [x for x in H.PROCEDURES if x != exp.procedure]:
             say(f"{exp.name}: {proc}, {exp.association}")
-            runs[proc] = H.run(str(scen), proc, exp.association, exp.repeats, exp.speed, exp.start_slice or None,
-                               str(plan), interval_ms=interval, uts=uts, timeline_ms=TIMELINE_MS, progress=say)
+            start = exp.start_slice if exp.events else exp.start_slice or None
+            runs[proc] = H.run(str(scen), proc, exp.association, exp.repeats, exp.speed, start,
+                               str(plan), interval_ms=interval, uts=uts, timeline_ms=TIMELINE_MS, progress=say,
+                               events=exp.events, duration_s=exp.duration_s)
         db = PlanDB(plan)
         plan_rates = handover_report(db)
         db.close()
@@ -132,6 +138,84 @@ def write_outputs(res: dict, out: Path) -> None:
                     w.writerow([proc, h["k"], h["ut"], s["t_ms"], s["node"], s["step"]])
     plot_timeline(res, out / "timeline.png")
     plot_rates(res, out / "handovers_per_user_hour.png")
+    if any(r.get("events") for r in res["runs"].values()):
+        write_events_csv(res, out / "events.csv")
+        plot_events(res, out / "events.png")
+
+
+EVENT_COLS = ["procedure", "i", "kind", "slice", "target", "interruption_ms", "lost_packets", "recovery_ms",
+              "control_outage_ms", "detail"]
+
+
+def event_row(proc: str, e: dict) -> list:
+    """One events.csv row: the event's target node and a short text of what happened (pure)."""
+    if e["kind"] == "forced_handover":
+        target = e.get("ut")
+        detail = e.get("note") or f"{e.get('from_core')} -> {e.get('to_core')}, registered at {e.get('registered_ms')} ms"
+    elif e["kind"] == "gs_outage":
+        target = e.get("gs")
+        detail = "; ".join(f"{u['ut']} via {u['rehomed_gs'] or 'nothing (waited)'}" for u in e.get("users", [])) \
+            or "no user on it"
+    else:
+        target = e.get("core")
+        detail = (f"pid {e.get('old_pid')} -> {e.get('new_pid')}; re-registered: "
+                  + ", ".join(f"{u['ut']} {u['reregistered_ms']} ms" for u in e.get("users", [])))
+    return [proc, e["i"], e["kind"], e.get("slice"), target, e.get("interruption_ms"), e.get("lost_packets"),
+            e.get("recovery_ms"), e.get("control_outage_ms"), detail]
+
+
+def event_summary(e: dict) -> dict:
+    """An event's measured effect without its probe samples and steps (the CLI's JSON)."""
+    return dict(zip(EVENT_COLS[1:], event_row("", e)[1:]))
+
+
+def write_events_csv(res: dict, path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(EVENT_COLS)
+        for proc, r in res["runs"].items():
+            for e in r.get("events", []):
+                w.writerow(event_row(proc, e))
+
+
+def plot_events(res: dict, path: Path) -> None:
+    """One panel per procedure and event: the affected user's probe round trips from the event's start
+    (line) to after its end (an outage's end: dashed line); lost probes as red marks."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = list(res["runs"].items())
+    n_ev = max(len(r.get("events", [])) for _p, r in runs)
+    fig, axes = plt.subplots(len(runs), n_ev, figsize=(3.2 * n_ev, 2.2 * len(runs)), squeeze=False)
+    for row, (proc, r) in enumerate(runs):
+        for col in range(n_ev):
+            ax = axes[row, col]
+            evs = r.get("events", [])
+            if col >= len(evs):
+                ax.axis("off")
+                continue
+            e = evs[col]
+            ok = [(t, v) for t, v in e.get("timeline", []) if v is not None]
+            lost = [t for t, v in e.get("timeline", []) if v is None]
+            ax.plot([t for t, _ in ok], [v for _, v in ok], ".", ms=2)
+            ax.plot(lost, [0] * len(lost), "|", color="red", ms=8, label=f"lost ({len(lost)})")
+            ax.axvline(0, color="k", lw=0.8)
+            if e.get("end_ms") is not None:
+                ax.axvline(e["end_ms"], color="k", lw=0.8, ls="--")
+            who = {"forced_handover": e.get("ut"), "gs_outage": e.get("gs"), "core_restart": e.get("core")}[e["kind"]]
+            ax.set_title(f"{proc}: {e['kind']} {who} (slice {e.get('slice')})\n{e.get('timeline_ut', 'no probe')}: "
+                         f"interruption {e.get('interruption_ms')} ms, lost {e.get('lost_packets')}", fontsize=6)
+            ax.tick_params(labelsize=5)
+            ax.grid(True, lw=0.2)
+            ax.legend(fontsize=5, frameon=False)
+            if col == 0:
+                ax.set_ylabel("round trip (ms)", fontsize=6)
+            if row == len(runs) - 1:
+                ax.set_xlabel("probe send time from the event (ms)", fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def plot_timeline(res: dict, path: Path) -> None:

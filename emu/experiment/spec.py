@@ -69,11 +69,19 @@ class At(Strict):
 
 
 class ForcedHandover(At):
-    """Move a user terminal off its planned satellite now (to ``to_sat``, or the next one the plan would use)."""
+    """Move a user terminal to another core now: ``to_core``, or the core ``to_sat`` is associated with, or
+    (neither) the next core the plan would give it (:mod:`emu.experiment.events`)."""
 
     kind: Literal["forced_handover"]
     ut: NodeName
     to_sat: NodeName | None = None
+    to_core: NodeName | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "ForcedHandover":
+        if self.to_sat is not None and self.to_core is not None:
+            raise ValueError("give at most one of to_sat or to_core")
+        return self
 
 
 class GsOutage(At):
@@ -195,6 +203,7 @@ def check_against(exp: Experiment, nodes: NodeCatalog) -> None:
         if isinstance(ev, ForcedHandover):
             need(ev.ut, nodes.user_terminals, f"events.{i}.ut", "user terminal")
             need(ev.to_sat, nodes.satellites, f"events.{i}.to_sat", "satellite")
+            need(ev.to_core, nodes.cores, f"events.{i}.to_core", "core (operator)")
         elif isinstance(ev, GsOutage):
             need(ev.gs, nodes.ground_stations, f"events.{i}.gs", "ground station")
         else:

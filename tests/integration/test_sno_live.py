@@ -91,7 +91,12 @@ def test_up_starts_the_control_plane_and_down_removes_it(leo_env, tmp_path) -> N
 
 
 @pytest.mark.parametrize("change, field", [("  - {kind: forced_handover, ut: ut9, time_s: 3}\n", "events.0.ut"),
-                                           ("  - {kind: meteor, time_s: 3}\n", "events.0.kind")])
+                                           ("  - {kind: meteor, time_s: 3}\n", "events.0.kind"),
+                                           ("  - {kind: gs_outage, gs: gs-london, time_s: 3, duration_s: 5, "
+                                            "colour: red}\n", "events.0.colour"),
+                                           ("  - {kind: core_restart, core: sno-z, slice: 1}\n", "events.0.core"),
+                                           ("  - {kind: forced_handover, ut: ut1, time_s: 3, to_core: sno-z}\n",
+                                            "events.0.to_core")])
 def test_bad_experiment_file_starts_nothing(leo_env, tmp_path, module_ns_prefix, change, field) -> None:
     p = tmp_path / "bad.yaml"
     p.write_text(f"name: bad\nscenario: {DEFAULT}\nduration_s: 60\n"

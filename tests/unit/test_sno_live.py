@@ -132,3 +132,47 @@ def test_agent_table_is_checked(tmp_path) -> None:
     p.write_text(json.dumps({"name": "ut1", "user": "ut1@a", "key": "00" * 32, "table": 900}))
     with pytest.raises(InputError, match="agent.table"):
         load_agent(p)
+
+
+def _home_gs(model, k):
+    choice = D.Desired(model).choice(k)
+    return {u.idx: int(choice[row, 0]) for row, u in enumerate(model.uts)}
+
+
+def test_avoid_gs_moves_users_to_another_served_gs_of_the_same_core(model) -> None:
+    sc = live.serving_cores(model, live.association(model, "owner"))
+    moved = unserved = 0
+    for k in range(0, N_SLICES, 7):
+        serve = live.core_serving(model, sc, k, _home_gs(model, k))
+        for gs in {cs.gs for cs in serve.values() if cs.gs >= 0}:
+            out = live.avoid_gs(model, k, serve, {gs})
+            for ut, cs in out.items():
+                before = serve[ut]
+                if before.gs != gs:
+                    assert cs == before  # users elsewhere are untouched
+                elif cs.core < 0:
+                    unserved += 1  # the core had no other GS in view
+                    assert not [g for g in model.gss if g.operator == before.core and g.idx != gs
+                                and int(model.serving[k, g.idx, 0]) >= 0]
+                else:
+                    moved += 1
+                    assert cs.core == before.core and cs.gs != gs
+                    assert model.db.ground[cs.gs].operator == before.core and int(model.serving[k, cs.gs, 0]) >= 0
+    assert moved > 0
+    assert live.avoid_gs(model, 0, {}, set()) == {}
+
+
+def test_serve_by_is_any_core_through_one_of_its_gss(model) -> None:
+    sc = live.serving_cores(model, live.association(model, "owner"))
+    k = 20
+    hg = _home_gs(model, k)
+    for row, u in enumerate(model.uts):
+        g = model.db.ground[u.idx]
+        for op, *_ in model.db.operators:
+            cs = live.serve_by(model, k, g, op, hg)
+            if cs.core < 0:
+                continue
+            assert cs.core == op and model.db.ground[cs.gs].operator == op
+            if op == g.operator and hg.get(u.idx, -1) >= 0:
+                assert cs.gs == hg[u.idx]
+    assert sc.shape[1] == len(model.uts)

@@ -83,10 +83,10 @@ def _dist(a, b) -> float:
     return math.acos(max(-1.0, min(1.0, c)))
 
 
-def visited_gs(m, k: int, ut, op: int) -> int:
+def visited_gs(m, k: int, ut, op: int, exclude: frozenset[int] | set[int] = frozenset()) -> int:
     """The GS of operator ``op`` a visiting UT's traffic uses in slice k: the nearest one the plan serves
-    in that slice (its GRC is reachable through the satellites); -1 if none is served."""
-    served = [g for g in m.gss if g.operator == op and int(_primary(m)[k, g.idx]) >= 0]
+    in that slice (its GRC is reachable through the satellites) and not in ``exclude``; -1 if none."""
+    served = [g for g in m.gss if g.operator == op and g.idx not in exclude and int(_primary(m)[k, g.idx]) >= 0]
     return min(served, key=lambda g: (_dist(ut, g), g.idx)).idx if served else -1
 
 
@@ -103,6 +103,29 @@ def core_serving(m, sc: np.ndarray, k: int, home_gs: dict[int, int]) -> dict[int
         else:
             gs = visited_gs(m, k, u, c)
         out[u.idx] = CoreServe(u.idx, u.name, u.operator, c if gs >= 0 else -1, gs)
+    return out
+
+
+def serve_by(m, k: int, ut, core: int, home_gs: dict[int, int]) -> CoreServe:
+    """``ut`` (a ground row) served by operator ``core`` in slice k whatever the association says (a forced
+    handover): through the plan's GS at home, the nearest served GS of a visited core; unserved if none."""
+    gs = home_gs.get(ut.idx, -1) if core == ut.operator else -1
+    if gs < 0:
+        gs = visited_gs(m, k, ut, core)
+    return CoreServe(ut.idx, ut.name, ut.operator, core if gs >= 0 else -1, gs)
+
+
+def avoid_gs(m, k: int, serve: dict[int, CoreServe], down: set[int]) -> dict[int, CoreServe]:
+    """``serve`` with no user through a GS in ``down`` (a GS outage): such a user moves to the nearest other
+    served GS of the same core, or is unserved if the core has none (pure)."""
+    if not down:
+        return serve
+    out = {}
+    for ut, cs in serve.items():
+        if cs.gs in down:
+            gs = visited_gs(m, k, m.db.ground[ut], cs.core, down)
+            cs = CoreServe(cs.ut, cs.node, cs.home, cs.core if gs >= 0 else -1, gs)
+        out[ut] = cs
     return out
 
 

@@ -30,6 +30,19 @@ docs/sno-protocol.md "Hooking into leo-emu up"):
   to this hook and the core daemons (the per-user route belongs to them);
   NAT stays at the home core (the builder NATs each core's own pool only).
 
+Kernel changes go over netlink in bulk (:mod:`emu.control.sno.nlhook`): per
+boundary every namespace's requests are queued, then the cores' queues are
+sent (one write each) before the terminals' (the route to the terminal
+exists before its uplink moves). ``mobility.jsonl`` records the hook's own
+time per boundary (``hook_ms``).
+
+Experiment events (:mod:`emu.experiment.events`) change the same desired
+state between boundaries, under the hook's lock: :meth:`MobilityHook.force`
+moves a user to another core now (a forced inter-SNO handover, through the
+run's procedure: proactive tells the home core first); :meth:`gs_down` /
+:meth:`gs_up` take a ground station out of the choice (its users move to
+another served GS of the same core, :func:`live.avoid_gs`).
+
 Proactive: right after slice k is prepared (a slice ahead), each home core
 is told (admin ``plan``) of its users whose serving core changes at the
 boundary of slice k, with the boundary's CLOCK_MONOTONIC time.
@@ -39,22 +52,24 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 
 from emu.addressing.grc import to_ipv4
 from emu.control.sno import launch, live
-from emu.control.sno.kernel import apply as ip_apply
+from emu.control.sno.nlhook import HookNetlink
 from emu.dataplane import ifnames
 from emu.dataplane.model import MTU_TUNNEL, TUNNEL_GS_ADDR, TUNNEL_MAC, VXLAN_PORT
 from emu.errors import InputError
 
 log = logging.getLogger(__name__)
 
-RULES = ((900, "iif lan"), (901, "to 10.253.0.0/16"), (902, "to 10.255.0.0/16"))
+RULES = ((900, "lan", None), (901, None, "10.253.0.0/16"), (902, None, "10.255.0.0/16"))  # (pref, iif, to)
 
 
 class MobilityHook:
-    """Made by the controller when the scenario has a ``mobility`` block; four calls: build, start, prepare, switch."""
+    """Made by the controller when the scenario has a ``mobility`` block; four calls: build, start, prepare,
+    switch; and the experiment events' force, gs_down, gs_up (any thread: one lock)."""
 
     def __init__(self, model, run, features, mobility, policy: str):
         if model.cfg.tunnel_mode != "vxlan":
@@ -64,20 +79,21 @@ class MobilityHook:
         self.core = live.association(model, policy)
         self.sc = live.serving_cores(model, self.core)
         self.cur: dict[int, live.CoreServe] = {}
+        self.planned: dict[int, live.CoreServe] = {}  # the plan's choice in the slice in force
+        self.forced: dict[int, tuple[live.CoreServe, int]] = {}  # ut -> (plan's choice when forced, core)
+        self.down: set[int] = set()  # ground stations out (experiment events)
+        self.k = -1
+        self.home_gs: dict[int, int] = {}
         self.info: dict = {}
-        self.events: list[dict] = []  # what the hook did at each boundary (mobility.jsonl)
+        self.lock = threading.RLock()
+        self.nl = HookNetlink(lambda node: self.m.by_name[node].netns)
         self._log = open(run.dir / "mobility.jsonl", "a")
+        self.ops = {idx: name for idx, name, *_ in model.db.operators}
 
     # ------------------------------------------------------------------ helpers
-    def _ip(self, node: str, lines: list[str]) -> None:
-        """``ip -batch`` in the node's namespace; ``fdb`` lines go to ``bridge -batch``."""
-        ns = self.m.by_name[node].netns
-        fdb = [ln for ln in lines if ln.startswith("fdb ")]
-        rest = [ln for ln in lines if not ln.startswith("fdb ")]
-        errs = ip_apply(fdb, argv=("bridge", "-n", ns))  # first: the uplink points at the GS before it is used
-        errs += ip_apply(rest, argv=("ip", "-n", ns))
-        for line, err in errs:
-            log.warning("mobility: %s: %s: %s", node, line, err)
+    def _flush(self, nodes) -> None:
+        for node, op, err in self.nl.flush(nodes):
+            log.warning("mobility: %s: %s: %s", node, op, err)
 
     def uplink(self, ut, op: int) -> str:
         return live.uplink_ifname(ut.operator, op)
@@ -90,34 +106,38 @@ class MobilityHook:
     def build(self, k0: int, home_gs: dict[int, int]) -> None:
         """Uplinks per operator on each UT, its access table's rules, every GS able to end every UT's tunnel;
         then slice k0's serving cores."""
-        m = self.m
-        for u in m.uts:
-            addr, mac, grc = m.ut_tunnel_addr(u.idx), m.ut_tunnel_mac(u.idx), to_ipv4(u.grc)
-            lines = []
-            for idx, *_ in m.db.operators:
-                if idx == u.operator:
-                    continue
-                dev = live.access_ifname(idx)
-                lines += [f"link add name {dev} address {mac} mtu {MTU_TUNNEL} type vxlan id {m.vni_of_operator(idx)} "
-                          f"local {grc} dstport {VXLAN_PORT} nolearning",
-                          f"link set {dev} up", f"addr replace {addr}/32 dev {dev}",
-                          f"neigh replace {TUNNEL_GS_ADDR} lladdr {TUNNEL_MAC} dev {dev} nud permanent"]
-            for pref, match in RULES:
-                lines += [f"rule del pref {pref}", f"rule add pref {pref} {match} lookup {live.ACCESS_TABLE}"]
-            self._ip(u.name, lines)
-        vx = ifnames.TUNNEL_IFNAME["vxlan"]
-        for g in m.gss:
-            lines = []
+        m, nl = self.m, self.nl
+        t0 = time.perf_counter()
+        with self.lock:
             for u in m.uts:
-                if u.operator == g.operator:
-                    continue  # the data plane's tunnel config has these
-                addr, mac = m.ut_tunnel_addr(u.idx), m.ut_tunnel_mac(u.idx)
-                lines += [f"neigh replace {addr} lladdr {mac} dev {vx} nud permanent",
-                          f"fdb append {mac} dev {vx} dst {to_ipv4(u.grc)}",
-                          f"route replace {m.user_subnets[u.idx]} via {addr} dev {vx}"]
-            if lines:
-                self._ip(g.name, lines)
-        self.switch(k0, home_gs)
+                for idx, *_ in m.db.operators:
+                    if idx != u.operator:
+                        nl.vxlan(u.name, live.access_ifname(idx), m.vni_of_operator(idx), to_ipv4(u.grc), VXLAN_PORT,
+                                 m.ut_tunnel_mac(u.idx), MTU_TUNNEL)
+            self._flush([u.name for u in m.uts])
+            for u in m.uts:
+                addr = m.ut_tunnel_addr(u.idx)
+                for idx, *_ in m.db.operators:
+                    if idx == u.operator:
+                        continue
+                    dev = live.access_ifname(idx)
+                    nl.link_up(u.name, dev)
+                    nl.addr(u.name, dev, addr, 32)
+                    nl.neigh(u.name, dev, TUNNEL_GS_ADDR, TUNNEL_MAC)
+                for pref, iif, to in RULES:
+                    nl.rule_replace(u.name, pref, live.ACCESS_TABLE, iif=iif, to=to)
+            vx = ifnames.TUNNEL_IFNAME["vxlan"]
+            for g in m.gss:
+                for u in m.uts:
+                    if u.operator == g.operator:
+                        continue  # the data plane's tunnel config has these
+                    addr, mac = m.ut_tunnel_addr(u.idx), m.ut_tunnel_mac(u.idx)
+                    nl.neigh(g.name, vx, addr, mac)
+                    nl.fdb(g.name, "append", vx, mac, to_ipv4(u.grc))
+                    nl.route(g.name, "replace", str(m.user_subnets[u.idx]), vx, gateway=addr)
+            self._flush([u.name for u in m.uts] + [g.name for g in m.gss])
+            self._write({"build_ms": round((time.perf_counter() - t0) * 1e3, 3), "requests": nl.sent})
+            self.switch(k0, home_gs)
 
     # ------------------------------------------------------------------ daemons
     def start(self, wait_s: float = 20.0) -> dict:
@@ -133,53 +153,113 @@ class MobilityHook:
         """Proactive: tell each home core of its users whose serving core changes at slice k's boundary."""
         if self.mob.procedure != "proactive" or not self.info or k >= self.sc.shape[0]:
             return
-        ops = {idx: name for idx, name, *_ in self.m.db.operators}
         for row, u in enumerate(self.m.uts):
             a, b = int(self.sc[k - 1, row]), int(self.sc[k, row])
             if a < 0 or b < 0 or a == b:
                 continue
-            home = ops[u.operator]
-            user = f"{u.name}@{home}"
-            res = launch.try_admin(self.info["cores"][home]["admin"],
-                                   {"op": "plan", "user": user, "target": ops[b], "at_ns": boundary_mono_ns})
-            self._write({"k": k, "ut": u.name, "plan": ops[b], "at_ns": boundary_mono_ns, "ok": bool(res)})
+            self._plan(u, b, boundary_mono_ns, k)
+
+    def _plan(self, u, target: int, at_ns: int, k: int) -> bool:
+        home = self.ops[u.operator]
+        res = launch.try_admin(self.info["cores"][home]["admin"],
+                               {"op": "plan", "user": f"{u.name}@{home}", "target": self.ops[target], "at_ns": at_ns})
+        self._write({"k": k, "ut": u.name, "plan": self.ops[target], "at_ns": at_ns, "ok": bool(res)})
+        return bool(res)
+
+    def _effective(self, k: int) -> dict[int, live.CoreServe]:
+        """The plan's choice with the events applied: forced users stay where they were sent while the plan's
+        own choice for them does not change; no user goes through a GS that is down."""
+        out = dict(self.planned)
+        for ut, (was, core) in list(self.forced.items()):
+            if self.planned.get(ut) != was:
+                del self.forced[ut]  # the plan moved the user: the forced choice ends
+                continue
+            u = self.m.db.ground[ut]
+            out[ut] = live.serve_by(self.m, k, u, core, self.home_gs)
+        return live.avoid_gs(self.m, k, out, self.down)
 
     def switch(self, k: int, home_gs: dict[int, int]) -> list[dict]:
-        """At slice k's boundary: uplink FDB, the serving core's route to the UT's control address, the access
-        table's default; ``relink`` for a new GS behind the same core. Returns what changed."""
-        m = self.m
-        nxt = live.core_serving(m, self.sc, k, home_gs)
-        changed = []
+        """At slice k's boundary: the plan's serving cores (with the events' changes) into the kernel."""
+        with self.lock:
+            self.k, self.home_gs = k, home_gs
+            self.planned = live.core_serving(self.m, self.sc, k, home_gs)
+            return self._apply(k, self._effective(k), "boundary")
+
+    def _apply(self, k: int, nxt: dict[int, live.CoreServe], why: str) -> list[dict]:
+        """Uplink FDB, the serving core's route to the UT's control address, the access table's default;
+        ``relink`` for a new GS behind the same core. Returns what changed."""
+        m, nl = self.m, self.nl
+        changed, relink = [], []
         gs_pos = {g.idx: i for i, g in enumerate(m.gss)}
-        ops = {idx: name for idx, name, *_ in m.db.operators}
         t, t_ns = time.time(), time.monotonic_ns()  # t_ns: the daemons' step-log clock
+        t0 = time.perf_counter()
         for ut_idx, cs in nxt.items():
             old = self.cur.get(ut_idx)
             if old == cs:
                 continue
             u = m.db.ground[ut_idx]
-            addr = m.ut_tunnel_addr(ut_idx)
             if cs.core < 0:
-                self._ip(u.name, [f"route del default table {live.ACCESS_TABLE}"])
+                nl.route(u.name, "del", "0.0.0.0/0", table=live.ACCESS_TABLE)
             else:
                 dev = self.uplink(u, cs.core)
                 gs = m.db.ground[cs.gs]
-                gs_end = m.gs_core_link(cs.gs)[0]
-                self._ip(ops[cs.core], [f"route replace {addr}/32 via {gs_end} dev {ifnames.core_gs(gs_pos[cs.gs])}"])
-                self._ip(u.name, [f"fdb replace {TUNNEL_MAC} dev {dev} dst {to_ipv4(gs.grc)}",
-                                  f"route replace default via {TUNNEL_GS_ADDR} dev {dev} onlink "
-                                  f"table {live.ACCESS_TABLE}"])
-                if old is not None and old.core == cs.core and old.gs != cs.gs and self.info:
-                    launch.try_admin(self.info["agents"][u.name]["admin"], {"op": "relink"})
-            rec = {"k": k, "at": t, "t_ns": t_ns, "ut": u.name, "core": ops.get(cs.core), "gs": m.db.ground[cs.gs].name
-                   if cs.gs >= 0 else None, "from_core": ops.get(old.core) if old else None,
-                   "visited": cs.visited}
-            changed.append(rec)
+                nl.route(self.ops[cs.core], "replace", f"{m.ut_tunnel_addr(ut_idx)}/32",
+                         ifnames.core_gs(gs_pos[cs.gs]), gateway=m.gs_core_link(cs.gs)[0])
+                nl.fdb(u.name, "replace", dev, TUNNEL_MAC, to_ipv4(gs.grc))  # first: the uplink points at the GS
+                nl.route(u.name, "replace", "0.0.0.0/0", dev, gateway=TUNNEL_GS_ADDR, onlink=True,
+                         table=live.ACCESS_TABLE)
+                if old is not None and old.core == cs.core and old.gs != cs.gs:
+                    relink.append(u.name)
+            changed.append({"k": k, "at": t, "t_ns": t_ns, "ut": u.name, "core": self.ops.get(cs.core),
+                            "gs": m.db.ground[cs.gs].name if cs.gs >= 0 else None,
+                            "from_core": self.ops.get(old.core) if old else None, "visited": cs.visited,
+                            **({} if why == "boundary" else {"why": why})})
+        self._flush(list(self.ops.values()) + [m.db.ground[x].name for x in nxt])
+        hook_ms = (time.perf_counter() - t0) * 1e3
+        self.cur = {**self.cur, **nxt}
+        if self.info:
+            for name in relink:
+                launch.try_admin(self.info["agents"][name]["admin"], {"op": "relink"})
+        for rec in changed:
             self._write(rec)
-        self.cur = nxt
+        if changed:  # the hook's own cost here (kernel work for every changed UT)
+            self._write({"k": k, "hook_ms": round(hook_ms, 3), "changes": len(changed), "why": why})
         return changed
 
+    # ------------------------------------------------------------------ experiment events (any thread)
+    def force(self, ut_name: str, core: int, notice_s: float = 0.0) -> dict | None:
+        """Forced inter-SNO handover: ``ut_name`` is served by operator ``core`` from now on (until the plan's
+        own choice for it changes). Proactive: its home core is told first and ``notice_s`` later the link
+        moves. Returns the switch record (None: the user is unserved, or already there)."""
+        u = self.m.by_name[ut_name]
+        g = self.m.db.ground[u.index]
+        with self.lock:
+            cur = self.cur.get(g.idx)
+            if cur is None or cur.core < 0 or cur.core == core:
+                return None
+            k = self.k
+        if self.mob.procedure == "proactive" and self.info and notice_s > 0:
+            self._plan(g, core, time.monotonic_ns() + int(notice_s * 1e9), k)
+            time.sleep(notice_s)
+        with self.lock:
+            if self.planned.get(g.idx) is None or self.planned[g.idx].core < 0:
+                return None
+            self.forced[g.idx] = (self.planned[g.idx], core)
+            recs = self._apply(self.k, self._effective(self.k), "forced_handover")
+        return next((r for r in recs if r["ut"] == ut_name), None)
+
+    def gs_down(self, gs_name: str) -> list[dict]:
+        with self.lock:
+            self.down.add(self.m.by_name[gs_name].index)
+            return self._apply(self.k, self._effective(self.k), "gs_outage")
+
+    def gs_up(self, gs_name: str) -> list[dict]:
+        with self.lock:
+            self.down.discard(self.m.by_name[gs_name].index)
+            return self._apply(self.k, self._effective(self.k), "gs_outage_end")
+
     def close(self) -> None:
+        self.nl.close()
         try:
             self._log.close()
         except OSError:
