@@ -101,9 +101,14 @@ class EventThread(threading.Thread):
         self.ctl, self.events, self.k0 = ctl, list(events), start_slice
         self.plan = schedule(self.events, start_slice, slice_s, speed)
         self.notice_s = notice_ms / 1e3
+        self.slice_s = slice_s
         self.records: dict[int, dict] = {}
         self.error: str | None = None
         self.done = threading.Event()
+
+    def slice_of(self, ev) -> int:
+        """The slice the event falls in (its own ``slice``, or the one its ``time_s`` is in)."""
+        return ev.slice if ev.slice is not None else self.k0 + int(ev.time_s // self.slice_s)
 
     def run(self) -> None:
         try:
@@ -116,7 +121,7 @@ class EventThread(threading.Thread):
                 if self.ctl.stop.is_set():
                     break
                 ev = self.events[i]
-                rec = self.records.setdefault(i, {"i": i, "kind": ev.kind, "slice": self.ctl.sno.k})
+                rec = self.records.setdefault(i, {"i": i, "kind": ev.kind, "slice": self.slice_of(ev)})
                 getattr(self, f"_{ev.kind}")(ev, rec, action)
         except Exception as exc:  # noqa: BLE001 - reported in the results; the run goes on
             self.error = f"{type(exc).__name__}: {exc}"
@@ -194,11 +199,28 @@ class EventThread(threading.Thread):
 
 # ---------------------------------------------------------------------------------------------- measured (pure)
 def _gap(probe: dict | None, cut: int, end: int) -> dict:
+    """The longest silence of the stream in [cut, end] (:func:`rig.interruption`); recovery: the first reply
+    after it, ms from ``cut``, only when probes were lost (a silence without loss is jitter, not an outage)."""
     if probe is None:
         return {"interruption_ms": None, "lost_packets": None, "recovery_ms": None}
     g = interruption(probe["sent"], probe["replies"], cut, end, cut)
     return {"interruption_ms": g["interruption_ms"], "lost_packets": g["lost_packets"],
-            "recovery_ms": g["first_after_ms"]}
+            "recovery_ms": g["first_after_ms"] if g["lost_packets"] else None}
+
+
+def worst_user(e: dict, probes: dict) -> str | None:
+    """The user whose probe stream shows an event's effect best: the forced user, else the affected user with
+    the longest interruption (pure)."""
+    if e.get("ut") in probes:
+        return e["ut"]
+    best = None
+    for u in e.get("users", []):
+        if u["ut"] not in probes:
+            continue
+        v = (u.get("outage") or u).get("interruption_ms") or 0
+        if best is None or v > best[0]:
+            best = (v, u["ut"])
+    return best and best[1]
 
 
 def _worst(values) -> float | None:
@@ -234,12 +256,13 @@ def measure(rec: dict, probes: dict[str, dict], steps: list[dict], notice_ms: fl
         return {**out, **{k: v for k, v in one.items() if k not in ("k", "user", "kind")}}
     if rec["kind"] == "gs_outage":
         end = rec.get("end_ns", t)
+        after = min(end + int(2e9), rec.get("next_ns") or end + int(2e9))  # the return, up to the next event
         users_out = []
         for ut in rec.get("affected", []):
             p = probes.get(ut)
             moved = next((r for r in rec.get("rehomed", []) if r["ut"] == ut), None)
             users_out.append({"ut": ut, "rehomed_gs": moved and moved["gs"], "rehomed_core": moved and moved["core"],
-                              "outage": _gap(p, t, end), "return": _gap(p, end, end + int(2e9))})
+                              "outage": _gap(p, t, end), "return": _gap(p, end, after)})
         ints = [u["outage"]["interruption_ms"] for u in users_out if u["outage"]["interruption_ms"] is not None]
         return {**out, "measured_duration_ms": round((end - t) / 1e6, 2), "users": users_out,
                 "interruption_ms": max(ints) if ints else None,
@@ -251,7 +274,8 @@ def measure(rec: dict, probes: dict[str, dict], steps: list[dict], notice_ms: fl
     for ut in rec.get("served", []):
         p = probes.get(ut)
         reg = _registered_after(steps, ut, t)
-        users_out.append({"ut": ut, **_gap(p, t, (ready or t) + int(1e9)),
+        until = min((ready or t) + int(1e9), rec.get("next_ns") or (ready or t) + int(1e9))
+        users_out.append({"ut": ut, **_gap(p, t, until),
                           "reregistered_ms": round((reg["t_ns"] - t) / 1e6, 2) if reg else None})
     ints = [u["interruption_ms"] for u in users_out if u["interruption_ms"] is not None]
     control = round((ready - t) / 1e6, 2) if ready else None

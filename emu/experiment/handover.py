@@ -269,10 +269,14 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
             measured.append(one)
         users = {u.name: f"{u.name}@{ops[u.operator]}" for u in cm.uts}
         ev_out = []
+        starts = sorted(r["t_ns"] for r in (evt.records.values() if evt is not None else ()) if r.get("t_ns"))
         for i in sorted(evt.records) if evt is not None else ():
-            e = EV.measure(evt.records[i], results, steps, notice_ms, users)
-            t_ns = evt.records[i].get("t_ns")
-            who = next((u for u in [e.get("ut")] + [x["ut"] for x in e.get("users", [])] if u in results), None)
+            rec = evt.records[i]
+            t_ns = rec.get("t_ns")
+            if t_ns:  # an effect is measured up to the next event at the latest
+                rec["next_ns"] = next((x for x in starts if x > rec.get("end_ns", t_ns)), None)
+            e = EV.measure(rec, results, steps, notice_ms, users)
+            who = EV.worst_user(e, results)
             if who and t_ns and timeline_ms > 0:
                 span = max(timeline_ms, 1000 * (events[i].duration_s / speed if events[i].kind == "gs_outage" else 0)
                            + timeline_ms)

@@ -93,3 +93,26 @@ def test_forced_handover_effect_from_the_switch_record() -> None:
     assert e["lost_packets"] == 2 and e["interruption_ms"] == 30.0 and e["gs"] == "gs-w"
     none = EV.measure({**rec, "switched": None, "note": "no switch"}, {}, [], 150.0, {})
     assert none["note"] == "no switch" and "interruption_ms" not in none
+
+
+def test_return_is_measured_up_to_the_next_event_and_silence_without_loss_has_no_recovery() -> None:
+    t0 = 1_000 * MS
+    start, end = t0 + 500 * MS, t0 + 1_000 * MS
+    probe = _stream(t0, 400, (150, 170))  # a cut 0.5 s after the outage's end: the next event's, not this one's
+    rec = {"i": 0, "kind": "gs_outage", "gs": "gs-a", "affected": ["ut1"], "t_ns": start, "end_ns": end,
+           "rehomed": [], "next_ns": t0 + 1_400 * MS}
+    u = EV.measure(rec, {"ut1": probe}, [], 150.0, {})["users"][0]
+    assert u["return"]["lost_packets"] == 0 and u["return"]["recovery_ms"] is None
+    assert u["outage"]["interruption_ms"] == 10.0 and u["outage"]["recovery_ms"] is None
+    u = EV.measure({**rec, "next_ns": None}, {"ut1": probe}, [], 150.0, {})["users"][0]
+    assert u["return"]["lost_packets"] == 20  # without a next event the 2 s after the end would include it
+
+
+def test_worst_user_is_the_forced_one_or_the_longest_interruption() -> None:
+    probes = {"ut1": {}, "ut2": {}}
+    assert EV.worst_user({"ut": "ut1"}, probes) == "ut1"
+    e = {"users": [{"ut": "ut1", "outage": {"interruption_ms": 30.0}}, {"ut": "ut2", "outage": {"interruption_ms": 90.0}},
+                   {"ut": "ut3", "outage": {"interruption_ms": 900.0}}]}
+    assert EV.worst_user(e, probes) == "ut2"  # ut3 has no probe stream
+    assert EV.worst_user({"users": [{"ut": "ut1", "interruption_ms": 5.0}]}, probes) == "ut1"
+    assert EV.worst_user({"users": []}, probes) is None
