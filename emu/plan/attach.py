@@ -67,7 +67,21 @@ def antennas_of(series: SnapshotSeries) -> np.ndarray:
     return np.array([ant.get(n, 1) for n in series.ground.names], dtype=np.int32)
 
 
-def attachments(series: SnapshotSeries, policy: str, demand: list[dict[int, list[int]]] | None = None) -> Attachments:
+def prefer_home_score(v, home: np.ndarray, owner: np.ndarray, n_nodes: int, margin_deg: float) -> np.ndarray:
+    """Attach policy ``prefer-home`` (spec: inter-sno-mobility §3.3 Figure 2: users of SNO A prefer SNO A's
+    satellites): per visibility row, its elevation, plus 1000 when the satellite's owner (its core under the
+    ``owner`` association) is the ground node's home operator and its elevation is within ``margin_deg`` of
+    the best visible one in that slice. So a user takes the highest home-operator satellite inside the
+    margin, else the highest overall (pure)."""
+    key = v.slice.astype(np.int64) * n_nodes + v.node
+    best = np.full(int(key.max()) + 1 if len(key) else 0, -np.inf)
+    np.maximum.at(best, key, v.elevation_deg)
+    at_home = (owner[v.sat] == home[v.node]) & (v.elevation_deg >= best[key] - margin_deg)
+    return v.elevation_deg.astype(float) + np.where(at_home, 1000.0, 0.0)
+
+
+def attachments(series: SnapshotSeries, policy: str, demand: list[dict[int, list[int]]] | None = None,
+                home_margin_deg: float = 10.0) -> Attachments:
     """Ground links of every slice.
 
     User terminals (one antenna) follow the attach ``policy``
@@ -94,6 +108,9 @@ def attachments(series: SnapshotSeries, policy: str, demand: list[dict[int, list
         score = _remaining_visibility(series) * 1000.0 + v.elevation_deg  # ties: higher elevation
     elif policy == "nearest":
         score = -v.range_km
+    elif policy == "prefer-home":
+        score = prefer_home_score(v, np.asarray(series.ground.operator), np.asarray(series.constellation.owner), G,
+                                  home_margin_deg)
     else:  # highest-elevation (and the starting point of shortest-path)
         score = v.elevation_deg.astype(float)
     is_gs = np.array([k == "gs" for k in series.ground.kind], dtype=bool)

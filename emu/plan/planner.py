@@ -121,7 +121,7 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
     n = len(series)
     plan.free = list(_per_slice(plan, free_pass, n))  # both ends free: the optimum, and where antennas are needed
     demand = [f.demand for f in plan.free] if antennas_scarce(plan) else None
-    plan.attach = attachments(series, sc.routing.attach_policy, demand)
+    plan.attach = attachments(series, sc.routing.attach_policy, demand, sc.routing.attach_home_margin_deg)
     if bind.moved:
         log.info("%d satellite bindings moved to a neighbouring cell to stay unique", bind.moved)
     if sc.routing.attach_policy == "shortest-path":

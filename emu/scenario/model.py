@@ -269,7 +269,10 @@ class RoutingCfg(Strict):
 
     multipath: Literal["ecmp", "ucmp", "active-standby"] = "ecmp"
     ucmp_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
-    attach_policy: Literal["highest-elevation", "longest-visibility", "nearest", "shortest-path"] = "highest-elevation"
+    attach_policy: Literal["highest-elevation", "longest-visibility", "nearest", "shortest-path",
+                           "prefer-home"] = "highest-elevation"
+    # prefer-home: a user takes its home operator's highest satellite within this many degrees of the best one
+    attach_home_margin_deg: Annotated[float, Field(ge=0.0, le=90.0)] = 10.0
     attach_hysteresis: Annotated[float, Field(ge=0.0, le=1.0)] = 0.02  # shortest-path: keep the current satellite
     # while its delay is within this fraction of the best (emu.plan.attach.shortest_path_serving)
     gs_selection: Literal["proximity", "load-balance", "primary-backup"] = "proximity"

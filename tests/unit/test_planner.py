@@ -309,6 +309,25 @@ def test_nearest_and_highest_elevation_policies() -> None:
             assert high.attach.serving[k, g] == v.sat[rows[np.argmax(v.elevation_deg[rows])]]
 
 
+@pytest.mark.parametrize("margin", [0.0, 10.0, 90.0])
+def test_prefer_home_takes_the_home_operators_satellite_within_the_margin(margin) -> None:
+    """spec: inter-sno-mobility §3.3 Figure 2 (users prefer their own operator's satellites)."""
+    plan = _policy_plan(attach_policy="prefer-home", attach_home_margin_deg=margin)
+    v, gr, owner = plan.series.visibility, plan.series.ground, plan.series.constellation.owner
+    home_taken = 0
+    for k in range(0, 60, 3):
+        for g in [g for g in range(gr.size) if gr.kind[g] == "ut"]:
+            rows = np.nonzero((v.slice == k) & (v.node == g))[0]
+            if not len(rows):
+                continue
+            top = float(v.elevation_deg[rows].max())
+            ok = [r for r in rows if owner[v.sat[r]] == gr.operator[g] and v.elevation_deg[r] >= top - margin]
+            want = max(ok, key=lambda r: v.elevation_deg[r]) if ok else rows[np.argmax(v.elevation_deg[rows])]
+            assert plan.attach.serving[k, g] == v.sat[want], (k, g)
+            home_taken += bool(ok)
+    assert home_taken > 0
+
+
 def test_gs_selection_policies() -> None:
     prox = _policy_plan(gs_selection="proximity")
     pb = _policy_plan(gs_selection="primary-backup")
