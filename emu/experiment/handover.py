@@ -199,6 +199,10 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
         say(f"slices {k0}..{k0 + n - 1} at speed {speed:g}: {len(todo)} inter-SNO handover(s), {len(events)} event(s)")
         ctl = Controller(run_, plan_file, speed, n, start_slice=k0, trust=trust, scenario=loaded.scenario,
                          mobility=mob, association=association)
+        for i, ev in enumerate(events):  # probed, never assumed: nothing is built yet
+            if ev.kind == "gs_outage" and not ctl.features.has("nft_nat"):
+                raise InputError(f"events.{i}.kind: a GS outage drops packets with nftables, which this kernel "
+                                 f"lacks (see `leo-emu doctor`) (got {ev.kind!r})")
         ctl.build()
         if not ctl.status.get("sno", {}).get("ready"):
             raise RuntimeError(f"SNO daemons not ready; see {run_.dir / 'sno'}")
