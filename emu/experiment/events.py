@@ -195,6 +195,11 @@ class EventThread(threading.Thread):
         for name in served:  # the users it serves register again, through the restarted core
             launch.try_admin(hook.info["agents"][name]["admin"], {"op": "relink"})
         rec["relinked"] = served
+        deadline = time.monotonic() + 15  # the run goes on until they did (or 15 s)
+        while time.monotonic() < deadline and not all(
+                (launch.try_admin(hook.info["agents"][n]["admin"], {"op": "status"}) or {}).get("registered_at")
+                for n in served):
+            time.sleep(0.02)
 
 
 # ---------------------------------------------------------------------------------------------- measured (pure)
@@ -284,5 +289,7 @@ def measure(rec: dict, probes: dict[str, dict], steps: list[dict], notice_ms: fl
             "restarted": bool(rec.get("new_pid")) and rec.get("new_pid") != rec.get("old_pid"), "users": users_out,
             "interruption_ms": max(ints) if ints else None,
             "lost_packets": sum(u["lost_packets"] or 0 for u in users_out),
-            "recovery_ms": _worst([control] + [u["reregistered_ms"] for u in users_out])}  # all registered again
+            # all registered again; None if one of them did not within the run
+            "recovery_ms": None if control is None or any(u["reregistered_ms"] is None for u in users_out)
+            else _worst([control] + [u["reregistered_ms"] for u in users_out])}
 

@@ -76,6 +76,8 @@ def test_core_restart_effect_control_outage_and_reregistration() -> None:
     assert e["restarted"] and e["control_outage_ms"] == 300.0 and e["answers_ms"] == 200.0
     assert e["users"][0]["reregistered_ms"] == 360.0 and e["users"][0]["lost_packets"] == 0
     assert e["recovery_ms"] == 360.0 and e["lost_packets"] == 0
+    late = EV.measure({**rec, "served": ["ut1", "ut2"]}, {"ut1": _stream(t0, 300)}, steps, 150.0, {})
+    assert late["users"][1]["reregistered_ms"] is None and late["recovery_ms"] is None  # ut2 never did
     dead = EV.measure({**rec, "new_pid": None, "ready_ns": None}, {}, [], 150.0, {})
     assert not dead["restarted"] and dead["control_outage_ms"] is None
 
