@@ -253,7 +253,8 @@ def measure(rec: dict, probes: dict[str, dict], steps: list[dict], notice_ms: fl
         h = {"k": sw["k"], "ut": rec["ut"], "user": users[rec["ut"]], "kind": "forced",
              "from_core": rec["from_core"], "to_core": rec["to_core"]}
         probe = probes.get(rec["ut"])
-        one = measure_one(h, sw, probe or {"sent": 0, "replies": []}, steps, notice_ms)
+        ahead_ms = max(notice_ms, (sw["t_ns"] - t) / 1e6)  # the steps from the event on (proactive: the plan)
+        one = measure_one(h, sw, probe or {"sent": 0, "replies": []}, steps, ahead_ms)
         one["recovery_ms"] = one.pop("first_after_ms")
         if probe is None:
             one["interruption_ms"] = one["lost_packets"] = one["recovery_ms"] = None

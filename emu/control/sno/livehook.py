@@ -239,8 +239,9 @@ class MobilityHook:
                 return None
             k = self.k
         if self.mob.procedure == "proactive" and self.info and notice_s > 0:
-            self._plan(g, core, time.monotonic_ns() + int(notice_s * 1e9), k)
-            time.sleep(notice_s)
+            at_ns = time.monotonic_ns() + int(notice_s * 1e9)
+            self._plan(g, core, at_ns, k)
+            time.sleep(max(0.0, (at_ns - time.monotonic_ns()) / 1e9))  # switch when the home core was told
         with self.lock:
             if self.planned.get(g.idx) is None or self.planned[g.idx].core < 0:
                 return None
