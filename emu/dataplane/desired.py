@@ -347,6 +347,11 @@ def terrestrial_addrs6(m: Model) -> list[Addr]:
     for idx, name, _c, _p in m.db.operators:
         core_end, inet_end = m.core_inet6(idx)
         out += [Addr(name, IDX_TERR, core_end, 64), Addr(m.cfg.inet_name, INET_CORE_BASE + idx, inet_end, 64)]
+    # a link-local on both ends of every terrestrial link: the kernel sends a neighbour solicitation for a
+    # *forwarded* packet only from a link-local address (namespaces get none automatically: addr_gen_mode 1)
+    for v in terrestrial_veths(m):
+        if v.kind in ("lan", "core", "inet"):
+            out += [Addr(v.node_a, v.index_a, "fe80::1", 64), Addr(v.node_b, v.index_b, "fe80::2", 64)]
     return out
 
 
