@@ -58,12 +58,12 @@ def describe(m: Model, k0: int = 0, plan: str = "", scenario: str = "") -> dict:
             main[t.node] += 1  # the Internet prefix, encapsulated toward the chosen GS
     for name, n in main.items():
         per_node[name]["tables"]["main"] = n
-    rules = [{"table": r.table, "priority": r.priority, "families": "IPv4+IPv6"} for r in sorted(st.rules)]
+    rules = [{"table": r.table, "priority": r.priority} for r in sorted(st.rules)]  # in both families
     base6 = ipv6_base(m.cfg.grc_ipv6_prefix)
     for s, sat in enumerate(m.satellites):
         node = per_node[sat.name]
         node["tables"][str(st.table)] = len(st.routes[s])
-        node["tables"][f"{st.table} (IPv6)"] = len(st.routes[s])  # the IPv6 twins (desired.routes6)
+        node["tables6"] = {str(st.table): len(st.routes[s])}  # the IPv6 twins (desired.routes6)
         node["rules"] = rules
         node["addresses"] += [f"{a}/32" for a in st.grc_addrs[s]]
         node["addresses"] += [f"{D.grc_twin6(a, base6)}/128" for a in st.grc_addrs[s]]
@@ -87,6 +87,7 @@ def describe(m: Model, k0: int = 0, plan: str = "", scenario: str = "") -> dict:
                   "counts": dict(sorted(Counter(v.kind for v in fixed + dynamic).items())),
                   "grid_up": len(st.grid)},
         "satellite_tables": {"table": st.table, "rules": rules, "routes_total": n_routes,
+                             "families": ["IPv4", "IPv6"], "grc_ipv6_prefix": m.cfg.grc_ipv6_prefix,
                              "routes_max": max((len(r) for r in st.routes.values()), default=0),
                              "unresolved": st.unresolved},
         "tunnel": {"scenario": m.cfg.tunnel_pref, "mode": m.cfg.tunnel_mode, "ifname": tun,
