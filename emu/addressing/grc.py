@@ -28,7 +28,13 @@ proves it exhaustively over codes and base cells. Shell index i maps to
 DEFAULT_SHELL_CODES[i] unless a scenario supplies its own ``shell_map``.
 
 The IPv6 form is a configurable /96 prefix (default the ULA
-``fd00:6772:6300::/96``, "grc" in ASCII) followed by the 32 GRC bits.
+``fd00:6772:6300::/96``, "grc" in ASCII) followed by the 32 GRC bits
+(spec: grc-based-routing §GRC encoding, "it can also be easily fit into 128
+bits"). :func:`prefix6_of` is the ONE rule from an IPv4 GRC region to its
+IPv6 form: network | 96 bits above it, length + 96, so the segmented lengths
+11..32 become 107..128 and every table has one IPv6 twin of each entry. The
+/96 must be ordinary unicast (not link-local, multicast, loopback, the
+unspecified /96 or IPv4-mapped space): the kernel forwards none of those.
 """
 
 from __future__ import annotations
@@ -192,6 +198,23 @@ def to_ipv6(grc: int, prefix: str = DEFAULT_GRC_IPV6_PREFIX) -> str:
     return str(ipaddress.IPv6Address(int(net.network_address) | grc))
 
 
+def prefix6_of(network: int, plen: int, prefix: str | int = DEFAULT_GRC_IPV6_PREFIX) -> tuple[int, int]:
+    """(IPv6 network as an int, length) of the IPv4 GRC region ``network/plen``: the one IPv4 -> IPv6 rule.
+
+    ``prefix`` is the /96 (text, validated) or its network as an int (from
+    :func:`ipv6_base`, for hot loops). spec: grc-based-routing §GRC encoding.
+    """
+    base = prefix if isinstance(prefix, int) else ipv6_base(prefix)
+    if not 0 <= plen <= 32 or network & ~_mask(plen) & 0xFFFFFFFF or not 0 <= network <= 0xFFFFFFFF:
+        raise AddressingError(f"prefix: not an IPv4 prefix (got {network:#x}/{plen})")
+    return base | network, plen + 96
+
+
+def ipv6_base(prefix: str = DEFAULT_GRC_IPV6_PREFIX) -> int:
+    """The validated GRC /96 as an int (its low 32 bits are zero)."""
+    return int(_ipv6_prefix(prefix).network_address)
+
+
 def parse_address(text: str, ipv6_prefix: str = DEFAULT_GRC_IPV6_PREFIX) -> int:
     """Parse "0x" + 8 hex digits, dotted IPv4, or IPv6 inside ``ipv6_prefix``.
 
@@ -290,7 +313,15 @@ def _ipv6_prefix(prefix: str) -> ipaddress.IPv6Network:
         raise AddressingError(f"ipv6_prefix: not an IPv6 network (got {prefix!r})") from None
     if net.prefixlen != 96:
         raise AddressingError(f"ipv6_prefix: must be a /96 (got {prefix!r})")
+    for special, why in _SPECIAL6:
+        if net.overlaps(special):
+            raise AddressingError(f"ipv6_prefix: inside {special} ({why}), not forwarded as unicast (got {prefix!r})")
     return net
+
+
+_SPECIAL6 = tuple((ipaddress.IPv6Network(n), why) for n, why in (
+    ("::/96", "unspecified, loopback and IPv4-compatible"), ("::ffff:0:0/96", "IPv4-mapped"),
+    ("fe80::/10", "link-local"), ("fec0::/10", "site-local, deprecated"), ("ff00::/8", "multicast")))
 
 
 def _check_range(field: str, value: int, lo: int, hi: int, hexa: bool = False) -> None:

@@ -17,6 +17,9 @@ from emu.cli.common import emit_json, emit_kv, emit_table, format_option
 from emu.errors import InputError, PrivilegeError
 
 run_option = click.option("--run", "run_id", default=None, help="The run to use (default: the only one up).")
+ipv6_option = click.option("-6", "--ipv6", "ipv6", is_flag=True,
+                           help="IPv6: aim at DST's IPv6 address (a device's from its operator's IPv6 pool, the "
+                                "Internet's IPv6 server, a ground node's or satellite's IPv6 GRC).")
 RECENT_APPLIES = 20
 
 
@@ -137,8 +140,10 @@ def exec_cmd(ctx: click.Context, run_id: str | None, node: str, argv: tuple[str,
 @click.option("-i", "--interval", type=float, default=0.2, show_default=True, help="Seconds between requests.")
 @click.option("-W", "--wait", "wait_s", type=float, default=1.0, show_default=True,
               help="Seconds to wait for each reply.")
+@ipv6_option
 @format_option
-def ping(run_id: str | None, src: str, dst: str, count: int, interval: float, wait_s: float, fmt: str) -> None:
+def ping(run_id: str | None, src: str, dst: str, count: int, interval: float, wait_s: float, ipv6: bool,
+         fmt: str) -> None:
     """Ping DST (node name or IP address) from SRC's namespace; loss is a result, not an error."""
     from emu.dataplane.parsers import parse_ping, ping_argv
     from emu.dataplane.procs import run_in
@@ -152,13 +157,13 @@ def ping(run_id: str | None, src: str, dst: str, count: int, interval: float, wa
     view = _view(run_id)
     src_ns = view.netns_of(src)
     k = view.current_slice()
-    target = view.target(dst, k)
+    target = view.target(dst, k, 6 if ipv6 else None)
     _require_root("ping")
     argv = ping_argv(target.addr, count, interval, wait_s)
     p = run_in(src_ns, argv, timeout_s=count * interval + wait_s + 15)
     res = parse_ping(p.stdout + "\n" + p.stderr)
     rec = {"src": view.node(src)["name"], "dst": dst, "dst_node": target.name, "dst_addr": target.addr,
-           "slice": k, "slice_after": view.current_slice(), "exit_code": p.returncode, **res}
+           "family": 6 if ":" in target.addr else 4, "slice": k, "slice_after": view.current_slice(), "exit_code": p.returncode, **res}
     if fmt == "json":
         emit_json(rec)
         return
@@ -177,8 +182,10 @@ def ping(run_id: str | None, src: str, dst: str, count: int, interval: float, wa
 @click.option("-t", "--time", "seconds", type=float, default=5.0, show_default=True, help="Test length in seconds.")
 @click.option("-P", "--parallel", type=int, default=1, show_default=True, help="Parallel TCP streams.")
 @click.option("-R", "--reverse", is_flag=True, help="DST sends, SRC receives.")
+@ipv6_option
 @format_option
-def iperf(run_id: str | None, src: str, dst: str, seconds: float, parallel: int, reverse: bool, fmt: str) -> None:
+def iperf(run_id: str | None, src: str, dst: str, seconds: float, parallel: int, reverse: bool, ipv6: bool,
+          fmt: str) -> None:
     """TCP throughput from SRC to DST with iperf3 (the Internet node's server, or a one-off server in DST)."""
     import contextlib
 
@@ -192,7 +199,7 @@ def iperf(run_id: str | None, src: str, dst: str, seconds: float, parallel: int,
         raise InputError(f"--parallel: must be 1..128 (got {parallel})")
     view = _view(run_id)
     src_ns = view.netns_of(src)
-    target = view.target(dst, view.current_slice())
+    target = view.target(dst, view.current_slice(), 6 if ipv6 else None)
     _require_root("iperf")
     if target.node is None or target.node["kind"] == "inet":
         server = contextlib.nullcontext(IPERF_PORT)  # the Internet's server, started by `up`
@@ -205,7 +212,7 @@ def iperf(run_id: str | None, src: str, dst: str, seconds: float, parallel: int,
                    timeout_s=seconds + 30)
     res = parse_iperf3(p.stdout, src_ns)
     rec = {"src": view.node(src)["name"], "dst": dst, "dst_node": target.name, "dst_addr": target.addr,
-           "port": port, "server": server_note, **res}
+           "family": 6 if ":" in target.addr else 4, "port": port, "server": server_note, **res}
     if fmt == "json":
         emit_json(rec)
         return
@@ -224,8 +231,9 @@ def iperf(run_id: str | None, src: str, dst: str, seconds: float, parallel: int,
 @click.option("--timeout", "timeout_s", type=float, default=1.5, show_default=True,
               help="Seconds to collect sightings after sending.")
 @click.option("--all", "watch_all", is_flag=True, help="Watch every namespace, however big the run.")
+@ipv6_option
 @format_option
-def trace(run_id: str | None, src: str, dst: str, timeout_s: float, watch_all: bool, fmt: str) -> None:
+def trace(run_id: str | None, src: str, dst: str, timeout_s: float, watch_all: bool, ipv6: bool, fmt: str) -> None:
     """Follow one scapy ICMP probe from SRC to DST through the namespaces and compare with the plan."""
     from emu.dataplane import trace as tr
 
@@ -233,9 +241,10 @@ def trace(run_id: str | None, src: str, dst: str, timeout_s: float, watch_all: b
         raise InputError(f"--timeout: must be 0.1..30 s (got {timeout_s})")
     view = _view(run_id)
     view.node(src)
-    view.target(dst)
+    view.target(dst, None, 6 if ipv6 else None)
     _require_root("trace")
-    rep = tr.trace(view, src, dst, timeout_s, max_capture=10**9 if watch_all else tr.MAX_CAPTURE)
+    rep = tr.trace(view, src, dst, timeout_s, max_capture=10**9 if watch_all else tr.MAX_CAPTURE,
+                   family=6 if ipv6 else None)
     if fmt == "json":
         emit_json(rep)
         return

@@ -164,7 +164,7 @@ class Builder:
 
     def servers(self) -> None:
         inet = self.m.by_name[self.m.cfg.inet_name].netns
-        for argv, what in servers.internet_servers(self.m.cfg.inet_addr):
+        for argv, what in servers.internet_servers(self.m.cfg.inet_addr, self.m.cfg.inet_addr6):
             try:
                 p = procs.spawn_in(inet, argv)
             except procs.CommandNotFound:

@@ -83,19 +83,22 @@ class Controller:
         for n in m.nodes:
             item = {"name": n.name, "kind": n.kind, "netns": n.netns, "index": n.index}
             if n.kind in ("ut", "gs"):
-                from emu.addressing.grc import to_ipv4
+                from emu.addressing.grc import to_ipv4, to_ipv6
 
                 item["grc"] = to_ipv4(m.db.ground[n.index].grc)
+                item["grc6"] = to_ipv6(m.db.ground[n.index].grc, m.cfg.grc_ipv6_prefix)
             elif n.kind == "dev":
                 item["addr"] = m.dev_addr(n.index)
+                item["addr6"] = m.dev_addr6(n.index)
             elif n.kind == "inet":
                 item["addr"] = m.cfg.inet_addr
+                item["addr6"] = m.cfg.inet_addr6
             nodes.append(item)
         self.run.write_json("run.json", {
             "run": self.run.run_id, "prefix": self.run.prefix, "plan": str(self.plan_path),
             "scenario": self.scenario_name, "slice_s": self.db.slice_s, "speed": self.speed,
             "n_slices": m.n_slices, "start_slice": self.k0, "inet": m.cfg.inet_name, "inet_addr": m.cfg.inet_addr,
-            "nodes": nodes,
+            "inet_addr6": m.cfg.inet_addr6, "grc_ipv6_prefix": m.cfg.grc_ipv6_prefix, "nodes": nodes,
             "started": time.time()})
 
     def write_status(self, **kw) -> None:

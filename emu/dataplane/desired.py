@@ -18,6 +18,15 @@ Two layers:
   critical path, nothing looks at it yet), ``switch`` (the boundary) and
   ``cleanup`` (after it). :func:`route_diff` does the same for one table.
 
+Both families (spec: grc-based-routing §GRC encoding, the 128-bit form): the
+satellites' tables, rules and GRC bindings are computed once, keyed by the
+IPv4 GRC, and every one of them has an IPv6 twin under the scenario's GRC
+/96 (:func:`grc_twin6`, :func:`routes6`: the one rule is
+:func:`emu.addressing.grc.prefix6_of`), with the same next hops (link-local,
+over the same veths). The ground side carries its IPv6 values explicitly
+(ground defaults for the GRC /96, cores' routes to the user /64s, UT tunnel
+targets over the IPv6 GRCs, the vx6 tunnels, the terrestrial IPv6 plan).
+
 The kernel side (:mod:`emu.dataplane.slices`, :mod:`emu.dataplane.build`)
 only executes these; the rules of make-before-break and of the three-table
 rotation live here and are unit-tested on the values.
@@ -25,17 +34,19 @@ rotation live here and are unit-tested on the values.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from emu.addressing.grc import to_ipv4
+from emu.addressing.grc import ipv6_base, prefix6_of, to_ipv4, to_ipv6
 from emu.dataplane import ifnames, nlroute
-from emu.dataplane.model import (IDX_DIR, IDX_DN_SLOT, IDX_GROUND_SLOT, IDX_LO, IDX_TERR, IDX_TUN, IDX_UP_SLOT,
-                                 MTU_SPACE, MTU_TERRESTRIAL, MTU_TUNNEL, TUNNEL_GS_ADDR, TUNNEL_MAC, TUNNEL_PLEN,
-                                 GroundLink, Model, ShellLink)
+from emu.dataplane.model import (IDX_DIR, IDX_DN_SLOT, IDX_GROUND_SLOT, IDX_LO, IDX_TERR, IDX_TUN, IDX_TUN6,
+                                 IDX_UP_SLOT, MTU_SPACE, MTU_TERRESTRIAL, MTU_TUNNEL, MTU_TUNNEL6, TUNNEL6_GS_LL,
+                                 TUNNEL6_IFNAME, TUNNEL_GS_ADDR, TUNNEL_MAC, TUNNEL_PLEN, GroundLink, Model,
+                                 ShellLink)
 from emu.orbit.constellation import DOWN, OPPOSITE, UP
 from emu.plan import actions
 
@@ -95,7 +106,8 @@ class Veth:
 
 @dataclass(frozen=True, order=True)
 class Rule:
-    """A policy rule on every satellite: look ``table`` up at ``priority``."""
+    """A policy rule on every satellite, in both families (IPv4 and IPv6 GRC lookups): look ``table`` up at
+    ``priority``."""
 
     table: int
     priority: int
@@ -116,6 +128,7 @@ class GroundDefault:
     ground: int
     node: str
     via: tuple[int, str] | None  # (oif, IPv6 link-local gateway)
+    dst6: str | None = None  # the GRC /96, routed the same way (IPv6 GRC traffic: the vx6 tunnels)
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,8 @@ class CoreRoute:
     gs: int
     oif: int | None = None
     gateway: str | None = None
+    subnet6: str | None = None  # the UT's IPv6 /64, routed the same way
+    gateway6: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,7 @@ class TunnelTarget:
     gs: int
     remote: str
     local: str
+    remote6: str | None = None  # the vx6 tunnel's target: the GS's IPv6 GRC
 
 
 @dataclass(frozen=True)
@@ -311,7 +327,32 @@ def terrestrial_addrs(m: Model) -> list[Addr]:
     for idx, name, _c, _p in m.db.operators:
         out += [Addr(name, IDX_TERR, m.core_public(idx), 30),
                 Addr(m.cfg.inet_name, INET_CORE_BASE + idx, m.inet_core_addr(idx), 30)]
-    return out + bgp_addrs(m)
+    return out + bgp_addrs(m) + terrestrial_addrs6(m)
+
+
+def terrestrial_addrs6(m: Model) -> list[Addr]:
+    """The IPv6 twins (grc §Data Forwarding Process: "an IPv4/IPv6 packet"): UT LAN ::1/64 and the UT's IPv6
+    GRC, device ::2/64 from its operator's IPv6 pool, GS <-> core /64 and the GS's IPv6 GRC, core <->
+    Internet /64, the Internet's IPv6 server prefix."""
+    v6 = m.cfg.grc_ipv6_prefix
+    out = []
+    for u in m.uts:
+        out += [Addr(u.name, IDX_TERR, m.ut_lan_addr6(u.idx), 64), Addr(u.name, IDX_LO, to_ipv6(u.grc, v6), 128),
+                Addr(u.device, IDX_TERR, m.dev_addr6(u.idx), 64)]
+    for i, g in enumerate(m.gss):
+        gs_end, core_end = m.gs_core_link6(g.idx)
+        out += [Addr(g.name, IDX_TERR, gs_end, 64), Addr(g.name, IDX_LO, to_ipv6(g.grc, v6), 128),
+                Addr(m.db.operators[g.operator][1], CORE_GS_BASE + i, core_end, 64)]
+    out.append(Addr(m.cfg.inet_name, IDX_LO, m.cfg.inet_addr6, m.cfg.inet_prefix6.prefixlen))
+    for idx, name, _c, _p in m.db.operators:
+        core_end, inet_end = m.core_inet6(idx)
+        out += [Addr(name, IDX_TERR, core_end, 64), Addr(m.cfg.inet_name, INET_CORE_BASE + idx, inet_end, 64)]
+    # a link-local on both ends of every terrestrial link: the kernel sends a neighbour solicitation for a
+    # *forwarded* packet only from a link-local address (namespaces get none automatically: addr_gen_mode 1)
+    for v in terrestrial_veths(m):
+        if v.kind in ("lan", "core", "inet"):
+            out += [Addr(v.node_a, v.index_a, "fe80::1", 64), Addr(v.node_b, v.index_b, "fe80::2", 64)]
+    return out
 
 
 def terrestrial_routes(m: Model) -> list[StaticRoute]:
@@ -322,7 +363,21 @@ def terrestrial_routes(m: Model) -> list[StaticRoute]:
     for idx, name, _c, pool in m.db.operators:
         out += [StaticRoute(name, "0.0.0.0/0", IDX_TERR, m.inet_core_addr(idx)),
                 StaticRoute(m.cfg.inet_name, pool, INET_CORE_BASE + idx, m.core_public(idx))]
-    return out + bgp_inet_routes(m)
+    return out + bgp_inet_routes(m) + terrestrial_routes6(m)
+
+
+def terrestrial_routes6(m: Model) -> list[StaticRoute]:
+    """IPv6: device ``::/0`` -> its UT; GS and core: the Internet's IPv6 prefix -> core -> Internet; the
+    Internet -> each operator's IPv6 pool via its core (IPv6 pools are the operators' public prefixes: no
+    NAT66). The per-slice core -> GS routes of the user /64s are CoreRoute.subnet6."""
+    inet6 = str(m.cfg.inet_prefix6)
+    out = [StaticRoute(u.device, "::/0", IDX_TERR, m.ut_lan_addr6(u.idx)) for u in m.uts]
+    out += [StaticRoute(g.name, inet6, IDX_TERR, m.gs_core_link6(g.idx)[1]) for g in m.gss]
+    for idx, name, _c, _p in m.db.operators:
+        core_end, inet_end = m.core_inet6(idx)
+        out += [StaticRoute(name, inet6, IDX_TERR, inet_end),
+                StaticRoute(m.cfg.inet_name, m.cfg.pools6[idx], INET_CORE_BASE + idx, core_end)]
+    return out
 
 
 @dataclass(frozen=True, order=True)
@@ -410,10 +465,38 @@ def tunnel_config(m: Model) -> TunnelConfig:
             routes.append(StaticRoute(u.name, str(m.cfg.inet_prefix), IDX_TUN, TUNNEL_GS_ADDR))
         else:
             devs.append(TunnelDevice(u.name, mode, name, IDX_TUN, MTU_TUNNEL))
+    d6, a6, n6, f6, r6 = tunnel6_config(m)
+    devs, addrs, neighs, fdbs, routes = devs + d6, addrs + a6, neighs + n6, fdbs + f6, routes + r6
     if m.cfg.bgp and mode == "vxlan":
         a6, n6, r6 = bgp_mnp_delivery(m)
         addrs, neighs, routes = addrs + a6, neighs + n6, routes + r6
     return TunnelConfig(tuple(devs), tuple(addrs), tuple(neighs), tuple(fdbs), tuple(routes), tuple(encap))
+
+
+def tunnel6_config(m: Model) -> tuple[list[TunnelDevice], list[Addr], list[Neigh], list[Fdb], list[StaticRoute]]:
+    """IPv6 user traffic (grc §Data Forwarding Process steps 2-4, "IPv4/IPv6"): a second VXLAN device, ``vx6``,
+    whose outer header is IPv6 GRC to IPv6 GRC, so the satellites forward it by their IPv6 tables. The same in
+    both tunnel modes: VXLAN is on every kernel the emulator supports; ipip cannot carry IPv6 and this kernel has
+    no ip6tnl. Inside, link-local addresses (GS ``fe80::1``, UT ``fe80::(2 + position)``) with static neighbours;
+    the UT sends the Internet's IPv6 prefix into it, the GS each of its operator's UTs' /64 (the FDB, set per
+    slice, says where: TunnelTarget.remote6)."""
+    v6 = m.cfg.grc_ipv6_prefix
+    devs, addrs, neighs, fdbs, routes = [], [], [], [], []
+    for g in m.gss:
+        devs.append(TunnelDevice(g.name, "vxlan", TUNNEL6_IFNAME, IDX_TUN6, MTU_TUNNEL6,
+                                 m.vni_of_operator(g.operator), to_ipv6(g.grc, v6), TUNNEL_MAC))
+        addrs.append(Addr(g.name, IDX_TUN6, TUNNEL6_GS_LL, 64))
+        for u in (u for u in m.uts if u.operator == g.operator):
+            neighs.append(Neigh(g.name, IDX_TUN6, m.ut_tunnel6_ll(u.idx), m.ut_tunnel_mac(u.idx)))
+            fdbs.append(Fdb(g.name, IDX_TUN6, m.ut_tunnel_mac(u.idx), to_ipv6(u.grc, v6)))
+            routes.append(StaticRoute(g.name, str(m.user_subnets6[u.idx]), IDX_TUN6, m.ut_tunnel6_ll(u.idx)))
+    for u in m.uts:
+        devs.append(TunnelDevice(u.name, "vxlan", TUNNEL6_IFNAME, IDX_TUN6, MTU_TUNNEL6,
+                                 m.vni_of_operator(u.operator), to_ipv6(u.grc, v6), m.ut_tunnel_mac(u.idx)))
+        addrs.append(Addr(u.name, IDX_TUN6, m.ut_tunnel6_ll(u.idx), 64))
+        neighs.append(Neigh(u.name, IDX_TUN6, TUNNEL6_GS_LL, TUNNEL_MAC))
+        routes.append(StaticRoute(u.name, str(m.cfg.inet_prefix6), IDX_TUN6, TUNNEL6_GS_LL))
+    return devs, addrs, neighs, fdbs, routes
 
 
 def bgp_mnp_delivery(m: Model) -> tuple[list[Addr], list[Neigh], list[StaticRoute]]:
@@ -451,6 +534,7 @@ class Desired:
     def __init__(self, model: Model, k0: int = 0):
         self.m = model
         self.k0 = k0
+        self.base6 = ipv6_base(model.cfg.grc_ipv6_prefix)  # the GRC /96: every table's IPv6 twin (routes6)
         self._cache: dict[tuple[str, int], object] = {}
 
     def _get(self, what: str, k: int, fn):
@@ -554,7 +638,7 @@ class Desired:
         for g in m.db.ground:
             gl = links.get(g.idx)
             via = (IDX_GROUND_SLOT + gl.ground_slot, m.sat_ll(gl.sat, DOWN)) if gl else None
-            out[g.idx] = GroundDefault(g.idx, g.name, via)
+            out[g.idx] = GroundDefault(g.idx, g.name, via, m.cfg.grc_ipv6_prefix)
         return out
 
     def cores_and_tunnels(self, k: int) -> tuple[dict[int, CoreRoute], dict[int, TunnelTarget]]:
@@ -567,11 +651,14 @@ class Desired:
             gs = int(choice[row, 0])
             core = m.db.operators[u.operator][1]
             sub = str(m.user_subnets[u.idx])
+            sub6 = str(m.user_subnets6[u.idx])
             if gs >= 0:
-                cores[u.idx] = CoreRoute(u.idx, core, sub, gs, CORE_GS_BASE + gs_pos[gs], m.gs_core_link(gs)[0])
-                tunnels[u.idx] = TunnelTarget(u.idx, u.name, gs, to_ipv4(m.db.ground[gs].grc), to_ipv4(u.grc))
+                cores[u.idx] = CoreRoute(u.idx, core, sub, gs, CORE_GS_BASE + gs_pos[gs], m.gs_core_link(gs)[0],
+                                         sub6, m.gs_core_link6(gs)[0])
+                tunnels[u.idx] = TunnelTarget(u.idx, u.name, gs, to_ipv4(m.db.ground[gs].grc), to_ipv4(u.grc),
+                                              to_ipv6(m.db.ground[gs].grc, m.cfg.grc_ipv6_prefix))
             else:
-                cores[u.idx] = CoreRoute(u.idx, core, sub, -1)
+                cores[u.idx] = CoreRoute(u.idx, core, sub, -1, subnet6=sub6)
         return cores, tunnels
 
     def delays(self, k: int, links: frozenset[Veth] | None = None) -> dict[tuple[str, int], Delay]:
@@ -620,6 +707,17 @@ def route_diff(have: Mapping[RouteKey, RouteVal], want: Mapping[RouteKey, RouteV
     dels = [key for key in have if key not in want]
     reps = [(key, val) for key, val in want.items() if have.get(key) != val]
     return dels, reps
+
+
+def routes6(routes: Mapping[RouteKey, RouteVal], base6: int) -> dict[RouteKey, RouteVal]:
+    """The IPv6 twin of a satellite's table: every entry under the GRC /96 (``base6``:
+    :func:`emu.addressing.grc.ipv6_base`), lengths + 96, the same type and next hops (link-local)."""
+    return {(*prefix6_of(p, plen, base6), metric): val for (p, plen, metric), val in routes.items()}
+
+
+def grc_twin6(addr: str, base6: int) -> str:
+    """The IPv6 form of a bound GRC address (dotted IPv4) under the GRC /96."""
+    return str(ipaddress.IPv6Address(prefix6_of(int(ipaddress.IPv4Address(addr)), 32, base6)[0]))
 
 
 def _changed(cur: Mapping, nxt: Mapping) -> list:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from emu.addressing.grc import ipv6_base
 from emu.dataplane import desired as D
 from emu.dataplane import ifnames, servers
 from emu.dataplane.model import Model
@@ -49,22 +50,25 @@ def describe(m: Model, k0: int = 0, plan: str = "", scenario: str = "") -> dict:
     for r in D.terrestrial_routes(m) + list(tcfg.routes) + list(tcfg.encap_routes):
         main[r.node] += 1
     for g in st.ground.values():
-        main[g.node] += 1
+        main[g.node] += 1 + bool(g.dst6)
     for c in st.cores.values():
-        main[c.node] += 1
+        main[c.node] += 1 + bool(c.subnet6)
     if m.cfg.tunnel_mode == "ipip":
         for t in st.tunnels.values():
             main[t.node] += 1  # the Internet prefix, encapsulated toward the chosen GS
     for name, n in main.items():
         per_node[name]["tables"]["main"] = n
-    rules = [{"table": r.table, "priority": r.priority} for r in sorted(st.rules)]
+    rules = [{"table": r.table, "priority": r.priority} for r in sorted(st.rules)]  # in both families
+    base6 = ipv6_base(m.cfg.grc_ipv6_prefix)
     for s, sat in enumerate(m.satellites):
         node = per_node[sat.name]
         node["tables"][str(st.table)] = len(st.routes[s])
+        node["tables6"] = {str(st.table): len(st.routes[s])}  # the IPv6 twins (desired.routes6)
         node["rules"] = rules
         node["addresses"] += [f"{a}/32" for a in st.grc_addrs[s]]
+        node["addresses"] += [f"{D.grc_twin6(a, base6)}/128" for a in st.grc_addrs[s]]
     processes = [{"node": m.cfg.inet_name, "argv": argv, "what": what}
-                 for argv, what in servers.internet_servers(m.cfg.inet_addr)]
+                 for argv, what in servers.internet_servers(m.cfg.inet_addr, m.cfg.inet_addr6)]
     processes += [{"node": name, "what": "nftables masquerade", "argv": ["nft", "-f", "-"],
                    "note": "where the kernel has nftables NAT"} for _i, name, _c, _p in m.db.operators]
     if m.cfg.bgp:
@@ -83,6 +87,7 @@ def describe(m: Model, k0: int = 0, plan: str = "", scenario: str = "") -> dict:
                   "counts": dict(sorted(Counter(v.kind for v in fixed + dynamic).items())),
                   "grid_up": len(st.grid)},
         "satellite_tables": {"table": st.table, "rules": rules, "routes_total": n_routes,
+                             "families": ["IPv4", "IPv6"], "grc_ipv6_prefix": m.cfg.grc_ipv6_prefix,
                              "routes_max": max((len(r) for r in st.routes.values()), default=0),
                              "unresolved": st.unresolved},
         "tunnel": {"scenario": m.cfg.tunnel_pref, "mode": m.cfg.tunnel_mode, "ifname": tun,

@@ -22,6 +22,7 @@ import socket
 from pyroute2.netlink.rtnl import RTM_GETROUTE, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
+from emu.addressing.grc import ipv6_base, prefix6_of
 from emu.dataplane.model import IDX_LO, Model
 from emu.dataplane.netlink import NetlinkBatch
 from emu.dataplane.nlmsg import decode, encode
@@ -30,15 +31,24 @@ from emu.plan import actions
 
 
 @functools.lru_cache(maxsize=65536)
-def _get_body(dst: int) -> bytes:
-    """``ip route get DST`` as a pyroute2 rtmsg (the same for every satellite, so encoded once)."""
+def _get_body(dst: int, base6: int | None = None) -> bytes:
+    """``ip route get DST`` as a pyroute2 rtmsg (the same for every satellite, so encoded once); with
+    ``base6`` (the GRC /96, emu.addressing.grc.ipv6_base) the GRC's IPv6 form, ``ip -6 route get``."""
+    if base6 is not None:
+        return encode(rtmsg, {"family": socket.AF_INET6, "dst_len": 128}, [("RTA_DST", _text6(dst, base6))])
     return encode(rtmsg, {"family": socket.AF_INET, "dst_len": 32}, [("RTA_DST", socket.inet_ntoa(dst.to_bytes(4, "big")))])
 
 
-def route_get_many(nl: NetlinkBatch, dsts: list[int]) -> list[tuple[int, int | None, int | None]]:
-    """For each IPv4 destination: (errno or 0, route type, egress ifindex), one request each, all in flight at once."""
+def _text6(dst: int, base6: int) -> str:
+    return socket.inet_ntop(socket.AF_INET6, prefix6_of(dst, 32, base6)[0].to_bytes(16, "big"))
+
+
+def route_get_many(nl: NetlinkBatch, dsts: list[int], base6: int | None = None
+                   ) -> list[tuple[int, int | None, int | None]]:
+    """For each GRC destination (IPv4; with ``base6`` its IPv6 form): (errno or 0, route type, egress
+    ifindex), one request each, all in flight at once."""
     out = []
-    for code, replies in nl.request_many(RTM_GETROUTE, [_get_body(d) for d in dsts], op="route get"):
+    for code, replies in nl.request_many(RTM_GETROUTE, [_get_body(d, base6) for d in dsts], op="route get"):
         route = next((decode(rtmsg, body) for mtype, body in replies if mtype == RTM_NEWROUTE), None)
         if code or route is None:
             out.append((code or errno.ENODATA, None, None))
@@ -59,13 +69,16 @@ def allowed_ifindexes(m: Model, sat: int, k: int, code: int) -> set[int]:
     return out
 
 
-def compare(m: Model, fabric, k: int, dsts: list[int]) -> dict:
-    """Check every satellite's FIB answer for ``dsts`` in slice k; return counts and the first mismatches."""
+def compare(m: Model, fabric, k: int, dsts: list[int], family: int = 4) -> dict:
+    """Check every satellite's FIB answer for ``dsts`` in slice k; return counts and the first mismatches.
+
+    ``family`` 6 asks for the GRCs' IPv6 forms (grc §GRC encoding): the same plan, the same answers."""
+    base6 = ipv6_base(m.cfg.grc_ipv6_prefix) if family == 6 else None
     tables = {kk: m.db.tables(kk) for kk in (k, k - 1) if kk >= 0}
     checked, mismatches = 0, []
     for s, node in enumerate(m.satellites):
         ref = {kk: t.reference(s) for kk, t in tables.items()}
-        answers = route_get_many(fabric.nl[node.netns], dsts)
+        answers = route_get_many(fabric.nl[node.netns], dsts, base6)
         for d, (err, rtype, oif) in zip(dsts, answers):
             checked += 1
             hit = ref[k].lookup(d)
@@ -78,7 +91,8 @@ def compare(m: Model, fabric, k: int, dsts: list[int]) -> dict:
                     prev is not None and err == 0 and oif in allowed_ifindexes(m, s, k - 1, prev[2]))
                 want = prev
             if not ok and len(mismatches) < 20:
-                mismatches.append({"sat": node.name, "dst": socket.inet_ntoa(d.to_bytes(4, "big")), "errno": err,
+                text = _text6(d, base6) if base6 is not None else socket.inet_ntoa(d.to_bytes(4, "big"))
+                mismatches.append({"sat": node.name, "dst": text, "errno": err,
                                    "oif": oif, "plan": actions.describe(want[2]) if want else None})
     return {"slice": k, "checked": checked, "mismatches": mismatches}
 

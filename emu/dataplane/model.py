@@ -33,12 +33,14 @@ from emu.orbit.constellation import DOWN, OPPOSITE, UP
 from emu.dataplane.runconfig import RunConfig, scenario_of_plan
 from emu.plan.db import PlanDB
 from emu.plan.planner import neighbour_matrix
+from emu.scenario.model import RESERVED_TERRESTRIAL6
 
 # fixed interface indexes inside each namespace
 IDX_LO = 1
 IDX_DIR = {d: 10 + d for d in range(4)}  # n s e w
 IDX_TERR = 10  # first terrestrial / LAN interface
 IDX_TUN = 20  # UT / GS tunnel device
+IDX_TUN6 = 21  # UT / GS tunnel device of IPv6 user traffic (VXLAN over the IPv6 GRCs)
 IDX_GROUND_SLOT = 100  # g<j> on satellites, up<j> on ground nodes
 IDX_UP_SLOT = 400  # up<j> on satellites (to the shell above)
 IDX_DN_SLOT = 600  # dn<j> on satellites (to the shell below)
@@ -47,15 +49,26 @@ MAX_SLOTS = 200
 MTU_SPACE = 1600  # satellite segment: room for a 1500-byte packet in a tunnel
 MTU_TERRESTRIAL = 1500
 MTU_TUNNEL = 1550
+MTU_TUNNEL6 = 1530  # VXLAN over IPv6: 70 bytes of headers in MTU_SPACE
 
 TUNNEL_MAC = "02:54:00:00:00:01"  # every GS's tunnel end shares MAC and address (anycast-like)
 TUNNEL_GS_ADDR = "10.254.0.1"
 TUNNEL_PLEN = 16
 VXLAN_PORT = 4789
+TUNNEL6_IFNAME = "vx6"
+TUNNEL6_GS_LL = "fe80::1"  # every GS's vx6 end (shared, like its IPv4 tunnel address and MAC)
+TERR6 = ipaddress.IPv6Network(next(iter(RESERVED_TERRESTRIAL6)))  # the data plane's own IPv6 links
+TERR6_CORE_INET = 0x8000  # /64 subnet ids: GS position i -> i (GS <-> core), operator o -> 0x8000 + o (core <-> inet)
 
 
 def link_local(iid: int) -> str:
     return str(ipaddress.IPv6Address((0xFE80 << 112) | iid))
+
+
+def _terr6(subnet: int, host: int) -> str:
+    if not 0 <= subnet < 1 << 16:
+        raise ValueError(f"IPv6 link subnet: 0..65535 (got {subnet})")
+    return str(ipaddress.IPv6Address(int(TERR6.network_address) | (subnet << 64) | host))
 
 
 @dataclass(frozen=True)
@@ -378,6 +391,41 @@ class Model:
     @staticmethod
     def ut_tunnel_mac(ut: int) -> str:
         return "02:54:01:00:%02x:%02x" % ((ut >> 8) & 0xFF, ut & 0xFF)
+
+    @cached_property
+    def user_subnets6(self) -> dict[int, ipaddress.IPv6Network]:
+        """UT ground index -> its device LAN's IPv6 /64: the operator's IPv6 pool's (j+1)-th /64 for its j-th UT
+        (the first kept for the operator, like the IPv4 pool)."""
+        out = {}
+        for idx, _name, _code, _pool in self.db.operators:
+            net = ipaddress.IPv6Network(self.cfg.pools6[idx])
+            base, step = int(net.network_address), 1 << 64
+            for j, u in enumerate(u for u in self.uts if u.operator == idx):
+                out[u.idx] = ipaddress.IPv6Network((base + (j + 1) * step, 64))
+        return out
+
+    def dev_addr6(self, ut: int) -> str:
+        return str(self.user_subnets6[ut].network_address + 2)
+
+    def ut_lan_addr6(self, ut: int) -> str:
+        return str(self.user_subnets6[ut].network_address + 1)
+
+    def ut_tunnel6_ll(self, ut: int) -> str:
+        """The link-local address of a UT's vx6 end: fe80::(2 + its position among all UTs)."""
+        return link_local(2 + self._ut_pos[ut])
+
+    @cached_property
+    def _ut_pos(self) -> dict[int, int]:
+        return {u.idx: i for i, u in enumerate(self.uts)}
+
+    def gs_core_link6(self, gs: int) -> tuple[str, str]:
+        """(gs end, core end) of the GS <-> core link's IPv6 /64 (TERR6, subnet = GS position)."""
+        i = self.gss.index(next(g for g in self.gss if g.idx == gs))
+        return _terr6(i, 1), _terr6(i, 2)
+
+    def core_inet6(self, op: int) -> tuple[str, str]:
+        """(core end, Internet end) of operator ``op``'s core <-> Internet link's IPv6 /64."""
+        return _terr6(TERR6_CORE_INET + op, 1), _terr6(TERR6_CORE_INET + op, 2)
 
     def gs_core_link(self, gs: int) -> tuple[str, str]:
         """(gs end, core end) of the GS <-> core /30."""

@@ -29,7 +29,8 @@ from emu.dataplane.nlmsg import (RT_TABLE_COMPAT, RTN_LOCAL, RTN_UNICAST, RTN_UN
                                  kind_body, mac_text)
 from emu.dataplane.rtpack import Nexthop
 
-__all__ = ["Hop", "RTN_LOCAL", "RTN_UNICAST", "RTN_UNREACHABLE", "route4", "route4_default_via6", "ipip_external",
+__all__ = ["Hop", "RTN_LOCAL", "RTN_UNICAST", "RTN_UNREACHABLE", "route4", "route6", "route4_default_via6",
+           "ipip_external",
            "route4_encap", "neigh", "fdb"]
 
 NTF_SELF = NTF_NAMES["NTF_SELF"]
@@ -59,6 +60,25 @@ def route4(batch: NetlinkBatch, verb: str, prefix: int, plen: int, hops: Sequenc
                            type=rtype)
     if len(hops) > 1:
         nhs = [Nexthop(h.oif, weight=max(1, min(256, h.weight)), via=h.via6) for h in hops]
+        return batch.route(verb, dst, plen, nexthops=nhs, table=table, metric=metric, type=rtype)
+    return batch.route(verb, dst, plen, table=table, metric=metric, type=rtype, scope=0)
+
+
+def route6(batch: NetlinkBatch, verb: str, prefix: int, plen: int, hops: Sequence[Hop] = (), *, table: int,
+           metric: int | None = None, rtype: int = RTN_UNICAST, oif: int | None = None) -> int:
+    """The IPv6 twin of :func:`route4` (``prefix`` a 128-bit int): the same hops, as RTA_GATEWAY (link-local
+    next hops of the route's own family), through the same bulk encoder. IPv6 keys a route by destination,
+    table and metric too, so a delete names the same three."""
+    dst = prefix.to_bytes(16, "big")
+    if verb == "del":
+        return batch.route("del", dst, plen, table=table, metric=metric, type=rtype)
+    if rtype == RTN_LOCAL:
+        return batch.route(verb, dst, plen, oif=oif, table=table, metric=metric, type=rtype)
+    if len(hops) == 1:
+        return batch.route(verb, dst, plen, oif=hops[0].oif, gateway=hops[0].via6, table=table, metric=metric,
+                           type=rtype)
+    if len(hops) > 1:
+        nhs = [Nexthop(h.oif, h.via6, weight=max(1, min(256, h.weight))) for h in hops]
         return batch.route(verb, dst, plen, nexthops=nhs, table=table, metric=metric, type=rtype)
     return batch.route(verb, dst, plen, table=table, metric=metric, type=rtype, scope=0)
 

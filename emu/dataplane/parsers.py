@@ -15,8 +15,9 @@ from emu.errors import DataplaneError
 
 
 # ============================================================================ ip -j addr
-def pick_global_ipv4(ip_json: str) -> str | None:
-    """From ``ip -j -4 addr show`` output, the address to aim at: on ``lo`` first, then the rest."""
+def pick_global_ipv4(ip_json: str, family: str = "inet") -> str | None:
+    """From ``ip -j -4 addr show`` output (``-6`` and ``family="inet6"``: IPv6), the address to aim at: on
+    ``lo`` first, then the rest."""
     try:
         links = json.loads(ip_json or "[]")
     except ValueError:
@@ -25,7 +26,7 @@ def pick_global_ipv4(ip_json: str) -> str | None:
     for link in links:
         for a in link.get("addr_info", []):
             local = a.get("local")
-            if not local or a.get("family") != "inet" or a.get("scope", "global") != "global":
+            if not local or a.get("family") != family or a.get("scope", "global") != "global":
                 continue
             if ipaddress.ip_address(local).is_loopback:
                 continue

@@ -51,6 +51,11 @@ class RunConfig:
     bgp: bool = False  # the scenario's bgp.enabled: BGP overlay (peering links and addresses, daemons)
     bgp_timers: str = "aggressive"
     bgp_msp_base: str = "fd4c:454f::/32"
+    # IPv6 (grc §GRC encoding, the 128-bit form): the GRC /96 satellites forward, the Internet's IPv6 prefix,
+    # each operator's IPv6 user pool (by operator index, configured or derived: Operator.pool6)
+    grc_ipv6_prefix: str = "fd00:6772:6300::/96"
+    inet_prefix6: ipaddress.IPv6Network = ipaddress.IPv6Network("fd69:6e65:7400::/64")
+    pools6: tuple[str, ...] = ()
 
     @classmethod
     def from_scenario(cls, sc: Scenario, features=None, *, tunnel_mode: str | None = None) -> "RunConfig":
@@ -79,12 +84,20 @@ class RunConfig:
             bgp=sc.bgp.enabled,
             bgp_timers=sc.bgp.timers,
             bgp_msp_base=sc.bgp.msp_base,
+            grc_ipv6_prefix=sc.grc.ipv6_prefix,
+            inet_prefix6=ipaddress.IPv6Network(sc.internet.prefix6),
+            pools6=tuple(o.pool6 for o in sc.operators),
         )
 
     @property
     def inet_addr(self) -> str:
         """The Internet node's server address: the first host of the Internet prefix."""
         return str(next(self.inet_prefix.hosts()))
+
+    @property
+    def inet_addr6(self) -> str:
+        """The Internet node's IPv6 server address: ``::1`` of its IPv6 prefix."""
+        return str(self.inet_prefix6.network_address + 1)
 
     @property
     def rates_mbit(self) -> dict[str, float]:

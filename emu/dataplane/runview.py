@@ -70,8 +70,11 @@ class RunView:
             self._db = PlanDB(self.info["plan"])
         return self._db
 
-    def address_of(self, name: str, k: int | None = None) -> str:
-        """The IPv4 address a probe toward node ``name`` should use (satellite: its slice-``k`` GRC)."""
+    def address_of(self, name: str, k: int | None = None, family: int = 4) -> str:
+        """The IPv4 (``family`` 6: IPv6) address a probe toward node ``name`` should use (satellite: its
+        slice-``k`` GRC, or its IPv6 form)."""
+        if family == 6:
+            return self._address6_of(name, k)
         node = self.node(name)
         kind = node["kind"]
         if kind == "dev" and node.get("addr"):
@@ -90,20 +93,43 @@ class RunView:
             raise InputError(f"node: {name} has no address to aim at (got {name!r}); give an IP address instead")
         return addr
 
+    def _address6_of(self, name: str, k: int | None) -> str:
+        """The IPv6 address of node ``name``: a device's from its operator's IPv6 pool, the Internet's IPv6
+        server, a ground node's or satellite's IPv6 GRC (grc §GRC encoding, the 128-bit form)."""
+        node = self.node(name)
+        kind = node["kind"]
+        if kind in ("dev", "inet") and node.get("addr6"):
+            return node["addr6"]
+        if kind in ("ut", "gs") and node.get("grc6"):
+            return node["grc6"]
+        if kind == "satellite" and self.info.get("grc_ipv6_prefix"):
+            from emu.addressing.grc import to_ipv6
+
+            k = self.current_slice() if k is None else k
+            return to_ipv6(int(self.db.bound_grc(k)[int(node["index"])]), self.info["grc_ipv6_prefix"])
+        p = run_in(node["netns"], ["ip", "-j", "-6", "addr", "show"], timeout_s=10)
+        addr = pick_global_ipv4(p.stdout, "inet6") if p.returncode == 0 else None
+        if addr is None:
+            raise InputError(f"node: {name} has no IPv6 address to aim at (got {name!r}); give an IP address instead")
+        return addr
+
     def node_by_addr(self, addr: str) -> dict | None:
         for n in self.nodes:
-            if addr in (n.get("addr"), n.get("grc")):
+            if addr in (n.get("addr"), n.get("grc"), n.get("addr6"), n.get("grc6")):
                 return n
-        if addr == self.info.get("inet_addr"):
+        if addr in (self.info.get("inet_addr"), self.info.get("inet_addr6")):
             return self.by_name.get(self.info.get("inet", "inet"))
         return None
 
-    def target(self, text: str, k: int | None = None) -> Target:
-        """A node name or a literal IPv4/IPv6 address."""
+    def target(self, text: str, k: int | None = None, family: int | None = None) -> Target:
+        """A node name or a literal IPv4/IPv6 address; ``family`` 6 aims at a node's IPv6 address (a literal
+        address of the other family is bad input)."""
         try:
             addr = str(ipaddress.ip_address(text))
         except ValueError:
-            return Target(self.node(text), self.address_of(text, k))
+            return Target(self.node(text), self.address_of(text, k, family or 4))
+        if family is not None and ipaddress.ip_address(addr).version != family:
+            raise InputError(f"dst: -{family} asks for an IPv{family} destination (got {text!r})")
         return Target(self.node_by_addr(addr), addr)
 
     def controller_alive(self) -> bool:

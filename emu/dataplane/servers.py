@@ -21,10 +21,15 @@ IPERF_PORT = 5201
 HTTP_PORT = 80
 
 
-def internet_servers(addr: str) -> list[tuple[list[str], str]]:
-    """(argv, what) of the servers the Internet node runs on its address: iperf3 and a plain HTTP server."""
-    return [(["iperf3", "-s", "-B", addr], "iperf3"),
-            (["python3", "-m", "http.server", str(HTTP_PORT), "--bind", addr], "http")]
+def internet_servers(addr: str, addr6: str | None = None) -> list[tuple[list[str], str]]:
+    """(argv, what) of the servers the Internet node runs on its address (and its IPv6 address): iperf3 and a
+    plain HTTP server."""
+    out = [(["iperf3", "-s", "-B", addr], "iperf3"),
+           (["python3", "-m", "http.server", str(HTTP_PORT), "--bind", addr], "http")]
+    if addr6:
+        out += [(["iperf3", "-s", "-B", addr6], "iperf3 (IPv6)"),
+                (["python3", "-m", "http.server", str(HTTP_PORT), "--bind", addr6], "http (IPv6)")]
+    return out
 
 
 def listening_ports(pid: int) -> set[int]:

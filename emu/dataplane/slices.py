@@ -15,14 +15,16 @@ through such an interface are marked unknown (:meth:`_forget_routes_via`).
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections import defaultdict
 from collections.abc import Iterable
 
+from emu.addressing.grc import prefix6_of
 from emu.dataplane import desired as D
 from emu.dataplane import nlroute
 from emu.dataplane.fabric import Fabric
-from emu.dataplane.model import IDX_LO, IDX_TUN, TUNNEL_MAC, Model
+from emu.dataplane.model import IDX_LO, IDX_TUN, IDX_TUN6, TUNNEL_MAC, Model
 from emu.dataplane.tc import LinkShape, netem, shape_many
 
 log = logging.getLogger(__name__)
@@ -175,18 +177,23 @@ class SliceApplier:
     def _fill(self, t: int, st: D.SliceState) -> int:
         """Make table ``t`` hold ``st``'s routes on every satellite: only the difference is sent."""
         ops = 0
+        base6 = self.desired.base6
         for s, want in st.routes.items():
             have = self.tables[(s, t)]
             nl = self.f.nl[self.sat_ns(s)]
             dels, reps = D.route_diff(have, want)
-            for key in dels:
+            for key in dels:  # both families: the IPv6 twin under the GRC /96 (D.routes6)
                 nlroute.route4(nl, "del", key[0], key[1], table=t, metric=key[2], rtype=have[key][0])
+                p6, l6 = prefix6_of(key[0], key[1], base6)
+                nlroute.route6(nl, "del", p6, l6, table=t, metric=key[2], rtype=have[key][0])
                 del have[key]
             for key, (rtype, hops) in reps:
-                nlroute.route4(nl, "replace", key[0], key[1], hops, table=t, metric=key[2], rtype=rtype,
-                               oif=IDX_LO if rtype == nlroute.RTN_LOCAL else None)
+                oif = IDX_LO if rtype == nlroute.RTN_LOCAL else None
+                nlroute.route4(nl, "replace", key[0], key[1], hops, table=t, metric=key[2], rtype=rtype, oif=oif)
+                p6, l6 = prefix6_of(key[0], key[1], base6)
+                nlroute.route6(nl, "replace", p6, l6, hops, table=t, metric=key[2], rtype=rtype, oif=oif)
                 have[key] = (rtype, hops)
-            ops += len(dels) + len(reps)
+            ops += 2 * (len(dels) + len(reps))
         self.f.flush(self._sat_names, ok={3})  # ESRCH: went with a retired link
         return ops
 
@@ -194,13 +201,16 @@ class SliceApplier:
         for r in rules:
             for name in self._sat_names:
                 self.f.nl[name].rule(verb, table=r.table, priority=r.priority)
+                self.f.nl[name].rule(verb, table=r.table, priority=r.priority, family=socket.AF_INET6)
         self.f.flush(self._sat_names, ok=ok)
 
     def _addrs(self, items: list[tuple[int, str, int]], verb: str, ok) -> None:
         touched = set()
+        base6 = self.desired.base6
         for s, a, idx in items:
             ns = self.sat_ns(s)
             self.f.nl[ns].addr(verb, idx, a, 32)
+            self.f.nl[ns].addr(verb, idx, D.grc_twin6(a, base6), 128)  # its IPv6 form
             touched.add(ns)
         self.f.flush(touched, ok=ok)
 
@@ -235,18 +245,29 @@ class SliceApplier:
                     nlroute.route4(f.nl[ns], "replace", 0, 0, [nlroute.Hop(x.via[0], x.via[1])], table=254)
                 else:
                     nlroute.route4(f.nl[ns], "replace", 0, 0, table=254, rtype=nlroute.RTN_UNREACHABLE)
+                if x.dst6:
+                    if x.via:
+                        f.nl[ns].route("replace", x.dst6, oif=x.via[0], gateway=x.via[1], metric=1)
+                    else:
+                        f.nl[ns].route("replace", x.dst6, type="unreachable", metric=1)
             elif isinstance(x, D.CoreRoute):
                 ns = self.ns(x.node)
                 if x.gs >= 0:
                     f.nl[ns].route("replace", x.subnet, oif=x.oif, gateway=x.gateway)
                 else:
                     f.nl[ns].route("replace", x.subnet, type="unreachable")
+                if x.subnet6 and x.gs >= 0:
+                    f.nl[ns].route("replace", x.subnet6, oif=x.oif, gateway=x.gateway6, metric=1)
+                elif x.subnet6:
+                    f.nl[ns].route("replace", x.subnet6, type="unreachable", metric=1)
             elif isinstance(x, D.TunnelTarget):
                 ns = self.ns(x.node)
                 if m.cfg.tunnel_mode == "ipip":
                     nlroute.route4_encap(f.nl[ns], "replace", str(m.cfg.inet_prefix), IDX_TUN, x.remote, x.local)
                 else:
                     nlroute.fdb(f.nl[ns], "replace", IDX_TUN, TUNNEL_MAC, x.remote)
+                if x.remote6:
+                    nlroute.fdb(f.nl[ns], "replace", IDX_TUN6, TUNNEL_MAC, x.remote6)
             elif isinstance(x, D.Delay):
                 ns = self.ns(x.node)
                 netem(f.nl[ns], x.index, x.delay_us, verb="replace")

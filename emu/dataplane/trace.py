@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from emu.dataplane import netns
 from emu.dataplane.ifnames import direction_of
 from emu.dataplane.runview import RunView, Target
-from emu.errors import DataplaneError, InputError, PlanError
+from emu.errors import DataplaneError, PlanError
 
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
@@ -91,6 +91,22 @@ def bpf_program(icmp_id: int) -> list[tuple[int, int, int, int]]:
         off = lambda lab: 0 if lab is None else labels[lab] - i - 1  # noqa: E731
         out.append((op, off(jt), off(jf), k))
     return out
+
+
+def bpf_program6() -> list[tuple[int, int, int, int]]:
+    """Classic BPF accepting, on Ethernet frames, IPv6 with ICMPv6 or VXLAN (UDP 4789) right after the fixed
+    header: the IPv6 probe, its reply and errors, and the same inside the vx6 tunnels (IPv6 GRC outer header).
+    The token in the payload picks ours out (:func:`classify`)."""
+    LDH_ABS, LDB_ABS, JEQ, RET = 0x28, 0x30, 0x15, 0x06
+    return [(LDH_ABS, 0, 0, 12),
+            (JEQ, 0, 6, 0x86DD),      # not IPv6 -> drop
+            (LDB_ABS, 0, 0, 20),      # next header
+            (JEQ, 3, 0, 58),          # ICMPv6 -> accept
+            (JEQ, 0, 3, 17),          # not UDP -> drop
+            (LDH_ABS, 0, 0, 56),      # UDP destination port
+            (JEQ, 0, 1, VXLAN_PORT),  # not VXLAN -> drop
+            (RET, 0, 0, 0x40000),     # accept
+            (RET, 0, 0, 0)]           # drop
 
 
 @dataclass(frozen=True)
@@ -150,11 +166,11 @@ def matches_plan(observed: list[tuple[str, str | None]], planned: list[tuple[str
 class Capture:
     """AF_PACKET sockets, one per namespace, each opened inside its namespace; drained by one epoll loop."""
 
-    def __init__(self, names: list[str], icmp_id: int):
+    def __init__(self, names: list[str], icmp_id: int, family: int = 4):
         _raise_fd_limit(len(names) + 256)
         self.socks: dict[int, tuple[socket.socket, str]] = {}
         self.sel = selectors.DefaultSelector()
-        prog = bpf_program(icmp_id)
+        prog = bpf_program6() if family == 6 else bpf_program(icmp_id)
         try:
             for name in names:
                 with netns.inside(name):
@@ -245,10 +261,10 @@ def classify(frame: bytes, token: bytes, icmp_id: int) -> tuple[str, bool, str] 
     from scapy.layers.vxlan import VXLAN  # noqa: F401 - binds UDP 4789 to VXLAN
 
     pkt = Ether(frame)
-    tunnelled = bool(pkt.haslayer(VXLAN)) or (pkt.haslayer(IP) and pkt[IP].proto == 4)  # vx0 or tun0
+    tunnelled = bool(pkt.haslayer(VXLAN)) or (pkt.haslayer(IP) and pkt[IP].proto == 4)  # vx0/vx6 or tun0
     icmp = pkt.getlayer(ICMP)
     if icmp is None:
-        return None
+        return _classify6(pkt, tunnelled, icmp_id)
     ip = icmp.underlayer if isinstance(icmp.underlayer, IP) else None
     where = f"{ip.src} > {ip.dst}" if ip is not None else ""
     if icmp.type == 8 and icmp.id == icmp_id:
@@ -260,13 +276,36 @@ def classify(frame: bytes, token: bytes, icmp_id: int) -> tuple[str, bool, str] 
     return None
 
 
+def _classify6(pkt, tunnelled: bool, icmp_id: int) -> tuple[str, bool, str] | None:
+    """The ICMPv6 part of :func:`classify`: echo request/reply with our id, destination unreachable
+    (type 1) or time exceeded (type 3) quoting our probe."""
+    from scapy.layers.inet6 import IPv6, ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6EchoRequest, ICMPv6TimeExceeded
+
+    for layer, kind in ((ICMPv6DestUnreach, "error"), (ICMPv6TimeExceeded, "error"),
+                        (ICMPv6EchoRequest, "request"), (ICMPv6EchoReply, "reply")):
+        icmp = pkt.getlayer(layer)
+        if icmp is None:
+            continue
+        ip = icmp.underlayer if isinstance(icmp.underlayer, IPv6) else None
+        where = f"{ip.src} > {ip.dst}" if ip is not None else ""
+        if kind == "error":
+            return "error", tunnelled, f"{where} type {icmp.type} code {icmp.code}"
+        if icmp.id == icmp_id:
+            return kind, tunnelled, where
+    return None
+
+
 def _send_probe(src_ns: str, dst_addr: str, icmp_id: int, seq: int, token: bytes) -> tuple[float, str | None]:
     from scapy.layers.inet import ICMP
+    from scapy.layers.inet6 import ICMPv6EchoRequest
     from scapy.packet import Raw
 
-    payload = bytes(ICMP(type=8, id=icmp_id, seq=seq) / Raw(token))
+    six = ":" in dst_addr
+    payload = bytes((ICMPv6EchoRequest(id=icmp_id, seq=seq, cksum=0) if six else ICMP(type=8, id=icmp_id, seq=seq))
+                    / Raw(token))  # ICMPv6: the kernel fills in the checksum (pseudo-header) on raw sockets
     with netns.inside(src_ns):
-        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        s = (socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) if six
+             else socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
     try:
         t = time.time()
         s.sendto(payload, (dst_addr, 0))
@@ -338,13 +377,14 @@ class ProbeRun:
     sightings: list[Sighting] = field(default_factory=list)
 
 
-def trace(view: RunView, src: str, dst: str, timeout_s: float = 1.5, max_capture: int = MAX_CAPTURE) -> dict:
-    """Send one probe from node ``src`` toward ``dst`` (node or IPv4 address); report where it went."""
+def trace(view: RunView, src: str, dst: str, timeout_s: float = 1.5, max_capture: int = MAX_CAPTURE,
+          family: int | None = None) -> dict:
+    """Send one probe from node ``src`` toward ``dst`` (node or IP address; ``family`` 6: the node's IPv6
+    address, an ICMPv6 probe, forwarded by the IPv6 GRC tables); report where it went."""
     src_node = view.node(src)
     k = view.current_slice()
-    target = view.target(dst, k)
-    if ":" in target.addr:
-        raise InputError(f"trace: IPv4 destinations only (got {dst!r} -> {target.addr})")
+    target = view.target(dst, k, family)
+    family = 6 if ":" in target.addr else 4
     planned, plan_reason = _planned(view, src_node["name"], target.name, k)
     names, capture_info = _capture_set(view, planned, k, max_capture)
     if src_node["netns"] not in names:
@@ -354,7 +394,7 @@ def trace(view: RunView, src: str, dst: str, timeout_s: float = 1.5, max_capture
             raise DataplaneError("open packet capture", n, None, "the namespace does not exist (is the run up?)")
     pr = ProbeRun(src_node, dst, target, k, planned, plan_reason, capture_info)
     t_open = time.perf_counter()
-    cap = Capture(names, pr.icmp_id)
+    cap = Capture(names, pr.icmp_id, family)
     try:
         pr.capture["open_s"] = round(time.perf_counter() - t_open, 3)
         pr.sent_at, pr.send_error = _send_probe(src_node["netns"], target.addr, pr.icmp_id, pr.seq, pr.token)
@@ -408,6 +448,7 @@ def _report(view: RunView, pr: ProbeRun) -> dict:
     names_seen = [h["node"] for h in observed]
     out = {
         "src": pr.src_node["name"], "dst": pr.dst, "dst_addr": pr.target.addr, "dst_node": pr.target.name,
+        "family": 6 if ":" in pr.target.addr else 4,
         "slice": k, "slice_changed": k_after != k, "slice_after": k_after,
         "probe": {"icmp_id": pr.icmp_id, "icmp_seq": pr.seq, "payload": pr.token.decode()},
         "send_error": pr.send_error,

@@ -43,6 +43,37 @@ RESERVED_TERRESTRIAL = {
 }
 """Terrestrial ranges the data plane uses itself (emu.dataplane.model); scenarios may not."""
 
+RESERVED_TERRESTRIAL6 = {"fd74:6572:7200::/48": "the data plane's IPv6 GS-core and core-Internet links"}
+"""The IPv6 twin of RESERVED_TERRESTRIAL ("ter" in ASCII; emu.dataplane.model numbers inside it)."""
+
+USER_POOL6_BASE = "fd75:7365:7200::/40"
+"""Operators without ``user_pool6`` get the ``owner_code``-th /48 of this ULA ("user"): :func:`default_user_pool6`."""
+
+
+def default_user_pool6(owner_code: int) -> str:
+    """An operator's IPv6 user pool when the scenario gives none: one /48 per owner code (0..255)."""
+    base = ipaddress.IPv6Network(USER_POOL6_BASE)
+    return str(ipaddress.IPv6Network((int(base.network_address) | (owner_code << 80), 48)))
+
+
+def _ipv6_space(v: str, shortest: int, longest: int) -> ipaddress.IPv6Network:
+    """An ordinary unicast IPv6 prefix of length shortest..longest, host bits zero (the GRC /96's rule for
+    special space, emu.addressing.grc, applies to terrestrial IPv6 too)."""
+    from emu.addressing import grc
+
+    if not isinstance(v, str):
+        raise ValueError("must be an IPv6 prefix like fd00:1::/48")
+    try:
+        net = ipaddress.IPv6Network(v, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"not an IPv6 prefix ({exc})") from None
+    if not shortest <= net.prefixlen <= longest:
+        raise ValueError(f"must be a /{shortest} to /{longest}")
+    for special, why in grc._SPECIAL6:
+        if net.overlaps(special):
+            raise ValueError(f"inside {special} ({why}), not forwarded as unicast")
+    return net
+
 SATELLITE_NAME = re.compile(r"sat\d")
 """Satellites are named sat<shell>-<plane>-<sat>; no other node may start like that."""
 
@@ -135,7 +166,18 @@ class Operator(Strict):
     name: Name
     owner_code: Index8
     user_pool: str
+    user_pool6: str | None = None  # IPv6 user pool; default: default_user_pool6(owner_code)
     owns: list[PlaneSet] = Field(default_factory=lambda: [PlaneSet()])
+
+    @field_validator("user_pool6")
+    @classmethod
+    def _pool6(cls, v: str | None) -> str | None:
+        return None if v is None else str(_ipv6_space(v, 16, 56))  # a /64 per terminal and one for the core
+
+    @property
+    def pool6(self) -> str:
+        """The IPv6 user pool in force: configured, or derived from the owner code."""
+        return self.user_pool6 or default_user_pool6(self.owner_code)
 
     @field_validator("user_pool")
     @classmethod
@@ -177,6 +219,12 @@ class UserTerminal(Strict):
 class Internet(Strict):
     name: Name = "inet"
     prefix: str = "12.0.0.0/24"
+    prefix6: str = "fd69:6e65:7400::/64"  # the Internet's IPv6 servers ("inet" in ASCII)
+
+    @field_validator("prefix6")
+    @classmethod
+    def _prefix6(cls, v: str) -> str:
+        return str(_ipv6_space(v, 16, 126))
 
     @field_validator("prefix")
     @classmethod
@@ -379,6 +427,7 @@ class Scenario(Strict):
             if (1 << (30 - pool.prefixlen)) < n_ut + 1:  # one /30 or larger LAN per terminal, one for the core
                 raise ValueError(f"operators.{i}.user_pool: too small for {n_ut} user terminals, a /30 each "
                                  f"(got {str(pool)!r})")
+        _ipv6_plan(self)
         _ground_cells(self)
         alts = [s.altitude_km for s in self.shells if s.altitude_km is not None]
         if alts != sorted(alts):
@@ -397,6 +446,29 @@ class Scenario(Strict):
             if o.name == name:
                 return o
         raise KeyError(name)
+
+
+def _ipv6_plan(sc: "Scenario") -> None:
+    """The IPv6 spaces of a run may not overlap: the GRC /96 (satellites forward it), the semantic ISL
+    prefix, the BGP MSP base (when on), the Internet's prefix, every operator's user pool and the data
+    plane's own links (RESERVED_TERRESTRIAL6); each pool holds a /64 per terminal plus one."""
+    spaces = [("grc.ipv6_prefix", sc.grc.ipv6_prefix), ("addressing.semantic_prefix", sc.addressing.semantic_prefix),
+              ("internet.prefix6", sc.internet.prefix6)]
+    spaces += [(f"operators.{i}.user_pool6", o.pool6) for i, o in enumerate(sc.operators)]
+    if sc.bgp.enabled:
+        spaces.append(("bgp.msp_base", sc.bgp.msp_base))
+    spaces += [(f"reserved {net} ({why})", net) for net, why in RESERVED_TERRESTRIAL6.items()]
+    nets = [(f, ipaddress.IPv6Network(v)) for f, v in spaces]
+    for b in range(len(nets)):
+        for a in range(b):
+            if nets[a][1].overlaps(nets[b][1]):
+                fb, fa = (nets[b], nets[a]) if not nets[b][0].startswith("reserved") else (nets[a], nets[b])
+                raise ValueError(f"{fb[0]}: overlaps {fa[0].split(' (')[0]} {str(fa[1])!r} (got {str(fb[1])!r})")
+    for i, o in enumerate(sc.operators):
+        n_ut = sum(1 for u in sc.user_terminals if u.operator == o.name)
+        if (1 << (64 - ipaddress.IPv6Network(o.pool6).prefixlen)) < n_ut + 1:
+            raise ValueError(f"operators.{i}.user_pool6: too small for {n_ut} user terminals, a /64 each "
+                             f"(got {o.pool6!r})")
 
 
 def _ground_cells(sc: "Scenario") -> None:

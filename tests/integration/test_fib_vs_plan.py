@@ -46,9 +46,10 @@ def test_kernel_fib_follows_the_plan(scenario, tmp_path, monkeypatch, module_ns_
                 continue
             bound = m.db.bound_grc(k)
             dsts = [g.grc for g in m.db.ground] + [int(x) for x in bound[::7]] + [0xD0010203]
-            r = fibcheck.compare(m, ctl.builder.fabric, k, dsts)
-            assert r["checked"] == len(dsts) * len(m.satellites)
-            assert not r["mismatches"], r
+            for family in (4, 6):  # the IPv6 GRC tables too (grc §GRC encoding, the 128-bit form)
+                r = fibcheck.compare(m, ctl.builder.fabric, k, dsts, family=family)
+                assert r["checked"] == len(dsts) * len(m.satellites)
+                assert not r["mismatches"], (family, r)
         assert ctl.applier.unresolved == 0
         if scenario == "polar":
             assert changes > 0, "the polar run should switch ISLs off and on"

@@ -182,6 +182,75 @@ def test_any_route_decodes_to_what_was_asked(verb, prefix, plen, table, metric, 
         assert got == [(h.oif, h.weight, v) for h, v in zip(nhs, via)]
 
 
+# ---------------------------------------------------------------- IPv6 GRC routes (nlroute.route6)
+def test_ipv6_grc_route_single_hop_uses_an_inet6_gateway() -> None:
+    from emu.addressing import grc
+
+    net, plen = grc.prefix6_of(0x11B00000, 14)  # a level-1 region's IPv6 form: /110
+    b = NetlinkBatch.unbound()
+    nlroute.route6(b, "replace", net, plen, [nlroute.Hop(12, "fe80::1:2")], table=1002, metric=1)
+    m = one(b)
+    check_header(m, "replace")
+    assert (m["family"], m["dst_len"], m["table"], m.get("RTA_TABLE")) == (socket.AF_INET6, 110, 252, 1002)
+    assert (m["scope"], m["type"], m["proto"]) == (0, 1, 4)
+    assert (m.get("RTA_DST"), m.get("RTA_OIF"), m.get("RTA_GATEWAY"), m.get("RTA_PRIORITY")) == (
+        "fd00:6772:6300::11b0:0", 12, "fe80::1:2", 1)
+    assert m.get("RTA_VIA") is None and m.get("RTA_MULTIPATH") is None
+
+
+def test_ipv6_grc_multipath_local_unreachable_and_delete() -> None:
+    b = NetlinkBatch.unbound()
+    base = 0xFD00_6772_6300 << 80
+    hops = [nlroute.Hop(2, "fe80::a", 3), nlroute.Hop(3, "fe80::b", 999)]
+    nlroute.route6(b, "replace", base | 0x11000000, 107, hops, table=1000, metric=2)
+    nlroute.route6(b, "replace", base | 0x11000008, 125, table=1000, metric=1, rtype=nlroute.RTN_LOCAL, oif=1)
+    nlroute.route6(b, "replace", base | 0x11000010, 125, table=1000, metric=1, rtype=nlroute.RTN_UNREACHABLE)
+    nlroute.route6(b, "del", base | 0x11000018, 125, table=1000, metric=1, rtype=nlroute.RTN_LOCAL)
+    mp, local, unreach, dele = decoded(b)
+    assert (mp["family"], mp["dst_len"], mp.get("RTA_OIF"), mp.get("RTA_PRIORITY")) == (socket.AF_INET6, 107, None, 2)
+    got = [(nh["oif"], nh["hops"], nh.get("RTA_GATEWAY"), nh.get("RTA_VIA")) for nh in mp.get("RTA_MULTIPATH")]
+    assert got == [(2, 2, "fe80::a", None), (3, 255, "fe80::b", None)]  # weight clamped to 256
+    assert (local["type"], local["scope"], local.get("RTA_OIF"), local.get("RTA_DST")) == (
+        2, 254, 1, "fd00:6772:6300::1100:8")
+    assert (unreach["type"], unreach.get("RTA_OIF"), unreach.get("RTA_GATEWAY"), unreach["dst_len"]) == (7, None, None, 125)
+    check_header(dele, "del")
+    assert (dele["family"], dele["type"], dele["scope"], dele.get("RTA_DST"), dele.get("RTA_TABLE")) == (
+        socket.AF_INET6, 2, 255, "fd00:6772:6300::1100:18", 1000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(verb=st.sampled_from(["add", "replace", "del"]), net=st.integers(0, 2**32 - 1),
+       plen=st.sampled_from([11, 14, 17, 20, 23, 26, 29, 32]), table=st.integers(1, 2**32 - 1),
+       metric=st.integers(1, 2), hops=st.lists(_hop, min_size=1, max_size=6), ack=st.booleans())
+def test_any_ipv6_grc_route_decodes_to_its_ipv4_twin(verb, net, plen, table, metric, hops, ack) -> None:
+    """route6 of the IPv6 form of a GRC prefix carries what route4 carries for the IPv4 form: table, metric and
+    every hop (IPv6 gateway instead of RTA_VIA), the destination under the /96, length + 96."""
+    from emu.addressing import grc
+
+    net &= (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
+    gw = [str(ipaddress.IPv6Address((0xFE80 << 112) | x)) for _, x, _ in hops]
+    hs = [nlroute.Hop(oif, g, w) for (oif, _, w), g in zip(hops, gw)]
+    b4, b6 = NetlinkBatch.unbound(ack_each=ack), NetlinkBatch.unbound(ack_each=ack)
+    nlroute.route4(b4, verb, net, plen, hs, table=table, metric=metric)
+    p6, l6 = grc.prefix6_of(net, plen, grc.DEFAULT_GRC_IPV6_PREFIX)
+    nlroute.route6(b6, verb, p6, l6, hs, table=table, metric=metric)
+    m4, m6 = one(b4), one(b6)
+    check_header(m6, verb, ack)
+    assert (m6["family"], m6["dst_len"], m6.get("RTA_DST")) == (socket.AF_INET6, plen + 96, grc.to_ipv6(net))
+    for f in ("table", "type", "scope", "proto"):
+        assert m6[f] == m4[f], f
+    assert (m6.get("RTA_TABLE"), m6.get("RTA_PRIORITY"), m6.get("RTA_OIF")) == (
+        m4.get("RTA_TABLE"), m4.get("RTA_PRIORITY"), m4.get("RTA_OIF"))
+    if verb == "del":
+        return
+    if len(hs) == 1:
+        assert m6.get("RTA_GATEWAY") == m4.get("RTA_VIA")["addr"] == gw[0]
+    else:
+        h4 = [(nh["oif"], nh["hops"], nh.get("RTA_VIA")["addr"]) for nh in m4.get("RTA_MULTIPATH")]
+        h6 = [(nh["oif"], nh["hops"], nh.get("RTA_GATEWAY")) for nh in m6.get("RTA_MULTIPATH")]
+        assert h6 == h4
+
+
 # ---------------------------------------------------------------- the pyroute2-encoded requests
 def test_pyroute2_encoded_link_address_rule_neighbour_requests() -> None:
     b = NetlinkBatch.unbound()
