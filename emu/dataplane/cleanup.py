@@ -95,6 +95,9 @@ def teardown(run: Run, timeout_s: float = 5.0) -> dict:
     # 3. the namespaces
     removed = netns.delete_many(names) + removed_hosts
     log.info("teardown %s: processes %.2f s, namespaces %.2f s", run.run_id, t_procs, time.perf_counter() - t0 - t_procs)
+    ray_tmp = str(run.read_json("run.json").get("ray_temp_dir") or "")
+    if ray_tmp.startswith("/tmp/lr-"):  # the multihost engine's session files (emu.multihost.engine.temp_dir)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     shutil.rmtree(run.dir, ignore_errors=True)
     return {"run": run.run_id, "namespaces_removed": removed, "processes_killed": killed,
             "teardown_s": round(time.perf_counter() - t0, 3)}

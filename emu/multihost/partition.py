@@ -152,6 +152,7 @@ def summary(m: Model, p: Partition, slices: range | None = None) -> dict:
         hosts.append({"host": h, "nodes": len(names), "satellites": c.get("satellite", 0),
                       "planes": [list(x) for x in p.planes[h]],
                       "ground": sorted(n for n in names if m.by_name[n].kind in ("gs", "ut")),
+                      "devices": sorted(n for n in names if m.by_name[n].kind == "dev"),
                       "cores": sorted(n for n in names if m.by_name[n].kind == "core"),
                       "inet": m.cfg.inet_name in names})
         kinds.update(c)
