@@ -297,9 +297,11 @@ class HostAgent:
             time.sleep(left)
         started = time.time()
         apply_ms = self.applier.switch(k)
+        t1 = time.perf_counter()
         self.applier.cleanup(k)
         return {"host": self.h, "slice": k, "started_at": started, "late_ms": round((started - at) * 1e3, 3),
-                "apply_ms": round(apply_ms, 3), "vxlan": self.links.vxlans}
+                "apply_ms": round(apply_ms, 3), "cleanup_ms": round((time.perf_counter() - t1) * 1e3, 3),
+                "vxlan": self.links.vxlans}
 
     def close(self) -> None:
         if self.builder and self.builder.fabric:

@@ -31,6 +31,8 @@ from emu.multihost import engine
 
 log = logging.getLogger(__name__)
 
+JOIN_TIMEOUT_S = 600  # every Ray node starts ~5 processes: minutes on a loaded 2-core machine with 4 nodes
+
 
 class MultiController(Controller):
     def __init__(self, run: Run, plan_path: Path, n_hosts: int, speed: float = 1.0, n_slices: int | None = None,
@@ -67,11 +69,11 @@ class MultiController(Controller):
         self.write_status()
         ray.init(address=engine.head_address(), namespace=self.run.run_id, log_to_driver=False,
                  logging_level=logging.WARNING)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
         while sum(1 for n in ray.nodes() if n.get("Alive")) < self.n_hosts:
             if time.monotonic() > deadline:
                 raise EmuError(f"ray: only {sum(1 for n in ray.nodes() if n.get('Alive'))} of {self.n_hosts} "
-                               "nodes joined within 120 s")
+                               f"nodes joined within {JOIN_TIMEOUT_S} s")
             time.sleep(0.2)
         Agent = ray.remote(HostAgent)
         host_root = str(self.run.dir / "hosts")
@@ -137,6 +139,7 @@ class MultiController(Controller):
                 return self._hold()
             starts = [r["started_at"] for r in res]
             entry = {"slice": k, "apply_ms": max(r["apply_ms"] for r in res), "prep_ms": round(max(preps), 1),
+                     "cleanup_ms": max(r["cleanup_ms"] for r in res),
                      "skew_ms": round((max(starts) - min(starts)) * 1e3, 3),
                      "late_ms": round(max(r["late_ms"] for r in res), 3), "boundary_at": at, "at": time.time(),
                      "hosts": [{"host": r["host"], "apply_ms": r["apply_ms"], "late_ms": r["late_ms"]} for r in res]}

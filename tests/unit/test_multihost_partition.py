@@ -108,3 +108,20 @@ def test_vni_unique_per_link(model):
 def test_underlay_addresses():
     assert underlay.host_addr(0) == "198.18.0.1" and underlay.host_addr(3) == "198.18.0.4"
     assert Counter(underlay.host_addr(h) for h in range(64)).most_common(1)[0][1] == 1
+
+
+def test_sizing_bounds():
+    from emu.multihost.sizing import hosts_needed
+
+    # 1,000 sats x 2 ms = 2 s of work per slice; half of a 15 s slice at 10x speed is 0.75 s -> 3 hosts
+    r = hosts_needed(1000, 0, build_ms_per_ns=1, slice_work_ms_per_sat=2, kernel_kb_per_ns=500, agent_mb=500,
+                     slice_s=15, speed=10)
+    assert r["by"]["slice_work"] == 3 and r["hosts"] == 3
+    # build: 1,000 namespaces x 600 ms in a 300 s budget -> 2 hosts
+    assert hosts_needed(1000, 0, build_ms_per_ns=600, slice_work_ms_per_sat=0, kernel_kb_per_ns=0,
+                        agent_mb=0)["by"]["build"] == 2
+    # memory: 10,000 x 1 MiB over (0.5 x 2 GiB - 24 MiB) -> 11 hosts
+    assert hosts_needed(10000, 0, build_ms_per_ns=0, slice_work_ms_per_sat=0, kernel_kb_per_ns=1024, agent_mb=24,
+                        host_mem_gb=2)["hosts"] == 11
+    with pytest.raises(ValueError):
+        hosts_needed(1, 0, build_ms_per_ns=0, slice_work_ms_per_sat=0, kernel_kb_per_ns=0, agent_mb=0, speed=0)
