@@ -144,7 +144,7 @@ def estimate(base: dict, speed: float) -> dict:
 
     sats = base["namespaces"] - base["ground_namespaces"]
     work = sum(base[k] or 0 for k in ("prep_p50_ms", "apply_p50_ms", "cleanup_p50_ms")) / sats
-    costs = {"build_ms_per_ns": round(base["build_s"] * 1000 / base["namespaces"], 2),
+    costs = {"build_ms_per_ns": round(max(base["host_build_s"]) * 1000 / base["namespaces"], 2),  # the agent's
              "slice_work_ms_per_sat": round(work, 3), "kernel_kb_per_ns": max(base["slab_per_ns_kb"], 0.0),
              "agent_mb": base["engine_pss_mb_per_host"][0]}
     out = {"costs (1-host run)": costs}

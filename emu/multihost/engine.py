@@ -13,6 +13,7 @@ Docs: docs/multihost.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -67,39 +68,62 @@ def engine_env() -> dict:
     return env
 
 
-def start_nodes(run, n_hosts: int) -> list[int]:
-    """Start one Ray node per host inside its underlay namespace; pids journalled once started."""
-    from emu.dataplane import procs
+def start_nodes(run, n_hosts: int, attempts: int = 3) -> list[int]:
+    """Start one Ray node per host inside its underlay namespace, one after the other (a node that does not
+    register with the GCS within Ray's fixed 30 s gives up: on a loaded machine starting several at once
+    fails), retrying a node that gave up; pids journalled as soon as started."""
+    from emu.errors import DataplaneError
 
     env = engine_env()
     env["RAY_TMPDIR"] = temp_dir(run.run_id)
     pids = []
     for h in range(n_hosts):
-        argv = node_argv(h) + (["--temp-dir", temp_dir(run.run_id)] if h == 0 else [])
-        log = open(run.dir / f"ray-h{h}.log", "wb")
-        p = procs.popen_in(underlay.underlay_ns(run.prefix, h), argv, stdin=subprocess.DEVNULL, stdout=log,
-                           stderr=subprocess.STDOUT, close_fds=True, start_new_session=True, env=env)
-        log.close()
-        run.record_pid(p.pid, f"ray node host{h}")
-        pids.append(p.pid)
-        if h == 0:
-            _wait_head(run, p)
+        for attempt in range(1, attempts + 1):
+            p = _start_node(run, h, env, attempt)
+            pids.append(p.pid)
+            if _wait_node(run, h, p, attempt):
+                break
+        else:
+            raise DataplaneError("ray start", underlay.underlay_ns(run.prefix, h), None,
+                                 f"host{h}'s Ray node did not start in {attempts} attempts: "
+                                 f"{_log(run, h, attempts)[-300:]}")
     return pids
 
 
-def _wait_head(run, p, timeout_s: float = 90.0) -> None:
-    """The workers join only once the head's GCS answers."""
+def _log(run, h: int, attempt: int) -> str:
+    try:
+        return (run.dir / f"ray-h{h}-{attempt}.log").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _start_node(run, h: int, env: dict, attempt: int):
+    from emu.dataplane import procs
+
+    argv = node_argv(h) + (["--temp-dir", temp_dir(run.run_id)] if h == 0 else [])
+    with open(run.dir / f"ray-h{h}-{attempt}.log", "wb") as log:
+        p = procs.popen_in(underlay.underlay_ns(run.prefix, h), argv, stdin=subprocess.DEVNULL, stdout=log,
+                           stderr=subprocess.STDOUT, close_fds=True, start_new_session=True, env=env)
+    run.record_pid(p.pid, f"ray node host{h}")
+    return p
+
+
+def _wait_node(run, h: int, p, attempt: int, timeout_s: float = 180.0) -> bool:
+    """True once the node says it started; False if its ``ray start`` exited (it gave up)."""
     import time
 
-    from emu.errors import DataplaneError
-
     end = time.monotonic() + timeout_s
-    log = run.dir / "ray-h0.log"
     while time.monotonic() < end:
+        if "Ray runtime started" in _log(run, h, attempt):
+            return True
         if p.poll() is not None:
-            raise DataplaneError("ray start --head", None, None, f"exited {p.returncode}: "
-                                 f"{log.read_text(errors='replace')[-300:]}")
-        if "Ray runtime started" in log.read_text(errors="replace"):
-            return
+            return False
         time.sleep(0.2)
-    raise DataplaneError("ray start --head", None, None, f"not up within {timeout_s:.0f} s")
+    import signal
+
+    from emu.dataplane.procs import stop
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(p.pid, signal.SIGTERM)  # its own session: this node's processes only
+    stop(p)
+    return False

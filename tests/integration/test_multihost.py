@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -52,6 +53,17 @@ def test_two_hosts_ping_iperf_trace_kill_down(env, plan):
         # the partition's namespaces exist, each host's in its own journal
         mine = set(netns.list_names(run + "-"))
         assert len(mine) == part["nodes"] + 3  # + fabric + two underlays
+        # a cut ISL is a VXLAN half with the veth's name; its UDP socket is in the underlay namespace, not here
+        sat = next(n for n in sorted(mine) if "-sat" in n and json.loads(subprocess.run(
+            ["ip", "-n", n, "-j", "-d", "link", "show", "type", "vxlan"], capture_output=True, text=True).stdout))
+        halves = json.loads(subprocess.run(["ip", "-n", sat, "-j", "-d", "link", "show", "type", "vxlan"],
+                                           capture_output=True, text=True).stdout)
+        assert {h["ifname"] for h in halves} <= {"e", "w"} | {f"g{i}" for i in range(200)}  # N/S never cut
+        assert all(h["linkinfo"]["info_data"]["port"] == 4790 for h in halves)
+        ss = lambda ns: subprocess.run(["ip", "netns", "exec", ns, "ss", "-H", "-uan"], capture_output=True,  # noqa: E731
+                                       text=True).stdout
+        assert ":4790" not in ss(sat)
+        assert any(":4790" in ss(f"{run}-u{h}") for h in (0, 1))
         # real packets across the cut
         ping = json.loads(leo(env, "ping", dev, "inet", "-c", "5", "-i", "0.2", "--format", "json").stdout)
         assert ping["received"] >= 4, ping

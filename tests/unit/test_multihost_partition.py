@@ -120,8 +120,10 @@ def test_sizing_bounds():
     # build: 1,000 namespaces x 600 ms in a 300 s budget -> 2 hosts
     assert hosts_needed(1000, 0, build_ms_per_ns=600, slice_work_ms_per_sat=0, kernel_kb_per_ns=0,
                         agent_mb=0)["by"]["build"] == 2
-    # memory: 10,000 x 1 MiB over (0.5 x 2 GiB - 24 MiB) -> 11 hosts
+    # memory: 10,000 x 1 MiB over (0.5 x 2 GiB - 24 MiB = 1,000 MiB) -> 10 hosts; one more namespace -> 11
     assert hosts_needed(10000, 0, build_ms_per_ns=0, slice_work_ms_per_sat=0, kernel_kb_per_ns=1024, agent_mb=24,
+                        host_mem_gb=2)["hosts"] == 10
+    assert hosts_needed(10001, 0, build_ms_per_ns=0, slice_work_ms_per_sat=0, kernel_kb_per_ns=1024, agent_mb=24,
                         host_mem_gb=2)["hosts"] == 11
     with pytest.raises(ValueError):
         hosts_needed(1, 0, build_ms_per_ns=0, slice_work_ms_per_sat=0, kernel_kb_per_ns=0, agent_mb=0, speed=0)
