@@ -19,7 +19,7 @@ install-apt:
 	fi
 
 install-py:
-	@$(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test,mininet]'
+	@$(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test,mininet,multihost]'
 
 # Mininet's mnexec (for `leo-emu cli` / LeoNet) from Debian's package, without Open vSwitch (no switches
 # are used); it also brings iperf (v2) and telnet, which Mininet's iperf() runs. The Python package is

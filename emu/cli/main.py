@@ -32,6 +32,7 @@ def _register() -> None:
         "emu.cli.mobility_cmds",
         "emu.cli.viz_cmds",
         "emu.cli.mininet_cmds",
+        "emu.cli.multihost_cmds",
     ):
         try:
             m = importlib.import_module(mod)

@@ -60,7 +60,7 @@ def _alive(pid: int, start: str) -> bool:
 def teardown(run: Run, timeout_s: float = 5.0) -> dict:
     t0 = time.perf_counter()
     _names, pids = run.journal()
-    killed = 0
+    killed = removed_hosts = 0
     # 1. the controller and any recorded helper processes, gently first
     for pid, start, _what in pids:
         if pid != os.getpid() and _alive(pid, start):
@@ -86,10 +86,18 @@ def teardown(run: Run, timeout_s: float = 5.0) -> dict:
         except ProcessLookupError:
             pass
     wait_for(lambda: not processes_in(names), 2.0)
+    hosts = run.dir / "hosts"  # a run over several hosts (emu.multihost): each host's own journal
+    for sub in sorted(hosts.iterdir()) if hosts.is_dir() else []:
+        r = teardown(Run(sub.name, hosts), timeout_s)
+        removed_hosts += r["namespaces_removed"]
+        killed += r["processes_killed"]
     t_procs = time.perf_counter() - t0
     # 3. the namespaces
-    removed = netns.delete_many(names)
+    removed = netns.delete_many(names) + removed_hosts
     log.info("teardown %s: processes %.2f s, namespaces %.2f s", run.run_id, t_procs, time.perf_counter() - t0 - t_procs)
+    ray_tmp = str(run.read_json("run.json").get("ray_temp_dir") or "")
+    if ray_tmp.startswith("/tmp/lr-"):  # the multihost engine's session files (emu.multihost.engine.temp_dir)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     shutil.rmtree(run.dir, ignore_errors=True)
     return {"run": run.run_id, "namespaces_removed": removed, "processes_killed": killed,
             "teardown_s": round(time.perf_counter() - t0, 3)}
