@@ -99,8 +99,10 @@ def test_gs_outage_rehomes_its_users_and_cuts_traffic_only_briefly(result) -> No
         for ut in ("ut1", "ut2"):
             u = users[ut]
             assert u["rehomed_gs"] == "gs-madrid" and u["rehomed_core"] == "sno-a", u
-            # re-homed through gs-madrid: traffic came back long before the GS did
-            assert u["outage"]["recovery_ms"] is not None and u["outage"]["recovery_ms"] < 1000, (proc, u)
+            # re-homed through gs-madrid: traffic came back long before the GS did (2 s outage; recovery is
+            # None when the silence lost nothing)
+            assert u["outage"]["interruption_ms"] is not None and u["outage"]["interruption_ms"] < 1000, (proc, u)
+            assert u["outage"]["recovery_ms"] is None or u["outage"]["recovery_ms"] < 1000, (proc, u)
             assert u["return"]["interruption_ms"] is not None
         assert {r["ut"] for r in e["returned"]} >= {"ut1", "ut2"}  # back to gs-london after the outage
         assert 1900 <= e["measured_duration_ms"] <= 2600  # 10 s at 5x
