@@ -15,7 +15,7 @@ import shutil
 import signal
 import time
 
-from emu.dataplane import netns
+from emu.dataplane import hostlimits, netns
 from emu.dataplane.state import Run, proc_starttime, wait_for
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,10 @@ def teardown(run: Run, timeout_s: float = 5.0) -> dict:
     t_procs = time.perf_counter() - t0
     # 3. the namespaces
     removed = netns.delete_many(names)
+    try:  # the last run gone: the neighbour-table limits `up` raised go back (emu.dataplane.hostlimits)
+        hostlimits.release(run.dir)
+    except OSError as exc:
+        log.warning("teardown %s: host limits not restored: %s", run.run_id, exc)
     log.info("teardown %s: processes %.2f s, namespaces %.2f s", run.run_id, t_procs, time.perf_counter() - t0 - t_procs)
     shutil.rmtree(run.dir, ignore_errors=True)
     return {"run": run.run_id, "namespaces_removed": removed, "processes_killed": killed,
