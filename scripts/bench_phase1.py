@@ -168,8 +168,11 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=12, help="slices to plan and run (default 12)")
     ap.add_argument("--speed", type=float, default=3.0, help="clock speed-up while running (default 3: 5 s slices)")
     ap.add_argument("--plan", default=None, help="reuse this plan instead of planning now")
-    ap.add_argument("--devices", default="dv-tokyo,dv-newyork,dv-london,dv-saopaulo,dv-sydney",
+    ap.add_argument("--devices", default="dv-tokyo,dv-newyork,dv-london,dv-buenosair,dv-sydney",
                     help="user devices that ping inet")
+    ap.add_argument("--max-wait", type=float, default=900.0,
+                    help="seconds to wait for the slices to run after the build (default 900); the boundaries "
+                         "applied by then are reported")
     ap.add_argument("--no-baseline", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -213,7 +216,7 @@ def main() -> None:
             if (run_root() / run_id / "hostlimits.json").exists() else None
         devs = [d for d in args.devices.split(",") if d]
         res["ping_after_build"] = [ping(run_id, d, 5) for d in devs]
-        deadline = time.monotonic() + args.slices * 15 / args.speed + 600
+        deadline = time.monotonic() + args.max_wait
         while time.monotonic() < deadline:
             st = json.loads((run_root() / run_id / "status.json").read_text())
             if st.get("state") in ("finished", "failed"):
