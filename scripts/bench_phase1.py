@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -271,6 +272,7 @@ def main() -> None:
     if not args.no_baseline and res.get("up", {}).get("build_s"):
         res["baseline"] = baseline(n_ns, pairs)
         res["build_ratio"] = round(res["up"]["build_s"] / res["baseline"]["baseline_build_s"], 3)
+    shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(res))
 
 
