@@ -15,7 +15,7 @@ import shutil
 import signal
 import time
 
-from emu.dataplane import netns
+from emu.dataplane import hostlimits, netns
 from emu.dataplane.state import Run, proc_starttime, wait_for
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,10 @@ def teardown(run: Run, timeout_s: float = 5.0) -> dict:
     t_procs = time.perf_counter() - t0
     # 3. the namespaces
     removed = netns.delete_many(names) + removed_hosts
+    try:  # the last run gone: the neighbour-table limits `up` raised go back (emu.dataplane.hostlimits)
+        hostlimits.release(run.dir)
+    except OSError as exc:
+        log.warning("teardown %s: host limits not restored: %s", run.run_id, exc)
     log.info("teardown %s: processes %.2f s, namespaces %.2f s", run.run_id, t_procs, time.perf_counter() - t0 - t_procs)
     ray_tmp = str(run.read_json("run.json").get("ray_temp_dir") or "")
     if ray_tmp.startswith("/tmp/lr-"):  # the multihost engine's session files (emu.multihost.engine.temp_dir)

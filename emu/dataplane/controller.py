@@ -119,6 +119,7 @@ class Controller:
         self.write_run_json()
         self.write_status()
         b = self.builder = Builder(self.model, self.run, self.features, self.progress)
+        self._host_limits()
         b.create_namespaces()
         self.progress("links", 0, 4)
         b.satellite_links(self.k0)
@@ -141,6 +142,24 @@ class Controller:
         self.write_status(state="running", slice=self.k0, slice_started_at=time.time(), build_s=round(build_s, 3),
                           slice0_at=time.time())
         return build_s
+
+    def _host_limits(self) -> None:
+        """The open-file limit for two fds per namespace (fabric.raise_fd_limit), and the machine-wide
+        neighbour-table limits for this run's link ends (emu.dataplane.hostlimits; `down` restores them when the
+        last run goes; where /proc/sys cannot be written: a degradation)."""
+        from emu.dataplane import hostlimits
+        from emu.dataplane.desired import terrestrial_veths
+        from emu.dataplane.fabric import raise_fd_limit
+
+        m = self.model
+        raise_fd_limit(2 * len(m.nodes) + 256)  # before any namespace exists: too many for the fd limit is refused
+        dynamic = len(m.shell_link_at(self.k0)) + len(m.ground_links_at(self.k0))
+        need = 2 * (len(m.grid_links) + len(terrestrial_veths(m)) + 2 * dynamic)  # ends; dynamic ones overlap
+        try:
+            self.status["host_limits"] = hostlimits.raise_for(self.run.dir, need)
+        except OSError as exc:
+            self.builder.degradations.append(f"neighbour-table limits not raised ({exc}): a run with more than "
+                                              "~1,000 next hops in use may drop packets (neighbor table overflow)")
 
     # ------------------------------------------------------------------ the clock
     def loop(self) -> None:

@@ -18,10 +18,21 @@ from emu.dataplane.netlink import NetlinkBatch
 
 
 def raise_fd_limit(need: int) -> None:
+    """Two fds per namespace (its file and its netlink socket): lift the soft limit, and the hard one too when
+    it is below ``need`` (root may, up to fs.nr_open; e.g. a hard limit of 20,000 stops at ~9,900 namespaces)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < need:
-        target = need if hard == resource.RLIM_INFINITY else min(hard, max(need, soft))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if soft >= need:
+        return
+    if hard != resource.RLIM_INFINITY and hard < need:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+            return
+        except (ValueError, OSError) as exc:
+            from emu.errors import DataplaneError
+
+            raise DataplaneError("raise RLIMIT_NOFILE", None, getattr(exc, "errno", None),
+                                 f"{need} open files needed (two per namespace), hard limit {hard}") from exc
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
 class Fabric:
