@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -133,6 +134,9 @@ def main() -> int:
             continue
         r["build_ratio"] = round(r["build_s"] / base["build_s"], 3)
         r["apply_p99_ratio"] = round(r["apply_p99_ms"] / base["apply_p99_ms"], 3) if base["apply_p99_ms"] else None
+    shutil.rmtree(env["LEOEMU_RUN_DIR"], ignore_errors=True)  # every run was brought down: empty
+    if not a.plan:
+        shutil.rmtree(plan.parent, ignore_errors=True)
     print(json.dumps({"scenario": a.scenario, "plan_s": round(plan_s, 1), "cores": os.cpu_count(),
                       "load_avg": os.getloadavg(), "baseline": "hosts=1 of this run", "runs": rows,
                       "estimate": estimate(base, a.speed) if "error" not in base else None}, indent=1))

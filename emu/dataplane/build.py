@@ -136,10 +136,14 @@ class Builder:
         if not self.features.has("nft_nat"):
             self.degradations.append("nftables NAT unavailable: the Internet routes user pools back directly")
             return
-        for idx, name, _c, pool in self.m.db.operators:
+        for idx, name, _c, pool in self.nat_operators():
             rules = (f"table ip leoemu {{\n chain post {{\n  type nat hook postrouting priority 100;\n"
                      f"  oifname \"inet\" ip saddr {pool} masquerade\n }}\n}}\n")
             _run_in(self.m.by_name[name].netns, ["nft", "-f", "-"], stdin=rules)
+
+    def nat_operators(self) -> list[tuple]:
+        """The operators whose core gets NAT here (all on one host; emu.multihost: the local cores)."""
+        return self.m.db.operators
 
     def shape_terrestrial(self) -> None:
         if not self.m.cfg.tbf:

@@ -150,17 +150,8 @@ class PartBuilder(Builder):
         self.links.create(self.fabric, veths)
         self.fabric.flush([self.underlay_name])
 
-    def nat(self) -> None:
-        ops = self.m.db.operators
-        keep = [o for o in ops if self.links.here(o[1])]
-        if keep == list(ops):
-            return super().nat()
-        saved = self.m.db.__dict__.get("operators")
-        self.m.db.__dict__["operators"] = keep  # the cached property, for the loop in Builder.nat only
-        try:
-            super().nat()
-        finally:
-            self.m.db.__dict__["operators"] = saved
+    def nat_operators(self) -> list[tuple]:
+        return [o for o in self.m.db.operators if self.links.here(o[1])]
 
     def servers(self) -> None:
         if self.links.here(self.m.cfg.inet_name):

@@ -95,3 +95,26 @@ def test_two_hosts_ping_iperf_trace_kill_down(env, plan):
     assert not netns.list_names(run + "-")
     assert run not in _runs(env)
     assert not os.path.exists(f"/tmp/lr-{run}")
+
+
+def test_killed_raylet_is_detected_and_down_cleans(env, plan):
+    up = json.loads(leo(env, "multihost", "up", str(plan), "--hosts", "2", "--speed", "10", "--slices", "200",
+                        "--format", "json", timeout=900).stdout)
+    run = up["run"]
+    try:
+        from emu.dataplane.cleanup import processes_in
+
+        raylets = [p for p in processes_in([f"{run}-u1"]) if open(f"/proc/{p}/comm").read().strip() == "raylet"]
+        assert len(raylets) == 1
+        os.kill(raylets[0], signal.SIGKILL)  # host 1's Ray node, not the agent
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            st = json.loads(leo(env, "multihost", "status", "--format", "json").stdout)
+            if st["state"] == "degraded":
+                break
+            time.sleep(0.5)
+        assert st["state"] == "degraded" and [h["host"] for h in st["hosts"] if h["state"] == "lost"] == [1], st
+    finally:
+        leo(env, "down", "--run", run, "--format", "json", timeout=120)
+    assert not netns.list_names(run + "-")
+    assert run not in _runs(env)

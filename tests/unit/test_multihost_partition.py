@@ -127,3 +127,30 @@ def test_sizing_bounds():
                         host_mem_gb=2)["hosts"] == 11
     with pytest.raises(ValueError):
         hosts_needed(1, 0, build_ms_per_ns=0, slice_work_ms_per_sat=0, kernel_kb_per_ns=0, agent_mb=0, speed=0)
+
+
+def test_vxlan_half_keeps_the_veth_end(model):
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    p = partition(model, 2)
+    v = next(v for v in cut_fixed(model, p)["isl"])
+    vni = underlay.VniMap(model).of(v)
+    a, b = underlay.half(v, "a", p.host_of, vni), underlay.half(v, "b", p.host_of, vni)
+    assert (a.node, a.ifname, a.index, a.mac, a.mtu) == (v.node_a, v.ifname_a, v.index_a, v.mac_a, v.mtu)
+    assert (b.node, b.ifname, b.index, b.mac) == (v.node_b, v.ifname_b, v.index_b, v.mac_b)
+    assert (a.local, a.remote) == (b.remote, b.local) == (underlay.host_addr(p.host_of[v.node_a]),
+                                                          underlay.host_addr(p.host_of[v.node_b]))
+    g = D.ground_veth(model, model.ground_links[0])
+    gh = underlay.half(g, "b", {**p.host_of, g.node_a: 0, g.node_b: 1}, 7)
+    assert gh.group == g.group and gh.ifname == g.ifname_b
+    from emu.dataplane.netlink import NetlinkBatch
+
+    batch = NetlinkBatch.unbound()
+    underlay.queue_vxlan(batch, gh, 42)
+    (data,) = batch.messages()
+    msg = ifinfmsg(data)
+    msg.decode()
+    assert msg["index"] == g.index_b and msg.get_attr("IFLA_NET_NS_FD") == 42 and msg.get_attr("IFLA_GROUP") == g.group
+    data = msg.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+    assert data.get_attr("IFLA_VXLAN_ID") == 7 and data.get_attr("IFLA_VXLAN_GROUP") == underlay.host_addr(0)
+    assert data.get_attr("IFLA_VXLAN_LOCAL") == underlay.host_addr(1)
