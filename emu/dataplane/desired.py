@@ -25,7 +25,8 @@ IPv4 GRC, and every one of them has an IPv6 twin under the scenario's GRC
 :func:`emu.addressing.grc.prefix6_of`), with the same next hops (link-local,
 over the same veths). The ground side carries its IPv6 values explicitly
 (ground defaults for the GRC /96, cores' routes to the user /64s, UT tunnel
-targets over the IPv6 GRCs, the vx6 tunnels, the terrestrial IPv6 plan).
+targets over the IPv6 GRCs); the vx6 tunnels and the terrestrial IPv6 plan,
+created once, are in :mod:`emu.dataplane.desired6`.
 
 The kernel side (:mod:`emu.dataplane.slices`, :mod:`emu.dataplane.build`)
 only executes these; the rules of make-before-break and of the three-table
@@ -43,10 +44,9 @@ import numpy as np
 
 from emu.addressing.grc import ipv6_base, prefix6_of, to_ipv4, to_ipv6
 from emu.dataplane import ifnames, nlroute
-from emu.dataplane.model import (IDX_DIR, IDX_DN_SLOT, IDX_GROUND_SLOT, IDX_LO, IDX_TERR, IDX_TUN, IDX_TUN6,
-                                 IDX_UP_SLOT, MTU_SPACE, MTU_TERRESTRIAL, MTU_TUNNEL, MTU_TUNNEL6, TUNNEL6_GS_LL,
-                                 TUNNEL6_IFNAME, TUNNEL_GS_ADDR, TUNNEL_MAC, TUNNEL_PLEN, GroundLink, Model,
-                                 ShellLink)
+from emu.dataplane.model import (IDX_DIR, IDX_DN_SLOT, IDX_GROUND_SLOT, IDX_LO, IDX_TERR, IDX_TUN, IDX_UP_SLOT,
+                                 MTU_SPACE, MTU_TERRESTRIAL, MTU_TUNNEL, TUNNEL_GS_ADDR, TUNNEL_MAC, TUNNEL_PLEN,
+                                 GroundLink, Model, ShellLink)
 from emu.orbit.constellation import DOWN, OPPOSITE, UP
 from emu.plan import actions
 
@@ -327,32 +327,11 @@ def terrestrial_addrs(m: Model) -> list[Addr]:
     for idx, name, _c, _p in m.db.operators:
         out += [Addr(name, IDX_TERR, m.core_public(idx), 30),
                 Addr(m.cfg.inet_name, INET_CORE_BASE + idx, m.inet_core_addr(idx), 30)]
+    from emu.dataplane.desired6 import terrestrial_addrs6
+
     return out + bgp_addrs(m) + terrestrial_addrs6(m)
 
 
-def terrestrial_addrs6(m: Model) -> list[Addr]:
-    """The IPv6 twins (grc §Data Forwarding Process: "an IPv4/IPv6 packet"): UT LAN ::1/64 and the UT's IPv6
-    GRC, device ::2/64 from its operator's IPv6 pool, GS <-> core /64 and the GS's IPv6 GRC, core <->
-    Internet /64, the Internet's IPv6 server prefix."""
-    v6 = m.cfg.grc_ipv6_prefix
-    out = []
-    for u in m.uts:
-        out += [Addr(u.name, IDX_TERR, m.ut_lan_addr6(u.idx), 64), Addr(u.name, IDX_LO, to_ipv6(u.grc, v6), 128),
-                Addr(u.device, IDX_TERR, m.dev_addr6(u.idx), 64)]
-    for i, g in enumerate(m.gss):
-        gs_end, core_end = m.gs_core_link6(g.idx)
-        out += [Addr(g.name, IDX_TERR, gs_end, 64), Addr(g.name, IDX_LO, to_ipv6(g.grc, v6), 128),
-                Addr(m.db.operators[g.operator][1], CORE_GS_BASE + i, core_end, 64)]
-    out.append(Addr(m.cfg.inet_name, IDX_LO, m.cfg.inet_addr6, m.cfg.inet_prefix6.prefixlen))
-    for idx, name, _c, _p in m.db.operators:
-        core_end, inet_end = m.core_inet6(idx)
-        out += [Addr(name, IDX_TERR, core_end, 64), Addr(m.cfg.inet_name, INET_CORE_BASE + idx, inet_end, 64)]
-    # a link-local on both ends of every terrestrial link: the kernel sends a neighbour solicitation for a
-    # *forwarded* packet only from a link-local address (namespaces get none automatically: addr_gen_mode 1)
-    for v in terrestrial_veths(m):
-        if v.kind in ("lan", "core", "inet"):
-            out += [Addr(v.node_a, v.index_a, "fe80::1", 64), Addr(v.node_b, v.index_b, "fe80::2", 64)]
-    return out
 
 
 def terrestrial_routes(m: Model) -> list[StaticRoute]:
@@ -363,21 +342,11 @@ def terrestrial_routes(m: Model) -> list[StaticRoute]:
     for idx, name, _c, pool in m.db.operators:
         out += [StaticRoute(name, "0.0.0.0/0", IDX_TERR, m.inet_core_addr(idx)),
                 StaticRoute(m.cfg.inet_name, pool, INET_CORE_BASE + idx, m.core_public(idx))]
+    from emu.dataplane.desired6 import terrestrial_routes6
+
     return out + bgp_inet_routes(m) + terrestrial_routes6(m)
 
 
-def terrestrial_routes6(m: Model) -> list[StaticRoute]:
-    """IPv6: device ``::/0`` -> its UT; GS and core: the Internet's IPv6 prefix -> core -> Internet; the
-    Internet -> each operator's IPv6 pool via its core (IPv6 pools are the operators' public prefixes: no
-    NAT66). The per-slice core -> GS routes of the user /64s are CoreRoute.subnet6."""
-    inet6 = str(m.cfg.inet_prefix6)
-    out = [StaticRoute(u.device, "::/0", IDX_TERR, m.ut_lan_addr6(u.idx)) for u in m.uts]
-    out += [StaticRoute(g.name, inet6, IDX_TERR, m.gs_core_link6(g.idx)[1]) for g in m.gss]
-    for idx, name, _c, _p in m.db.operators:
-        core_end, inet_end = m.core_inet6(idx)
-        out += [StaticRoute(name, inet6, IDX_TERR, inet_end),
-                StaticRoute(m.cfg.inet_name, m.cfg.pools6[idx], INET_CORE_BASE + idx, core_end)]
-    return out
 
 
 @dataclass(frozen=True, order=True)
@@ -465,6 +434,8 @@ def tunnel_config(m: Model) -> TunnelConfig:
             routes.append(StaticRoute(u.name, str(m.cfg.inet_prefix), IDX_TUN, TUNNEL_GS_ADDR))
         else:
             devs.append(TunnelDevice(u.name, mode, name, IDX_TUN, MTU_TUNNEL))
+    from emu.dataplane.desired6 import tunnel6_config
+
     d6, a6, n6, f6, r6 = tunnel6_config(m)
     devs, addrs, neighs, fdbs, routes = devs + d6, addrs + a6, neighs + n6, fdbs + f6, routes + r6
     if m.cfg.bgp and mode == "vxlan":
@@ -473,30 +444,6 @@ def tunnel_config(m: Model) -> TunnelConfig:
     return TunnelConfig(tuple(devs), tuple(addrs), tuple(neighs), tuple(fdbs), tuple(routes), tuple(encap))
 
 
-def tunnel6_config(m: Model) -> tuple[list[TunnelDevice], list[Addr], list[Neigh], list[Fdb], list[StaticRoute]]:
-    """IPv6 user traffic (grc §Data Forwarding Process steps 2-4, "IPv4/IPv6"): a second VXLAN device, ``vx6``,
-    whose outer header is IPv6 GRC to IPv6 GRC, so the satellites forward it by their IPv6 tables. The same in
-    both tunnel modes: VXLAN is on every kernel the emulator supports; ipip cannot carry IPv6 and this kernel has
-    no ip6tnl. Inside, link-local addresses (GS ``fe80::1``, UT ``fe80::(2 + position)``) with static neighbours;
-    the UT sends the Internet's IPv6 prefix into it, the GS each of its operator's UTs' /64 (the FDB, set per
-    slice, says where: TunnelTarget.remote6)."""
-    v6 = m.cfg.grc_ipv6_prefix
-    devs, addrs, neighs, fdbs, routes = [], [], [], [], []
-    for g in m.gss:
-        devs.append(TunnelDevice(g.name, "vxlan", TUNNEL6_IFNAME, IDX_TUN6, MTU_TUNNEL6,
-                                 m.vni_of_operator(g.operator), to_ipv6(g.grc, v6), TUNNEL_MAC))
-        addrs.append(Addr(g.name, IDX_TUN6, TUNNEL6_GS_LL, 64))
-        for u in (u for u in m.uts if u.operator == g.operator):
-            neighs.append(Neigh(g.name, IDX_TUN6, m.ut_tunnel6_ll(u.idx), m.ut_tunnel_mac(u.idx)))
-            fdbs.append(Fdb(g.name, IDX_TUN6, m.ut_tunnel_mac(u.idx), to_ipv6(u.grc, v6)))
-            routes.append(StaticRoute(g.name, str(m.user_subnets6[u.idx]), IDX_TUN6, m.ut_tunnel6_ll(u.idx)))
-    for u in m.uts:
-        devs.append(TunnelDevice(u.name, "vxlan", TUNNEL6_IFNAME, IDX_TUN6, MTU_TUNNEL6,
-                                 m.vni_of_operator(u.operator), to_ipv6(u.grc, v6), m.ut_tunnel_mac(u.idx)))
-        addrs.append(Addr(u.name, IDX_TUN6, m.ut_tunnel6_ll(u.idx), 64))
-        neighs.append(Neigh(u.name, IDX_TUN6, TUNNEL6_GS_LL, TUNNEL_MAC))
-        routes.append(StaticRoute(u.name, str(m.cfg.inet_prefix6), IDX_TUN6, TUNNEL6_GS_LL))
-    return devs, addrs, neighs, fdbs, routes
 
 
 def bgp_mnp_delivery(m: Model) -> tuple[list[Addr], list[Neigh], list[StaticRoute]]:
