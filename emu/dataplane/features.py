@@ -143,7 +143,8 @@ _DEGRADATION = {
     "fq": "fq missing: not used by the data plane; nothing changes.",
     "fq_codel": "fq_codel missing: not used by the data plane (link queues are tbf's); nothing changes.",
     "clsact": "clsact missing: not used by the data plane; nothing changes.",
-    "nft_nat": "nftables NAT missing: GS/PoP border gateways cannot translate addresses.",
+    "nft_nat": ("nftables NAT missing: the cores do not masquerade their users; the Internet node routes "
+                "the user pools back to the cores instead and sees users' own addresses."),
 }
 _TOOL_DEGRADATION = {
     "ip": "`ip` (iproute2) not on PATH: `leo-emu exec`-style commands and address lookups cannot run.",

@@ -269,6 +269,9 @@ class RoutingCfg(Strict):
 
     multipath: Literal["ecmp", "ucmp", "active-standby"] = "ecmp"
     ucmp_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    # ECMP: neighbours whose path is within this fraction of the best are equal-cost (float delays over real
+    # geometry never tie exactly; emu.plan.routing.next_hop_codes)
+    ecmp_tolerance: Annotated[float, Field(ge=0.0, le=0.5)] = 0.02
     attach_policy: Literal["highest-elevation", "longest-visibility", "nearest", "shortest-path"] = "highest-elevation"
     attach_hysteresis: Annotated[float, Field(ge=0.0, le=1.0)] = 0.02  # shortest-path: keep the current satellite
     # while its delay is within this fraction of the best (emu.plan.attach.shortest_path_serving)
