@@ -28,6 +28,8 @@ SYSCTLS = {
     "net.ipv4.conf.all.ignore_routes_with_linkdown": 1,
     "net.ipv4.conf.default.ignore_routes_with_linkdown": 1,
     "net.ipv4.icmp_ratelimit": 0,
+    "net.ipv4.fib_multipath_hash_policy": 1,  # ECMP/UCMP spread flows by their L4 5-tuple (a VXLAN tunnel's
+    # source port carries the inner flow's hash), each flow staying on one path (grc §Data Forwarding Module)
     "net.ipv6.conf.all.forwarding": 1,
     "net.ipv6.conf.all.accept_dad": 0,
     "net.ipv6.conf.default.accept_dad": 0,

@@ -83,6 +83,19 @@ class PathFinder:
         memo[s] = best
         return best
 
+    def egresses(self, k: int, sat: str, grc_dst: int) -> list[str]:
+        """The directions satellite ``sat``'s slice-k entry for ``grc_dst`` lets a packet leave by (ECMP/UCMP:
+        every one; active-standby: the active); [] without an entry, ["local"] for local delivery."""
+        hit = self._table(k, self.sat_index[sat]).lookup(grc_dst)
+        if hit is None:
+            return []
+        act = actions.decode(hit[2])
+        if act.kind == actions.LOCAL:
+            return ["local"]
+        if act.kind == actions.STANDBY:
+            return [DIRECTIONS[_pick(act)]]
+        return [DIRECTIONS[e.direction] for e in act.egress]
+
     def resolve(self, name: str) -> tuple[str, str]:
         """(kind, canonical name): kind in ground, satellite, device, internet."""
         if name in self.ground_by_name:
