@@ -3,10 +3,15 @@
 DESIGN.md: "a pure-Python reference lookup must agree with the kernel's
 FIB". For every satellite and destination GRC, an RTM_GETROUTE lookup (the
 same as ``ip route get``, through the satellite's policy rules and slice
-tables) gives the egress interface; the plan's reference segmented longest
-match (:class:`emu.addressing.slm.SegmentedTable`) gives the allowed egress
-directions. Retention is honoured: where slice k's table has no entry, the
-kernel may still answer from slice k-1's table (grc §Time Slice Transition).
+tables) gives the egress interface; the plan, as the data plane renders it
+(:class:`emu.dataplane.desired.Desired`), gives the one answer allowed
+(:func:`expect`). The check is strict: a "local" answer is accepted only for
+a GRC address the satellite binds, its bound region or a LOCAL entry; an
+"unreachable" one only where neither slice k's nor the retained slice k-1's
+table has an entry (grc §Forwarding Algorithm step 5), or where the entry's
+egress has no link (counted by the applier as unresolved). Retention is
+honoured: where slice k's table has no entry, the kernel answers from slice
+k-1's table (grc §Time Slice Transition).
 
 The lookups are pyroute2 ``rtmsg`` requests (encoded once per destination)
 and their answers are decoded by pyroute2's parser; all of one satellite's
@@ -17,12 +22,17 @@ from __future__ import annotations
 
 import errno
 import functools
+import ipaddress
 import socket
+from dataclasses import dataclass
 
 from pyroute2.netlink.rtnl import RTM_GETROUTE, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
+from emu.addressing.slm import SegmentedTable
+from emu.dataplane.desired import Desired
 from emu.dataplane.model import IDX_LO, Model
+from emu.dataplane.nlroute import RTN_LOCAL, RTN_UNICAST
 from emu.dataplane.netlink import NetlinkBatch
 from emu.dataplane.nlmsg import decode, encode
 from emu.orbit.constellation import DOWN
@@ -59,26 +69,88 @@ def allowed_ifindexes(m: Model, sat: int, k: int, code: int) -> set[int]:
     return out
 
 
-def compare(m: Model, fabric, k: int, dsts: list[int]) -> dict:
-    """Check every satellite's FIB answer for ``dsts`` in slice k; return counts and the first mismatches."""
-    tables = {kk: m.db.tables(kk) for kk in (k, k - 1) if kk >= 0}
-    checked, mismatches = 0, []
-    for s, node in enumerate(m.satellites):
-        ref = {kk: t.reference(s) for kk, t in tables.items()}
-        answers = route_get_many(fabric.nl[node.netns], dsts)
-        for d, (err, rtype, oif) in zip(dsts, answers):
-            checked += 1
-            hit = ref[k].lookup(d)
-            if hit is not None:
-                ok = err == 0 and oif in allowed_ifindexes(m, s, k, hit[2]) | ({IDX_LO} if rtype == 2 else set())
-                want = hit
-            else:
-                prev = ref.get(k - 1).lookup(d) if (k - 1) in ref else None
-                ok = err in (errno.ENETUNREACH, errno.EHOSTUNREACH) or (
-                    prev is not None and err == 0 and oif in allowed_ifindexes(m, s, k - 1, prev[2]))
-                want = prev
-            if not ok and len(mismatches) < 20:
-                mismatches.append({"sat": node.name, "dst": socket.inet_ntoa(d.to_bytes(4, "big")), "errno": err,
-                                   "oif": oif, "plan": actions.describe(want[2]) if want else None})
-    return {"slice": k, "checked": checked, "mismatches": mismatches}
+LOCAL, FORWARD, UNREACHABLE = "local", "forward", "unreachable"
+_UNREACH = (errno.ENETUNREACH, errno.EHOSTUNREACH)
 
+
+@dataclass(frozen=True)
+class Expected:
+    """What the kernel must answer for one (satellite, destination): ``what`` and, to forward, the allowed
+    egress ifindexes; ``or_unreachable``: a retained entry whose links slice k took down may also be dead."""
+
+    what: str
+    oifs: frozenset[int] = frozenset()
+    slice: int | None = None
+    code: int | None = None
+    or_unreachable: bool = False
+
+
+def slice_table(d: Desired, s: int, kk: int) -> SegmentedTable:
+    """Table(kk) of satellite s as the kernel holds it: the plan's entries plus the bound region as a local
+    route unless the plan states that prefix itself (:meth:`Desired.routes`)."""
+    t = d.tables(kk).reference(s)
+    prefix, plen = d.region(s, kk)
+    if (prefix, plen) not in t:
+        t.insert(prefix, plen, LOCAL_CODE)
+    return t
+
+
+LOCAL_CODE = actions.encode(actions.LOCAL, {})
+
+
+def expect(m: Model, s: int, k: int, dst: int, local: set[int], table_k: SegmentedTable,
+           table_prev: SegmentedTable | None) -> Expected:
+    """The one answer the plan allows for ``dst`` at satellite s in slice k, in the kernel's lookup order:
+    the local table (bound GRC addresses of slices k and k-1), then table(k), then the retained table(k-1)."""
+    if dst in local:
+        return Expected(LOCAL)
+    hit = table_k.lookup(dst)
+    if hit is not None:
+        if actions.decode(hit[2]).kind == actions.LOCAL:
+            return Expected(LOCAL, slice=k, code=hit[2])
+        oifs = allowed_ifindexes(m, s, k, hit[2])
+        return Expected(FORWARD if oifs else UNREACHABLE, frozenset(oifs), k, hit[2])
+    prev = table_prev.lookup(dst) if table_prev is not None else None
+    if prev is None:
+        return Expected(UNREACHABLE)
+    if actions.decode(prev[2]).kind == actions.LOCAL:
+        return Expected(LOCAL, slice=k - 1, code=prev[2])
+    oifs = allowed_ifindexes(m, s, k - 1, prev[2])
+    alive = oifs & allowed_ifindexes(m, s, k, prev[2])  # the same directions still linked in slice k
+    return Expected(FORWARD if oifs else UNREACHABLE, frozenset(oifs), k - 1, prev[2],
+                    or_unreachable=bool(oifs) and alive != oifs)
+
+
+def accepts(e: Expected, err: int, rtype: int | None, oif: int | None) -> bool:
+    """Does the kernel's answer (errno, route type, egress ifindex) give what ``e`` allows?"""
+    if e.what == LOCAL:
+        return err == 0 and rtype == RTN_LOCAL
+    if e.what == UNREACHABLE:
+        return err in _UNREACH
+    if err in _UNREACH:
+        return e.or_unreachable
+    return err == 0 and rtype == RTN_UNICAST and oif in e.oifs
+
+
+def compare(m: Model, fabric, k: int, dsts: list[int], k0: int = 0) -> dict:
+    """Check every satellite's FIB answer for ``dsts`` in slice k of a run started at ``k0``; return counts
+    and the first mismatches."""
+    d = Desired(m, k0)
+    addrs = d.grc_addrs(k)
+    checked, mismatches = 0, []
+    counts = {LOCAL: 0, FORWARD: 0, UNREACHABLE: 0, "retained": 0}
+    for s, node in enumerate(m.satellites):
+        table_k = slice_table(d, s, k)
+        table_prev = slice_table(d, s, k - 1) if k > k0 else None
+        local = {int(ipaddress.IPv4Address(a)) for a in addrs.get(s, {})}
+        answers = route_get_many(fabric.nl[node.netns], dsts)
+        for dst, (err, rtype, oif) in zip(dsts, answers):
+            checked += 1
+            e = expect(m, s, k, dst, local, table_k, table_prev)
+            counts[e.what] += 1
+            counts["retained"] += e.slice == k - 1
+            if not accepts(e, err, rtype, oif) and len(mismatches) < 20:
+                mismatches.append({"sat": node.name, "dst": socket.inet_ntoa(dst.to_bytes(4, "big")), "errno": err,
+                                   "type": rtype, "oif": oif, "want": e.what, "oifs": sorted(e.oifs),
+                                   "plan_slice": e.slice, "plan": actions.describe(e.code) if e.code else None})
+    return {"slice": k, "checked": checked, "expected": counts, "mismatches": mismatches}
