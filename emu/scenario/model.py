@@ -215,7 +215,8 @@ class GrcCfg(Strict):
     """GRC parameters. spec: grc-based-routing §GRC encoding, §Dynamic GRC Binding."""
 
     level: Annotated[int, Field(ge=0, le=6)] = 6
-    footprint_level: Annotated[int, Field(ge=0, le=6)] = 2
+    # no footprint level: a satellite binds the GRCs of its sub-satellite cell at ``level`` (one region per
+    # satellite per slice, emu.snapshot.series); the footprint's many overlapping cells are never routed to
     shell_codes: list[Annotated[int, Field(ge=0, le=15)]] | None = None
     ipv6_prefix: str = "fd00:6772:6300::/96"
 
