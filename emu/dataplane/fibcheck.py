@@ -154,3 +154,29 @@ def compare(m: Model, fabric, k: int, dsts: list[int], k0: int = 0) -> dict:
                                    "type": rtype, "oif": oif, "want": e.what, "oifs": sorted(e.oifs),
                                    "plan_slice": e.slice, "plan": actions.describe(e.code) if e.code else None})
     return {"slice": k, "checked": checked, "expected": counts, "mismatches": mismatches}
+
+
+def check_run(view, attempts: int = 3, sat_sample: int = 7) -> dict:
+    """``leo-emu status --fib``: every satellite of a live run asked (strictly) where every ground node's GRC,
+    every ``sat_sample``-th satellite's GRC and one unassigned GRC go in the current slice. Retried when a slice
+    boundary falls inside the check; ``slice_changed`` says if every attempt straddled one."""
+    from emu.dataplane.fabric import Fabric
+
+    info = view.info
+    m = Model.from_plan(view.db, info["prefix"], info["n_slices"])  # run.json: the run's last slice + 1
+    fabric = Fabric([s.netns for s in m.satellites])
+    try:
+        for _ in range(attempts):
+            k = view.current_slice()
+            dsts = [int(g.grc) for g in m.db.ground] + [int(x) | 1 for x in m.db.bound_grc(k)[::sat_sample]]
+            dsts.append(UNASSIGNED_GRC)
+            out = compare(m, fabric, k, dsts, info["start_slice"])
+            out["slice_changed"] = view.current_slice() != k
+            if not out["slice_changed"]:
+                break
+        return out
+    finally:
+        fabric.close()
+
+
+UNASSIGNED_GRC = 0xD0010203  # 208.1.2.3: shell code 13, which no scenario uses: no table may route it

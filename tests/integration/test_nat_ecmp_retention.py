@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -68,6 +69,7 @@ def step_to(ctl, k: int) -> None:
         a.prepare(ctl.k)
         a.switch(ctl.k)
         a.cleanup(ctl.k)
+    ctl.write_status(slice=ctl.k)  # what `leo-emu status --fib` reads as the current slice
 
 
 def tx_packets(netns: str) -> dict[int, int]:
@@ -221,3 +223,27 @@ def test_the_previous_table_forwards_for_one_slice_then_is_gone(ctl):
     assert udp_flow(sat_ns, addr, 42001, 1) in ("ENETUNREACH", "EHOSTUNREACH")
     r = fibcheck.compare(m, fabric, k + 2, [dst] + [int(g.grc) for g in m.db.ground])
     assert not r["mismatches"], r
+
+
+# ============================================================================ `leo-emu status --fib`
+def test_status_fib_is_strict_and_can_fail(ctl):
+    from .test_dataplane import leo
+
+    env = dict(os.environ)
+    rid = ctl.run.run_id
+    p = leo(env, "status", "--run", rid, "--fib", "--format", "json", check=False)
+    assert p.returncode == 0, p.stderr
+    fib = json.loads(p.stdout)["fib"]
+    n = len(ctl.model.satellites)
+    assert fib["slice"] == ctl.k and not fib["mismatches"] and fib["checked"] > n
+    assert fib["expected"]["forward"] > n and fib["expected"]["unreachable"] >= n  # 208.1.2.3 everywhere
+    assert fib["expected"]["local"] >= 1  # each sampled satellite's own GRC
+    # a route the plan does not have: the unassigned GRC forwarded North on one satellite
+    sat = ctl.model.satellites[0]
+    add = ["ip", "-n", sat.netns, "route", "add", "208.1.2.3/32", "dev", "n", "table", str(table_id(ctl.k))]
+    subprocess.run(add, check=True)
+    try:
+        p = leo(env, "status", "--run", rid, "--fib", check=False)
+        assert p.returncode == 1 and "208.1.2.3" in p.stderr and sat.name in p.stderr, p.stderr
+    finally:
+        subprocess.run(["ip", "-n", sat.netns, "route", "del", "208.1.2.3/32", "table", str(table_id(ctl.k))])
