@@ -22,7 +22,7 @@ import sys
 import pytest
 
 from emu.addressing.grc import to_ipv4
-from emu.dataplane import cleanup, fibcheck
+from emu.dataplane import cleanup, fibcheck, netns
 from emu.dataplane.controller import Controller
 from emu.dataplane.desired import Desired, table_id
 from emu.dataplane.state import Run
@@ -159,6 +159,7 @@ def test_a_multipath_route_carries_flows_on_both_paths(ctl):
     assert case, "the default scenario with the default ecmp_tolerance should have a multipath entry"
     g, sat, dst, oifs = case
     g_ns, s_ns = netns_of(ctl, g.name), m.satellites[sat].netns
+    assert netns.get_sysctl(s_ns, "net.ipv4.fib_multipath_hash_policy") == "1"  # L4 hash: flows spread
     route = in_ns(s_ns, "ip", "-j", "route", "show", "table", str(table_id(ctl.k)))
     assert "nexthops" in route.stdout  # one kernel route, several next hops
     per_flow, n = {}, 40
