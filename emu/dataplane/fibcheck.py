@@ -32,9 +32,9 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 from emu.addressing.slm import SegmentedTable
 from emu.dataplane.desired import Desired
 from emu.dataplane.model import IDX_LO, Model
-from emu.dataplane.nlroute import RTN_LOCAL, RTN_UNICAST
 from emu.dataplane.netlink import NetlinkBatch
 from emu.dataplane.nlmsg import decode, encode
+from emu.dataplane.nlroute import RTN_LOCAL, RTN_UNICAST
 from emu.orbit.constellation import DOWN
 from emu.plan import actions
 
@@ -71,6 +71,7 @@ def allowed_ifindexes(m: Model, sat: int, k: int, code: int) -> set[int]:
 
 LOCAL, FORWARD, UNREACHABLE = "local", "forward", "unreachable"
 _UNREACH = (errno.ENETUNREACH, errno.EHOSTUNREACH)
+LOCAL_CODE = actions.encode(actions.LOCAL, {})
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,6 @@ def slice_table(d: Desired, s: int, kk: int) -> SegmentedTable:
     if (prefix, plen) not in t:
         t.insert(prefix, plen, LOCAL_CODE)
     return t
-
-
-LOCAL_CODE = actions.encode(actions.LOCAL, {})
 
 
 def expect(m: Model, s: int, k: int, dst: int, local: set[int], table_k: SegmentedTable,
