@@ -92,25 +92,29 @@ def udp_flow(netns: str, dst: str, sport: int, n: int, dport: int = 9) -> str:
 
 
 # ============================================================================ NAT
+def inet_peer(inet_ns: str, inet_addr: str, src_ns: str, port: int = 7071) -> tuple[str, str]:
+    """(the source address ``src_ns`` connects from, the peer address a TCP server in ``inet_ns`` sees)."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", inet_ns, sys.executable, "-c",
+         "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+         f"s.bind(('{inet_addr}',{port}))\ns.listen(1)\ns.settimeout(20)\nprint('ready',flush=True)\n"
+         "c,a=s.accept()\nprint(a[0],flush=True)\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        p = in_ns(src_ns, sys.executable, "-c", "import socket\n"
+                  f"s=socket.create_connection(('{inet_addr}',{port}),timeout=10)\nprint(s.getsockname()[0])")
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip(), server.stdout.readline().strip()
+    finally:
+        server.kill()
+        server.wait()
+
+
 def test_inet_sees_the_cores_address_not_the_users(ctl):
     m = ctl.model
     ut = m.uts[0]
     dev_ns, inet_ns = netns_of(ctl, ut.device), netns_of(ctl, m.cfg.inet_name)
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", inet_ns, sys.executable, "-c",
-         "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-         f"s.bind(('{m.cfg.inet_addr}',7071))\ns.listen(1)\ns.settimeout(20)\nprint('ready',flush=True)\n"
-         "c,a=s.accept()\nprint(a[0],flush=True)\n"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout.readline().strip() == "ready"
-        p = in_ns(dev_ns, sys.executable, "-c", "import socket\n"
-                  f"s=socket.create_connection(('{m.cfg.inet_addr}',7071),timeout=10)\nprint(s.getsockname()[0])")
-        assert p.returncode == 0, p.stderr
-        peer = server.stdout.readline().strip()
-    finally:
-        server.kill()
-        server.wait()
-    user = p.stdout.strip()
+    user, peer = inet_peer(inet_ns, m.cfg.inet_addr, dev_ns)
     assert user == m.dev_addr(ut.idx)
     assert peer == m.core_public(ut.operator), (peer, user)  # the home core's masquerade
     # the Internet cannot reach a user at all: no route of its own toward any pool
