@@ -122,7 +122,8 @@ _NFT_NAT = (
 _DEGRADATION = {
     "veth": "veth missing: the data plane cannot be built on this kernel (every link is a veth pair).",
     "bridge": "bridge missing: not used by the data plane; nothing changes.",
-    "vxlan": "vxlan missing: VXLAN tunnels are unavailable.",
+    "vxlan": ("vxlan missing: user-terminal tunnels use ipip; the SNO control plane (`mobility`: inter-core "
+              "tunnels) and the BGP overlay's IPv6 delivery to users, which need VXLAN, cannot run."),
     "gre": "gre missing: not used by the data plane (tunnels are ipip or VXLAN); nothing changes.",
     "sit": "sit missing: not used by the data plane; nothing changes.",
     "vrf": "vrf missing: not used by the data plane; nothing changes.",
