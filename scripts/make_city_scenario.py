@@ -96,7 +96,6 @@ links:
   polar_lat_deg: 75
 grc:
   level: 6
-  footprint_level: 2
 routing:
   multipath: ecmp
   satellite_destinations: false

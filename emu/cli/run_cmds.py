@@ -74,17 +74,35 @@ def status_record(run) -> dict:
 @click.option("--nodes", "list_nodes", is_flag=True, help="List every node (table format).")
 @click.option("--kernel", "kernel", is_flag=True, help="Also read the kernel back over netlink (root): "
               "namespaces present, links up, routes, rules.")
+@click.option("--fib", "fib", is_flag=True, help="Also ask every satellite's kernel (root) where the ground "
+              "nodes' and a sample of satellites' GRCs go now and compare strictly with the plan; exit 1 on a "
+              "mismatch.")
 @format_option
-def status(run_id: str | None, list_nodes: bool, kernel: bool, fmt: str) -> None:
+def status(run_id: str | None, list_nodes: bool, kernel: bool, fib: bool, fmt: str) -> None:
     """Where a run is: state, current slice, slice-switch times, nodes, degradations."""
     from emu.dataplane.state import find_run
 
-    rec = status_record(find_run(run_id))
+    run = find_run(run_id)
+    rec = status_record(run)
     if kernel:
         from emu.dataplane.fabric import kernel_summary
 
         _require_root("status --kernel")
         rec["kernel"] = kernel_summary(n["netns"] for n in rec["nodes"])
+    if fib:
+        from emu.dataplane.fibcheck import check_run
+        from emu.dataplane.runview import RunView
+
+        _require_root("status --fib")
+        rec["fib"] = check_run(RunView(run))
+    _status_out(rec, list_nodes, kernel, fmt)
+    if fib and rec["fib"]["mismatches"]:
+        click.echo(f"fib: {len(rec['fib']['mismatches'])} kernel answer(s) differ from the plan in slice "
+                   f"{rec['fib']['slice']} (first: {rec['fib']['mismatches'][0]})", err=True)
+        raise SystemExit(1)
+
+
+def _status_out(rec: dict, list_nodes: bool, kernel: bool, fmt: str) -> None:
     if fmt == "json":
         emit_json(rec)
         return
@@ -101,6 +119,11 @@ def status(run_id: str | None, list_nodes: bool, kernel: bool, fmt: str) -> None
     emit_table("nodes per kind", ["kind", "count"], [[k, v] for k, v in rec["node_counts"].items()])
     if kernel:
         emit_table("kernel (read over netlink)", ["what", "count"], [[k, v] for k, v in rec["kernel"].items()])
+    if "fib" in rec:
+        f = rec["fib"]
+        emit_kv(f"kernel vs plan, slice {f['slice']}", {"checked": f["checked"], **f["expected"],
+                                                         "mismatches": len(f["mismatches"]),
+                                                         "slice_changed": f["slice_changed"]})
     if list_nodes:
         emit_table("nodes", ["name", "kind", "netns"], [[n["name"], n["kind"], n["netns"]] for n in rec["nodes"]])
     for d in rec["degradations"]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import subprocess
 
-from emu.dataplane import desired, netns, nlroute, procs, servers
+from emu.dataplane import desired, ifnames, netns, nlroute, procs, servers
 from emu.dataplane.fabric import Fabric
 from emu.dataplane.model import IDX_LO, VXLAN_PORT, Model
 from emu.dataplane.state import Run
@@ -28,6 +28,8 @@ SYSCTLS = {
     "net.ipv4.conf.all.ignore_routes_with_linkdown": 1,
     "net.ipv4.conf.default.ignore_routes_with_linkdown": 1,
     "net.ipv4.icmp_ratelimit": 0,
+    "net.ipv4.fib_multipath_hash_policy": 1,  # ECMP/UCMP spread flows by their L4 5-tuple (a VXLAN tunnel's
+    # source port carries the inner flow's hash), each flow staying on one path (grc §Data Forwarding Module)
     "net.ipv6.conf.all.forwarding": 1,
     "net.ipv6.conf.all.accept_dad": 0,
     "net.ipv6.conf.default.accept_dad": 0,
@@ -132,14 +134,15 @@ class Builder:
 
     # ------------------------------------------------------------------ NAT, shaping, servers
     def nat(self) -> None:
-        """Source NAT at each operator's core toward the Internet (grc §Border Gateway, PoP NAT)."""
-        if not self.features.has("nft_nat"):
-            self.degradations.append("nftables NAT unavailable: the Internet routes user pools back directly")
+        """Source NAT at each operator's core toward the Internet (grc §Data Forwarding Process step 5, PoP NAT):
+        one ``nft -f`` batch per core namespace. Without nftables NAT (``RunConfig.nat``) the Internet routes
+        the pools back instead (:func:`desired.terrestrial_routes`), reported as a degradation."""
+        if not self.m.cfg.nat:
+            self.degradations.append("nftables NAT unavailable: the Internet routes user pools back directly "
+                                     "and sees users' addresses")
             return
-        for idx, name, _c, pool in self.nat_operators():
-            rules = (f"table ip leoemu {{\n chain post {{\n  type nat hook postrouting priority 100;\n"
-                     f"  oifname \"inet\" ip saddr {pool} masquerade\n }}\n}}\n")
-            _run_in(self.m.by_name[name].netns, ["nft", "-f", "-"], stdin=rules)
+        for _idx, name, _c, pool in self.nat_operators():
+            _run_in(self.m.by_name[name].netns, ["nft", "-f", "-"], stdin=masquerade_ruleset(pool))
 
     def nat_operators(self) -> list[tuple]:
         """The operators whose core gets NAT here (all on one host; emu.multihost: the local cores)."""
@@ -176,6 +179,16 @@ class Builder:
                 continue
             self.run.record_pid(p.pid, f"{what} in {inet}")
             self.procs.append(p)
+
+
+def masquerade_ruleset(pool: str) -> str:
+    """A core's nftables batch: its own users' pool leaving toward the Internet takes the core's public address.
+
+    Only the core's own pool: a visiting user's traffic (another operator's pool) is not translated here but
+    tunnelled to its home core, whose NAT it leaves by (spec: inter-sno-mobility §5.1, user -> visited core ->
+    tunnel -> home core -> destination)."""
+    return (f"table ip leoemu {{\n chain post {{\n  type nat hook postrouting priority 100;\n"
+            f"  oifname \"{ifnames.CORE_INET}\" ip saddr {pool} masquerade\n }}\n}}\n")
 
 
 def _run_in(netns_name: str, argv: list[str], stdin: str = "") -> None:

@@ -335,13 +335,19 @@ def terrestrial_addrs(m: Model) -> list[Addr]:
 
 
 def terrestrial_routes(m: Model) -> list[StaticRoute]:
-    """Device -> its UT; GS: the terrestrial space (0/4) -> its core; core -> the Internet; the Internet ->
-    each operator's pool (so it is found also without NAT)."""
+    """Device -> its UT; GS: the terrestrial space (0/4) -> its core; core -> the Internet.
+
+    The Internet knows only the cores' public addresses (its connected /30s): each core masquerades its own
+    users (grc §Data Forwarding Process step 5, "the PoP performs NAT"; :meth:`Builder.nat`). Only on a kernel
+    without nftables NAT (``RunConfig.nat`` false, a degradation ``up`` reports) does the Internet route each
+    operator's pool back to its core.
+    """
     out = [StaticRoute(u.device, "0.0.0.0/0", IDX_TERR, m.ut_lan_addr(u.idx)) for u in m.uts]
     out += [StaticRoute(g.name, "0.0.0.0/4", IDX_TERR, m.gs_core_link(g.idx)[1]) for g in m.gss]
     for idx, name, _c, pool in m.db.operators:
-        out += [StaticRoute(name, "0.0.0.0/0", IDX_TERR, m.inet_core_addr(idx)),
-                StaticRoute(m.cfg.inet_name, pool, INET_CORE_BASE + idx, m.core_public(idx))]
+        out.append(StaticRoute(name, "0.0.0.0/0", IDX_TERR, m.inet_core_addr(idx)))
+        if not m.cfg.nat:  # no nftables NAT: the Internet routes the pools back (a reported degradation)
+            out.append(StaticRoute(m.cfg.inet_name, pool, INET_CORE_BASE + idx, m.core_public(idx)))
     from emu.dataplane.desired6 import terrestrial_routes6
 
     return out + bgp_inet_routes(m) + terrestrial_routes6(m)

@@ -122,7 +122,8 @@ _NFT_NAT = (
 _DEGRADATION = {
     "veth": "veth missing: the data plane cannot be built on this kernel (every link is a veth pair).",
     "bridge": "bridge missing: not used by the data plane; nothing changes.",
-    "vxlan": "vxlan missing: VXLAN tunnels are unavailable.",
+    "vxlan": ("vxlan missing: user-terminal tunnels use ipip; the SNO control plane (`mobility`: inter-core "
+              "tunnels) and the BGP overlay's IPv6 delivery to users, which need VXLAN, cannot run."),
     "gre": "gre missing: not used by the data plane (tunnels are ipip or VXLAN); nothing changes.",
     "sit": "sit missing: not used by the data plane; nothing changes.",
     "vrf": "vrf missing: not used by the data plane; nothing changes.",
@@ -143,7 +144,8 @@ _DEGRADATION = {
     "fq": "fq missing: not used by the data plane; nothing changes.",
     "fq_codel": "fq_codel missing: not used by the data plane (link queues are tbf's); nothing changes.",
     "clsact": "clsact missing: not used by the data plane; nothing changes.",
-    "nft_nat": "nftables NAT missing: GS/PoP border gateways cannot translate addresses.",
+    "nft_nat": ("nftables NAT missing: the cores do not masquerade their users; the Internet node routes "
+                "the user pools back to the cores instead and sees users' own addresses."),
 }
 _TOOL_DEGRADATION = {
     "ip": "`ip` (iproute2) not on PATH: `leo-emu exec`-style commands and address lookups cannot run.",

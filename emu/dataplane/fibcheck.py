@@ -3,10 +3,15 @@
 DESIGN.md: "a pure-Python reference lookup must agree with the kernel's
 FIB". For every satellite and destination GRC, an RTM_GETROUTE lookup (the
 same as ``ip route get``, through the satellite's policy rules and slice
-tables) gives the egress interface; the plan's reference segmented longest
-match (:class:`emu.addressing.slm.SegmentedTable`) gives the allowed egress
-directions. Retention is honoured: where slice k's table has no entry, the
-kernel may still answer from slice k-1's table (grc §Time Slice Transition).
+tables) gives the egress interface; the plan, as the data plane renders it
+(:class:`emu.dataplane.desired.Desired`), gives the one answer allowed
+(:func:`expect`). The check is strict: a "local" answer is accepted only for
+a GRC address the satellite binds, its bound region or a LOCAL entry; an
+"unreachable" one only where neither slice k's nor the retained slice k-1's
+table has an entry (grc §Forwarding Algorithm step 5), or where the entry's
+egress has no link (counted by the applier as unresolved). Retention is
+honoured: where slice k's table has no entry, the kernel answers from slice
+k-1's table (grc §Time Slice Transition).
 
 The lookups are pyroute2 ``rtmsg`` requests (encoded once per destination)
 and their answers are decoded by pyroute2's parser; all of one satellite's
@@ -17,15 +22,20 @@ from __future__ import annotations
 
 import errno
 import functools
+import ipaddress
 import socket
+from dataclasses import dataclass
 
 from pyroute2.netlink.rtnl import RTM_GETROUTE, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from emu.addressing.grc import ipv6_base, prefix6_of
+from emu.addressing.slm import SegmentedTable
+from emu.dataplane.desired import Desired
 from emu.dataplane.model import IDX_LO, Model
 from emu.dataplane.netlink import NetlinkBatch
 from emu.dataplane.nlmsg import decode, encode
+from emu.dataplane.nlroute import RTN_LOCAL, RTN_UNICAST
 from emu.orbit.constellation import DOWN
 from emu.plan import actions
 
@@ -69,30 +79,120 @@ def allowed_ifindexes(m: Model, sat: int, k: int, code: int) -> set[int]:
     return out
 
 
-def compare(m: Model, fabric, k: int, dsts: list[int], family: int = 4) -> dict:
-    """Check every satellite's FIB answer for ``dsts`` in slice k; return counts and the first mismatches.
+LOCAL, FORWARD, UNREACHABLE = "local", "forward", "unreachable"
+_UNREACH = (errno.ENETUNREACH, errno.EHOSTUNREACH)
+LOCAL_CODE = actions.encode(actions.LOCAL, {})
 
-    ``family`` 6 asks for the GRCs' IPv6 forms (grc §GRC encoding): the same plan, the same answers."""
+
+@dataclass(frozen=True)
+class Expected:
+    """What the kernel must answer for one (satellite, destination): ``what`` and, to forward, the allowed
+    egress ifindexes; ``or_unreachable``: a retained entry whose links slice k took down may also be dead."""
+
+    what: str
+    oifs: frozenset[int] = frozenset()
+    slice: int | None = None
+    code: int | None = None
+    or_unreachable: bool = False
+
+
+def slice_table(d: Desired, s: int, kk: int) -> SegmentedTable:
+    """Table(kk) of satellite s as the kernel holds it: the plan's entries plus the bound region as a local
+    route unless the plan states that prefix itself (:meth:`Desired.routes`)."""
+    t = d.tables(kk).reference(s)
+    prefix, plen = d.region(s, kk)
+    if (prefix, plen) not in t:
+        t.insert(prefix, plen, LOCAL_CODE)
+    return t
+
+
+def expect(m: Model, s: int, k: int, dst: int, local: set[int], table_k: SegmentedTable,
+           table_prev: SegmentedTable | None) -> Expected:
+    """The one answer the plan allows for ``dst`` at satellite s in slice k, in the kernel's lookup order:
+    the local table (bound GRC addresses of slices k and k-1), then table(k), then the retained table(k-1)."""
+    if dst in local:
+        return Expected(LOCAL)
+    hit = table_k.lookup(dst)
+    if hit is not None:
+        if actions.decode(hit[2]).kind == actions.LOCAL:
+            return Expected(LOCAL, slice=k, code=hit[2])
+        oifs = allowed_ifindexes(m, s, k, hit[2])
+        return Expected(FORWARD if oifs else UNREACHABLE, frozenset(oifs), k, hit[2])
+    prev = table_prev.lookup(dst) if table_prev is not None else None
+    if prev is None:
+        return Expected(UNREACHABLE)
+    if actions.decode(prev[2]).kind == actions.LOCAL:
+        return Expected(LOCAL, slice=k - 1, code=prev[2])
+    oifs = allowed_ifindexes(m, s, k - 1, prev[2])
+    alive = oifs & allowed_ifindexes(m, s, k, prev[2])  # the same directions still linked in slice k
+    return Expected(FORWARD if oifs else UNREACHABLE, frozenset(oifs), k - 1, prev[2],
+                    or_unreachable=bool(oifs) and alive != oifs)
+
+
+def accepts(e: Expected, err: int, rtype: int | None, oif: int | None) -> bool:
+    """Does the kernel's answer (errno, route type, egress ifindex) give what ``e`` allows?"""
+    if e.what == LOCAL:
+        return err == 0 and rtype == RTN_LOCAL
+    if e.what == UNREACHABLE:
+        return err in _UNREACH
+    if err in _UNREACH:
+        return e.or_unreachable
+    return err == 0 and rtype == RTN_UNICAST and oif in e.oifs
+
+
+def compare(m: Model, fabric, k: int, dsts: list[int], k0: int = 0, family: int = 4) -> dict:
+    """Check every satellite's FIB answer for ``dsts`` in slice k of a run started at ``k0``; return counts
+    and the first mismatches.
+
+    ``family`` 6 asks for the GRCs' IPv6 forms (grc §GRC encoding): the same plan, the same answers (the
+    IPv6 tables, rules and bindings are the IPv4 ones' twins, :func:`emu.dataplane.desired.Desired.routes6`)."""
     base6 = ipv6_base(m.cfg.grc_ipv6_prefix) if family == 6 else None
-    tables = {kk: m.db.tables(kk) for kk in (k, k - 1) if kk >= 0}
+    d = Desired(m, k0)
+    addrs = d.grc_addrs(k)
     checked, mismatches = 0, []
+    counts = {LOCAL: 0, FORWARD: 0, UNREACHABLE: 0, "retained": 0}
     for s, node in enumerate(m.satellites):
-        ref = {kk: t.reference(s) for kk, t in tables.items()}
+        table_k = slice_table(d, s, k)
+        table_prev = slice_table(d, s, k - 1) if k > k0 else None
+        local = {int(ipaddress.IPv4Address(a)) for a in addrs.get(s, {})}
         answers = route_get_many(fabric.nl[node.netns], dsts, base6)
-        for d, (err, rtype, oif) in zip(dsts, answers):
+        for dst, (err, rtype, oif) in zip(dsts, answers):
             checked += 1
-            hit = ref[k].lookup(d)
-            if hit is not None:
-                ok = err == 0 and oif in allowed_ifindexes(m, s, k, hit[2]) | ({IDX_LO} if rtype == 2 else set())
-                want = hit
-            else:
-                prev = ref.get(k - 1).lookup(d) if (k - 1) in ref else None
-                ok = err in (errno.ENETUNREACH, errno.EHOSTUNREACH) or (
-                    prev is not None and err == 0 and oif in allowed_ifindexes(m, s, k - 1, prev[2]))
-                want = prev
-            if not ok and len(mismatches) < 20:
-                text = _text6(d, base6) if base6 is not None else socket.inet_ntoa(d.to_bytes(4, "big"))
+            e = expect(m, s, k, dst, local, table_k, table_prev)
+            counts[e.what] += 1
+            counts["retained"] += e.slice == k - 1
+            if not accepts(e, err, rtype, oif) and len(mismatches) < 20:
+                text = _text6(dst, base6) if base6 is not None else socket.inet_ntoa(dst.to_bytes(4, "big"))
                 mismatches.append({"sat": node.name, "dst": text, "errno": err,
-                                   "oif": oif, "plan": actions.describe(want[2]) if want else None})
-    return {"slice": k, "checked": checked, "mismatches": mismatches}
+                                   "type": rtype, "oif": oif, "want": e.what, "oifs": sorted(e.oifs),
+                                   "plan_slice": e.slice, "plan": actions.describe(e.code) if e.code else None})
+    return {"slice": k, "checked": checked, "expected": counts, "mismatches": mismatches}
 
+
+def check_run(view, attempts: int = 3, sat_sample: int = 7) -> dict:
+    """``leo-emu status --fib``: every satellite of a live run asked (strictly, IPv4 and IPv6) where every ground node's GRC,
+    every ``sat_sample``-th satellite's GRC and one unassigned GRC go in the current slice. Retried when a slice
+    boundary falls inside the check; ``slice_changed`` says if every attempt straddled one."""
+    from emu.dataplane.fabric import Fabric
+
+    info = view.info
+    m = Model.from_plan(view.db, info["prefix"], info["n_slices"])  # run.json: the run's last slice + 1
+    fabric = Fabric([s.netns for s in m.satellites])
+    try:
+        for _ in range(attempts):
+            k = view.current_slice()
+            dsts = [int(g.grc) for g in m.db.ground] + [int(x) | 1 for x in m.db.bound_grc(k)[::sat_sample]]
+            dsts.append(UNASSIGNED_GRC)
+            out = compare(m, fabric, k, dsts, info["start_slice"])
+            six = compare(m, fabric, k, dsts, info["start_slice"], family=6)  # the IPv6 twins, same answers
+            out["checked"] += six["checked"]
+            out["mismatches"] = (out["mismatches"] + [dict(x, family=6) for x in six["mismatches"]])[:20]
+            out["slice_changed"] = view.current_slice() != k
+            if not out["slice_changed"]:
+                break
+        return out
+    finally:
+        fabric.close()
+
+
+UNASSIGNED_GRC = 0xD0010203  # 208.1.2.3: shell code 13, which no scenario uses: no table may route it

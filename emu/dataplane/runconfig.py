@@ -48,6 +48,8 @@ class RunConfig:
     tunnel_mode: str  # what this run uses (ipip | vxlan), decided once
     netem: bool = False  # the kernel has netem: per-slice link delays
     tbf: bool = False  # the kernel has tbf: link rates
+    nat: bool = True  # the kernel has nftables NAT: each core masquerades its users, the Internet knows only the
+    # cores' public addresses (without: it routes the user pools back, a labelled degradation)
     bgp: bool = False  # the scenario's bgp.enabled: BGP overlay (peering links and addresses, daemons)
     bgp_timers: str = "aggressive"
     bgp_msp_base: str = "fd4c:454f::/32"
@@ -81,6 +83,7 @@ class RunConfig:
             tunnel_mode=tunnel_mode,
             netem=has("netem"),
             tbf=has("tbf"),
+            nat=has("nft_nat") if features is not None else True,  # dry runs show what a NAT kernel gets
             bgp=sc.bgp.enabled,
             bgp_timers=sc.bgp.timers,
             bgp_msp_base=sc.bgp.msp_base,

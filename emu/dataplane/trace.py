@@ -26,12 +26,14 @@ kernel forwards (DESIGN.md rule 1).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import resource
 import secrets
 import selectors
 import socket
 import struct
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from emu.dataplane import netns
@@ -143,18 +145,29 @@ def satellite_hops(hops: list[dict], is_satellite) -> list[tuple[str, str | None
 
 
 def matches_plan(observed: list[tuple[str, str | None]], planned: list[tuple[str, str | None]] | None,
-                 plan_reachable: bool, reply_received: bool) -> bool:
-    """Do the observed (satellite, egress) pairs equal the plan's?
+                 plan_reachable: bool, reply_received: bool,
+                 egresses: Mapping[str, Collection[str]] | None = None) -> bool:
+    """Do the observed (satellite, egress) pairs follow the plan?
 
-    A reachable plan must be followed exactly. An unreachable one (no route at
-    some satellite, no satellite in view, no ground station) matches when the
-    probe followed the plan's hops and went no further: at most one more
-    satellite, where it died (no egress), and no reply came back.
+    A reachable plan must be followed exactly, except where a table entry has
+    several egresses (ECMP/UCMP, grc §Routing Table Structure): ``egresses``
+    (satellite -> the directions its entry for the probe's destination
+    allows) lets the kernel's hash take any of them, as long as the probe
+    enters at the plan's first satellite and leaves as the plan does. An
+    unreachable plan (no route at some satellite, no satellite in view, no
+    ground station) matches when the probe followed the plan's hops and went
+    no further: at most one more satellite, where it died (no egress), and
+    no reply came back.
     """
     if planned is None:
         return False
     if plan_reachable:
-        return bool(observed) and observed == planned
+        if not observed or not planned:
+            return False
+        if observed == planned:
+            return True
+        return egresses is not None and observed[0][0] == planned[0][0] and observed[-1][1] == planned[-1][1] \
+            and all(eg in egresses.get(sat, ()) for sat, eg in observed)
     if reply_received:
         return False
     if observed == planned:
@@ -327,6 +340,18 @@ def _planned(view: RunView, src: str | None, dst: str | None, k: int) -> tuple[d
         return None, str(exc)
 
 
+def _plan_egresses(view: RunView, planned: dict | None, sats: list[tuple[str, str | None]], k: int
+                   ) -> dict[str, list[str]] | None:
+    """The directions each observed satellite's plan entry allows for the probe's destination GRC."""
+    if not planned or not planned.get("reachable") or not planned.get("grc_dst"):
+        return None
+    from emu.plan.path import PathFinder
+
+    pf = PathFinder(view.db)
+    dst = int(ipaddress.IPv4Address(planned["grc_dst"]))
+    return {sat: pf.egresses(k, sat, dst) for sat, _eg in sats if sat in pf.sat_index}
+
+
 def _capture_set(view: RunView, plan: dict | None, k: int, max_capture: int) -> tuple[list[str], dict]:
     everything = [n["netns"] for n in view.nodes]
     if len(everything) <= max_capture:
@@ -461,7 +486,8 @@ def _report(view: RunView, pr: ProbeRun) -> dict:
         "planned": planned_hops,
         "plan_reachable": planned.get("reachable") if planned else None,
         "plan_reason": pr.plan_reason or (planned or {}).get("reason"),
-        "matches_plan": matches_plan(obs_sats, plan_sats, bool(planned and planned.get("reachable")), bool(in_src)),
+        "matches_plan": matches_plan(obs_sats, plan_sats, bool(planned and planned.get("reachable")), bool(in_src),
+                                     _plan_egresses(view, planned, obs_sats, k)),
         "observed_satellites": [list(x) for x in obs_sats],
         "planned_satellites": [list(x) for x in plan_sats] if plan_sats is not None else None,
         "capture": pr.capture,

@@ -4,8 +4,10 @@ The walk uses the reference segmented-longest-match lookup
 (:class:`emu.addressing.slm.SegmentedTable`) on the stored tables, hop by
 hop, exactly as a satellite's forwarding engine would (spec: grc-based-routing
 §Forwarding Algorithm). Where an entry has several egress directions the walk
-takes the heaviest (ties: spec order N, S, E, W, Down, Up); the kernel may hash
-a flow onto any of them.
+takes the heaviest; among equally heavy ones (ECMP) the one whose walk of the
+tables delivers soonest (ties: spec order N, S, E, W, Down, Up), so the
+reported delay is the plan's planned delay; the kernel may hash a flow onto
+any of them.
 """
 
 from __future__ import annotations
@@ -44,8 +46,55 @@ class PathFinder:
         ranges = self.db.link_ranges(k)  # (node, sat) -> km: every ground link, all antennas
         return tables, nb, dl, att, self.db.gs_choice(k), ranges
 
+    @lru_cache(maxsize=4096)
     def _table(self, k: int, s: int):
         return self._slice(k)[0].reference(s)
+
+    def _pick(self, k: int, act: actions.Action, cur: int, grc_dst: int) -> int:
+        """The egress the walk takes: the heaviest; among equally heavy (ECMP), the soonest to deliver."""
+        dirs = _heaviest(act)
+        if len(dirs) == 1:
+            return dirs[0]
+        _t, nb, dl, *_ = self._slice(k)
+        memo: dict[int, float] = {cur: float("inf")}
+        cost = {d: float(dl[cur, d]) + self._remaining(k, int(nb[cur, d]), grc_dst, memo) if nb[cur, d] >= 0
+                else float("inf") for d in dirs}
+        return min(dirs, key=lambda d: (cost[d], d))
+
+    def _remaining(self, k: int, s: int, grc_dst: int, memo: dict[int, float]) -> float:
+        """Least delay (ms) from satellite s to delivering ``grc_dst``, walking the plan's heaviest egresses."""
+        if s in memo:
+            return memo[s]
+        memo[s] = float("inf")  # a loop never counts as a way through
+        _t, nb, dl, _att, _choice, ranges = self._slice(k)
+        hit = self._table(k, s).lookup(grc_dst)
+        best = float("inf")
+        if hit is not None:
+            act = actions.decode(hit[2])
+            if act.kind == actions.LOCAL:
+                best = 0.0
+            elif act.down_target is not None:
+                rng = ranges.get((act.down_target, s))
+                best = float("inf") if rng is None else rng / C_KM_S * 1e3
+            else:
+                for d in _heaviest(act):
+                    if nb[s, d] >= 0:
+                        best = min(best, float(dl[s, d]) + self._remaining(k, int(nb[s, d]), grc_dst, memo))
+        memo[s] = best
+        return best
+
+    def egresses(self, k: int, sat: str, grc_dst: int) -> list[str]:
+        """The directions satellite ``sat``'s slice-k entry for ``grc_dst`` lets a packet leave by (ECMP/UCMP:
+        every one; active-standby: the active); [] without an entry, ["local"] for local delivery."""
+        hit = self._table(k, self.sat_index[sat]).lookup(grc_dst)
+        if hit is None:
+            return []
+        act = actions.decode(hit[2])
+        if act.kind == actions.LOCAL:
+            return ["local"]
+        if act.kind == actions.STANDBY:
+            return [DIRECTIONS[_pick(act)]]
+        return [DIRECTIONS[e.direction] for e in act.egress]
 
     def resolve(self, name: str) -> tuple[str, str]:
         """(kind, canonical name): kind in ground, satellite, device, internet."""
@@ -128,7 +177,7 @@ class PathFinder:
                 hops.append({"node": name, "egress": "Down", "delay_ms": rng_km / C_KM_S * 1e3})
                 hops.append({"node": tgt.name, "egress": last_gs_egress[0], "delay_ms": last_gs_egress[1]})
                 break
-            eg = _pick(act)
+            eg = self._pick(k, act, cur, grc_dst)
             nxt = int(nb[cur, eg])
             if nxt < 0:
                 return self._unreachable(k, pre + hops, src, dst, f"{name}: {DIRECTIONS[eg]} has no link")
@@ -180,6 +229,14 @@ class PathFinder:
     def _unreachable(self, k, hops, src, dst, why) -> dict:
         return {"slice": k, "time_s": self.db.slice_time(k), "reachable": False, "reason": why, "hops": hops,
                 "one_way_delay_ms": None, "grc_dst": None}
+
+
+def _heaviest(act: actions.Action) -> list[int]:
+    """The directions the walk may take: the active one (active-standby), else the heaviest (ECMP: all)."""
+    if act.kind == actions.STANDBY:
+        return [_pick(act)]
+    top = max(e.attribute for e in act.egress)
+    return [e.direction for e in act.egress if e.attribute == top]
 
 
 def _pick(act: actions.Action) -> int:

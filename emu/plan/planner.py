@@ -195,7 +195,7 @@ def plan_slice(plan: Plan, k: int) -> SlicePlan:
     dest = destinations_for(plan, k)
     dist = destination_distances(N, L.a, L.b, L.delay_ms, dest.terminals(), len(dest.addr))
     codes = next_hop_codes(snap.neighbours, snap.neighbour_delay_ms, dist, dest,
-                           sc.routing.multipath, sc.routing.ucmp_tolerance)
+                           sc.routing.multipath, sc.routing.ucmp_tolerance, sc.routing.ecmp_tolerance)
     tables = aggregate(codes, dest.addr, dest.plen, sc.routing.aggregate)
     raw = np.count_nonzero(codes, axis=1)
     # multi-source selection: a UT reaches a GS when its serving satellite has a path to one the GS links to

@@ -118,8 +118,16 @@ def destination_distances(n_sats: int, a: np.ndarray, b: np.ndarray, delay_ms: n
 
 
 def next_hop_codes(nb: np.ndarray, nb_delay: np.ndarray, dist: np.ndarray, dest: Destinations,
-                   policy: str, ucmp_tolerance: float) -> np.ndarray:
+                   policy: str, ucmp_tolerance: float, ecmp_tolerance: float = 0.0) -> np.ndarray:
     """(sats, dests) action codes; 0 where the destination is unreachable from the satellite.
+
+    ECMP and UCMP take every neighbour whose path is within a relative
+    tolerance of the best (``ecmp_tolerance``, ``ucmp_tolerance``; the
+    scenario's ``routing`` block defines both): float delays over real
+    geometry never tie exactly, so a zero tolerance would never split.
+    ECMP gives the chosen egresses equal weights, UCMP weights them by
+    best / delay. Near-equal neighbours must be strictly closer to the
+    destination, so every hop still lowers the remaining delay (no loops).
 
     ``dist[d, s]``: least delay from satellite s to destination d
     (:func:`destination_distances`). A terminal satellite delivers (Down or
@@ -152,12 +160,11 @@ def next_hop_codes(nb: np.ndarray, nb_delay: np.ndarray, dist: np.ndarray, dest:
         code = (np.int64(actions.STANDBY) << 48) | (np.int64(1) << primary) | (np.int64(1) << (6 + 7 * primary))
         code |= np.where(has_standby, (np.int64(1) << standby) | (np.int64(2) << (6 + 7 * standby)), 0)
     else:
-        tol = ucmp_tolerance if policy == "ucmp" else 0.0
+        tol = ucmp_tolerance if policy == "ucmp" else ecmp_tolerance
         sel = C <= best[..., None] * (1.0 + tol) + _EPS
-        if policy == "ucmp":
-            # only neighbours strictly closer to the destination: near-equal paths must not loop
-            Dn = np.where(has[None], D[:, nbi], np.inf)
-            sel &= (Dn < D[:, :, None] - _EPS) | (C <= best[..., None] + _EPS)
+        # only neighbours strictly closer to the destination: near-equal paths must not loop
+        Dn = np.where(has[None], D[:, nbi], np.inf)
+        sel &= (Dn < D[:, :, None] - _EPS) | (C <= best[..., None] + _EPS)
         if policy == "ucmp":
             w = np.clip(np.round(100.0 * best[..., None] / np.where(sel, C, np.inf)), 1, 100).astype(np.int64)
         else:

@@ -263,7 +263,8 @@ class GrcCfg(Strict):
     """GRC parameters. spec: grc-based-routing §GRC encoding, §Dynamic GRC Binding."""
 
     level: Annotated[int, Field(ge=0, le=6)] = 6
-    footprint_level: Annotated[int, Field(ge=0, le=6)] = 2
+    # no footprint level: a satellite binds the GRCs of its sub-satellite cell at ``level`` (one region per
+    # satellite per slice, emu.snapshot.series); the footprint's many overlapping cells are never routed to
     shell_codes: list[Annotated[int, Field(ge=0, le=15)]] | None = None
     ipv6_prefix: str = "fd00:6772:6300::/96"
 
@@ -317,6 +318,9 @@ class RoutingCfg(Strict):
 
     multipath: Literal["ecmp", "ucmp", "active-standby"] = "ecmp"
     ucmp_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    # ECMP: neighbours whose path is within this fraction of the best are equal-cost (float delays over real
+    # geometry never tie exactly; emu.plan.routing.next_hop_codes)
+    ecmp_tolerance: Annotated[float, Field(ge=0.0, le=0.5)] = 0.02
     attach_policy: Literal["highest-elevation", "longest-visibility", "nearest", "shortest-path",
                            "prefer-home"] = "highest-elevation"
     # prefer-home: a user takes its home operator's highest satellite within this many degrees of the best one

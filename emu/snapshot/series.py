@@ -63,7 +63,6 @@ class Snapshot:
     links: Links
     ground_links: Visibility  # rows of this slice only
     bound_cell: np.ndarray  # (sats,) H3 index (int) of the sub-satellite cell at the binding level
-    footprint_level: int
 
     @cached_property
     def neighbours(self) -> np.ndarray:
@@ -81,11 +80,12 @@ class Snapshot:
         d[self.links.b, self.links.dir_b] = dl
         return d
 
-    def footprint_cells(self, sat: int, min_elevation_deg: float = 25.0) -> list[int]:
-        """H3 cells (ints) at the footprint level whose centres see ``sat`` above ``min_elevation_deg``."""
+    def footprint_cells(self, sat: int, level: int, min_elevation_deg: float = 25.0) -> list[int]:
+        """H3 cells (ints) at ``level`` whose centres see ``sat`` above ``min_elevation_deg`` (a coverage
+        view; what a satellite binds and is routed to is ``bound_cell``)."""
         lam = _central_angle(float(self.alt[sat]), min_elevation_deg)
-        center = h3i.latlng_to_cell(float(self.lat[sat]), float(self.lon[sat]), self.footprint_level)
-        edge_km = h3i.average_hexagon_edge_length(self.footprint_level, unit="km")
+        center = h3i.latlng_to_cell(float(self.lat[sat]), float(self.lon[sat]), level)
+        edge_km = h3i.average_hexagon_edge_length(level, unit="km")
         k = int(math.ceil(lam * 6371.0 / (1.5 * edge_km))) + 1
         cells = h3i.grid_disk(center, k)
         out = []
@@ -135,8 +135,7 @@ class SnapshotSeries:
         lo, hi = self._vis_bounds[k], self._vis_bounds[k + 1]
         rows = Visibility(v.slice[lo:hi], v.node[lo:hi], v.sat[lo:hi], v.elevation_deg[lo:hi], v.range_km[lo:hi])
         return Snapshot(self.first_index + k, float(self.times_s[k]), self.constellation, self.ground, eph.ecef[k], eph.lat[k],
-                        eph.lon[k], eph.alt[k], self.links(k), rows, self.bound_cells[k],
-                        self.loaded.scenario.grc.footprint_level)
+                        eph.lon[k], eph.alt[k], self.links(k), rows, self.bound_cells[k])
 
     def __iter__(self):
         for k in range(len(self)):

@@ -20,6 +20,7 @@ from emu.dataplane import netns
 from emu.dataplane.state import proc_starttime
 
 from .test_dataplane import in_ns, leo
+from .test_nat_ecmp_retention import inet_peer
 
 ROOT = Path(__file__).resolve().parents[2]
 # written for the 6 x 8 scenario (coverage gaps, inter-SNO handovers at known slices): topologies/sparse.yaml
@@ -47,6 +48,12 @@ def test_experiment_handover_keeps_the_address_and_uses_the_tunnel(leo_env, modu
     for core, devs in d["tunnels"].items():  # visited core -> tunnel -> home core and back
         assert devs and all(v["rx"] > 0 and v["tx"] > 0 for v in devs.values()), (core, devs)
     assert not [n for n in _mine(module_ns_prefix.rstrip("-")) if not n.endswith("probe")]
+
+
+def _inet_side_addr(core_ns: str) -> str:
+    """A core's public address: the IPv4 address on its link to the Internet."""
+    p = in_ns(core_ns, "ip", "-j", "-4", "addr", "show", "dev", "inet")
+    return json.loads(p.stdout)[0]["addr_info"][0]["local"]
 
 
 def _registered(info: dict) -> bool:
@@ -80,6 +87,11 @@ def test_up_starts_the_control_plane_and_down_removes_it(leo_env, tmp_path) -> N
             dev = f"{run}-dev{u[2:]}"
             p = in_ns(dev, "ping", "-c", "3", "-i", "0.2", "-W", "2", "12.0.0.1")
             assert " 0% packet loss" in p.stdout, p.stdout
+            # ... and leaves by its home core's NAT: the visited core does not translate it (docs/dataplane.md)
+            user, peer = inet_peer(f"{run}-inet", "12.0.0.1", dev)
+            publics = {c: _inet_side_addr(f"{run}-{c}") for c in info["cores"]}
+            assert peer in publics.values() and peer != publics[st[u]["registered_at"]] and peer != user, \
+                (u, user, peer, publics)
         tunnels = in_ns(f"{run}-sno-a", "ip", "-j", "link", "show", "type", "vxlan").stdout
         assert any(x["ifname"].startswith("sno") for x in json.loads(tunnels))
         assert (rundir / "sno" / "sno-a.log").exists() and (rundir / "sno" / "ut1.jsonl").exists()

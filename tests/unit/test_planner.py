@@ -522,3 +522,50 @@ def test_several_terminals_choose_the_egress_jointly() -> None:
     one = actions.decode(c[1])  # terminal whose own down link (5 ms) is longer than 1 -> 2 -> 3 -> Down (3 ms)
     assert one.down_target is None and one.directions == ["N", "S"]  # both ways round are 2 ISL hops
     assert actions.decode(c[0]).directions == ["S"] and actions.decode(c[2]).directions == ["N"]
+
+
+def test_ecmp_tolerance_splits_near_equal_paths_only() -> None:
+    """4-ring, destination at satellite 2: 0->1->2 costs 2.0 ms, 0->3->2 costs 2.02 ms (1 % longer)."""
+    nb, dl, a, b, d = ring(4, [1.0, 1.0, 1.01, 1.01])
+    dest = dest_at(2, ADDR)
+    dist = destination_distances(4, a, b, d, dest.terminals(), 1)
+    exact = next_hop_codes(nb, dl, dist, dest, "ecmp", 0.1, 0.0)[:, 0]
+    assert actions.decode(exact[0]).directions == ["N"]  # float delays never tie: no split at 0
+    tol = next_hop_codes(nb, dl, dist, dest, "ecmp", 0.1, 0.02)[:, 0]
+    split = actions.decode(tol[0])
+    assert split.directions == ["N", "S"] and [e.attribute for e in split.egress] == [1, 1]  # equal weights
+    tight = next_hop_codes(nb, dl, dist, dest, "ecmp", 0.1, 0.005)[:, 0]
+    assert actions.decode(tight[0]).directions == ["N"]  # 1 % apart, 0.5 % tolerance: one path
+
+
+def test_ecmp_tolerance_never_loops() -> None:
+    """A generous tolerance on a ring: a neighbour farther from the destination is never an egress."""
+    nb, dl, a, b, d = ring(6, [1.0, 1.1, 0.9, 1.0, 1.2, 0.8])
+    dest = dest_at(3, ADDR)
+    dist = destination_distances(6, a, b, d, dest.terminals(), 1)[0]
+    c = next_hop_codes(nb, dl, dist[None], dest, "ecmp", 0.1, 0.5)[:, 0]
+    for s in range(6):
+        act = actions.decode(int(c[s]))
+        if act.down_target is not None:
+            continue
+        for e in act.egress:
+            assert dist[nb[s, e.direction]] < dist[s]
+
+
+def test_ecmp_tolerance_is_validated_and_gives_default_yaml_multipath() -> None:
+    import yaml
+
+    from emu.errors import ScenarioError
+    from emu.plan.planner import make_plan
+
+    from .helpers import loaded
+
+    d = yaml.safe_load((ROOT / "topologies" / "default.yaml").read_text())
+    d["routing"]["ecmp_tolerance"] = -0.1
+    with pytest.raises(ScenarioError, match="ecmp_tolerance"):
+        loaded(d)
+    d["routing"].pop("ecmp_tolerance")
+    plan = make_plan(loaded(d), n_slices=4)  # the default tolerance
+    multi = sum(int(np.count_nonzero([len(actions.decode(int(x)).egress) > 1 and actions.decode(int(x)).kind ==
+                                      actions.MULTIPATH for x in sp.tables.action])) for sp in plan.slices)
+    assert multi > 100

@@ -66,6 +66,9 @@ def test_default_is_as_documented() -> None:
          "user_terminals.0.destination", "u"),
         (lambda d: d.update(routing={"attach_policy": "closest"}), "routing.attach_policy", "closest"),
         (lambda d: d.update(routing={"attach_hysteresis": 1.5}), "routing.attach_hysteresis", "1.5"),
+        (lambda d: d.update(routing={"ecmp_tolerance": 0.9}), "routing.ecmp_tolerance", "0.9"),
+        # the footprint level drove nothing that is routed: the key is gone, not silently accepted
+        (lambda d: d.update(grc={"footprint_level": 2}), "grc.footprint_level", "2"),
     ],
 )
 def test_bad_field_is_named(mutate, field, value, tmp_path) -> None:

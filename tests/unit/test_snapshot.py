@@ -80,7 +80,7 @@ def test_bindings_are_subsatellite_cells() -> None:
     snap = series[1]
     for k in range(snap.constellation.size):
         assert int(snap.bound_cell[k]) == h3.str_to_int(h3.latlng_to_cell(snap.lat[k], snap.lon[k], 6))
-    cells = snap.footprint_cells(0, 25.0)
+    cells = snap.footprint_cells(0, 2, 25.0)
     assert h3.str_to_int(h3.latlng_to_cell(snap.lat[0], snap.lon[0], 2)) in cells
     assert all(h3.get_resolution(h3.int_to_str(c)) == 2 for c in cells)
     # coverage radius at 550 km / 25 deg is ~940 km: a level-2 cell is ~300 km across, so tens of cells

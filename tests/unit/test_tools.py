@@ -472,6 +472,18 @@ def test_matches_plan_reachable_and_unreachable() -> None:
     assert not trace.matches_plan([("s1", "N"), ("s2", None)], [("s1", "N")], False, True)
 
 
+
+def test_matches_plan_lets_ecmp_take_any_of_an_entrys_egresses() -> None:
+    planned = [("s1", "N"), ("s2", "E"), ("s4", "Down")]
+    other = [("s1", "E"), ("s3", "N"), ("s4", "Down")]  # the kernel hashed the flow the other way round
+    allowed = {"s1": ["N", "E"], "s2": ["E"], "s3": ["N"], "s4": ["Down"]}
+    assert trace.matches_plan(other, planned, True, True, allowed)
+    assert not trace.matches_plan(other, planned, True, True)  # without the entries: exact only
+    assert not trace.matches_plan(other, planned, True, True, {**allowed, "s1": ["N"]})  # E not in s1's entry
+    assert not trace.matches_plan([("s9", "E")] + other[1:], planned, True, True, {**allowed, "s9": ["E"]})
+    assert not trace.matches_plan(other[:2], planned, True, True, allowed)  # never left by Down
+
+
 class _View:
     nodes = [{"name": "dev1", "kind": "dev", "netns": "x-dev1"}, {"name": "ut1", "kind": "ut", "netns": "x-ut1"},
              {"name": "s1", "kind": "satellite", "netns": "x-s1"}, {"name": "gs1", "kind": "gs", "netns": "x-gs1"}]

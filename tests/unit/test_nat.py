@@ -1,0 +1,56 @@
+"""The cores' NAT as pure values: what the Internet node may route to, and each core's nftables batch.
+
+spec: grc-based-routing §Data Forwarding Process step 5 (the PoP performs NAT);
+inter-sno-mobility §5.1 (a visitor's traffic leaves by its home core).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+
+import pytest
+
+from emu.dataplane import desired as D
+from emu.dataplane.build import masquerade_ruleset
+from emu.dataplane.model import Model
+from emu.plan.db import PlanDB, write_plan
+from emu.plan.planner import make_plan
+
+from .helpers import load_default
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    p = tmp_path_factory.mktemp("nat") / "p.db"
+    write_plan(make_plan(load_default(), n_slices=2), p)
+    return Model.from_plan(PlanDB(p), "zz01")
+
+
+def _inet_dsts(m: Model) -> list[ipaddress.IPv4Network]:
+    return [ipaddress.ip_network(r.dst) for r in D.terrestrial_routes(m) if r.node == m.cfg.inet_name]
+
+
+def test_the_internet_knows_only_the_cores_public_addresses(model):
+    assert model.cfg.nat
+    pools = [ipaddress.ip_network(p) for *_x, p in model.db.operators]
+    assert _inet_dsts(model) == []  # no route of its own: only its connected links to the cores
+    inet_addrs = [ipaddress.ip_interface(f"{a.addr}/{a.plen}") for a in D.terrestrial_addrs(model)
+                  if a.node == model.cfg.inet_name]
+    reach = [a.network for a in inet_addrs]
+    for idx, *_ in model.db.operators:
+        assert any(ipaddress.ip_address(model.core_public(idx)) in n for n in reach)
+    for pool in pools:  # no user address is reachable from the Internet without the cores' NAT
+        assert not any(n.overlaps(pool) for n in reach)
+
+
+def test_without_nft_nat_the_internet_routes_the_pools_back(model):
+    m = dataclasses.replace(model, cfg=dataclasses.replace(model.cfg, nat=False))
+    pools = sorted(ipaddress.ip_network(p) for *_x, p in model.db.operators)
+    assert sorted(_inet_dsts(m)) == pools
+
+
+def test_each_core_masquerades_only_its_own_pool():
+    rules = masquerade_ruleset("1.2.0.0/16")
+    assert 'oifname "inet" ip saddr 1.2.0.0/16 masquerade' in rules
+    assert rules.count("masquerade") == 1 and "type nat hook postrouting" in rules
