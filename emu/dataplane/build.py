@@ -141,8 +141,9 @@ class Builder:
             self.degradations.append("nftables NAT unavailable: the Internet routes user pools back directly "
                                      "and sees users' addresses")
             return
-        for _idx, name, _c, pool in self.nat_operators():
-            _run_in(self.m.by_name[name].netns, ["nft", "-f", "-"], stdin=masquerade_ruleset(pool))
+        for idx, name, _c, pool in self.nat_operators():
+            _run_in(self.m.by_name[name].netns, ["nft", "-f", "-"],
+                    stdin=masquerade_ruleset(pool, self.m.cfg.pools6[idx] if self.m.cfg.pools6 else None))
 
     def nat_operators(self) -> list[tuple]:
         """The operators whose core gets NAT here (all on one host; emu.multihost: the local cores)."""
@@ -181,14 +182,18 @@ class Builder:
             self.procs.append(p)
 
 
-def masquerade_ruleset(pool: str) -> str:
+def masquerade_ruleset(pool: str, pool6: str | None = None) -> str:
     """A core's nftables batch: its own users' pool leaving toward the Internet takes the core's public address.
 
     Only the core's own pool: a visiting user's traffic (another operator's pool) is not translated here but
     tunnelled to its home core, whose NAT it leaves by (spec: inter-sno-mobility §5.1, user -> visited core ->
     tunnel -> home core -> destination)."""
-    return (f"table ip leoemu {{\n chain post {{\n  type nat hook postrouting priority 100;\n"
-            f"  oifname \"{ifnames.CORE_INET}\" ip saddr {pool} masquerade\n }}\n}}\n")
+    out = (f"table ip leoemu {{\n chain post {{\n  type nat hook postrouting priority 100;\n"
+           f"  oifname \"{ifnames.CORE_INET}\" ip saddr {pool} masquerade\n }}\n}}\n")
+    if pool6:  # IPv6 the same way: the Internet knows the core's IPv6 address only (NAT66, masquerade)
+        out += (f"table ip6 leoemu6 {{\n chain post {{\n  type nat hook postrouting priority 100;\n"
+                f"  oifname \"{ifnames.CORE_INET}\" ip6 saddr {pool6} masquerade\n }}\n}}\n")
+    return out
 
 
 def _run_in(netns_name: str, argv: list[str], stdin: str = "") -> None:

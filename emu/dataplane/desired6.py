@@ -44,15 +44,17 @@ def terrestrial_addrs6(m: Model) -> list[Addr]:
 
 def terrestrial_routes6(m: Model) -> list[StaticRoute]:
     """IPv6: device ``::/0`` -> its UT; GS and core: the Internet's IPv6 prefix -> core -> Internet; the
-    Internet -> each operator's IPv6 pool via its core (IPv6 pools are the operators' public prefixes: no
-    NAT66). The per-slice core -> GS routes of the user /64s are CoreRoute.subnet6."""
+    Internet -> each operator's IPv6 pool via its core only without nftables NAT (``RunConfig.nat``): with it,
+    each core masquerades its IPv6 pool too (:func:`emu.dataplane.build.masquerade_ruleset`), so the Internet
+    knows only the cores' addresses. The per-slice core -> GS routes of the user /64s are CoreRoute.subnet6."""
     inet6 = str(m.cfg.inet_prefix6)
     out = [StaticRoute(u.device, "::/0", IDX_TERR, m.ut_lan_addr6(u.idx)) for u in m.uts]
     out += [StaticRoute(g.name, inet6, IDX_TERR, m.gs_core_link6(g.idx)[1]) for g in m.gss]
     for idx, name, _c, _p in m.db.operators:
         core_end, inet_end = m.core_inet6(idx)
-        out += [StaticRoute(name, inet6, IDX_TERR, inet_end),
-                StaticRoute(m.cfg.inet_name, m.cfg.pools6[idx], INET_CORE_BASE + idx, core_end)]
+        out.append(StaticRoute(name, inet6, IDX_TERR, inet_end))
+        if not m.cfg.nat:
+            out.append(StaticRoute(m.cfg.inet_name, m.cfg.pools6[idx], INET_CORE_BASE + idx, core_end))
     return out
 
 

@@ -46,11 +46,14 @@ def test_the_internet_knows_only_the_cores_public_addresses(model):
 
 def test_without_nft_nat_the_internet_routes_the_pools_back(model):
     m = dataclasses.replace(model, cfg=dataclasses.replace(model.cfg, nat=False))
-    pools = sorted(ipaddress.ip_network(p) for *_x, p in model.db.operators)
-    assert sorted(_inet_dsts(m)) == pools
+    pools = [ipaddress.ip_network(p) for *_x, p in model.db.operators]
+    pools += [ipaddress.ip_network(p) for p in model.cfg.pools6]
+    assert sorted(_inet_dsts(m), key=str) == sorted(pools, key=str)
 
 
 def test_each_core_masquerades_only_its_own_pool():
     rules = masquerade_ruleset("1.2.0.0/16")
     assert 'oifname "inet" ip saddr 1.2.0.0/16 masquerade' in rules
     assert rules.count("masquerade") == 1 and "type nat hook postrouting" in rules
+    both = masquerade_ruleset("1.2.0.0/16", "fd75:7365:7201::/48")
+    assert 'oifname "inet" ip6 saddr fd75:7365:7201::/48 masquerade' in both and both.count("masquerade") == 2
