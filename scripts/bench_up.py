@@ -6,7 +6,11 @@ Plans the first N+1 slices (not timed), then measures, with the same code as
 slice-0 tables), the boundary apply time of N slices (apply_p50_ms,
 apply_p99_ms; the boundary = rule switch + ground-side switches), the
 preparation time of each slice (prep_p50_ms, off the critical path), kernel
-memory (Slab and Percpu growth from /proc/meminfo), and teardown_s.
+memory (Slab and Percpu growth from /proc/meminfo), and teardown_s. The
+cleanup after each boundary (cleanup_p50_ms, cleanup_max_ms) and the
+fastest replay speed every measured boundary kept up with
+(replay_speed_max = slice_s / the longest prepare + switch + cleanup; budget
+issue #16: prepare + cleanup <= 250 ms, i.e. >= 60x with 15 s slices).
 
 Then, in the same run, its own baseline: a bare bulk-netlink build of the
 same number of namespaces (same sysctls) and the same veth pairs between
@@ -162,6 +166,12 @@ def main() -> None:
             "prep_p50_ms": round(float(np.percentile(preps, 50)), 1),
             "prep_max_ms": round(float(max(preps)), 1),
             "cleanup_p50_ms": round(float(np.percentile(cleans, 50)), 1),
+            "cleanup_max_ms": round(float(max(cleans)), 1),
+            "prep_plus_cleanup_p50_ms": round(float(np.percentile(np.add(preps, cleans), 50)), 1),
+            # the fastest replay every boundary of this run kept up with: all three calls fit one slice
+            "replay_speed_max": round(ctl.db.slice_s * 1e3 / max(np.add(np.add(preps, applies), cleans)), 2),
+            "replay_speed_p50": round(ctl.db.slice_s * 1e3 / float(np.percentile(
+                np.add(np.add(preps, applies), cleans), 50)), 2),
             "unresolved_routes": ctl.applier.unresolved,
         })
         ctl.close()

@@ -49,6 +49,12 @@ INET_CORE_BASE = 100  # ifindex of the Internet's link to operator i's core (c<i
 
 RouteKey = tuple[int, int, int]  # prefix, plen, metric
 RouteVal = tuple[int, tuple]  # route type, next hops (nlroute.Hop)
+_LOCAL: RouteVal = (nlroute.RTN_LOCAL, ())
+
+
+def _dotted(grc: int) -> str:
+    """Dotted-quad text of a 32-bit GRC (to_ipv4 without its range check: the plan's values are u32)."""
+    return f"{grc >> 24}.{grc >> 16 & 255}.{grc >> 8 & 255}.{grc & 255}"
 
 
 # ============================================================================ rules of the rotation
@@ -489,15 +495,15 @@ class Desired:
         """
         out: dict[RouteKey, RouteVal] = {}
         region = self.region(s, k)
-        out[(region[0], region[1], 1)] = (nlroute.RTN_LOCAL, ())
+        out[(region[0], region[1], 1)] = _LOCAL
         cache: dict[int, list] = {}
-        for prefix, plen, code in zip(*self.tables(k).of(s)):
-            code = int(code)
+        pre, pl, act = self.tables(k).of(s)
+        for prefix, plen, code in zip(pre.tolist(), pl.tolist(), act.tolist()):
             items = cache.get(code)
             if items is None:
                 items = cache[code] = self.routes_for_action(s, k, code, count)
             for metric, rtype, hops in items:
-                out[(int(prefix), int(plen), metric)] = (rtype, hops)
+                out[(prefix, plen, metric)] = (rtype, hops)
         return out
 
     def routes_for_action(self, s: int, k: int, code: int, count: list[int] | None = None
@@ -506,7 +512,7 @@ class Desired:
         active-standby: the active at metric 1, standbys at metric 2)."""
         act = actions.decode(code)
         if act.kind == actions.LOCAL:
-            return [(1, nlroute.RTN_LOCAL, ())]
+            return [(1, *_LOCAL)]
         hops = []
         for e in act.egress:
             nh = self.m.nexthop_of(s, e.direction, k, act.down_target if e.direction == DOWN else None)
@@ -536,9 +542,8 @@ class Desired:
 
     def _bound_addrs(self, k: int) -> list[list[tuple[str, int]]]:
         steady = self.m.steady_interfaces
-        bound = self.bound(k)
-        return [[(to_ipv4(int(bound[s]) | d), IDX_DIR[d] if (s, d) in steady else IDX_LO) for d in range(6)]
-                for s in range(len(self.m.satellites))]
+        return [[(_dotted(b | d), IDX_DIR[d] if (s, d) in steady else IDX_LO) for d in range(6)]
+                for s, b in enumerate(self.bound(k).tolist())]
 
     def links(self, k: int) -> frozenset[Veth]:
         """Dynamic links in use at slice k or retained after their last use: first <= k < retire."""
