@@ -458,6 +458,7 @@ class Desired:
         self.m = model
         self.k0 = k0
         self._cache: dict[tuple[str, int], object] = {}
+        self._values: dict[RouteVal, RouteVal] = {}
 
     def _get(self, what: str, k: int, fn):
         key = (what, k)
@@ -494,6 +495,9 @@ class Desired:
         number of plan egresses without a link.
         """
         out: dict[RouteKey, RouteVal] = {}
+        intern = self._values.setdefault  # equal values are one object: the applier's diff compares identities
+        if len(self._values) > 1_000_000:
+            self._values.clear()
         region = self.region(s, k)
         out[(region[0], region[1], 1)] = _LOCAL
         cache: dict[int, list] = {}
@@ -501,9 +505,10 @@ class Desired:
         for prefix, plen, code in zip(pre.tolist(), pl.tolist(), act.tolist()):
             items = cache.get(code)
             if items is None:
-                items = cache[code] = self.routes_for_action(s, k, code, count)
-            for metric, rtype, hops in items:
-                out[(prefix, plen, metric)] = (rtype, hops)
+                items = cache[code] = [(metric, intern((rtype, hops), (rtype, hops)))
+                                       for metric, rtype, hops in self.routes_for_action(s, k, code, count)]
+            for metric, val in items:
+                out[(prefix, plen, metric)] = val
         return out
 
     def routes_for_action(self, s: int, k: int, code: int, count: list[int] | None = None

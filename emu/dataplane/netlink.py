@@ -188,18 +188,17 @@ class NetlinkBatch:
         self._ops.append((op, detail))
         return seq
 
-    def queue_bulk(self, msgs: Iterable[tuple[int, int, bytes, object]], op: str) -> None:
-        """Queue many encoded requests of one kind at once: (type, flags, body, detail) each (the bulk
-        route path of a table refill, :func:`emu.dataplane.nlroute.route4_many`)."""
+    def queue_bulk(self, msgs: Sequence[tuple[int, int, bytes]], op: str, details: Sequence[object]) -> None:
+        """Queue many encoded requests of one kind at once: (type, flags, body) each, with the detail of each
+        for error messages (the bulk route path of a table refill, :func:`emu.dataplane.nlroute.route4_many`)."""
         if not self._ops:
             self._first = (self._seq + 1) & 0xFFFFFFFF
         seq, ack, pack = self._seq, self._ackflag | NLM_F_REQUEST, _NLH.pack
-        parts, ops = self._parts, self._ops
-        for mtype, flags, body, detail in msgs:
-            seq = (seq + 1) & 0xFFFFFFFF
-            parts.append(pack(16 + len(body), mtype, flags | ack, seq, 0) + body)
-            ops.append((op, detail))
-        self._seq = seq
+        first = seq + 1
+        self._parts += [pack(16 + len(body), mtype, flags | ack, (first + i) & 0xFFFFFFFF, 0) + body
+                        for i, (mtype, flags, body) in enumerate(msgs)]
+        self._ops += [(op, d) for d in details]
+        self._seq = (seq + len(msgs)) & 0xFFFFFFFF
 
     def send(self, ok: Iterable[int] = (), *, check: bool = True, collect: bool = False) -> BatchResult:
         """Write everything queued, then collect the kernel's answers.

@@ -101,16 +101,16 @@ def route4_many(batch: NetlinkBatch, verb: str, table: int,
     shapes, dst4, htonl, rta_dst = _SHAPES, _DST4.pack, socket.htonl, RTA_DST
     if len(shapes) > 200_000:
         shapes.clear()
-    msgs = []
+    msgs, details = [], []
     for prefix, plen, metric, rtype, hops in routes:
         key = (verb, plen, metric, rtype, hops, table, local_oif)
         shape = shapes.get(key)
         if shape is None:
             shape = shapes[key] = _shape4(verb, plen, metric, rtype, hops or (), table, local_oif)
         head, tail, mtype, flags = shape
-        msgs.append((mtype, flags, head + dst4(8, rta_dst, htonl(prefix)) + tail if plen else head + tail,
-                     (_route4_text, prefix, plen, table, metric)))
-    batch.queue_bulk(msgs, f"route {verb}")
+        msgs.append((mtype, flags, head + dst4(8, rta_dst, htonl(prefix)) + tail if plen else head + tail))
+        details.append((_route4_text, prefix, plen, table, metric))
+    batch.queue_bulk(msgs, f"route {verb}", details)
 
 
 def route4_default_via6(batch: NetlinkBatch, verb: str, dst: str, hop: Hop, table: int = 254,
