@@ -153,13 +153,20 @@ def replay(ctl: Controller, speed: float) -> dict:
     import threading
 
     ctl.speed = speed
-    t = threading.Thread(target=ctl.loop, daemon=True)
+    done = threading.Event()
+
+    def watch() -> None:   # the loop holds the last slice until stopped; the plan's SQLite stays in this thread
+        while ctl.status.get("state") != "finished" and not done.is_set():
+            time.sleep(0.2)
+        ctl.stop.set()
+    t = threading.Thread(target=watch, daemon=True)
     t0 = time.perf_counter()
     t.start()
-    while ctl.status.get("state") != "finished" and t.is_alive():
-        time.sleep(0.2)
+    try:
+        ctl.loop()
+    finally:
+        done.set()
     wall = time.perf_counter() - t0
-    ctl.stop.set()
     t.join(5)
     applied = ctl.status["applied"]
     late = [a["late_ms"] for a in applied]
