@@ -30,7 +30,8 @@ from emu.dataplane.nlmsg import (RT_TABLE_COMPAT, RTN_LOCAL, RTN_UNICAST, RTN_UN
                                  kind_body, mac_text)
 from emu.dataplane.rtpack import RTA_DST, Nexthop, route_shape
 
-__all__ = ["Hop", "RTN_LOCAL", "RTN_UNICAST", "RTN_UNREACHABLE", "route4", "route4_many", "route4_default_via6", "ipip_external",
+__all__ = ["Hop", "RTN_LOCAL", "RTN_UNICAST", "RTN_UNREACHABLE", "route4", "route4_many", "route4_default_via6",
+           "ipip_external",
            "route4_encap", "neigh", "fdb"]
 
 NTF_SELF = NTF_NAMES["NTF_SELF"]

@@ -235,7 +235,7 @@ def test_any_address_decodes_to_what_was_asked_and_matches_pyroute2(six, raw, pl
     assert (ip(a.get("IFA_LOCAL")), ip(a.get("IFA_ADDRESS")), a.get("IFA_FLAGS")) == (ip(addr), ip(addr), fl or None)
 
 
-# ---------------------------------------------------------------- the pyroute2-encoded requests (and the link/address basics)
+# ---------------------------------------------------------------- pyroute2-encoded requests, link/address basics
 def test_pyroute2_encoded_link_address_rule_neighbour_requests() -> None:
     b = NetlinkBatch.unbound()
     b.veth("e", "w", 9, index=2, peer_index=4, mac="02:00:00:00:00:01", peer_mac="02:00:00:00:00:02", mtu=9000,
