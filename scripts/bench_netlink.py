@@ -6,13 +6,18 @@ veth to its east and south neighbour (so every node has n/s/e/w), a /31 per
 end, forwarding on -- twice, torn down in between:
 
 - ``ours``: namespaces by ``emu.dataplane.netns.create_many`` (unshare +
-  bind mount in-process, sysctls set inside), links and addresses packed
-  by ``struct`` (``scripts/_rawnl.py``), one write per namespace per phase;
+  bind mount in-process, sysctls set inside), veth pairs and addresses by
+  the data plane's own encoders (``NetlinkBatch.veth``/``addr``,
+  ``emu.dataplane.rtpack``; links up with ``scripts/_rawnl.py``), one write
+  per namespace per phase;
 - ``pyroute2``: namespaces by ``pyroute2.netns.create`` (it forks a child
   per namespace; forwarding sysctls set afterwards, pyroute2 has no sysctl
   API), links and addresses encoded by pyroute2's message classes
-  (``ifinfmsg``/``ifaddrmsg``, what the data plane now uses), the same bulk
+  (``ifinfmsg``/``ifaddrmsg``, ``emu.dataplane.nlmsg``), the same bulk
   transport.
+
+(c) Encoding alone, no kernel (``encode_us``): microseconds per veth and
+per address message, pyroute2's message classes against ours.
 
 (b) In one namespace, --routes /32 routes in a table, add then replace:
 ``ours`` (``NetlinkBatch.route``, the data plane's one route encoder),
@@ -52,7 +57,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import _rawnl  # noqa: E402
-from emu.dataplane import netns, tc  # noqa: E402
+from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL  # noqa: E402
+from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK  # noqa: E402
+
+from emu.dataplane import netns, nlmsg, tc  # noqa: E402
 from emu.dataplane.netlink import NetlinkBatch, encode  # noqa: E402
 from emu.errors import DataplaneError  # noqa: E402
 
@@ -105,16 +113,18 @@ def build(names: list[str], links: list, socks: dict[int, NetlinkBatch], fds: di
     # Phase 1: every pair is created from its "a" end's socket, peer placed by fd.
     for a, b, ia, ib in links:
         if mode == "ours":
-            _rawnl.veth(socks[a], ia, ib, fds[b], IDX[ia], IDX[ib])
-        else:
             socks[a].veth(ia, ib, fds[b], index=IDX[ia], peer_index=IDX[ib])
+        else:
+            socks[a].queue(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
+                           nlmsg.veth_body(ia, ib, fds[b], IDX[ia], IDX[ib], None, None, None, None), "veth add")
     for s in socks.values():
         s.send()
     log.info("%s: veth pairs created", mode)
     # Phase 2: lo + every end up, one /31 per end (link k: 10.0.0.0 + 2k, +1).
     base = 10 << 24
-    addr = (lambda s, i, a: _rawnl.addr(s, i, a, 31)) if mode == "ours" else \
-        (lambda s, i, a: s.addr("add", i, a, 31))
+    addr = (lambda s, i, a: s.addr("add", i, a, 31)) if mode == "ours" else \
+        (lambda s, i, a: s.queue(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL,
+                                 nlmsg.addr_body.__wrapped__(socket.inet_ntoa(a), 31, i, 0, True), "addr add"))
     up = (lambda s, i: _rawnl.link_up(s, i)) if mode == "ours" else (lambda s, i: s.link_set(i, up=True))
     for k, (a, b, ia, ib) in enumerate(links):
         addr(socks[a], IDX[ia], _ip(base + 2 * k))
@@ -260,6 +270,24 @@ def settle(timeout_s: float = 30.0) -> float:
     return round(time.perf_counter() - t0, 1)
 
 
+def encode_us(n: int = 300) -> dict:
+    """Per-message encoding cost of a veth pair and an address: pyroute2's message classes vs ours."""
+    from emu.dataplane import rtpack
+
+    veth = ("n", "s", 7, 10, 11, "02:00:00:00:00:01", "02:00:00:00:00:02", 1600, 15)
+    out = {}
+    for label, fn in (("veth", lambda i: (nlmsg.veth_body, rtpack.veth_body, veth)),
+                      ("addr", lambda i: (nlmsg.addr_body.__wrapped__, rtpack.addr_body,
+                                          (f"fe80::1:{i:x}", 64, 10, 0, True)))):
+        for who, pick in (("pyroute2", 0), ("ours", 1)):
+            t = time.perf_counter()
+            for i in range(n):
+                f = fn(i)
+                f[pick](*f[2])
+            out[f"{label}_{who}"] = round((time.perf_counter() - t) / n * 1e6, 1)
+    return out
+
+
 def compare(torus_res: dict, routes_res: dict, budget_s: float) -> dict:
     """pyroute2's fastest measured mode per task, and pyroute2-best / ours."""
     out: dict = {"pyroute2_best": {}, "ratio_pyroute2_best_over_ours": {}}
@@ -310,7 +338,7 @@ def main() -> int:
     rows, cols, links = torus(args.nodes)
     names = [f"{prefix}{r}-{c}" for r in range(rows) for c in range(cols)]
     log.info("torus %dx%d: %d namespaces, %d links, prefix %s", rows, cols, len(names), len(links), prefix)
-    out: dict = {"nodes": len(names), "links": len(links)}
+    out: dict = {"nodes": len(names), "links": len(links), "encode_us": encode_us()}
     errors: list[str] = []
     socks: dict[int, NetlinkBatch] = {}
     fds: dict[int, int] = {}

@@ -60,6 +60,12 @@ INET_CORE_BASE = 100  # ifindex of the Internet's link to operator i's core (c<i
 
 RouteKey = tuple[int, int, int]  # prefix, plen, metric
 RouteVal = tuple[int, tuple]  # route type, next hops (nlroute.Hop)
+_LOCAL: RouteVal = (nlroute.RTN_LOCAL, ())
+
+
+def _dotted(grc: int) -> str:
+    """Dotted-quad text of a 32-bit GRC (to_ipv4 without its range check: the plan's values are u32)."""
+    return f"{grc >> 24}.{grc >> 16 & 255}.{grc >> 8 & 255}.{grc & 255}"
 
 
 # ============================================================================ rules of the rotation
@@ -489,6 +495,7 @@ class Desired:
         self.k0 = k0
         self.base6 = ipv6_base(model.cfg.grc_ipv6_prefix)  # the GRC /96: every table's IPv6 twin (routes6)
         self._cache: dict[tuple[str, int], object] = {}
+        self._values: dict[RouteVal, RouteVal] = {}
 
     def _get(self, what: str, k: int, fn):
         key = (what, k)
@@ -525,16 +532,20 @@ class Desired:
         number of plan egresses without a link.
         """
         out: dict[RouteKey, RouteVal] = {}
+        intern = self._values.setdefault  # equal values are one object: the applier's diff compares identities
+        if len(self._values) > 1_000_000:
+            self._values.clear()
         region = self.region(s, k)
-        out[(region[0], region[1], 1)] = (nlroute.RTN_LOCAL, ())
+        out[(region[0], region[1], 1)] = _LOCAL
         cache: dict[int, list] = {}
-        for prefix, plen, code in zip(*self.tables(k).of(s)):
-            code = int(code)
+        pre, pl, act = self.tables(k).of(s)
+        for prefix, plen, code in zip(pre.tolist(), pl.tolist(), act.tolist()):
             items = cache.get(code)
             if items is None:
-                items = cache[code] = self.routes_for_action(s, k, code, count)
-            for metric, rtype, hops in items:
-                out[(int(prefix), int(plen), metric)] = (rtype, hops)
+                items = cache[code] = [(metric, intern((rtype, hops), (rtype, hops)))
+                                       for metric, rtype, hops in self.routes_for_action(s, k, code, count)]
+            for metric, val in items:
+                out[(prefix, plen, metric)] = val
         return out
 
     def routes_for_action(self, s: int, k: int, code: int, count: list[int] | None = None
@@ -543,7 +554,7 @@ class Desired:
         active-standby: the active at metric 1, standbys at metric 2)."""
         act = actions.decode(code)
         if act.kind == actions.LOCAL:
-            return [(1, nlroute.RTN_LOCAL, ())]
+            return [(1, *_LOCAL)]
         hops = []
         for e in act.egress:
             nh = self.m.nexthop_of(s, e.direction, k, act.down_target if e.direction == DOWN else None)
@@ -573,9 +584,8 @@ class Desired:
 
     def _bound_addrs(self, k: int) -> list[list[tuple[str, int]]]:
         steady = self.m.steady_interfaces
-        bound = self.bound(k)
-        return [[(to_ipv4(int(bound[s]) | d), IDX_DIR[d] if (s, d) in steady else IDX_LO) for d in range(6)]
-                for s in range(len(self.m.satellites))]
+        return [[(_dotted(b | d), IDX_DIR[d] if (s, d) in steady else IDX_LO) for d in range(6)]
+                for s, b in enumerate(self.bound(k).tolist())]
 
     def links(self, k: int) -> frozenset[Veth]:
         """Dynamic links in use at slice k or retained after their last use: first <= k < retire."""

@@ -380,13 +380,19 @@ class Model:
         return out
 
     def dev_addr(self, ut: int) -> str:
-        return str(list(self.user_subnets[ut].hosts())[1])
+        return str(self.user_subnets[ut].network_address + 2)
 
     def ut_lan_addr(self, ut: int) -> str:
-        return str(list(self.user_subnets[ut].hosts())[0])
+        return str(self.user_subnets[ut].network_address + 1)
+
+    @cached_property
+    def _ut_tunnel_addrs(self) -> dict[int, str]:
+        base = ipaddress.ip_address(TUNNEL_GS_ADDR) + 1
+        return {u.idx: str(base + pos) for pos, u in enumerate(self.uts)}
 
     def ut_tunnel_addr(self, ut: int) -> str:
-        return str(ipaddress.ip_address(TUNNEL_GS_ADDR) + 1 + self.uts.index(next(u for u in self.uts if u.idx == ut)))
+        """The UT's end of its tunnel: TUNNEL_GS_ADDR + 1 + the UT's position (called per GS x UT: a lookup)."""
+        return self._ut_tunnel_addrs[ut]
 
     @staticmethod
     def ut_tunnel_mac(ut: int) -> str:
@@ -429,9 +435,12 @@ class Model:
 
     def gs_core_link(self, gs: int) -> tuple[str, str]:
         """(gs end, core end) of the GS <-> core /30."""
-        i = self.gss.index(next(g for g in self.gss if g.idx == gs))
-        base = ipaddress.ip_address("10.255.0.0") + 4 * i
-        return str(base + 1), str(base + 2)
+        return self._gs_core_links[gs]
+
+    @cached_property
+    def _gs_core_links(self) -> dict[int, tuple[str, str]]:
+        base = ipaddress.ip_address("10.255.0.0")
+        return {g.idx: (str(base + 4 * i + 1), str(base + 4 * i + 2)) for i, g in enumerate(self.gss)}
 
     def core_public(self, op: int) -> str:
         return f"11.{op}.0.1"

@@ -4,17 +4,20 @@ Who does what:
 
 - **pyroute2's message classes** (``ifinfmsg``, ``ifaddrmsg``, ``fibmsg``,
   ``ndmsg``, ``tcmsg``, ``rtmsg``; helpers in :mod:`emu.dataplane.nlmsg`)
-  encode every request body except the bulk route messages, and decode every
+  encode every request body except the bulk ones below, and decode every
   reply (``links``, ``addresses``, ``routes``, ``rules``, ``neighbours``, the
   FIB check's ``request_many``). Constants come from ``pyroute2.netlink`` /
   ``pyroute2.netlink.rtnl``.
-- **our route encoder** (:mod:`emu.dataplane.rtpack` behind
-  :meth:`NetlinkBatch.route`, the one place that packs with ``struct``)
-  writes the bulk per-slice route add/replace/del messages:
-  ``scripts/bench_netlink.py`` measures pyroute2's fastest mode at ~100 us per
-  route message against ~2 us here, so 100k routes per slice cost ~10 s
-  instead of ~0.2 s. ``tests/unit/test_nl_encoder.py`` decodes every kind it
-  writes with pyroute2's parser, field by field.
+- **our encoders** (:mod:`emu.dataplane.rtpack`, the one place that packs
+  with ``struct``) write the measured hot paths: bulk route add/replace/del
+  (:meth:`NetlinkBatch.route`), veth pairs (:meth:`NetlinkBatch.veth`) and
+  addresses (:meth:`NetlinkBatch.addr`). ``scripts/bench_netlink.py``
+  measures pyroute2's fastest mode at ~100-350 us per message against ~1-9 us
+  here: 100k routes per slice cost ~10 s instead of ~0.2 s, the ~22,000
+  addresses and ~3,400 veths of a Starlink shell 1 build several seconds
+  instead of ~50 ms. ``tests/unit/test_nl_encoder.py`` decodes every kind they
+  write with pyroute2's parser, field by field (links and addresses also
+  byte for byte against pyroute2's own encoding).
 - **the transport** (:class:`NetlinkBatch`): one NETLINK_ROUTE socket opened
   *inside* one namespace, a queue of requests, ``send()`` writing the queue
   in large chunks and ``_drain`` — the one receive loop — collecting
@@ -61,9 +64,10 @@ from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from emu.dataplane import netns as _netns
+from emu.dataplane import rtpack
 from emu.dataplane.nlmsg import (ROUTE_TYPES, RT_TABLE_COMPAT, RT_TABLE_MAIN, RTN_LOCAL, RTN_UNICAST,  # noqa: F401
-                                 RTN_UNREACHABLE, RTPROT_STATIC, VERB_FLAGS, addr_body, link_del_body,
-                                 link_set_body, rule_body, veth_body, decode, encode, ip_bytes, ip_text,
+                                 RTN_UNREACHABLE, RTPROT_STATIC, VERB_FLAGS, link_del_body,
+                                 link_set_body, rule_body, decode, encode, ip_bytes, ip_text,
                                  kind_body, mac_text, nla_id, opt_attrs, route_dict, split_prefix)
 from emu.dataplane.rtpack import RTA, RTA_DST, Nexthop, route_shape  # noqa: F401
 from emu.errors import DataplaneError
@@ -184,6 +188,18 @@ class NetlinkBatch:
         self._ops.append((op, detail))
         return seq
 
+    def queue_bulk(self, msgs: Sequence[tuple[int, int, bytes]], op: str, details: Sequence[object]) -> None:
+        """Queue many encoded requests of one kind at once: (type, flags, body) each, with the detail of each
+        for error messages (the bulk route path of a table refill, :func:`emu.dataplane.nlroute.route4_many`)."""
+        if not self._ops:
+            self._first = (self._seq + 1) & 0xFFFFFFFF
+        seq, ack, pack = self._seq, self._ackflag | NLM_F_REQUEST, _NLH.pack
+        first = seq + 1
+        self._parts += [pack(16 + len(body), mtype, flags | ack, (first + i) & 0xFFFFFFFF, 0) + body
+                        for i, (mtype, flags, body) in enumerate(msgs)]
+        self._ops += [(op, d) for d in details]
+        self._seq = (seq + len(msgs)) & 0xFFFFFFFF
+
     def send(self, ok: Iterable[int] = (), *, check: bool = True, collect: bool = False) -> BatchResult:
         """Write everything queued, then collect the kernel's answers.
 
@@ -302,7 +318,7 @@ class NetlinkBatch:
         at once. The kernel resolves ``peer_netns_fd`` when the message is
         *sent*: keep the fd open until ``send()`` returns (else EBADF).
         """
-        body = veth_body(name, peer_name, peer_netns_fd, index, peer_index, mac, peer_mac, mtu, group)
+        body = rtpack.veth_body(name, peer_name, peer_netns_fd, index, peer_index, mac, peer_mac, mtu, group)
         return self.queue(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, "veth add", f"{name}<->{peer_name}")
 
     def vxlan(self, name: str, vni: int, *, remote: str | None = None, local: str | None = None,
@@ -346,10 +362,9 @@ class NetlinkBatch:
              nodad: bool = True) -> int:
         """Add (``add``/``replace``) or delete (``del``) an address. IPv6 gets
         IFA_F_NODAD unless ``nodad=False``, so it is usable at once."""
-        text = ip_text(address)
         mtype = RTM_DELADDR if verb in ("del", "delete") else RTM_NEWADDR
-        return self.queue(mtype, VERB_FLAGS[verb], addr_body(text, plen, index, scope, nodad), f"addr {verb}",
-                          f"{text}/{plen} dev {index}")
+        return self.queue(mtype, VERB_FLAGS[verb], rtpack.addr_body(address, plen, index, scope, nodad),
+                          _ADDR_OPS[verb], ("{}/{} dev {}", address, plen, index))
 
     # ---------------------------------------------------------------- rules (pyroute2 fibmsg)
     def rule(self, verb: str, *, table: int, priority: int, family: int = socket.AF_INET) -> int:
@@ -450,12 +465,15 @@ class NetlinkBatch:
 
 
 _ROUTE_OPS = {v: f"route {v}" for v in VERB_FLAGS}
+_ADDR_OPS = {v: f"addr {v}" for v in VERB_FLAGS}
 
 
 def _fmt(detail: object) -> str:
     """Text for a queued message's detail, built only when that message failed:
     a tuple is ``(format, *args)`` with packed addresses among the args."""
     if isinstance(detail, tuple):
+        if callable(detail[0]):
+            return detail[0](*detail[1:])
         args = [ip_text(a) if isinstance(a, bytes) else a for a in detail[1:]]
         return detail[0].format(*args)
     return str(detail)

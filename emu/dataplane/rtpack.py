@@ -1,12 +1,18 @@
-"""Our own route encoder: the one hand-packed netlink message of the data plane.
+"""Our own encoders for the measured hot paths: bulk routes, and the bulk links and addresses of a build.
 
 spec: issue 8 -- the bulk per-slice route add/replace/append/del messages
 are the measured hot path (``scripts/bench_netlink.py``: pyroute2's fastest
 mode ~0.1-0.5 ms per route message, 100k routes in tens of seconds, against
 ~0.2-1 s here, budget 1.5 s), so they are packed with ``struct`` while that
-stays true. Everything else goes through pyroute2 (:mod:`emu.dataplane.nlmsg`).
-Attribute numbers come from pyroute2's ``rtmsg``; ``tests/unit/test_nl_encoder.py``
-decodes every kind of message written here with pyroute2's parser.
+stays true. The same holds for the ~3,400 veth pairs and ~22,000 addresses
+of a Starlink shell 1 build (issue 16, docs/netlink.md: pyroute2 spends
+60-300 us per message there, ~2 us here, and the build budget is 1.2x a bare
+bulk-netlink build), so :func:`veth_body` and :func:`addr_body` are packed
+here too, byte for byte what pyroute2 writes. Everything else goes through
+pyroute2 (:mod:`emu.dataplane.nlmsg`). Attribute numbers come from
+pyroute2's message classes; ``tests/unit/test_nl_encoder.py`` decodes every
+kind of message written here with pyroute2's parser (and compares the link
+and address bodies with pyroute2's own encoding, byte for byte).
 
 A route message is split into a *shape* (rtmsg header and every attribute
 but RTA_DST), cached by the caller per batch, and the destination: the hot
@@ -23,6 +29,8 @@ from typing import NamedTuple
 
 from pyroute2.netlink import NLM_F_REQUEST
 from pyroute2.netlink.rtnl import RTM_DELROUTE, RTM_NEWROUTE
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import (RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_NOWHERE, RT_SCOPE_UNIVERSE,
                                          RTNH_F_ONLINK, rtmsg)
 
@@ -104,3 +112,52 @@ def _rtnh(nh: Nexthop) -> bytes:
     if nh.via is not None:
         gw += _via(nh.via)
     return _RTNH.pack(8 + len(gw), RTNH_F_ONLINK if nh.onlink else 0, nh.weight - 1, nh.oif) + gw
+
+
+# ============================================================================ links and addresses (bulk build)
+IFI = struct.Struct("=BxHiII")          # ifinfomsg: family, type, index, flags, change
+IFA = struct.Struct("=BBBBi")           # ifaddrmsg: family, prefixlen, flags, scope, index
+_U32 = struct.Struct("=I")
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_GROUP, IFLA_NET_NS_FD = (
+    nla_id(ifinfmsg, n) for n in ("IFLA_ADDRESS", "IFLA_IFNAME", "IFLA_MTU", "IFLA_LINKINFO", "IFLA_GROUP",
+                                  "IFLA_NET_NS_FD"))
+IFLA_INFO_KIND, IFLA_INFO_DATA = (nla_id(ifinfmsg.ifinfo, n) for n in ("IFLA_INFO_KIND", "IFLA_INFO_DATA"))
+VETH_INFO_PEER = 1                      # linux/veth.h (pyroute2's veth_data nla_map)
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = (nla_id(ifaddrmsg, n) for n in ("IFA_ADDRESS", "IFA_LOCAL", "IFA_FLAGS"))
+_VETH_KIND = _attr(IFLA_INFO_KIND, b"veth\0")
+
+
+def _mac_bytes(mac: str | bytes) -> bytes:
+    return mac if isinstance(mac, bytes) else bytes.fromhex(mac.replace(":", "").replace("-", ""))
+
+
+def _link_attrs(name: str, mac, mtu: int | None, group: int | None) -> bytes:
+    out = _attr(IFLA_IFNAME, name.encode() + b"\0")
+    if mac:
+        out += _attr(IFLA_ADDRESS, _mac_bytes(mac))
+    if mtu is not None:
+        out += _RTA_U32.pack(8, IFLA_MTU, mtu)
+    if group is not None:
+        out += _RTA_U32.pack(8, IFLA_GROUP, group)
+    return out
+
+
+def veth_body(name: str, peer_name: str, peer_netns_fd: int | None, index: int, peer_index: int,
+              mac: str | bytes | None, peer_mac: str | bytes | None, mtu: int | None, group: int | None) -> bytes:
+    """The RTM_NEWLINK body creating a veth pair (the same bytes as :func:`emu.dataplane.nlmsg.veth_body`)."""
+    peer = IFI.pack(0, 0, peer_index, 0, 0) + _link_attrs(peer_name, peer_mac, mtu, group)
+    if peer_netns_fd is not None:
+        peer += _RTA_U32.pack(8, IFLA_NET_NS_FD, peer_netns_fd)
+    info = _VETH_KIND + _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer))
+    return IFI.pack(0, 0, index, 0, 0) + _link_attrs(name, mac, mtu, group) + _attr(IFLA_LINKINFO, info)
+
+
+def addr_body(address: str | bytes, plen: int, index: int, scope: int = 0, nodad: bool = True) -> bytes:
+    """The RTM_NEWADDR/RTM_DELADDR body of one address (the same bytes as :func:`emu.dataplane.nlmsg.addr_body`):
+    IFA_LOCAL and IFA_ADDRESS, and IFA_F_NODAD for IPv6 unless ``nodad`` is False."""
+    a = ip_bytes(address)
+    six = len(a) == 16
+    fl = IFA_F_NODAD if nodad and six else 0
+    body = IFA.pack(socket.AF_INET6 if six else socket.AF_INET, plen, fl, scope, index) + \
+        RTA.pack(4 + len(a), IFA_LOCAL) + a + RTA.pack(4 + len(a), IFA_ADDRESS) + a
+    return body + _RTA_U32.pack(8, IFA_FLAGS, fl) if fl else body
