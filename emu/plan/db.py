@@ -519,15 +519,15 @@ class PlanDB:
         try:
             rows = list(self.con.execute("SELECT k, core FROM associations WHERE policy = ? ORDER BY k", (policy,)))
         except sqlite3.DatabaseError:
-            raise PlanError(f"plan: no association table (planned before associations existed; re-plan) "
+            raise PlanInputError(f"plan: no association table (planned before associations existed; re-plan) "
                             f"(got {str(self.path)!r})") from None
         if len(rows) != self.n_slices or [k for k, _ in rows] != list(range(self.n_slices)):
-            raise PlanError(f"plan: association {policy!r} does not cover every slice (got {len(rows)} of "
+            raise PlanInputError(f"plan: association {policy!r} does not cover every slice (got {len(rows)} of "
                             f"{self.n_slices})")
         try:
             return np.stack([unpack_core(b) for _, b in rows]).astype(np.int64)
         except (zlib.error, ValueError):
-            raise PlanError(f"plan: association {policy!r} is unreadable (got {str(self.path)!r})") from None
+            raise PlanInputError(f"plan: association {policy!r} is unreadable (got {str(self.path)!r})") from None
 
     def mapping(self) -> list[tuple[str, str, list[dict]]]:
         try:

@@ -15,7 +15,6 @@ import errno
 import ipaddress
 import json
 import os
-import socket
 import subprocess
 import sys
 

@@ -213,7 +213,6 @@ class Rig:
         """Old uplink down, ``link_switch_ms`` of nothing, new uplink up with the default route."""
         old_if, _ = UPLINK[self.attached]
         new_if, gw = UPLINK[to]
-        ut = self.ns["ut1"]
         ip = self._session("ut1")
         t0 = time.monotonic_ns()
         ip.apply([f"link set {old_if} down"])
