@@ -268,3 +268,14 @@ def test_parse_protocols_all():
                  "s000": birdc.ChannelRoutes(10000, 1, 10000, 20000, 0)}
     assert birdc.parse_channel_routes("    Routes:         5 imported, 2 filtered, 3 exported, 4 preferred") == \
         birdc.ChannelRoutes(5, 3, 4)
+
+
+def test_parse_control_reply():
+    """BIRD's control protocol as birdc speaks it: CODE-text lines go on, ' text' continues, 'CODE text' ends."""
+    assert birdc.parse_reply(["0002-Reading configuration from /x/bird.conf", "0003 Reconfigured"]) == (
+        True, "Reading configuration from /x/bird.conf\nReconfigured")
+    assert birdc.parse_reply(["0002-Reading configuration from /x/bird.conf"]) == (
+        False, "Reading configuration from /x/bird.conf")
+    assert birdc.parse_reply(["1002-Name  Proto", " kernel6 Kernel", "0000 "]) == (True, "Name  Proto\nkernel6 Kernel\n")
+    done, text = birdc.parse_reply(["8002 /x/mnps.conf:1:7 syntax error, unexpected CF_SYM_UNDEFINED"])
+    assert done and "syntax error" in text

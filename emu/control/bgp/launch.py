@@ -79,10 +79,7 @@ class BgpOverlay:
         msps = tuple(m for op in self.network.operators.values() for m in op.msps)
         mnps = [check_mnp(m, msps, "mnp") for m in mnps]
         with self._lock:
-            d = self.daemons[stub]
-            d.write_mnps(render_mnps(mnps))  # checked with bird -p (the old file is restored on a refusal)
-            if d.running():
-                d.reload(check=False)
+            self.daemons[stub].move_mnps(render_mnps(mnps))  # a refusal restores the old file and raises
             self.announced[stub] = mnps
 
     def attach(self, stub: str, mnp: str) -> None:
