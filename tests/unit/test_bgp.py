@@ -130,7 +130,7 @@ def test_core_config_known_answers():
     assert "    export where source = RTS_BGP || proto = \"msp\";" in block(text, "kernel6")
     stub = block(text, "gs1")
     assert "  local fd02::1 as 65001;\n  neighbor fd02::2 as 4200000001;" in stub
-    assert "    import where net ~ MNPS;" in stub and '    export where proto = "default_for_stubs";' in stub
+    assert "    import where net ~ MNPS;" in stub and '    export where net = ::/0 && source = RTS_STATIC;' in stub
     assert "  hold time 3;" in stub and "  bfd on;" in stub
     core_b = block(text, "core_b")
     assert "    import where net ~ MNPS || net ~ MSPS;" in core_b
