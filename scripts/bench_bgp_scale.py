@@ -22,6 +22,13 @@ reach the target:
    with the full table in place, timed by the update counters (RIB: the BGP
    channels' accepted import updates; FIB: the kernel protocol's export updates).
 
+The c-ASBR runs what ``up`` runs (``--core-layout stub-tables``: each s-ASBR
+session on a table of its own, piped into master6; ``shared`` for the
+earlier layout, every session on master6). The feeding s-ASBRs run no
+kernel protocol (theirs would subscribe to route notifications, and each
+route the c-ASBR installs would be broadcast past 100 more sockets: a cost
+of the rig, not of the c-ASBR); their CPU is reported (``stubs_cpu_s``).
+
 Baseline from the same run: the same number of routes installed into a
 namespace's kernel table by ``ip -batch`` (no BGP). Prints ONE JSON object
 (--format json) or a table; progress on stderr. Everything it creates carries
@@ -282,7 +289,7 @@ def run(args) -> dict:
     total = args.peers * args.mnps
     per_peer = [mnps_of(i, args.mnps) for i in range(args.peers)]
     result: dict = {"loadavg_start": loadavg(), "peers": args.peers, "mnps_per_peer": args.mnps, "routes_target": total,
-                    "timers": args.timers, "bird": bird_version(),
+                    "timers": args.timers, "bird": bird_version(), "core_layout": args.core_layout,
                     "budget": {"converge_s": BUDGET_CONVERGE_S, "updates_per_s": SPEC_WORST_UPDATES_PER_S}}
     log.info("baseline: %d routes by ip -batch", total)
     result["baseline_ip_batch"] = baseline_ip_batch(prefix, [m for ms in per_peer for m in ms])
@@ -294,7 +301,10 @@ def run(args) -> dict:
     pool = ThreadPoolExecutor(8)
     try:
         net, names = build_rig(prefix, args.peers)
-        ov = launch.start(None, net, TIMER_PROFILES[args.timers], workdir=work, keep=False)
+        # the feeding s-ASBRs run no kernel protocol: each would subscribe to the kernel's route notifications,
+        # and every route the c-ASBR installs would be broadcast past 100 more sockets (the rig's cost)
+        ov = launch.start(None, net, TIMER_PROFILES[args.timers], workdir=work, keep=False, stub_kernel=False,
+                          stub_tables=args.core_layout == "stub-tables")
         core_pid = ov.daemons["core"].pid
         t = time.monotonic()
         if not ov.wait_established(120):
@@ -391,6 +401,9 @@ def main() -> int:
                     help="default: capacity without timer effects; aggressive (hold 3 s, BFD) resets sessions of a"
                          " c-ASBR busy installing 10^6 routes on a loaded machine")
     ap.add_argument("--timeout", type=float, default=180.0, help="per phase, seconds")
+    ap.add_argument("--core-layout", choices=["stub-tables", "shared"], default="stub-tables",
+                    help="stub-tables: each s-ASBR session on its own table piped into master6 (what up runs); "
+                         "shared: every session on master6 (each route meets every session's export filter)")
     ap.add_argument("--format", choices=["json", "table"], default="json")
     args = ap.parse_args()
     for name, value, lo, hi in (("--peers", args.peers, 1, 4000), ("--mnps", args.mnps, 1, 100_000)):

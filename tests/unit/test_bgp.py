@@ -136,6 +136,14 @@ def test_core_config_known_answers():
     assert "    import where net ~ MNPS || net ~ MSPS;" in core_b
     assert "neighbor fd01::2 as 65002;" in core_b
     assert [ln.split()[2] for ln in text.splitlines() if ln.startswith("protocol bgp")] == ["core_b", "gs1"]
+    # each s-ASBR session on a table of its own, piped into master6 (MNPs in, nothing back)
+    assert "    table t_gs1;" in stub and "ipv6 table t_gs1;" in text
+    assert "  route ::/0 blackhole;" in block(text, "d_gs1")
+    pipe = block(text, "p_gs1")
+    assert "  table master6;\n  peer table t_gs1;\n  import where net ~ MNPS;\n  export none;" in pipe
+    assert "default_for_stubs" not in text
+    shared = render_core(net.routers["core-a0"], AGGRESSIVE, stub_tables=False)
+    assert "t_gs1" not in shared and "  route ::/0 blackhole;" in block(shared, "default_for_stubs")
 
 
 def test_stub_config_known_answers():
@@ -201,6 +209,12 @@ def test_every_rendered_config_passes_bird_p(tmp_path: Path, timers, n_cores_a):
             text = render_stub(r, timers, str(tmp_path / "bird.log"), mnp_file=str(mnps))
         path.write_text(text)
         check_config(path, r.name)
+        if r.role == "core":
+            path.write_text(render_core(r, timers, str(tmp_path / "bird.log"), stub_tables=False))
+            check_config(path, r.name)
+        else:
+            path.write_text(render_stub(r, timers, str(tmp_path / "bird.log"), None, mnp_file=str(mnps)))
+            check_config(path, r.name)
 
 
 @needs_bird
