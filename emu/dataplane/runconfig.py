@@ -51,6 +51,7 @@ class RunConfig:
     bgp: bool = False  # the scenario's bgp.enabled: BGP overlay (peering links and addresses, daemons)
     bgp_timers: str = "aggressive"
     bgp_msp_base: str = "fd4c:454f::/32"
+    bgp_c_asbrs: tuple[tuple[str, int], ...] = ()  # (operator, c-ASBRs) where more than one
 
     @classmethod
     def from_scenario(cls, sc: Scenario, features=None, *, tunnel_mode: str | None = None) -> "RunConfig":
@@ -79,6 +80,7 @@ class RunConfig:
             bgp=sc.bgp.enabled,
             bgp_timers=sc.bgp.timers,
             bgp_msp_base=sc.bgp.msp_base,
+            bgp_c_asbrs=tuple(sorted((k, v) for k, v in sc.bgp.c_asbrs.items() if v > 1)),
         )
 
     @property

@@ -22,7 +22,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from . import wiring
+from . import asbrs, wiring
 from .launch import BgpOverlay
 from .launch import start as start_overlay
 from .model import TIMER_PROFILES, protocol_name
@@ -82,6 +82,7 @@ def start(model, run, k0: int) -> BgpRun:
     A configuration BIRD refuses raises :class:`~.daemon.BirdConfigError` before any daemon runs."""
     choice0 = model.db.gs_choice(k0)
     ov = wiring.overlay(model, choice0)
+    asbrs.build(run, wiring.plumbing(model))  # extra c-ASBRs (bgp.c_asbrs): namespaces and links; none by default
     timers = TIMER_PROFILES[model.cfg.bgp_timers]
     daemons = start_overlay(run, ov.network, timers)
     t0 = time.monotonic()
