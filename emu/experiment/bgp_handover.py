@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -143,6 +144,23 @@ def summary(measured: list[dict]) -> dict:
             "lost_packets": sum(m["lost_packets"] or 0 for m in ok), "handovers_measured": len(ok),
             "handovers_planned": len(measured), "convergence": C.summary(conv),
             "not_converged": sum(1 for m in measured if m["convergence_ms"] is None)}
+
+
+def parse_ss_retrans(text: str) -> dict:
+    """``ss -tinH`` of a router's BGP sockets -> {"sockets", "retrans" (segments retransmitted, all sockets),
+    "lost"} (pure). A late UPDATE with retransmissions on its session was a lost segment, not BGP (docs/bgp.md)."""
+    socks = [ln for ln in text.splitlines() if ln and not ln[0].isspace()]
+    retrans = sum(int(m) for m in re.findall(r"\bretrans:\d+/(\d+)", text))
+    lost = sum(int(m) for m in re.findall(r"\blost:(\d+)", text))
+    return {"sockets": len(socks), "retrans": retrans, "lost": lost}
+
+
+def bgp_tcp(netns_name: str) -> dict:
+    from emu.dataplane import procs
+
+    p = procs.run_in(netns_name, ["ss", "-tinH", "state", "established", "( sport = :179 or dport = :179 )"],
+                     timeout_s=30)
+    return parse_ss_retrans(p.stdout)
 
 
 # ---------------------------------------------------------------------------------------------- live (root)
@@ -258,6 +276,7 @@ def run(scenario: str, timers: str | None = None, repeat: int = 3, speed: float 
 
         threading.Thread(target=watch, daemon=True).start()
         ctl.loop()
+        tcp = {name: bgp_tcp(r["netns"]) for name, r in overlay["routers"].items()}
         results = {}
         for ut, p in probes.items():
             p.send_signal(signal.SIGINT)
@@ -290,7 +309,8 @@ def run(scenario: str, timers: str | None = None, repeat: int = 3, speed: float 
                               "convergence": "the new s-ASBR's announcement (call) -> the MNP in every c-ASBR's "
                                              "kernel FIB via the next hop toward the new GS"},
                "bgp": {"established_s": overlay.get("established_s"), "restarts": ctl.status["bgp"].get("restarts"),
-                       "error": ctl.status["bgp"].get("error"), "n_slices_plan": n_slices},
+                       "error": ctl.status["bgp"].get("error"), "n_slices_plan": n_slices,
+                       "tcp_retrans": {n: t["retrans"] for n, t in tcp.items()}},
                "probes": {ut: {"sent": r["sent"], "replies": len(r["replies"])} for ut, r in results.items()},
                "handovers": measured}
         if keep_logs is not None:

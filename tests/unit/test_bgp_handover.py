@@ -91,3 +91,12 @@ def test_bad_timers_and_timers_without_bgp_are_one_line() -> None:
     for args in (["--procedure", "bgp", "--timers", "fast"], ["--timers", "default"]):
         res = CliRunner().invoke(cli, ["experiment", "handover", "topologies/sparse.yaml", *args])
         assert res.exit_code == 2 and "--timers" in res.output and "Traceback" not in res.output
+
+
+def test_ss_retransmissions() -> None:
+    text = ("ESTAB 0 0 [fd6c:6565::1]:179 [fd6c:6565::2]:40123\n"
+            "\t cubic wscale:7,7 rto:204 rtt:0.05/0.025 mss:1428 cwnd:10 bytes_sent:950 retrans:0/2 lost:1\n"
+            "ESTAB 0 0 [fd6c:6565:1:1::1]:51000 [fd6c:6565:1:1::2]:179\n"
+            "\t cubic wscale:7,7 rto:204 rtt:0.04/0.02 mss:1428 cwnd:10 bytes_sent:400\n")
+    assert B.parse_ss_retrans(text) == {"sockets": 2, "retrans": 2, "lost": 1}
+    assert B.parse_ss_retrans("") == {"sockets": 0, "retrans": 0, "lost": 0}
