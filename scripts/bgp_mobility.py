@@ -104,7 +104,7 @@ def one_profile(scenario: Path, timers: str, speed: float, slices: int, tmp: Pat
         mfile = run_dir / "bgp" / "moves.jsonl"
         moves = [json.loads(x) for x in mfile.read_text().splitlines()] if mfile.exists() else []
         # a late UPDATE with retransmissions on its session: a lost segment, not BGP (docs/bgp.md, the outlier)
-        tcp_retrans = {n: bgp_tcp(r["netns"])["retrans"] for n, r in overlay["routers"].items()}
+        tcp = {n: bgp_tcp(r["netns"]) for n, r in overlay["routers"].items()}
     finally:
         for name, (mp, f) in [*mons.items(), *pings.items()]:
             procs.stop(mp)
@@ -142,7 +142,7 @@ def one_profile(scenario: Path, timers: str, speed: float, slices: int, tmp: Pat
             "reload": C.summary([d["reload_ms"] / 1e3 for d in detail]),
             "probe_interruption": C.summary([d["probe"]["gap_ms"] / 1e3 for d in detail if d["probe"]]),
             "probe_lost": sum(d["probe"]["lost"] for d in detail if d["probe"]),
-            "established_s": overlay.get("established_s"), "up_s": round(up_s, 2), "tcp_retrans": tcp_retrans,
+            "established_s": overlay.get("established_s"), "up_s": round(up_s, 2), "tcp": tcp,
             "bgp_status": status.get("bgp"), "loadavg_before": [round(x, 2) for x in load0],
             "loadavg_after": [round(x, 2) for x in load1], "moves": detail}
 

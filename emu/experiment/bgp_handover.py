@@ -155,12 +155,27 @@ def parse_ss_retrans(text: str) -> dict:
     return {"sockets": len(socks), "retrans": retrans, "lost": lost}
 
 
+TCP_EXT = ("TCPTimeouts", "TCPSpuriousRTOs", "TCPLossProbes", "TCPLostRetransmit", "DelayedACKs")
+
+
+def parse_netstat(text: str, keys: tuple[str, ...] = TCP_EXT) -> dict[str, int]:
+    """``/proc/net/netstat`` (a namespace's own) -> the ``TcpExt`` counters named in ``keys`` (pure): RTO
+    timeouts, spurious ones (the receiver was late, nothing lost), tail loss probes, delayed ACKs."""
+    lines = [ln.split() for ln in text.splitlines() if ln.startswith("TcpExt:")]
+    if len(lines) < 2:
+        return {}
+    row = dict(zip(lines[0][1:], lines[1][1:]))
+    return {k: int(row[k]) for k in keys if k in row}
+
+
 def bgp_tcp(netns_name: str) -> dict:
+    """A router's BGP sockets (``ss``) and its namespace's TCP timer counters (only BGP speaks TCP there)."""
     from emu.dataplane import procs
 
     p = procs.run_in(netns_name, ["ss", "-tinH", "state", "established", "( sport = :179 or dport = :179 )"],
                      timeout_s=30)
-    return parse_ss_retrans(p.stdout)
+    q = procs.run_in(netns_name, ["cat", "/proc/net/netstat"], timeout_s=30)
+    return {**parse_ss_retrans(p.stdout), **parse_netstat(q.stdout)}
 
 
 # ---------------------------------------------------------------------------------------------- live (root)
@@ -310,7 +325,7 @@ def run(scenario: str, timers: str | None = None, repeat: int = 3, speed: float 
                                              "kernel FIB via the next hop toward the new GS"},
                "bgp": {"established_s": overlay.get("established_s"), "restarts": ctl.status["bgp"].get("restarts"),
                        "error": ctl.status["bgp"].get("error"), "n_slices_plan": n_slices,
-                       "tcp_retrans": {n: t["retrans"] for n, t in tcp.items()}},
+                       "tcp": tcp},
                "probes": {ut: {"sent": r["sent"], "replies": len(r["replies"])} for ut, r in results.items()},
                "handovers": measured}
         if keep_logs is not None:

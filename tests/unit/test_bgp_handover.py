@@ -100,3 +100,10 @@ def test_ss_retransmissions() -> None:
             "\t cubic wscale:7,7 rto:204 rtt:0.04/0.02 mss:1428 cwnd:10 bytes_sent:400\n")
     assert B.parse_ss_retrans(text) == {"sockets": 2, "retrans": 2, "lost": 1}
     assert B.parse_ss_retrans("") == {"sockets": 0, "retrans": 0, "lost": 0}
+
+
+def test_netstat_tcp_timer_counters() -> None:
+    text = ("TcpExt: SyncookiesSent DelayedACKs TCPTimeouts TCPLossProbes TCPSpuriousRTOs\n"
+            "TcpExt: 0 7 2 1 1\nIpExt: InNoRoutes\nIpExt: 0\n")
+    assert B.parse_netstat(text) == {"DelayedACKs": 7, "TCPTimeouts": 2, "TCPLossProbes": 1, "TCPSpuriousRTOs": 1}
+    assert B.parse_netstat("") == {}
