@@ -23,6 +23,9 @@ by a netlink dump). Per GS change:
 - BGP convergence: the new s-ASBR's announcement (the call, before ``bird
   -p`` and ``birdc configure``) -> the MNP's route in every c-ASBR's kernel
   FIB via the next hop toward the new GS (:func:`emu.control.bgp.convergence.move_convergence`);
+- a change where the stream had no echo within 1 s before the switch (the
+  UT out of service already: the data plane's outage, not BGP's) is
+  recorded with ``flow_alive_at_switch`` false and left out of the summary;
 - steps (ms from the switch): ``switched``, ``announce`` / ``announced``
   (the new s-ASBR's reload called / returned), ``withdraw`` / ``withdrawn``
   (the old one's), ``fib`` per c-ASBR.
@@ -57,6 +60,7 @@ PROBE_PORT = 7778
 TIMERS = ("aggressive", "default")
 UNCONVERGED_WINDOW_S = 5.0  # no FIB event: look for the interruption this long after the switch
 AFTER_FIB_S = 0.05  # a silence beginning this soon after the last c-ASBR's FIB change still counts
+ALIVE_BEFORE_MS = 1000.0  # no echo within this long before the switch: the UT was out of service already
 
 
 def check_timers(timers: str | None) -> None:
@@ -122,7 +126,10 @@ def measure_one(h: dict, switch_at: float, move: dict | None, probe: dict, mono_
     replies = [[q, t_s + mono_to_wall_ns, t_r + mono_to_wall_ns] for q, t_s, t_r in probe["replies"]]
     gap = interruption(probe["sent"], replies, cut_ns, end_ns, cut_ns)
     conv_ms = None if conv is None or conv["s"] is None else round(conv["s"] * 1e3, 2)
-    return {"k": h["k"], "ut": h["ut"], "kind": h["kind"], "from_gs": h["from_gs"], "to_gs": h["to_gs"],
+    # the stream was already silent before the switch (the data plane's own outage: the UT out of service):
+    # recorded, not measured
+    alive = gap["last_before_ms"] is not None and gap["last_before_ms"] >= -ALIVE_BEFORE_MS
+    return {"k": h["k"], "flow_alive_at_switch": alive, "ut": h["ut"], "kind": h["kind"], "from_gs": h["from_gs"], "to_gs": h["to_gs"],
             "from_core": h["from_core"], "to_core": h["to_core"], "mnp": move["mnp"] if move else None,
             "interruption_ms": gap["interruption_ms"], "lost_packets": gap["lost_packets"],
             "last_before_ms": gap["last_before_ms"], "first_after_ms": gap["first_after_ms"],
@@ -137,7 +144,7 @@ def measure_one(h: dict, switch_at: float, move: dict | None, probe: dict, mono_
 
 def summary(measured: list[dict]) -> dict:
     """Top-level numbers (pure): the interruption keys of the baseline/proactive JSON, and BGP convergence."""
-    ok = [m for m in measured if m["interruption_ms"] is not None]
+    ok = [m for m in measured if m["interruption_ms"] is not None and m.get("flow_alive_at_switch", True)]
     s = summarize([m["interruption_ms"] for m in ok])
     conv = [m["convergence_ms"] / 1e3 for m in measured if m["convergence_ms"] is not None]
     return {"median_interruption_ms": s["median"], "p90_interruption_ms": s["p90"],

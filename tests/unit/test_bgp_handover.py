@@ -81,6 +81,14 @@ def test_unconverged_change_and_summary() -> None:
     s = B.summary([r, ok])
     assert s["median_interruption_ms"] == 25.0 and s["lost_packets"] == 3 and s["handovers_measured"] == 2
     assert s["not_converged"] == 1 and s["convergence"]["n"] == 1 and s["convergence"]["median_ms"] == 11.0
+    # silent for 1.2 s before a switch at 1500 ms (probes 30..159 lost): the UT was out of service, not measured
+    late_move = {**move, "called_at": 1001.502, "announced_at": 1001.52}
+    dead = B.measure_one(H1, 1001.5, late_move, _probe(30, 160), int(1000e9), _events(1001.512, 1001.513),
+                         EXPECTED, None)
+    assert dead["flow_alive_at_switch"] is False and dead["interruption_ms"] == 1310.0
+    assert r["flow_alive_at_switch"] is True
+    s2 = B.summary([r, ok, dead])
+    assert s2["handovers_measured"] == 2 and s2["handovers_planned"] == 3 and s2["lost_packets"] == 3
 
 
 def test_bad_timers_and_timers_without_bgp_are_one_line() -> None:
