@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from emu.control.bgp import convergence as C  # noqa: E402
-from emu.experiment.bgp_handover import bgp_tcp, seed_events  # noqa: E402
+from emu.experiment.bgp_handover import bgp_tcp, seed_events, tcp_delta  # noqa: E402
 from emu.dataplane import procs  # noqa: E402
 
 
@@ -89,6 +89,7 @@ def one_profile(scenario: Path, timers: str, speed: float, slices: int, tmp: Pat
                                                   str(ipaddress.IPv6Network(prefix).network_address + 1)],
                                         stdout=f, stderr=subprocess.DEVNULL, start_new_session=True), f)
         time.sleep(0.3)
+        tcp0 = {n: bgp_tcp(r["netns"]) for n, r in overlay["routers"].items()}
         t_seed = time.time()
         seeds = {name: seed_events(ns, t_seed) for name, ns in cores.items()}
         end = time.monotonic() + slices * info["slice_s"] / speed + 120
@@ -142,7 +143,8 @@ def one_profile(scenario: Path, timers: str, speed: float, slices: int, tmp: Pat
             "reload": C.summary([d["reload_ms"] / 1e3 for d in detail]),
             "probe_interruption": C.summary([d["probe"]["gap_ms"] / 1e3 for d in detail if d["probe"]]),
             "probe_lost": sum(d["probe"]["lost"] for d in detail if d["probe"]),
-            "established_s": overlay.get("established_s"), "up_s": round(up_s, 2), "tcp": tcp,
+            "established_s": overlay.get("established_s"), "up_s": round(up_s, 2),
+            "tcp_at_start": tcp0, "tcp_during": tcp_delta(tcp0, tcp),
             "bgp_status": status.get("bgp"), "loadavg_before": [round(x, 2) for x in load0],
             "loadavg_after": [round(x, 2) for x in load1], "moves": detail}
 

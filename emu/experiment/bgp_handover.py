@@ -175,6 +175,13 @@ def parse_netstat(text: str, keys: tuple[str, ...] = TCP_EXT) -> dict[str, int]:
     return {k: int(row[k]) for k in keys if k in row}
 
 
+def tcp_delta(before: dict[str, dict], after: dict[str, dict]) -> dict[str, dict]:
+    """Per router, the counters' growth between two :func:`bgp_tcp` samples (pure): what happened during the
+    measured slices, not at session set-up (SYN retries)."""
+    return {n: {k: v - before.get(n, {}).get(k, 0) for k, v in a.items() if k != "sockets"}
+            for n, a in after.items()}
+
+
 def bgp_tcp(netns_name: str) -> dict:
     """A router's BGP sockets (``ss``) and its namespace's TCP timer counters (only BGP speaks TCP there)."""
     from emu.dataplane import procs
@@ -285,6 +292,7 @@ def run(scenario: str, timers: str | None = None, repeat: int = 3, speed: float 
             probes[ut] = p
         t_seed = time.time()
         seeds = {name: seed_events(ns, t_seed) for name, ns in cores.items()}
+        tcp0 = {name: bgp_tcp(r["netns"]) for name, r in overlay["routers"].items()}
         mono_to_wall_ns = time.time_ns() - time.monotonic_ns()
         slice_wall = slice_s / speed
         last_k = todo[-1]["k"]
@@ -332,7 +340,7 @@ def run(scenario: str, timers: str | None = None, repeat: int = 3, speed: float 
                                              "kernel FIB via the next hop toward the new GS"},
                "bgp": {"established_s": overlay.get("established_s"), "restarts": ctl.status["bgp"].get("restarts"),
                        "error": ctl.status["bgp"].get("error"), "n_slices_plan": n_slices,
-                       "tcp": tcp},
+                       "tcp_at_start": tcp0, "tcp_during": tcp_delta(tcp0, tcp)},
                "probes": {ut: {"sent": r["sent"], "replies": len(r["replies"])} for ut, r in results.items()},
                "handovers": measured}
         if keep_logs is not None:

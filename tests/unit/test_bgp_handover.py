@@ -115,3 +115,9 @@ def test_netstat_tcp_timer_counters() -> None:
             "TcpExt: 0 7 2 1 1\nIpExt: InNoRoutes\nIpExt: 0\n")
     assert B.parse_netstat(text) == {"DelayedACKs": 7, "TCPTimeouts": 2, "TCPLossProbes": 1, "TCPSpuriousRTOs": 1}
     assert B.parse_netstat("") == {}
+
+
+def test_tcp_counters_delta() -> None:
+    before = {"gs1": {"sockets": 1, "retrans": 7, "TCPTimeouts": 7}}
+    after = {"gs1": {"sockets": 1, "retrans": 9, "TCPTimeouts": 8}, "gs2": {"sockets": 1, "retrans": 1}}
+    assert B.tcp_delta(before, after) == {"gs1": {"retrans": 2, "TCPTimeouts": 1}, "gs2": {"retrans": 1}}
