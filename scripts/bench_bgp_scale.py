@@ -22,6 +22,13 @@ reach the target:
    with the full table in place, timed by the update counters (RIB: the BGP
    channels' accepted import updates; FIB: the kernel protocol's export updates).
 
+The c-ASBR runs what ``up`` runs (``--core-layout stub-tables``: each s-ASBR
+session on a table of its own, piped into master6; ``shared`` for the
+earlier layout, every session on master6). The feeding s-ASBRs run no
+kernel protocol (theirs would subscribe to route notifications, and each
+route the c-ASBR installs would be broadcast past 100 more sockets: a cost
+of the rig, not of the c-ASBR); their CPU is reported (``stubs_cpu_s``).
+
 Baseline from the same run: the same number of routes installed into a
 namespace's kernel table by ``ip -batch`` (no BGP). Prints ONE JSON object
 (--format json) or a table; progress on stderr. Everything it creates carries
@@ -282,7 +289,7 @@ def run(args) -> dict:
     total = args.peers * args.mnps
     per_peer = [mnps_of(i, args.mnps) for i in range(args.peers)]
     result: dict = {"loadavg_start": loadavg(), "peers": args.peers, "mnps_per_peer": args.mnps, "routes_target": total,
-                    "timers": args.timers, "bird": bird_version(),
+                    "timers": args.timers, "bird": bird_version(), "core_layout": args.core_layout,
                     "budget": {"converge_s": BUDGET_CONVERGE_S, "updates_per_s": SPEC_WORST_UPDATES_PER_S}}
     log.info("baseline: %d routes by ip -batch", total)
     result["baseline_ip_batch"] = baseline_ip_batch(prefix, [m for ms in per_peer for m in ms])
@@ -294,7 +301,10 @@ def run(args) -> dict:
     pool = ThreadPoolExecutor(8)
     try:
         net, names = build_rig(prefix, args.peers)
-        ov = launch.start(None, net, TIMER_PROFILES[args.timers], workdir=work, keep=False)
+        # the feeding s-ASBRs run no kernel protocol: each would subscribe to the kernel's route notifications,
+        # and every route the c-ASBR installs would be broadcast past 100 more sockets (the rig's cost)
+        ov = launch.start(None, net, TIMER_PROFILES[args.timers], workdir=work, keep=False, stub_kernel=False,
+                          stub_tables=args.core_layout == "stub-tables")
         core_pid = ov.daemons["core"].pid
         t = time.monotonic()
         if not ov.wait_established(120):
@@ -350,6 +360,8 @@ def run(args) -> dict:
         one["wire_bytes_per_prefix"] = bytes_per_prefix(w0, wire_bytes(ov, probe_ns), args.mnps)
         one["updates_per_s"] = one["fib_s"] and round(total / one["fib_s"])
         one["updates_per_s_rib"] = one["rib_s"] and round(total / one["rib_s"])
+        # not done within --timeout (a loaded machine): what did go through, over the whole timeout
+        one["updates_per_s_at_least"] = one["updates_per_s"] or round(one["fib_routes"] / args.timeout)
         result["one_prefix_per_update"] = one
         log.info("one prefix per UPDATE: %s", one)
 
@@ -359,6 +371,7 @@ def run(args) -> dict:
                        for i, s in enumerate(stub_names)}, pool)
         held = wait_updates(ov, t0, before, total, args.timeout)
         held["updates_per_s"] = held["fib_s"] and round(total / held["fib_s"])
+        held["updates_per_s_at_least"] = held["updates_per_s"] or round(held["fib_updates"] / args.timeout)
         held["routes_after"] = core_counters(ov)[0]
         result["replace_held_one_prefix_per_update"] = held
         log.info("replace while held: %s", held)
@@ -373,8 +386,9 @@ def run(args) -> dict:
     result["loadavg_end"] = loadavg()
     base = result["baseline_ip_batch"]["install_s"]
     fib = result["converge_s"]["fib"]
-    rates = [result[k]["updates_per_s"] for k in ("one_prefix_per_update", "replace_held_one_prefix_per_update")]
-    rate = min(rates) if all(rates) else None
+    rates = [result[k]["updates_per_s_at_least"]
+             for k in ("one_prefix_per_update", "replace_held_one_prefix_per_update")]
+    rate = min(rates) if all(rates) else None  # a lower bound where a phase ran out of time
     result["ratio_fib_converge_vs_ip_batch"] = fib and base and round(fib / base, 2)
     result["within_budget"] = {
         "converge": bool(fib is not None and fib <= BUDGET_CONVERGE_S and result["routes"] == total),
@@ -391,6 +405,9 @@ def main() -> int:
                     help="default: capacity without timer effects; aggressive (hold 3 s, BFD) resets sessions of a"
                          " c-ASBR busy installing 10^6 routes on a loaded machine")
     ap.add_argument("--timeout", type=float, default=180.0, help="per phase, seconds")
+    ap.add_argument("--core-layout", choices=["stub-tables", "shared"], default="stub-tables",
+                    help="stub-tables: each s-ASBR session on its own table piped into master6 (what up runs); "
+                         "shared: every session on master6 (each route meets every session's export filter)")
     ap.add_argument("--format", choices=["json", "table"], default="json")
     args = ap.parse_args()
     for name, value, lo, hi in (("--peers", args.peers, 1, 4000), ("--mnps", args.mnps, 1, 100_000)):

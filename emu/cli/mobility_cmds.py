@@ -93,7 +93,8 @@ def experiment_check(experiment_file: str, plan_db: str | None, fmt: str) -> Non
 
 @experiment.command("handover")
 @click.argument("scenario", type=click.Path(dir_okay=False))
-@click.option("--procedure", default="baseline", show_default=True, help="baseline | proactive (spec §5.1 / §5).")
+@click.option("--procedure", default="baseline", show_default=True,
+              help="baseline | proactive (spec §5.1 / §5) | bgp (the BGP overlay: GS changes, docs/bgp.md).")
 @click.option("--association", default="owner", show_default=True, help="owner | dynamic (stored in the plan).")
 @click.option("--repeat", type=int, default=3, show_default=True, help="Inter-SNO handovers of the plan to measure.")
 @click.option("--speed", type=float, default=10.0, show_default=True, help="Clock speed-up factor.")
@@ -102,20 +103,37 @@ def experiment_check(experiment_file: str, plan_db: str | None, fmt: str) -> Non
 @click.option("--latency-ms", type=float, default=20.0, show_default=True, help="Terrestrial latency between cores.")
 @click.option("--notice-ms", type=float, default=150.0, show_default=True, help="Proactive: plan notice.")
 @click.option("--interval-ms", type=float, default=10.0, show_default=True, help="UDP probe spacing (<= 10 ms).")
+@click.option("--timers", default=None, help="bgp: aggressive | default (default: the scenario's bgp.timers).")
 @format_option
 def experiment_handover(scenario: str, procedure: str, association: str, repeat: int, speed: float,
                         start_slice: int | None, plan_path: str | None, latency_ms: float, notice_ms: float,
-                        interval_ms: float, fmt: str) -> None:
-    """Probe a device's UDP stream to the Internet through the plan's inter-SNO handovers in the live emulator."""
+                        interval_ms: float, timers: str | None, fmt: str) -> None:
+    """Probe a device's UDP stream to the Internet through the plan's inter-SNO handovers in the live emulator;
+    with --procedure bgp a stream from the Internet to each moving UT's MNP through its GS changes (BGP overlay)."""
     from emu.cli.dataplane_cmds import require_root
+    from emu.errors import InputError
     from emu.experiment import handover as H
 
     H.check_args(procedure, association, repeat, speed, interval_ms)
+    if procedure == H.BGP:
+        from emu.experiment.bgp_handover import check_timers
+
+        check_timers(timers)
+    elif timers is not None:
+        raise InputError(f"--timers: only with --procedure bgp (got {timers!r})")
     require_root()
     out = H.run(scenario, procedure, association, repeat, speed, start_slice, plan_path, latency_ms, notice_ms,
-                interval_ms, progress=lambda msg: click.echo(msg, err=True))
+                interval_ms, progress=lambda msg: click.echo(msg, err=True), timers=timers)
     if fmt == "json":
         emit_json(out)
+    elif procedure == H.BGP:
+        c = out["convergence"]
+        emit_table(f"experiment handover: bgp, timers {out['timers']} (median {out['median_interruption_ms']} ms, "
+                   f"p90 {out['p90_interruption_ms']} ms, lost {out['lost_packets']}; BGP convergence median "
+                   f"{c['median_ms']} ms, p90 {c['p90_ms']} ms)",
+                   ["slice", "UT", "kind", "from", "to", "interruption ms", "lost", "convergence ms"],
+                   [[h["k"], h["ut"], h["kind"], h["from_gs"], h["to_gs"], h["interruption_ms"], h["lost_packets"],
+                     h["convergence_ms"]] for h in out["handovers"]])
     else:
         emit_table(f"experiment handover: {procedure}, {association} (median {out['median_interruption_ms']} ms, "
                    f"p90 {out['p90_interruption_ms']} ms, lost {out['lost_packets']})",

@@ -183,8 +183,8 @@ class Controller:
             boundary_at = time.time()
             apply_ms = self.applier.switch(k)
             self._sno_switch(k)
+            self._bgp_boundary(k)  # before the cleanup retires the old GS's links: the old path serves until BGP moved
             self.applier.cleanup(k)
-            self._bgp_boundary(k)
             log.info("slice %d applied in %.2f ms (prepared in %.1f ms)", k, apply_ms, prep_ms)
             self.status["applied"].append({"slice": k, "apply_ms": round(apply_ms, 3), "prep_ms": round(prep_ms, 1),
                                            "late_ms": round(late_ms, 1), "boundary_at": boundary_at,

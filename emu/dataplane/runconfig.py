@@ -58,6 +58,7 @@ class RunConfig:
     grc_ipv6_prefix: str = "fd00:6772:6300::/96"
     inet_prefix6: ipaddress.IPv6Network = ipaddress.IPv6Network("fd69:6e65:7400::/64")
     pools6: tuple[str, ...] = ()
+    bgp_c_asbrs: tuple[tuple[str, int], ...] = ()  # (operator, c-ASBRs) where more than one
 
     @classmethod
     def from_scenario(cls, sc: Scenario, features=None, *, tunnel_mode: str | None = None) -> "RunConfig":
@@ -90,6 +91,7 @@ class RunConfig:
             grc_ipv6_prefix=sc.grc.ipv6_prefix,
             inet_prefix6=ipaddress.IPv6Network(sc.internet.prefix6),
             pools6=tuple(o.pool6 for o in sc.operators),
+            bgp_c_asbrs=tuple(sorted((k, v) for k, v in sc.bgp.c_asbrs.items() if v > 1)),
         )
 
     @property

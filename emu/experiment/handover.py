@@ -37,15 +37,16 @@ from emu.control.sno.rig import interruption, summarize
 from emu.errors import InputError
 
 PROBE_PORT = 7777
-PROCEDURES = ("baseline", "proactive")
+PROCEDURES = ("baseline", "proactive")  # the SNO control plane's (the file runner runs both)
+BGP = "bgp"  # the BGP overlay's (spec: bgp-mobile-routing-atn §4): emu.experiment.bgp_handover
 ASSOCIATIONS = ("owner", "dynamic")
 STEP_KEYS = ("what", "ms", "coa", "target", "peer", "reason", "proactive", "core", "iface", "prefix")
 
 
 def check_args(procedure: str, association: str, repeat: int, speed: float, interval_ms: float) -> None:
     """Every argument before anything is made (one line naming the field, exit 2)."""
-    if procedure not in PROCEDURES:
-        raise InputError(f"--procedure: must be one of {', '.join(PROCEDURES)} (got {procedure!r})")
+    if procedure not in (*PROCEDURES, BGP):
+        raise InputError(f"--procedure: must be one of {', '.join((*PROCEDURES, BGP))} (got {procedure!r})")
     if association not in ASSOCIATIONS:
         raise InputError(f"--association: must be one of {', '.join(ASSOCIATIONS)} (got {association!r})")
     if not 1 <= repeat <= 100:
@@ -159,12 +160,22 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
         speed: float = 10.0, start_slice: int | None = None, plan: str | None = None, latency_ms: float = 20.0,
         notice_ms: float = 150.0, interval_ms: float = 10.0, keep_logs: Path | None = None,
         progress=None, uts: set[str] | None = None, timeline_ms: float = 0.0, events=(),
-        duration_s: float | None = None) -> dict:
+        duration_s: float | None = None, timers: str | None = None) -> dict:
     """Bring the scenario up with its SNO control plane, probe through ``repeat`` inter-SNO handovers, tear
     down; the measured JSON (see module docstring). ``uts``: only these terminals' handovers (and, with
     events, the terminals whose devices probe throughout); ``timeline_ms``: each handover also gets its probe
     samples within that many ms of the boundary. ``events`` (an experiment file's, :mod:`emu.experiment.events`):
-    the run spans ``duration_s`` from ``start_slice`` and causes them; ``events`` in the result."""
+    the run spans ``duration_s`` from ``start_slice`` and causes them; ``events`` in the result.
+    ``procedure="bgp"``: the BGP overlay instead, GS changes (:func:`emu.experiment.bgp_handover.run`,
+    ``timers``)."""
+    if procedure == BGP:
+        if events:
+            raise InputError(f"procedure: the bgp procedure runs no experiment-file events (got {procedure!r})")
+        from emu.experiment import bgp_handover
+
+        check_args(procedure, association, repeat, speed, interval_ms)
+        return bgp_handover.run(scenario, timers, repeat, speed, start_slice, plan, interval_ms, keep_logs,
+                                progress, uts)
     from emu.cli.plan_cmds import build_plan, check_up_arguments
     from emu.control.sno import launch, live
     from emu.dataplane import cleanup, procs

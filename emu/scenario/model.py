@@ -353,6 +353,9 @@ class BgpCfg(Strict):
     enabled: bool = False
     timers: Literal["aggressive", "default"] = "aggressive"
     msp_base: str = "fd4c:454f::/32"
+    # operator name -> its number of c-ASBRs (default 1: the core namespace). More: iBGP among them, a route
+    # reflector from 4 on (emu.control.bgp.wiring.extra_cores; spec §3)
+    c_asbrs: dict[str, Annotated[int, Field(ge=1, le=8)]] = Field(default_factory=dict)
 
     @field_validator("msp_base")
     @classmethod
@@ -401,6 +404,9 @@ class Scenario(Strict):
             if u.destination is not None and (u.destination not in ground or u.destination == u.name):
                 raise ValueError(f"user_terminals.{i}.destination: not another ground station or user terminal "
                                  f"(got {u.destination!r})")
+        for name in self.bgp.c_asbrs:
+            if name not in ops:
+                raise ValueError(f"bgp.c_asbrs: unknown operator (got {name!r})")
         for kind, items in (("ground_stations", self.ground_stations), ("user_terminals", self.user_terminals)):
             for i, item in enumerate(items):
                 if item.operator not in ops:

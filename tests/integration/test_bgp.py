@@ -260,3 +260,17 @@ def test_bad_mnp_is_refused_and_nothing_changes(rig):
     with pytest.raises(InputError, match="fd00:c::/56"):
         ov.announce("gs2", ["fd00:c::/56"])
     assert ov.announced["gs2"] == before
+
+
+def test_refused_mnp_file_keeps_the_running_daemon_and_its_file(rig):
+    """The hot path of a move skips `bird -p`: a file BIRD refuses on `configure` raises BirdConfigError, the
+    old file is put back and the daemon keeps announcing what it did."""
+    ns, ov = rig["ns"], rig["ov"]
+    ov.attach("gs1", MNP)
+    assert wait_nexthops(ns, AT_GS1, FOLLOW_BUDGET_S) is not None
+    d = ov.daemons["gs1"]
+    before = d.mnp_path.read_text()
+    with pytest.raises(BirdConfigError, match="gs1: bird refused the MNP file"):
+        d.move_mnps("route this is not bird;\n")
+    assert d.mnp_path.read_text() == before and d.running()
+    assert wait_nexthops(ns, AT_GS1, FOLLOW_BUDGET_S) is not None

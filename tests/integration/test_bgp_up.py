@@ -207,6 +207,23 @@ def test_probe_from_inet_follows_bgp_to_the_right_gs(bgp_run):
     pytest.fail("a slice boundary fell into every attempt")
 
 
+def test_inactive_mnp_is_unreachable_from_its_c_asbr(bgp_run):
+    """An MNP no s-ASBR announces (here: the last /56 of each MSP, beyond every UT's) matches only its c-ASBR's
+    `unreachable` MSP route: ICMPv6 no route from that c-ASBR, never a less specific route (spec §3)."""
+    import ipaddress
+
+    r = bgp_run
+    inet = r["nodes"]["inet"]["netns"]
+    for op, (msp,) in r["overlay"]["msps"].items():
+        last = list(ipaddress.IPv6Network(msp).subnets(new_prefix=wiring.MNP_PLEN))[-1]
+        assert str(last) not in r["overlay"]["mnps"].values()
+        p = subprocess.run(["ip", "netns", "exec", inet, "ping", "-6", "-n", "-c", "1", "-W", "2",
+                            wiring.mnp_host(str(last))], capture_output=True, text=True, timeout=30)
+        core_end = wiring.inet_link_addrs(next(i for i, name in enumerate(r["overlay"]["msps"]) if name == op))[0]
+        assert p.returncode != 0 and "Destination unreachable: No route" in p.stdout, p.stdout
+        assert f"From {core_end}" in p.stdout, (op, p.stdout)
+
+
 def test_overlay_numbering_matches_the_kernel(bgp_run):
     """The GS <-> core peering addresses are where wiring says (the data plane set them)."""
     r = bgp_run
@@ -262,7 +279,7 @@ def test_bad_bird_config_is_a_clear_error_from_up_and_nothing_runs(leo_env, tmp_
     from emu.cli.plan_cmds import build_plan
 
     sc = yaml.safe_load(DEFAULT.read_text())
-    sc["bgp"] = {"enabled": True}
+    sc["bgp"] = {"enabled": True, "c_asbrs": {"sno-a": 2}}  # also the extra c-ASBR's namespace goes
     scen = tmp_path / "bgp.yaml"
     scen.write_text(yaml.safe_dump(sc))
     plan = tmp_path / "plan.db"

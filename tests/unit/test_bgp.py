@@ -129,12 +129,20 @@ def test_core_config_known_answers():
     assert "    export where source = RTS_BGP || proto = \"msp\";" in block(text, "kernel6")
     stub = block(text, "gs1")
     assert "  local fd02::1 as 65001;\n  neighbor fd02::2 as 4200000001;" in stub
-    assert "    import where net ~ MNPS;" in stub and '    export where proto = "default_for_stubs";' in stub
+    assert "    import where net ~ MNPS;" in stub and '    export where net = ::/0 && source = RTS_STATIC;' in stub
     assert "  hold time 3;" in stub and "  bfd on;" in stub
     core_b = block(text, "core_b")
     assert "    import where net ~ MNPS || net ~ MSPS;" in core_b
     assert "neighbor fd01::2 as 65002;" in core_b
     assert [ln.split()[2] for ln in text.splitlines() if ln.startswith("protocol bgp")] == ["core_b", "gs1"]
+    # each s-ASBR session on a table of its own, piped into master6 (MNPs in, nothing back)
+    assert "    table t_gs1;" in stub and "ipv6 table t_gs1;" in text
+    assert "  route ::/0 blackhole;" in block(text, "d_gs1")
+    pipe = block(text, "p_gs1")
+    assert "  table master6;\n  peer table t_gs1;\n  import where net ~ MNPS;\n  export none;" in pipe
+    assert "default_for_stubs" not in text
+    shared = render_core(net.routers["core-a0"], AGGRESSIVE, stub_tables=False)
+    assert "t_gs1" not in shared and "  route ::/0 blackhole;" in block(shared, "default_for_stubs")
 
 
 def test_stub_config_known_answers():
@@ -200,6 +208,12 @@ def test_every_rendered_config_passes_bird_p(tmp_path: Path, timers, n_cores_a):
             text = render_stub(r, timers, str(tmp_path / "bird.log"), mnp_file=str(mnps))
         path.write_text(text)
         check_config(path, r.name)
+        if r.role == "core":
+            path.write_text(render_core(r, timers, str(tmp_path / "bird.log"), stub_tables=False))
+            check_config(path, r.name)
+        else:
+            path.write_text(render_stub(r, timers, str(tmp_path / "bird.log"), None, mnp_file=str(mnps)))
+            check_config(path, r.name)
 
 
 @needs_bird
@@ -267,3 +281,14 @@ def test_parse_protocols_all():
                  "s000": birdc.ChannelRoutes(10000, 1, 10000, 20000, 0)}
     assert birdc.parse_channel_routes("    Routes:         5 imported, 2 filtered, 3 exported, 4 preferred") == \
         birdc.ChannelRoutes(5, 3, 4)
+
+
+def test_parse_control_reply():
+    """BIRD's control protocol as birdc speaks it: CODE-text lines go on, ' text' continues, 'CODE text' ends."""
+    assert birdc.parse_reply(["0002-Reading configuration from /x/bird.conf", "0003 Reconfigured"]) == (
+        True, "Reading configuration from /x/bird.conf\nReconfigured")
+    assert birdc.parse_reply(["0002-Reading configuration from /x/bird.conf"]) == (
+        False, "Reading configuration from /x/bird.conf")
+    assert birdc.parse_reply(["1002-Name  Proto", " kernel6 Kernel", "0000 "]) == (True, "Name  Proto\nkernel6 Kernel\n")
+    done, text = birdc.parse_reply(["8002 /x/mnps.conf:1:7 syntax error, unexpected CF_SYM_UNDEFINED"])
+    assert done and "syntax error" in text

@@ -177,3 +177,43 @@ def test_probe_interruption_known_answers() -> None:
     assert res == {"gap_ms": pytest.approx(200.0, abs=0.2), "lost": 10}
     assert C.interruption(r, 103.9, 0.5, 0.5, 0.02) is None  # no reply after the window
     assert C.interruption(r, 102.5, 0.5, 0.5, 0.02) == {"gap_ms": 0.0, "lost": 0}
+
+
+def test_several_c_asbrs_sessions_links_and_next_hops(db) -> None:
+    """bgp.c_asbrs: sno-a with 2 (full mesh iBGP), then 5 (a reflector: the core node); GSs split by rank."""
+    assert W.ibgp_pairs(1) == [] and W.ibgp_pairs(3) == [(0, 1), (0, 2), (1, 2)]
+    assert W.ibgp_pairs(4) == [(0, 1), (0, 2), (0, 3)]
+    assert W.ibgp_link_addrs(0, 0, 1) == ("fd6c:6565:3:1::1", "fd6c:6565:3:1::2")
+    assert W.ibgp_link_addrs(2, 1, 3) == ("fd6c:6565:3:213::1", "fd6c:6565:3:213::2")
+    assert W.gs_asbr_link_addrs(1) == ("fd6c:6565:4:1::1", "fd6c:6565:4:1::2")
+    cfg = RunConfig.from_scenario(scenario_of_plan(db))
+    m2 = Model.from_plan(db, "zz00", None, dataclasses.replace(cfg, bgp=True, bgp_c_asbrs=(("sno-a", 2),)))
+    net = W.overlay(m2, db.gs_choice(0)).network
+    assert sorted(r.name for r in net.cores()) == ["sno-a", "sno-a-c2", "sno-b"]
+    c2 = net.routers["sno-a-c2"]
+    assert c2.asn == net.routers["sno-a"].asn and c2.router_id == "1.0.1.1"
+    assert {p.name: p.kind for p in c2.peerings} == {"gs-madrid": "stub", "sno-a": "ibgp"}  # the 2nd GS of sno-a
+    assert W.expected_via(net, "gs-madrid") == {"sno-a": "fd6c:6565:3:1::2", "sno-a-c2": "fd6c:6565:4:1::2",
+                                                "sno-b": W.core_link_addrs(0, 1)[0]}
+    pl = W.plumbing(m2)
+    assert pl.namespaces == ("zz00-sno-a-c2",) and pl.default_via == (("zz00-sno-a-c2", "fd6c:6565:3:1::1"),)
+    assert [(v.a_ns, v.a_if, v.b_ns, v.b_if) for v in pl.veths] == [
+        ("zz00-sno-a", "ib1", "zz00-sno-a-c2", "ib0"), ("zz00-sno-a-c2", "g1", m2.by_name["gs-madrid"].netns, "bgpc")]
+    m5 = Model.from_plan(db, "zz00", None, dataclasses.replace(cfg, bgp=True, bgp_c_asbrs=(("sno-a", 5),)))
+    net5 = W.overlay(m5, db.gs_choice(0)).network
+    assert {p.name for p in net5.routers["sno-a-c3"].peerings} == {"sno-a"}  # a client: the reflector only
+    assert sum(p.rr_client for p in net5.routers["sno-a"].peerings) == 4
+    assert W.plumbing(model_one := Model.from_plan(db, "zz00", None, dataclasses.replace(cfg, bgp=True))) == \
+        W.Plumbing((), (), ()), model_one
+
+
+def test_c_asbrs_key_is_validated() -> None:
+    from .helpers import scenario_dict
+
+    d = scenario_dict(bgp={"enabled": True})
+    op = d["operators"][0]["name"]
+    assert parse_scenario(scenario_dict(bgp={"enabled": True, "c_asbrs": {op: 3}})).bgp.c_asbrs == {op: 3}
+    for bad, what in (({"nope": 2}, "unknown operator"), ({op: 0}, "greater than or equal"), ({op: 9}, "less than")):
+        with pytest.raises(Exception) as e:
+            parse_scenario(scenario_dict(bgp={"enabled": True, "c_asbrs": bad}))
+        assert "bgp.c_asbrs" in str(e.value) and what in str(e.value)

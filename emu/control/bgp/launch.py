@@ -79,10 +79,7 @@ class BgpOverlay:
         msps = tuple(m for op in self.network.operators.values() for m in op.msps)
         mnps = [check_mnp(m, msps, "mnp") for m in mnps]
         with self._lock:
-            d = self.daemons[stub]
-            d.write_mnps(render_mnps(mnps))  # checked with bird -p (the old file is restored on a refusal)
-            if d.running():
-                d.reload(check=False)
+            self.daemons[stub].move_mnps(render_mnps(mnps))  # a refusal restores the old file and raises
             self.announced[stub] = mnps
 
     def attach(self, stub: str, mnp: str) -> None:
@@ -128,7 +125,8 @@ def bgp_dir(run: Run | None, workdir: Path | None) -> Path:
 
 
 def start(run: Run | None, network: Network, timers: Timers = AGGRESSIVE, workdir: Path | None = None,
-          keep: bool = True, kernel_table: int = 254, distinct_attributes: bool = False) -> BgpOverlay:
+          keep: bool = True, kernel_table: int = 254, distinct_attributes: bool = False,
+          stub_kernel: bool = True, stub_tables: bool = True) -> BgpOverlay:
     """Render, check (all before any start), start every router's BIRD; return the running overlay.
 
     Needs: every router's namespace exists and holds the peering addresses of
@@ -140,9 +138,10 @@ def start(run: Run | None, network: Network, timers: Timers = AGGRESSIVE, workdi
     for r in network.routers.values():
         d = Bird(r.name, r.netns, base / protocol_name(r.name))
         if r.role == "core":
-            d.write(render_core(r, timers, str(d.log_path), kernel_table))
+            d.write(render_core(r, timers, str(d.log_path), kernel_table, stub_tables))
         else:
-            d.write(render_stub(r, timers, str(d.log_path), kernel_table, mnp_file=str(d.mnp_path)),
+            d.write(render_stub(r, timers, str(d.log_path), kernel_table if stub_kernel else None,
+                                mnp_file=str(d.mnp_path)),
                     mnps=render_mnps(r.mnps, distinct_attributes))
         daemons[r.name] = d
     ov = BgpOverlay(network, timers, run, daemons, {r.name: list(r.mnps) for r in network.stubs()})

@@ -22,7 +22,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from . import wiring
+from . import asbrs, wiring
 from .launch import BgpOverlay
 from .launch import start as start_overlay
 from .model import TIMER_PROFILES, protocol_name
@@ -47,18 +47,22 @@ class BgpRun:
         mv = wiring.moves(self.announced, nxt)
         if not mv:
             return []
-        called_at: dict[str, float] = {}
-        announced_at: dict[str, float] = {}  # the reload returned: BIRD has sent the UPDATE (no MRAI)
+        calls: list[tuple[str, set[str], float, float]] = []  # (s-ASBR, MNPs it announces from then on, call, return)
         for stub, mnps in wiring.announcement_steps(self.announced, nxt):
             t = time.time()
-            self.daemons.announce(stub, list(mnps))
-            called_at.setdefault(stub, t)
-            announced_at.setdefault(stub, time.time())
+            self.daemons.announce(stub, list(mnps))  # returns once BIRD reloaded: it has sent the UPDATE (no MRAI)
+            calls.append((stub, set(mnps), t, time.time()))
         self.announced = nxt
-        recs = [{"slice": k, "mnp": p, "old": old, "new": new,
-                 "called_at": called_at.get(new) if new else None,
-                 "announced_at": announced_at.get(new) if new else None, "done_at": time.time()}
-                for p, old, new in mv]
+
+        def first(stub: str | None, mnp: str, present: bool) -> tuple[float | None, float | None]:
+            return next(((c, r) for s, ms, c, r in calls if s == stub and (mnp in ms) == present), (None, None))
+
+        recs = []
+        for p, old, new in mv:
+            (called, announced), (wcalled, withdrawn) = first(new, p, True), first(old, p, False)
+            recs.append({"slice": k, "mnp": p, "old": old, "new": new, "called_at": called,
+                         "announced_at": announced, "withdraw_called_at": wcalled, "withdrawn_at": withdrawn,
+                         "done_at": time.time()})
         with open(self.run.dir / "bgp" / "moves.jsonl", "a") as f:
             for r in recs:
                 f.write(json.dumps(r) + "\n")
@@ -78,6 +82,7 @@ def start(model, run, k0: int) -> BgpRun:
     A configuration BIRD refuses raises :class:`~.daemon.BirdConfigError` before any daemon runs."""
     choice0 = model.db.gs_choice(k0)
     ov = wiring.overlay(model, choice0)
+    asbrs.build(run, wiring.plumbing(model))  # extra c-ASBRs (bgp.c_asbrs): namespaces and links; none by default
     timers = TIMER_PROFILES[model.cfg.bgp_timers]
     daemons = start_overlay(run, ov.network, timers)
     t0 = time.monotonic()

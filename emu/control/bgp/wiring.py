@@ -28,7 +28,7 @@ import numpy as np
 
 from emu.errors import ScenarioError
 
-from .model import Link, Network, Operator, Speaker, build_network
+from .model import RR_MIN_CORES, Link, Network, Operator, Speaker, build_network
 
 PEER_PREFIX = ipaddress.IPv6Network("fd6c:6565::/48")  # peering links of the overlay (ULA)
 PEER_PLEN = 64
@@ -100,6 +100,109 @@ def mnp(msp_prefix: str, j: int) -> str:
     return str(ipaddress.IPv6Network((int(net.network_address) | (j << (128 - MNP_PLEN)), MNP_PLEN)))
 
 
+# ---------------------------------------------------------------------------- several c-ASBRs per operator
+def c_asbr_names(core: str, n: int) -> list[str]:
+    """An operator's c-ASBRs (scenario ``bgp.c_asbrs``): its core node first, then ``<core>-c2`` ... ``-c<n>``
+    (each in a namespace of its own). Sorted by name the core node is first: it is the route reflector."""
+    return [core] + [f"{core}-c{k}" for k in range(2, n + 1)]
+
+
+def ibgp_pairs(n: int) -> list[tuple[int, int]]:
+    """The iBGP sessions among an operator's n c-ASBRs (ranks): a full mesh below ``RR_MIN_CORES``, else every
+    client to the reflector (rank 0) only (spec §3: a route reflector where it pays)."""
+    if n < RR_MIN_CORES:
+        return [(a, b) for a in range(n) for b in range(a + 1, n)]
+    return [(0, b) for b in range(1, n)]
+
+
+def ibgp_link_addrs(op: int, a: int, b: int) -> tuple[str, str]:
+    """(c-ASBR a end, c-ASBR b end) of operator ``op``'s iBGP link between c-ASBR ranks a < b."""
+    if not (0 <= op < 256 and 0 <= a < b < 16):
+        raise ValueError(f"ibgp link: op 0..255, 0 <= a < b < 16 (got {op}, {a}, {b})")
+    net = int(PEER_PREFIX.network_address) | (3 << 80) | (((op << 8) | (a << 4) | b) << 64)
+    return str(ipaddress.IPv6Address(net | 1)), str(ipaddress.IPv6Address(net | 2))
+
+
+def gs_asbr_link_addrs(i: int) -> tuple[str, str]:
+    """(c-ASBR end, GS end) of the i-th GS's link to a c-ASBR other than its core node."""
+    if not 0 <= i < 1 << 16:
+        raise ValueError(f"gs position: 0..65535 (got {i})")
+    net = int(PEER_PREFIX.network_address) | (4 << 80) | (i << 64)
+    return str(ipaddress.IPv6Address(net | 1)), str(ipaddress.IPv6Address(net | 2))
+
+
+@dataclass(frozen=True)
+class Veth:
+    """A link the overlay adds for extra c-ASBRs (made by :mod:`.asbrs`): both ends' namespace, name, address."""
+
+    a_ns: str
+    a_if: str
+    a_addr: str
+    b_ns: str
+    b_if: str
+    b_addr: str
+
+
+@dataclass(frozen=True)
+class Plumbing:
+    """What extra c-ASBRs need from the kernel: their namespaces, links, and a default route each toward
+    their core node (the return path of the traffic they forward to their GSs)."""
+
+    namespaces: tuple[str, ...]
+    veths: tuple[Veth, ...]
+    default_via: tuple[tuple[str, str], ...]  # (namespace, next hop)
+
+
+def c_asbrs_of(m) -> dict[int, list[str]]:
+    """Operator index -> its c-ASBR names (:func:`c_asbr_names`; one, the core node, unless ``bgp.c_asbrs``)."""
+    n = dict(m.cfg.bgp_c_asbrs)
+    out = {}
+    for idx, name, _c, _p in m.db.operators:
+        out[idx] = c_asbr_names(name, n.get(name, 1))
+        for extra in out[idx][1:]:
+            if extra in m.by_name:
+                raise ScenarioError("an extra c-ASBR's name is taken by a node", "bgp.c_asbrs", extra)
+    return out
+
+
+def gs_rank(m) -> dict[int, int]:
+    """GS position i -> the rank of the c-ASBR its s-ASBR peers with: the j-th GS of an operator (plan order)
+    with c-ASBR j mod n (rank 0: the core node, over the data plane's GS <-> core link)."""
+    cores = c_asbrs_of(m)
+    seen: dict[int, int] = {}
+    out = {}
+    for i, g in enumerate(m.gss):
+        j = seen.get(g.operator, 0)
+        seen[g.operator] = j + 1
+        out[i] = j % len(cores[g.operator])
+    return out
+
+
+def ns_of(m, name: str) -> str:
+    return m.by_name[name].netns if name in m.by_name else m.ns(name)
+
+
+def plumbing(m) -> Plumbing:
+    """The extra c-ASBRs' namespaces, their iBGP links and their links to their GSs (empty with one c-ASBR
+    per operator)."""
+    cores = c_asbrs_of(m)
+    spaces = [m.ns(n) for names in cores.values() for n in names[1:]]
+    veths, defaults = [], []
+    for op, names in cores.items():
+        for a, b in ibgp_pairs(len(names)) if len(names) > 1 else []:
+            a_addr, b_addr = ibgp_link_addrs(op, a, b)
+            veths.append(Veth(ns_of(m, names[a]), f"ib{b}", a_addr, ns_of(m, names[b]), f"ib{a}", b_addr))
+            if a == 0:
+                defaults.append((m.ns(names[b]), a_addr))
+    rank = gs_rank(m)
+    for i, g in enumerate(m.gss):
+        k = rank[i]
+        if k:
+            c_end, g_end = gs_asbr_link_addrs(i)
+            veths.append(Veth(m.ns(cores[g.operator][k]), f"g{i}", c_end, m.by_name[g.name].netns, "bgpc", g_end))
+    return Plumbing(tuple(spaces), tuple(veths), tuple(defaults))
+
+
 # ---------------------------------------------------------------------------- the overlay of a model
 @dataclass(frozen=True)
 class Overlay:
@@ -146,14 +249,21 @@ def overlay(m, choice0: np.ndarray) -> Overlay:
                  for _idx, name, code, _p in ops]
     mnps = ut_mnps(m)
     initial = stub_mnps(m, choice0, mnps)
-    speakers = [Speaker(name, m.by_name[name].netns, str(ipaddress.IPv4Address(0x01000000 + idx + 1)),
-                        operator=name) for idx, name, _c, _p in ops]
+    cores = c_asbrs_of(m)
+    speakers = [Speaker(c, ns_of(m, c), str(ipaddress.IPv4Address(0x01000000 + (k << 8) + idx + 1)), operator=name)
+                for idx, name, _c, _p in ops for k, c in enumerate(cores[idx])]
     speakers += [Speaker(g.name, m.by_name[g.name].netns, str(ipaddress.IPv4Address(0x02000000 + i + 1)),
                          asn=STUB_ASN_BASE + i, mnps=initial[g.name]) for i, g in enumerate(m.gss)]
     links = []
+    rank = gs_rank(m)
     for i, g in enumerate(m.gss):
-        core_end, gs_end = gs_link_addrs(i)
-        links.append(Link(ops[g.operator][1], core_end, g.name, gs_end))
+        k = rank[i]
+        c_end, gs_end = gs_asbr_link_addrs(i) if k else gs_link_addrs(i)
+        links.append(Link(cores[g.operator][k], c_end, g.name, gs_end))
+    for op, names in cores.items():
+        for a, b in ibgp_pairs(len(names)) if len(names) > 1 else []:
+            a_end, b_end = ibgp_link_addrs(op, a, b)
+            links.append(Link(names[a], a_end, names[b], b_end))
     for a, b in core_pairs(len(ops)):
         a_end, b_end = core_link_addrs(a, b)
         links.append(Link(ops[a][1], a_end, ops[b][1], b_end))
@@ -179,15 +289,21 @@ def moves(cur: dict[str, tuple[str, ...]], nxt: dict[str, tuple[str, ...]]) -> l
 
 
 def expected_via(net: Network, stub: str) -> dict[str, str]:
-    """c-ASBR name -> the next hop its kernel route to an MNP announced by ``stub`` must have: the stub's
-    peering address for the c-ASBRs it peers with, else the peering address of such a c-ASBR (eBGP,
-    core of cores; one hop, as every pair of cores peers directly)."""
-    r = net.routers[stub]
-    direct = {p.name: p.peer_addr for p in r.peerings if p.kind == "core"}
-    out = {}
-    for c in net.cores():
-        if c.name in direct:
-            out[c.name] = next(p.peer_addr for p in c.peerings if p.name == stub)
-        else:
-            out[c.name] = next(p.peer_addr for p in c.peerings if p.name in direct)
-    return out
+    """c-ASBR name -> the next hop its kernel route to an MNP announced by ``stub`` must have: the address of the
+    neighbour it learns the route from, the first hop of its shortest session path to the stub through
+    c-ASBRs (eBGP: the sender's address; iBGP: ``next hop self``, also on a reflector)."""
+    via: dict[str, str] = {}
+    seen = {stub}
+    frontier = [stub]
+    while frontier:
+        nxt = []
+        for x in frontier:
+            for p in net.routers[x].peerings:
+                y = p.name
+                if y in seen or net.routers[y].role != "core":
+                    continue
+                seen.add(y)
+                via[y] = next(q.peer_addr for q in net.routers[y].peerings if q.name == x)
+                nxt.append(y)
+        frontier = nxt
+    return {c.name: via[c.name] for c in net.cores() if c.name in via}

@@ -1,6 +1,6 @@
 """A UDP probe stream for handover experiments: ``python -m emu.control.sno.probe echo|send ...``.
 
-``echo ADDR PORT`` reflects every datagram to its sender (run it in the
+``echo ADDR PORT`` (IPv4 or IPv6) reflects every datagram to its sender (run it in the
 Internet's namespace). ``send ADDR PORT --interval-ms 10`` sends one
 datagram per interval, on a fixed schedule whatever comes back, each
 carrying its sequence number and send time, until SIGINT/SIGTERM or
@@ -24,8 +24,12 @@ import time
 _PKT = struct.Struct("!IQ")
 
 
+def _family(addr: str) -> int:
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
 def echo(addr: str, port: int) -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(_family(addr), socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((addr, port))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -38,7 +42,7 @@ def echo(addr: str, port: int) -> int:
 
 
 def send(addr: str, port: int, interval_ms: float, seconds: float) -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(_family(addr), socket.SOCK_DGRAM)
     s.setblocking(False)
     stop = {"now": False}
 
