@@ -214,7 +214,6 @@ def run(scenario: str, timers: str | None = None, repeat: int = 3, speed: float 
     from emu.control.bgp import wiring
     from emu.dataplane import cleanup, procs
     from emu.dataplane.controller import Controller
-    from emu.dataplane.model import Model
     from emu.dataplane.state import Run
     from emu.experiment.handover import pick_window
     from emu.plan.db import PlanDB
