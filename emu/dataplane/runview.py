@@ -8,6 +8,7 @@ never recomputed.
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass
 
 from emu.dataplane.parsers import pick_global_ipv4
@@ -71,7 +72,8 @@ class RunView:
         return self._db
 
     def address_of(self, name: str, k: int | None = None) -> str:
-        """The IPv4 address a probe toward node ``name`` should use (satellite: its slice-``k`` GRC)."""
+        """The IPv4 address a probe toward node ``name`` should use (satellite: its own address, emu.addressing.satgrc,
+        when the plan routes satellites as destinations, else the GRC it binds in slice ``k``)."""
         node = self.node(name)
         kind = node["kind"]
         if kind == "dev" and node.get("addr"):
@@ -83,6 +85,8 @@ class RunView:
         if kind == "satellite":
             from emu.addressing.grc import to_ipv4
 
+            if json.loads(self.db.meta["routing"]).get("satellite_destinations"):
+                return to_ipv4(int(self.db.sat_addresses[int(node["index"])]))
             k = self.current_slice() if k is None else k
             return to_ipv4(int(self.db.bound_grc(k)[int(node["index"])]))  # interface 0 = the bound GRC itself
         addr = first_global_ipv4(node["netns"])

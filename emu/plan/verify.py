@@ -123,7 +123,7 @@ def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progr
         names = [g.name for g in ground]
         kinds = ["ground"] * len(ground)
         if routing.get("satellite_destinations"):
-            addrs.append(bound)
+            addrs.append(db.sat_addresses)
             names += db.sat_names
             kinds += ["satellite"] * n_sats
         addr = np.concatenate(addrs).astype(np.uint32)
