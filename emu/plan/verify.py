@@ -63,24 +63,31 @@ class VerifyReport:
 
 
 def lookup_all(tables: SliceTables, addrs: np.ndarray) -> np.ndarray:
-    """(sats, len(addrs)) action of the segmented longest match, 0 where nothing matches."""
+    """(sats, len(addrs)) action of the segmented longest match, 0 where nothing matches.
+
+    Per legal prefix length, from the shortest: the entries of that length whose prefix is some
+    destination's masked address go into a dense (sats, distinct masked addresses) matrix, gathered per
+    destination; a longer match overrides a shorter one.
+    """
     n = len(tables.offsets) - 1
-    sat_of_row = np.repeat(np.arange(n, dtype=np.int64), np.diff(tables.offsets))
-    keys = sat_of_row << 40 | tables.plen.astype(np.int64) << 32 | tables.prefix.astype(np.int64)
-    order = np.argsort(keys)
-    keys, acts = keys[order], tables.action[order]
+    addrs = np.asarray(addrs, dtype=np.int64)
     out = np.zeros((n, len(addrs)), dtype=np.int64)
-    done = np.zeros((n, len(addrs)), dtype=bool)
-    sats = np.arange(n, dtype=np.int64)[:, None]
-    a = addrs.astype(np.int64)[None, :]
-    for plen in sorted(LEGAL_PREFIX_LENGTHS, reverse=True):
+    if len(addrs) == 0 or len(tables.prefix) == 0:
+        return out
+    sat_of_row = np.repeat(np.arange(n, dtype=np.int64), np.diff(tables.offsets))
+    prefix = tables.prefix.astype(np.int64)
+    for plen in sorted(LEGAL_PREFIX_LENGTHS):
+        rows = np.nonzero(tables.plen == plen)[0]
+        if len(rows) == 0:
+            continue
         mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
-        q = sats << 40 | np.int64(plen) << 32 | (a & mask)
-        idx = np.searchsorted(keys, q)
-        idx_c = np.minimum(idx, len(keys) - 1)
-        hit = (idx < len(keys)) & (keys[idx_c] == q) & ~done if len(keys) else np.zeros_like(done)
-        out[hit] = acts[idx_c[hit]]
-        done |= hit
+        uniq, inv = np.unique(addrs & mask, return_inverse=True)
+        pos = np.minimum(np.searchsorted(uniq, prefix[rows]), len(uniq) - 1)
+        hit = uniq[pos] == prefix[rows]
+        dense = np.zeros((n, len(uniq)), dtype=np.int64)
+        dense[sat_of_row[rows[hit]], pos[hit]] = tables.action[rows[hit]]
+        got = dense[:, inv]
+        np.copyto(out, got, where=got != 0)
     return out
 
 
@@ -195,29 +202,19 @@ def _walk_slice(db, rep, k, tables, links, addr, term, names, kinds, n_ground) -
     right_local = ~is_ground & (kind == actions.LOCAL)
     good |= at_term & (right_down | right_local)
     wrong_term = (kind == actions.LOCAL) & ~(at_term & ~is_ground) | ((target >= 0) & ~(at_term & right_down))
-    # successors: every direction in the mask (active-standby: the active one only)
-    use = np.zeros((n, D, 6), dtype=bool)
-    for d in range(6):
-        bit = ((A >> d) & 1).astype(bool)
-        attr = (A >> (6 + 7 * d)) & 0x7F
-        use[..., d] = bit & ~((kind == actions.STANDBY) & (attr != 1))
-    use &= ~((target >= 0)[..., None] & (np.arange(6) == 4))  # Down to ground is terminal, not a hop
-    succ = np.where(use, nb[:, None, :], -1)
-    dangling = (use & (succ < 0)).any(axis=-1)
-    has_succ = use.any(axis=-1) & ~dangling & ~wrong_term
-    # settle pairs hop by hop: a pair is good once every successor is good; only unsettled pairs are revisited
-    ps, pd = np.nonzero(has_succ & ~good)
-    psucc = succ[ps, pd]  # (pending, 6)
-    puse = use[ps, pd]
-    for _ in range(n + 1):
-        if len(ps) == 0:
-            break
-        sg = np.where(puse, good[np.maximum(psucc, 0), pd[:, None]], True).all(axis=1)
-        if not sg.any():
-            break
-        good[ps[sg], pd[sg]] = True
-        keep = ~sg
-        ps, pd, psucc, puse = ps[keep], pd[keep], psucc[keep], puse[keep]
+    # successors: every direction in the mask (active-standby: the active one only), as a 6-bit mask
+    bits = A & 0x3F
+    standby = kind == actions.STANDBY
+    if standby.any():
+        active = np.zeros_like(bits)
+        for d in range(6):
+            active |= (((A >> (6 + 7 * d)) & 0x7F) == 1).astype(np.int64) << d
+        bits = np.where(standby, bits & active, bits)
+    bits &= ~np.where(target >= 0, np.int64(1) << 4, 0)  # Down to ground is terminal, not a hop
+    missing = ((nb < 0).astype(np.int64) << np.arange(6)).sum(axis=1)  # per satellite: directions without a link
+    dangling = (bits & missing[:, None]) != 0
+    bits = np.where((bits != 0) & ~dangling & ~wrong_term, bits, 0).astype(np.int8)
+    _settle(good, bits, _predecessors(nb))
     # connected: the satellite's component holds a terminal of the destination
     n_comp = int(comp.max()) + 1 if n else 0
     comp_has = np.zeros((n_comp, D), dtype=bool)
@@ -227,7 +224,8 @@ def _walk_slice(db, rep, k, tables, links, addr, term, names, kinds, n_ground) -
     rep.pairs_checked += int(connected.sum())
     rep.disconnected += int((~connected).sum())
     bad = connected & ~good
-    for s, d in zip(*np.nonzero(bad)):
+    bs, bd = np.nonzero(bad)
+    for s, d in zip(bs[:rep.max_failures + 1], bd[:rep.max_failures + 1]):  # the report shows no more
         if A[s, d] == 0:
             why = "black hole (no matching entry)"
         elif dangling[s, d]:
@@ -237,6 +235,57 @@ def _walk_slice(db, rep, k, tables, links, addr, term, names, kinds, n_ground) -
         else:
             why = "loop or path that never reaches the destination"
         rep.fail(f"slice {k}: satellite {db.sat_names[s]} -> {kinds[d]} {names[d]}: {why}")
+
+
+def _predecessors(nb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sats, k) satellite u and the direction e with nb[u, e] == v, for every v (-1 padded)."""
+    u, e = np.nonzero(nb >= 0)
+    v = nb[u, e]
+    order = np.argsort(v, kind="stable")
+    u, e, v = u[order], e[order], v[order]
+    n = nb.shape[0]
+    count = np.bincount(v, minlength=n)
+    k = int(count.max()) if len(v) else 0
+    slot = np.arange(len(v)) - np.repeat(np.cumsum(count) - count, count)
+    pu = np.full((n, max(k, 1)), -1, dtype=np.int64)
+    pe = np.zeros((n, max(k, 1)), dtype=np.int64)
+    pu[v, slot], pe[v, slot] = u, e
+    return pu, pe
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(64)], dtype=np.int8)
+
+
+def _settle(good: np.ndarray, bits: np.ndarray, pred: tuple[np.ndarray, np.ndarray]) -> None:
+    """Mark (satellite, destination) good once every direction it uses (``bits``, a 6-bit mask) leads to a
+    good pair (in place).
+
+    Backward from the good pairs (Kahn's algorithm on the forwarding graphs of all destinations at
+    once): a pair's count of used directions drops by one for every successor that becomes good; at
+    zero it is good. Each used direction is looked at once; pairs on a loop never reach zero.
+    """
+    pu, pe = pred
+    n, D = good.shape
+    bits_flat = bits.ravel()
+    left = _POPCOUNT[bits_flat].astype(np.int32)  # used directions not yet known good
+    good_flat = good.ravel()
+    last = np.zeros(n * D, dtype=np.int64)
+    fs, fd = np.nonzero(good)
+    while len(fs):
+        u = pu[fs]  # (frontier, k): who forwards to a newly good pair, and by which direction
+        e = pe[fs]
+        ok = u >= 0
+        idx = np.where(ok, u, 0) * D + fd[:, None]
+        ok &= ((bits_flat[idx] >> e) & 1).astype(bool) & ~good_flat[idx]
+        idx = idx[ok]
+        if len(idx) == 0:
+            break
+        np.subtract.at(left, idx, 1)
+        new = idx[left[idx] == 0]
+        last[new] = np.arange(len(new))
+        new = new[last[new] == np.arange(len(new))]  # each pair once
+        good_flat[new] = True
+        fs, fd = new // D, new % D
 
 
 def _components(n: int, links) -> np.ndarray:
