@@ -237,55 +237,51 @@ def _walk_slice(db, rep, k, tables, links, addr, term, names, kinds, n_ground) -
         rep.fail(f"slice {k}: satellite {db.sat_names[s]} -> {kinds[d]} {names[d]}: {why}")
 
 
-def _predecessors(nb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sats, k) satellite u and the direction e with nb[u, e] == v, for every v (-1 padded)."""
-    u, e = np.nonzero(nb >= 0)
-    v = nb[u, e]
-    order = np.argsort(v, kind="stable")
-    u, e, v = u[order], e[order], v[order]
+def _predecessors(nb: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Layers (e, rev): rev[v] is a satellite u with nb[u, e] == v (-1: none); one layer per direction
+    unless several satellites reach the same v by the same direction (then one more layer per extra)."""
     n = nb.shape[0]
-    count = np.bincount(v, minlength=n)
-    k = int(count.max()) if len(v) else 0
-    slot = np.arange(len(v)) - np.repeat(np.cumsum(count) - count, count)
-    pu = np.full((n, max(k, 1)), -1, dtype=np.int64)
-    pe = np.zeros((n, max(k, 1)), dtype=np.int64)
-    pu[v, slot], pe[v, slot] = u, e
-    return pu, pe
+    out = []
+    for e in range(nb.shape[1]):
+        u = np.nonzero(nb[:, e] >= 0)[0]
+        v = nb[u, e]
+        order = np.argsort(v, kind="stable")
+        u, v = u[order], v[order]
+        first = np.ones(len(v), dtype=bool)
+        first[1:] = v[1:] != v[:-1]
+        rank = np.arange(len(v)) - np.maximum.accumulate(np.where(first, np.arange(len(v)), 0))
+        for layer in range(int(rank.max()) + 1 if len(v) else 0):
+            rev = np.full(n, -1, dtype=np.int64)
+            m = rank == layer
+            rev[v[m]] = u[m]
+            out.append((e, rev))
+    return out
 
 
-_POPCOUNT = np.array([bin(i).count("1") for i in range(64)], dtype=np.int8)
-
-
-def _settle(good: np.ndarray, bits: np.ndarray, pred: tuple[np.ndarray, np.ndarray]) -> None:
+def _settle(good: np.ndarray, bits: np.ndarray, pred: list[tuple[int, np.ndarray]]) -> None:
     """Mark (satellite, destination) good once every direction it uses (``bits``, a 6-bit mask) leads to a
     good pair (in place).
 
     Backward from the good pairs (Kahn's algorithm on the forwarding graphs of all destinations at
-    once): a pair's count of used directions drops by one for every successor that becomes good; at
-    zero it is good. Each used direction is looked at once; pairs on a loop never reach zero.
+    once): when a pair becomes good, the bit of every pair that forwards to it is cleared; a pair with
+    no bit left is good. Each used direction is looked at once; pairs on a loop never get there.
     """
-    pu, pe = pred
     n, D = good.shape
-    bits_flat = bits.ravel()
-    left = _POPCOUNT[bits_flat].astype(np.int32)  # used directions not yet known good
     good_flat = good.ravel()
-    last = np.zeros(n * D, dtype=np.int64)
-    fs, fd = np.nonzero(good)
-    while len(fs):
-        u = pu[fs]  # (frontier, k): who forwards to a newly good pair, and by which direction
-        e = pe[fs]
-        ok = u >= 0
-        idx = np.where(ok, u, 0) * D + fd[:, None]
-        ok &= ((bits_flat[idx] >> e) & 1).astype(bool) & ~good_flat[idx]
-        idx = idx[ok]
-        if len(idx) == 0:
-            break
-        np.subtract.at(left, idx, 1)
-        new = idx[left[idx] == 0]
-        last[new] = np.arange(len(new))
-        new = new[last[new] == np.arange(len(new))]  # each pair once
-        good_flat[new] = True
-        fs, fd = new // D, new % D
+    rem = np.where(good_flat, 0, bits.ravel()).astype(np.int8)  # used directions not yet known good
+    frontier = np.nonzero(good_flat)[0]
+    while len(frontier):
+        fv, fd = np.divmod(frontier, D)
+        new = []
+        for e, rev in pred:
+            u = rev[fv]
+            m = u >= 0
+            idx = u[m] * D + fd[m]
+            idx = idx[((rem[idx] >> e) & 1).astype(bool)]  # unique: rev is one-to-one, frontier pairs distinct
+            rem[idx] &= np.int8(~(1 << e))
+            new.append(idx[rem[idx] == 0])
+        frontier = np.concatenate(new)
+        good_flat[frontier] = True
 
 
 def _components(n: int, links) -> np.ndarray:
