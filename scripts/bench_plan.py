@@ -9,7 +9,8 @@ Each plan runs the same code as `leo-emu plan` (snapshots, attachments, routing 
 signatures, SQLite). Prints one JSON object with the times, entries and the ratios the budgets are
 stated in (issue 16): plan <= 2.5x snapshots, satellites as destinations <= 1.5x the time and entries
 without them, verify <= the plan's own time, peak RSS <= 4 GB. The machine is shared and noisy: the
-ratios come from the same run.
+ratios come from the same run, in wall time and (under "cpu") in CPU seconds of the process and its
+forked workers, which another tenant's load does not inflate.
 """
 
 from __future__ import annotations
@@ -34,12 +35,23 @@ from emu.scenario.load import load_scenario  # noqa: E402
 from emu.snapshot.series import SnapshotSeries  # noqa: E402
 
 
-def snapshots_s(scenario: str, slices: int | None) -> float:
-    t0 = time.perf_counter()
+def cpu_s() -> float:
+    """CPU seconds of this process and its finished children (the planner's forked workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed(fn, *args):
+    """(result, wall s, CPU s) of fn(*args)."""
+    t0, c0 = time.perf_counter(), cpu_s()
+    out = fn(*args)
+    return out, time.perf_counter() - t0, cpu_s() - c0
+
+
+def snapshots(scenario: str, slices: int | None) -> None:
     series = SnapshotSeries(load_scenario(scenario), slices)
     for k in range(len(series)):  # materialise every slice's links, as bench_snapshots.py does
         series.links(k)
-    return time.perf_counter() - t0
 
 
 def variant(scenario: Path, satellite_destinations: bool) -> Path:
@@ -52,12 +64,10 @@ def variant(scenario: Path, satellite_destinations: bool) -> Path:
     return Path(name)
 
 
-def plan_once(scenario: Path, sd: bool, out: Path, slices: int | None) -> tuple[float, dict]:
+def plan_once(scenario: Path, sd: bool, out: Path, slices: int | None) -> dict:
     v = variant(scenario, sd)
     try:
-        t0 = time.perf_counter()
-        summary = build_plan(str(v), out, slices, fmt="json")
-        return time.perf_counter() - t0, summary
+        return build_plan(str(v), out, slices, fmt="json")
     finally:
         v.unlink(missing_ok=True)
 
@@ -70,13 +80,11 @@ def main() -> None:
     args = ap.parse_args()
     scenario = Path(args.scenario).resolve()
     with tempfile.TemporaryDirectory() as tmp:
-        snap = snapshots_s(str(scenario), args.slices)
-        t_no, s_no = plan_once(scenario, False, Path(tmp) / "no-sd.plan.db", args.slices)
+        _, snap, snap_cpu = timed(snapshots, str(scenario), args.slices)
+        s_no, t_no, c_no = timed(plan_once, scenario, False, Path(tmp) / "no-sd.plan.db", args.slices)
         out = Path(args.output) if args.output else Path(tmp) / "sd.plan.db"
-        t_sd, s_sd = plan_once(scenario, True, out, args.slices)
-        t0 = time.perf_counter()
-        rep = verify(PlanDB(out))
-        t_ver = time.perf_counter() - t0
+        s_sd, t_sd, c_sd = timed(plan_once, scenario, True, out, args.slices)
+        rep, t_ver, c_ver = timed(lambda: verify(PlanDB(out)))
         r = lambda x: round(x, 3)  # noqa: E731
         print(json.dumps({
             "bench": "plan",
@@ -90,6 +98,9 @@ def main() -> None:
             "plan_over_snapshot": r(t_sd / snap),
             "plan_no_satdest_over_snapshot": r(t_no / snap),
             "satdest_time_ratio": r(t_sd / t_no),
+            "cpu": {"snapshot_s": r(snap_cpu), "plan_s": r(c_sd), "plan_no_satdest_s": r(c_no), "verify_s": r(c_ver),
+                    "plan_over_snapshot": r(c_sd / snap_cpu), "satdest_time_ratio": r(c_sd / c_no),
+                    "verify_over_plan": r(c_ver / c_sd)},
             "table_entries_total": s_sd["table_entries_total"],
             "table_entries_no_satdest_total": s_no["table_entries_total"],
             "satdest_entries_ratio": r(s_sd["table_entries_total"] / s_no["table_entries_total"]),
