@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
 import random
 import sqlite3
 import zlib
@@ -35,6 +37,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from emu.addressing.grc import LEGAL_PREFIX_LENGTHS
+from emu.errors import InputError, PlanInputError
 from emu.plan import actions
 from emu.plan import sign as signmod
 from emu.plan.association import POLICIES, associate, user_view
@@ -93,7 +96,7 @@ def lookup_all(tables: SliceTables, addrs: np.ndarray) -> np.ndarray:
 
 def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progress=None) -> VerifyReport:
     rep = VerifyReport()
-    pub = db.public_key
+    db.public_key  # noqa: B018 - a plan without a readable key is refused before anything else
     for problem in db.seal_problems():
         rep.fail(problem)
     if rep.ok:  # recomputed only from rows that are as signed
@@ -101,54 +104,100 @@ def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progr
     if hashlib.sha256(db.meta["scenario_yaml"].encode("utf-8")).hexdigest() != db.meta["scenario_digest"]:
         rep.fail("scenario: the stored scenario text does not match its digest")
     walk = walk and rep.ok  # tables that are not as signed are not walked: their contents are not trusted
-    routing = json.loads(db.meta["routing"])
-    ground = db.ground
-    n_sats = len(db.sat_names)
-    rng = random.Random(seed)
-    for k in range(db.n_slices):
+    for k, part in enumerate(_per_slice(db, walk, sample, seed)):
         if progress:
             progress(k, db.n_slices)
         rep.slices += 1
-        tables = db.tables(k)
-        links = db.links(k)
-        serving = db.ground_links(k)
-        bound = db.bound_grc(k)
-        manifest, signature = db.slice_signature(k)
-        if not signmod.check(pub, signature, signmod.slice_message(db.meta["scenario_digest"], k, manifest)):
-            rep.fail(f"slice {k}: manifest signature invalid")
-        digests = signmod.table_digests(tables)
-        expect = [manifest[i * 32:(i + 1) * 32] for i in range(n_sats)]
-        for s in range(n_sats):
-            if s >= len(digests) or digests[s] != expect[s]:
-                rep.fail(f"slice {k}: satellite {db.sat_names[s]}: table does not match its signed digest")
-        extras = slice_extras_digest(links, serving, db.gs_choice(k), bound, db.visible(k), db.pairs(k))
-        if manifest[n_sats * 32:] != extras:
-            rep.fail(f"slice {k}: links/attachments/bindings do not match their signed digest")
-        if not walk:
-            continue
-        addrs = [np.array([g.grc for g in ground], dtype=np.uint32)]
-        names = [g.name for g in ground]
-        kinds = ["ground"] * len(ground)
-        if routing.get("satellite_destinations"):
-            addrs.append(db.sat_addresses)
-            names += db.sat_names
-            kinds += ["satellite"] * n_sats
-        addr = np.concatenate(addrs).astype(np.uint32)
-        term = np.zeros((n_sats, len(addr)), dtype=bool)  # term[s, d]: s may deliver destination d
-        g_idx, j = np.nonzero(serving >= 0)
-        term[serving[g_idx, j], g_idx] = True
-        if routing.get("satellite_destinations"):
-            term[np.arange(n_sats), len(ground) + np.arange(n_sats)] = True
-        _walk_slice(db, rep, k, tables, links, addr, term, names, kinds, len(ground))
-        # cross-check the vectorised lookup against the pure-Python reference on a sample
-        for _ in range(sample):
-            s = rng.randrange(n_sats)
-            d = rng.randrange(len(addr))
-            hit = tables.reference(s).lookup(int(addr[d]))
-            got = int(lookup_all(SliceTables(np.array([0, tables.offsets[s + 1] - tables.offsets[s]]),
-                                             *tables.of(s)), addr[d:d + 1])[0, 0])
-            if (hit[2] if hit else 0) != got:
-                rep.fail(f"slice {k}: satellite {db.sat_names[s]}: vectorised lookup disagrees with the reference")
+        rep.pairs_checked += part.pairs_checked
+        rep.disconnected += part.disconnected
+        for msg in part.failures:
+            rep.fail(msg)
+    return rep
+
+
+_FORK: tuple | None = None  # (path, walk, sample, seed) for forked workers
+_FORK_DB: PlanDB | None = None
+
+
+def _per_slice(db: PlanDB, walk: bool, sample: int, seed: int):
+    """_verify_slice for every slice, in order; slices are independent, so long plans use forked workers
+    (each opens the plan file itself: an SQLite connection does not cross a fork)."""
+    n = db.n_slices
+    workers = min(os.cpu_count() or 1, 4) if n >= 32 else 1
+    if workers == 1:
+        for k in range(n):
+            yield _verify_slice(db, k, walk, sample, seed)
+        return
+    global _FORK
+    _FORK = (str(db.path), walk, sample, seed)
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for part in pool.imap(_forked, range(n), chunksize=2):
+                if isinstance(part, BaseException):
+                    raise part
+                yield part
+    finally:
+        _FORK = None
+
+
+def _forked(k: int):
+    global _FORK_DB
+    path, walk, sample, seed = _FORK
+    try:
+        if _FORK_DB is None:
+            _FORK_DB = PlanDB(path)
+        return _verify_slice(_FORK_DB, k, walk, sample, seed)
+    except InputError as exc:  # a damaged slice: raised again in the parent, one line as ever
+        return PlanInputError(str(exc))
+
+
+def _verify_slice(db: PlanDB, k: int, walk: bool, sample: int, seed: int) -> VerifyReport:
+    """Slice k: its manifest signature and digests, then (``walk``) every table walked to every destination."""
+    rep = VerifyReport()
+    routing = json.loads(db.meta["routing"])
+    ground = db.ground
+    n_sats = len(db.sat_names)
+    rng = random.Random(seed * 1_000_003 + k)
+    tables = db.tables(k)
+    links = db.links(k)
+    serving = db.ground_links(k)
+    bound = db.bound_grc(k)
+    manifest, signature = db.slice_signature(k)
+    if not signmod.check(db.public_key, signature, signmod.slice_message(db.meta["scenario_digest"], k, manifest)):
+        rep.fail(f"slice {k}: manifest signature invalid")
+    digests = signmod.table_digests(tables)
+    expect = [manifest[i * 32:(i + 1) * 32] for i in range(n_sats)]
+    for s in range(n_sats):
+        if s >= len(digests) or digests[s] != expect[s]:
+            rep.fail(f"slice {k}: satellite {db.sat_names[s]}: table does not match its signed digest")
+    extras = slice_extras_digest(links, serving, db.gs_choice(k), bound, db.visible(k), db.pairs(k))
+    if manifest[n_sats * 32:] != extras:
+        rep.fail(f"slice {k}: links/attachments/bindings do not match their signed digest")
+    if not walk:
+        return rep
+    addrs = [np.array([g.grc for g in ground], dtype=np.uint32)]
+    names = [g.name for g in ground]
+    kinds = ["ground"] * len(ground)
+    if routing.get("satellite_destinations"):
+        addrs.append(db.sat_addresses)
+        names += db.sat_names
+        kinds += ["satellite"] * n_sats
+    addr = np.concatenate(addrs).astype(np.uint32)
+    term = np.zeros((n_sats, len(addr)), dtype=bool)  # term[s, d]: s may deliver destination d
+    g_idx, j = np.nonzero(serving >= 0)
+    term[serving[g_idx, j], g_idx] = True
+    if routing.get("satellite_destinations"):
+        term[np.arange(n_sats), len(ground) + np.arange(n_sats)] = True
+    _walk_slice(db, rep, k, tables, links, addr, term, names, kinds, len(ground))
+    # cross-check the vectorised lookup against the pure-Python reference on a sample
+    for _ in range(sample):
+        s = rng.randrange(n_sats)
+        d = rng.randrange(len(addr))
+        hit = tables.reference(s).lookup(int(addr[d]))
+        got = int(lookup_all(SliceTables(np.array([0, tables.offsets[s + 1] - tables.offsets[s]]),
+                                         *tables.of(s)), addr[d:d + 1])[0, 0])
+        if (hit[2] if hit else 0) != got:
+            rep.fail(f"slice {k}: satellite {db.sat_names[s]}: vectorised lookup disagrees with the reference")
     return rep
 
 
