@@ -54,18 +54,21 @@ def snapshots(scenario: str, slices: int | None) -> None:
         series.links(k)
 
 
-def variant(scenario: Path, satellite_destinations: bool) -> Path:
-    """The scenario with routing.satellite_destinations set, beside the original (relative paths still resolve)."""
+def variant(scenario: Path, satellite_destinations: bool, folder: Path) -> Path:
+    """The scenario with routing.satellite_destinations set, written into ``folder`` (a shell's relative
+    tle_file made absolute, so it still resolves)."""
     data = yaml.safe_load(scenario.read_text())
     data.setdefault("routing", {})["satellite_destinations"] = satellite_destinations
-    fd, name = tempfile.mkstemp(prefix=f".bench-{scenario.stem}-", suffix=".yaml", dir=scenario.parent)
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(data, f, sort_keys=False)
-    return Path(name)
+    for shell in data.get("shells") or []:
+        if isinstance(shell, dict) and shell.get("tle_file") and not Path(shell["tle_file"]).is_absolute():
+            shell["tle_file"] = str(scenario.parent / shell["tle_file"])
+    out = folder / f"{scenario.stem}-{'sd' if satellite_destinations else 'no-sd'}.yaml"
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
 
 
 def plan_once(scenario: Path, sd: bool, out: Path, slices: int | None) -> dict:
-    v = variant(scenario, sd)
+    v = variant(scenario, sd, out.parent)
     try:
         return build_plan(str(v), out, slices, fmt="json")
     finally:
