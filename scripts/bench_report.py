@@ -29,8 +29,9 @@ FIGURES = {
     "plan": [("plan_s", "plan s"), ("snapshot_s", "snapshots s"), ("plan_over_snapshot", "plan/snapshots"),
              ("plan_no_satdest_s", "plan without sat. dest. s"), ("satdest_time_ratio", "sat. dest. time ratio"),
              ("satdest_entries_ratio", "sat. dest. entries ratio"), ("verify_s", "verify s"),
-             ("verify_over_plan", "verify/plan"), ("peak_rss_mb", "RSS MB"), ("peak_rss_worker_mb", "worker RSS MB"),
-             ("slices", "slices")],
+             ("verify_over_plan", "verify/plan"), ("cpu.plan_over_snapshot", "CPU plan/snapshots"),
+             ("cpu.satdest_time_ratio", "CPU sat. dest. time ratio"), ("cpu.verify_over_plan", "CPU verify/plan"),
+             ("peak_rss_mb", "RSS MB"), ("peak_rss_worker_mb", "worker RSS MB"), ("slices", "slices")],
 }
 _FIGURE_HINTS = ("_s", "ratio", "_over_", "p99", "rss_mb", "per_s", "gbit", "mbit")
 
@@ -90,7 +91,17 @@ def figures(name: str, res: dict) -> str:
     if pairs is None:
         pairs = [(k, k) for k, v in res.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and any(h in k for h in _FIGURE_HINTS)]
-    return ", ".join(f"{label} {_fmt(res[k])}" for k, label in pairs if k in res)
+    got = [(label, _get(res, k)) for k, label in pairs]
+    return ", ".join(f"{label} {_fmt(v)}" for label, v in got if v is not None)
+
+
+def _get(res: dict, key: str):
+    """res[key], or a nested field by a dotted key ("cpu.plan_s"); None if absent."""
+    for part in key.split("."):
+        if not isinstance(res, dict) or part not in res:
+            return None
+        res = res[part]
+    return res
 
 
 def table(report: dict) -> str:
