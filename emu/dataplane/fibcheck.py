@@ -59,21 +59,34 @@ def allowed_ifindexes(m: Model, sat: int, k: int, code: int) -> set[int]:
     return out
 
 
+def _with_region(hit, d: int, bound: int, level: int):
+    """The plan's entry, or the local route of the region the satellite binds (grc §Dynamic GRC Binding;
+    emu.dataplane.desired.Desired.routes installs it beside the plan's entries, unless the plan states
+    that prefix itself), whichever is the longer match for ``d``."""
+    plen = 11 + 3 * level
+    mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
+    if d & mask == bound & mask and (hit is None or hit[1] < plen):
+        return d & mask, plen, actions.local()
+    return hit
+
+
 def compare(m: Model, fabric, k: int, dsts: list[int]) -> dict:
     """Check every satellite's FIB answer for ``dsts`` in slice k; return counts and the first mismatches."""
     tables = {kk: m.db.tables(kk) for kk in (k, k - 1) if kk >= 0}
+    bound = {kk: m.db.bound_grc(kk) for kk in tables}
     checked, mismatches = 0, []
     for s, node in enumerate(m.satellites):
         ref = {kk: t.reference(s) for kk, t in tables.items()}
         answers = route_get_many(fabric.nl[node.netns], dsts)
         for d, (err, rtype, oif) in zip(dsts, answers):
             checked += 1
-            hit = ref[k].lookup(d)
+            hit = _with_region(ref[k].lookup(d), d, int(bound[k][s]), m.grc_level)
             if hit is not None:
                 ok = err == 0 and oif in allowed_ifindexes(m, s, k, hit[2]) | ({IDX_LO} if rtype == 2 else set())
                 want = hit
             else:
-                prev = ref.get(k - 1).lookup(d) if (k - 1) in ref else None
+                prev = _with_region(ref[k - 1].lookup(d), d, int(bound[k - 1][s]), m.grc_level) if (k - 1) in ref \
+                    else None
                 ok = err in (errno.ENETUNREACH, errno.EHOSTUNREACH) or (
                     prev is not None and err == 0 and oif in allowed_ifindexes(m, s, k - 1, prev[2]))
                 want = prev
