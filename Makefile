@@ -51,14 +51,19 @@ test-integration: install
 test-kernel: install
 	bash scripts/vm/run-tests.sh
 
+# every benchmark's JSON goes to out/bench/<name>.json (a failing one is recorded, the others still run),
+# then into out/bench.json, from which the README's results table is generated
+BENCH := $(OUT)/bench
 bench: install
-	$(PYTHON) scripts/bench_snapshots.py topologies/starlink-shell1.yaml
-	$(PYTHON) scripts/bench_plan.py topologies/starlink-shell1.yaml
-	$(PYTHON) scripts/bench_up.py topologies/starlink-shell1.yaml
-	$(PYTHON) scripts/bench_forwarding.py topologies/default.yaml
-	$(PYTHON) scripts/bench_netlink.py --nodes 1600
-	$(PYTHON) scripts/bench_bgp_scale.py --format json
-	$(PYTHON) scripts/bench_vs_mininet.py topologies/default.yaml
+	@mkdir -p $(BENCH)
+	-$(PYTHON) scripts/bench_snapshots.py topologies/starlink-shell1.yaml > $(BENCH)/snapshots.json
+	-$(PYTHON) scripts/bench_plan.py topologies/starlink-shell1.yaml > $(BENCH)/plan.json
+	-$(PYTHON) scripts/bench_up.py topologies/starlink-shell1.yaml > $(BENCH)/up.json
+	-$(PYTHON) scripts/bench_forwarding.py topologies/default.yaml > $(BENCH)/forwarding.json
+	-$(PYTHON) scripts/bench_netlink.py --nodes 1600 > $(BENCH)/netlink.json
+	-$(PYTHON) scripts/bench_bgp_scale.py --format json > $(BENCH)/bgp_scale.json
+	-$(PYTHON) scripts/bench_vs_mininet.py topologies/default.yaml > $(BENCH)/vs_mininet.json
+	$(PYTHON) scripts/bench_report.py $(BENCH)/*.json -o $(OUT)/bench.json --readme README.md
 
 clean:
 	rm -rf $(OUT) .pytest_cache build *.egg-info

@@ -171,7 +171,7 @@ def compare(m: Model, fabric, k: int, dsts: list[int], k0: int = 0, family: int 
 
 def check_run(view, attempts: int = 3, sat_sample: int = 7) -> dict:
     """``leo-emu status --fib``: every satellite of a live run asked (strictly, IPv4 and IPv6) where every ground node's GRC,
-    every ``sat_sample``-th satellite's GRC and one unassigned GRC go in the current slice. Retried when a slice
+    every ``sat_sample``-th satellite's GRC and own address, and one unassigned GRC go in the current slice. Retried when a slice
     boundary falls inside the check; ``slice_changed`` says if every attempt straddled one."""
     from emu.dataplane.fabric import Fabric
 
@@ -182,6 +182,7 @@ def check_run(view, attempts: int = 3, sat_sample: int = 7) -> dict:
         for _ in range(attempts):
             k = view.current_slice()
             dsts = [int(g.grc) for g in m.db.ground] + [int(x) | 1 for x in m.db.bound_grc(k)[::sat_sample]]
+            dsts += [int(x) for x in m.db.sat_addresses[::sat_sample]]  # satellites as destinations (satgrc)
             dsts.append(UNASSIGNED_GRC)
             out = compare(m, fabric, k, dsts, info["start_slice"])
             six = compare(m, fabric, k, dsts, info["start_slice"], family=6)  # the IPv6 twins, same answers

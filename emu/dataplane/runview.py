@@ -8,6 +8,7 @@ never recomputed.
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass
 
 from emu.dataplane.parsers import pick_global_ipv4
@@ -71,8 +72,9 @@ class RunView:
         return self._db
 
     def address_of(self, name: str, k: int | None = None, family: int = 4) -> str:
-        """The IPv4 (``family`` 6: IPv6) address a probe toward node ``name`` should use (satellite: its
-        slice-``k`` GRC, or its IPv6 form)."""
+        """The IPv4 (``family`` 6: IPv6) address a probe toward node ``name`` should use (satellite: its own
+        address, emu.addressing.satgrc, when the plan routes satellites as destinations, else the GRC it binds
+        in slice ``k``; with IPv6 their 128-bit forms)."""
         if family == 6:
             return self._address6_of(name, k)
         node = self.node(name)
@@ -86,6 +88,8 @@ class RunView:
         if kind == "satellite":
             from emu.addressing.grc import to_ipv4
 
+            if json.loads(self.db.meta["routing"]).get("satellite_destinations"):
+                return to_ipv4(int(self.db.sat_addresses[int(node["index"])]))
             k = self.current_slice() if k is None else k
             return to_ipv4(int(self.db.bound_grc(k)[int(node["index"])]))  # interface 0 = the bound GRC itself
         addr = first_global_ipv4(node["netns"])
@@ -105,6 +109,8 @@ class RunView:
         if kind == "satellite" and self.info.get("grc_ipv6_prefix"):
             from emu.addressing.grc import to_ipv6
 
+            if json.loads(self.db.meta["routing"]).get("satellite_destinations"):
+                return to_ipv6(int(self.db.sat_addresses[int(node["index"])]), self.info["grc_ipv6_prefix"])
             k = self.current_slice() if k is None else k
             return to_ipv6(int(self.db.bound_grc(k)[int(node["index"])]), self.info["grc_ipv6_prefix"])
         p = run_in(node["netns"], ["ip", "-j", "-6", "addr", "show"], timeout_s=10)

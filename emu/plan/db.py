@@ -29,13 +29,16 @@ from pathlib import Path
 import numpy as np
 from sgp4 import exporter
 
+from emu.addressing.grc import check_shell_code as grc_check_shell_code
+from emu.addressing.grc import shell_code as grc_shell_code
 from emu.errors import InputError, PlanInputError, echo
 from emu.plan import sign as signmod
 from emu.plan.planner import LINK_DTYPE, Plan, SlicePlan
 from emu.plan.shortest import PAIR_DTYPE
 from emu.plan.routing import SliceTables
 
-FORMAT_VERSION = "4"  # 3: the signed seal; 4: several ground links per ground station (serving is (nodes, antennas)), visible, pairs
+FORMAT_VERSION = "5"  # 3: the signed seal; 4: several ground links per ground station (serving is (nodes, antennas)),
+# visible, pairs; 5: satellites are destinations by their semantic address (emu.addressing.satgrc), meta shell_codes
 
 SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -148,6 +151,7 @@ def _write_all(con, plan: Plan, key) -> None:
         "slice_s": repr(sc.time.slice_s),
         "slices": str(len(plan.slices)),
         "grc_level": str(plan.bind.level),
+        "shell_codes": json.dumps([grc_shell_code(i, sc.grc.shell_codes) for i in range(len(sc.shells))]),
         "routing": sc.routing.model_dump_json(),
         "public_key": signmod.public_bytes(key).hex(),
         "wall_s": f"{plan.wall_s:.3f}",
@@ -305,7 +309,7 @@ class _GuardedConnection:
 
 
 REQUIRED_META = ("format_version", "scenario_name", "scenario_digest", "scenario_yaml", "slice_s", "slices",
-                 "grc_level", "routing", "public_key")
+                 "grc_level", "routing", "public_key", "shell_codes")
 
 
 class PlanDB:
@@ -399,6 +403,22 @@ class PlanDB:
         if [r[0] for r in rows] != list(range(len(rows))) or not rows or not _typed(rows, (int, str, int, int, int, int)):
             raise PlanInputError(f"plan: the satellites table is damaged (got {echo(str(self.path))})")
         return rows
+
+    @cached_property
+    def sat_addresses(self) -> np.ndarray:
+        """Every satellite's own address (emu.addressing.satgrc), the destination of satellite-addressed traffic."""
+        from emu.addressing import satgrc
+
+        try:
+            codes = [int(c) for c in json.loads(self.meta["shell_codes"])]
+            shell = np.array([r[2] for r in self.sat_rows], dtype=np.int64)
+            if not codes or shell.min() < 0 or shell.max() >= len(codes):
+                raise ValueError("a satellite's shell has no code")
+            for c in codes:
+                grc_check_shell_code(c)
+        except (ValueError, TypeError, InputError) as exc:
+            raise PlanInputError(f"plan: meta shell_codes is damaged ({_short(exc)}) (got {echo(str(self.path))})") from None
+        return satgrc.addresses(np.array(codes)[shell], [r[3] for r in self.sat_rows], [r[4] for r in self.sat_rows])
 
     @cached_property
     def ground(self) -> list[GroundRow]:

@@ -146,7 +146,7 @@ class PathFinder:
             g = self.ground_by_name[dst]
             grc_dst, target_ground = int(g.grc), g.idx
         else:
-            grc_dst, target_ground = int(self.db.bound_grc(k)[self.sat_index[dst]]), None
+            grc_dst, target_ground = int(self.db.sat_addresses[self.sat_index[dst]]), None
         # entering the satellite segment
         if src in self.ground_by_name:
             g = self.ground_by_name[src]

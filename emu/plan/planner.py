@@ -17,11 +17,13 @@ from typing import Callable
 
 import numpy as np
 
-from emu.plan import actions
+from emu.addressing import satgrc
+from emu.addressing.grc import shell_code as grc_shell_code
 from emu.plan import association as assocmod
 from emu.plan.attach import (Attachments, Bindings, MappingRow, attachments, bindings, candidate_order, ground_grcs,
                              mapping_table, shortest_path_serving)
 from emu.plan.routing import Destinations, SliceTables, aggregate, destination_distances, down_code, next_hop_codes
+from emu.plan.satroutes import merge_tables, satellite_routes
 from emu.plan.shortest import FreeSlice, antennas_scarce, free_pass, gs_choice, pair_delays, shortest_path_costs
 from emu.snapshot.ground import C_KM_S
 from emu.scenario.load import LoadedScenario
@@ -80,29 +82,21 @@ def neighbour_matrix(links: np.ndarray, n_sats: int) -> tuple[np.ndarray, np.nda
 
 
 def destinations_for(plan: Plan, k: int) -> Destinations:
-    """Ground nodes (a Down entry on every satellite each links to) and, if configured, satellites' own GRCs."""
-    sc = plan.loaded.scenario
+    """Ground nodes: a Down entry on every satellite each links to (satellites' own addresses: satroutes)."""
     G = plan.series.ground.size
-    addr = [plan.ground_grc]
-    plen = [plan.ground_plen]
-    term = [plan.attach.serving[k].astype(np.int32)]
-    tcode = [np.array([down_code(g) for g in range(G)], dtype=np.int64)]
     g_idx, j = np.nonzero(plan.attach.links[k] >= 0)
-    t_dest = [g_idx]
-    t_sat = [plan.attach.links[k][g_idx, j].astype(np.int64)]
-    t_delay = [plan.attach.link_range_km[k][g_idx, j] / C_KM_S * 1e3]
-    if sc.routing.satellite_destinations:
-        N = plan.series.constellation.size
-        addr.append(plan.bind.grc[k])
-        plen.append(np.full(N, 11 + 3 * plan.bind.level, dtype=np.uint8))
-        term.append(np.arange(N, dtype=np.int32))
-        tcode.append(np.full(N, actions.local(), dtype=np.int64))
-        t_dest.append(G + np.arange(N))
-        t_sat.append(np.arange(N, dtype=np.int64))
-        t_delay.append(np.zeros(N))
-    return Destinations(np.concatenate(addr).astype(np.uint32), np.concatenate(plen).astype(np.uint8),
-                        np.concatenate(term), np.concatenate(tcode),
-                        (np.concatenate(t_dest), np.concatenate(t_sat), np.concatenate(t_delay)))
+    t_sat = plan.attach.links[k][g_idx, j].astype(np.int64)
+    t_delay = plan.attach.link_range_km[k][g_idx, j] / C_KM_S * 1e3
+    return Destinations(plan.ground_grc.astype(np.uint32), plan.ground_plen.astype(np.uint8),
+                        plan.attach.serving[k].astype(np.int32),
+                        np.array([down_code(g) for g in range(G)], dtype=np.int64), (g_idx, t_sat, t_delay))
+
+
+def satellite_addresses(loaded: LoadedScenario, constellation) -> np.ndarray:
+    """Every satellite's own address (emu.addressing.satgrc): shell code, plane, index."""
+    codes = np.array([grc_shell_code(i, loaded.scenario.grc.shell_codes) for i in range(len(loaded.scenario.shells))],
+                     dtype=np.int64)
+    return satgrc.addresses(codes[constellation.shell], constellation.plane, constellation.sat)
 
 
 def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
@@ -198,6 +192,14 @@ def plan_slice(plan: Plan, k: int) -> SlicePlan:
                            sc.routing.multipath, sc.routing.ucmp_tolerance, sc.routing.ecmp_tolerance)
     tables = aggregate(codes, dest.addr, dest.plen, sc.routing.aggregate)
     raw = np.count_nonzero(codes, axis=1)
+    disconnected = int(np.count_nonzero(codes == 0))  # includes destinations not attached this slice
+    if sc.routing.satellite_destinations:
+        sr = satellite_routes(snap.neighbours, snap.neighbour_delay_ms, L.a, L.b, L.delay_ms,
+                              satellite_addresses(plan.loaded, snap.constellation), sc.routing.multipath,
+                              sc.routing.ucmp_tolerance, sc.routing.aggregate)
+        tables = merge_tables(tables, sr.tables)
+        raw = raw + sr.routed
+        disconnected += int(N * N - sr.routed.sum())
     # multi-source selection: a UT reaches a GS when its serving satellite has a path to one the GS links to
     G = plan.series.ground.size
     serving = plan.attach.serving[k].astype(np.int64)
@@ -206,6 +208,5 @@ def plan_slice(plan: Plan, k: int) -> SlicePlan:
     links = np.zeros(len(L), dtype=LINK_DTYPE)
     links["a"], links["b"], links["dir_a"], links["dir_b"] = L.a, L.b, L.dir_a, L.dir_b
     links["delay_ms"] = L.delay_ms
-    disconnected = int(np.count_nonzero(codes == 0))  # includes destinations not attached this slice
     pairs = pair_delays(plan, snap, dist, choice, plan.free[k] if plan.free else free_pass(plan, k))
     return SlicePlan(k, float(snap.time_s), tables, raw, links, choice, disconnected, pairs)

@@ -166,7 +166,8 @@ def next_hop_codes(nb: np.ndarray, nb_delay: np.ndarray, dist: np.ndarray, dest:
         Dn = np.where(has[None], D[:, nbi], np.inf)
         sel &= (Dn < D[:, :, None] - _EPS) | (C <= best[..., None] + _EPS)
         if policy == "ucmp":
-            w = np.clip(np.round(100.0 * best[..., None] / np.where(sel, C, np.inf)), 1, 100).astype(np.int64)
+            with np.errstate(invalid="ignore"):  # unreachable (best inf): masked by ``ok`` below
+                w = np.clip(np.round(100.0 * best[..., None] / np.where(sel, C, np.inf)), 1, 100).astype(np.int64)
         else:
             w = np.ones_like(C, dtype=np.int64)
         code = np.zeros(best.shape, dtype=np.int64)
@@ -186,8 +187,9 @@ def _mask(plen: np.ndarray) -> np.ndarray:
     return ((np.uint64(0xFFFFFFFF) << (np.uint64(32) - p)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
 
-def aggregate(codes: np.ndarray, addr: np.ndarray, plen: np.ndarray, enabled: bool = True) -> SliceTables:
-    """Fold destinations along the GRC hierarchy; see the module docstring.
+def aggregate(codes: np.ndarray, addr: np.ndarray, plen: np.ndarray, enabled: bool = True,
+              coarsest: int = 11) -> SliceTables:
+    """Fold destinations along the GRC hierarchy, up to prefixes of length ``coarsest``; see the module docstring.
 
     Works on (destination-group, satellite) arrays so every reduction runs
     over contiguous rows.
@@ -197,7 +199,7 @@ def aggregate(codes: np.ndarray, addr: np.ndarray, plen: np.ndarray, enabled: bo
     levels = []  # (prefix, plen, code (groups, sats), parent_of_group)
     cur_p, cur_l, cur_c = prefix, plen.astype(np.uint8), np.ascontiguousarray(codes.T)
     if enabled:
-        for P in sorted((x for x in LEGAL_PREFIX_LENGTHS if x < 32), reverse=True):
+        for P in sorted((x for x in LEGAL_PREFIX_LENGTHS if coarsest <= x < 32), reverse=True):
             if len(cur_p) == 0:
                 break
             key = cur_p.astype(np.uint64) >> np.uint64(32 - P)

@@ -119,10 +119,10 @@ class PlanView:
         return labels, order
 
     def destinations(self, k: int) -> np.ndarray:
-        """The destination addresses of slice k (ground GRCs, then satellites' bound GRCs when they are destinations)."""
+        """The destination addresses of slice k (ground GRCs, then satellites' own addresses when they are destinations)."""
         addr = [np.array([g.grc for g in self.db.ground], dtype=np.uint32)]
         if self.routing.get("satellite_destinations"):
-            addr.append(self.db.bound_grc(k).astype(np.uint32))
+            addr.append(self.db.sat_addresses.astype(np.uint32))
         return np.concatenate(addr)
 
     def table_sizes(self, k: int) -> tuple[np.ndarray, np.ndarray]:

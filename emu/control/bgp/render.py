@@ -100,7 +100,7 @@ def render_core(r: Router, timers: Timers, log_path: str | None = None, kernel_t
                     f"ipv6 table {t};",
                     f"protocol static d_{protocol_name(p.name)} {{", f"  ipv6 {{ table {t}; }};",
                     "  route ::/0 blackhole;", "}",
-                    f"protocol pipe p_{protocol_name(p.name)} {{", f"  table master6;", f"  peer table {t};",
+                    f"protocol pipe p_{protocol_name(p.name)} {{", "  table master6;", f"  peer table {t};",
                     "  import where net ~ MNPS;", "  export none;", "}"]
             out += _bgp(r, p, timers, "where net ~ MNPS", "where net = ::/0 && source = RTS_STATIC",
                         channel_extra=[f"    table {t};"])
