@@ -210,12 +210,12 @@ def run(scenario: str, timers: str | None = None, repeat: int = 3, speed: float 
         start_slice: int | None = None, plan: str | None = None, interval_ms: float = 10.0,
         keep_logs: Path | None = None, progress=None, uts: set[str] | None = None) -> dict:
     """Bring the scenario up with the BGP overlay, probe through ``repeat`` GS changes, tear down; the JSON."""
-    from emu.cli.plan_cmds import build_plan, check_up_arguments
+    from emu.cli.plan_cmds import check_up_arguments
     from emu.control.bgp import wiring
     from emu.dataplane import cleanup, procs
     from emu.dataplane.controller import Controller
     from emu.dataplane.state import Run
-    from emu.experiment.handover import pick_window
+    from emu.experiment.handover import pick_window, plan_for_run
     from emu.plan.db import PlanDB
     from emu.scenario.model import BgpCfg
 
@@ -232,12 +232,7 @@ def run(scenario: str, timers: str | None = None, repeat: int = 3, speed: float 
     procs_: list[tuple[subprocess.Popen, object]] = []
     probes: dict[str, subprocess.Popen] = {}
     try:
-        if plan is None:
-            plan_file = run_.dir / "plan.db"
-            say(f"planning {sc.name}")
-            build_plan(scenario, plan_file, None, fmt="json")
-        else:
-            plan_file = Path(plan).resolve()
+        plan_file = plan_for_run(scenario, plan, run_.dir, say, sc.name)
         db = PlanDB(plan_file)
         ground = db.ground
         ops = {idx: name for idx, name, *_ in db.operators}

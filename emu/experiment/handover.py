@@ -156,6 +156,18 @@ def _tunnel_counters(ns: str) -> dict:
             for x in links if x.get("ifname", "").startswith("sno") and "stats64" in x}
 
 
+def plan_for_run(scenario: str, plan: str | None, run_dir: Path, say, name: str) -> Path:
+    """The plan an experiment runs on: the given one, or one planned now into the run's folder."""
+    if plan is not None:
+        return Path(plan).resolve()
+    from emu.cli.plan_cmds import build_plan
+
+    plan_file = run_dir / "plan.db"
+    say(f"planning {name}")
+    build_plan(scenario, plan_file, None, fmt="json")
+    return plan_file
+
+
 def run(scenario: str, procedure: str = "baseline", association: str = "owner", repeat: int = 3,
         speed: float = 10.0, start_slice: int | None = None, plan: str | None = None, latency_ms: float = 20.0,
         notice_ms: float = 150.0, interval_ms: float = 10.0, keep_logs: Path | None = None,
@@ -176,7 +188,7 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
         check_args(procedure, association, repeat, speed, interval_ms)
         return bgp_handover.run(scenario, timers, repeat, speed, start_slice, plan, interval_ms, keep_logs,
                                 progress, uts)
-    from emu.cli.plan_cmds import build_plan, check_up_arguments
+    from emu.cli.plan_cmds import check_up_arguments
     from emu.control.sno import launch, live
     from emu.dataplane import cleanup, procs
     from emu.dataplane.controller import Controller
@@ -193,12 +205,7 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
     ctl = None
     probes: dict[str, subprocess.Popen] = {}
     try:
-        if plan is None:
-            plan_file = run_.dir / "plan.db"
-            say(f"planning {loaded.scenario.name}")
-            build_plan(scenario, plan_file, None, fmt="json")
-        else:
-            plan_file = Path(plan).resolve()
+        plan_file = plan_for_run(scenario, plan, run_.dir, say, loaded.scenario.name)
         db = PlanDB(plan_file)
         m = Model.from_plan(db, "x")
         hs = [h for h in live.inter_sno_handovers(m, live.association(m, association)) if uts is None or h["ut"] in uts]
