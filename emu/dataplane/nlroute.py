@@ -52,18 +52,7 @@ def route4(batch: NetlinkBatch, verb: str, prefix: int, plen: int, hops: Sequenc
     A delete names only destination, table and metric (and the type, so a
     local route is found); weights are clamped to the kernel's 1..256.
     """
-    dst = prefix.to_bytes(4, "big")
-    if verb == "del":
-        return batch.route("del", dst, plen, table=table, metric=metric, type=rtype)
-    if rtype == RTN_LOCAL:
-        return batch.route(verb, dst, plen, oif=oif, table=table, metric=metric, type=rtype)
-    if len(hops) == 1:
-        return batch.route(verb, dst, plen, oif=hops[0].oif, via=hops[0].via6, table=table, metric=metric,
-                           type=rtype)
-    if len(hops) > 1:
-        nhs = [Nexthop(h.oif, weight=max(1, min(256, h.weight)), via=h.via6) for h in hops]
-        return batch.route(verb, dst, plen, nexthops=nhs, table=table, metric=metric, type=rtype)
-    return batch.route(verb, dst, plen, table=table, metric=metric, type=rtype, scope=0)
+    return _route(batch, verb, prefix.to_bytes(4, "big"), plen, hops, table, metric, rtype, oif)
 
 
 def route6(batch: NetlinkBatch, verb: str, prefix: int, plen: int, hops: Sequence[Hop] = (), *, table: int,
@@ -71,16 +60,23 @@ def route6(batch: NetlinkBatch, verb: str, prefix: int, plen: int, hops: Sequenc
     """The IPv6 twin of :func:`route4` (``prefix`` a 128-bit int): the same hops, as RTA_GATEWAY (link-local
     next hops of the route's own family), through the same bulk encoder. IPv6 keys a route by destination,
     table and metric too, so a delete names the same three."""
-    dst = prefix.to_bytes(16, "big")
+    return _route(batch, verb, prefix.to_bytes(16, "big"), plen, hops, table, metric, rtype, oif)
+
+
+def _route(batch: NetlinkBatch, verb: str, dst: bytes, plen: int, hops: Sequence[Hop], table: int,
+           metric: int | None, rtype: int, oif: int | None) -> int:
+    """route4 / route6: the hops' IPv6 next hop is RTA_VIA for an IPv4 route (RFC 5549), RTA_GATEWAY for an
+    IPv6 one."""
+    nh = "via" if len(dst) == 4 else "gateway"
     if verb == "del":
         return batch.route("del", dst, plen, table=table, metric=metric, type=rtype)
     if rtype == RTN_LOCAL:
         return batch.route(verb, dst, plen, oif=oif, table=table, metric=metric, type=rtype)
     if len(hops) == 1:
-        return batch.route(verb, dst, plen, oif=hops[0].oif, gateway=hops[0].via6, table=table, metric=metric,
-                           type=rtype)
+        return batch.route(verb, dst, plen, oif=hops[0].oif, table=table, metric=metric, type=rtype,
+                           **{nh: hops[0].via6})
     if len(hops) > 1:
-        nhs = [Nexthop(h.oif, h.via6, weight=max(1, min(256, h.weight))) for h in hops]
+        nhs = [Nexthop(h.oif, weight=max(1, min(256, h.weight)), **{nh: h.via6}) for h in hops]
         return batch.route(verb, dst, plen, nexthops=nhs, table=table, metric=metric, type=rtype)
     return batch.route(verb, dst, plen, table=table, metric=metric, type=rtype, scope=0)
 
