@@ -259,42 +259,51 @@ class Controller:
             self.builder.fabric.close()
 
 
-def serve(run_id: str, root: str, plan: str, speed: float, n_slices: int | None, start_slice: int = 0,
-          trust: tuple[str, ...] = ()) -> int:
-    """Body of the detached controller process (``python -m emu.dataplane.controller``)."""
-    run = Run(run_id, Path(root))
+def run_detached(run: Run, make, what: str = "controller") -> int:
+    """Body of a detached controller process (this one, or emu.multihost's): ``make()`` the controller, build,
+    loop until stopped; any failure is logged and written to ``status.json``; the exit code says which."""
     ctl = None
     try:
-        ctl = Controller(run, Path(plan), speed, n_slices, start_slice=start_slice, trust=trust)
+        ctl = make()
         signal.signal(signal.SIGTERM, lambda *_: ctl.stop.set())
         signal.signal(signal.SIGINT, lambda *_: ctl.stop.set())
         ctl.build()
         ctl.loop()
         return 0
-    except EmuError as exc:
-        if ctl is not None:
-            ctl.write_status(state="failed", error=str(exc))
-        else:
-            run.write_json("status.json", {"state": "failed", "error": str(exc), "applied": []})
-        return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the detached process reports everything it can
-        log.exception("controller failed")
-        msg = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, EmuError):
+            log.error("%s failed: %s", what, exc)
+            msg, code = str(exc), exc.exit_code
+        else:
+            log.exception("%s failed", what)
+            msg, code = f"{type(exc).__name__}: {str(exc)[:300]}", 1
         if ctl is not None:
             ctl.write_status(state="failed", error=msg)
         else:
             run.write_json("status.json", {"state": "failed", "error": msg, "applied": []})
-        return 1
+        return code
     finally:
         if ctl is not None:
             ctl.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="leo-emu detached controller (started by `leo-emu up --detach`)")
+def serve(run_id: str, root: str, plan: str, speed: float, n_slices: int | None, start_slice: int = 0,
+          trust: tuple[str, ...] = ()) -> int:
+    """Body of the detached controller process (``python -m emu.dataplane.controller``)."""
+    run = Run(run_id, Path(root))
+    return run_detached(run, lambda: Controller(run, Path(plan), speed, n_slices, start_slice=start_slice,
+                                                trust=trust))
+
+
+def detached_args(description: str, argv: list[str] | None, add=None) -> argparse.Namespace:
+    """The command line every detached controller takes (``add(parser)`` adds its own), parsed; logging goes
+    to the run's ``controller.log``."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--run", required=True)
     ap.add_argument("--root", required=True)
     ap.add_argument("--plan", required=True)
+    if add is not None:
+        add(ap)
     ap.add_argument("--speed", type=float, default=1.0)
     ap.add_argument("--slices", type=int, default=None)
     ap.add_argument("--start-slice", type=int, default=0)
@@ -302,6 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         filename=str(Path(a.root) / a.run / "controller.log"))
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = detached_args("leo-emu detached controller (started by `leo-emu up --detach`)", argv)
     return serve(a.run, a.root, a.plan, a.speed, a.slices, a.start_slice, tuple(a.trust))
 
 

@@ -215,7 +215,7 @@ def run(scenario: str, timers: str | None = None, repeat: int = 3, speed: float 
     from emu.dataplane import cleanup, procs
     from emu.dataplane.controller import Controller
     from emu.dataplane.state import Run
-    from emu.experiment.handover import pick_window, plan_for_run
+    from emu.experiment.handover import keep_logs_of, pick_window, plan_for_run
     from emu.plan.db import PlanDB
     from emu.scenario.model import BgpCfg
 
@@ -338,11 +338,8 @@ def run(scenario: str, timers: str | None = None, repeat: int = 3, speed: float 
                "probes": {ut: {"sent": r["sent"], "replies": len(r["replies"])} for ut, r in results.items()},
                "handovers": measured}
         if keep_logs is not None:
-            keep_logs.mkdir(parents=True, exist_ok=True)
-            (keep_logs / "probes.json").write_text(json.dumps(results))
-            for f in list((run_.dir / "bgp").glob("*.txt")) + [mfile, run_.dir / "bgp" / "overlay.json"]:
-                if f.exists():
-                    (keep_logs / f.name).write_text(f.read_text())
+            keep_logs_of(keep_logs, results,
+                         list((run_.dir / "bgp").glob("*.txt")) + [mfile, run_.dir / "bgp" / "overlay.json"])
         return out
     finally:
         for p in probes.values():

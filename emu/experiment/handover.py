@@ -168,6 +168,15 @@ def plan_for_run(scenario: str, plan: str | None, run_dir: Path, say, name: str)
     return plan_file
 
 
+def keep_logs_of(folder: Path, probes: dict, files: list[Path]) -> None:
+    """``--keep-logs``: the probe results and the run's logs (those that exist) copied out before teardown."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "probes.json").write_text(json.dumps(probes))
+    for f in files:
+        if f.exists():
+            (folder / f.name).write_text(f.read_text())
+
+
 def run(scenario: str, procedure: str = "baseline", association: str = "owner", repeat: int = 3,
         speed: float = 10.0, start_slice: int | None = None, plan: str | None = None, latency_ms: float = 20.0,
         notice_ms: float = 150.0, interval_ms: float = 10.0, keep_logs: Path | None = None,
@@ -317,10 +326,7 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
             out["events"] = ev_out
             out["events_error"] = evt.error
         if keep_logs is not None:
-            keep_logs.mkdir(parents=True, exist_ok=True)
-            (keep_logs / "probes.json").write_text(json.dumps(results))
-            for f in list((run_.dir / "sno").glob("*.jsonl")) + [run_.dir / "mobility.jsonl"]:
-                (keep_logs / f.name).write_text(f.read_text())
+            keep_logs_of(keep_logs, results, list((run_.dir / "sno").glob("*.jsonl")) + [run_.dir / "mobility.jsonl"])
         return out
     finally:
         for p in probes.values():

@@ -15,16 +15,14 @@ stops; ``down`` still removes everything from the hosts' journals.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from emu.dataplane.controller import Controller
+from emu.dataplane.controller import Controller, detached_args, run_detached
 from emu.dataplane.state import Run
 from emu.errors import EmuError
 from emu.multihost import engine
@@ -181,40 +179,13 @@ class MultiController(Controller):
 def serve(run_id: str, root: str, plan: str, n_hosts: int, speed: float, n_slices: int | None,
           start_slice: int = 0, trust: tuple[str, ...] = ()) -> int:
     run = Run(run_id, Path(root))
-    ctl = None
-    try:
-        ctl = MultiController(run, Path(plan), n_hosts, speed, n_slices, start_slice, trust)
-        signal.signal(signal.SIGTERM, lambda *_: ctl.stop.set())
-        signal.signal(signal.SIGINT, lambda *_: ctl.stop.set())
-        ctl.build()
-        ctl.loop()
-        return 0
-    except Exception as exc:  # noqa: BLE001 - the detached process reports everything it can
-        log.exception("multihost controller failed")
-        msg = str(exc) if isinstance(exc, EmuError) else f"{type(exc).__name__}: {str(exc)[:300]}"
-        if ctl is not None:
-            ctl.write_status(state="failed", error=msg)
-        else:
-            run.write_json("status.json", {"state": "failed", "error": msg, "applied": []})
-        return getattr(exc, "exit_code", 1)
-    finally:
-        if ctl is not None:
-            ctl.close()
+    return run_detached(run, lambda: MultiController(run, Path(plan), n_hosts, speed, n_slices, start_slice, trust),
+                        "multihost controller")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="leo-emu multihost controller (started by `leo-emu multihost up`)")
-    ap.add_argument("--run", required=True)
-    ap.add_argument("--root", required=True)
-    ap.add_argument("--plan", required=True)
-    ap.add_argument("--hosts", type=int, required=True)
-    ap.add_argument("--speed", type=float, default=1.0)
-    ap.add_argument("--slices", type=int, default=None)
-    ap.add_argument("--start-slice", type=int, default=0)
-    ap.add_argument("--trust", action="append", default=[])
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        filename=str(Path(a.root) / a.run / "controller.log"))
+    a = detached_args("leo-emu multihost controller (started by `leo-emu multihost up`)", argv,
+                      lambda ap: ap.add_argument("--hosts", type=int, required=True))
     return serve(a.run, a.root, a.plan, a.hosts, a.speed, a.slices, a.start_slice, tuple(a.trust))
 
 
