@@ -216,7 +216,7 @@ def test_stop_and_down_remove_daemons_and_tunnels(ns_prefix, tmp_path):
         # a second start, then `leo-emu down`: everything the journal names goes
         r.info = {}
         r.start()
-        assert r.wait_registered("core-b")  # the terminal is still on gs-b: a baseline registration there
+        assert r.wait_registered("core-b"), r.explain()  # still on gs-b: a baseline registration there
         sup = launch.info_of(r.run)["supervisor_pid"]
         env = {**os.environ, "LEOEMU_RUN_DIR": str(r.run.root)}
         p = subprocess.run([sys.executable, "-m", "emu.cli.main", "down", "--run", r.run.run_id],

@@ -329,6 +329,15 @@ class Rig:
                 shutil.copy2(f, dest / f.name)
         return dest
 
+    def explain(self, tail: int = 12) -> str:
+        """What the daemons say now and their last steps: the message of a failed wait in a test."""
+        parts = [f"agent: {self.agent_status()}"]
+        parts += [f"{c}: {self.core_status(c)}" for c in self.info.get("cores", {})]
+        for f in sorted((self.run.dir / "sno").glob("*.jsonl")):
+            lines = f.read_text(errors="replace").splitlines()[-tail:]
+            parts.append(f"--- {f.name}\n" + "\n".join(lines))
+        return "\n".join(parts)
+
     # ------------------------------------------------------------------ teardown
     def close(self) -> dict:
         """The same removal as ``leo-emu down``: journaled processes, then the namespaces' processes, then them."""
