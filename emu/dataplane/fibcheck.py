@@ -175,10 +175,10 @@ def compare(m: Model, fabric, k: int, dsts: list[int], k0: int = 0, families: tu
 
 
 def check_run(view, attempts: int = 3, sat_sample: int = 7) -> dict:
-    """``leo-emu status --fib``: every satellite of a live run asked (strictly, IPv4 and IPv6) where every ground node's GRC,
-    every ``sat_sample``-th satellite's GRC and own address, and one unassigned GRC go in the current slice. Retried when a slice
-    boundary falls inside the check; ``slice_changed`` says if every attempt straddled one. The plan's side
-    (:class:`Desired`) is built once for every attempt and both families."""
+    """``leo-emu status --fib``: every satellite of a live run asked (strictly, IPv4 and IPv6) where every ground
+    node's GRC, every ``sat_sample``-th satellite's GRC and own address, and one unassigned GRC go in the current
+    slice. Retried when a slice boundary falls inside the check; ``slice_changed`` says if every attempt
+    straddled one. The plan's side (:class:`Desired`) is built once for every attempt and both families."""
     from emu.dataplane.fabric import Fabric
 
     info = view.info

@@ -29,7 +29,8 @@ def twin(line: str) -> str:
     line = line.replace(PREFIX6, PREFIX).replace("::/0", "default").replace("/128", "/32").replace(" nodad", "")
     for i, a in ACCESS6.items():
         line = line.replace(a, GS4[i])
-    return re.sub(r"fe80::[0-9a-f:]+", lambda m: str(ipaddress.IPv4Address(int(ipaddress.IPv6Address(m[0])) & 0xFFFFFFFF)), line)
+    return re.sub(r"fe80::[0-9a-f:]+",
+                  lambda m: str(ipaddress.IPv4Address(int(ipaddress.IPv6Address(m[0])) & 0xFFFFFFFF)), line)
 
 
 def split(lines) -> tuple[list[str], list[str]]:

@@ -47,7 +47,8 @@ class AgentLogic:
 
     def status(self) -> dict:
         return {"user": self.user, "uplink": self.uplink, "registered_at": self.registered_at, "coa": self.coa,
-                "prefix": self.prefix, "prefix6": self.prefix6, "rejected": self.rejected, "handover_prepared": self.handover is not None}
+                "prefix": self.prefix, "prefix6": self.prefix6, "rejected": self.rejected,
+                "handover_prepared": self.handover is not None}
 
     # ------------------------------------------------------------------------------------- link events
     def on_link(self, uplink: str | None, now: int) -> list:

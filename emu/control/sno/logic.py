@@ -168,7 +168,8 @@ class CoreLogic:
 
     def _away_lines(self, o: OwnUser) -> list[str]:
         p = self._peer(o.where)
-        return self._each(o.prefix, o.prefix6, lambda pfx, six: K.route_via_tunnel(pfx, p.index, self._inside(o.coa, six))
+        return self._each(o.prefix, o.prefix6,
+                          lambda pfx, six: K.route_via_tunnel(pfx, p.index, self._inside(o.coa, six))
                           + K.allow(pfx, K.tunnel_name(p.index)))
 
     def _unlocal_lines(self, o: OwnUser, iface: str) -> list[str]:
@@ -204,7 +205,6 @@ class CoreLogic:
         if v is None:
             return []
         acts: list = []
-        p = self._peer(v.home)
         lines: list[str] = []
         if v.served_iface:
             lines += self._unvisitor_lines(v, v.served_iface)

@@ -164,7 +164,8 @@ def send(addr: str, port: int, interval_ms: float, seconds: float, icmp: bool = 
         if data is not None and len(data) >= _PKT.size:
             n, t_send = _PKT.unpack_from(data)
             replies.append([n, t_send, time.monotonic_ns()])
-    print(json.dumps({"probe": "icmp" if icmp else "udp", "sent": seq, "send_errors": errors, "interval_ms": interval_ms, "replies": replies}))
+    print(json.dumps({"probe": "icmp" if icmp else "udp", "sent": seq, "send_errors": errors,
+                      "interval_ms": interval_ms, "replies": replies}))
     return 0
 
 
