@@ -102,12 +102,14 @@ def experiment_check(experiment_file: str, plan_db: str | None, fmt: str) -> Non
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False), default=None, help="Use this plan.")
 @click.option("--latency-ms", type=float, default=20.0, show_default=True, help="Terrestrial latency between cores.")
 @click.option("--notice-ms", type=float, default=150.0, show_default=True, help="Proactive: plan notice.")
-@click.option("--interval-ms", type=float, default=10.0, show_default=True, help="UDP probe spacing (<= 10 ms).")
+@click.option("--interval-ms", type=float, default=10.0, show_default=True, help="Probe spacing (<= 10 ms).")
+@click.option("--probe", default="udp", show_default=True,
+              help="udp (datagrams to the Internet's echo) | icmp (echo requests; not with --procedure bgp).")
 @click.option("--timers", default=None, help="bgp: aggressive | default (default: the scenario's bgp.timers).")
 @format_option
 def experiment_handover(scenario: str, procedure: str, association: str, repeat: int, speed: float,
                         start_slice: int | None, plan_path: str | None, latency_ms: float, notice_ms: float,
-                        interval_ms: float, timers: str | None, fmt: str) -> None:
+                        interval_ms: float, probe: str, timers: str | None, fmt: str) -> None:
     """Probe a device's UDP stream to the Internet through the plan's inter-SNO handovers in the live emulator;
     with --procedure bgp a stream from the Internet to each moving UT's MNP through its GS changes (BGP overlay)."""
     from emu.cli.dataplane_cmds import require_root
@@ -115,6 +117,8 @@ def experiment_handover(scenario: str, procedure: str, association: str, repeat:
     from emu.experiment import handover as H
 
     H.check_args(procedure, association, repeat, speed, interval_ms)
+    if probe not in H.PROBES or (procedure == H.BGP and probe != "udp"):
+        raise InputError(f"--probe: must be one of {', '.join(H.PROBES)}, udp with --procedure bgp (got {probe!r})")
     if procedure == H.BGP:
         from emu.experiment.bgp_handover import check_timers
 
@@ -123,7 +127,7 @@ def experiment_handover(scenario: str, procedure: str, association: str, repeat:
         raise InputError(f"--timers: only with --procedure bgp (got {timers!r})")
     require_root()
     out = H.run(scenario, procedure, association, repeat, speed, start_slice, plan_path, latency_ms, notice_ms,
-                interval_ms, progress=lambda msg: click.echo(msg, err=True), timers=timers)
+                interval_ms, progress=lambda msg: click.echo(msg, err=True), timers=timers, probe=probe)
     if fmt == "json":
         emit_json(out)
     elif procedure == H.BGP:

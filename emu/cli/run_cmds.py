@@ -146,12 +146,27 @@ def exec_cmd(ctx: click.Context, run_id: str | None, node: str, argv: tuple[str,
     if not args:
         raise InputError("exec: give a command after NODE, e.g. leo-emu exec dev1 -- ping -c 1 12.0.0.1 (got none)")
     view = _view(run_id)
-    ns = view.netns_of(node)
+    ns, name = _exec_target(view, node)
     _require_root("exec")
     from emu.control.bgp.birdc import socket_of, with_socket
 
-    args = with_socket(args, socket_of(view.run.dir, view.node(node)["name"]))  # plain `birdc` finds the router
+    args = with_socket(args, socket_of(view.run.dir, name))  # plain `birdc` finds the router
     ctx.exit(exec_in(ns, args))
+
+
+def _exec_target(view, node: str) -> tuple[str, str]:
+    """(namespace, name) of NODE: a node of ``run.json``, else a router of the run's BGP overlay (the extra
+    c-ASBRs of ``bgp.c_asbrs`` live only there); an unknown name is the view's one-line InputError."""
+    from emu.control.bgp.birdc import router_of
+
+    try:
+        n = view.node(node)
+        return n["netns"], n["name"]
+    except InputError:
+        r = router_of(view.run.dir, node)
+        if r is None or not r.get("netns"):
+            raise
+        return str(r["netns"]), node
 
 
 # ============================================================================ ping

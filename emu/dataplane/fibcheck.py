@@ -140,14 +140,17 @@ def accepts(e: Expected, err: int, rtype: int | None, oif: int | None) -> bool:
     return err == 0 and rtype == RTN_UNICAST and oif in e.oifs
 
 
-def compare(m: Model, fabric, k: int, dsts: list[int], k0: int = 0, family: int = 4) -> dict:
-    """Check every satellite's FIB answer for ``dsts`` in slice k of a run started at ``k0``; return counts
-    and the first mismatches.
+def compare(m: Model, fabric, k: int, dsts: list[int], k0: int = 0, families: tuple[int, ...] = (4,),
+            desired: Desired | None = None) -> dict:
+    """Check every satellite's FIB answer for ``dsts`` in slice k of a run started at ``k0``, in each of
+    ``families``; return counts (per question asked) and the first mismatches (``family`` 6 marked).
 
-    ``family`` 6 asks for the GRCs' IPv6 forms (grc §GRC encoding): the same plan, the same answers (the
-    IPv6 tables, rules and bindings are the IPv4 ones' twins, :func:`emu.dataplane.desired.Desired.routes6`)."""
-    base6 = ipv6_base(m.cfg.grc_ipv6_prefix) if family == 6 else None
-    d = Desired(m, k0)
+    The plan's answer is computed once per (satellite, destination) from one :class:`Desired` (``desired``,
+    or one made here) and held against every family: family 6 asks for the GRCs' IPv6 forms (grc §GRC
+    encoding), whose tables, rules and bindings are the IPv4 ones' twins
+    (:func:`emu.dataplane.desired.Desired.routes6`), so the allowed answers are the same."""
+    bases = {f: (ipv6_base(m.cfg.grc_ipv6_prefix) if f == 6 else None) for f in families}
+    d = desired if desired is not None else Desired(m, k0)
     addrs = d.grc_addrs(k)
     checked, mismatches = 0, []
     counts = {LOCAL: 0, FORWARD: 0, UNREACHABLE: 0, "retained": 0}
@@ -155,28 +158,32 @@ def compare(m: Model, fabric, k: int, dsts: list[int], k0: int = 0, family: int 
         table_k = slice_table(d, s, k)
         table_prev = slice_table(d, s, k - 1) if k > k0 else None
         local = {int(ipaddress.IPv4Address(a)) for a in addrs.get(s, {})}
-        answers = route_get_many(fabric.nl[node.netns], dsts, base6)
-        for dst, (err, rtype, oif) in zip(dsts, answers):
-            checked += 1
-            e = expect(m, s, k, dst, local, table_k, table_prev)
-            counts[e.what] += 1
-            counts["retained"] += e.slice == k - 1
-            if not accepts(e, err, rtype, oif) and len(mismatches) < 20:
-                text = _text6(dst, base6) if base6 is not None else socket.inet_ntoa(dst.to_bytes(4, "big"))
-                mismatches.append({"sat": node.name, "dst": text, "errno": err,
-                                   "type": rtype, "oif": oif, "want": e.what, "oifs": sorted(e.oifs),
-                                   "plan_slice": e.slice, "plan": actions.describe(e.code) if e.code else None})
+        wants = [expect(m, s, k, dst, local, table_k, table_prev) for dst in dsts]
+        for family, base6 in bases.items():
+            answers = route_get_many(fabric.nl[node.netns], dsts, base6)
+            for dst, e, (err, rtype, oif) in zip(dsts, wants, answers):
+                checked += 1
+                counts[e.what] += 1
+                counts["retained"] += e.slice == k - 1
+                if not accepts(e, err, rtype, oif) and len(mismatches) < 20:
+                    text = _text6(dst, base6) if base6 is not None else socket.inet_ntoa(dst.to_bytes(4, "big"))
+                    mismatches.append({"sat": node.name, "dst": text, "errno": err, "type": rtype, "oif": oif,
+                                       "want": e.what, "oifs": sorted(e.oifs), "plan_slice": e.slice,
+                                       "plan": actions.describe(e.code) if e.code else None,
+                                       **({"family": 6} if family == 6 else {})})
     return {"slice": k, "checked": checked, "expected": counts, "mismatches": mismatches}
 
 
 def check_run(view, attempts: int = 3, sat_sample: int = 7) -> dict:
-    """``leo-emu status --fib``: every satellite of a live run asked (strictly, IPv4 and IPv6) where every ground node's GRC,
-    every ``sat_sample``-th satellite's GRC and own address, and one unassigned GRC go in the current slice. Retried when a slice
-    boundary falls inside the check; ``slice_changed`` says if every attempt straddled one."""
+    """``leo-emu status --fib``: every satellite of a live run asked (strictly, IPv4 and IPv6) where every ground
+    node's GRC, every ``sat_sample``-th satellite's GRC and own address, and one unassigned GRC go in the current
+    slice. Retried when a slice boundary falls inside the check; ``slice_changed`` says if every attempt
+    straddled one. The plan's side (:class:`Desired`) is built once for every attempt and both families."""
     from emu.dataplane.fabric import Fabric
 
     info = view.info
     m = Model.from_plan(view.db, info["prefix"], info["n_slices"])  # run.json: the run's last slice + 1
+    d = Desired(m, info["start_slice"])
     fabric = Fabric([s.netns for s in m.satellites])
     try:
         for _ in range(attempts):
@@ -184,10 +191,7 @@ def check_run(view, attempts: int = 3, sat_sample: int = 7) -> dict:
             dsts = [int(g.grc) for g in m.db.ground] + [int(x) | 1 for x in m.db.bound_grc(k)[::sat_sample]]
             dsts += [int(x) for x in m.db.sat_addresses[::sat_sample]]  # satellites as destinations (satgrc)
             dsts.append(UNASSIGNED_GRC)
-            out = compare(m, fabric, k, dsts, info["start_slice"])
-            six = compare(m, fabric, k, dsts, info["start_slice"], family=6)  # the IPv6 twins, same answers
-            out["checked"] += six["checked"]
-            out["mismatches"] = (out["mismatches"] + [dict(x, family=6) for x in six["mismatches"]])[:20]
+            out = compare(m, fabric, k, dsts, info["start_slice"], families=(4, 6), desired=d)
             out["slice_changed"] = view.current_slice() != k
             if not out["slice_changed"]:
                 break

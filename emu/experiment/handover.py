@@ -38,6 +38,7 @@ from emu.errors import InputError
 
 PROBE_PORT = 7777
 PROCEDURES = ("baseline", "proactive")  # the SNO control plane's (the file runner runs both)
+PROBES = ("udp", "icmp")  # the probe stream: UDP datagrams to the echo, or ICMP echo requests
 BGP = "bgp"  # the BGP overlay's (spec: bgp-mobile-routing-atn §4): emu.experiment.bgp_handover
 ASSOCIATIONS = ("owner", "dynamic")
 STEP_KEYS = ("what", "ms", "coa", "target", "peer", "reason", "proactive", "core", "iface", "prefix")
@@ -181,15 +182,20 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
         speed: float = 10.0, start_slice: int | None = None, plan: str | None = None, latency_ms: float = 20.0,
         notice_ms: float = 150.0, interval_ms: float = 10.0, keep_logs: Path | None = None,
         progress=None, uts: set[str] | None = None, timeline_ms: float = 0.0, events=(),
-        duration_s: float | None = None, timers: str | None = None) -> dict:
+        duration_s: float | None = None, timers: str | None = None, probe: str = "udp") -> dict:
     """Bring the scenario up with its SNO control plane, probe through ``repeat`` inter-SNO handovers, tear
     down; the measured JSON (see module docstring). ``uts``: only these terminals' handovers (and, with
     events, the terminals whose devices probe throughout); ``timeline_ms``: each handover also gets its probe
     samples within that many ms of the boundary. ``events`` (an experiment file's, :mod:`emu.experiment.events`):
     the run spans ``duration_s`` from ``start_slice`` and causes them; ``events`` in the result.
     ``procedure="bgp"``: the BGP overlay instead, GS changes (:func:`emu.experiment.bgp_handover.run`,
-    ``timers``)."""
+    ``timers``). ``probe``: ``udp`` datagrams to the Internet's echo, or ``icmp`` echo requests (the
+    Internet's kernel answers); the result says which."""
+    if probe not in PROBES:
+        raise InputError(f"probe: must be one of {', '.join(PROBES)} (got {probe!r})")
     if procedure == BGP:
+        if probe != "udp":
+            raise InputError(f"probe: the bgp procedure probes with UDP only (got {probe!r})")
         if events:
             raise InputError(f"procedure: the bgp procedure runs no experiment-file events (got {procedure!r})")
         from emu.experiment import bgp_handover
@@ -242,7 +248,8 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
         for ut in sorted({h["ut"] for h in todo} | (set(uts or ()) if events else set())):
             dev = cm.by_name[cm.db.ground[cm.by_name[ut].index].device]
             p = procs.popen_in(dev.netns, [sys.executable, "-m", "emu.control.sno.probe", "send", cm.cfg.inet_addr,
-                                           str(PROBE_PORT), "--interval-ms", f"{interval_ms:g}"],
+                                           str(PROBE_PORT), "--interval-ms", f"{interval_ms:g}",
+                                           *(["--icmp"] if probe == "icmp" else [])],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                env=_env())
             run_.record_pid(p.pid, f"probe in {dev.netns}")
@@ -319,7 +326,7 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
         out = {"scenario": loaded.scenario.name, "procedure": procedure, "association": association,
                "speed": speed, "start_slice": k0, "slices": n, "slice_s": db.slice_s, "latency_ms": latency_ms,
                "latency_mode": info.get("latency_mode"), "notice_ms": notice_ms, "interval_ms": interval_ms,
-               "load_avg": list(os.getloadavg()), **summary(measured),
+               "probe": probe, "load_avg": list(os.getloadavg()), **summary(measured),
                "probes": {ut: {"sent": r["sent"], "replies": len(r["replies"])} for ut, r in results.items()},
                "tunnels": tunnels, "hook_ms": hook_stats(switched), "handovers": measured}
         if evt is not None:

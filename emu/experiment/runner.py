@@ -45,13 +45,21 @@ def supported(exp: Experiment, nodes: NodeCatalog) -> None:
     """What this runner can do; anything else is one :class:`ExperimentError` (nothing started)."""
     if exp.scenario is None:
         raise ExperimentError("required by the runner (the scenario to bring up)", "scenario", None)
+    kinds = set()
     for i, t in enumerate(exp.traffic):
-        if t.probe != "udp":
-            raise ExperimentError("this runner sends UDP probe streams only", f"traffic.{i}.probe", t.probe)
+        kinds.add(probe_kind(t.probe))
+        if len(kinds) > 1:
+            raise ExperimentError("one probe kind per run (udp or icmp): the streams are measured alike",
+                                  f"traffic.{i}.probe", t.probe)
         if t.src not in nodes.devices:
             raise ExperimentError("must be a user device", f"traffic.{i}.src", t.src)
         if t.dst != nodes.internet:
             raise ExperimentError(f"must be the Internet ({nodes.internet})", f"traffic.{i}.dst", t.dst)
+
+
+def probe_kind(probe: str) -> str:
+    """The stream a traffic entry asks for: ``udp`` or ``icmp`` (``ping`` is ICMP echo)."""
+    return "udp" if probe == "udp" else "icmp"
 
 
 def prepare(path: str | Path, plan_out: Path) -> tuple[Experiment, Path, Path]:
@@ -100,6 +108,7 @@ def run_file(path: str | Path, out_dir: Path | None = None, progress=None) -> di
         exp, scen, out = prepare(path, plan)
         out = out_dir or out
         interval = min(t.interval_ms for t in exp.traffic)
+        probe = probe_kind(exp.traffic[0].probe) if exp.traffic else "udp"
         uts = devices_to_uts(plan, {t.src for t in exp.traffic})
         runs = {}
         for proc in [exp.procedure] + [x for x in H.PROCEDURES if x != exp.procedure]:
@@ -107,7 +116,7 @@ def run_file(path: str | Path, out_dir: Path | None = None, progress=None) -> di
             start = exp.start_slice if exp.events else exp.start_slice or None
             runs[proc] = H.run(str(scen), proc, exp.association, exp.repeats, exp.speed, start,
                                str(plan), interval_ms=interval, uts=uts, timeline_ms=TIMELINE_MS, progress=say,
-                               events=exp.events, duration_s=exp.duration_s)
+                               events=exp.events, duration_s=exp.duration_s, probe=probe)
         db = PlanDB(plan)
         plan_rates = handover_report(db)
         db.close()

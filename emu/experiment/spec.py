@@ -45,9 +45,10 @@ class Strict(BaseModel):
 
 
 class Probe(Strict):
-    """One probe stream: ICMP echo (ping) or sequence-numbered UDP datagrams, every ``interval_ms``."""
+    """One probe stream: sequence-numbered UDP datagrams (``udp``, the default) or ICMP echo requests
+    (``icmp``; ``ping`` is the same), every ``interval_ms``."""
 
-    probe: Literal["ping", "udp"]
+    probe: Literal["udp", "icmp", "ping"] = "udp"
     src: NodeName
     dst: NodeName
     interval_ms: Annotated[float, Field(gt=0.0, le=MAX_INTERVAL_MS)] = 10.0
@@ -194,8 +195,8 @@ def check_against(exp: Experiment, nodes: NodeCatalog) -> None:
         need(t.dst, nodes.endpoints, f"traffic.{i}.dst", "node (a user device, user terminal or the Internet)")
         if t.src == t.dst:
             raise ExperimentError("source and destination are the same node", f"traffic.{i}.dst", t.dst)
-        if t.probe == "ping" and t.port is not None:
-            raise ExperimentError("ping has no port", f"traffic.{i}.port", t.port)
+        if t.probe != "udp" and t.port is not None:
+            raise ExperimentError(f"{t.probe} has no port", f"traffic.{i}.port", t.port)
     if exp.start_slice >= nodes.n_slices:
         raise ExperimentError(f"the plan has slices 0..{nodes.n_slices - 1}", "start_slice", exp.start_slice)
     end_slice = exp.start_slice + exp.duration_s / nodes.slice_s

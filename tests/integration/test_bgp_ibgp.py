@@ -98,6 +98,19 @@ def test_traffic_from_the_internet_follows_ibgp_to_the_extra_c_asbr(ibgp_run):
     assert fwd() - before >= 3  # sno-a -> sno-a-c2 -> gs-madrid: the extra c-ASBR forwarded the echoes
 
 
+def test_exec_reaches_the_extra_c_asbr_and_its_bird(ibgp_run):
+    """`leo-emu exec sno-a-c2 -- birdc show route`: the extra c-ASBR is a node of the run only in the BGP
+    overlay's record; exec finds its namespace and plain `birdc` its BIRD's socket."""
+    r = ibgp_run
+    p = leo(r["env"], "exec", "--run", r["id"], "sno-a-c2", "--", "birdc", "show", "route")
+    assert p.returncode == 0, p.stderr
+    assert r["overlay"]["mnps"]["ut3"] in p.stdout and r["overlay"]["mnps"]["ut1"] in p.stdout, p.stdout
+    p = leo(r["env"], "exec", "--run", r["id"], "sno-a-c2", "--", "ip", "-6", "-br", "addr", "show", "dev", "g1")
+    assert p.returncode == 0 and "g1" in p.stdout, p.stderr  # its own namespace (its link to gs-madrid)
+    p = leo(r["env"], "exec", "--run", r["id"], "sno-a-c9", "--", "true", check=False)
+    assert p.returncode == 2 and "sno-a-c9" in p.stderr and "Traceback" not in p.stderr
+
+
 def test_down_removes_the_extra_c_asbr(ibgp_run):
     r = ibgp_run
     ns = r["overlay"]["routers"]["sno-a-c2"]["netns"]

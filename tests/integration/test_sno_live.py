@@ -50,6 +50,17 @@ def test_experiment_handover_keeps_the_address_and_uses_the_tunnel(leo_env, modu
     assert not [n for n in _mine(module_ns_prefix.rstrip("-")) if not n.endswith("probe")]
 
 
+def test_experiment_handover_with_icmp_probes(leo_env, module_ns_prefix) -> None:
+    """`--probe icmp`: ICMP echo requests every 10 ms from the device (the Internet's kernel answers) measure
+    the handover as the UDP stream does, and the result says which probe it used."""
+    res = leo(leo_env, "experiment", "handover", str(DEFAULT), "--procedure", "proactive", "--association", "owner",
+              "--repeat", "1", "--speed", "5", "--probe", "icmp", "--format", "json", timeout=900)
+    d = json.loads(res.stdout)
+    assert d["probe"] == "icmp" and d["handovers_measured"] >= 1, d
+    assert all(p["replies"] > 0.5 * p["sent"] > 0 for p in d["probes"].values()), d["probes"]
+    assert all(h["first_after_ms"] is not None for h in d["handovers"])
+
+
 def _inet_side_addr(core_ns: str) -> str:
     """A core's public address: the IPv4 address on its link to the Internet."""
     p = in_ns(core_ns, "ip", "-j", "-4", "addr", "show", "dev", "inet")

@@ -19,16 +19,20 @@ from emu.control.sno.wire import decode, encode
 
 USER = "ut1@sno-a"
 PREFIX = "10.77.1.0/24"
+PREFIX6 = "fd75:7365:7201:1::/64"   # with ``Sim(v6=True)``: the user's IPv6 home prefix
+POOLS6 = ["fd75:7365:7201::/48", "fd75:7365:7202::/48"]
+ACCESS6 = {"gA": "fd74:6572:7200:1::1", "gB": "fd74:6572:7200:2::1"}
 
 
-def core_conf(name, index, realm, public, pool, access, peer, procedure="baseline", users=None):
+def core_conf(name, index, realm, public, pool, access, peer, procedure="baseline", users=None, v6=False):
     return CoreConf(name=name, index=index, realm=realm, public=public, tunnel_pool=pool, access=access,
                     peers={peer.name: peer}, users=users or {}, procedure=procedure, notice_ms=20.0,
-                    prepare_wait_ms=500.0)
+                    prepare_wait_ms=500.0, access6={i: ACCESS6[i] for i in access} if v6 else {},
+                    guard6=list(POOLS6) if v6 else [])
 
 
 class Sim:
-    def __init__(self, procedure="baseline", latency_ms=20.0, access_ms=1.0, agent_key=None, key=None):
+    def __init__(self, procedure="baseline", latency_ms=20.0, access_ms=1.0, agent_key=None, key=None, v6=False):
         self.key = key or secrets.token_bytes(32)
         self.now = 0
         self.latency_ns = int(latency_ms * 1e6)
@@ -37,9 +41,10 @@ class Sim:
         pb = Peer("core-b", 2, "sno-b", "10.0.2.2")
         self.cores = {
             "core-a": CoreLogic(core_conf("core-a", 1, "sno-a", "10.0.1.2", "10.79.1.0/24", {"gA": "10.1.1.2"}, pb,
-                                          procedure, {USER: HomeUser(PREFIX, self.key)}), self.clock),
+                                          procedure, {USER: HomeUser(PREFIX, self.key, PREFIX6 if v6 else "")}, v6),
+                                self.clock),
             "core-b": CoreLogic(core_conf("core-b", 2, "sno-b", "10.0.2.2", "10.79.2.0/24", {"gB": "10.1.2.2"}, pa,
-                                          procedure), self.clock),
+                                          procedure, v6=v6), self.clock),
         }
         self.agent = AgentLogic(USER, agent_key or self.key, 300.0, self.clock)
         self.attached = None  # core the user's link reaches

@@ -292,3 +292,33 @@ def test_parse_control_reply():
     assert birdc.parse_reply(["1002-Name  Proto", " kernel6 Kernel", "0000 "]) == (True, "Name  Proto\nkernel6 Kernel\n")
     done, text = birdc.parse_reply(["8002 /x/mnps.conf:1:7 syntax error, unexpected CF_SYM_UNDEFINED"])
     assert done and "syntax error" in text
+
+
+def test_exec_finds_an_extra_c_asbr_in_the_overlay_record(tmp_path):
+    """`leo-emu exec sno-a-c2 -- birdc ...`: an extra c-ASBR (bgp.c_asbrs) is in the run's BGP overlay record
+    only; a run.json node wins, an unknown name stays the view's one-line error."""
+    import json
+
+    from emu.cli.run_cmds import _exec_target
+    from emu.errors import InputError
+
+    (tmp_path / "bgp").mkdir()
+    (tmp_path / "bgp" / "overlay.json").write_text(json.dumps({"routers": {
+        "sno-a": {"netns": "r-sno-a", "socket": "/x/sno-a.ctl"},
+        "sno-a-c2": {"netns": "r-sno-a-c2", "socket": "/x/sno-a-c2.ctl"}}}))
+
+    class View:
+        run = type("R", (), {"dir": tmp_path})()
+
+        def node(self, name):
+            if name == "sno-a":
+                return {"name": "sno-a", "netns": "r-sno-a"}
+            raise InputError(f"node: no such node in run r (got {name!r})")
+
+    assert _exec_target(View(), "sno-a") == ("r-sno-a", "sno-a")
+    assert _exec_target(View(), "sno-a-c2") == ("r-sno-a-c2", "sno-a-c2")
+    assert birdc.socket_of(tmp_path, "sno-a-c2") == "/x/sno-a-c2.ctl"
+    with pytest.raises(InputError, match="sno-a-c9"):
+        _exec_target(View(), "sno-a-c9")
+    (tmp_path / "bgp" / "overlay.json").write_text("{not json")
+    assert birdc.router_of(tmp_path, "sno-a-c2") is None

@@ -64,7 +64,8 @@ BASE = {"name": "x", "scenario": "s.yaml", "duration_s": 60, "traffic": [{"probe
 
 
 @pytest.mark.parametrize("change, field", [
-    ({"traffic": [{"probe": "ping", "src": "dev1", "dst": "inet"}]}, "traffic.0.probe"),
+    ({"traffic": [{"probe": "udp", "src": "dev1", "dst": "inet"}, {"probe": "icmp", "src": "dev1", "dst": "inet"}]},
+     "traffic.1.probe"),
     ({"traffic": [{"probe": "udp", "src": "ut1", "dst": "inet"}]}, "traffic.0.src"),
     ({"traffic": [{"probe": "udp", "src": "dev1", "dst": "ut1"}]}, "traffic.0.dst"),
     ({"scenario": None}, "scenario")])
@@ -86,3 +87,34 @@ def test_experiment_run_bad_file_is_exit_2_one_line(tmp_path, doc, field) -> Non
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and field in lines[0] and "Traceback" not in res.output
+
+
+def test_a_run_probes_with_udp_by_default_or_icmp() -> None:
+    """``probe: udp`` (the default) or ``icmp`` (``ping`` is the same); one kind per run."""
+    from emu.experiment.runner import probe_kind
+
+    for kind in ("udp", "icmp", "ping"):
+        supported(parse_experiment({**BASE, "traffic": [{"probe": kind, "src": "dev1", "dst": "inet"}]}), NODES)
+    exp = parse_experiment({**BASE, "traffic": [{"src": "dev1", "dst": "inet"}]})
+    assert exp.traffic[0].probe == "udp" and probe_kind("ping") == probe_kind("icmp") == "icmp"
+    with pytest.raises(InputError, match="probe: must be one of udp, icmp"):
+        H.run("s.yaml", probe="tcp")
+
+
+def test_icmp_echo_request_and_reply_round_trip() -> None:
+    """The ICMP probe's packets (emu.control.sno.probe): a valid ICMPv4 checksum, replies matched by identifier."""
+    import socket
+    import struct
+
+    from emu.control.sno import probe as P
+
+    payload = struct.pack("!IQ", 7, 123456789) + bytes(32)
+    req = P.echo_request(socket.AF_INET, 0x1234, 7, payload)
+    assert req[0] == 8 and P.checksum(req) == 0  # a correct checksum sums to zero
+    reply = bytes([0]) + req[1:2] + b"\0\0" + req[4:]
+    ip_header = bytes([0x45]) + bytes(19)
+    assert P.echo_reply_payload(socket.AF_INET, 0x1234, ip_header + reply) == payload
+    assert P.echo_reply_payload(socket.AF_INET, 0x4321, ip_header + reply) is None  # another ping's
+    assert P.echo_reply_payload(socket.AF_INET, 0x1234, ip_header + req) is None  # our own request
+    req6 = P.echo_request(socket.AF_INET6, 9, 7, payload)
+    assert req6[0] == 128 and P.echo_reply_payload(socket.AF_INET6, 9, bytes([129]) + req6[1:]) == payload

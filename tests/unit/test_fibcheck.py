@@ -83,3 +83,35 @@ def test_the_kernels_table_holds_the_bound_region_as_local(model):
     assert hit is not None and hit[1] >= plen
     if hit[:2] == (prefix, plen):
         assert actions.decode(hit[2]).kind == actions.LOCAL or (prefix, plen) in d.tables(1).reference(0)
+
+
+def test_compare_builds_the_plan_side_once_for_both_families(model, monkeypatch):
+    """``status --fib`` asks IPv4 and IPv6: one Desired, one expectation per (satellite, destination), every
+    question asked in both families, each IPv6 mismatch marked ``family: 6``."""
+    built, asked = [], []
+    real = F.Desired
+
+    class Counting(real):
+        def __init__(self, *a, **kw):
+            built.append(a)
+            super().__init__(*a, **kw)
+
+    def fake_get_many(nl, dsts, base6=None):
+        asked.append((nl, base6))
+        return [(errno.ENETUNREACH, None, None)] * len(dsts)  # "unreachable" everywhere: plan-routed ones differ
+
+    monkeypatch.setattr(F, "Desired", Counting)
+    monkeypatch.setattr(F, "route_get_many", fake_get_many)
+    fabric = type("Fab", (), {"nl": {s.netns: s.netns for s in model.satellites}})()
+    dsts = [int(g.grc) for g in model.db.ground[:3]] + [F.UNASSIGNED_GRC]
+    r = F.compare(model, fabric, 1, dsts, 0, families=(4, 6))
+    assert len(built) == 1
+    assert r["checked"] == 2 * len(dsts) * len(model.satellites)
+    assert len(asked) == 2 * len(model.satellites) and {b is None for _n, b in asked} == {True, False}
+    four = [x for x in r["mismatches"] if "family" not in x]
+    six = [x for x in r["mismatches"] if x.get("family") == 6]
+    assert four and six and ":" in six[0]["dst"] and ":" not in four[0]["dst"]
+    built.clear()
+    d = real(model, 0)
+    F.compare(model, fabric, 1, dsts, 0, families=(4, 6), desired=d)
+    assert not built  # a caller's Desired is used as it is (check_run keeps one across attempts)

@@ -32,3 +32,15 @@ def test_rule_bodies_match_iif_or_destination() -> None:
     assert m.get("FRA_DST") == "10.253.0.0" and m["dst_len"] == 16 and m.get("FRA_IIFNAME") is None
     m = decode(fibmsg, nlhook.rule_match_body(902, 0))  # "rule del pref 902": any rule of that pref
     assert m.get("FRA_PRIORITY") == 902 and m.get("FRA_TABLE") is None and m["action"] == 0
+
+
+def test_ipv6_twins_neighbour_fdb_and_rule() -> None:
+    """IPv6 user traffic's access layer (the UT's ``s6v<op>`` uplinks, the GSs' ``vx6``): a neighbour entry
+    takes its family from the address, an FDB entry may name an IPv6 remote, a rule is asked for in AF_INET6."""
+    m = decode(ndmsg, nlhook.neigh_body(21, "fe80::1", "02:54:00:00:00:01"))
+    assert (m["family"], m.get("NDA_DST")) == (socket.AF_INET6, "fe80::1")
+    m = decode(ndmsg, nlhook.fdb_body(21, "02:54:00:00:00:01", "fd00:6772:6300::4000:1"))
+    assert m["family"] == nlhook.AF_BRIDGE and m.get("NDA_DST") == "fd00:6772:6300::4000:1"
+    m = decode(fibmsg, nlhook.rule_match_body(900, 90, iif="lan", family=socket.AF_INET6))
+    assert m["family"] == socket.AF_INET6 and m.get("FRA_IIFNAME") == "lan" and m.get("FRA_TABLE") == 90
+    assert decode(fibmsg, nlhook.rule_match_body(900, 0, family=socket.AF_INET6))["family"] == socket.AF_INET6

@@ -20,6 +20,8 @@ _VALUES = {
     Attr.KS: st.binary(min_size=32, max_size=32), Attr.LLADDR: st.binary(min_size=6, max_size=6),
     Attr.PREFIX: st.builds(lambda a, n: ipaddress.IPv4Network((a, n), strict=False),
                            st.integers(0, 2**32 - 1), st.integers(0, 32)),
+    Attr.PREFIX6: st.builds(lambda a, n: ipaddress.IPv6Network((a, n), strict=False),
+                            st.integers(0, 2**128 - 1), st.integers(0, 128)),
     Attr.COA: st.builds(ipaddress.IPv4Address, st.integers(0, 2**32 - 1)),
     Attr.ENDPOINT: st.builds(ipaddress.IPv4Address, st.integers(0, 2**32 - 1)),
     Attr.INNER: st.builds(ipaddress.IPv4Address, st.integers(0, 2**32 - 1)),

@@ -217,8 +217,9 @@ def with_socket(argv: list[str], socket_path: str | None) -> list[str]:
     return [argv[0], "-s", socket_path, *argv[1:]]
 
 
-def socket_of(run_dir, node: str) -> str | None:
-    """The control socket of NODE's BIRD in a run (from ``<run dir>/bgp/overlay.json``), or None."""
+def router_of(run_dir, node: str) -> dict | None:
+    """NODE's entry in a run's BGP overlay record (``<run dir>/bgp/overlay.json``: ``netns``, ``socket``, role,
+    ...), or None. The extra c-ASBRs (scenario ``bgp.c_asbrs``) are nodes of the run only there."""
     import json
     from pathlib import Path
 
@@ -227,5 +228,11 @@ def socket_of(run_dir, node: str) -> str | None:
         rec = json.loads(p.read_text())
     except (OSError, ValueError):
         return None
-    r = rec.get("routers", {}).get(node)
-    return r.get("socket") if isinstance(r, dict) else None
+    r = rec.get("routers", {}).get(node) if isinstance(rec, dict) else None
+    return r if isinstance(r, dict) else None
+
+
+def socket_of(run_dir, node: str) -> str | None:
+    """The control socket of NODE's BIRD in a run (from ``<run dir>/bgp/overlay.json``), or None."""
+    r = router_of(run_dir, node)
+    return r.get("socket") if r else None

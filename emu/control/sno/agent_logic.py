@@ -33,6 +33,7 @@ class AgentLogic:
         self.registered_at: str | None = None
         self.coa: str | None = None
         self.prefix: str | None = None
+        self.prefix6: str | None = None  # the IPv6 home prefix the core registered, where the user has one
         self.rejected: str | None = None
         self.answered: dict[bytes, str] = {}            # RAND -> core we answered it for
         self.handover: tuple[str, bytes, bytes] | None = None  # (target, RAND, RES) from HANDOVER_START
@@ -46,7 +47,8 @@ class AgentLogic:
 
     def status(self) -> dict:
         return {"user": self.user, "uplink": self.uplink, "registered_at": self.registered_at, "coa": self.coa,
-                "prefix": self.prefix, "rejected": self.rejected, "handover_prepared": self.handover is not None}
+                "prefix": self.prefix, "prefix6": self.prefix6, "rejected": self.rejected,
+                "handover_prepared": self.handover is not None}
 
     # ------------------------------------------------------------------------------------- link events
     def on_link(self, uplink: str | None, now: int) -> list:
@@ -115,8 +117,10 @@ class AgentLogic:
         self.registered_at, self.rejected = core, None
         self.coa = str(msg[A.COA]) if A.COA in msg.attrs else None
         self.prefix = str(msg[A.PREFIX])
+        self.prefix6 = str(msg[A.PREFIX6]) if A.PREFIX6 in msg.attrs else None
         self.handover = None
-        return [Step(self.user, "registered", {"core": core, "coa": self.coa, "prefix": self.prefix})]
+        return [Step(self.user, "registered", {"core": core, "coa": self.coa, "prefix": self.prefix,
+                                               **({"prefix6": self.prefix6} if self.prefix6 else {})})]
 
     def _handover_start(self, msg: Message) -> list:
         if not auth.check_tag(self.key, msg.signed, msg[A.AUTH]):

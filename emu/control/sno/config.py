@@ -40,6 +40,20 @@ def _net(v, where: str) -> str:
         raise InputError(f"{where}: not an IPv4 prefix (got {v!r})") from None
 
 
+def _net6(v, where: str) -> str:
+    try:
+        return str(ipaddress.IPv6Network(v))
+    except (ValueError, TypeError):
+        raise InputError(f"{where}: not an IPv6 prefix (got {v!r})") from None
+
+
+def _addr6(v, where: str) -> str:
+    try:
+        return str(ipaddress.IPv6Address(v))
+    except (ValueError, TypeError):
+        raise InputError(f"{where}: not an IPv6 address (got {v!r})") from None
+
+
 def _key(v, where: str) -> bytes:
     try:
         b = bytes.fromhex(v)
@@ -74,6 +88,7 @@ class Peer:
 class HomeUser:
     prefix: str
     key: bytes = field(repr=False)
+    prefix6: str = ""                 # its IPv6 home prefix ("" none): follows the user like ``prefix``
 
 
 @dataclass
@@ -96,6 +111,8 @@ class CoreConf:
     state: str = ""
     admin: str = ""
     pki: dict = field(default_factory=dict)  # ca, cert, key paths
+    access6: dict[str, str] = field(default_factory=dict)  # IPv6: access link -> the GS's IPv6 address ({} none)
+    guard6: list[str] = field(default_factory=list)  # IPv6 sources forwarded only once registered (user pools)
 
     def peer_by_realm(self, realm: str) -> Peer | None:
         return next((p for p in self.peers.values() if p.realm == realm), None)
@@ -129,8 +146,13 @@ def load_core(path: str | Path) -> CoreConf:
     users = {}
     for u, x in _need(d, "users", w).items():
         users[u] = HomeUser(_net(_need(x, "prefix", f"{w}.users.{u}"), f"{w}.users.{u}.prefix"),
-                            _key(_need(x, "key", f"{w}.users.{u}"), f"{w}.users.{u}.key"))
+                            _key(_need(x, "key", f"{w}.users.{u}"), f"{w}.users.{u}.key"),
+                            _net6(x["prefix6"], f"{w}.users.{u}.prefix6") if x.get("prefix6") else "")
     access = {str(k): _addr(v, f"{w}.access.{k}") for k, v in _need(d, "access", w).items()}
+    access6 = {str(k): _addr6(v, f"{w}.access6.{k}") for k, v in (d.get("access6") or {}).items()}
+    if access6 and set(access6) != set(access):
+        odd = sorted(set(access6) ^ set(access))[0]
+        raise InputError(f"{w}.access6: must name the same access links as access (got {odd!r} in one only)")
     return CoreConf(
         name=str(_need(d, "name", w)), index=int(_need(d, "index", w)), realm=str(_need(d, "realm", w)),
         public=_addr(_need(d, "public", w), f"{w}.public"),
@@ -143,7 +165,8 @@ def load_core(path: str | Path) -> CoreConf:
         prepare_wait_ms=_ms(d.get("prepare_wait_ms", 500.0), f"{w}.prepare_wait_ms"),
         anycast=_addr(d.get("anycast", ANYCAST), f"{w}.anycast"),
         log=str(d.get("log", "")), state=str(d.get("state", "")), admin=str(d.get("admin", "")),
-        pki=dict(d.get("pki", {})))
+        pki=dict(d.get("pki", {})), access6=access6,
+        guard6=[_net6(x, f"{w}.guard6.{i}") for i, x in enumerate(d.get("guard6") or [])])
 
 
 def load_agent(path: str | Path) -> AgentConf:
@@ -182,7 +205,8 @@ def dump(conf) -> dict:
     """The JSON form of a CoreConf / AgentConf (keys as hex), as :func:`load_core` / :func:`load_agent` read it."""
     d = asdict(conf)
     if isinstance(conf, CoreConf):
-        d["users"] = {u: {"prefix": x.prefix, "key": x.key.hex()} for u, x in conf.users.items()}
+        d["users"] = {u: {"prefix": x.prefix, "key": x.key.hex(), **({"prefix6": x.prefix6} if x.prefix6 else {})}
+                      for u, x in conf.users.items()}
     else:
         d["key"] = conf.key.hex()
     return d

@@ -22,6 +22,15 @@ Layout in a core's namespace (rendering is pure; :func:`apply` runs it):
   dev sno<k> onlink``; visited core: ``PREFIX via GS`` (downlink) and the
   user's uplink looked up in table ``100+k`` whose default route goes into
   the tunnel.
+
+IPv6 (a user with an IPv6 prefix, a core with IPv6 access links): the same
+routes and rules for the user's IPv6 prefix, through the same tunnel
+devices. Inside a tunnel the IPv6 next hops are link-local twins of the
+IPv4 inner address and CoA (:func:`ll6`: ``fe80::`` + the 32 bits), so
+the protocol carries one CoA and both ends derive the other. An IPv6 line
+is marked with :data:`V6` (``ip rule`` and ``route flush`` take their family
+from ``ip -6``, which a batch line cannot say): :class:`IpSession` and
+:func:`apply` run the marked lines in an ``ip -6 -batch`` after the others.
 """
 
 from __future__ import annotations
@@ -40,6 +49,27 @@ MTU = 1450  # 1500-byte terrestrial links minus VXLAN's 50 bytes
 # An ``ip -force -batch`` error on a line that deletes or re-adds something is not a failure.
 _BENIGN = ("File exists", "No such file or directory", "Cannot find device", "No such process",
            "Cannot assign requested address", "does not exist")
+
+
+V6 = "-6 "  # marks a line for ``ip -6 -batch``
+
+
+def six(lines: list[str]) -> list[str]:
+    """The lines marked for ``ip -6`` (an IPv6 prefix's routes and rules)."""
+    return [V6 + ln for ln in lines]
+
+
+def ll6(addr4: str) -> str:
+    """The IPv6 twin of an address inside an inter-core tunnel (inner address, CoA): ``fe80::`` and its 32 bits,
+    e.g. 10.253.1.2 -> fe80::afd:102. One rule, so both ends agree without a protocol field."""
+    return str(ipaddress.IPv6Address((0xFE80 << 112) | int(ipaddress.IPv4Address(addr4))))
+
+
+def split_families(lines: list[str]) -> tuple[list[str], list[str]]:
+    """(lines for ``ip``, lines for ``ip -6`` without their mark), each in its own order."""
+    v4 = [ln for ln in lines if not ln.startswith(V6)]
+    v6 = [ln[len(V6):] for ln in lines if ln.startswith(V6)]
+    return v4, v6
 
 
 def tunnel_name(peer_index: int) -> str:
@@ -79,29 +109,46 @@ def _rule_replace(match: str, action: str, pref: int) -> list[str]:
     return [_rule("del", match, action, pref), _rule("add", match, action, pref)]
 
 
-def base(anycast: str, access_ifs: list[str]) -> list[str]:
-    """A core at start: the discovery anycast address on lo; unregistered users get no forwarding."""
+def base(anycast: str, access_ifs: list[str], guard6: list[str] = ()) -> list[str]:
+    """A core at start: the discovery anycast address on lo; unregistered users get no forwarding. IPv6:
+    sources in ``guard6`` (every operator's IPv6 user pool) arriving on an access link are dropped too
+    (other IPv6 traffic from the GSs, e.g. the BGP overlay's, is not a user's and passes)."""
     lines = [f"addr replace {anycast}/32 dev lo"]
     for ifname in access_ifs:
         lines += _rule_replace(f"iif {ifname}", "blackhole", RULE_BLACKHOLE)
+        for pool in guard6:
+            lines += six(_rule_replace(f"from {pool} iif {ifname}", "blackhole", RULE_BLACKHOLE))
     return lines
 
 
-def tunnel_up(own_index: int, peer_index: int, local: str, remote: str) -> list[str]:
+def unbase(anycast: str, access_ifs: list[str], guard6: list[str] = ()) -> list[str]:
+    """What :func:`base` made, removed (an orderly stop)."""
+    lines = []
+    for ifname in access_ifs:
+        lines.append(_rule("del", f"iif {ifname}", "blackhole", RULE_BLACKHOLE))
+        lines += six([_rule("del", f"from {pool} iif {ifname}", "blackhole", RULE_BLACKHOLE) for pool in guard6])
+    return lines + [f"addr del {anycast}/32 dev lo"]
+
+
+def tunnel_up(own_index: int, peer_index: int, local: str, remote: str, v6: bool = False) -> list[str]:
     name = tunnel_name(peer_index)
     return [f"link add name {name} address {tunnel_mac(own_index, peer_index)} mtu {MTU} type vxlan "
             f"id {vni_for(own_index, peer_index)} local {local} remote {remote} dstport {VXLAN_PORT} nolearning",
             f"link set {name} up",
-            *_rule_replace(f"iif {name}", "blackhole", RULE_BLACKHOLE)]
+            *_rule_replace(f"iif {name}", "blackhole", RULE_BLACKHOLE),
+            *(six(_rule_replace(f"iif {name}", "blackhole", RULE_BLACKHOLE)) if v6 else [])]
 
 
-def tunnel_down(peer_index: int) -> list[str]:
+def tunnel_down(peer_index: int, v6: bool = False) -> list[str]:
     name = tunnel_name(peer_index)
-    return [f"link del {name}", _rule("del", f"iif {name}", "blackhole", RULE_BLACKHOLE),
-            f"route flush table {table_for(peer_index)}"]
+    down = [_rule("del", f"iif {name}", "blackhole", RULE_BLACKHOLE), f"route flush table {table_for(peer_index)}"]
+    return [f"link del {name}", *down, *(six(down) if v6 else [])]
 
 
 def tunnel_addr(peer_index: int, addr: str, verb: str = "replace") -> list[str]:
+    """An address of ours inside the tunnel (inner address, CoA; IPv6: its :func:`ll6` twin, no DAD)."""
+    if ":" in addr:
+        return [f"addr {verb} {addr}/128 dev {tunnel_name(peer_index)}" + ("" if verb == "del" else " nodad")]
     return [f"addr {verb} {addr}/32 dev {tunnel_name(peer_index)}"]
 
 
@@ -124,7 +171,8 @@ def route_del(prefix: str) -> list[str]:
 
 def visited_table(peer_index: int, inner: str) -> list[str]:
     """Visited core: uplink of the peer's users goes into the tunnel, to the home core's inner address."""
-    return [f"route replace default via {inner} dev {tunnel_name(peer_index)} onlink table {table_for(peer_index)}"]
+    dst = "::/0" if ":" in inner else "default"
+    return [f"route replace {dst} via {inner} dev {tunnel_name(peer_index)} onlink table {table_for(peer_index)}"]
 
 
 def allow(prefix: str, iif: str, table: int | str = "main", direction: str = "from") -> list[str]:
@@ -165,8 +213,16 @@ def parse_batch_errors(lines: list[str], stderr: str) -> list[tuple[str, str]]:
 
 
 def apply(lines: list[str], timeout_s: float = 30.0, argv: tuple[str, ...] = ("ip",)) -> list[tuple[str, str]]:
-    """Run the lines with a one-off ``ip -batch``; the failures that matter. Never raises: a kernel
-    that does not answer (rtnl held elsewhere for ``timeout_s``) is reported against every line."""
+    """Run the lines with a one-off ``ip -batch`` (the :data:`V6` ones with ``ip -6 -batch`` after); the
+    failures that matter. Never raises: a kernel that does not answer (rtnl held elsewhere for ``timeout_s``)
+    is reported against every line."""
+    v4, v6 = split_families(lines)
+    if v6:
+        return _apply(v4, timeout_s, argv) + [(V6 + ln, e) for ln, e in _apply(v6, timeout_s, (*argv, "-6"))]
+    return _apply(v4, timeout_s, argv)
+
+
+def _apply(lines: list[str], timeout_s: float, argv: tuple[str, ...]) -> list[tuple[str, str]]:
     if not lines:
         return []
     try:
@@ -194,6 +250,7 @@ class IpSession:
         self.argv = list(argv) + ["-force", "-batch", "-"]
         self.p: subprocess.Popen | None = None
         self.count = 0
+        self._six: IpSession | None = None  # the ``ip -6`` session for :data:`V6` lines, made on first use
 
     def _start(self) -> None:
         self.p = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -224,6 +281,16 @@ class IpSession:
             self._buf += chunk
 
     def apply(self, lines: list[str], timeout_s: float = 30.0) -> list[tuple[str, str]]:
+        """Run the lines (the :data:`V6` ones in a second, ``ip -6`` session after the others)."""
+        v4, v6 = split_families(lines)
+        errors = self._apply(v4, timeout_s)
+        if v6:
+            if self._six is None:
+                self._six = IpSession((*self.base, "-6"))
+            errors += [(V6 + ln, e) for ln, e in self._six._apply(v6, timeout_s)]
+        return errors
+
+    def _apply(self, lines: list[str], timeout_s: float) -> list[tuple[str, str]]:
         if not lines:
             return []
         if self.p is None or self.p.poll() is not None:
@@ -238,7 +305,7 @@ class IpSession:
             self.close()  # the lines may or may not have been done: run them again (they are idempotent)
             if isinstance(exc, TimeoutError):
                 return [(ln, "not done: the kernel did not answer in time") for ln in lines]
-            return apply(lines, timeout_s, self.base)
+            return _apply(lines, timeout_s, self.base)
         # renumber the session's line numbers to this batch's, then pair them as a one-off batch would
         out = []
         for t in errs:
@@ -251,6 +318,9 @@ class IpSession:
         return parse_batch_errors(lines, "\n".join(out))
 
     def close(self) -> None:
+        if self._six is not None:
+            self._six.close()
+            self._six = None
         if self.p is not None:
             try:
                 self.p.kill()

@@ -55,6 +55,7 @@ class CoreSpec:
     public: str
     tunnel_pool: str
     access: dict[str, str]
+    access6: dict[str, str] = field(default_factory=dict)  # IPv6: access link -> the GS's IPv6 address
 
 
 @dataclass
@@ -64,6 +65,7 @@ class UserSpec:
     user: str          # name@realm
     prefix: str        # home prefix: never changes
     uplinks: list[str] = field(default_factory=list)
+    prefix6: str = ""  # IPv6 home prefix ("" none): never changes either
 
 
 @dataclass
@@ -76,6 +78,7 @@ class ControlSpec:
     netem_links: list[tuple[str, str, float]] = field(default_factory=list)  # (netns, ifname, delay ms)
     anycast: str = ANYCAST        # core discovery address (a live run moves it out of the data plane's space)
     access_table: int = 254       # the terminals' table whose default route names the uplink in use
+    guard6: list[str] = field(default_factory=list)  # IPv6 user pools: forwarded by a core only once registered
 
 
 def _pythonpath() -> str:
@@ -123,8 +126,9 @@ def start(run: Run, spec: ControlSpec, features, keys: dict[str, bytes] | None =
         conf = CoreConf(
             name=c.name, index=c.index, realm=c.realm, public=c.public, tunnel_pool=c.tunnel_pool,
             access=dict(c.access), peers={n: p for n, p in peers.items() if n != c.name},
-            users={u.user: HomeUser(u.prefix, home_keys[u.user]) for u in spec.users
+            users={u.user: HomeUser(u.prefix, home_keys[u.user], u.prefix6) for u in spec.users
                    if u.user.rpartition("@")[2] == c.realm},
+            access6=dict(c.access6), guard6=list(spec.guard6) if c.access6 else [],
             procedure=spec.procedure, latency_ms=spec.latency_ms, latency_mode=mode, notice_ms=spec.notice_ms,
             anycast=spec.anycast,
             log=str(d / f"{c.name}.jsonl"), state=str(d / f"{c.name}.state.json"),

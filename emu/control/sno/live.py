@@ -161,6 +161,19 @@ def uplink_ifname(home: int, op: int) -> str:
     return ifnames.TUNNEL_IFNAME["vxlan"] if op == home else access_ifname(op)
 
 
+def access6_ifname(op: int) -> str:
+    """The IPv6 twin of :func:`access_ifname`: VXLAN over the IPv6 GRCs with operator ``op``'s VNI."""
+    return f"s6v{op}"
+
+
+def uplink6_ifname(home: int, op: int) -> str:
+    """A UT's IPv6 uplink toward operator ``op``'s core: the data plane's ``vx6`` toward its home operator's
+    ground stations, :func:`access6_ifname` toward the others' (grc §Data Forwarding Process, "IPv4/IPv6")."""
+    from emu.dataplane.model import TUNNEL6_IFNAME
+
+    return TUNNEL6_IFNAME if op == home else access6_ifname(op)
+
+
 def control_spec(m, mobility, features=None):
     """The launcher's ControlSpec for a run: every operator core and every user terminal of the model."""
     from emu.control.sno.launch import ControlSpec, CoreSpec, UserSpec
@@ -168,11 +181,15 @@ def control_spec(m, mobility, features=None):
     ops = m.db.operators
     cores = []
     for idx, name, _code, _pool in ops:
-        access = {ifnames.core_gs(i): m.gs_core_link(g.idx)[0] for i, g in enumerate(m.gss) if g.operator == idx}
+        mine = [(i, g) for i, g in enumerate(m.gss) if g.operator == idx]
+        access = {ifnames.core_gs(i): m.gs_core_link(g.idx)[0] for i, g in mine}
+        access6 = {ifnames.core_gs(i): m.gs_core_link6(g.idx)[0] for i, g in mine}  # IPv6 user traffic too
         cores.append(CoreSpec(name=name, netns=m.ns(name), index=idx, realm=name, public=m.core_public(idx),
-                              tunnel_pool=TUNNEL_POOL.format(op=idx), access=access))
+                              tunnel_pool=TUNNEL_POOL.format(op=idx), access=access, access6=access6))
     users = [UserSpec(name=u.name, netns=m.ns(u.name), user=f"{u.name}@{ops[u.operator][1]}",
-                      prefix=str(m.user_subnets[u.idx]), uplinks=[uplink_ifname(u.operator, idx) for idx, *_ in ops])
+                      prefix=str(m.user_subnets[u.idx]), uplinks=[uplink_ifname(u.operator, idx) for idx, *_ in ops],
+                      prefix6=str(m.user_subnets6[u.idx]))
              for u in m.uts]
     return ControlSpec(cores=cores, users=users, procedure=mobility.procedure, latency_ms=mobility.latency_ms,
-                       notice_ms=mobility.notice_ms, anycast=ANYCAST, access_table=ACCESS_TABLE)
+                       notice_ms=mobility.notice_ms, anycast=ANYCAST, access_table=ACCESS_TABLE,
+                       guard6=[str(p) for p in m.cfg.pools6])

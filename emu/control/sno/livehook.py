@@ -25,6 +25,13 @@ docs/sno-protocol.md "Hooking into leo-emu up"):
   core is a new uplink for the agent (it discovers, registers; the cores
   do the rest); a new GS behind the same core is a new link on the same
   uplink (the agent is told ``relink``);
+- IPv6 user traffic the same way (grc §Data Forwarding Process, "IPv4/IPv6";
+  spec §5.1: the user's addresses never change): each UT's IPv6 uplink per
+  operator (the data plane's ``vx6``, ``s6v<op>`` toward the others: VXLAN
+  over the IPv6 GRCs), an IPv6 default in the access table naming the
+  serving core's one, every GS able to end every UT's ``vx6`` tunnel; the
+  cores route the user's IPv6 prefix as they route its IPv4 one
+  (:mod:`emu.control.sno.kernel`);
 - with this on, the data plane's per-user core route and UT tunnel target
   (:class:`desired.CoreRoute`, :class:`desired.TunnelTarget`) are handed
   to this hook and the core daemons (the per-user route belongs to them);
@@ -55,11 +62,14 @@ import logging
 import threading
 import time
 
-from emu.addressing.grc import to_ipv4
+import socket
+
+from emu.addressing.grc import to_ipv4, to_ipv6
 from emu.control.sno import launch, live
 from emu.control.sno.nlhook import HookNetlink
 from emu.dataplane import ifnames
-from emu.dataplane.model import MTU_TUNNEL, TUNNEL_GS_ADDR, TUNNEL_MAC, VXLAN_PORT
+from emu.dataplane.model import (MTU_TUNNEL, MTU_TUNNEL6, TUNNEL6_GS_LL, TUNNEL6_IFNAME, TUNNEL_GS_ADDR, TUNNEL_MAC,
+                                 VXLAN_PORT)
 from emu.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -98,6 +108,10 @@ class MobilityHook:
     def uplink(self, ut, op: int) -> str:
         return live.uplink_ifname(ut.operator, op)
 
+    def grc6(self, g) -> str:
+        """A ground node's IPv6 GRC (the outer address of the IPv6 tunnels)."""
+        return to_ipv6(g.grc, self.m.cfg.grc_ipv6_prefix)
+
     def _write(self, rec: dict) -> None:
         self._log.write(json.dumps(rec) + "\n")
         self._log.flush()
@@ -114,28 +128,41 @@ class MobilityHook:
                     if idx != u.operator:
                         nl.vxlan(u.name, live.access_ifname(idx), m.vni_of_operator(idx), to_ipv4(u.grc), VXLAN_PORT,
                                  m.ut_tunnel_mac(u.idx), MTU_TUNNEL)
+                        nl.vxlan(u.name, live.access6_ifname(idx), m.vni_of_operator(idx), self.grc6(u), VXLAN_PORT,
+                                 m.ut_tunnel_mac(u.idx), MTU_TUNNEL6)
             self._flush([u.name for u in m.uts])
             for u in m.uts:
-                addr = m.ut_tunnel_addr(u.idx)
+                addr, ll6 = m.ut_tunnel_addr(u.idx), m.ut_tunnel6_ll(u.idx)
                 for idx, *_ in m.db.operators:
                     if idx == u.operator:
                         continue
-                    dev = live.access_ifname(idx)
+                    dev, dev6 = live.access_ifname(idx), live.access6_ifname(idx)
                     nl.link_up(u.name, dev)
                     nl.addr(u.name, dev, addr, 32)
                     nl.neigh(u.name, dev, TUNNEL_GS_ADDR, TUNNEL_MAC)
+                    nl.link_up(u.name, dev6)
+                    nl.addr(u.name, dev6, ll6, 64)
+                    nl.neigh(u.name, dev6, TUNNEL6_GS_LL, TUNNEL_MAC)
                 for pref, iif, to in RULES:
                     nl.rule_replace(u.name, pref, live.ACCESS_TABLE, iif=iif, to=to)
+                pref, iif, _to = RULES[0]  # IPv6: the device's traffic looks the access table up too
+                nl.rule_replace(u.name, pref, live.ACCESS_TABLE, iif=iif, family=socket.AF_INET6)
             vx = ifnames.TUNNEL_IFNAME["vxlan"]
             for g in m.gss:
                 for u in m.uts:
                     if u.operator == g.operator:
                         continue  # the data plane's tunnel config has these
-                    addr, mac = m.ut_tunnel_addr(u.idx), m.ut_tunnel_mac(u.idx)
+                    addr, mac, ll6 = m.ut_tunnel_addr(u.idx), m.ut_tunnel_mac(u.idx), m.ut_tunnel6_ll(u.idx)
                     nl.neigh(g.name, vx, addr, mac)
                     nl.fdb(g.name, "append", vx, mac, to_ipv4(u.grc))
                     nl.route(g.name, "replace", str(m.user_subnets[u.idx]), vx, gateway=addr)
-            self._flush([u.name for u in m.uts] + [g.name for g in m.gss])
+                    nl.neigh(g.name, TUNNEL6_IFNAME, ll6, mac)
+                    nl.fdb(g.name, "append", TUNNEL6_IFNAME, mac, self.grc6(u))
+                    nl.route(g.name, "replace", str(m.user_subnets6[u.idx]), TUNNEL6_IFNAME, gateway=ll6)
+            for u in m.uts:  # the per-user route at a core is the daemons': the data plane's slice-k0 IPv6 one
+                # (CoreRoute.subnet6, metric 1) would outrank theirs for good (IPv4's is replaced: same metric)
+                nl.route(self.ops[u.operator], "del", str(m.user_subnets6[u.idx]))
+            self._flush([u.name for u in m.uts] + [g.name for g in m.gss] + list(self.ops.values()))
             self._write({"build_ms": round((time.perf_counter() - t0) * 1e3, 3), "requests": nl.sent})
             self.switch(k0, home_gs)
 
@@ -200,14 +227,17 @@ class MobilityHook:
             u = m.db.ground[ut_idx]
             if cs.core < 0:
                 nl.route(u.name, "del", "0.0.0.0/0", table=live.ACCESS_TABLE)
+                nl.route(u.name, "del", "::/0", table=live.ACCESS_TABLE)
             else:
-                dev = self.uplink(u, cs.core)
+                dev, dev6 = self.uplink(u, cs.core), live.uplink6_ifname(u.operator, cs.core)
                 gs = m.db.ground[cs.gs]
                 nl.route(self.ops[cs.core], "replace", f"{m.ut_tunnel_addr(ut_idx)}/32",
                          ifnames.core_gs(gs_pos[cs.gs]), gateway=m.gs_core_link(cs.gs)[0])
                 nl.fdb(u.name, "replace", dev, TUNNEL_MAC, to_ipv4(gs.grc))  # first: the uplink points at the GS
                 nl.route(u.name, "replace", "0.0.0.0/0", dev, gateway=TUNNEL_GS_ADDR, onlink=True,
                          table=live.ACCESS_TABLE)
+                nl.fdb(u.name, "replace", dev6, TUNNEL_MAC, self.grc6(gs))  # IPv6: the same GS, the same core
+                nl.route(u.name, "replace", "::/0", dev6, gateway=TUNNEL6_GS_LL, table=live.ACCESS_TABLE)
                 if old is not None and old.core == cs.core and old.gs != cs.gs:
                     relink.append(u.name)
             changed.append({"k": k, "at": t, "t_ns": t_ns, "ut": u.name, "core": self.ops.get(cs.core),

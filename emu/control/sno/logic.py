@@ -39,6 +39,7 @@ class OwnUser:
     iface: str = ""          # local: the access link
     ut_addr: str = ""        # local: the terminal's control address
     coa: str = ""            # away: its care-of address at the peer
+    prefix6: str = ""        # its IPv6 home prefix ("" none): routed like ``prefix``
 
 
 @dataclass
@@ -60,13 +61,14 @@ class Visit:
     tunnel_ready: bool = False
     early: tuple[bytes, bytes] | None = None  # a proactive DISCOVER's (RAND, RES) that came before PREPARE
     served_iface: str = ""   # the access link whose rules are installed (registered)
+    prefix6: str = ""        # the user's IPv6 home prefix, from its home core ("" none)
 
 
 class CoreLogic:
     def __init__(self, conf: CoreConf, clock_ns=None):
         self.c = conf
         self.home = HomeKeys({u: x.key for u, x in conf.users.items()})
-        self.own = {u: OwnUser(x.prefix) for u, x in conf.users.items()}
+        self.own = {u: OwnUser(x.prefix, prefix6=x.prefix6) for u, x in conf.users.items()}
         self.store = VectorStore()
         self.visitors: dict[str, Visit] = {}
         self.tunnels: dict[str, set[str]] = {}       # peer -> users using the tunnel (either role)
@@ -87,13 +89,42 @@ class CoreLogic:
 
     # --------------------------------------------------------------------------------- start / restart
     def start(self) -> list:
-        return [Kernel("base", tuple(K.base(self.c.anycast, list(self.c.access))))]
+        return [Kernel("base", tuple(K.base(self.c.anycast, list(self.c.access), self.c.guard6 if self.v6 else [])))]
 
     # snapshot, restore and teardown: emu.control.sno.recovery
 
     # --------------------------------------------------------------------------------- helpers
     def _peer(self, name: str) -> Peer:
         return self.c.peers[name]
+
+    # ------------------------------------------------------------------ both address families
+    @property
+    def v6(self) -> bool:
+        """This core routes IPv6 user prefixes too (its access links have IPv6 addresses)."""
+        return bool(self.c.access6)
+
+    def _each(self, prefix: str, prefix6: str, lines_of) -> list[str]:
+        """``lines_of(prefix, six)`` for each family the user has here: IPv4, and IPv6 where the user has an
+        IPv6 prefix and this core IPv6 access (spec §5.1: the user's addresses never change, so both follow
+        registration and handover alike); IPv6 lines marked for ``ip -6`` (:func:`kernel.six`)."""
+        out = list(lines_of(prefix, False))
+        if prefix6 and self.v6:
+            out += K.six(lines_of(prefix6, True))
+        return out
+
+    def _gs(self, iface: str, six: bool) -> str:
+        """The GS's address on an access link, in the family asked for."""
+        return (self.c.access6 if six else self.c.access)[iface]
+
+    @staticmethod
+    def _inside(addr: str, six: bool) -> str:
+        """A tunnel-inside address (inner, CoA) in the family asked for: IPv6 is its :func:`kernel.ll6` twin."""
+        return K.ll6(addr) if six else addr
+
+    @staticmethod
+    def _p6(prefix6: str) -> dict:
+        """The PREFIX6 attribute of a message, where the user has an IPv6 prefix."""
+        return {"prefix6": ipaddress.IPv6Network(prefix6)} if prefix6 else {}
 
     def _reject(self, user: str, addr: str, reason: str) -> list:
         return [ToUser(addr, self._m(Msg.REJECT, user=user, core=self.name, reason=reason)),
@@ -105,8 +136,10 @@ class CoreLogic:
         acts = []
         if not users:
             p = self._peer(peer)
-            acts.append(Kernel("tunnel up", tuple(K.tunnel_up(self.c.index, p.index, self.c.public, p.public)
-                                                  + K.tunnel_addr(p.index, self.c.inner))))
+            acts.append(Kernel("tunnel up", tuple(K.tunnel_up(self.c.index, p.index, self.c.public, p.public, self.v6)
+                                                  + K.tunnel_addr(p.index, self.c.inner)
+                                                  + (K.six(K.tunnel_addr(p.index, K.ll6(self.c.inner)))
+                                                     if self.v6 else []))))
         users.add(user)
         return acts
 
@@ -118,7 +151,7 @@ class CoreLogic:
         if users:
             return []
         del self.tunnels[peer]
-        return [Kernel("tunnel down", tuple(K.tunnel_down(self._peer(peer).index)))]
+        return [Kernel("tunnel down", tuple(K.tunnel_down(self._peer(peer).index, self.v6)))]
 
     def _alloc_coa(self, user: str) -> str | None:
         net = ipaddress.IPv4Network(self.c.tunnel_pool)
@@ -130,22 +163,41 @@ class CoreLogic:
         return None
 
     def _local_lines(self, o: OwnUser) -> list[str]:
-        return K.allow(o.prefix, o.iface) + K.route_via_gs(o.prefix, o.iface, self.c.access[o.iface])
+        return self._each(o.prefix, o.prefix6, lambda pfx, six: K.allow(pfx, o.iface)
+                          + K.route_via_gs(pfx, o.iface, self._gs(o.iface, six)))
 
     def _away_lines(self, o: OwnUser) -> list[str]:
         p = self._peer(o.where)
-        return (K.route_via_tunnel(o.prefix, p.index, o.coa)
-                + K.allow(o.prefix, K.tunnel_name(p.index)))
+        return self._each(o.prefix, o.prefix6,
+                          lambda pfx, six: K.route_via_tunnel(pfx, p.index, self._inside(o.coa, six))
+                          + K.allow(pfx, K.tunnel_name(p.index)))
+
+    def _unlocal_lines(self, o: OwnUser, iface: str) -> list[str]:
+        """The user's forwarding from access link ``iface`` withdrawn (it moved)."""
+        return self._each(o.prefix, o.prefix6, lambda pfx, six: K.disallow(pfx, iface))
 
     def _visitor_tunnel_lines(self, v: Visit) -> list[str]:
         p = self._peer(v.home)
-        return K.tunnel_neigh(p.index, v.inner, v.peer_mac) + K.visited_table(p.index, v.inner)
+        return self._each(v.prefix, v.prefix6, lambda _pfx, six: K.tunnel_neigh(p.index, self._inside(v.inner, six),
+                                                                                v.peer_mac)
+                          + K.visited_table(p.index, self._inside(v.inner, six)))
 
     def _visitor_lines(self, v: Visit) -> list[str]:
         p = self._peer(v.home)
-        return (K.allow(v.prefix, v.iface, K.table_for(p.index))
-                + K.route_via_gs(v.prefix, v.iface, self.c.access[v.iface])
-                + K.allow(v.prefix, K.tunnel_name(p.index), "main", "to"))
+        return self._each(v.prefix, v.prefix6, lambda pfx, six: K.allow(pfx, v.iface, K.table_for(p.index))
+                          + K.route_via_gs(pfx, v.iface, self._gs(v.iface, six))
+                          + K.allow(pfx, K.tunnel_name(p.index), "main", "to"))
+
+    def _unvisitor_lines(self, v: Visit, iface: str) -> list[str]:
+        """A visitor's forwarding from access link ``iface`` and its downlink withdrawn."""
+        p = self._peer(v.home)
+        return self._each(v.prefix, v.prefix6, lambda pfx, six: K.disallow(pfx, iface, K.table_for(p.index))
+                          + K.disallow(pfx, K.tunnel_name(p.index), "main", "to") + K.route_del(pfx))
+
+    def _coa_lines(self, v: Visit, verb: str) -> list[str]:
+        """The visitor's care-of address (and its IPv6 twin) on our end of the tunnel."""
+        p = self._peer(v.home)
+        return self._each(v.prefix, v.prefix6, lambda _pfx, six: K.tunnel_addr(p.index, self._inside(v.coa, six), verb))
 
     def _drop_visitor(self, user: str) -> list:
         v = self.visitors.pop(user, None)
@@ -153,14 +205,12 @@ class CoreLogic:
         if v is None:
             return []
         acts: list = []
-        p = self._peer(v.home)
         lines: list[str] = []
         if v.served_iface:
-            lines += (K.disallow(v.prefix, v.served_iface, K.table_for(p.index))
-                      + K.disallow(v.prefix, K.tunnel_name(p.index), "main", "to") + K.route_del(v.prefix))
+            lines += self._unvisitor_lines(v, v.served_iface)
         if v.coa:
             self.coas.pop(v.coa, None)
-            lines += K.tunnel_addr(p.index, v.coa, "del")
+            lines += self._coa_lines(v, "del")
         if lines:
             acts.append(Kernel("visitor removed", tuple(lines)))
         if v.tunnel_requested:
@@ -260,10 +310,10 @@ class CoreLogic:
         acts: list = []
         lines: list[str] = []
         if o.where == "local" and o.iface != iface:
-            lines += K.disallow(o.prefix, o.iface)
+            lines += self._unlocal_lines(o, o.iface)
         old_peer = o.where if o.where in self.c.peers else ""
         if old_peer:
-            lines += K.disallow(o.prefix, K.tunnel_name(self._peer(old_peer).index))
+            lines += self._unlocal_lines(o, K.tunnel_name(self._peer(old_peer).index))
         o.where, o.iface, o.ut_addr, o.coa = "local", iface, src, ""
         lines = self._local_lines(o) + lines  # the route via the GS replaces the one into the tunnel
         acts.append(Kernel("user at home", tuple(lines)))
@@ -271,7 +321,7 @@ class CoreLogic:
             acts.append(ToPeer(old_peer, self._m(Msg.RELEASE, user=user, core=self.name)))
             acts += self._tunnel_release(old_peer, user)
         acts += [ToUser(src, self._m(Msg.REGISTERED, user=user, core=self.name, rand=v.rand,
-                                     prefix=ipaddress.IPv4Network(o.prefix)), key=v.ks),
+                                     prefix=ipaddress.IPv4Network(o.prefix), **self._p6(o.prefix6)), key=v.ks),
                  Step(user, "registered", {"at": "home", "iface": iface})]
         return acts
 
@@ -301,7 +351,7 @@ class CoreLogic:
             vis.coa = coa
         acts = self._tunnel_use(vis.home, user)
         vis.tunnel_requested = True
-        acts.append(Kernel("care-of address", tuple(K.tunnel_addr(p.index, vis.coa))))
+        acts.append(Kernel("care-of address", tuple(self._coa_lines(vis, "replace"))))
         acts += [ToPeer(vis.home, self._m(Msg.TUNNEL_REQ, user=user, core=self.name,
                                           coa=ipaddress.IPv4Address(vis.coa),
                                           endpoint=ipaddress.IPv4Address(self.c.public),
@@ -314,7 +364,8 @@ class CoreLogic:
         p = self._peer(vis.home)
         lines: list[str] = []
         if vis.served_iface and vis.served_iface != vis.iface:
-            lines += K.disallow(vis.prefix, vis.served_iface, K.table_for(p.index))
+            lines += self._each(vis.prefix, vis.prefix6,
+                                lambda pfx, six: K.disallow(pfx, vis.served_iface, K.table_for(p.index)))
         lines = self._visitor_lines(vis) + lines
         vis.served_iface, vis.state = vis.iface, "registered"
         return [Kernel("user registered", tuple(lines)), self._registered_msg(user, vis),
@@ -322,7 +373,7 @@ class CoreLogic:
 
     def _registered_msg(self, user: str, vis: Visit) -> ToUser:
         return ToUser(vis.ut_addr, self._m(Msg.REGISTERED, user=user, core=self.name, rand=vis.rand,
-                                           prefix=ipaddress.IPv4Network(vis.prefix),
+                                           prefix=ipaddress.IPv4Network(vis.prefix), **self._p6(vis.prefix6),
                                            coa=ipaddress.IPv4Address(vis.coa)), key=vis.ks)
 
     # --------------------------------------------------------------------------------- from peer cores
@@ -345,7 +396,8 @@ class CoreLogic:
 
     def _vector_msg(self, t: Msg, v: Vector, **extra) -> Message:
         return self._m(t, user=v.user, core=self.name, rand=v.rand, xres=v.xres, ks=v.ks,
-                       prefix=ipaddress.IPv4Network(self.own[v.user].prefix), expires=v.expires_ns, **extra)
+                       prefix=ipaddress.IPv4Network(self.own[v.user].prefix), **self._p6(self.own[v.user].prefix6),
+                       expires=v.expires_ns, **extra)
 
     def _auth_req(self, peer: str, msg: Message, now: int) -> list:
         user = msg.user
@@ -362,7 +414,7 @@ class CoreLogic:
         vis = self.visitors.get(user)
         if vis is None or vis.home != peer or vis.state != "await-vector":
             return [Step(user, "ignored", {"reason": "unexpected AUTH_VECTOR"})]
-        vis.prefix = str(msg[A.PREFIX])
+        vis.prefix, vis.prefix6 = str(msg[A.PREFIX]), str(msg.get(A.PREFIX6) or "")
         self.store.put(Vector(user, self.name, msg[A.RAND], msg[A.XRES], msg[A.KS], msg[A.EXPIRES]))
         vis.state = "await-response"
         return [Step(user, "auth_vector_rx", {"peer": peer}),
@@ -387,6 +439,7 @@ class CoreLogic:
             acts += self._drop_visitor(user)
             vis = self.visitors[user] = Visit(peer, "prepared")
         vis.state, vis.prefix, vis.rand, vis.verified = "prepared", str(msg[A.PREFIX]), msg[A.RAND], False
+        vis.prefix6 = str(msg.get(A.PREFIX6) or "")
         self.store.put(Vector(user, self.name, msg[A.RAND], msg[A.XRES], msg[A.KS], msg[A.EXPIRES]))
         if not vis.tunnel_requested:
             acts += self._request_tunnel(user, vis)
@@ -411,8 +464,9 @@ class CoreLogic:
         if planned and planned[0] == peer and now < planned[1] and o.where == "local":
             # prepared ahead of the switch: the tunnel end now, the route at the planned switch; until
             # then the user is still here and its downlink must not leave through the tunnel
-            acts.append(Kernel("tunnel ready for the user", tuple(K.tunnel_neigh(p.index, coa, mac)
-                                                                  + K.allow(o.prefix, K.tunnel_name(p.index)))))
+            acts.append(Kernel("tunnel ready for the user", tuple(self._each(
+                o.prefix, o.prefix6, lambda pfx, six: K.tunnel_neigh(p.index, self._inside(coa, six), mac)
+                + K.allow(pfx, K.tunnel_name(p.index))))))
             acts.append(Timer(planned[1], ("reroute", user, peer, coa)))
         else:
             acts += self._move_away(user, peer, coa, mac)
@@ -430,9 +484,10 @@ class CoreLogic:
         p = self._peer(peer)
         old_where, old_iface = o.where, o.iface
         o.where, o.coa, o.iface, o.ut_addr = peer, coa, "", ""
-        lines = (K.tunnel_neigh(p.index, coa, mac) if mac else []) + self._away_lines(o)
+        neigh = self._each(o.prefix, o.prefix6, lambda _pfx, six: K.tunnel_neigh(p.index, self._inside(coa, six), mac))
+        lines = (neigh if mac else []) + self._away_lines(o)
         if old_where == "local":
-            lines += K.disallow(o.prefix, old_iface)
+            lines += self._unlocal_lines(o, old_iface)
         acts: list = [Kernel("user away: route into the tunnel", tuple(lines))]
         if old_where in self.c.peers and old_where != peer:
             acts.append(ToPeer(old_where, self._m(Msg.RELEASE, user=user, core=self.name)))
@@ -469,7 +524,8 @@ class CoreLogic:
             return acts
         self.issued.pop(user, None)
         if o.where == peer:
-            lines = K.route_del(o.prefix) + K.disallow(o.prefix, K.tunnel_name(self._peer(peer).index))
+            tun = K.tunnel_name(self._peer(peer).index)
+            lines = self._each(o.prefix, o.prefix6, lambda pfx, six: K.route_del(pfx) + K.disallow(pfx, tun))
             o.where, o.coa = "", ""
             acts.append(Kernel("user refused: no route", tuple(lines)))
             acts += self._tunnel_release(peer, user)

@@ -37,8 +37,9 @@ BENIGN = frozenset({E.ENOENT, E.ESRCH, E.EEXIST, E.EADDRNOTAVAIL, E.ENODEV})
 
 
 def neigh_body(index: int, addr: str, mac: str) -> bytes:
-    """``ip neigh replace ADDR lladdr MAC dev IDX nud permanent``."""
-    return encode(ndmsg, {"family": socket.AF_INET, "ifindex": index, "state": NUD_PERMANENT},
+    """``ip neigh replace ADDR lladdr MAC dev IDX nud permanent`` (IPv4 or IPv6, by ADDR)."""
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    return encode(ndmsg, {"family": family, "ifindex": index, "state": NUD_PERMANENT},
                   [("NDA_DST", addr), ("NDA_LLADDR", mac)])
 
 
@@ -48,10 +49,11 @@ def fdb_body(index: int, mac: str, dst: str) -> bytes:
                   [("NDA_LLADDR", mac), ("NDA_DST", dst)])
 
 
-def rule_match_body(pref: int, table: int, iif: str | None = None, to: str | None = None) -> bytes:
-    """``ip rule add pref P [iif DEV] [to NET] lookup T``; with ``table=0`` and nothing else: any rule of pref P
-    (what ``ip rule del pref P`` deletes)."""
-    fields = {"family": socket.AF_INET, "table": table if table < 256 else 252,
+def rule_match_body(pref: int, table: int, iif: str | None = None, to: str | None = None,
+                    family: int = socket.AF_INET) -> bytes:
+    """``ip [-6] rule add pref P [iif DEV] [to NET] lookup T``; with ``table=0`` and nothing else: any rule of
+    pref P (what ``ip rule del pref P`` deletes)."""
+    fields = {"family": family, "table": table if table < 256 else 252,
               "action": FR_ACT_TO_TBL if table else 0}
     attrs: list = [("FRA_PRIORITY", pref)]
     if table:
@@ -111,11 +113,12 @@ class HookNetlink:
         self.batch(node).queue(RTM_NEWNEIGH, flags, fdb_body(self.index(node, ifname), mac, dst), f"fdb {verb}",
                                f"{mac} dev {ifname} dst {dst}")
 
-    def rule_replace(self, node: str, pref: int, table: int, iif: str | None = None, to: str | None = None) -> None:
-        """``ip rule`` has no replace: delete any rule of this pref (quietly), then add."""
+    def rule_replace(self, node: str, pref: int, table: int, iif: str | None = None, to: str | None = None,
+                     family: int = socket.AF_INET) -> None:
+        """``ip rule`` has no replace: delete any rule of this pref and family (quietly), then add."""
         b = self.batch(node)
-        b.queue(RTM_DELRULE, 0, rule_match_body(pref, 0), "rule del", f"pref {pref}")
-        b.queue(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, rule_match_body(pref, table, iif, to), "rule add",
+        b.queue(RTM_DELRULE, 0, rule_match_body(pref, 0, family=family), "rule del", f"pref {pref}")
+        b.queue(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, rule_match_body(pref, table, iif, to, family), "rule add",
                 f"pref {pref}")
 
     def route(self, node: str, verb: str, dst: str, ifname: str | None = None, gateway: str | None = None,

@@ -43,7 +43,7 @@ def restore(core: CoreLogic, snap: dict) -> list:
         core.visitors[u] = v
         core.coas[v.coa] = u
         acts += core._tunnel_use(v.home, u)
-        acts.append(Kernel("restore visitor", tuple(K.tunnel_addr(core._peer(v.home).index, v.coa)
+        acts.append(Kernel("restore visitor", tuple(core._coa_lines(v, "replace")
                                                      + core._visitor_tunnel_lines(v) + core._visitor_lines(v))))
     return acts
 
@@ -52,17 +52,14 @@ def teardown(core: CoreLogic) -> list:
     """An orderly stop: remove every route, rule, address and tunnel this core made."""
     lines: list[str] = []
     for o in core.own.values():
-        if o.where == "local":
-            lines += K.disallow(o.prefix, o.iface) + K.route_del(o.prefix)
-        elif o.where in core.c.peers:
-            lines += K.disallow(o.prefix, K.tunnel_name(core._peer(o.where).index)) + K.route_del(o.prefix)
+        iface = o.iface if o.where == "local" else K.tunnel_name(core._peer(o.where).index) \
+            if o.where in core.c.peers else ""
+        if iface:
+            lines += core._unlocal_lines(o, iface) + core._each(o.prefix, o.prefix6, lambda pfx, _six: K.route_del(pfx))
     for v in core.visitors.values():
         if v.served_iface:
-            p = core._peer(v.home)
-            lines += (K.disallow(v.prefix, v.served_iface, K.table_for(p.index))
-                      + K.disallow(v.prefix, K.tunnel_name(p.index), "main", "to") + K.route_del(v.prefix))
+            lines += core._unvisitor_lines(v, v.served_iface)
     for peer in core.tunnels:
-        lines += K.tunnel_down(core._peer(peer).index)
-    lines += [f"rule del pref {K.RULE_BLACKHOLE} iif {i} blackhole" for i in core.c.access]
-    lines.append(f"addr del {core.c.anycast}/32 dev lo")
+        lines += K.tunnel_down(core._peer(peer).index, core.v6)
+    lines += K.unbase(core.c.anycast, list(core.c.access), core.c.guard6 if core.v6 else [])
     return [Kernel("teardown", tuple(lines))]

@@ -86,6 +86,7 @@ class Attr(enum.IntEnum):
     EXPIRES = 17   # u64: ns (CLOCK_MONOTONIC) after which a RAND is void
     AT = 18        # u64: the planned link switch (CLOCK_MONOTONIC ns)
     OK = 19        # u8: 1 success, 0 failure
+    PREFIX6 = 20   # IPv6 network: the user's IPv6 home prefix, where it has one (never changes either)
 
 
 def _s(v: bytes) -> str:
@@ -103,6 +104,8 @@ _KINDS: dict[Attr, tuple] = {
     Attr.LLADDR: ("bytes", bytes, bytes, 6, 6),
     Attr.PREFIX: ("net", lambda v: v.network_address.packed + bytes([v.prefixlen]),
                   lambda b: ipaddress.IPv4Network((ipaddress.IPv4Address(b[:4]), b[4])), 5, 5),
+    Attr.PREFIX6: ("net6", lambda v: v.network_address.packed + bytes([v.prefixlen]),
+                   lambda b: ipaddress.IPv6Network((ipaddress.IPv6Address(b[:16]), b[16])), 17, 17),
     Attr.COA: ("addr", lambda v: v.packed, ipaddress.IPv4Address, 4, 4),
     Attr.ENDPOINT: ("addr", lambda v: v.packed, ipaddress.IPv4Address, 4, 4),
     Attr.INNER: ("addr", lambda v: v.packed, ipaddress.IPv4Address, 4, 4),
@@ -118,15 +121,16 @@ SCHEMA: dict[Msg, tuple[frozenset, frozenset]] = {
     Msg.DISCOVER: (frozenset({_A.USER}), frozenset({_A.RAND, _A.RES, _A.TARGET})),
     Msg.CHALLENGE: (frozenset({_A.USER, _A.CORE, _A.RAND}), frozenset()),
     Msg.RESPONSE: (frozenset({_A.USER, _A.RAND, _A.RES}), frozenset()),
-    Msg.REGISTERED: (frozenset({_A.USER, _A.CORE, _A.RAND, _A.PREFIX, _A.AUTH}), frozenset({_A.COA})),
+    Msg.REGISTERED: (frozenset({_A.USER, _A.CORE, _A.RAND, _A.PREFIX, _A.AUTH}), frozenset({_A.COA, _A.PREFIX6})),
     Msg.REJECT: (frozenset({_A.USER, _A.CORE, _A.REASON}), frozenset()),
     Msg.HANDOVER_START: (frozenset({_A.USER, _A.CORE, _A.TARGET, _A.RAND, _A.AT, _A.AUTH}), frozenset()),
     Msg.DISCONNECT_ACK: (frozenset({_A.USER, _A.TARGET}), frozenset()),
     Msg.AUTH_REQ: (frozenset({_A.USER, _A.CORE}), frozenset()),
-    Msg.AUTH_VECTOR: (frozenset({_A.USER, _A.CORE, _A.RAND, _A.XRES, _A.KS, _A.PREFIX, _A.EXPIRES}), frozenset()),
+    Msg.AUTH_VECTOR: (frozenset({_A.USER, _A.CORE, _A.RAND, _A.XRES, _A.KS, _A.PREFIX, _A.EXPIRES}),
+                      frozenset({_A.PREFIX6})),
     Msg.AUTH_FAIL: (frozenset({_A.USER, _A.CORE, _A.REASON}), frozenset()),
     Msg.PREPARE: (frozenset({_A.USER, _A.CORE, _A.RAND, _A.XRES, _A.KS, _A.PREFIX, _A.EXPIRES, _A.AT}),
-                  frozenset()),
+                  frozenset({_A.PREFIX6})),
     Msg.TUNNEL_REQ: (frozenset({_A.USER, _A.CORE, _A.COA, _A.ENDPOINT, _A.VNI, _A.LLADDR}), frozenset()),
     Msg.TUNNEL_ACK: (frozenset({_A.USER, _A.CORE, _A.INNER, _A.ENDPOINT, _A.VNI, _A.LLADDR}), frozenset()),
     Msg.RELEASE: (frozenset({_A.USER, _A.CORE}), frozenset()),
