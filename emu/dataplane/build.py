@@ -136,14 +136,18 @@ class Builder:
     def nat(self) -> None:
         """Source NAT at each operator's core toward the Internet (grc §Data Forwarding Process step 5, PoP NAT):
         one ``nft -f`` batch per core namespace. Without nftables NAT (``RunConfig.nat``) the Internet routes
-        the pools back instead (:func:`desired.terrestrial_routes`), reported as a degradation."""
+        the pools back instead (:func:`desired.terrestrial_routes`), reported as a degradation. Where the kernel
+        has nf_flow_table (``RunConfig.nat_flowtable``) established flows take the flowtable fast path over the
+        core's links (:func:`masquerade_ruleset`)."""
         if not self.m.cfg.nat:
             self.degradations.append("nftables NAT unavailable: the Internet routes user pools back directly "
                                      "and sees users' addresses")
             return
         for idx, name, _c, pool in self.nat_operators():
+            devices = core_links(self.m, name) if self.m.cfg.nat_flowtable else ()
             _run_in(self.m.by_name[name].netns, ["nft", "-f", "-"],
-                    stdin=masquerade_ruleset(pool, self.m.cfg.pools6[idx] if self.m.cfg.pools6 else None))
+                    stdin=masquerade_ruleset(pool, self.m.cfg.pools6[idx] if self.m.cfg.pools6 else None,
+                                             flowtable_devices=devices))
 
     def nat_operators(self) -> list[tuple]:
         """The operators whose core gets NAT here (all on one host; emu.multihost: the local cores)."""
@@ -182,17 +186,40 @@ class Builder:
             self.procs.append(p)
 
 
-def masquerade_ruleset(pool: str, pool6: str | None = None) -> str:
+def core_links(m: Model, core: str) -> list[str]:
+    """The interface names of a core's own veth ends (to its GSs, the Internet, BGP peers), in build order."""
+    return [v.ifname_a if v.node_a == core else v.ifname_b
+            for v in desired.terrestrial_veths(m) if core in (v.node_a, v.node_b)]
+
+
+def masquerade_ruleset(pool: str, pool6: str | None = None, oifname: str = ifnames.CORE_INET,
+                       flowtable_devices: tuple[str, ...] | list[str] = ()) -> str:
     """A core's nftables batch: its own users' pool leaving toward the Internet takes the core's public address.
 
     Only the core's own pool: a visiting user's traffic (another operator's pool) is not translated here but
     tunnelled to its home core, whose NAT it leaves by (spec: inter-sno-mobility §5.1, user -> visited core ->
-    tunnel -> home core -> destination)."""
-    out = (f"table ip leoemu {{\n chain post {{\n  type nat hook postrouting priority 100;\n"
-           f"  oifname \"{ifnames.CORE_INET}\" ip saddr {pool} masquerade\n }}\n}}\n")
+    tunnel -> home core -> destination). ``oifname``: the link toward the Internet (``bench_forwarding.py``
+    puts the same rule on its plain chain's link).
+
+    ``flowtable_devices`` (only where ``features`` found nf_flow_table): the same translated flows, once
+    established, are added to a software flowtable over these links, so their later packets skip conntrack's
+    per-packet work and the forward path, translated from the flow entry. What is emulated stays: the entry
+    decrements the TTL, leaves by the same qdisc, hands packets over the MTU back to the slow path, and is
+    torn down when a route changes (the cached route fails its check), so slice boundaries re-route as before.
+    """
+    def table(family: str, name: str, match: str) -> str:
+        out = f"table {family} {name} {{\n"
+        if flowtable_devices:
+            devs = ", ".join(f'"{d}"' for d in flowtable_devices)
+            out += (f" flowtable ft {{\n  hook ingress priority 0; devices = {{ {devs} }};\n }}\n"
+                    f" chain fast {{\n  type filter hook forward priority 0;\n"
+                    f"  oifname \"{oifname}\" {match} meta l4proto {{ tcp, udp }} flow add @ft\n }}\n")
+        return out + (f" chain post {{\n  type nat hook postrouting priority 100;\n"
+                      f"  oifname \"{oifname}\" {match} masquerade\n }}\n}}\n")
+
+    out = table("ip", "leoemu", f"ip saddr {pool}")
     if pool6:  # IPv6 the same way: the Internet knows the core's IPv6 address only (NAT66, masquerade)
-        out += (f"table ip6 leoemu6 {{\n chain post {{\n  type nat hook postrouting priority 100;\n"
-                f"  oifname \"{ifnames.CORE_INET}\" ip6 saddr {pool6} masquerade\n }}\n}}\n")
+        out += table("ip6", "leoemu6", f"ip6 saddr {pool6}")
     return out
 
 

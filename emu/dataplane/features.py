@@ -42,7 +42,7 @@ from typing import Any, Callable, Mapping
 LINK_FEATURES = ("veth", "bridge", "vxlan", "ipip", "gre", "sit", "vrf")
 ROUTE_FEATURES = ("ipv6", "multipath", "seg6")
 QDISC_FEATURES = ("netem", "tbf", "htb", "fq", "fq_codel", "clsact")
-NFT_FEATURES = ("nft_nat",)
+NFT_FEATURES = ("nft_nat", "nft_flowtable")
 FEATURES = LINK_FEATURES + ROUTE_FEATURES + QDISC_FEATURES + NFT_FEATURES
 
 TOOLS = ("ip", "tc", "nft", "ping", "iperf3", "tcpdump")
@@ -117,6 +117,13 @@ _NFT_NAT = (
     "add chain ip leoemu_probe post { type nat hook postrouting priority 100 ; }\n"
     "add rule ip leoemu_probe post masquerade\n"
 )
+# The software fast path for established flows (nf_flow_table): a flowtable and a forward rule that adds to it.
+_NFT_FLOWTABLE = (
+    "add table ip leoemu_probe_ft\n"
+    "add flowtable ip leoemu_probe_ft ft { hook ingress priority 0 ; }\n"
+    "add chain ip leoemu_probe_ft fast { type filter hook forward priority 0 ; }\n"
+    "add rule ip leoemu_probe_ft fast meta l4proto { tcp, udp } flow add @ft\n"
+)
 
 # What the emulator does without a feature, in the words a user reads.
 _DEGRADATION = {
@@ -146,6 +153,9 @@ _DEGRADATION = {
     "clsact": "clsact missing: not used by the data plane; nothing changes.",
     "nft_nat": ("nftables NAT missing: the cores do not masquerade their users; the Internet node routes "
                 "the user pools back to the cores instead and sees users' own addresses."),
+    "nft_flowtable": ("nftables flowtable (nf_flow_table) missing: the cores' NAT runs conntrack and NAT on every "
+                      "packet of an established flow instead of a fast path; what is emulated is the same, "
+                      "forwarding through a core costs more CPU."),
 }
 _TOOL_DEGRADATION = {
     "ip": "`ip` (iproute2) not on PATH: `leo-emu exec`-style commands and address lookups cannot run.",
@@ -347,11 +357,12 @@ def _probe_all(tools: Mapping[str, str | None]) -> dict[str, tuple[bool, str]]:
         for feat, dep in _DEPENDS.items():
             if not results[dep][0] and not results[feat][0]:
                 results[feat] = (False, f"not probed: needs {dep}")
-    if tools["nft"]:
-        proc = _run([tools["nft"], "-f", "-"], _NFT_NAT)
-        results["nft_nat"] = (proc.returncode == 0, _last_line(proc.stderr))
-    else:
-        results["nft_nat"] = (False, "not probed: `nft` not on PATH")
+    for feat, batch in (("nft_nat", _NFT_NAT), ("nft_flowtable", _NFT_FLOWTABLE)):
+        if tools["nft"]:
+            proc = _run([tools["nft"], "-f", "-"], batch)
+            results[feat] = (proc.returncode == 0, _nft_error(proc.stderr))
+        else:
+            results[feat] = (False, "not probed: `nft` not on PATH")
     return results
 
 
@@ -396,6 +407,13 @@ def _run(argv: list[str], stdin: str) -> subprocess.CompletedProcess[str]:
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[-1] if lines else ""
+
+
+def _nft_error(text: str) -> str:
+    """nft's own words: its last ``Error:`` line without the ``/dev/stdin:2:1-9:`` position (the lines after
+    it only underline the batch), else the last line."""
+    errors = [ln.split("Error:", 1)[1].strip() for ln in text.splitlines() if "Error:" in ln]
+    return errors[-1] if errors else _last_line(text)
 
 
 def _degradations(not_probed_reason: str, features: Mapping[str, bool],

@@ -50,6 +50,7 @@ class RunConfig:
     tbf: bool = False  # the kernel has tbf: link rates
     nat: bool = True  # the kernel has nftables NAT: each core masquerades its users, the Internet knows only the
     # cores' public addresses (without: it routes the user pools back, a labelled degradation)
+    nat_flowtable: bool = False  # the kernel has nf_flow_table: the NAT's established flows take its fast path
     bgp: bool = False  # the scenario's bgp.enabled: BGP overlay (peering links and addresses, daemons)
     bgp_timers: str = "aggressive"
     bgp_msp_base: str = "fd4c:454f::/32"
@@ -85,6 +86,7 @@ class RunConfig:
             netem=has("netem"),
             tbf=has("tbf"),
             nat=has("nft_nat") if features is not None else True,  # dry runs show what a NAT kernel gets
+            nat_flowtable=has("nft_nat") and has("nft_flowtable"),
             bgp=sc.bgp.enabled,
             bgp_timers=sc.bgp.timers,
             bgp_msp_base=sc.bgp.msp_base,

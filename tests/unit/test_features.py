@@ -150,3 +150,10 @@ def test_netem_degradation_says_what_was_tried() -> None:
     present["fq"] = True
     (netem,) = [ln for ln in feat._degradations("", present, tools, mods) if ln.startswith("netem missing")]
     assert "fq is present" in netem and "both absent" not in netem and "make test-kernel" in netem
+
+
+def test_nft_errors_are_reported_in_nfts_own_words() -> None:
+    stderr = ("/dev/stdin:2:12-13: Error: Could not process rule: No such file or directory\n"
+              "add flowtable ip leoemu_probe_ft ft { hook ingress priority 0 ; }\n           ^^\n")
+    assert feat._nft_error(stderr) == "Could not process rule: No such file or directory"
+    assert feat._nft_error("nft: command not found\n") == "nft: command not found"

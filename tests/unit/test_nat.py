@@ -12,7 +12,8 @@ import ipaddress
 import pytest
 
 from emu.dataplane import desired as D
-from emu.dataplane.build import masquerade_ruleset
+from emu.dataplane import ifnames
+from emu.dataplane.build import core_links, masquerade_ruleset
 from emu.dataplane.model import Model
 from emu.plan.db import PlanDB, write_plan
 from emu.plan.planner import make_plan
@@ -57,3 +58,25 @@ def test_each_core_masquerades_only_its_own_pool():
     assert rules.count("masquerade") == 1 and "type nat hook postrouting" in rules
     both = masquerade_ruleset("1.2.0.0/16", "fd75:7365:7201::/48")
     assert 'oifname "inet" ip6 saddr fd75:7365:7201::/48 masquerade' in both and both.count("masquerade") == 2
+
+
+def test_without_a_flowtable_the_ruleset_has_no_fast_path():
+    assert "flowtable" not in masquerade_ruleset("1.2.0.0/16", "fd75:7365:7201::/48")
+    assert "flow add" not in masquerade_ruleset("1.2.0.0/16", "fd75:7365:7201::/48", flowtable_devices=())
+
+
+def test_the_fast_path_carries_exactly_the_translated_flows():
+    rules = masquerade_ruleset("1.2.0.0/16", "fd75:7365:7201::/48", flowtable_devices=("g0", "g3", "inet"))
+    assert rules.count('devices = { "g0", "g3", "inet" }') == 2  # one flowtable per family's table
+    assert 'oifname "inet" ip saddr 1.2.0.0/16 meta l4proto { tcp, udp } flow add @ft' in rules
+    assert 'oifname "inet" ip6 saddr fd75:7365:7201::/48 meta l4proto { tcp, udp } flow add @ft' in rules
+    assert rules.count("type filter hook forward priority 0") == 2 and rules.count("masquerade") == 2
+    # The bench's plain chain gets the same text on its own link name.
+    assert 'oifname "r" ip saddr 10.99.0.0/30 masquerade' in masquerade_ruleset("10.99.0.0/30", oifname="r")
+
+
+def test_a_cores_fast_path_spans_its_own_links(model):
+    for idx, core, _c, _p in model.db.operators:
+        links = core_links(model, core)
+        gss = [i for i, g in enumerate(model.gss) if g.operator == idx]
+        assert links == [ifnames.core_gs(i) for i in gss] + [ifnames.CORE_INET]

@@ -55,3 +55,13 @@ def test_config_is_frozen() -> None:
     cfg = RunConfig.from_scenario(parse_scenario(scenario_dict()))
     with pytest.raises(AttributeError):
         cfg.tunnel_mode = "ipip"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("have,want", [
+    ({"nft_nat": True, "nft_flowtable": True}, True), ({"nft_nat": True}, False),
+    ({"nft_flowtable": True}, False),  # no NAT, nothing to fast-path
+])
+def test_the_nat_fast_path_only_where_the_kernel_has_both(have, want) -> None:
+    cfg = RunConfig.from_scenario(parse_scenario(scenario_dict()), _features(**have))
+    assert cfg.nat_flowtable is want
+    assert RunConfig.from_scenario(parse_scenario(scenario_dict())).nat_flowtable is False  # dry run: not assumed
