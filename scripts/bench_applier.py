@@ -49,6 +49,12 @@ class DropFabric:
             b._init_queue()
         return 0
 
+    def pipeline(self, ok=()):
+        """As Fabric.pipeline, in the caller's thread: each namespace handed over is counted and dropped."""
+        import contextlib
+
+        return contextlib.nullcontext(lambda name: self.flush([name]))
+
 
 def timed(fn, f: DropFabric) -> tuple[float, float, int]:
     m0, w0, c0 = f.msgs, time.perf_counter(), time.process_time()

@@ -10,7 +10,9 @@ The peer of a veth is named by an open fd of its namespace.
 from __future__ import annotations
 
 import os
+import queue
 import resource
+import threading
 from collections.abc import Iterable
 
 from emu.dataplane import netns
@@ -58,6 +60,14 @@ class Fabric:
                 sent += b.send(ok).sent
         return sent
 
+    def pipeline(self, ok=()) -> Pipeline:
+        """A sender thread for one bulk phase: ``with fabric.pipeline(ok) as send: ... send(name)`` hands a
+        namespace whose queue is complete to the thread, which writes it while the caller encodes the next
+        one (the socket write releases the GIL: the kernel's route inserts run beside our Python encoding).
+        The caller must not queue on a namespace after handing it over, until the ``with`` block ends;
+        leaving the block waits for every write and raises the first failure (as :meth:`flush` would)."""
+        return Pipeline(self, ok)
+
     def close(self) -> None:
         for b in self.nl.values():
             b.close()
@@ -87,3 +97,35 @@ def kernel_summary(names: Iterable[str]) -> dict:
             out["ipv4_routes"] += len(b.routes())
             out["rules"] += len(b.rules())
     return out
+
+
+class Pipeline:
+    """See :meth:`Fabric.pipeline`: one background sender, namespaces sent in the order handed over."""
+
+    def __init__(self, fabric: Fabric, ok=()):
+        self.f, self.ok = fabric, ok
+        self.q: queue.SimpleQueue = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.sent = 0
+        self.t = threading.Thread(target=self._run, name="netlink-sender", daemon=True)
+
+    def _run(self) -> None:
+        while (name := self.q.get()) is not None:
+            if self.error is not None:
+                continue  # drain the hand-overs; the first failure is raised by __exit__
+            try:
+                b = self.f.nl[name]
+                if len(b):
+                    self.sent += b.send(self.ok).sent
+            except BaseException as exc:  # noqa: BLE001 -- re-raised in the caller's thread
+                self.error = exc
+
+    def __enter__(self):
+        self.t.start()
+        return self.q.put
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.q.put(None)
+        self.t.join()
+        if self.error is not None and exc is None:
+            raise self.error
