@@ -49,6 +49,15 @@ class DropFabric:
             b._init_queue()
         return 0
 
+    def aux(self, name):
+        return self.nl[name]
+
+    def send_behind(self, names, ok=()) -> None:
+        self.flush(names)
+
+    def settle(self) -> None:
+        pass
+
     def pipeline(self, ok=()):
         """As Fabric.pipeline, in the caller's thread: each namespace handed over is counted and dropped."""
         import contextlib

@@ -204,6 +204,7 @@ def replay(ctl: Controller, speed: float) -> dict:
             "late_p50_ms": round(float(np.percentile(late, 50)), 1) if late else None,
             "late_max_ms": max(late) if late else None,
             "late_over_100ms": sum(1 for x in late if x > 100),
+            "late_ms": late, "prep_ms": [a["prep_ms"] for a in applied],
             "replay_apply_p99_ms": round(float(np.percentile([a["apply_ms"] for a in applied], 99)), 3)
             if applied else None}
 

@@ -40,9 +40,11 @@ def raise_fd_limit(need: int) -> None:
 class Fabric:
     def __init__(self, names: Iterable[str]):
         self.names = list(names)
-        raise_fd_limit(2 * len(self.names) + 256)
+        raise_fd_limit(3 * len(self.names) + 256)  # + a second socket where links are retired (aux)
         self.fd: dict[str, int] = {}
         self.nl: dict[str, NetlinkBatch] = {}
+        self._aux: dict[str, NetlinkBatch] = {}
+        self._behind: Pipeline | None = None
         try:
             for n in self.names:
                 self.fd[n] = netns.open_fd(n)
@@ -68,8 +70,42 @@ class Fabric:
         leaving the block waits for every write and raises the first failure (as :meth:`flush` would)."""
         return Pipeline(self, ok)
 
+    def aux(self, name: str) -> NetlinkBatch:
+        """A second socket of namespace ``name`` (opened on first use, in the caller's thread), for requests
+        :meth:`send_behind` writes while the first socket goes on being used."""
+        b = self._aux.get(name)
+        if b is None:
+            b = self._aux[name] = NetlinkBatch(name, ack_each=False)
+        return b
+
+    def send_behind(self, names: Iterable[str], ok=()) -> None:
+        """Write the :meth:`aux` queues of ``names`` from a background thread and return at once.
+
+        For requests that spend their time *waiting* in the kernel, not working: deleting a link ends in
+        ``rcu_barrier()`` inside our ``sendmsg`` (after the rtnl lock is released), tens of ms per
+        namespace. One such job at a time: the next call, :meth:`settle` and :meth:`close` wait for it.
+        """
+        self.settle()
+        p = self._behind = Pipeline(self, ok, self._aux)
+        send = p.__enter__()
+        for n in names:
+            send(n)
+        p.q.put(None)
+
+    def settle(self) -> None:
+        """Wait for the :meth:`send_behind` job, if any; raise its first failure."""
+        p, self._behind = self._behind, None
+        if p is not None:
+            p.t.join()
+            if p.error is not None:
+                raise p.error
+
     def close(self) -> None:
-        for b in self.nl.values():
+        try:
+            self.settle()
+        except Exception:  # noqa: BLE001 -- closing anyway; the job's failure was the kernel's answer
+            pass
+        for b in list(self.nl.values()) + list(self._aux.values()):
             b.close()
         for fd in self.fd.values():
             try:
@@ -77,6 +113,7 @@ class Fabric:
             except OSError:
                 pass
         self.nl.clear()
+        self._aux.clear()
         self.fd.clear()
 
 
@@ -102,8 +139,9 @@ def kernel_summary(names: Iterable[str]) -> dict:
 class Pipeline:
     """See :meth:`Fabric.pipeline`: one background sender, namespaces sent in the order handed over."""
 
-    def __init__(self, fabric: Fabric, ok=()):
+    def __init__(self, fabric: Fabric, ok=(), batches: dict[str, NetlinkBatch] | None = None):
         self.f, self.ok = fabric, ok
+        self.nl = fabric.nl if batches is None else batches
         self.q: queue.SimpleQueue = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.sent = 0
@@ -114,7 +152,7 @@ class Pipeline:
             if self.error is not None:
                 continue  # drain the hand-overs; the first failure is raised by __exit__
             try:
-                b = self.f.nl[name]
+                b = self.nl[name]
                 if len(b):
                     self.sent += b.send(self.ok).sent
             except BaseException as exc:  # noqa: BLE001 -- re-raised in the caller's thread

@@ -76,6 +76,7 @@ class SliceApplier:
         self.nxt: D.SliceState | None = None  # the slice being prepared
         self._pending: list[D.Op] = []
         self.handed_off: tuple[type, ...] = ()  # kinds of value another part owns (the SNO control plane's hook)
+        self._retiring: set[tuple[str, int | str]] = set()  # link ends whose deletion is still being written
 
     # ------------------------------------------------------------------ helpers
     def ns(self, node: str) -> str:
@@ -172,6 +173,9 @@ class SliceApplier:
     def _create(self, links: list[D.Veth]) -> None:
         """Create, address and bring up dynamic links (both ends), shaped where the kernel can."""
         f = self.f
+        if self._retiring & {end for v in links for end in self._ends(v)}:
+            f.settle()  # a slot retired at the last cleanup is reused now: its old link must be gone first
+            self._retiring = set()
         touched = set()
         for v in links:
             na, nb = self.ns(v.node_a), self.ns(v.node_b)
@@ -266,12 +270,22 @@ class SliceApplier:
         # EEXIST / EADDRNOTAVAIL as before; ESRCH: a twin already gone (its interface went down)
         self.f.flush(touched, ok=set(ok) | {3})
 
+    def _ends(self, v: D.Veth) -> tuple[tuple[str, int | str], ...]:
+        """A link's ends as (namespace, ifindex) and (namespace, name): what a new link may not reuse while
+        the old one is being deleted."""
+        na, nb = self.ns(v.node_a), self.ns(v.node_b)
+        return (na, v.index_a), (na, v.ifname_a), (nb, v.index_b), (nb, v.ifname_b)
+
     def _retire(self, links: list[D.Veth]) -> None:
         """Delete, by interface group, every dynamic link whose retention ended (deleting one end deletes both).
 
         The kernel drops every route through a deleted interface, in every
         table: forget those routes too, so a later slice that reuses the slot
-        installs them again.
+        installs them again. The deletes are written from a background thread
+        on second sockets (:meth:`Fabric.send_behind`): a link delete is
+        mostly waiting (``rcu_barrier``), and nothing of this slice uses a
+        retired link; :meth:`_create` waits for them only where a new link
+        reuses a retiring slot, the next retirement always.
         """
         gone: dict[int, set[int]] = defaultdict(set)
         owners: set[tuple[str, int]] = set()
@@ -281,11 +295,13 @@ class SliceApplier:
             for node, idx in ((v.node_a, v.index_a), (v.node_b, v.index_b)):
                 if node in sat_index:
                     gone[sat_index[node]].add(idx)
+        self.f.settle()
         for ns, group in owners:
-            self.f.nl[ns].link_del_group(group)
+            self.f.aux(ns).link_del_group(group)
         # ENODEV: nothing of the group is left here, because a peer's group delete took it along (a middle-shell
         # satellite is the upper end of one inter-shell link and the lower end of another; three shells or more)
-        self.f.flush({ns for ns, _g in owners}, ok={19})
+        self.f.send_behind(sorted({ns for ns, _g in owners}), ok={19})
+        self._retiring = {end for v in links for end in self._ends(v)}
         self._forget_routes_via(gone)
 
     def _replace(self, objs: list) -> None:
