@@ -44,7 +44,7 @@ class Fabric:
         self.fd: dict[str, int] = {}
         self.nl: dict[str, NetlinkBatch] = {}
         self._aux: dict[str, NetlinkBatch] = {}
-        self._behind: Pipeline | None = None
+        self._behind: list[Pipeline] | None = None
         try:
             for n in self.names:
                 self.fd[n] = netns.open_fd(n)
@@ -78,25 +78,32 @@ class Fabric:
             b = self._aux[name] = NetlinkBatch(name, ack_each=False)
         return b
 
-    def send_behind(self, names: Iterable[str], ok=()) -> None:
-        """Write the :meth:`aux` queues of ``names`` from a background thread and return at once.
+    def send_behind(self, names: Iterable[str], ok=(), threads: int = 32) -> None:
+        """Write the :meth:`aux` queues of ``names`` from background threads and return at once.
 
         For requests that spend their time *waiting* in the kernel, not working: deleting a link ends in
         ``rcu_barrier()`` inside our ``sendmsg`` (after the rtnl lock is released), tens of ms per
-        namespace. One such job at a time: the next call, :meth:`settle` and :meth:`close` wait for it.
+        namespace; from several threads at once the waits overlap (concurrent barriers share their grace
+        periods). One such job at a time: the next call, :meth:`settle` and :meth:`close` wait for it.
         """
         self.settle()
-        p = self._behind = Pipeline(self, ok, self._aux)
-        send = p.__enter__()
-        for n in names:
-            send(n)
-        p.q.put(None)
+        names = list(names)
+        jobs = []
+        for i in range(min(threads, len(names))):
+            p = Pipeline(self, ok, self._aux)
+            send = p.__enter__()
+            for n in names[i::threads]:
+                send(n)
+            p.q.put(None)
+            jobs.append(p)
+        self._behind = jobs
 
     def settle(self) -> None:
         """Wait for the :meth:`send_behind` job, if any; raise its first failure."""
-        p, self._behind = self._behind, None
-        if p is not None:
+        jobs, self._behind = self._behind or [], None
+        for p in jobs:
             p.t.join()
+        for p in jobs:
             if p.error is not None:
                 raise p.error
 
