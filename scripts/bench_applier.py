@@ -49,6 +49,21 @@ class DropFabric:
             b._init_queue()
         return 0
 
+    def aux(self, name):
+        return self.nl[name]
+
+    def send_behind(self, names, ok=()) -> None:
+        self.flush(names)
+
+    def settle(self) -> None:
+        pass
+
+    def pipeline(self, ok=()):
+        """As Fabric.pipeline, in the caller's thread: each namespace handed over is counted and dropped."""
+        import contextlib
+
+        return contextlib.nullcontext(lambda name: self.flush([name]))
+
 
 def timed(fn, f: DropFabric) -> tuple[float, float, int]:
     m0, w0, c0 = f.msgs, time.perf_counter(), time.process_time()

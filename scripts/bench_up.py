@@ -121,8 +121,38 @@ def baseline(n_ns: int, pairs: list[tuple[int, int]]) -> dict:
     return out
 
 
+class OpTimer:
+    """Wall-clock milliseconds per kind of applier operation (verb + object type), summed over the measured
+    boundaries: where a prepare, switch or cleanup spends its time (Python and kernel together)."""
+
+    def __init__(self, applier):
+        self.ms: dict[str, float] = {}
+        self.a, self._orig = applier, applier._push
+
+    def __enter__(self):
+        def push(ops, st):
+            t0 = time.perf_counter()
+            try:
+                return self._orig(ops, st)
+            finally:
+                key = f"{ops[0].phase} {ops[0].verb} {type(ops[0].obj).__name__}"
+                self.ms[key] = self.ms.get(key, 0.0) + (time.perf_counter() - t0) * 1e3
+        self.a._push = push
+        return self
+
+    def __exit__(self, *exc):
+        self.a._push = self._orig
+
+
 def back_to_back(ctl: Controller, boundaries: int) -> dict:
     """Every boundary at once after the one before: prepare, switch, cleanup; how long each took."""
+    with OpTimer(ctl.applier) as ot:
+        res = _back_to_back(ctl, boundaries)
+    res["ops_ms_per_boundary"] = {k: round(v / boundaries, 1) for k, v in sorted(ot.ms.items())}
+    return res
+
+
+def _back_to_back(ctl: Controller, boundaries: int) -> dict:
     applies, preps, cleans = [], [], []
     for k in range(1, boundaries + 1):
         preps.append(ctl.applier.prepare(k))
@@ -174,6 +204,7 @@ def replay(ctl: Controller, speed: float) -> dict:
             "late_p50_ms": round(float(np.percentile(late, 50)), 1) if late else None,
             "late_max_ms": max(late) if late else None,
             "late_over_100ms": sum(1 for x in late if x > 100),
+            "late_ms": late, "prep_ms": [a["prep_ms"] for a in applied],
             "replay_apply_p99_ms": round(float(np.percentile([a["apply_ms"] for a in applied], 99)), 3)
             if applied else None}
 

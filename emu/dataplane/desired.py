@@ -52,6 +52,7 @@ from emu.plan import actions
 
 log = logging.getLogger(__name__)
 
+RT_TABLE_LOCAL = 255  # the kernel's local table: where a bound GRC's IPv6 twin is a local /128 route (grc_twin6)
 N_TABLES = 3  # slice k's table, k-1's kept for packets in flight, k+1's being filled
 TABLE_BASE = 1000
 GROUP_BASE = 10  # IFLA_GROUP of a dynamic link = GROUP_BASE + the slice at whose cleanup it is deleted
@@ -679,7 +680,8 @@ def routes6(routes: Mapping[RouteKey, RouteVal], base6: int) -> dict[RouteKey, R
 
 
 def grc_twin6(addr: str, base6: int) -> str:
-    """The IPv6 form of a bound GRC address (dotted IPv4) under the GRC /96."""
+    """The IPv6 form of a bound GRC address (dotted IPv4) under the GRC /96. Bound as a ``local`` /128 route
+    in the local table (:data:`RT_TABLE_LOCAL`), not as an address (``slices.SliceApplier._addrs``)."""
     return str(ipaddress.IPv6Address(prefix6_of(int(ipaddress.IPv4Address(addr)), 32, base6)[0]))
 
 

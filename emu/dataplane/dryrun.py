@@ -66,7 +66,8 @@ def describe(m: Model, k0: int = 0, plan: str = "", scenario: str = "") -> dict:
         node["tables6"] = {str(st.table): len(st.routes[s])}  # the IPv6 twins (desired.routes6)
         node["rules"] = rules
         node["addresses"] += [f"{a}/32" for a in st.grc_addrs[s]]
-        node["addresses"] += [f"{D.grc_twin6(a, base6)}/128" for a in st.grc_addrs[s]]
+        # the IPv6 twins: local /128 routes of the local table, not addresses (SliceApplier._addrs)
+        node["local_routes6"] = [f"{D.grc_twin6(a, base6)}/128" for a in st.grc_addrs[s]]
     processes = [{"node": m.cfg.inet_name, "argv": argv, "what": what}
                  for argv, what in servers.internet_servers(m.cfg.inet_addr, m.cfg.inet_addr6)]
     processes += [{"node": name, "what": "nftables masquerade", "argv": ["nft", "-f", "-"],

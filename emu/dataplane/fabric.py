@@ -10,7 +10,9 @@ The peer of a veth is named by an open fd of its namespace.
 from __future__ import annotations
 
 import os
+import queue
 import resource
+import threading
 from collections.abc import Iterable
 
 from emu.dataplane import netns
@@ -38,9 +40,11 @@ def raise_fd_limit(need: int) -> None:
 class Fabric:
     def __init__(self, names: Iterable[str]):
         self.names = list(names)
-        raise_fd_limit(2 * len(self.names) + 256)
+        raise_fd_limit(3 * len(self.names) + 256)  # + a second socket where links are retired (aux)
         self.fd: dict[str, int] = {}
         self.nl: dict[str, NetlinkBatch] = {}
+        self._aux: dict[str, NetlinkBatch] = {}
+        self._behind: list[Pipeline] | None = None
         try:
             for n in self.names:
                 self.fd[n] = netns.open_fd(n)
@@ -58,8 +62,57 @@ class Fabric:
                 sent += b.send(ok).sent
         return sent
 
+    def pipeline(self, ok=()) -> Pipeline:
+        """A sender thread for one bulk phase: ``with fabric.pipeline(ok) as send: ... send(name)`` hands a
+        namespace whose queue is complete to the thread, which writes it while the caller encodes the next
+        one (the socket write releases the GIL: the kernel's route inserts run beside our Python encoding).
+        The caller must not queue on a namespace after handing it over, until the ``with`` block ends;
+        leaving the block waits for every write and raises the first failure (as :meth:`flush` would)."""
+        return Pipeline(self, ok)
+
+    def aux(self, name: str) -> NetlinkBatch:
+        """A second socket of namespace ``name`` (opened on first use, in the caller's thread), for requests
+        :meth:`send_behind` writes while the first socket goes on being used."""
+        b = self._aux.get(name)
+        if b is None:
+            b = self._aux[name] = NetlinkBatch(name, ack_each=False)
+        return b
+
+    def send_behind(self, names: Iterable[str], ok=(), threads: int = 32) -> None:
+        """Write the :meth:`aux` queues of ``names`` from background threads and return at once.
+
+        For requests that spend their time *waiting* in the kernel, not working: deleting a link ends in
+        ``rcu_barrier()`` inside our ``sendmsg`` (after the rtnl lock is released), tens of ms per
+        namespace; from several threads at once the waits overlap (concurrent barriers share their grace
+        periods). One such job at a time: the next call, :meth:`settle` and :meth:`close` wait for it.
+        """
+        self.settle()
+        names = list(names)
+        jobs = []
+        for i in range(min(threads, len(names))):
+            p = Pipeline(self, ok, self._aux)
+            send = p.__enter__()
+            for n in names[i::threads]:
+                send(n)
+            p.q.put(None)
+            jobs.append(p)
+        self._behind = jobs
+
+    def settle(self) -> None:
+        """Wait for the :meth:`send_behind` job, if any; raise its first failure."""
+        jobs, self._behind = self._behind or [], None
+        for p in jobs:
+            p.t.join()
+        for p in jobs:
+            if p.error is not None:
+                raise p.error
+
     def close(self) -> None:
-        for b in self.nl.values():
+        try:
+            self.settle()
+        except Exception:  # noqa: BLE001 -- closing anyway; the job's failure was the kernel's answer
+            pass
+        for b in list(self.nl.values()) + list(self._aux.values()):
             b.close()
         for fd in self.fd.values():
             try:
@@ -67,6 +120,7 @@ class Fabric:
             except OSError:
                 pass
         self.nl.clear()
+        self._aux.clear()
         self.fd.clear()
 
 
@@ -87,3 +141,36 @@ def kernel_summary(names: Iterable[str]) -> dict:
             out["ipv4_routes"] += len(b.routes())
             out["rules"] += len(b.rules())
     return out
+
+
+class Pipeline:
+    """See :meth:`Fabric.pipeline`: one background sender, namespaces sent in the order handed over."""
+
+    def __init__(self, fabric: Fabric, ok=(), batches: dict[str, NetlinkBatch] | None = None):
+        self.f, self.ok = fabric, ok
+        self.nl = fabric.nl if batches is None else batches
+        self.q: queue.SimpleQueue = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.sent = 0
+        self.t = threading.Thread(target=self._run, name="netlink-sender", daemon=True)
+
+    def _run(self) -> None:
+        while (name := self.q.get()) is not None:
+            if self.error is not None:
+                continue  # drain the hand-overs; the first failure is raised by __exit__
+            try:
+                b = self.nl[name]
+                if len(b):
+                    self.sent += b.send(self.ok).sent
+            except BaseException as exc:  # noqa: BLE001 -- re-raised in the caller's thread
+                self.error = exc
+
+    def __enter__(self):
+        self.t.start()
+        return self.q.put
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.q.put(None)
+        self.t.join()
+        if self.error is not None and exc is None:
+            raise self.error

@@ -23,14 +23,14 @@ from typing import NamedTuple
 from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, nla
 from pyroute2.netlink.rtnl import RTM_DELNEIGH, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.ndmsg import NTF_NAMES, NUD_PERMANENT, ndmsg
-from pyroute2.netlink.rtnl.rtmsg import LWTUNNEL_ENCAP_IP, RT_SCOPE_LINK, rtmsg, rtmsg_base
+from pyroute2.netlink.rtnl.rtmsg import LWTUNNEL_ENCAP_IP, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, rtmsg, rtmsg_base
 
 from emu.dataplane.netlink import NetlinkBatch
 from emu.dataplane.nlmsg import (RT_TABLE_COMPAT, RTN_LOCAL, RTN_UNICAST, RTN_UNREACHABLE, RTPROT_STATIC, encode,
                                  kind_body, mac_text)
-from emu.dataplane.rtpack import RTA_DST, Nexthop, route_shape
+from emu.dataplane.rtpack import RTA_DST, Nexthop, nexthop_attrs, route_shape
 
-__all__ = ["Hop", "RTN_LOCAL", "RTN_UNICAST", "RTN_UNREACHABLE", "route4", "route4_many", "route6",
+__all__ = ["Hop", "RTN_LOCAL", "RTN_UNICAST", "RTN_UNREACHABLE", "route4", "route4_many", "route6", "route6_many",
            "route4_default_via6",
            "ipip_external",
            "route4_encap", "neigh", "fdb"]
@@ -81,29 +81,70 @@ def _route(batch: NetlinkBatch, verb: str, dst: bytes, plen: int, hops: Sequence
     return batch.route(verb, dst, plen, table=table, metric=metric, type=rtype, scope=0)
 
 
-_SHAPES: dict[tuple, tuple[bytes, bytes, int, int]] = {}
+_BASES: dict[tuple, tuple[bytes, bytes, int, int]] = {}   # shapes without next hops (few)
+_HOPS: dict[tuple, bytes] = {}                             # (address length, hops) -> next-hop attributes
 _DST4 = struct.Struct("=HHI")
+_DST6_HEAD = struct.Struct("=HH")
+_U32BE = struct.Struct(">I")
 
 
 def _route4_text(prefix: int, plen: int, table: int, metric: int | None) -> str:
     return f"{socket.inet_ntoa(prefix.to_bytes(4, 'big'))}/{plen} table {table} metric {metric}"
 
 
-def _shape4(verb: str, plen: int, metric: int | None, rtype: int, hops: Sequence[Hop], table: int,
-            local_oif: int | None) -> tuple[bytes, bytes, int, int]:
-    """Everything of an IPv4 route message but RTA_DST, exactly as :func:`route4` asks it of the route encoder."""
-    if verb == "del":
-        return route_shape("del", 4, plen, None, None, None, None, table, metric, None, rtype, RTPROT_STATIC, False)
-    if rtype == RTN_LOCAL:
-        return route_shape(verb, 4, plen, local_oif, None, None, None, table, metric, None, rtype, RTPROT_STATIC,
-                           False)
-    if len(hops) == 1:
-        return route_shape(verb, 4, plen, hops[0].oif, None, hops[0].via6, None, table, metric, None, rtype,
-                           RTPROT_STATIC, False)
-    if len(hops) > 1:
-        nhs = tuple(Nexthop(h.oif, weight=max(1, min(256, h.weight)), via=h.via6) for h in hops)
-        return route_shape(verb, 4, plen, None, None, None, nhs, table, metric, None, rtype, RTPROT_STATIC, False)
-    return route_shape(verb, 4, plen, None, None, None, None, table, metric, 0, rtype, RTPROT_STATIC, False)
+def _route6_text(base6: int, prefix: int, plen: int, table: int, metric: int | None) -> str:
+    return f"{socket.inet_ntop(socket.AF_INET6, (base6 | prefix).to_bytes(16, 'big'))}/{plen + 96} table {table} " \
+           f"metric {metric}"
+
+
+def _hop_attrs(dlen: int, hops: Sequence[Hop]) -> bytes:
+    """The next-hop attributes of a unicast route through ``hops`` as :func:`route4` (``dlen`` 4: RTA_VIA)
+    or :func:`route6` (``dlen`` 16: RTA_GATEWAY) ask them of the route encoder; cached per hop set (every
+    satellite has its own link-local neighbours: ~36 sets each, ~57,000 per family on Starlink shell 1)."""
+    key = (dlen, hops)
+    out = _HOPS.get(key)
+    if out is None:
+        if len(_HOPS) > 500_000:
+            _HOPS.clear()
+        nh = "via" if dlen == 4 else "gateway"
+        if len(hops) == 1:
+            out = nexthop_attrs(hops[0].oif, None, None, None) + \
+                nexthop_attrs(None, *((None, hops[0].via6) if dlen == 4 else (hops[0].via6, None)), None)
+        else:
+            out = nexthop_attrs(None, None, None, tuple(
+                Nexthop(h.oif, weight=max(1, min(256, h.weight)), **{nh: h.via6}) for h in hops))
+        _HOPS[key] = out
+    return out
+
+
+def _shape(verb: str, dlen: int, plen: int, metric: int | None, rtype: int, hops: Sequence[Hop], table: int,
+           local_oif: int | None) -> tuple[bytes, bytes, int, int]:
+    """Everything of a route message but RTA_DST, exactly as :func:`route4` (``dlen`` 4) or :func:`route6`
+    (``dlen`` 16) asks it of the route encoder: the header and RTA_TABLE/RTA_PRIORITY from a few cached bases,
+    then the hop set's attributes (:func:`_hop_attrs`)."""
+    unicast = verb != "del" and rtype == RTN_UNICAST and hops
+    key = (verb, dlen, plen, metric, rtype if not unicast else -1, table, local_oif)
+    base = _BASES.get(key)
+    if base is None:
+        if len(_BASES) > 50_000:
+            _BASES.clear()
+        if verb == "del":
+            base = route_shape("del", dlen, plen, None, None, None, None, table, metric, None, rtype,
+                               RTPROT_STATIC, False)
+        elif rtype == RTN_LOCAL:
+            base = route_shape(verb, dlen, plen, local_oif, None, None, None, table, metric, None, rtype,
+                               RTPROT_STATIC, False)
+        elif unicast:  # a gatewayed route: scope universe, as route_shape gives any route with next hops
+            base = route_shape(verb, dlen, plen, None, None, None, None, table, metric, RT_SCOPE_UNIVERSE, rtype,
+                               RTPROT_STATIC, False)
+        else:
+            base = route_shape(verb, dlen, plen, None, None, None, None, table, metric, 0, rtype, RTPROT_STATIC,
+                               False)
+        _BASES[key] = base
+    if not unicast:
+        return base
+    head, tail, mtype, flags = base
+    return head, tail + _hop_attrs(dlen, hops), mtype, flags
 
 
 def route4_many(batch: NetlinkBatch, verb: str, table: int,
@@ -112,21 +153,45 @@ def route4_many(batch: NetlinkBatch, verb: str, table: int,
     """Queue many IPv4 routes of one ``table`` -- (prefix, plen, metric, type, hops) each -- exactly as
     :func:`route4` would, one by one (the table refill of every slice: ~100k routes on Starlink shell 1).
 
-    Messages of equal (verb, plen, metric, type, hops) share one encoded shape; per route only the
-    nlmsghdr and RTA_DST are packed. A local route goes out by ``local_oif``.
+    Messages of equal (verb, plen, metric, type, hops) share one encoded shape (cached for this call; its
+    parts across calls, :func:`_shape`); per route only the nlmsghdr and RTA_DST are packed. A local route
+    goes out by ``local_oif``.
     """
-    shapes, dst4, htonl, rta_dst = _SHAPES, _DST4.pack, socket.htonl, RTA_DST
-    if len(shapes) > 200_000:
-        shapes.clear()
+    shapes: dict[tuple, tuple[bytes, bytes, int, int]] = {}
+    dst4, htonl, rta_dst = _DST4.pack, socket.htonl, RTA_DST
     msgs, details = [], []
     for prefix, plen, metric, rtype, hops in routes:
-        key = (verb, plen, metric, rtype, hops, table, local_oif)
+        key = (plen, metric, rtype, hops)
         shape = shapes.get(key)
         if shape is None:
-            shape = shapes[key] = _shape4(verb, plen, metric, rtype, hops or (), table, local_oif)
+            shape = shapes[key] = _shape(verb, 4, plen, metric, rtype, hops or (), table, local_oif)
         head, tail, mtype, flags = shape
         msgs.append((mtype, flags, head + dst4(8, rta_dst, htonl(prefix)) + tail if plen else head + tail))
         details.append((_route4_text, prefix, plen, table, metric))
+    batch.queue_bulk(msgs, f"route {verb}", details)
+
+
+def route6_many(batch: NetlinkBatch, verb: str, table: int,
+                routes: Iterable[tuple[int, int, int | None, int, Sequence[Hop]]], base6: int,
+                local_oif: int | None = None) -> None:
+    """The IPv6 twins of :func:`route4_many`'s routes, in bulk: the same (prefix, plen, metric, type, hops) of
+    an IPv4 GRC region, sent as its IPv6 form under the GRC /96 ``base6`` (:func:`emu.addressing.grc.ipv6_base`;
+    the one rule is :func:`emu.addressing.grc.prefix6_of`: ``base6 | prefix``, length + 96), the hops as
+    RTA_GATEWAY. Byte for byte what :func:`route6` writes for ``prefix6_of(prefix, plen, base6)``, one by one
+    (``tests/unit/test_nl_encoder.py``); per route only the nlmsghdr and the last 4 bytes of RTA_DST are packed.
+    """
+    shapes: dict[tuple, tuple[bytes, bytes, int, int]] = {}
+    u32 = _U32BE.pack
+    dst_head = _DST6_HEAD.pack(20, RTA_DST) + (base6 >> 32).to_bytes(12, "big")
+    msgs, details = [], []
+    for prefix, plen, metric, rtype, hops in routes:
+        key = (plen, metric, rtype, hops)
+        shape = shapes.get(key)
+        if shape is None:
+            shape = shapes[key] = _shape(verb, 16, plen + 96, metric, rtype, hops or (), table, local_oif)
+        head, tail, mtype, flags = shape
+        msgs.append((mtype, flags, head + dst_head + u32(prefix) + tail))
+        details.append((_route6_text, base6, prefix, plen, table, metric))
     batch.queue_bulk(msgs, f"route {verb}", details)
 
 

@@ -81,18 +81,28 @@ def route_shape(verb: str, dlen: int, plen: int, oif: int | None, gateway: str |
             scope = RT_SCOPE_UNIVERSE
     head = RTM.pack(fam, plen, 0, 0, table if table < 256 else RT_TABLE_COMPAT,
                      0 if delete else protocol, scope, rt, RTNH_F_ONLINK if onlink else 0)
-    tail = [_RTA_U32.pack(8, RTA_TABLE, table)]
+    tail = _RTA_U32.pack(8, RTA_TABLE, table)
     if metric is not None:
-        tail.append(_RTA_U32.pack(8, RTA_PRIORITY, metric))
+        tail += _RTA_U32.pack(8, RTA_PRIORITY, metric)
+    tail += nexthop_attrs(oif, gateway, via, nexthops)
+    return head, tail, RTM_DELROUTE if delete else RTM_NEWROUTE, VERB_FLAGS[verb] | NLM_F_REQUEST
+
+
+def nexthop_attrs(oif: int | None, gateway: str | bytes | None, via: str | bytes | None,
+                  nexthops: tuple[Nexthop, ...] | None) -> bytes:
+    """The attributes that say where a route goes, in this order: RTA_OIF, RTA_GATEWAY, RTA_VIA,
+    RTA_MULTIPATH -- the last part of every route message :func:`route_shape` writes (the bulk table path
+    caches it per next-hop set: :func:`emu.dataplane.nlroute.route4_many`)."""
+    out = b""
     if oif is not None:
-        tail.append(_RTA_U32.pack(8, RTA_OIF, oif))
+        out += _RTA_U32.pack(8, RTA_OIF, oif)
     if gateway is not None:
-        tail.append(_attr(RTA_GATEWAY, ip_bytes(gateway)))
+        out += _attr(RTA_GATEWAY, ip_bytes(gateway))
     if via is not None:
-        tail.append(_via(via))
+        out += _via(via)
     if nexthops:
-        tail.append(_attr(RTA_MULTIPATH, b"".join(_rtnh(nh) for nh in nexthops)))
-    return head, b"".join(tail), RTM_DELROUTE if delete else RTM_NEWROUTE, VERB_FLAGS[verb] | NLM_F_REQUEST
+        out += _attr(RTA_MULTIPATH, b"".join(_rtnh(nh) for nh in nexthops))
+    return out
 
 
 def _attr(kind: int, payload: bytes) -> bytes:

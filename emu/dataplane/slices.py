@@ -21,7 +21,6 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 
-from emu.addressing.grc import prefix6_of
 from emu.dataplane import desired as D
 from emu.dataplane import nlroute
 from emu.dataplane.fabric import Fabric
@@ -44,6 +43,25 @@ def _freeze() -> None:
     gc.freeze()
 
 
+def _grc_int(addr: str) -> int:
+    """A bound GRC address (dotted quad) as its 32-bit value."""
+    return int.from_bytes(socket.inet_aton(addr), "big")
+
+
+class _NoCollect:
+    """The cyclic garbage collector off while a phase allocates its ~10^5-10^6 message tuples and bytes:
+    each generation-2 pass would walk every long-lived object of the run (values hold no cycles; reference
+    counting frees them). The previous state is restored on exit."""
+
+    def __enter__(self):
+        self._was = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc):
+        if self._was:
+            gc.enable()
+
+
 class SliceApplier:
     """Executes :func:`desired.initial` once, then :func:`desired.transition` in three calls per boundary."""
 
@@ -58,6 +76,7 @@ class SliceApplier:
         self.nxt: D.SliceState | None = None  # the slice being prepared
         self._pending: list[D.Op] = []
         self.handed_off: tuple[type, ...] = ()  # kinds of value another part owns (the SNO control plane's hook)
+        self._retiring: set[tuple[str, int | str]] = set()  # link ends whose deletion is still being written
 
     # ------------------------------------------------------------------ helpers
     def ns(self, node: str) -> str:
@@ -75,33 +94,40 @@ class SliceApplier:
         """The first slice (k0): links, addresses, tables and switches, before anything runs."""
         self.k0 = k0
         self.desired = D.Desired(self.m, k0)
-        st = self.desired.state(k0)
-        self.unresolved += st.unresolved
-        self.execute(D.initial(st), st)
+        with _NoCollect():
+            st = self.desired.state(k0)
+            self.unresolved += st.unresolved
+            self.execute(D.initial(st), st)
         self.cur = st
         _freeze()
 
     def prepare(self, k: int) -> float:
         """Off the critical path, during slice k-1: everything slice k needs, not yet in use. Milliseconds."""
         t0 = time.perf_counter()
-        self.nxt = self.desired.state(k)
-        self.unresolved += self.nxt.unresolved
-        ops = D.transition(self.cur, self.nxt)
-        self.execute([o for o in ops if o.phase == "prepare"], self.nxt)
-        self._pending = [o for o in ops if o.phase != "prepare"]
+        with _NoCollect():
+            self.nxt = self.desired.state(k)
+            self.unresolved += self.nxt.unresolved
+            ops = D.transition(self.cur, self.nxt)
+            self.execute([o for o in ops if o.phase == "prepare"], self.nxt)
+            self._pending = [o for o in ops if o.phase != "prepare"]
+        # Out of the collector's sight now: with collection off, everything prepare allocated is still in the
+        # youngest generation, and the first allocation of the boundary would pay for traversing all of it.
+        _freeze()
         return (time.perf_counter() - t0) * 1e3
 
     def switch(self, k: int) -> float:
         """The boundary itself: one rule per satellite, then the ground side. Returns milliseconds."""
         t0 = time.perf_counter()
         self._check(k)
-        self.execute([o for o in self._pending if o.phase == "switch"], self.nxt)
+        with _NoCollect():
+            self.execute([o for o in self._pending if o.phase == "switch"], self.nxt)
         return (time.perf_counter() - t0) * 1e3
 
     def cleanup(self, k: int) -> None:
         """After the boundary: new bindings, slice k-2's rule, ISLs that went down, retired links, old bindings."""
         self._check(k)
-        self.execute([o for o in self._pending if o.phase == "cleanup"], self.nxt)
+        with _NoCollect():
+            self.execute([o for o in self._pending if o.phase == "cleanup"], self.nxt)
         self.cur, self.nxt, self._pending = self.nxt, None, []
         _freeze()
 
@@ -151,6 +177,9 @@ class SliceApplier:
     def _create(self, links: list[D.Veth]) -> None:
         """Create, address and bring up dynamic links (both ends), shaped where the kernel can."""
         f = self.f
+        if self._retiring & {end for v in links for end in self._ends(v)}:
+            f.settle()  # a slot retired at the last cleanup is reused now: its old link must be gone first
+            self._retiring = set()
         touched = set()
         for v in links:
             na, nb = self.ns(v.node_a), self.ns(v.node_b)
@@ -191,29 +220,31 @@ class SliceApplier:
         self._forget_routes_via(gone)  # the kernel deleted every route through a downed interface
 
     def _fill(self, t: int, st: D.SliceState) -> int:
-        """Make table ``t`` hold ``st``'s routes on every satellite: only the difference is sent."""
+        """Make table ``t`` hold ``st``'s routes on every satellite: only the difference is sent.
+
+        Each satellite's messages go to the fabric's sender thread as soon as they are encoded, so the
+        kernel inserts one satellite's routes while the next one's are encoded (:meth:`Fabric.pipeline`).
+        """
         ops = 0
         base6 = self.desired.base6
-        for s, want in st.routes.items():
-            have = self.tables[(s, t)]
-            nl = self.f.nl[self.sat_ns(s)]
-            dels, reps = D.route_diff(have, want)
-            if dels:  # both families: the IPv6 twin under the GRC /96 (D.routes6)
-                gone = [(p, plen, metric, have.pop((p, plen, metric))[0], ()) for p, plen, metric in dels]
-                nlroute.route4_many(nl, "del", t, gone)
-                for p, plen, metric, rtype, _h in gone:
-                    p6, l6 = prefix6_of(p, plen, base6)
-                    nlroute.route6(nl, "del", p6, l6, table=t, metric=metric, rtype=rtype)
-            if reps:
-                nlroute.route4_many(nl, "replace", t, [(p, plen, metric, rtype, hops)
-                                                       for (p, plen, metric), (rtype, hops) in reps], IDX_LO)
-                for (p, plen, metric), (rtype, hops) in reps:
-                    p6, l6 = prefix6_of(p, plen, base6)
-                    nlroute.route6(nl, "replace", p6, l6, hops, table=t, metric=metric, rtype=rtype,
-                                   oif=IDX_LO if rtype == nlroute.RTN_LOCAL else None)
-                have.update(reps)
-            ops += 2 * (len(dels) + len(reps))
-        self.f.flush(self._sat_names, ok={3})  # ESRCH: went with a retired link
+        with self.f.pipeline(ok={3}) as send:  # ESRCH: went with a retired link
+            for s, want in st.routes.items():
+                have = self.tables[(s, t)]
+                name = self.sat_ns(s)
+                nl = self.f.nl[name]
+                dels, reps = D.route_diff(have, want)
+                if dels:  # both families: the IPv6 twin under the GRC /96 (D.routes6)
+                    gone = [(p, plen, metric, have.pop((p, plen, metric))[0], ()) for p, plen, metric in dels]
+                    nlroute.route4_many(nl, "del", t, gone)
+                    nlroute.route6_many(nl, "del", t, gone, base6)
+                if reps:
+                    items = [(p, plen, metric, rtype, hops) for (p, plen, metric), (rtype, hops) in reps]
+                    nlroute.route4_many(nl, "replace", t, items, IDX_LO)
+                    nlroute.route6_many(nl, "replace", t, items, base6, IDX_LO)
+                    have.update(reps)
+                if len(nl):
+                    send(name)
+                ops += 2 * (len(dels) + len(reps))
         return ops
 
     def _rules(self, rules: list[D.Rule], verb: str, ok) -> None:
@@ -224,21 +255,41 @@ class SliceApplier:
         self.f.flush(self._sat_names, ok=ok)
 
     def _addrs(self, items: list[tuple[int, str, int]], verb: str, ok) -> None:
+        """Bind (``add``) or unbind (``del``) GRC addresses: the IPv4 address /32 on its interface, and its
+        IPv6 twin (:func:`desired.grc_twin6`) as a ``local`` /128 route in the local table on the same
+        interface -- the route the kernel itself installs for an address, so lookups, local delivery and
+        echo replies from it are the same (``fibcheck``: "local"), without an IPv6 address object: deleting
+        one makes the kernel walk the namespace's whole IPv6 FIB (``rt_genid_bump_ipv6``), ~9,500 times a
+        slice on Starlink shell 1. A route of the local table never does."""
         touched = set()
         base6 = self.desired.base6
+        six: dict[tuple[str, int], list] = defaultdict(list)
         for s, a, idx in items:
             ns = self.sat_ns(s)
             self.f.nl[ns].addr(verb, idx, a, 32)
-            self.f.nl[ns].addr(verb, idx, D.grc_twin6(a, base6), 128)  # its IPv6 form
+            six[(ns, idx)].append((_grc_int(a), 32, None, nlroute.RTN_LOCAL, ()))
             touched.add(ns)
-        self.f.flush(touched, ok=ok)
+        for (ns, idx), routes in six.items():
+            nlroute.route6_many(self.f.nl[ns], verb, D.RT_TABLE_LOCAL, routes, base6, idx)
+        # EEXIST / EADDRNOTAVAIL as before; ESRCH: a twin already gone (its interface went down)
+        self.f.flush(touched, ok=set(ok) | {3})
+
+    def _ends(self, v: D.Veth) -> tuple[tuple[str, int | str], ...]:
+        """A link's ends as (namespace, ifindex) and (namespace, name): what a new link may not reuse while
+        the old one is being deleted."""
+        na, nb = self.ns(v.node_a), self.ns(v.node_b)
+        return (na, v.index_a), (na, v.ifname_a), (nb, v.index_b), (nb, v.ifname_b)
 
     def _retire(self, links: list[D.Veth]) -> None:
         """Delete, by interface group, every dynamic link whose retention ended (deleting one end deletes both).
 
         The kernel drops every route through a deleted interface, in every
         table: forget those routes too, so a later slice that reuses the slot
-        installs them again.
+        installs them again. The deletes are written from a background thread
+        on second sockets (:meth:`Fabric.send_behind`): a link delete is
+        mostly waiting (``rcu_barrier``), and nothing of this slice uses a
+        retired link; :meth:`_create` waits for them only where a new link
+        reuses a retiring slot, the next retirement always.
         """
         gone: dict[int, set[int]] = defaultdict(set)
         owners: set[tuple[str, int]] = set()
@@ -248,11 +299,13 @@ class SliceApplier:
             for node, idx in ((v.node_a, v.index_a), (v.node_b, v.index_b)):
                 if node in sat_index:
                     gone[sat_index[node]].add(idx)
+        self.f.settle()
         for ns, group in owners:
-            self.f.nl[ns].link_del_group(group)
+            self.f.aux(ns).link_del_group(group)
         # ENODEV: nothing of the group is left here, because a peer's group delete took it along (a middle-shell
         # satellite is the upper end of one inter-shell link and the lower end of another; three shells or more)
-        self.f.flush({ns for ns, _g in owners}, ok={19})
+        self.f.send_behind(sorted({ns for ns, _g in owners}), ok={19})
+        self._retiring = {end for v in links for end in self._ends(v)}
         self._forget_routes_via(gone)
 
     def _replace(self, objs: list) -> None:

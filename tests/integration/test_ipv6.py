@@ -116,3 +116,31 @@ def test_one_satellites_ipv6_table_equals_the_plan(live, plan):
             for (p6, l6, metric), (rtype, hops) in D.routes6(d.routes(s, k), d.base6).items()}
     assert have == want
     assert all(l6 - 96 in grc.LEGAL_PREFIX_LENGTHS for _p, l6, *_ in have)  # segmented lengths, + 96
+
+
+def test_a_satellites_ipv6_grc_twins_are_local_routes_and_answer_ping(live, plan):
+    """A bound GRC's IPv6 twin is a local /128 route of the satellite's local table (no address object: an
+    IPv6 address delete walks the whole IPv6 FIB), the kernel's lookup answers "local" for it, and it answers
+    a ping from itself (the default scenario routes only ground nodes' GRCs between satellites)."""
+    db = PlanDB(plan)
+    name = "sat0-1-1"
+    s = db.sat_names.index(name)
+    netns = live["nodes"][name]["netns"]
+    base = live["info"]["grc_ipv6_prefix"]
+    for _attempt in range(3):
+        k = slice_now(live)
+        twins = {grc.to_ipv6(int(db.bound_grc(k)[s]) | d, base) for d in range(6)}
+        out = in_ns(netns, "ip", "-6", "-j", "route", "show", "table", "local")
+        have = {r["dst"].removesuffix("/128") for r in json.loads(out.stdout) if r.get("type") == "local"}
+        addrs = {a["local"] for item in json.loads(in_ns(netns, "ip", "-j", "-6", "addr").stdout)
+                 for a in item.get("addr_info", [])}
+        twin = sorted(twins)[0]
+        got = json.loads(in_ns(netns, "ip", "-6", "-j", "route", "get", twin).stdout)[0]
+        p = in_ns(netns, "ping", "-6", "-c", "1", "-W", "2", twin)
+        if slice_now(live) == k:
+            break
+    else:
+        pytest.skip("the slice changed during every attempt (machine too loaded)")
+    assert twins <= have and not twins & addrs
+    assert (got.get("type"), got.get("table")) == ("local", "local"), got
+    assert f"from {twin}" in p.stdout and " 0% packet loss" in p.stdout, p.stdout + p.stderr

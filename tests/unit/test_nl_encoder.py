@@ -375,3 +375,54 @@ def test_bulk_table_routes_are_the_same_messages_as_one_by_one(verb, table, rout
     for m, (prefix, plen, metric, _rt, _h) in zip(decoded(bulk), items):
         assert (m["dst_len"], m.get("RTA_TABLE"), m.get("RTA_PRIORITY")) == (plen, table, metric)
         assert m.get("RTA_DST") == (socket.inet_ntoa(prefix.to_bytes(4, "big")) if plen else None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(verb=st.sampled_from(["replace", "del", "add"]), table=st.integers(1, 2**32 - 1),
+       base=st.sampled_from(["fd00:6772:6300::/96", "2001:db8:1:2:3:4::/96"]),
+       routes=st.lists(st.tuples(_v4, st.sampled_from([11, 14, 17, 20, 23, 26, 29, 32, 0]),
+                                 st.none() | st.integers(0, 2**32 - 1),
+                                 st.sampled_from([nlroute.RTN_UNICAST, nlroute.RTN_LOCAL, nlroute.RTN_UNREACHABLE]),
+                                 st.lists(_hop, min_size=0, max_size=4)), min_size=1, max_size=12))
+def test_bulk_ipv6_twins_are_the_same_messages_as_route6_one_by_one(verb, table, base, routes) -> None:
+    """The IPv6 refill path (nlroute.route6_many) writes byte for byte what nlroute.route6 writes for each
+    route's IPv6 form (grc.prefix6_of), and pyroute2's parser reads back the /96 + GRC destination, length + 96,
+    table, metric, type and every next hop as RTA_GATEWAY."""
+    from emu.addressing import grc
+
+    base6 = grc.ipv6_base(base)
+    items = []
+    for prefix, plen, metric, rtype, hops in routes:
+        hs = tuple(nlroute.Hop(oif, str(ipaddress.IPv6Address((0xFE80 << 112) | x)), w) for oif, x, w in hops)
+        items.append((prefix & (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF, plen, metric, rtype,
+                      () if rtype != nlroute.RTN_UNICAST else hs))
+    one_by_one, bulk = NetlinkBatch.unbound(ack_each=False), NetlinkBatch.unbound(ack_each=False)
+    for prefix, plen, metric, rtype, hops in items:
+        p6, l6 = grc.prefix6_of(prefix, plen, base)
+        nlroute.route6(one_by_one, verb, p6, l6, hops, table=table, metric=metric, rtype=rtype,
+                       oif=1 if rtype == nlroute.RTN_LOCAL else None)
+    nlroute.route6_many(bulk, verb, table, items, base6, local_oif=1)
+    assert bulk.messages() == one_by_one.messages()
+    for m, (prefix, plen, metric, rtype, hops) in zip(decoded(bulk), items):
+        assert (m["family"], m["dst_len"], m.get("RTA_TABLE"), m.get("RTA_PRIORITY")) == (
+            socket.AF_INET6, plen + 96, table, metric)
+        assert m.get("RTA_DST") == str(ipaddress.IPv6Address(base6 | prefix))
+        assert m["type"] == (0 if verb == "del" and rtype == nlroute.RTN_UNICAST else rtype)
+        if verb == "del":
+            continue
+        if rtype == nlroute.RTN_LOCAL:
+            assert m.get("RTA_OIF") == 1
+        elif len(hops) == 1:
+            assert (m.get("RTA_OIF"), m.get("RTA_GATEWAY"), m.get("RTA_VIA")) == (hops[0].oif, hops[0].via6, None)
+        elif len(hops) > 1:
+            got = [(nh["oif"], nh["hops"] + 1, nh.get("RTA_GATEWAY")) for nh in m.get("RTA_MULTIPATH")]
+            assert got == [(h.oif, max(1, min(256, h.weight)), h.via6) for h in hops]
+
+
+def test_a_bulk_ipv6_failure_names_the_ipv6_route() -> None:
+    """A failed message of the IPv6 bulk path is reported by its IPv6 form, not its IPv4 key."""
+    from emu.dataplane.netlink import _fmt
+
+    b = NetlinkBatch.unbound(ack_each=False)
+    nlroute.route6_many(b, "del", 1001, [(0x11B00000, 14, 1, nlroute.RTN_UNICAST, ())], 0xFD00_6772_6300 << 80)
+    assert _fmt(b._ops[0][1]) == "fd00:6772:6300::11b0:0/110 table 1001 metric 1"
