@@ -22,8 +22,9 @@ from emu.addressing.grc import shell_code as grc_shell_code
 from emu.plan import association as assocmod
 from emu.plan.attach import (Attachments, Bindings, MappingRow, attachments, bindings, candidate_order, ground_grcs,
                              mapping_table, shortest_path_serving)
-from emu.plan.routing import Destinations, SliceTables, aggregate, destination_distances, down_code, next_hop_codes
-from emu.plan.satroutes import merge_tables, satellite_routes
+from emu.plan.routing import (Destinations, SliceTables, aggregate_rows, destination_distances, down_code, hop_codes,
+                              merge_tables)
+from emu.plan.satroutes import satellite_routes
 from emu.plan.shortest import FreeSlice, antennas_scarce, free_pass, gs_choice, pair_delays, shortest_path_costs
 from emu.snapshot.ground import C_KM_S
 from emu.scenario.load import LoadedScenario
@@ -188,11 +189,11 @@ def plan_slice(plan: Plan, k: int) -> SlicePlan:
     L = snap.links
     dest = destinations_for(plan, k)
     dist = destination_distances(N, L.a, L.b, L.delay_ms, dest.terminals(), len(dest.addr))
-    codes = next_hop_codes(snap.neighbours, snap.neighbour_delay_ms, dist, dest,
-                           sc.routing.multipath, sc.routing.ucmp_tolerance, sc.routing.ecmp_tolerance)
-    tables = aggregate(codes, dest.addr, dest.plen, sc.routing.aggregate)
-    raw = np.count_nonzero(codes, axis=1)
-    disconnected = int(np.count_nonzero(codes == 0))  # includes destinations not attached this slice
+    codes = hop_codes(snap.neighbours, snap.neighbour_delay_ms, dist, dest,
+                      sc.routing.multipath, sc.routing.ucmp_tolerance, sc.routing.ecmp_tolerance)  # (dests, sats)
+    tables = aggregate_rows(codes, dest.addr, dest.plen, sc.routing.aggregate)
+    raw = np.count_nonzero(codes, axis=0)
+    disconnected = int(codes.size - np.count_nonzero(codes))  # includes destinations not attached this slice
     if sc.routing.satellite_destinations:
         sr = satellite_routes(snap.neighbours, snap.neighbour_delay_ms, L.a, L.b, L.delay_ms,
                               satellite_addresses(plan.loaded, snap.constellation), sc.routing.multipath,
