@@ -217,9 +217,20 @@ def _write_grc_coords(con, plan: Plan) -> None:
     con.executemany("INSERT OR IGNORE INTO grc_coords VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
 
-def _write_slice(con, plan: Plan, sp: SlicePlan, prev_links, key) -> np.ndarray:
+@dataclass(frozen=True)
+class PackedSlice:
+    """A slice's route-database row before its signature: the packed blobs and the manifest, and the arrays
+    they were made from (:func:`packed_row` uses it only while the slice still holds exactly those)."""
+
+    of: tuple  # (tables, links, gs_choice, pairs, previous slice's links or None)
+    entries: int
+    blobs: dict
+    manifest: bytes
+
+
+def pack_slice(plan: Plan, sp: SlicePlan, prev_links: np.ndarray | None) -> PackedSlice:
+    """Everything of slice ``sp``'s row but the signature: blobs (zlib) and the manifest of digests."""
     T = sp.tables
-    tables_blob = _pack(T.offsets.astype("<i8"), T.prefix.astype("<u4"), T.plen.astype("u1"), T.action.astype("<i8"))
     links = sp.links
     if prev_links is None:
         added, removed = links, np.zeros(0, dtype=LINK_DTYPE)
@@ -235,18 +246,36 @@ def _write_slice(con, plan: Plan, sp: SlicePlan, prev_links, key) -> np.ndarray:
     visible["node"], visible["sat"], visible["range_km"] = v.node[lo:hi], v.sat[lo:hi], v.range_km[lo:hi]
     pairs = sp.pairs if sp.pairs is not None else np.zeros(0, dtype=PAIR_DTYPE)
     blobs = {
+        "tables": _pack(T.offsets.astype("<i8"), T.prefix.astype("<u4"), T.plen.astype("u1"), T.action.astype("<i8")),
         "links": _pack(links), "links_added": _pack(added), "links_removed": _pack(removed),
         "serving": _pack(np.array(serving.shape, "<i4"), serving), "gs_choice": _pack(sp.gs_choice.astype("<i4")),
         "bound_grc": _pack(bound), "visible": _pack(visible), "pairs": _pack(pairs),
     }
     manifest = b"".join(signmod.table_digests(T)) + slice_extras_digest(links, serving, sp.gs_choice, bound,
                                                                         visible, pairs)
-    sig = signmod.sign(key, signmod.slice_message(plan.loaded.digest, sp.index, manifest))
+    return PackedSlice((T, links, sp.gs_choice, sp.pairs, prev_links), int(T.sizes.sum()), blobs, manifest)
+
+
+def _packed(plan: Plan, sp: SlicePlan, prev_links) -> PackedSlice:
+    """The worker's PackedSlice if the slice (and the previous one's links) still are what it was made of."""
+    got = sp.packed
+    if isinstance(got, PackedSlice):
+        T, links, choice, pairs, prev = got.of
+        if T is sp.tables and links is sp.links and choice is sp.gs_choice and pairs is sp.pairs and \
+                (prev is None) == (prev_links is None) and (prev is None or np.array_equal(prev, prev_links)):
+            return got
+    return pack_slice(plan, sp, prev_links)
+
+
+def _write_slice(con, plan: Plan, sp: SlicePlan, prev_links, key) -> np.ndarray:
+    p = _packed(plan, sp, prev_links)
+    sig = signmod.sign(key, signmod.slice_message(plan.loaded.digest, sp.index, p.manifest))
+    b = p.blobs
     con.execute("INSERT INTO slices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (sp.index, sp.time_s, int(T.sizes.sum()), int(sp.raw_entries.sum()), sp.disconnected, tables_blob,
-                 blobs["links"], blobs["links_added"], blobs["links_removed"], blobs["serving"], blobs["gs_choice"],
-                 blobs["bound_grc"], blobs["visible"], blobs["pairs"], manifest, sig))
-    return links
+                (sp.index, sp.time_s, p.entries, int(sp.raw_entries.sum()), sp.disconnected, b["tables"],
+                 b["links"], b["links_added"], b["links_removed"], b["serving"], b["gs_choice"],
+                 b["bound_grc"], b["visible"], b["pairs"], p.manifest, sig))
+    return sp.links
 
 
 VISIBLE_DTYPE = np.dtype([("node", "<i4"), ("sat", "<i4"), ("range_km", "<f8")])

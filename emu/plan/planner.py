@@ -22,9 +22,9 @@ from emu.addressing.grc import shell_code as grc_shell_code
 from emu.plan import association as assocmod
 from emu.plan.attach import (Attachments, Bindings, MappingRow, attachments, bindings, candidate_order, ground_grcs,
                              mapping_table, shortest_path_serving)
-from emu.plan.routing import (Destinations, SliceTables, aggregate_rows, destination_distances, down_code, hop_codes,
-                              merge_tables)
-from emu.plan.satroutes import satellite_routes
+from emu.plan.routing import (Destinations, SliceTables, aggregate_entries, destination_distances, down_code, hop_codes,
+                              tables_from_entries)
+from emu.plan.satroutes import satellite_entries
 from emu.plan.shortest import FreeSlice, antennas_scarce, free_pass, gs_choice, pair_delays, shortest_path_costs
 from emu.snapshot.ground import C_KM_S
 from emu.scenario.load import LoadedScenario
@@ -43,6 +43,7 @@ class SlicePlan:
     gs_choice: np.ndarray  # (uts, 2) ground-node index [chosen, backup]
     disconnected: int  # (satellite, destination) pairs with no path
     pairs: np.ndarray | None = None  # shortest.PAIR_DTYPE: planned vs free-choice delay per (UT, target) this slice
+    packed: object | None = None  # emu.plan.db.PackedSlice of exactly these arrays, made by the worker that planned it
 
 
 @dataclass
@@ -123,7 +124,7 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
         costs = list(_per_slice(plan, shortest_path_costs, n))
         _apply_shortest_path(plan, costs)
     plan.association = plan_association(plan)  # after the attachments are final: UTs' serving satellites
-    for k, sp in enumerate(_per_slice(plan, plan_slice, n)):
+    for k, sp in enumerate(_per_slice(plan, plan_and_pack_slice, n)):
         plan.slices.append(sp)
         if progress:
             progress(k + 1, n)
@@ -191,23 +192,39 @@ def plan_slice(plan: Plan, k: int) -> SlicePlan:
     dist = destination_distances(N, L.a, L.b, L.delay_ms, dest.terminals(), len(dest.addr))
     codes = hop_codes(snap.neighbours, snap.neighbour_delay_ms, dist, dest,
                       sc.routing.multipath, sc.routing.ucmp_tolerance, sc.routing.ecmp_tolerance)  # (dests, sats)
-    tables = aggregate_rows(codes, dest.addr, dest.plen, sc.routing.aggregate)
+    key, act = aggregate_entries(codes, dest.addr, dest.plen, sc.routing.aggregate)
     raw = np.count_nonzero(codes, axis=0)
     disconnected = int(codes.size - np.count_nonzero(codes))  # includes destinations not attached this slice
     if sc.routing.satellite_destinations:
-        sr = satellite_routes(snap.neighbours, snap.neighbour_delay_ms, L.a, L.b, L.delay_ms,
-                              satellite_addresses(plan.loaded, snap.constellation), sc.routing.multipath,
-                              sc.routing.ucmp_tolerance, sc.routing.aggregate)
-        tables = merge_tables(tables, sr.tables)
-        raw = raw + sr.routed
-        disconnected += int(N * N - sr.routed.sum())
+        s_key, s_act, routed = satellite_entries(snap.neighbours, snap.neighbour_delay_ms, L.a, L.b, L.delay_ms,
+                                                 satellite_addresses(plan.loaded, snap.constellation),
+                                                 sc.routing.multipath, sc.routing.ucmp_tolerance, sc.routing.aggregate)
+        key, act = np.concatenate([key, s_key]), np.concatenate([act, s_act])
+        raw = raw + routed
+        disconnected += int(N * N - routed.sum())
+    tables = tables_from_entries(key, act, N)
     # multi-source selection: a UT reaches a GS when its serving satellite has a path to one the GS links to
     G = plan.series.ground.size
     serving = plan.attach.serving[k].astype(np.int64)
     dist_to = {g: dist[g] for g in range(G)}
     choice = gs_choice(plan, dist_to, {u: serving[u:u + 1] for u in plan.gs_order if serving[u] >= 0})
+    pairs = pair_delays(plan, snap, dist, choice, plan.free[k] if plan.free else free_pass(plan, k))
+    return SlicePlan(k, float(snap.time_s), tables, raw, slice_links(L), choice, disconnected, pairs)
+
+
+def slice_links(L) -> np.ndarray:
+    """A slice's ISLs (emu.snapshot.series.Links) as LINK_DTYPE rows (what the route database stores)."""
     links = np.zeros(len(L), dtype=LINK_DTYPE)
     links["a"], links["b"], links["dir_a"], links["dir_b"] = L.a, L.b, L.dir_a, L.dir_b
     links["delay_ms"] = L.delay_ms
-    pairs = pair_delays(plan, snap, dist, choice, plan.free[k] if plan.free else free_pass(plan, k))
-    return SlicePlan(k, float(snap.time_s), tables, raw, links, choice, disconnected, pairs)
+    return links
+
+
+def plan_and_pack_slice(plan: Plan, k: int) -> SlicePlan:
+    """:func:`plan_slice`, with its route-database row packed and digested where it is computed (in the
+    forked workers), so writing the plan is only inserting rows (:func:`emu.plan.db.pack_slice`)."""
+    from emu.plan.db import pack_slice
+
+    sp = plan_slice(plan, k)
+    sp.packed = pack_slice(plan, sp, slice_links(plan.series.links(k - 1)) if k > 0 else None)
+    return sp

@@ -16,6 +16,7 @@ so delivery stays exact.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,23 +146,43 @@ def hop_codes(nb: np.ndarray, nb_delay: np.ndarray, dist: np.ndarray, dest: Dest
               policy: str, ucmp_tolerance: float, ecmp_tolerance: float = 0.0) -> np.ndarray:
     """:func:`next_hop_codes` as a C-contiguous (dests, sats) array.
 
-    One pass per direction over contiguous (destinations, satellites) planes: the
-    neighbour's distance is a gather from ``dist`` with a column of ``inf`` standing
-    for "no neighbour", so no (destinations, satellites, 6) array is ever built.
+    One pass per direction over contiguous (destinations, satellites) planes: the neighbour's distance
+    is a gather from ``dist`` with a column of ``inf`` standing for "no neighbour", so no (destinations,
+    satellites, 6) array is built; destinations go in blocks small enough to stay in the CPU cache.
     """
     n_sats = nb.shape[0]
-    n_dest = len(dest.addr)
-    codes = np.zeros((n_dest, n_sats), dtype=np.int64)
+    codes = np.zeros((len(dest.addr), n_sats), dtype=np.int64)
     t_dest, t_sat, t_delay = dest.terminals()
     live = np.unique(t_dest)
     if len(live) == 0:
         return codes
-    n_dir = nb.shape[1]
     has = nb >= 0
     nbi = np.where(has, nb, n_sats).T.copy()  # (6, sats); n_sats: the inf column
     nbd = np.where(has, nb_delay, 0.0).T.copy()
-    D = np.empty((len(live), n_sats + 1))
-    D[:, :n_sats] = dist[live]
+    row = np.searchsorted(live, t_dest)
+    best_at_term = np.empty(len(t_dest))
+    block = max(1, _BLOCK_CELLS // max(1, n_sats))
+    for lo in range(0, len(live), block):
+        rows = live[lo:lo + block]
+        code, best = _block_codes(nbi, nbd, dist[rows], policy, ucmp_tolerance, ecmp_tolerance)
+        codes[rows] = code
+        mine = (row >= lo) & (row < lo + block)
+        best_at_term[mine] = best[row[mine] - lo, t_sat[mine]]
+    # terminal satellites: Down to the ground node, or local delivery (unless a neighbour is strictly shorter)
+    deliver = t_delay <= best_at_term + _EPS
+    codes[t_dest[deliver], t_sat[deliver]] = dest.term_code[t_dest[deliver]]
+    return codes
+
+
+_BLOCK_CELLS = 1 << 14  # (destination, satellite) cells per block: a few float64 planes of this fit in L2
+
+
+def _block_codes(nbi: np.ndarray, nbd: np.ndarray, dist: np.ndarray, policy: str, ucmp_tolerance: float,
+                 ecmp_tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (0 where unreachable) and best delay of a block of destinations (:func:`hop_codes`)."""
+    n_dir, n_sats = nbi.shape
+    D = np.empty((dist.shape[0], n_sats + 1))
+    D[:, :n_sats] = dist
     D[:, n_sats] = np.inf
     Dv = D[:, :n_sats]
     Dn = [np.take(D, nbi[d], axis=1) for d in range(n_dir)]  # distance of the neighbour in direction d
@@ -169,7 +190,6 @@ def hop_codes(nb: np.ndarray, nb_delay: np.ndarray, dist: np.ndarray, dest: Dest
     best = C[0].copy()
     for d in range(1, n_dir):
         np.minimum(best, C[d], out=best)
-    ok = np.isfinite(best)
     Dlim = Dv - _EPS
     if policy == "active-standby":
         primary = np.zeros(best.shape, dtype=np.int64)  # first direction reaching the minimum (np.argmin)
@@ -179,8 +199,7 @@ def hop_codes(nb: np.ndarray, nb_delay: np.ndarray, dist: np.ndarray, dest: Dest
         standby = np.zeros(best.shape, dtype=np.int64)
         for d in range(n_dir):
             alt = np.where((Dn[d] < Dlim) & (primary != d), C[d], np.inf)
-            better = alt < alt_best
-            standby[better] = d
+            standby[alt < alt_best] = d
             np.minimum(alt_best, alt, out=alt_best)
         has_standby = np.isfinite(alt_best)
         one = np.int64(1)
@@ -195,7 +214,7 @@ def hop_codes(nb: np.ndarray, nb_delay: np.ndarray, dist: np.ndarray, dest: Dest
         if policy == "ucmp":
             code = np.zeros(best.shape, dtype=np.int64)
             scaled = 100.0 * best
-            with np.errstate(invalid="ignore"):  # unreachable (best inf): masked by ``ok`` below
+            with np.errstate(invalid="ignore"):  # unreachable (best inf): masked below
                 for d in range(n_dir):
                     w = np.clip(np.round(scaled / np.where(sel[d], C[d], np.inf)), 1, 100).astype(np.int64)
                     code |= np.where(sel[d], (np.int64(1) << d) | (w << (6 + 7 * d)), 0)
@@ -203,16 +222,16 @@ def hop_codes(nb: np.ndarray, nb_delay: np.ndarray, dist: np.ndarray, dest: Dest
             mask = np.zeros(best.shape, dtype=np.uint8)
             for d in range(n_dir):
                 mask |= sel[d].view(np.uint8) << np.uint8(d)
-            lut = np.array([sum((1 << d) | (1 << (6 + 7 * d)) for d in range(n_dir) if m >> d & 1)
-                            for m in range(1 << n_dir)], dtype=np.int64)
-            code = lut[mask]
-    code[~ok] = 0
-    # terminal satellites: Down to the ground node, or local delivery (unless a neighbour is strictly shorter)
-    row = np.searchsorted(live, t_dest)
-    deliver = t_delay <= best[row, t_sat] + _EPS
-    code[row[deliver], t_sat[deliver]] = dest.term_code[t_dest[deliver]]
-    codes[live] = code
-    return codes
+            code = _ecmp_lut(n_dir)[mask]
+    code[~np.isfinite(best)] = 0
+    return code, best
+
+
+@functools.lru_cache(maxsize=None)
+def _ecmp_lut(n_dir: int) -> np.ndarray:
+    """Direction mask -> ECMP action code (every chosen direction at weight 1)."""
+    return np.array([sum((1 << d) | (1 << (6 + 7 * d)) for d in range(n_dir) if m >> d & 1)
+                     for m in range(1 << n_dir)], dtype=np.int64)
 
 
 def _mask(plen: np.ndarray) -> np.ndarray:

@@ -34,8 +34,8 @@ import numpy as np
 
 from emu.addressing import satgrc
 from emu.plan import actions
-from emu.plan.routing import (Destinations, SliceTables, aggregate_rows, destination_distances, hop_codes,
-                              merge_tables)
+from emu.plan.routing import (Destinations, SliceTables, aggregate_entries, destination_distances, hop_codes,
+                              tables_from_entries)
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,15 @@ def satellite_routes(nb: np.ndarray, nb_delay: np.ndarray, a: np.ndarray, b: np.
     ``nb``/``nb_delay``: (sats, 6) neighbour by direction and link delay; ``a``, ``b``, ``delay_ms``: the
     slice's links; ``addr``: each satellite's :func:`emu.addressing.satgrc.addresses`.
     """
+    key, act, routed = satellite_entries(nb, nb_delay, a, b, delay_ms, addr, policy, ucmp_tolerance, enabled)
+    return SatelliteRoutes(tables_from_entries(key, act, len(addr)), routed)
+
+
+def satellite_entries(nb: np.ndarray, nb_delay: np.ndarray, a: np.ndarray, b: np.ndarray, delay_ms: np.ndarray,
+                      addr: np.ndarray, policy: str, ucmp_tolerance: float,
+                      enabled: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`satellite_routes` as unsorted entries (:func:`emu.plan.routing.entry_key`, action), plus ``routed``
+    (the planner sorts them once with the ground destinations' entries)."""
     n = len(addr)
     addr = np.asarray(addr, np.uint32)
     planes, plane_of = np.unique(satgrc.plane_prefix(addr), return_inverse=True)
@@ -63,7 +72,7 @@ def satellite_routes(nb: np.ndarray, nb_delay: np.ndarray, a: np.ndarray, b: np.
     to_plane = Destinations(planes, np.full(len(planes), satgrc.PLANE_PLEN, np.uint8), np.zeros(len(planes), np.int32),
                             np.zeros(len(planes), np.int64), term)  # term_code 0: a plane's own members use the ring
     c_plane = hop_codes(nb, nb_delay, dist, to_plane, policy, ucmp_tolerance)  # (planes, sats)
-    t_plane = aggregate_rows(c_plane, to_plane.addr, to_plane.plen, enabled)
+    k_plane, a_plane = aggregate_entries(c_plane, to_plane.addr, to_plane.plen, enabled)
     # along the plane: destination j is "satellite j of my plane"; only intra-plane links
     n_idx = int(idx.max()) + 1 if n else 0
     inplane = plane_of[a] == plane_of[b]
@@ -75,10 +84,9 @@ def satellite_routes(nb: np.ndarray, nb_delay: np.ndarray, a: np.ndarray, b: np.
     ring = Destinations(rel, np.full(n_idx, satgrc.SAT_PLEN, np.uint8), np.zeros(n_idx, np.int32),
                         np.full(n_idx, actions.local(), np.int64), term)
     c_ring = hop_codes(nb_ring, nb_delay, dist, ring, policy, ucmp_tolerance)  # (indexes, sats)
-    t_ring = aggregate_rows(c_ring, rel, ring.plen, enabled, coarsest=satgrc.PLANE_PLEN)
-    own = np.repeat(planes[plane_of], np.diff(t_ring.offsets))  # each row's satellite's plane prefix
-    t_ring = SliceTables(t_ring.offsets, (t_ring.prefix | own).astype(np.uint32), t_ring.plen, t_ring.action)
+    k_ring, a_ring = aggregate_entries(c_ring, rel, ring.plen, enabled, coarsest=satgrc.PLANE_PLEN)
+    k_ring = k_ring | (planes[plane_of].astype(np.uint64) << np.uint64(8))[(k_ring >> np.uint64(40)).astype(np.int64)]
     size = np.bincount(plane_of, minlength=len(planes))
     routed = size @ (c_plane > 0) + np.count_nonzero(c_ring, axis=0)
-    return SatelliteRoutes(merge_tables(t_plane, t_ring), routed.astype(np.int64))
+    return np.concatenate([k_plane, k_ring]), np.concatenate([a_plane, a_ring]), routed.astype(np.int64)
 
