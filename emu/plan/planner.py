@@ -26,6 +26,7 @@ from emu.plan.routing import (Destinations, SliceTables, aggregate_entries, dest
                               tables_from_entries)
 from emu.plan.satroutes import satellite_entries
 from emu.plan.shortest import FreeSlice, antennas_scarce, free_pass, gs_choice, pair_delays, shortest_path_costs
+from emu.orbit.constellation import build_constellation, slice_times
 from emu.snapshot.ground import C_KM_S
 from emu.scenario.load import LoadedScenario
 from emu.snapshot.series import SnapshotSeries
@@ -105,7 +106,9 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
               progress: Callable[[int, int], None] | None = None) -> Plan:
     t0 = time.perf_counter()
     sc = loaded.scenario
-    series = SnapshotSeries(loaded, n_slices)
+    constellation = build_constellation(loaded)
+    times = slice_times(loaded, constellation, n_slices)
+    series = SnapshotSeries(loaded, constellation=constellation, times_s=times, workers=_workers(len(times)))
     shell_map = sc.grc.shell_codes
     g_grc, g_plen = ground_grcs(series, shell_map)
     from emu.addressing.grc import decode
@@ -162,9 +165,14 @@ _FORK_PLAN: Plan | None = None
 _FORK_FN = None
 
 
+def _workers(n: int) -> int:
+    """Forked worker processes for n slices (none below 32: forking costs more than it saves)."""
+    return min(os.cpu_count() or 1, 4) if n >= 32 else 1
+
+
 def _per_slice(plan: Plan, fn, n: int):
     """fn(plan, k) for k in 0..n-1, in order; slices are independent: forked workers share the snapshots copy-on-write."""
-    workers = min(os.cpu_count() or 1, 4) if n >= 32 else 1
+    workers = _workers(n)
     if workers == 1:
         for k in range(n):
             yield fn(plan, k)
