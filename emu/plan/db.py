@@ -173,10 +173,10 @@ def _write_all(con, plan: Plan, key) -> None:
                     [(k, *exporter.export_tle(r)) for k, r in enumerate(c.satrecs)])
     con.executemany("INSERT INTO mapping VALUES (?, ?, ?)",
                     [(r.prefix, r.operator, json.dumps(r.candidates, sort_keys=True)) for r in plan.mapping])
-    _write_grc_coords(con, plan)
-    prev = None
+    prev, coords = None, {}
     for sp in plan.slices:
-        prev = _write_slice(con, plan, sp, prev, key)
+        prev = _write_slice(con, plan, sp, prev, key, coords)
+    _write_grc_coords(con, plan, coords)
     att = plan.attach
     rows = []
     for k in range(len(plan.slices)):
@@ -199,7 +199,9 @@ def unpack_core(blob: bytes) -> np.ndarray:
     return _unpack(blob, "<i2")[0]
 
 
-def _write_grc_coords(con, plan: Plan) -> None:
+def _write_grc_coords(con, plan: Plan, coords: dict[int, tuple]) -> None:
+    """Every ground node's GRC, and every (GRC, cell) a satellite binds in some slice, with the cell's
+    centre; ``coords``: slice -> :func:`binding_coords` of its bound cells where already computed."""
     import h3
 
     from emu.addressing.grc import decode
@@ -210,11 +212,32 @@ def _write_grc_coords(con, plan: Plan) -> None:
         cell = decode(int(plan.ground_grc[i])).cell
         la, lo = h3.cell_to_latlng(cell)
         rows.append((int(plan.ground_grc[i]), int(plan.ground_plen[i]), cell, la, lo, g.kind[i], g.names[i]))
-    for grc_v, cell in sorted(set(zip(plan.bind.grc.ravel().tolist(), plan.bind.cell.ravel().tolist()))):
-        text = h3.int_to_str(int(cell))
-        la, lo = h3.cell_to_latlng(text)
-        rows.append((int(grc_v), 11 + 3 * plan.bind.level, text, la, lo, "satellite-binding", None))
     con.executemany("INSERT OR IGNORE INTO grc_coords VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    grc, cell = plan.bind.grc, plan.bind.cell
+    n_sats = grc.shape[1]
+    flat_g, flat_c = grc.ravel(), cell.ravel()
+    order = np.lexsort((flat_c, flat_g))  # sorted (GRC, cell) pairs
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (flat_g[order][1:] != flat_g[order][:-1]) | (flat_c[order][1:] != flat_c[order][:-1])
+    ks, ss = np.divmod(order[first], n_sats)
+    lat, lon = np.zeros(grc.shape), np.zeros(grc.shape)
+    for k in np.unique(ks).tolist():
+        if k not in coords:
+            coords[k] = binding_coords(cell[k])
+        lat[k], lon[k] = coords[k][1], coords[k][2]
+    texts = [coords[k][0][s] for k, s in zip(ks.tolist(), ss.tolist())]
+    plen = 11 + 3 * plan.bind.level
+    con.executemany("INSERT OR IGNORE INTO grc_coords VALUES (?, ?, ?, ?, ?, 'satellite-binding', NULL)",
+                    zip(grc[ks, ss].tolist(), [plen] * len(ks), texts, lat[ks, ss].tolist(), lon[ks, ss].tolist()))
+
+
+def binding_coords(cells: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The H3 text and centre (lat, lon) of each of a slice's bound cells."""
+    import h3
+
+    texts = [h3.int_to_str(c) for c in np.asarray(cells).tolist()]
+    ll = np.array([h3.cell_to_latlng(t) for t in texts], dtype=float).reshape(-1, 2)
+    return texts, ll[:, 0].copy(), ll[:, 1].copy()
 
 
 @dataclass(frozen=True)
@@ -226,6 +249,7 @@ class PackedSlice:
     entries: int
     blobs: dict
     manifest: bytes
+    coords: tuple  # binding_coords of the slice's bound cells
 
 
 def pack_slice(plan: Plan, sp: SlicePlan, prev_links: np.ndarray | None) -> PackedSlice:
@@ -253,7 +277,8 @@ def pack_slice(plan: Plan, sp: SlicePlan, prev_links: np.ndarray | None) -> Pack
     }
     manifest = b"".join(signmod.table_digests(T)) + slice_extras_digest(links, serving, sp.gs_choice, bound,
                                                                         visible, pairs)
-    return PackedSlice((T, links, sp.gs_choice, sp.pairs, prev_links), int(T.sizes.sum()), blobs, manifest)
+    return PackedSlice((T, links, sp.gs_choice, sp.pairs, prev_links), int(T.sizes.sum()), blobs, manifest,
+                       binding_coords(plan.bind.cell[sp.index]))
 
 
 def _packed(plan: Plan, sp: SlicePlan, prev_links) -> PackedSlice:
@@ -267,8 +292,9 @@ def _packed(plan: Plan, sp: SlicePlan, prev_links) -> PackedSlice:
     return pack_slice(plan, sp, prev_links)
 
 
-def _write_slice(con, plan: Plan, sp: SlicePlan, prev_links, key) -> np.ndarray:
+def _write_slice(con, plan: Plan, sp: SlicePlan, prev_links, key, coords: dict) -> np.ndarray:
     p = _packed(plan, sp, prev_links)
+    coords[sp.index] = p.coords
     sig = signmod.sign(key, signmod.slice_message(plan.loaded.digest, sp.index, p.manifest))
     b = p.blobs
     con.execute("INSERT INTO slices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
