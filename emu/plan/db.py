@@ -124,7 +124,8 @@ def write_plan(plan: Plan, path: Path, key=None) -> Path:
         con = sqlite3.connect(tmp)
         try:
             _write_all(con, plan, key)
-            signmod.seal(con, key)
+            con.commit()
+            signmod.seal(con, key, tmp)
             con.commit()
         finally:
             con.close()
@@ -433,7 +434,7 @@ class PlanDB:
     def seal_problems(self) -> list[str]:
         """What differs from the signed seal over every table (empty: intact). spec: grc-based-routing §Security."""
         try:
-            return signmod.check_seal(self.con.raw, self.public_key)
+            return signmod.check_seal(self.con.raw, self.public_key, self.path)
         except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise PlanInputError(f"plan: not a readable leo-emu route database ({_short(exc)}) "
                                  f"(got {echo(str(self.path))})") from None
