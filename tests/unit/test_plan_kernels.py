@@ -53,8 +53,20 @@ def random_destinations(rng: np.random.Generator, n_sats: int, n_dest: int) -> D
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 6), st.integers(1, 7), st.lists(st.booleans(), min_size=1, max_size=9),
        st.lists(st.floats(0, 0.5), min_size=1, max_size=7), st.sampled_from(["ecmp", "ucmp", "active-standby"]),
-       st.floats(0, 0.3), st.booleans(), st.integers(0, 2**32 - 1))
-def test_kernels_match_the_reference_on_random_graphs(planes, per_plane, cut, delays, policy, tol, agg, seed) -> None:
+       st.floats(0, 0.3), st.booleans(), st.integers(0, 2**32 - 1), st.sampled_from([1, 7, 1 << 14]))
+def test_kernels_match_the_reference_on_random_graphs(planes, per_plane, cut, delays, policy, tol, agg, seed,
+                                                      block) -> None:
+    """``block``: (destination, satellite) cells per block of hop_codes, small ones to cross block edges."""
+    from emu.plan import routing
+
+    routing._BLOCK_CELLS = block
+    try:
+        _check_kernels(planes, per_plane, cut, delays, policy, tol, agg, seed)
+    finally:
+        routing._BLOCK_CELLS = 1 << 14
+
+
+def _check_kernels(planes, per_plane, cut, delays, policy, tol, agg, seed) -> None:
     nb, dl, a, b, d, addr = grid(planes, per_plane, cut, delays)
     dl = np.where(nb >= 0, dl, np.inf)  # as Snapshot.neighbour_delay_ms gives them
     rng = np.random.default_rng(seed)
