@@ -179,12 +179,11 @@ def _write_all(con, plan: Plan, key) -> None:
         prev = _write_slice(con, plan, sp, prev, key, coords)
     _write_grc_coords(con, plan, coords)
     att = plan.attach
-    rows = []
-    for k in range(len(plan.slices)):
-        for node, j in zip(*np.nonzero(att.links[k] >= 0)):
-            rows.append((k, int(node), int(att.links[k, node, j]), float(att.link_elevation_deg[k, node, j]),
-                         float(att.link_range_km[k, node, j]), int(j)))
-    con.executemany("INSERT INTO attachments VALUES (?, ?, ?, ?, ?, ?)", rows)
+    k, node, j = np.nonzero(att.links[:len(plan.slices)] >= 0)  # slice by slice, node by node, antenna by antenna
+    con.executemany("INSERT INTO attachments VALUES (?, ?, ?, ?, ?, ?)",
+                    zip(k.tolist(), node.tolist(), att.links[k, node, j].astype(np.int64).tolist(),
+                        att.link_elevation_deg[k, node, j].astype(float).tolist(),
+                        att.link_range_km[k, node, j].astype(float).tolist(), j.tolist()))
     con.executemany("INSERT INTO handovers VALUES (?, ?, ?, ?)", att.handovers())
     con.executemany("INSERT INTO associations VALUES (?, ?, ?)", association_rows(plan))
 
