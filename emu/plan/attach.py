@@ -132,7 +132,6 @@ def attachments(series: SnapshotSeries, policy: str, demand: list[dict[int, list
 def _track_gs_antennas(series: SnapshotSeries, out: Attachments, order: np.ndarray, keys: np.ndarray,
                        gs_nodes: np.ndarray, ant: np.ndarray, demand: list[dict[int, list[int]]] | None) -> None:
     """Demand-first, sticky, sky-spread antenna assignment per ground station, slice by slice (see :func:`attachments`)."""
-    v = series.visibility
     T, G = len(series), series.ground.size
     starts = np.searchsorted(keys, np.arange(T * G, dtype=np.int64))
     ends = np.searchsorted(keys, np.arange(T * G, dtype=np.int64), side="right")

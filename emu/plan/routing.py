@@ -227,7 +227,7 @@ def _block_codes(nbi: np.ndarray, nbd: np.ndarray, dist: np.ndarray, policy: str
     return code, best
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ecmp_lut(n_dir: int) -> np.ndarray:
     """Direction mask -> ECMP action code (every chosen direction at weight 1)."""
     return np.array([sum((1 << d) | (1 << (6 + 7 * d)) for d in range(n_dir) if m >> d & 1)

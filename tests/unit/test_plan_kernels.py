@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 from emu.addressing import grc as grcmod
 from emu.plan import actions
 from emu.plan.planner import make_plan
-from emu.plan.routing import Destinations, aggregate, destination_distances, down_code, next_hop_codes
+from emu.plan.routing import (
+    Destinations,
+    aggregate,
+    destination_distances,
+    down_code,
+    next_hop_codes,
+)
 from emu.plan.satroutes import satellite_routes
 from emu.scenario.load import load_scenario
 
