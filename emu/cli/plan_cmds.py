@@ -56,7 +56,7 @@ def build_plan(scenario: str, out: Path, slices: int | None, fmt: str = "table",
 
         plan = make_plan(loaded, slices, progress=cb)
     write_plan(plan, out, key=signing_key)
-    sizes = np.concatenate([s.tables.sizes for s in plan.slices])
+    sizes = np.concatenate([s.sizes for s in plan.slices])
     raw = np.concatenate([s.raw_entries for s in plan.slices])
     summary = {
         "plan": str(out),

@@ -245,15 +245,17 @@ class PackedSlice:
     """A slice's route-database row before its signature: the packed blobs and the manifest, and the arrays
     they were made from (:func:`packed_row` uses it only while the slice still holds exactly those)."""
 
-    of: tuple  # (tables, links, gs_choice, pairs, previous slice's links or None)
+    of: tuple  # (tables or None: only packed, links, gs_choice, pairs, previous slice's links or None)
     entries: int
+    sizes: np.ndarray  # entries per satellite
     blobs: dict
     manifest: bytes
     coords: tuple  # binding_coords of the slice's bound cells
 
 
-def pack_slice(plan: Plan, sp: SlicePlan, prev_links: np.ndarray | None) -> PackedSlice:
-    """Everything of slice ``sp``'s row but the signature: blobs (zlib) and the manifest of digests."""
+def pack_slice(plan: Plan, sp: SlicePlan, prev_links: np.ndarray | None, keep_tables: bool = True) -> PackedSlice:
+    """Everything of slice ``sp``'s row but the signature: blobs (zlib) and the manifest of digests
+    (``keep_tables``: False when the slice will hold its tables only packed)."""
     T = sp.tables
     links = sp.links
     if prev_links is None:
@@ -277,8 +279,13 @@ def pack_slice(plan: Plan, sp: SlicePlan, prev_links: np.ndarray | None) -> Pack
     }
     manifest = b"".join(signmod.table_digests(T)) + slice_extras_digest(links, serving, sp.gs_choice, bound,
                                                                         visible, pairs)
-    return PackedSlice((T, links, sp.gs_choice, sp.pairs, prev_links), int(T.sizes.sum()), blobs, manifest,
-                       binding_coords(plan.bind.cell[sp.index]))
+    return PackedSlice((T if keep_tables else None, links, sp.gs_choice, sp.pairs, prev_links), int(T.sizes.sum()),
+                       T.sizes, blobs, manifest, binding_coords(plan.bind.cell[sp.index]))
+
+
+def unpack_tables(blob: bytes) -> SliceTables:
+    """The tables of a packed slice (trusted: the planner's own blob)."""
+    return SliceTables(*_unpack(blob, "<i8", "<u4", "u1", "<i8"))
 
 
 def _packed(plan: Plan, sp: SlicePlan, prev_links) -> PackedSlice:
@@ -286,7 +293,8 @@ def _packed(plan: Plan, sp: SlicePlan, prev_links) -> PackedSlice:
     got = sp.packed
     if isinstance(got, PackedSlice):
         T, links, choice, pairs, prev = got.of
-        if T is sp.tables and links is sp.links and choice is sp.gs_choice and pairs is sp.pairs and \
+        same_tables = sp._tables is T if T is not None else (sp._tables is None or sp._from_packed)
+        if same_tables and links is sp.links and choice is sp.gs_choice and pairs is sp.pairs and \
                 (prev is None) == (prev_links is None) and (prev is None or np.array_equal(prev, prev_links)):
             return got
     return pack_slice(plan, sp, prev_links)

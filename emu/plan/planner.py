@@ -38,13 +38,33 @@ log = logging.getLogger(__name__)
 class SlicePlan:
     index: int
     time_s: float
-    tables: SliceTables
+    _tables: SliceTables | None  # None: only in ``packed`` (see ``tables``)
     raw_entries: np.ndarray  # per satellite, entries before aggregation
     links: np.ndarray  # structured: a, b, dir_a, dir_b, delay_ms
     gs_choice: np.ndarray  # (uts, 2) ground-node index [chosen, backup]
     disconnected: int  # (satellite, destination) pairs with no path
     pairs: np.ndarray | None = None  # shortest.PAIR_DTYPE: planned vs free-choice delay per (UT, target) this slice
     packed: object | None = None  # emu.plan.db.PackedSlice of exactly these arrays, made by the worker that planned it
+    _from_packed: bool = False  # ``_tables`` was decoded from ``packed`` (so ``packed`` still holds them)
+
+    @property
+    def tables(self) -> SliceTables:
+        """Every satellite's table. A worker hands a slice back with its tables only packed (a tenth of the
+        bytes through the pipe and in memory); they are decoded here when asked for."""
+        if self._tables is None:
+            from emu.plan.db import unpack_tables
+
+            self._tables, self._from_packed = unpack_tables(self.packed.blobs["tables"]), True
+        return self._tables
+
+    @tables.setter
+    def tables(self, value: SliceTables) -> None:
+        self._tables, self._from_packed = value, False
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Entries per satellite."""
+        return self._tables.sizes if self._tables is not None else self.packed.sizes
 
 
 @dataclass
@@ -234,5 +254,6 @@ def plan_and_pack_slice(plan: Plan, k: int) -> SlicePlan:
     from emu.plan.db import pack_slice
 
     sp = plan_slice(plan, k)
-    sp.packed = pack_slice(plan, sp, slice_links(plan.series.links(k - 1)) if k > 0 else None)
+    sp.packed = pack_slice(plan, sp, slice_links(plan.series.links(k - 1)) if k > 0 else None, keep_tables=False)
+    sp._tables = None  # travels packed
     return sp
