@@ -234,10 +234,11 @@ def _write_grc_coords(con, plan: Plan, coords: dict[int, tuple]) -> None:
 def binding_coords(cells: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The H3 text and centre (lat, lon) of each of a slice's bound cells."""
     import h3
+    from h3.api import basic_int as h3i
 
-    texts = [h3.int_to_str(c) for c in np.asarray(cells).tolist()]
-    ll = np.array([h3.cell_to_latlng(t) for t in texts], dtype=float).reshape(-1, 2)
-    return texts, ll[:, 0].copy(), ll[:, 1].copy()
+    ints = np.asarray(cells).tolist()
+    ll = np.array([h3i.cell_to_latlng(c) for c in ints], dtype=float).reshape(-1, 2)  # the text form's centre
+    return [h3.int_to_str(c) for c in ints], ll[:, 0].copy(), ll[:, 1].copy()
 
 
 @dataclass(frozen=True)
