@@ -26,7 +26,6 @@ from emu.plan.routing import (Destinations, SliceTables, aggregate_entries, dest
                               tables_from_entries)
 from emu.plan.satroutes import satellite_entries
 from emu.plan.shortest import FreeSlice, antennas_scarce, free_pass, gs_choice, pair_delays, shortest_path_costs
-from emu.orbit.constellation import build_constellation, slice_times
 from emu.snapshot.ground import C_KM_S
 from emu.scenario.load import LoadedScenario
 from emu.snapshot.series import SnapshotSeries
@@ -126,9 +125,7 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
               progress: Callable[[int, int], None] | None = None) -> Plan:
     t0 = time.perf_counter()
     sc = loaded.scenario
-    constellation = build_constellation(loaded)
-    times = slice_times(loaded, constellation, n_slices)
-    series = SnapshotSeries(loaded, constellation=constellation, times_s=times, workers=_workers(len(times)))
+    series = SnapshotSeries(loaded, n_slices)
     shell_map = sc.grc.shell_codes
     g_grc, g_plen = ground_grcs(series, shell_map)
     from emu.addressing.grc import decode

@@ -76,23 +76,11 @@ class Visibility:
         return self.range_km / C_KM_S * 1e3
 
 
-def visibility(nodes: GroundNodes, sat_ecef: np.ndarray, chunk: int = 16, workers: int = 1) -> Visibility:
+def visibility(nodes: GroundNodes, sat_ecef: np.ndarray, chunk: int = 16) -> Visibility:
     """Elevation of every satellite from every ground node at every slice, kept where visible.
 
-    ``sat_ecef`` is (slices, sats, 3). Works in chunks of slices to bound memory; with ``workers`` > 1
-    the chunks are shared among that many forked processes (the same chunks, so the same result).
+    ``sat_ecef`` is (slices, sats, 3). Works in chunks of slices to bound memory.
     """
-    n_chunks = -(-sat_ecef.shape[0] // chunk)
-    if workers > 1 and n_chunks > 1 and nodes.size:
-        import multiprocessing
-
-        per = -(-n_chunks // workers) * chunk  # slices per worker, whole chunks
-        spans = [(t0, min(t0 + per, sat_ecef.shape[0])) for t0 in range(0, sat_ecef.shape[0], per)]
-        with multiprocessing.get_context("fork").Pool(len(spans)) as pool:
-            got = pool.starmap(visibility, [(nodes, sat_ecef[a:b], chunk) for a, b in spans])
-        return Visibility(np.concatenate([v.slice + a for v, (a, _) in zip(got, spans)]).astype(np.int32),
-                          *(np.concatenate([getattr(v, f) for v in got])
-                            for f in ("node", "sat", "elevation_deg", "range_km")))
     parts = []
     n_t = sat_ecef.shape[0]
     if nodes.size == 0:

@@ -109,7 +109,7 @@ class SnapshotSeries:
 
     def __init__(self, loaded: LoadedScenario, n_slices: int | None = None,
                  constellation: Constellation | None = None, times_s: np.ndarray | None = None,
-                 first_index: int = 0, workers: int = 1):
+                 first_index: int = 0):
         self.loaded = loaded
         sc = loaded.scenario
         self.constellation = constellation or build_constellation(loaded)
@@ -119,7 +119,7 @@ class SnapshotSeries:
         self.times_s = np.asarray(times_s, dtype=float)
         self.ephemeris: Ephemeris = propagate(list(self.constellation.satrecs), sc.time.epoch, self.times_s)
         self.ground = ground_nodes(sc)
-        self.visibility = visibility(self.ground, self.ephemeris.ecef, workers=workers)  # workers: forked processes
+        self.visibility = visibility(self.ground, self.ephemeris.ecef)
         self._vis_bounds = np.searchsorted(self.visibility.slice, np.arange(len(self.times_s) + 1))
         self._grid_edges()
         self.bound_cells = self._bindings(sc.grc.level)
