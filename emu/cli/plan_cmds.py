@@ -56,7 +56,7 @@ def build_plan(scenario: str, out: Path, slices: int | None, fmt: str = "table",
 
         plan = make_plan(loaded, slices, progress=cb)
     write_plan(plan, out, key=signing_key)
-    sizes = np.concatenate([s.tables.sizes for s in plan.slices])
+    sizes = np.concatenate([s.sizes for s in plan.slices])
     raw = np.concatenate([s.raw_entries for s in plan.slices])
     summary = {
         "plan": str(out),
@@ -70,7 +70,8 @@ def build_plan(scenario: str, out: Path, slices: int | None, fmt: str = "table",
         "table_size": {"min": int(sizes.min()), "median": float(np.median(sizes)), "max": int(sizes.max())},
         "table_size_unaggregated": {"min": int(raw.min()), "median": float(np.median(raw)), "max": int(raw.max())},
         "handovers": len(plan.attach.handovers()),
-        "bindings_moved": plan.bind.moved,
+        "bindings_moved": plan.bind.moved,  # bindings displaced to a neighbouring cell to stay unique
+        "bindings_changed": int((plan.bind.grc[1:] != plan.bind.grc[:-1]).sum()),  # re-bound from slice to slice
         "disconnected_pairs": int(sum(s.disconnected for s in plan.slices)),
         "signed_by": fingerprint(public_bytes(signing_key)),
         "attach_policy": loaded.scenario.routing.attach_policy,

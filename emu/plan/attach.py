@@ -8,6 +8,7 @@ mapping table, UT's choice of GS GRC), §Routing Database.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,12 +132,45 @@ def attachments(series: SnapshotSeries, policy: str, demand: list[dict[int, list
 def _track_gs_antennas(series: SnapshotSeries, out: Attachments, order: np.ndarray, keys: np.ndarray,
                        gs_nodes: np.ndarray, ant: np.ndarray, demand: list[dict[int, list[int]]] | None) -> None:
     """Demand-first, sticky, sky-spread antenna assignment per ground station, slice by slice (see :func:`attachments`)."""
-    v = series.visibility
     T, G = len(series), series.ground.size
     starts = np.searchsorted(keys, np.arange(T * G, dtype=np.int64))
     ends = np.searchsorted(keys, np.arange(T * G, dtype=np.int64), side="right")
+    args = (series, order, starts, ends, ant, demand)
+    workers = min(os.cpu_count() or 1, 4) if T >= 32 and len(gs_nodes) >= 8 else 1
+    if workers == 1:
+        parts = [_gs_antennas(*args, gs_nodes.tolist())]
+    else:  # stations are independent: share them among forked workers
+        import multiprocessing
+
+        global _FORK_ARGS
+        _FORK_ARGS = args
+        try:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                parts = pool.map(_forked_gs, [c.tolist() for c in np.array_split(gs_nodes, workers)])
+        finally:
+            _FORK_ARGS = None
+    for nodes, links, rng, elev in parts:
+        out.links[:, nodes] = links
+        out.link_range_km[:, nodes] = rng
+        out.link_elevation_deg[:, nodes] = elev
+
+
+_FORK_ARGS: tuple | None = None
+
+
+def _forked_gs(nodes: list[int]):
+    return _gs_antennas(*_FORK_ARGS, nodes)
+
+
+def _gs_antennas(series: SnapshotSeries, order: np.ndarray, starts: np.ndarray, ends: np.ndarray, ant: np.ndarray,
+                 demand: list[dict[int, list[int]]] | None, nodes: list[int]):
+    """:func:`_track_gs_antennas` for the stations ``nodes``: (nodes, links, range, elevation) of their columns."""
+    v = series.visibility
+    T, G = len(series), series.ground.size
+    A = int(ant.max()) if len(ant) else 1
+    out = Attachments(np.full((T, G, A), -1, dtype=np.int32), np.full((T, G, A), np.nan), np.full((T, G, A), np.nan))
     ecef = series.ephemeris.ecef
-    for g in gs_nodes.tolist():
+    for g in nodes:
         held: list[int] = []
         here = series.ground.ecef[g]
         for k in range(T):
@@ -155,6 +189,7 @@ def _track_gs_antennas(series: SnapshotSeries, out: Attachments, order: np.ndarr
                 out.links[k, g, j] = s
                 out.link_range_km[k, g, j] = v.range_km[r]
                 out.link_elevation_deg[k, g, j] = v.elevation_deg[r]
+    return nodes, out.links[:, nodes], out.link_range_km[:, nodes], out.link_elevation_deg[:, nodes]
 
 
 def _spread(held: list[int], sats: list[int], rel: np.ndarray, n: int) -> list[int]:

@@ -124,7 +124,8 @@ def write_plan(plan: Plan, path: Path, key=None) -> Path:
         con = sqlite3.connect(tmp)
         try:
             _write_all(con, plan, key)
-            signmod.seal(con, key)
+            con.commit()
+            signmod.seal(con, key, tmp)
             con.commit()
         finally:
             con.close()
@@ -173,17 +174,16 @@ def _write_all(con, plan: Plan, key) -> None:
                     [(k, *exporter.export_tle(r)) for k, r in enumerate(c.satrecs)])
     con.executemany("INSERT INTO mapping VALUES (?, ?, ?)",
                     [(r.prefix, r.operator, json.dumps(r.candidates, sort_keys=True)) for r in plan.mapping])
-    _write_grc_coords(con, plan)
-    prev = None
+    prev, coords = None, {}
     for sp in plan.slices:
-        prev = _write_slice(con, plan, sp, prev, key)
+        prev = _write_slice(con, plan, sp, prev, key, coords)
+    _write_grc_coords(con, plan, coords)
     att = plan.attach
-    rows = []
-    for k in range(len(plan.slices)):
-        for node, j in zip(*np.nonzero(att.links[k] >= 0)):
-            rows.append((k, int(node), int(att.links[k, node, j]), float(att.link_elevation_deg[k, node, j]),
-                         float(att.link_range_km[k, node, j]), int(j)))
-    con.executemany("INSERT INTO attachments VALUES (?, ?, ?, ?, ?, ?)", rows)
+    k, node, j = np.nonzero(att.links[:len(plan.slices)] >= 0)  # slice by slice, node by node, antenna by antenna
+    con.executemany("INSERT INTO attachments VALUES (?, ?, ?, ?, ?, ?)",
+                    zip(k.tolist(), node.tolist(), att.links[k, node, j].astype(np.int64).tolist(),
+                        att.link_elevation_deg[k, node, j].astype(float).tolist(),
+                        att.link_range_km[k, node, j].astype(float).tolist(), j.tolist()))
     con.executemany("INSERT INTO handovers VALUES (?, ?, ?, ?)", att.handovers())
     con.executemany("INSERT INTO associations VALUES (?, ?, ?)", association_rows(plan))
 
@@ -199,7 +199,9 @@ def unpack_core(blob: bytes) -> np.ndarray:
     return _unpack(blob, "<i2")[0]
 
 
-def _write_grc_coords(con, plan: Plan) -> None:
+def _write_grc_coords(con, plan: Plan, coords: dict[int, tuple]) -> None:
+    """Every ground node's GRC, and every (GRC, cell) a satellite binds in some slice, with the cell's
+    centre; ``coords``: slice -> :func:`binding_coords` of its bound cells where already computed."""
     import h3
 
     from emu.addressing.grc import decode
@@ -210,16 +212,52 @@ def _write_grc_coords(con, plan: Plan) -> None:
         cell = decode(int(plan.ground_grc[i])).cell
         la, lo = h3.cell_to_latlng(cell)
         rows.append((int(plan.ground_grc[i]), int(plan.ground_plen[i]), cell, la, lo, g.kind[i], g.names[i]))
-    for grc_v, cell in sorted(set(zip(plan.bind.grc.ravel().tolist(), plan.bind.cell.ravel().tolist()))):
-        text = h3.int_to_str(int(cell))
-        la, lo = h3.cell_to_latlng(text)
-        rows.append((int(grc_v), 11 + 3 * plan.bind.level, text, la, lo, "satellite-binding", None))
     con.executemany("INSERT OR IGNORE INTO grc_coords VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    grc, cell = plan.bind.grc, plan.bind.cell
+    n_sats = grc.shape[1]
+    flat_g, flat_c = grc.ravel(), cell.ravel()
+    order = np.lexsort((flat_c, flat_g))  # sorted (GRC, cell) pairs
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (flat_g[order][1:] != flat_g[order][:-1]) | (flat_c[order][1:] != flat_c[order][:-1])
+    ks, ss = np.divmod(order[first], n_sats)
+    lat, lon = np.zeros(grc.shape), np.zeros(grc.shape)
+    for k in np.unique(ks).tolist():
+        if k not in coords:
+            coords[k] = binding_coords(cell[k])
+        lat[k], lon[k] = coords[k][1], coords[k][2]
+    texts = [coords[k][0][s] for k, s in zip(ks.tolist(), ss.tolist())]
+    plen = 11 + 3 * plan.bind.level
+    con.executemany("INSERT OR IGNORE INTO grc_coords VALUES (?, ?, ?, ?, ?, 'satellite-binding', NULL)",
+                    zip(grc[ks, ss].tolist(), [plen] * len(ks), texts, lat[ks, ss].tolist(), lon[ks, ss].tolist()))
 
 
-def _write_slice(con, plan: Plan, sp: SlicePlan, prev_links, key) -> np.ndarray:
+def binding_coords(cells: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The H3 text and centre (lat, lon) of each of a slice's bound cells."""
+    import h3
+    from h3.api import basic_int as h3i
+
+    ints = np.asarray(cells).tolist()
+    ll = np.array([h3i.cell_to_latlng(c) for c in ints], dtype=float).reshape(-1, 2)  # the text form's centre
+    return [h3.int_to_str(c) for c in ints], ll[:, 0].copy(), ll[:, 1].copy()
+
+
+@dataclass(frozen=True)
+class PackedSlice:
+    """A slice's route-database row before its signature: the packed blobs and the manifest, and the arrays
+    they were made from (:func:`packed_row` uses it only while the slice still holds exactly those)."""
+
+    of: tuple  # (tables or None: only packed, links, gs_choice, pairs, previous slice's links or None)
+    entries: int
+    sizes: np.ndarray  # entries per satellite
+    blobs: dict
+    manifest: bytes
+    coords: tuple  # binding_coords of the slice's bound cells
+
+
+def pack_slice(plan: Plan, sp: SlicePlan, prev_links: np.ndarray | None, keep_tables: bool = True) -> PackedSlice:
+    """Everything of slice ``sp``'s row but the signature: blobs (zlib) and the manifest of digests
+    (``keep_tables``: False when the slice will hold its tables only packed)."""
     T = sp.tables
-    tables_blob = _pack(T.offsets.astype("<i8"), T.prefix.astype("<u4"), T.plen.astype("u1"), T.action.astype("<i8"))
     links = sp.links
     if prev_links is None:
         added, removed = links, np.zeros(0, dtype=LINK_DTYPE)
@@ -235,18 +273,44 @@ def _write_slice(con, plan: Plan, sp: SlicePlan, prev_links, key) -> np.ndarray:
     visible["node"], visible["sat"], visible["range_km"] = v.node[lo:hi], v.sat[lo:hi], v.range_km[lo:hi]
     pairs = sp.pairs if sp.pairs is not None else np.zeros(0, dtype=PAIR_DTYPE)
     blobs = {
+        "tables": _pack(T.offsets.astype("<i8"), T.prefix.astype("<u4"), T.plen.astype("u1"), T.action.astype("<i8")),
         "links": _pack(links), "links_added": _pack(added), "links_removed": _pack(removed),
         "serving": _pack(np.array(serving.shape, "<i4"), serving), "gs_choice": _pack(sp.gs_choice.astype("<i4")),
         "bound_grc": _pack(bound), "visible": _pack(visible), "pairs": _pack(pairs),
     }
     manifest = b"".join(signmod.table_digests(T)) + slice_extras_digest(links, serving, sp.gs_choice, bound,
                                                                         visible, pairs)
-    sig = signmod.sign(key, signmod.slice_message(plan.loaded.digest, sp.index, manifest))
+    return PackedSlice((T if keep_tables else None, links, sp.gs_choice, sp.pairs, prev_links), int(T.sizes.sum()),
+                       T.sizes, blobs, manifest, binding_coords(plan.bind.cell[sp.index]))
+
+
+def unpack_tables(blob: bytes) -> SliceTables:
+    """The tables of a packed slice (trusted: the planner's own blob)."""
+    return SliceTables(*_unpack(blob, "<i8", "<u4", "u1", "<i8"))
+
+
+def _packed(plan: Plan, sp: SlicePlan, prev_links) -> PackedSlice:
+    """The worker's PackedSlice if the slice (and the previous one's links) still are what it was made of."""
+    got = sp.packed
+    if isinstance(got, PackedSlice):
+        T, links, choice, pairs, prev = got.of
+        same_tables = sp._tables is T if T is not None else (sp._tables is None or sp._from_packed)
+        if same_tables and links is sp.links and choice is sp.gs_choice and pairs is sp.pairs and \
+                (prev is None) == (prev_links is None) and (prev is None or np.array_equal(prev, prev_links)):
+            return got
+    return pack_slice(plan, sp, prev_links)
+
+
+def _write_slice(con, plan: Plan, sp: SlicePlan, prev_links, key, coords: dict) -> np.ndarray:
+    p = _packed(plan, sp, prev_links)
+    coords[sp.index] = p.coords
+    sig = signmod.sign(key, signmod.slice_message(plan.loaded.digest, sp.index, p.manifest))
+    b = p.blobs
     con.execute("INSERT INTO slices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (sp.index, sp.time_s, int(T.sizes.sum()), int(sp.raw_entries.sum()), sp.disconnected, tables_blob,
-                 blobs["links"], blobs["links_added"], blobs["links_removed"], blobs["serving"], blobs["gs_choice"],
-                 blobs["bound_grc"], blobs["visible"], blobs["pairs"], manifest, sig))
-    return links
+                (sp.index, sp.time_s, p.entries, int(sp.raw_entries.sum()), sp.disconnected, b["tables"],
+                 b["links"], b["links_added"], b["links_removed"], b["serving"], b["gs_choice"],
+                 b["bound_grc"], b["visible"], b["pairs"], p.manifest, sig))
+    return sp.links
 
 
 VISIBLE_DTYPE = np.dtype([("node", "<i4"), ("sat", "<i4"), ("range_km", "<f8")])
@@ -378,7 +442,7 @@ class PlanDB:
     def seal_problems(self) -> list[str]:
         """What differs from the signed seal over every table (empty: intact). spec: grc-based-routing §Security."""
         try:
-            return signmod.check_seal(self.con.raw, self.public_key)
+            return signmod.check_seal(self.con.raw, self.public_key, self.path)
         except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise PlanInputError(f"plan: not a readable leo-emu route database ({_short(exc)}) "
                                  f"(got {echo(str(self.path))})") from None

@@ -22,8 +22,9 @@ from emu.addressing.grc import shell_code as grc_shell_code
 from emu.plan import association as assocmod
 from emu.plan.attach import (Attachments, Bindings, MappingRow, attachments, bindings, candidate_order, ground_grcs,
                              mapping_table, shortest_path_serving)
-from emu.plan.routing import Destinations, SliceTables, aggregate, destination_distances, down_code, next_hop_codes
-from emu.plan.satroutes import merge_tables, satellite_routes
+from emu.plan.routing import (Destinations, SliceTables, aggregate_entries, destination_distances, down_code, hop_codes,
+                              tables_from_entries)
+from emu.plan.satroutes import satellite_entries
 from emu.plan.shortest import FreeSlice, antennas_scarce, free_pass, gs_choice, pair_delays, shortest_path_costs
 from emu.snapshot.ground import C_KM_S
 from emu.scenario.load import LoadedScenario
@@ -36,12 +37,33 @@ log = logging.getLogger(__name__)
 class SlicePlan:
     index: int
     time_s: float
-    tables: SliceTables
+    _tables: SliceTables | None  # None: only in ``packed`` (see ``tables``)
     raw_entries: np.ndarray  # per satellite, entries before aggregation
     links: np.ndarray  # structured: a, b, dir_a, dir_b, delay_ms
     gs_choice: np.ndarray  # (uts, 2) ground-node index [chosen, backup]
     disconnected: int  # (satellite, destination) pairs with no path
     pairs: np.ndarray | None = None  # shortest.PAIR_DTYPE: planned vs free-choice delay per (UT, target) this slice
+    packed: object | None = None  # emu.plan.db.PackedSlice of exactly these arrays, made by the worker that planned it
+    _from_packed: bool = False  # ``_tables`` was decoded from ``packed`` (so ``packed`` still holds them)
+
+    @property
+    def tables(self) -> SliceTables:
+        """Every satellite's table. A worker hands a slice back with its tables only packed (a tenth of the
+        bytes through the pipe and in memory); they are decoded here when asked for."""
+        if self._tables is None:
+            from emu.plan.db import unpack_tables
+
+            self._tables, self._from_packed = unpack_tables(self.packed.blobs["tables"]), True
+        return self._tables
+
+    @tables.setter
+    def tables(self, value: SliceTables) -> None:
+        self._tables, self._from_packed = value, False
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Entries per satellite."""
+        return self._tables.sizes if self._tables is not None else self.packed.sizes
 
 
 @dataclass
@@ -122,7 +144,7 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
         costs = list(_per_slice(plan, shortest_path_costs, n))
         _apply_shortest_path(plan, costs)
     plan.association = plan_association(plan)  # after the attachments are final: UTs' serving satellites
-    for k, sp in enumerate(_per_slice(plan, plan_slice, n)):
+    for k, sp in enumerate(_per_slice(plan, plan_and_pack_slice, n)):
         plan.slices.append(sp)
         if progress:
             progress(k + 1, n)
@@ -160,9 +182,14 @@ _FORK_PLAN: Plan | None = None
 _FORK_FN = None
 
 
+def _workers(n: int) -> int:
+    """Forked worker processes for n slices (none below 32: forking costs more than it saves)."""
+    return min(os.cpu_count() or 1, 4) if n >= 32 else 1
+
+
 def _per_slice(plan: Plan, fn, n: int):
     """fn(plan, k) for k in 0..n-1, in order; slices are independent: forked workers share the snapshots copy-on-write."""
-    workers = min(os.cpu_count() or 1, 4) if n >= 32 else 1
+    workers = _workers(n)
     if workers == 1:
         for k in range(n):
             yield fn(plan, k)
@@ -188,25 +215,42 @@ def plan_slice(plan: Plan, k: int) -> SlicePlan:
     L = snap.links
     dest = destinations_for(plan, k)
     dist = destination_distances(N, L.a, L.b, L.delay_ms, dest.terminals(), len(dest.addr))
-    codes = next_hop_codes(snap.neighbours, snap.neighbour_delay_ms, dist, dest,
-                           sc.routing.multipath, sc.routing.ucmp_tolerance, sc.routing.ecmp_tolerance)
-    tables = aggregate(codes, dest.addr, dest.plen, sc.routing.aggregate)
-    raw = np.count_nonzero(codes, axis=1)
-    disconnected = int(np.count_nonzero(codes == 0))  # includes destinations not attached this slice
+    codes = hop_codes(snap.neighbours, snap.neighbour_delay_ms, dist, dest,
+                      sc.routing.multipath, sc.routing.ucmp_tolerance, sc.routing.ecmp_tolerance)  # (dests, sats)
+    key, act = aggregate_entries(codes, dest.addr, dest.plen, sc.routing.aggregate)
+    raw = np.count_nonzero(codes, axis=0)
+    disconnected = int(codes.size - np.count_nonzero(codes))  # includes destinations not attached this slice
     if sc.routing.satellite_destinations:
-        sr = satellite_routes(snap.neighbours, snap.neighbour_delay_ms, L.a, L.b, L.delay_ms,
-                              satellite_addresses(plan.loaded, snap.constellation), sc.routing.multipath,
-                              sc.routing.ucmp_tolerance, sc.routing.aggregate)
-        tables = merge_tables(tables, sr.tables)
-        raw = raw + sr.routed
-        disconnected += int(N * N - sr.routed.sum())
+        s_key, s_act, routed = satellite_entries(snap.neighbours, snap.neighbour_delay_ms, L.a, L.b, L.delay_ms,
+                                                 satellite_addresses(plan.loaded, snap.constellation),
+                                                 sc.routing.multipath, sc.routing.ucmp_tolerance, sc.routing.aggregate)
+        key, act = np.concatenate([key, s_key]), np.concatenate([act, s_act])
+        raw = raw + routed
+        disconnected += int(N * N - routed.sum())
+    tables = tables_from_entries(key, act, N)
     # multi-source selection: a UT reaches a GS when its serving satellite has a path to one the GS links to
     G = plan.series.ground.size
     serving = plan.attach.serving[k].astype(np.int64)
     dist_to = {g: dist[g] for g in range(G)}
     choice = gs_choice(plan, dist_to, {u: serving[u:u + 1] for u in plan.gs_order if serving[u] >= 0})
+    pairs = pair_delays(plan, snap, dist, choice, plan.free[k] if plan.free else free_pass(plan, k))
+    return SlicePlan(k, float(snap.time_s), tables, raw, slice_links(L), choice, disconnected, pairs)
+
+
+def slice_links(L) -> np.ndarray:
+    """A slice's ISLs (emu.snapshot.series.Links) as LINK_DTYPE rows (what the route database stores)."""
     links = np.zeros(len(L), dtype=LINK_DTYPE)
     links["a"], links["b"], links["dir_a"], links["dir_b"] = L.a, L.b, L.dir_a, L.dir_b
     links["delay_ms"] = L.delay_ms
-    pairs = pair_delays(plan, snap, dist, choice, plan.free[k] if plan.free else free_pass(plan, k))
-    return SlicePlan(k, float(snap.time_s), tables, raw, links, choice, disconnected, pairs)
+    return links
+
+
+def plan_and_pack_slice(plan: Plan, k: int) -> SlicePlan:
+    """:func:`plan_slice`, with its route-database row packed and digested where it is computed (in the
+    forked workers), so writing the plan is only inserting rows (:func:`emu.plan.db.pack_slice`)."""
+    from emu.plan.db import pack_slice
+
+    sp = plan_slice(plan, k)
+    sp.packed = pack_slice(plan, sp, slice_links(plan.series.links(k - 1)) if k > 0 else None, keep_tables=False)
+    sp._tables = None  # travels packed
+    return sp

@@ -16,6 +16,7 @@ so delivery stays exact.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,51 +136,102 @@ def next_hop_codes(nb: np.ndarray, nb_delay: np.ndarray, dist: np.ndarray, dest:
     terminal of the same destination (a ground station with several
     antennas); every other satellite forwards to the neighbours on a shortest
     path, so each hop strictly lowers the remaining delay: no loops.
+
+    A transposed view of :func:`hop_codes` (destination-major, what :func:`aggregate` works on).
+    """
+    return hop_codes(nb, nb_delay, dist, dest, policy, ucmp_tolerance, ecmp_tolerance).T
+
+
+def hop_codes(nb: np.ndarray, nb_delay: np.ndarray, dist: np.ndarray, dest: Destinations,
+              policy: str, ucmp_tolerance: float, ecmp_tolerance: float = 0.0) -> np.ndarray:
+    """:func:`next_hop_codes` as a C-contiguous (dests, sats) array.
+
+    One pass per direction over contiguous (destinations, satellites) planes: the neighbour's distance
+    is a gather from ``dist`` with a column of ``inf`` standing for "no neighbour", so no (destinations,
+    satellites, 6) array is built; destinations go in blocks small enough to stay in the CPU cache.
     """
     n_sats = nb.shape[0]
-    n_dest = len(dest.addr)
-    codes = np.zeros((n_sats, n_dest), dtype=np.int64)
+    codes = np.zeros((len(dest.addr), n_sats), dtype=np.int64)
     t_dest, t_sat, t_delay = dest.terminals()
     live = np.unique(t_dest)
     if len(live) == 0:
         return codes
-    D = dist[live]  # (L, sats): distance to the destination
     has = nb >= 0
-    nbi = np.where(has, nb, 0)
-    C = np.where(has[None], nb_delay[None] + D[:, nbi], np.inf)  # (L, sats, 6)
-    best = C.min(axis=-1)
-    ok = np.isfinite(best)
+    nbi = np.where(has, nb, n_sats).T.copy()  # (6, sats); n_sats: the inf column
+    nbd = np.where(has, nb_delay, 0.0).T.copy()
+    row = np.searchsorted(live, t_dest)
+    best_at_term = np.empty(len(t_dest))
+    block = max(1, _BLOCK_CELLS // max(1, n_sats))
+    for lo in range(0, len(live), block):
+        rows = live[lo:lo + block]
+        code, best = _block_codes(nbi, nbd, dist[rows], policy, ucmp_tolerance, ecmp_tolerance)
+        codes[rows] = code
+        mine = (row >= lo) & (row < lo + block)
+        best_at_term[mine] = best[row[mine] - lo, t_sat[mine]]
+    # terminal satellites: Down to the ground node, or local delivery (unless a neighbour is strictly shorter)
+    deliver = t_delay <= best_at_term + _EPS
+    codes[t_dest[deliver], t_sat[deliver]] = dest.term_code[t_dest[deliver]]
+    return codes
+
+
+_BLOCK_CELLS = 1 << 14  # (destination, satellite) cells per block: a few float64 planes of this fit in L2
+
+
+def _block_codes(nbi: np.ndarray, nbd: np.ndarray, dist: np.ndarray, policy: str, ucmp_tolerance: float,
+                 ecmp_tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (0 where unreachable) and best delay of a block of destinations (:func:`hop_codes`)."""
+    n_dir, n_sats = nbi.shape
+    D = np.empty((dist.shape[0], n_sats + 1))
+    D[:, :n_sats] = dist
+    D[:, n_sats] = np.inf
+    Dv = D[:, :n_sats]
+    Dn = [np.take(D, nbi[d], axis=1) for d in range(n_dir)]  # distance of the neighbour in direction d
+    C = [Dn[d] + nbd[d] for d in range(n_dir)]  # via direction d (inf: no neighbour)
+    best = C[0].copy()
+    for d in range(1, n_dir):
+        np.minimum(best, C[d], out=best)
+    Dlim = Dv - _EPS
     if policy == "active-standby":
-        primary = np.argmin(C, axis=-1)
-        Dn = np.where(has[None], D[:, nbi], np.inf)
-        downstream = Dn < D[:, :, None] - _EPS
-        alt = np.where(downstream, C, np.inf)
-        np.put_along_axis(alt, primary[..., None], np.inf, axis=-1)
-        standby = np.argmin(alt, axis=-1)
-        has_standby = np.isfinite(np.take_along_axis(alt, standby[..., None], axis=-1)[..., 0])
-        code = (np.int64(actions.STANDBY) << 48) | (np.int64(1) << primary) | (np.int64(1) << (6 + 7 * primary))
-        code |= np.where(has_standby, (np.int64(1) << standby) | (np.int64(2) << (6 + 7 * standby)), 0)
+        primary = np.zeros(best.shape, dtype=np.int64)  # first direction reaching the minimum (np.argmin)
+        for d in range(n_dir - 1, -1, -1):
+            primary[C[d] == best] = d
+        alt_best = np.full(best.shape, np.inf)
+        standby = np.zeros(best.shape, dtype=np.int64)
+        for d in range(n_dir):
+            alt = np.where((Dn[d] < Dlim) & (primary != d), C[d], np.inf)
+            standby[alt < alt_best] = d
+            np.minimum(alt_best, alt, out=alt_best)
+        has_standby = np.isfinite(alt_best)
+        one = np.int64(1)
+        code = (np.int64(actions.STANDBY) << 48) | (one << primary) | (one << (6 + 7 * primary))
+        code |= np.where(has_standby, (one << standby) | (np.int64(2) << (6 + 7 * standby)), 0)
     else:
         tol = ucmp_tolerance if policy == "ucmp" else ecmp_tolerance
-        sel = C <= best[..., None] * (1.0 + tol) + _EPS
+        near = best * (1.0 + tol) + _EPS
+        tie = best + _EPS
         # only neighbours strictly closer to the destination: near-equal paths must not loop
-        Dn = np.where(has[None], D[:, nbi], np.inf)
-        sel &= (Dn < D[:, :, None] - _EPS) | (C <= best[..., None] + _EPS)
+        sel = [(C[d] <= near) & ((Dn[d] < Dlim) | (C[d] <= tie)) for d in range(n_dir)]
         if policy == "ucmp":
-            with np.errstate(invalid="ignore"):  # unreachable (best inf): masked by ``ok`` below
-                w = np.clip(np.round(100.0 * best[..., None] / np.where(sel, C, np.inf)), 1, 100).astype(np.int64)
-        else:
-            w = np.ones_like(C, dtype=np.int64)
-        code = np.zeros(best.shape, dtype=np.int64)
-        for d in range(6):
-            code |= np.where(sel[..., d], (np.int64(1) << d) | (w[..., d] << (6 + 7 * d)), 0)
-    code = np.where(ok, code, 0)
-    # terminal satellites: Down to the ground node, or local delivery (unless a neighbour is strictly shorter)
-    row = np.searchsorted(live, t_dest)
-    deliver = t_delay <= best[row, t_sat] + _EPS
-    code[row[deliver], t_sat[deliver]] = dest.term_code[t_dest[deliver]]
-    codes[:, live] = code.T
-    return codes
+            code = np.zeros(best.shape, dtype=np.int64)
+            scaled = 100.0 * best
+            with np.errstate(invalid="ignore"):  # unreachable (best inf): masked below
+                for d in range(n_dir):
+                    w = np.clip(np.round(scaled / np.where(sel[d], C[d], np.inf)), 1, 100).astype(np.int64)
+                    code |= np.where(sel[d], (np.int64(1) << d) | (w << (6 + 7 * d)), 0)
+        else:  # equal weights: the code is a function of the 6-bit direction mask
+            mask = np.zeros(best.shape, dtype=np.uint8)
+            for d in range(n_dir):
+                mask |= sel[d].view(np.uint8) << np.uint8(d)
+            code = _ecmp_lut(n_dir)[mask]
+    code[~np.isfinite(best)] = 0
+    return code, best
+
+
+@functools.cache
+def _ecmp_lut(n_dir: int) -> np.ndarray:
+    """Direction mask -> ECMP action code (every chosen direction at weight 1)."""
+    return np.array([sum((1 << d) | (1 << (6 + 7 * d)) for d in range(n_dir) if m >> d & 1)
+                     for m in range(1 << n_dir)], dtype=np.int64)
 
 
 def _mask(plen: np.ndarray) -> np.ndarray:
@@ -187,58 +239,167 @@ def _mask(plen: np.ndarray) -> np.ndarray:
     return ((np.uint64(0xFFFFFFFF) << (np.uint64(32) - p)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
 
-def aggregate(codes: np.ndarray, addr: np.ndarray, plen: np.ndarray, enabled: bool = True,
-              coarsest: int = 11) -> SliceTables:
-    """Fold destinations along the GRC hierarchy, up to prefixes of length ``coarsest``; see the module docstring.
 
-    Works on (destination-group, satellite) arrays so every reduction runs
-    over contiguous rows.
+@dataclass(frozen=True)
+class _Level:
+    """One aggregation step: the rows (destinations, or groups of them) before it and how they group.
+
+    Rows are taken in ``order`` (None: as they are); group g is rows ``order[starts[g]:starts[g+1]]``.
+    Only groups of several rows need comparing: ``pairs`` are the positions i (in that order) whose row
+    and the next are in one group, ``pair_group`` that group, ``members`` the positions in such groups
+    and ``size`` each group's row count.
     """
-    n_sats, n_dest = codes.shape
-    prefix = (addr & _mask(plen)).astype(np.uint32)
-    levels = []  # (prefix, plen, code (groups, sats), parent_of_group)
-    cur_p, cur_l, cur_c = prefix, plen.astype(np.uint8), np.ascontiguousarray(codes.T)
+
+    prefix: np.ndarray  # uint32, per row
+    plen: np.ndarray  # uint8, per row
+    identity: np.ndarray | None = None  # bool per row: its own length is this level's (its terminal entries fold)
+    order: np.ndarray | None = None
+    starts: np.ndarray | None = None
+    inv: np.ndarray | None = None  # group of each row
+    pairs: np.ndarray | None = None
+    pair_group: np.ndarray | None = None
+    members: np.ndarray | None = None
+    size: np.ndarray | None = None
+
+
+_LEVELS: dict[tuple, list[_Level]] = {}
+
+
+def _levels(addr: np.ndarray, plen: np.ndarray, enabled: bool, coarsest: int) -> list[_Level]:
+    """The grouping of :func:`aggregate`, which depends on the destinations only: computed once per set of
+    destinations (they are the same in every slice of a plan) and kept."""
+    addr = np.ascontiguousarray(addr, dtype=np.uint32)
+    plen = np.ascontiguousarray(plen, dtype=np.uint8)
+    key = (addr.tobytes(), plen.tobytes(), bool(enabled), int(coarsest))
+    got = _LEVELS.get(key)
+    if got is not None:
+        return got
+    cur_p, cur_l = (addr & _mask(plen)).astype(np.uint32), plen
+    out = []
     if enabled:
         for P in sorted((x for x in LEGAL_PREFIX_LENGTHS if coarsest <= x < 32), reverse=True):
             if len(cur_p) == 0:
                 break
-            key = cur_p.astype(np.uint64) >> np.uint64(32 - P)
-            pk, inv = np.unique(key, return_inverse=True)
-            identity = (cur_l == P)[:, None]
-            terminal = actions.is_terminal(cur_c)
-            val = np.where((cur_c > 0) & (~terminal | identity), cur_c, MIX)
+            k = cur_p.astype(np.uint64) >> np.uint64(32 - P)
+            pk, inv = np.unique(k, return_inverse=True)
             order = np.argsort(inv, kind="stable")
             starts = np.searchsorted(inv[order], np.arange(len(pk)))
-            vs = val[order]
-            vmin = np.minimum.reduceat(vs, starts, axis=0)
-            vmax = np.maximum.reduceat(vs, starts, axis=0)
-            gcode = np.where(vmin == vmax, vmin, MIX)
-            levels.append((cur_p, cur_l, cur_c, inv))
+            same = np.nonzero(inv[order][1:] == inv[order][:-1])[0]
+            out.append(_Level(cur_p, cur_l, cur_l == P, None if (order == np.arange(len(order))).all() else order,
+                              starts, inv, same, inv[order][same], np.unique(np.concatenate([same, same + 1])),
+                              np.diff(np.append(starts, len(inv)))))
             # a group is the region at length P, unless a member is coarser already (a satellite's level-k
             # region holding a ground cell): then the group keeps that member's shorter prefix
             gl = np.minimum(np.minimum.reduceat(cur_l[order], starts), P).astype(np.uint8)
             cur_p = ((pk << np.uint64(32 - P)).astype(np.uint32) & _mask(gl)).astype(np.uint32)
             cur_l = gl
-            cur_c = gcode
-    levels.append((cur_p, cur_l, cur_c, None))
-    sats, pre, pl, act = [], [], [], []
-    for i, (p, l, c, inv) in enumerate(levels):
-        emit = c > 0
-        if inv is not None:
-            emit &= levels[i + 1][2][inv] <= 0  # parent MIXED (or nothing): this level states it
-        u_idx, s_idx = np.nonzero(emit)
-        sats.append(s_idx)
-        pre.append(p[u_idx])
-        pl.append(l[u_idx])
-        act.append(c[u_idx, s_idx])
-    s_all = np.concatenate(sats)
-    p_all = np.concatenate(pre).astype(np.uint32)
-    l_all = np.concatenate(pl).astype(np.uint8)
-    a_all = np.concatenate(act).astype(np.int64)
-    order = np.lexsort((l_all, p_all, s_all))
+    out.append(_Level(cur_p, cur_l))
+    if len(_LEVELS) > 64:
+        _LEVELS.clear()
+    _LEVELS[key] = out
+    return out
+
+
+def _terminal_positive(c: np.ndarray) -> np.ndarray:
+    """:func:`emu.plan.actions.is_terminal` for codes > 0 (anything for the others): local delivery, or a
+    ground target (bits 50.. nonzero, so c >= 2**50) with the Down bit."""
+    return (((c >> 48) & 3) == actions.LOCAL) | ((c >= (1 << 50)) & ((c & (1 << DOWN)) != 0))
+
+
+def aggregate(codes: np.ndarray, addr: np.ndarray, plen: np.ndarray, enabled: bool = True,
+              coarsest: int = 11) -> SliceTables:
+    """Fold destinations along the GRC hierarchy, up to prefixes of length ``coarsest``; see the module docstring.
+
+    ``codes``: (sats, dests) as :func:`next_hop_codes` gives them (a transposed :func:`hop_codes` result).
+    """
+    return aggregate_rows(codes.T, addr, plen, enabled, coarsest)
+
+
+def aggregate_rows(codes: np.ndarray, addr: np.ndarray, plen: np.ndarray, enabled: bool = True,
+                   coarsest: int = 11) -> SliceTables:
+    """:func:`aggregate` of (dests, sats) codes."""
+    return tables_from_entries(*aggregate_entries(codes, addr, plen, enabled, coarsest), codes.shape[1])
+
+
+def aggregate_entries(codes: np.ndarray, addr: np.ndarray, plen: np.ndarray, enabled: bool = True,
+                      coarsest: int = 11) -> tuple[np.ndarray, np.ndarray]:
+    """The entries of :func:`aggregate_rows`, unsorted: (:func:`entry_key`, action).
+
+    Per level, a group's code is its members' common code, MIX where they differ; an entry is stated at
+    the level whose group is mixed (or at the last level). A code <= 0 (no route, or mixed) never folds
+    and is never stated, so those are kept as they come (comparisons treat them alike). Terminal entries
+    are few (one per destination and terminal satellite): they are found once and followed through the
+    levels as positions; only the rows of groups with several members are compared, so a level costs a
+    gather of its groups' first rows plus its real groups. Entries come level by level, row-major within
+    a level (the order the straightforward version stated them in, which breaks ties between duplicates).
+    """
+    n_sats = codes.shape[1]
+    levels = _levels(addr, plen, enabled, coarsest)
+    c = np.ascontiguousarray(codes, dtype=np.int64)  # the current level's codes
+    cand = np.flatnonzero(c >= (1 << 48))  # kind or ground-target bits set: the only codes that may be terminal
+    term = cand[_terminal_positive(c.ravel()[cand])]  # flat positions of this level's terminal codes
+    keys, acts = [], []
+
+    def state(lv: _Level, rows: np.ndarray, sats: np.ndarray) -> None:
+        keys.append(entry_key(sats, lv.prefix[rows], lv.plen[rows]))
+        acts.append(c[rows, sats])
+
+    for lv in levels[:-1]:
+        t_row, t_sat = np.divmod(term, n_sats)
+        fold = lv.identity[t_row]  # a terminal entry folds only into a group at its own length
+        g = c[lv.starts if lv.order is None else lv.order[lv.starts]]  # the group's code where members agree
+        if len(lv.pairs):
+            pos = lv.pairs if lv.order is None else lv.order[lv.pairs]
+            nxt = lv.pairs + 1 if lv.order is None else lv.order[lv.pairs + 1]
+            r, s = np.nonzero(c[pos] != c[nxt])
+            g[lv.pair_group[r], s] = MIX
+        g[lv.inv[t_row[~fold]], t_sat[~fold]] = MIX  # a terminal entry that does not fold: its group is mixed
+        # stated here: positive entries of a mixed group; in single-row groups those are the unfolded terminals
+        single = ~fold & (lv.size[lv.inv[t_row]] == 1)
+        rows = lv.members if lv.order is None else lv.order[lv.members]
+        r, s = np.nonzero((c[rows] > 0) & (g[lv.inv[rows]] <= 0))
+        state(lv, np.concatenate([t_row[single], rows[r]]), np.concatenate([t_sat[single], s]))
+        # terminal entries that folded: their group holds the same (terminal) code where it is positive
+        gpos = np.unique(lv.inv[t_row[fold]] * n_sats + t_sat[fold])
+        term = gpos[g.ravel()[gpos] > 0]
+        c = g
+    rows, sats = np.nonzero(c > 0)
+    state(levels[-1], rows, sats)
+    return np.concatenate(keys), np.concatenate(acts).astype(np.int64)
+
+
+def entry_key(sat: np.ndarray, prefix: np.ndarray, plen: np.ndarray) -> np.ndarray:
+    """The table order of entries: satellite, then prefix, then length (uint64 sat << 40 | prefix << 8 | plen)."""
+    return (np.asarray(sat).astype(np.uint64) << np.uint64(40)) | (np.asarray(prefix).astype(np.uint64) << np.uint64(8)) \
+        | np.asarray(plen).astype(np.uint64)
+
+
+def tables_from_entries(key: np.ndarray, act: np.ndarray, n_sats: int) -> SliceTables:
+    """SliceTables of entries (:func:`entry_key`, action) in key order; equal keys (duplicate destinations)
+    keep the order they come in."""
+    order = np.argsort(key)
+    k = key[order]
+    if len(k) > 1 and (k[1:] == k[:-1]).any():
+        order = np.argsort(key, kind="stable")
+        k = key[order]
     offsets = np.zeros(n_sats + 1, dtype=np.int64)
-    np.cumsum(np.bincount(s_all, minlength=n_sats), out=offsets[1:])
-    return SliceTables(offsets, p_all[order], l_all[order], a_all[order])
+    np.cumsum(np.bincount((k >> np.uint64(40)).astype(np.int64), minlength=n_sats), out=offsets[1:])
+    return SliceTables(offsets, ((k >> np.uint64(8)) & np.uint64(0xFFFFFFFF)).astype(np.uint32),
+                       (k & np.uint64(0xFF)).astype(np.uint8), np.asarray(act, dtype=np.int64)[order])
+
+
+def table_entries(t: SliceTables) -> tuple[np.ndarray, np.ndarray]:
+    """SliceTables back to (:func:`entry_key`, action)."""
+    sat = np.repeat(np.arange(len(t.offsets) - 1, dtype=np.uint64), np.diff(t.offsets))
+    return entry_key(sat, t.prefix, t.plen), t.action
+
+
+def merge_tables(*parts: SliceTables) -> SliceTables:
+    """One SliceTables from several with disjoint prefixes (rows per satellite ordered as aggregate orders them)."""
+    ent = [table_entries(t) for t in parts]
+    return tables_from_entries(np.concatenate([k for k, _ in ent]), np.concatenate([a for _, a in ent]),
+                               len(parts[0].offsets) - 1)
+
 
 
 def down_code(ground_index: int) -> int:

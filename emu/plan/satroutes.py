@@ -34,7 +34,8 @@ import numpy as np
 
 from emu.addressing import satgrc
 from emu.plan import actions
-from emu.plan.routing import Destinations, SliceTables, aggregate, destination_distances, next_hop_codes
+from emu.plan.routing import (Destinations, SliceTables, aggregate_entries, destination_distances, hop_codes,
+                              tables_from_entries)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,15 @@ def satellite_routes(nb: np.ndarray, nb_delay: np.ndarray, a: np.ndarray, b: np.
     ``nb``/``nb_delay``: (sats, 6) neighbour by direction and link delay; ``a``, ``b``, ``delay_ms``: the
     slice's links; ``addr``: each satellite's :func:`emu.addressing.satgrc.addresses`.
     """
+    key, act, routed = satellite_entries(nb, nb_delay, a, b, delay_ms, addr, policy, ucmp_tolerance, enabled)
+    return SatelliteRoutes(tables_from_entries(key, act, len(addr)), routed)
+
+
+def satellite_entries(nb: np.ndarray, nb_delay: np.ndarray, a: np.ndarray, b: np.ndarray, delay_ms: np.ndarray,
+                      addr: np.ndarray, policy: str, ucmp_tolerance: float,
+                      enabled: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`satellite_routes` as unsorted entries (:func:`emu.plan.routing.entry_key`, action), plus ``routed``
+    (the planner sorts them once with the ground destinations' entries)."""
     n = len(addr)
     addr = np.asarray(addr, np.uint32)
     planes, plane_of = np.unique(satgrc.plane_prefix(addr), return_inverse=True)
@@ -61,8 +71,8 @@ def satellite_routes(nb: np.ndarray, nb_delay: np.ndarray, a: np.ndarray, b: np.
     dist = destination_distances(n, a, b, delay_ms, term, len(planes))
     to_plane = Destinations(planes, np.full(len(planes), satgrc.PLANE_PLEN, np.uint8), np.zeros(len(planes), np.int32),
                             np.zeros(len(planes), np.int64), term)  # term_code 0: a plane's own members use the ring
-    c_plane = next_hop_codes(nb, nb_delay, dist, to_plane, policy, ucmp_tolerance)
-    t_plane = aggregate(c_plane, to_plane.addr, to_plane.plen, enabled)
+    c_plane = hop_codes(nb, nb_delay, dist, to_plane, policy, ucmp_tolerance)  # (planes, sats)
+    k_plane, a_plane = aggregate_entries(c_plane, to_plane.addr, to_plane.plen, enabled)
     # along the plane: destination j is "satellite j of my plane"; only intra-plane links
     n_idx = int(idx.max()) + 1 if n else 0
     inplane = plane_of[a] == plane_of[b]
@@ -73,23 +83,10 @@ def satellite_routes(nb: np.ndarray, nb_delay: np.ndarray, a: np.ndarray, b: np.
     rel = (np.arange(n_idx, dtype=np.uint32) << np.uint32(3)).astype(np.uint32)  # j's address bits below the /20
     ring = Destinations(rel, np.full(n_idx, satgrc.SAT_PLEN, np.uint8), np.zeros(n_idx, np.int32),
                         np.full(n_idx, actions.local(), np.int64), term)
-    c_ring = next_hop_codes(nb_ring, nb_delay, dist, ring, policy, ucmp_tolerance)
-    t_ring = aggregate(c_ring, rel, ring.plen, enabled, coarsest=satgrc.PLANE_PLEN)
-    own = np.repeat(planes[plane_of], np.diff(t_ring.offsets))  # each row's satellite's plane prefix
-    t_ring = SliceTables(t_ring.offsets, (t_ring.prefix | own).astype(np.uint32), t_ring.plen, t_ring.action)
+    c_ring = hop_codes(nb_ring, nb_delay, dist, ring, policy, ucmp_tolerance)  # (indexes, sats)
+    k_ring, a_ring = aggregate_entries(c_ring, rel, ring.plen, enabled, coarsest=satgrc.PLANE_PLEN)
+    k_ring = k_ring | (planes[plane_of].astype(np.uint64) << np.uint64(8))[(k_ring >> np.uint64(40)).astype(np.int64)]
     size = np.bincount(plane_of, minlength=len(planes))
-    routed = (c_plane > 0) @ size + np.count_nonzero(c_ring, axis=1)
-    return SatelliteRoutes(merge_tables(t_plane, t_ring), routed.astype(np.int64))
+    routed = size @ (c_plane > 0) + np.count_nonzero(c_ring, axis=0)
+    return np.concatenate([k_plane, k_ring]), np.concatenate([a_plane, a_ring]), routed.astype(np.int64)
 
-
-def merge_tables(*parts: SliceTables) -> SliceTables:
-    """One SliceTables from several with disjoint prefixes (rows per satellite ordered as aggregate orders them)."""
-    n = len(parts[0].offsets) - 1
-    s = np.concatenate([np.repeat(np.arange(n, dtype=np.int64), np.diff(t.offsets)) for t in parts])
-    p = np.concatenate([t.prefix for t in parts]).astype(np.uint32)
-    pl = np.concatenate([t.plen for t in parts]).astype(np.uint8)
-    act = np.concatenate([t.action for t in parts]).astype(np.int64)
-    order = np.lexsort((pl, p, s))
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(s, minlength=n), out=offsets[1:])
-    return SliceTables(offsets, p[order], pl[order], act[order])

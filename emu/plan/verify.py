@@ -66,32 +66,42 @@ class VerifyReport:
 
 
 def lookup_all(tables: SliceTables, addrs: np.ndarray) -> np.ndarray:
-    """(sats, len(addrs)) action of the segmented longest match, 0 where nothing matches.
+    """(sats, len(addrs)) action of the segmented longest match, 0 where nothing matches."""
+    codes, ids = lookup_ids(tables, addrs)
+    return codes[ids]
 
-    Per legal prefix length, from the shortest: the entries of that length whose prefix is some
-    destination's masked address go into a dense (sats, distinct masked addresses) matrix, gathered per
-    destination; a longer match overrides a shorter one.
+
+def lookup_ids(tables: SliceTables, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The segmented longest match of every address on every satellite, as (codes, ids): ``codes`` the
+    distinct actions of the tables (``codes[0] == 0``: no match), ``ids`` (sats, len(addrs)) indexes into it.
+
+    Through the legal prefix lengths from the shortest: per length, a (sats, distinct masked addresses)
+    matrix starts as its parent's (the same address at the next shorter length) and takes the entries of
+    that length on top, so a longer match overrides a shorter one; the longest length's matrix is
+    gathered per address.
     """
     n = len(tables.offsets) - 1
     addrs = np.asarray(addrs, dtype=np.int64)
-    out = np.zeros((n, len(addrs)), dtype=np.int64)
+    codes, aid = np.unique(np.concatenate([[0], tables.action]), return_inverse=True)
+    aid = aid[1:].astype(np.int16 if len(codes) < 1 << 15 else np.int32)
     if len(addrs) == 0 or len(tables.prefix) == 0:
-        return out
+        return codes, np.zeros((n, len(addrs)), dtype=aid.dtype)
     sat_of_row = np.repeat(np.arange(n, dtype=np.int64), np.diff(tables.offsets))
     prefix = tables.prefix.astype(np.int64)
+    cur = np.zeros((n, 1), dtype=aid.dtype)  # the matrix of the previous length (one column: nothing yet)
+    prev_uniq = np.zeros(1, dtype=np.int64)
+    prev_mask = 0
     for plen in sorted(LEGAL_PREFIX_LENGTHS):
-        rows = np.nonzero(tables.plen == plen)[0]
-        if len(rows) == 0:
-            continue
         mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
         uniq, inv = np.unique(addrs & mask, return_inverse=True)
-        pos = np.minimum(np.searchsorted(uniq, prefix[rows]), len(uniq) - 1)
-        hit = uniq[pos] == prefix[rows]
-        dense = np.zeros((n, len(uniq)), dtype=np.int64)
-        dense[sat_of_row[rows[hit]], pos[hit]] = tables.action[rows[hit]]
-        got = dense[:, inv]
-        np.copyto(out, got, where=got != 0)
-    return out
+        cur = cur[:, np.searchsorted(prev_uniq, uniq & prev_mask)]
+        rows = np.nonzero(tables.plen == plen)[0]
+        if len(rows):
+            pos = np.minimum(np.searchsorted(uniq, prefix[rows]), len(uniq) - 1)
+            hit = uniq[pos] == prefix[rows]
+            cur[sat_of_row[rows[hit]], pos[hit]] = aid[rows[hit]]
+        prev_uniq, prev_mask = uniq, mask
+    return codes, cur[:, inv]
 
 
 def verify(db: PlanDB, walk: bool = True, sample: int = 20, seed: int = 0, progress=None) -> VerifyReport:
@@ -235,47 +245,54 @@ def _check_association(db: PlanDB, rep: VerifyReport) -> None:
 
 
 def _walk_slice(db, rep, k, tables, links, addr, term, names, kinds, n_ground) -> None:
+    """Every (satellite, destination) pair of slice k: good when every branch of its forwarding ends with
+    the right delivery (see the module docstring); the others are named (at most ``max_failures``).
+
+    The lookup yields an action id per pair; what an action does (its kind, ground target, the directions
+    it forwards to) is worked out once per distinct action and gathered per pair.
+    """
     n = len(tables.offsets) - 1
     nb = neighbour_matrix(links, n)[0]
-    A = lookup_all(tables, addr)  # (sats, dests)
+    codes, ids = lookup_ids(tables, addr)
     comp = _components(n, links)
     D = len(addr)
-    dest_idx = np.arange(D)[None, :]
-    kind = actions.kind_of(A)
-    target = actions.target_of(A)
-    downbit = (A >> 4) & 1
-    is_ground = dest_idx < n_ground
-    good = np.zeros((n, D), dtype=bool)
-    at_term = term
-    right_down = is_ground & (downbit == 1) & (target == dest_idx)
-    right_local = ~is_ground & (kind == actions.LOCAL)
-    good |= at_term & (right_down | right_local)
-    wrong_term = (kind == actions.LOCAL) & ~(at_term & ~is_ground) | ((target >= 0) & ~(at_term & right_down))
-    # successors: every direction in the mask (active-standby: the active one only), as a 6-bit mask
-    bits = A & 0x3F
-    standby = kind == actions.STANDBY
-    if standby.any():
-        active = np.zeros_like(bits)
-        for d in range(6):
-            active |= (((A >> (6 + 7 * d)) & 0x7F) == 1).astype(np.int64) << d
-        bits = np.where(standby, bits & active, bits)
-    bits &= ~np.where(target >= 0, np.int64(1) << 4, 0)  # Down to ground is terminal, not a hop
+    kind_c = actions.kind_of(codes)
+    target_c = actions.target_of(codes)
+    down_c = ((codes >> 4) & 1).astype(bool)
+    bits_c = codes & 0x3F
+    active = np.zeros_like(bits_c)  # active-standby: the active direction only
+    for d in range(6):
+        active |= (((codes >> (6 + 7 * d)) & 0x7F) == 1).astype(np.int64) << d
+    bits_c = np.where(kind_c == actions.STANDBY, bits_c & active, bits_c)
+    bits_c &= ~np.where(target_c >= 0, np.int64(1) << 4, 0)  # Down to ground is terminal, not a hop
+    G = n_ground  # columns [:G] are ground nodes (delivered by Down to them), [G:] satellites (local delivery)
+    local_c = kind_c == actions.LOCAL
+    ids_g, ids_s = ids[:, :G], ids[:, G:]
+    right = np.empty((n, D), dtype=bool)
+    right[:, :G] = np.where(down_c & (target_c >= 0), target_c, -1)[ids_g] == np.arange(G)[None, :]
+    right[:, G:] = local_c[ids_s]
+    good = term & right
+    wrong_term = np.empty((n, D), dtype=bool)
+    wrong_term[:, :G] = (local_c | (target_c >= 0))[ids_g] & ~good[:, :G]
+    wrong_term[:, G:] = (local_c[ids_s] & ~term[:, G:]) | (target_c >= 0)[ids_s]
     missing = ((nb < 0).astype(np.int64) << np.arange(6)).sum(axis=1)  # per satellite: directions without a link
-    dangling = (bits & missing[:, None]) != 0
-    bits = np.where((bits != 0) & ~dangling & ~wrong_term, bits, 0).astype(np.int8)
-    _settle(good, bits, _predecessors(nb))
+    bits = bits_c.astype(np.uint8)[ids]
+    dangling = (bits & missing.astype(np.uint8)[:, None]) != 0
+    bits[dangling | wrong_term] = 0
+    good = _settle(good, bits, nb)
     # connected: the satellite's component holds a terminal of the destination
     n_comp = int(comp.max()) + 1 if n else 0
     comp_has = np.zeros((n_comp, D), dtype=bool)
     ts, td = np.nonzero(term)
     comp_has[comp[ts], td] = True
-    connected = comp_has[comp]
-    rep.pairs_checked += int(connected.sum())
-    rep.disconnected += int((~connected).sum())
+    connected = comp_has[comp] if n_comp > 1 else np.broadcast_to(comp_has[:1], (n, D))
+    n_conn = int(np.bincount(comp, minlength=n_comp) @ comp_has.sum(axis=1))  # connected pairs
+    rep.pairs_checked += n_conn
+    rep.disconnected += n * D - n_conn
     bad = connected & ~good
     bs, bd = np.nonzero(bad)
     for s, d in zip(bs[:rep.max_failures + 1], bd[:rep.max_failures + 1]):  # the report shows no more
-        if A[s, d] == 0:
+        if codes[ids[s, d]] == 0:
             why = "black hole (no matching entry)"
         elif dangling[s, d]:
             why = "egress direction has no link in this slice"
@@ -286,51 +303,36 @@ def _walk_slice(db, rep, k, tables, links, addr, term, names, kinds, n_ground) -
         rep.fail(f"slice {k}: satellite {db.sat_names[s]} -> {kinds[d]} {names[d]}: {why}")
 
 
-def _predecessors(nb: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """Layers (e, rev): rev[v] is a satellite u with nb[u, e] == v (-1: none); one layer per direction
-    unless several satellites reach the same v by the same direction (then one more layer per extra)."""
-    n = nb.shape[0]
-    out = []
-    for e in range(nb.shape[1]):
-        u = np.nonzero(nb[:, e] >= 0)[0]
-        v = nb[u, e]
-        order = np.argsort(v, kind="stable")
-        u, v = u[order], v[order]
-        first = np.ones(len(v), dtype=bool)
-        first[1:] = v[1:] != v[:-1]
-        rank = np.arange(len(v)) - np.maximum.accumulate(np.where(first, np.arange(len(v)), 0))
-        for layer in range(int(rank.max()) + 1 if len(v) else 0):
-            rev = np.full(n, -1, dtype=np.int64)
-            m = rank == layer
-            rev[v[m]] = u[m]
-            out.append((e, rev))
-    return out
+def _settle(good: np.ndarray, bits: np.ndarray, nb: np.ndarray) -> np.ndarray:
+    """The pairs (satellite, destination) that are good or whose every used direction (``bits``, a 6-bit
+    mask; 0: none) leads to a good pair, to the fixed point: those from which every branch ends in a good
+    pair. Pairs on a loop, or with a branch that never ends, are not.
 
-
-def _settle(good: np.ndarray, bits: np.ndarray, pred: list[tuple[int, np.ndarray]]) -> None:
-    """Mark (satellite, destination) good once every direction it uses (``bits``, a 6-bit mask) leads to a
-    good pair (in place).
-
-    Backward from the good pairs (Kahn's algorithm on the forwarding graphs of all destinations at
-    once): when a pair becomes good, the bit of every pair that forwards to it is cleared; a pair with
-    no bit left is good. Each used direction is looked at once; pairs on a loop never get there.
+    Bit-parallel over destinations: per satellite, 64 destinations to a machine word; each round takes,
+    for every satellite and direction, its neighbour's words. Rounds: the longest path's hops.
     """
     n, D = good.shape
-    good_flat = good.ravel()
-    rem = np.where(good_flat, 0, bits.ravel()).astype(np.int8)  # used directions not yet known good
-    frontier = np.nonzero(good_flat)[0]
-    while len(frontier):
-        fv, fd = np.divmod(frontier, D)
-        new = []
-        for e, rev in pred:
-            u = rev[fv]
-            m = u >= 0
-            idx = u[m] * D + fd[m]
-            idx = idx[((rem[idx] >> e) & 1).astype(bool)]  # unique: rev is one-to-one, frontier pairs distinct
-            rem[idx] &= np.int8(~(1 << e))
-            new.append(idx[rem[idx] == 0])
-        frontier = np.concatenate(new)
-        good_flat[frontier] = True
+    words = -(-D // 64)
+
+    def pack(x: np.ndarray) -> np.ndarray:  # nonzero -> 1
+        out = np.zeros((n + 1, words * 8), dtype=np.uint8)  # row n: "no neighbour", never good
+        out[:n, :-(-D // 8)] = np.packbits(x, axis=1)
+        return out.view(np.uint64)
+
+    G = pack(good)
+    free = [~pack(bits & np.uint8(1 << e))[:n] for e in range(nb.shape[1])]  # pairs not using direction e
+    used = [e for e in range(nb.shape[1]) if (~free[e]).any()]
+    moving = pack(bits)[:n]
+    nbz = np.where(nb >= 0, nb, n)
+    while True:
+        ok = moving.copy()
+        for e in used:
+            ok &= free[e] | G[nbz[:, e]]
+        ok &= ~G[:n]
+        if not ok.any():
+            break
+        G[:n] |= ok
+    return np.unpackbits(G[:n].view(np.uint8), axis=1, count=D).astype(bool)
 
 
 def _components(n: int, links) -> np.ndarray:
