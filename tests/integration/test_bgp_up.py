@@ -41,7 +41,8 @@ def kernel_bird_routes(netns_name: str) -> dict[str, str | None]:
 
 
 def bird_pids(run_dir: Path) -> dict[str, int]:
-    """Router dir name -> pid of its running bird (by its config path)."""
+    """Router dir name -> pid of its running bird daemon (by its config path; ``bird -f``, never the
+    short-lived ``bird -p`` config check that runs before every start)."""
     out = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -50,7 +51,7 @@ def bird_pids(run_dir: Path) -> dict[str, int]:
             argv = (d / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv and argv[0].endswith(b"bird") and b"-c" in argv:
+        if argv and argv[0].endswith(b"bird") and b"-c" in argv and b"-f" in argv and b"-p" not in argv:
             conf = argv[argv.index(b"-c") + 1].decode()
             if conf.startswith(str(run_dir)):
                 out[Path(conf).parent.name] = int(d.name)
