@@ -354,6 +354,17 @@ def test_pyroute2_encoded_qdiscs_and_encap_route() -> None:
         "10.1.1.1", "10.2.2.2", 64)
 
 
+def _table_items(routes) -> list[tuple]:
+    """Drawn (prefix, plen, metric, type, hops) as a table refill's items: prefix masked to its length,
+    hops as link-local next hops, none unless unicast."""
+    items = []
+    for prefix, plen, metric, rtype, hops in routes:
+        hs = tuple(nlroute.Hop(oif, str(ipaddress.IPv6Address((0xFE80 << 112) | x)), w) for oif, x, w in hops)
+        items.append((prefix & (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF, plen, metric, rtype,
+                      () if rtype != nlroute.RTN_UNICAST else hs))
+    return items
+
+
 @settings(max_examples=200, deadline=None)
 @given(verb=st.sampled_from(["replace", "del", "add"]), table=st.integers(1, 2**32 - 1),
        routes=st.lists(st.tuples(_v4, st.integers(0, 32), st.none() | st.integers(0, 2**32 - 1),
@@ -361,11 +372,7 @@ def test_pyroute2_encoded_qdiscs_and_encap_route() -> None:
                                  st.lists(_hop, min_size=0, max_size=4)), min_size=1, max_size=12))
 def test_bulk_table_routes_are_the_same_messages_as_one_by_one(verb, table, routes) -> None:
     """The refill path (nlroute.route4_many) writes byte for byte what nlroute.route4 writes per route."""
-    items = []
-    for prefix, plen, metric, rtype, hops in routes:
-        hs = tuple(nlroute.Hop(oif, str(ipaddress.IPv6Address((0xFE80 << 112) | x)), w) for oif, x, w in hops)
-        items.append((prefix & (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF, plen, metric, rtype,
-                      () if rtype != nlroute.RTN_UNICAST else hs))
+    items = _table_items(routes)
     one_by_one, bulk = NetlinkBatch.unbound(ack_each=False), NetlinkBatch.unbound(ack_each=False)
     for prefix, plen, metric, rtype, hops in items:
         nlroute.route4(one_by_one, verb, prefix, plen, hops, table=table, metric=metric, rtype=rtype,
@@ -391,11 +398,7 @@ def test_bulk_ipv6_twins_are_the_same_messages_as_route6_one_by_one(verb, table,
     from emu.addressing import grc
 
     base6 = grc.ipv6_base(base)
-    items = []
-    for prefix, plen, metric, rtype, hops in routes:
-        hs = tuple(nlroute.Hop(oif, str(ipaddress.IPv6Address((0xFE80 << 112) | x)), w) for oif, x, w in hops)
-        items.append((prefix & (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF, plen, metric, rtype,
-                      () if rtype != nlroute.RTN_UNICAST else hs))
+    items = _table_items(routes)
     one_by_one, bulk = NetlinkBatch.unbound(ack_each=False), NetlinkBatch.unbound(ack_each=False)
     for prefix, plen, metric, rtype, hops in items:
         p6, l6 = grc.prefix6_of(prefix, plen, base)

@@ -26,32 +26,28 @@ def _need(d: dict, key: str, where: str):
     return d[key]
 
 
-def _addr(v, where: str) -> str:
+def _parsed(v, where: str, kind, what: str) -> str:
+    """``v`` read as ``kind`` (an ipaddress class) in its normal text form; one line naming ``where`` if not."""
     try:
-        return str(ipaddress.IPv4Address(v))
+        return str(kind(v))
     except (ValueError, TypeError):
-        raise InputError(f"{where}: not an IPv4 address (got {v!r})") from None
+        raise InputError(f"{where}: not an {what} (got {v!r})") from None
+
+
+def _addr(v, where: str) -> str:
+    return _parsed(v, where, ipaddress.IPv4Address, "IPv4 address")
 
 
 def _net(v, where: str) -> str:
-    try:
-        return str(ipaddress.IPv4Network(v))
-    except (ValueError, TypeError):
-        raise InputError(f"{where}: not an IPv4 prefix (got {v!r})") from None
+    return _parsed(v, where, ipaddress.IPv4Network, "IPv4 prefix")
 
 
 def _net6(v, where: str) -> str:
-    try:
-        return str(ipaddress.IPv6Network(v))
-    except (ValueError, TypeError):
-        raise InputError(f"{where}: not an IPv6 prefix (got {v!r})") from None
+    return _parsed(v, where, ipaddress.IPv6Network, "IPv6 prefix")
 
 
 def _addr6(v, where: str) -> str:
-    try:
-        return str(ipaddress.IPv6Address(v))
-    except (ValueError, TypeError):
-        raise InputError(f"{where}: not an IPv6 address (got {v!r})") from None
+    return _parsed(v, where, ipaddress.IPv6Address, "IPv6 address")
 
 
 def _key(v, where: str) -> bytes:
