@@ -52,10 +52,13 @@ def teardown(core: CoreLogic) -> list:
     """An orderly stop: remove every route, rule, address and tunnel this core made."""
     lines: list[str] = []
     for o in core.own.values():
-        iface = o.iface if o.where == "local" else K.tunnel_name(core._peer(o.where).index) \
-            if o.where in core.c.peers else ""
-        if iface:
-            lines += core._unlocal_lines(o, iface) + core._each(o.prefix, o.prefix6, lambda pfx, _six: K.route_del(pfx))
+        if o.where == "local":
+            iface = o.iface
+        elif o.where in core.c.peers:
+            iface = K.tunnel_name(core._peer(o.where).index)
+        else:
+            continue
+        lines += core._unlocal_lines(o, iface) + core._each(o.prefix, o.prefix6, lambda pfx, _six: K.route_del(pfx))
     for v in core.visitors.values():
         if v.served_iface:
             lines += core._unvisitor_lines(v, v.served_iface)
