@@ -91,10 +91,10 @@ class Fabric:
         jobs = []
         for i in range(min(threads, len(names))):
             p = Pipeline(self, ok, self._aux)
-            send = p.__enter__()
+            send = p.start()
             for n in names[i::threads]:
                 send(n)
-            p.q.put(None)
+            p.end()
             jobs.append(p)
         self._behind = jobs
 
@@ -102,7 +102,7 @@ class Fabric:
         """Wait for the :meth:`send_behind` job, if any; raise its first failure."""
         jobs, self._behind = self._behind or [], None
         for p in jobs:
-            p.t.join()
+            p.t.join()  # its hand-overs were ended by send_behind
         for p in jobs:
             if p.error is not None:
                 raise p.error
@@ -165,12 +165,20 @@ class Pipeline:
             except BaseException as exc:  # noqa: BLE001 -- re-raised in the caller's thread
                 self.error = exc
 
-    def __enter__(self):
+    def start(self):
+        """Start the sender; returns the hand-over function (a namespace's name)."""
         self.t.start()
         return self.q.put
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def end(self) -> None:
+        """No more hand-overs: the sender stops after the last one."""
         self.q.put(None)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.end()
         self.t.join()
         if self.error is not None and exc is None:
             raise self.error
