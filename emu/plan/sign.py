@@ -51,27 +51,30 @@ def write_private_key(key: Ed25519PrivateKey, path: Path) -> None:
         f.write(data)
 
 
-def table_digest(prefix: np.ndarray, plen: np.ndarray, action: np.ndarray) -> bytes:
+_COLUMNS = ("<u4", "u1", "<i8")  # a table's digest covers its prefix, plen and action columns in these layouts
+
+
+def _column_bytes(prefix: np.ndarray, plen: np.ndarray, action: np.ndarray) -> list[memoryview]:
+    return [memoryview(np.ascontiguousarray(c, dtype=t).tobytes()) for c, t in zip((prefix, plen, action), _COLUMNS)]
+
+
+def _digest(*parts) -> bytes:
     h = hashlib.sha256()
-    h.update(np.ascontiguousarray(prefix, dtype="<u4").tobytes())
-    h.update(np.ascontiguousarray(plen, dtype="u1").tobytes())
-    h.update(np.ascontiguousarray(action, dtype="<i8").tobytes())
+    for p in parts:
+        h.update(p)
     return h.digest()
+
+
+def table_digest(prefix: np.ndarray, plen: np.ndarray, action: np.ndarray) -> bytes:
+    return _digest(*_column_bytes(prefix, plen, action))
 
 
 def table_digests(tables: SliceTables) -> list[bytes]:
     """:func:`table_digest` of every satellite's table (the columns' bytes taken once, then sliced)."""
     off = np.asarray(tables.offsets).tolist()
-    pb = memoryview(np.ascontiguousarray(tables.prefix, dtype="<u4").tobytes())
-    lb = memoryview(np.ascontiguousarray(tables.plen, dtype="u1").tobytes())
-    ab = memoryview(np.ascontiguousarray(tables.action, dtype="<i8").tobytes())
-    out = []
-    for a, b in zip(off[:-1], off[1:]):
-        h = hashlib.sha256(pb[4 * a:4 * b])
-        h.update(lb[a:b])
-        h.update(ab[8 * a:8 * b])
-        out.append(h.digest())
-    return out
+    cols = _column_bytes(tables.prefix, tables.plen, tables.action)
+    widths = [np.dtype(t).itemsize for t in _COLUMNS]
+    return [_digest(*(c[w * a:w * b] for c, w in zip(cols, widths))) for a, b in zip(off[:-1], off[1:])]
 
 
 def blob_digest(*parts: bytes) -> bytes:
