@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from emu.addressing.grc import ipv6_base, prefix6_of, to_ipv4, to_ipv6
-from emu.dataplane import ifnames, nlroute
+from emu.dataplane import ifnames, nlroute, slicemark
 from emu.dataplane.model import (IDX_DIR, IDX_DN_SLOT, IDX_GROUND_SLOT, IDX_LO, IDX_TERR, IDX_TUN, IDX_UP_SLOT,
                                  MTU_SPACE, MTU_TERRESTRIAL, MTU_TUNNEL, TUNNEL_GS_ADDR, TUNNEL_MAC, TUNNEL_PLEN,
                                  GroundLink, Model, ShellLink)
@@ -113,11 +113,30 @@ class Veth:
 
 @dataclass(frozen=True, order=True)
 class Rule:
-    """A policy rule on every satellite, in both families (IPv4 and IPv6 GRC lookups): look ``table`` up at
-    ``priority``."""
+    """A policy rule of the rotation on every satellite, in ``family`` (4 or 6: the GRC lookups of each):
+    look ``table`` up at ``priority``. IPv6 has these only where the kernel lacks the mark switch
+    (:mod:`emu.dataplane.slicemark`)."""
 
     table: int
     priority: int
+    family: int = 4
+
+
+@dataclass(frozen=True)
+class SliceMark:
+    """The IPv6 slice switch (:mod:`emu.dataplane.slicemark`): every satellite's packets get ``mark``;
+    ``setup`` makes the nftables table first (the run's first slice)."""
+
+    mark: int
+    setup: bool = False
+
+
+@dataclass(frozen=True)
+class LocalOut6:
+    """The one route of the mark switch's table for unmarked local lookups, on every satellite: ``::/0 dev lo``
+    (:data:`emu.dataplane.slicemark.LOCAL_OUT_TABLE`)."""
+
+    table: int
 
 
 @dataclass(frozen=True, order=True)
@@ -180,7 +199,7 @@ class SliceState:
 
     k: int
     table: int
-    rules: frozenset[Rule]  # slice k's rule and, retained, slice k-1's
+    rules: frozenset[Rule]  # slice k's rule and, retained, slice k-1's (IPv4; IPv6 too without the mark switch)
     links: frozenset[Veth]  # dynamic links in use or retained: first <= k < retire
     grid: frozenset[tuple[int, int, int]]  # grid ISLs up: (a, b, direction from a)
     grc_addrs: Mapping[int, Mapping[str, int]]  # sat -> {GRC address: ifindex}, slices k and k-1
@@ -190,6 +209,7 @@ class SliceState:
     tunnels: Mapping[int, TunnelTarget]
     delays: Mapping[tuple[str, int], Delay]
     unresolved: int = 0  # plan egresses without a link in this slice (logged)
+    mark6: int | None = None  # the IPv6 switch's mark of slice k (slicemark); None: IPv6 rotates rules too
 
 
 @dataclass(frozen=True)
@@ -653,12 +673,14 @@ class Desired:
         m = self.m
         count = [0]
         routes = {s: self.routes(s, k, count) for s in range(len(m.satellites))}
-        rules = frozenset(Rule(table_id(kk), rule_pref(kk)) for kk in ([k - 1] if k > self.k0 else []) + [k])
+        marked = m.cfg.switch6 == "mark"
+        rules = frozenset(Rule(table_id(kk), rule_pref(kk), f) for kk in ([k - 1] if k > self.k0 else []) + [k]
+                          for f in ((4,) if marked else (4, 6)))
         cores, tunnels = self.cores_and_tunnels(k)
         return SliceState(k=k, table=table_id(k), rules=rules, links=self.links(k),
                           grid=frozenset(m.active_grid(k)), grc_addrs=self.grc_addrs(k), routes=routes,
                           ground=self.ground_defaults(k), cores=cores, tunnels=tunnels, delays=self.delays(k),
-                          unresolved=count[0])
+                          unresolved=count[0], mark6=slicemark.slice_mark(k, N_TABLES) if marked else None)
 
 
 # ============================================================================ diffs
@@ -696,7 +718,12 @@ def initial(st: SliceState) -> list[Op]:
     ops += [Op("prepare", "up", e) for e in sorted(st.grid)]
     ops += [Op("prepare", "bind", (s, a, idx)) for s, addrs in st.grc_addrs.items() for a, idx in addrs.items()]
     ops.append(Op("prepare", "fill", st.table))
-    ops += [Op("switch", "add", r) for r in sorted(st.rules, key=lambda r: -r.priority)]
+    if st.mark6 is not None:  # the IPv6 mark switch: its fixed rules and route, then the nftables table
+        ops += [Op("prepare", "add", r) for r in slicemark.fixed_rules(table_id, N_TABLES)]
+        ops.append(Op("prepare", "add", LocalOut6(slicemark.LOCAL_OUT_TABLE)))
+    ops += [Op("switch", "add", r) for r in sorted(st.rules, key=lambda r: (-r.priority, r.family))]
+    if st.mark6 is not None:
+        ops.append(Op("switch", "set", SliceMark(st.mark6, setup=True)))
     ops += [Op("switch", "replace", x) for x in st.ground.values()]
     ops += [Op("switch", "replace", x) for x in st.cores.values()]
     ops += [Op("switch", "replace", x) for x in st.tunnels.values()]
@@ -711,7 +738,10 @@ def transition(cur: SliceState, nxt: SliceState) -> list[Op]:
     starts to use, bring up the grid ISLs it gains, fill table(k+1) -- the
     table neither slice k's nor slice k-1's rule points at.
     switch (the boundary): slice k+1's rule (a smaller priority than k's:
-    it wins), then the ground side (defaults, cores, tunnels) and delays.
+    it wins) -- for IPv6, where the kernel has it, slice k+1's mark instead
+    (:mod:`emu.dataplane.slicemark`: its fixed rules look table(k+1) up, then
+    the retained table(k)) -- then the ground side (defaults, cores,
+    tunnels) and delays.
     cleanup (after it): bind slice k+1's GRC addresses, delete slice k-1's
     rule (slice k's stays: the one-slice retention), bring down ISLs slice
     k+1 lost, retire links whose retention ended, unbind addresses no
@@ -722,7 +752,9 @@ def transition(cur: SliceState, nxt: SliceState) -> list[Op]:
     ops = [Op("prepare", "create", v) for v in sorted(nxt.links - cur.links)]
     ops += [Op("prepare", "up", e) for e in sorted(nxt.grid - cur.grid)]
     ops.append(Op("prepare", "fill", nxt.table))
-    ops += [Op("switch", "add", r) for r in sorted(nxt.rules - cur.rules, key=lambda r: -r.priority)]
+    ops += [Op("switch", "add", r) for r in sorted(nxt.rules - cur.rules, key=lambda r: (-r.priority, r.family))]
+    if nxt.mark6 is not None and nxt.mark6 != cur.mark6:
+        ops.append(Op("switch", "set", SliceMark(nxt.mark6)))
     ops += [Op("switch", "replace", x) for x in _changed(cur.ground, nxt.ground)]
     ops += [Op("switch", "replace", x) for x in _changed(cur.cores, nxt.cores)]
     ops += [Op("switch", "replace", x) for x in _changed(cur.tunnels, nxt.tunnels)]

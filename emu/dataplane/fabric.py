@@ -45,6 +45,7 @@ class Fabric:
         self.nl: dict[str, NetlinkBatch] = {}
         self._aux: dict[str, NetlinkBatch] = {}
         self._behind: list[Pipeline] | None = None
+        self._nft = None  # slicemark.NftSockets, opened by nft()
         try:
             for n in self.names:
                 self.fd[n] = netns.open_fd(n)
@@ -69,6 +70,15 @@ class Fabric:
         The caller must not queue on a namespace after handing it over, until the ``with`` block ends;
         leaving the block waits for every write and raises the first failure (as :meth:`flush` would)."""
         return Pipeline(self, ok)
+
+    def nft(self):
+        """The nfnetlink sockets of the satellites' IPv6 slice switch (:mod:`emu.dataplane.slicemark`), one per
+        namespace of this fabric, opened on first use."""
+        if self._nft is None:
+            from emu.dataplane.slicemark import NftSockets
+
+            self._nft = NftSockets(self.names)
+        return self._nft
 
     def aux(self, name: str) -> NetlinkBatch:
         """A second socket of namespace ``name`` (opened on first use, in the caller's thread), for requests
@@ -114,6 +124,9 @@ class Fabric:
             pass
         for b in list(self.nl.values()) + list(self._aux.values()):
             b.close()
+        if self._nft is not None:
+            self._nft.close()
+            self._nft = None
         for fd in self.fd.values():
             try:
                 os.close(fd)

@@ -42,7 +42,7 @@ from typing import Any, Callable, Mapping
 LINK_FEATURES = ("veth", "bridge", "vxlan", "ipip", "gre", "sit", "vrf")
 ROUTE_FEATURES = ("ipv6", "multipath", "seg6")
 QDISC_FEATURES = ("netem", "tbf", "htb", "fq", "fq_codel", "clsact")
-NFT_FEATURES = ("nft_nat", "nft_flowtable")
+NFT_FEATURES = ("nft_nat", "nft_flowtable", "nft_slice_mark")
 FEATURES = LINK_FEATURES + ROUTE_FEATURES + QDISC_FEATURES + NFT_FEATURES
 
 TOOLS = ("ip", "tc", "nft", "ping", "iperf3", "tcpdump")
@@ -156,6 +156,9 @@ _DEGRADATION = {
     "nft_flowtable": ("nftables flowtable (nf_flow_table) missing: the cores' NAT runs conntrack and NAT on every "
                       "packet of an established flow instead of a fast path; what is emulated is the same, "
                       "forwarding through a core costs more CPU."),
+    "nft_slice_mark": ("nftables mark switch missing: IPv6 switches slices by policy rules like IPv4; each IPv6 "
+                       "rule change walks the namespace's IPv6 tables, so boundaries take longer on large "
+                       "constellations; what is emulated is the same."),
 }
 _TOOL_DEGRADATION = {
     "ip": "`ip` (iproute2) not on PATH: `leo-emu exec`-style commands and address lookups cannot run.",
@@ -363,6 +366,9 @@ def _probe_all(tools: Mapping[str, str | None]) -> dict[str, tuple[bool, str]]:
             results[feat] = (proc.returncode == 0, _nft_error(proc.stderr))
         else:
             results[feat] = (False, "not probed: `nft` not on PATH")
+    from emu.dataplane import slicemark  # nfnetlink directly, as the applier does: no `nft` needed
+
+    results["nft_slice_mark"] = slicemark.probe()
     return results
 
 

@@ -367,12 +367,15 @@ class NetlinkBatch:
                           _ADDR_OPS[verb], ("{}/{} dev {}", address, plen, index))
 
     # ---------------------------------------------------------------- rules (pyroute2 fibmsg)
-    def rule(self, verb: str, *, table: int, priority: int, family: int = socket.AF_INET) -> int:
-        """An ``ip rule`` that sends every lookup to ``table`` (the shadow-table switch)."""
+    def rule(self, verb: str, *, table: int, priority: int, family: int = socket.AF_INET,
+             mark: int | None = None, iif: str | None = None) -> int:
+        """An ``ip rule`` that sends lookups to ``table`` (the shadow-table switch): every lookup, or those
+        with fwmark ``mark`` (exactly) and/or from interface ``iif``."""
         mtype = RTM_DELRULE if verb in ("del", "delete") else RTM_NEWRULE
         flags = NLM_F_CREATE | NLM_F_EXCL if verb == "add" else 0
-        return self.queue(mtype, flags, rule_body(verb, table, priority, family), f"rule {verb}",
-                          f"pref {priority} table {table}")
+        return self.queue(mtype, flags, rule_body(verb, table, priority, family, mark, iif), f"rule {verb}",
+                          f"pref {priority} table {table}" + (f" fwmark {mark:#x}" if mark is not None else "")
+                          + (f" iif {iif}" if iif else ""))
 
     # ---------------------------------------------------------------- routes: our encoder (the hot path)
     def route(self, verb: str, dst: str | bytes, plen: int | None = None, *, oif: int | None = None,

@@ -138,10 +138,17 @@ def addr_body(address: str, plen: int, index: int, scope: int, nodad: bool) -> b
 
 
 @functools.lru_cache(maxsize=1024)
-def rule_body(verb: str, table: int, priority: int, family: int) -> bytes:
+def rule_body(verb: str, table: int, priority: int, family: int, mark: int | None = None,
+              iif: str | None = None) -> bytes:
+    """``ip rule [iif IIF] [fwmark MARK/0xffffffff] pref PRIORITY lookup TABLE`` (a mark of 0 matches only
+    unmarked lookups: the mask is always sent, the kernel's default mask for mark 0 is 0)."""
+    attrs = [("FRA_PRIORITY", priority), ("FRA_TABLE", table)]
+    if mark is not None:
+        attrs += [("FRA_FWMARK", mark), ("FRA_FWMASK", 0xFFFFFFFF)]
+    if iif is not None:
+        attrs.append(("FRA_IIFNAME", iif))
     return encode(fibmsg, {"family": family, "table": table if table < 256 else RT_TABLE_COMPAT,
-                           "action": FR_ACT_TO_TBL},
-                  [("FRA_PRIORITY", priority), ("FRA_TABLE", table)])
+                           "action": FR_ACT_TO_TBL}, attrs)
 
 
 def route_dict(m) -> dict:

@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from emu.dataplane import desired as D
-from emu.dataplane import nlroute
+from emu.dataplane import nlroute, slicemark
 from emu.dataplane.fabric import Fabric
 from emu.dataplane.model import IDX_LO, IDX_TUN, IDX_TUN6, TUNNEL_MAC, Model
 from emu.dataplane.tc import LinkShape, netem, shape_many
@@ -163,6 +163,15 @@ class SliceApplier:
             self._rules(objs, "add", ok=())
         elif verb == "del" and isinstance(obj, D.Rule):
             self._rules(objs, "del", ok={2})  # ENOENT: already gone
+        elif verb == "add" and isinstance(obj, slicemark.MarkRule6):
+            self._mark_rules(objs)
+        elif verb == "add" and isinstance(obj, D.LocalOut6):
+            for name in self._sat_names:
+                self.f.nl[name].route("replace", "::", 0, oif=IDX_LO, table=obj.table)
+            self.f.flush(self._sat_names)
+        elif verb == "set" and isinstance(obj, D.SliceMark):
+            msgs = slicemark.setup_messages(obj.mark) if obj.setup else slicemark.switch_messages(obj.mark)
+            self.f.nft().transact(self._sat_names, msgs, "nftables slice mark")
         elif verb == "replace":
             self._replace(objs)
         elif verb == "bind":
@@ -249,10 +258,18 @@ class SliceApplier:
 
     def _rules(self, rules: list[D.Rule], verb: str, ok) -> None:
         for r in rules:
+            family = socket.AF_INET6 if r.family == 6 else socket.AF_INET
             for name in self._sat_names:
-                self.f.nl[name].rule(verb, table=r.table, priority=r.priority)
-                self.f.nl[name].rule(verb, table=r.table, priority=r.priority, family=socket.AF_INET6)
+                self.f.nl[name].rule(verb, table=r.table, priority=r.priority, family=family)
         self.f.flush(self._sat_names, ok=ok)
+
+    def _mark_rules(self, rules: list[slicemark.MarkRule6]) -> None:
+        """The IPv6 mark switch's fixed rules (made once): by mark, or unmarked lookups from ``lo``."""
+        for r in rules:
+            for name in self._sat_names:
+                self.f.nl[name].rule("add", table=r.table, priority=r.priority, family=socket.AF_INET6,
+                                     mark=0 if r.mark is None else r.mark, iif="lo" if r.mark is None else None)
+        self.f.flush(self._sat_names, ok={17})  # EEXIST: a rule of a restarted applier
 
     def _addrs(self, items: list[tuple[int, str, int]], verb: str, ok) -> None:
         """Bind (``add``) or unbind (``del``) GRC addresses: the IPv4 address /32 on its interface, and its

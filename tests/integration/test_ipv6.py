@@ -144,3 +144,58 @@ def test_a_satellites_ipv6_grc_twins_are_local_routes_and_answer_ping(live, plan
     assert twins <= have and not twins & addrs
     assert (got.get("type"), got.get("table")) == ("local", "local"), got
     assert f"from {twin}" in p.stdout and " 0% packet loss" in p.stdout, p.stdout + p.stderr
+
+
+def test_ipv6_switches_slices_by_mark_with_fixed_rules_and_local_packets_still_route(live, plan):
+    """Where the kernel has it (here: nftables), IPv6 switches slices without touching rules: the fixed fwmark
+    rules stay, each satellite's nftables chain sets slice k's mark (emu.dataplane.slicemark). A packet the
+    satellite itself sends (first lookup unmarked: the ``iif lo`` placeholder, then re-routed with the mark by
+    the output chain) reaches a ground station's IPv6 GRC."""
+    import subprocess
+    import sys
+    import time
+
+    from emu.dataplane import slicemark
+
+    db = PlanDB(plan)
+    name = "sat0-3-5"
+    netns = live["nodes"][name]["netns"]
+    seen = {}
+    for _attempt in range(4):
+        k = slice_now(live)
+        rules = json.loads(in_ns(netns, "ip", "-6", "-j", "rule").stdout)
+        chain = json.loads(in_ns(netns, "nft", "-j", "list", "chain", "ip6", slicemark.TABLE, "pre").stdout)
+        if slice_now(live) != k:
+            continue
+        marks = [e["mangle"]["value"] for item in chain["nftables"] if "rule" in item
+                 for e in item["rule"]["expr"] if "mangle" in e]
+        seen[k] = (marks, {(r["priority"], r["table"], r.get("fwmark")) for r in rules})
+        if len(seen) == 2:
+            break
+        time.sleep(1.5)  # and once more after a boundary, if one comes
+    assert seen, "the slice changed during every attempt (machine too loaded)"
+    fixed = {(r.priority, str(r.table), hex(r.mark) if r.mark else "0/0xffffffff")
+             for r in slicemark.fixed_rules(D.table_id, D.N_TABLES)}
+    for k, (marks, rules) in seen.items():
+        assert marks == [slicemark.slice_mark(k, D.N_TABLES)], (k, marks)
+        ours = {(p, t, m) for p, t, m in rules if p >= slicemark.RULE_PREF}
+        assert {(p, t) for p, t, _m in ours} == {(p, t) for p, t, _m in fixed}, rules  # no rotating IPv6 rule
+    gs = next(g for g in db.ground if g.name.startswith("gs"))
+    dst = grc.to_ipv6(int(gs.grc), live["info"]["grc_ipv6_prefix"])
+    listen = subprocess.Popen(["ip", "netns", "exec", live["nodes"][gs.name]["netns"], sys.executable, "-c",
+                               "import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
+                               "s.bind(('::', 33999)); s.settimeout(8); print(s.recvfrom(64)[0].decode())"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        for _ in range(10):
+            p = in_ns(netns, sys.executable, "-c", "import socket, sys; s = socket.socket(socket.AF_INET6, "
+                      f"socket.SOCK_DGRAM); s.sendto(b'from-{name}', ('{dst}', 33999))")
+            assert p.returncode == 0, p.stderr  # the first lookup succeeded (no ENETUNREACH)
+            if listen.poll() is not None:
+                break
+            time.sleep(0.3)
+        out, err = listen.communicate(timeout=10)
+    finally:
+        listen.kill()
+    assert out.strip() == f"from-{name}", err

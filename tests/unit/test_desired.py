@@ -14,7 +14,7 @@ import pytest
 
 from emu.addressing.slm import SegmentedTable
 from emu.dataplane import desired as D
-from emu.dataplane import nlroute
+from emu.dataplane import nlroute, slicemark
 from emu.dataplane.fibcheck import allowed_ifindexes
 from emu.dataplane.model import IDX_DIR, IDX_LO, IDX_TUN6, Model
 from emu.orbit.constellation import DOWN
@@ -142,7 +142,8 @@ def test_ground_side_follows_the_plan(model, states) -> None:
 
 # ---------------------------------------------------------------------------- replay on a model kernel
 class FakeKernel:
-    """What matters for make-before-break: links, ISLs up, tables, rules; checks every operation."""
+    """What matters for make-before-break: links, ISLs up, tables, rules (and the IPv6 mark switch's fixed rules
+    and mark); checks every operation."""
 
     def __init__(self, model: Model, states):
         self.m = model
@@ -152,8 +153,17 @@ class FakeKernel:
         self.grid: set[tuple[int, int, int]] = set()
         self.tables: dict[int, dict[int, dict]] = {}
         self.rules: set[D.Rule] = set()
+        self.mark_rules: set[slicemark.MarkRule6] = set()
+        self.mark: int | None = None  # what the nftables rule sets
+        self.local_out: int | None = None
         self.addrs: dict[int, set[str]] = {}
         self.log: list[str] = []
+
+    def lookup(self, family: int) -> list[int]:
+        """The tables a forwarded packet of ``family`` meets, in order (what the kernel's rules give)."""
+        if family == 6 and self.mark is not None:
+            return [r.table for r in sorted(self.mark_rules) if r.mark == self.mark]
+        return [r.table for r in sorted(self.rules, key=lambda r: r.priority) if r.family == family]
 
     def up(self, sat: int, oif: int) -> bool:
         if oif == IDX_LO:
@@ -179,12 +189,20 @@ class FakeKernel:
         elif op.verb == "down":
             self.grid.discard(o)
         elif op.verb == "fill":
-            assert all(r.table != o for r in self.rules), f"table {o} filled while a rule points at it"
+            assert o not in self.lookup(4) + self.lookup(6), f"table {o} filled while a lookup reaches it"
             self.tables[o] = {s: dict(r) for s, r in st.routes.items()}
+        elif op.verb == "add" and isinstance(o, slicemark.MarkRule6):
+            assert self.mark is None, "fixed rules are made before the first mark"
+            self.mark_rules.add(o)
+        elif op.verb == "add" and isinstance(o, D.LocalOut6):
+            self.local_out = o.table
         elif op.verb == "add":
             self.rules.add(o)
         elif op.verb == "del":
             self.rules.remove(o)
+        elif op.verb == "set":
+            assert o.setup == (self.mark is None), "the nftables table is made once, at the first slice"
+            self.mark = o.mark
         elif op.verb == "bind":
             self.addrs.setdefault(o[0], set()).add(o[1])
         elif op.verb == "unbind":
@@ -192,41 +210,63 @@ class FakeKernel:
         self.log.append(f"{op.phase} {op.verb}")
 
     def check_routes_usable(self, only_winner: bool = False) -> None:
-        """Every route of a table some rule points at goes through a link that exists (and, for the winning
+        """Every route of a table some lookup reaches goes through a link that exists (and, for the winning
         table, is up)."""
-        if not self.rules:
-            return
-        winner = min(self.rules, key=lambda r: r.priority)
-        for r in ([winner] if only_winner else self.rules):
-            for s, routes in self.tables[r.table].items():
-                for (_p, _l, _m), (rtype, hops) in routes.items():
-                    for h in hops:
-                        if h.oif in IDX_DIR.values() and r != winner:
-                            continue  # a retained table may point at an ISL that went down: the kernel skips it
-                        assert self.up(s, h.oif), f"table {r.table} sat {s}: oif {h.oif} missing"
+        for family in (4, 6):
+            chain = self.lookup(family)
+            if not chain:
+                continue
+            for t in (chain[:1] if only_winner else chain):
+                for s, routes in self.tables.get(t, {}).items():  # never filled: empty
+                    for (_p, _l, _m), (rtype, hops) in routes.items():
+                        for h in hops:
+                            if h.oif in IDX_DIR.values() and t != chain[0]:
+                                continue  # a retained table may point at an ISL that went down: the kernel skips it
+                            assert self.up(s, h.oif), f"table {t} sat {s}: oif {h.oif} missing"
 
 
-def test_replaying_transitions_keeps_make_before_break(model, states) -> None:
+@pytest.fixture(scope="module", params=["mark", "rules"])
+def switch_states(request, model):
+    """(model, states) under each IPv6 switch: the nftables mark (where the kernel has it) or rules."""
+    import dataclasses
+
+    from emu.dataplane.runconfig import RunConfig, scenario_of_plan
+
+    m = Model.from_plan(model.db, "zz02", cfg=dataclasses.replace(
+        RunConfig.from_scenario(scenario_of_plan(model.db)), switch6=request.param))
+    d = D.Desired(m)
+    return m, [d.state(k) for k in range(m.n_slices)]
+
+
+def test_replaying_transitions_keeps_make_before_break(switch_states) -> None:
+    model, states = switch_states
+    marked = model.cfg.switch6 == "mark"
     kern = FakeKernel(model, states)
     for op in D.initial(states[0]):
         kern.apply(op, states[0])
     kern.check_routes_usable()
-    assert kern.rules == {D.Rule(D.table_id(0), D.rule_pref(0))}
+    assert kern.lookup(4) == [D.table_id(0)]
+    assert kern.lookup(6) == [D.table_id(0)] + ([D.table_id(-1)] if marked else [])
+    if marked:  # the retained table of the first slice is empty: nothing found there
+        assert D.table_id(-1) not in kern.tables
+        assert kern.local_out == slicemark.LOCAL_OUT_TABLE
     for k in range(1, model.n_slices):
         cur, nxt = states[k - 1], states[k]
         ops = D.transition(cur, nxt)
         phases = [o.phase for o in ops]
         assert phases == sorted(phases, key=["prepare", "switch", "cleanup"].index)  # never interleaved
-        before = set(kern.rules)
+        before = (kern.lookup(4), kern.lookup(6))
         for i, op in enumerate(ops):
             kern.apply(op, nxt)
             if op.phase == "prepare":
-                assert kern.rules == before  # nothing looks at what is being prepared
+                assert (kern.lookup(4), kern.lookup(6)) == before  # nothing looks at what is being prepared
             if i + 1 == len(ops) or ops[i + 1].verb != op.verb:  # the applier pushes one kind at a time
                 kern.check_routes_usable(only_winner=op.verb == "down")
-        # after the boundary: slice k's rule wins, k-1's is the fallback, and nothing else
-        assert kern.rules == {D.Rule(D.table_id(k), D.rule_pref(k)), D.Rule(D.table_id(k - 1), D.rule_pref(k - 1))}
-        assert min(kern.rules, key=lambda r: r.priority).table == D.table_id(k)
+        # after the boundary, in both families: slice k's table wins, k-1's is the fallback, and nothing else
+        assert kern.lookup(4) == kern.lookup(6) == [D.table_id(k), D.table_id(k - 1)]
+        assert kern.rules == {D.Rule(D.table_id(kk), D.rule_pref(kk), f) for kk in (k, k - 1)
+                              for f in ((4,) if marked else (4, 6))}
+        assert kern.mark == (slicemark.slice_mark(k, D.N_TABLES) if marked else None)
         # kernel links are exactly what the desired state lists
         want = {(kern.sat_of[n], i) for v in nxt.links for n, i in ((v.node_a, v.index_a), (v.node_b, v.index_b))
                 if n in kern.sat_of}
@@ -235,16 +275,37 @@ def test_replaying_transitions_keeps_make_before_break(model, states) -> None:
         assert {s: set(a) for s, a in nxt.grc_addrs.items()} == kern.addrs
 
 
-def test_switch_phase_is_the_rule_then_the_ground_side(states) -> None:
+def test_switch_phase_is_the_rule_then_the_ground_side(switch_states) -> None:
+    model, states = switch_states
     ops = D.transition(states[3], states[4])
     switch = [o for o in ops if o.phase == "switch"]
-    assert switch[0] == D.Op("switch", "add", D.Rule(D.table_id(4), D.rule_pref(4)))
-    assert all(o.verb == "replace" for o in switch[1:])
+    families = (4,) if model.cfg.switch6 == "mark" else (4, 6)
+    n = len(families)
+    assert switch[:n] == [D.Op("switch", "add", D.Rule(D.table_id(4), D.rule_pref(4), f)) for f in families]
+    if model.cfg.switch6 == "mark":
+        assert switch[n] == D.Op("switch", "set", D.SliceMark(slicemark.slice_mark(4, D.N_TABLES)))
+        n += 1
+    assert all(o.verb == "replace" for o in switch[n:])
     cleanup = [o for o in ops if o.phase == "cleanup"]
-    assert D.Op("cleanup", "del", D.Rule(D.table_id(2), D.rule_pref(2))) in cleanup
+    assert [o.obj for o in cleanup if o.verb == "del"] == [D.Rule(D.table_id(2), D.rule_pref(2), f) for f in families]
     verbs = [o.verb for o in cleanup]
     if "retire" in verbs:
         assert verbs.index("del") < verbs.index("retire")  # the old table's rule goes before its links
+
+
+def test_mark_switch_rules_are_fixed_and_follow_the_rotation() -> None:
+    """Mark M(k) looks up table(k) then table(k-1), for every k: so the rules never change, only the mark."""
+    rules = slicemark.fixed_rules(D.table_id, D.N_TABLES)
+    by_mark: dict = {}
+    for r in sorted(rules):
+        by_mark.setdefault(r.mark, []).append(r.table)
+    for k in range(0, 12):
+        assert by_mark[slicemark.slice_mark(k, D.N_TABLES)] == [D.table_id(k), D.table_id(k - 1)]
+    assert by_mark[None] == [slicemark.LOCAL_OUT_TABLE]  # unmarked local lookups: after every mark rule
+    assert max(r.priority for r in rules if r.mark) < min(r.priority for r in rules if r.mark is None)
+    assert min(r.priority for r in rules) > 32767  # after main and default, as the IPv4 rotation's
+    assert len({slicemark.slice_mark(k, D.N_TABLES) for k in range(9)}) == D.N_TABLES
+    assert 0 not in {slicemark.slice_mark(k, D.N_TABLES) for k in range(9)}  # 0 is "not marked yet"
 
 
 def test_links_are_created_before_first_use_and_retired_after_retention(model, states) -> None:

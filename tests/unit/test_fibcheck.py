@@ -96,13 +96,15 @@ def test_compare_builds_the_plan_side_once_for_both_families(model, monkeypatch)
             built.append(a)
             super().__init__(*a, **kw)
 
-    def fake_get_many(nl, dsts, base6=None):
+    def fake_get_many(nl, dsts, base6=None, mark=None):
         asked.append((nl, base6))
+        assert mark == (0x1E2 if base6 is not None else None)  # IPv6 asked with the mark the kernel sets
         return [(errno.ENETUNREACH, None, None)] * len(dsts)  # "unreachable" everywhere: plan-routed ones differ
 
     monkeypatch.setattr(F, "Desired", Counting)
     monkeypatch.setattr(F, "route_get_many", fake_get_many)
-    fabric = type("Fab", (), {"nl": {s.netns: s.netns for s in model.satellites}})()
+    marks = type("Marks", (), {"marks": lambda self, names: {n: 0x1E2 for n in names}})()
+    fabric = type("Fab", (), {"nl": {s.netns: s.netns for s in model.satellites}, "nft": lambda self: marks})()
     dsts = [int(g.grc) for g in model.db.ground[:3]] + [F.UNASSIGNED_GRC]
     r = F.compare(model, fabric, 1, dsts, 0, families=(4, 6))
     assert len(built) == 1
