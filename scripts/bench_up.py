@@ -4,7 +4,10 @@
 Plans the first N+1 slices (not timed), then measures, with the same code as
 `leo-emu up`: build_s (namespaces, links, addresses, tunnels, NAT, shaping,
 slice-0 tables), the boundary apply time of N slices (apply_p50_ms,
-apply_p99_ms; the boundary = rule switch + ground-side switches), the
+apply_p99_ms: what the switch writes at the boundary -- the ground side;
+the satellites' switch is armed during the preparation and made by the
+kernel at the boundary's instant, emu.dataplane.slicemark; --unarmed gives
+no time, so the switch writes every satellite's mark itself), the
 preparation time of each slice (prep_p50_ms, off the critical path), kernel
 memory (Slab and Percpu growth from /proc/meminfo), and teardown_s. The
 cleanup after each boundary (cleanup_p50_ms, cleanup_max_ms) and the
@@ -144,18 +147,27 @@ class OpTimer:
         self.a._push = self._orig
 
 
-def back_to_back(ctl: Controller, boundaries: int) -> dict:
-    """Every boundary at once after the one before: prepare, switch, cleanup; how long each took."""
+def back_to_back(ctl: Controller, boundaries: int, armed: bool = True) -> dict:
+    """Every boundary soon after the one before: prepare, switch, cleanup; how long each took."""
     with OpTimer(ctl.applier) as ot:
-        res = _back_to_back(ctl, boundaries)
+        res = _back_to_back(ctl, boundaries, armed)
     res["ops_ms_per_boundary"] = {k: round(v / boundaries, 1) for k, v in sorted(ot.ms.items())}
     return res
 
 
-def _back_to_back(ctl: Controller, boundaries: int) -> dict:
-    applies, preps, cleans = [], [], []
+def _back_to_back(ctl: Controller, boundaries: int, armed: bool = True) -> dict:
+    """As the controller's clock does: each boundary set ahead (the last preparation's time x 1.5 + 0.2 s, so
+    the satellites' switch is armed for it: emu.dataplane.slicemark), the switch called when it comes.
+    ``armed`` False: no time given, the switch writes every satellite's mark itself (the slower path)."""
+    applies, preps, cleans, late = [], [], [], []
+    lead = 10.0
     for k in range(1, boundaries + 1):
-        preps.append(ctl.applier.prepare(k))
+        at = time.monotonic() + lead
+        preps.append(ctl.applier.prepare(k, at=at if armed else None))
+        late.append(max(0.0, (time.monotonic() - at) * 1e3))
+        while time.monotonic() < at:
+            time.sleep(min(0.05, max(0.0, at - time.monotonic())))
+        lead = preps[-1] * 1.5e-3 + 0.2
         applies.append(ctl.applier.switch(k))
         t1 = time.perf_counter()
         ctl.applier.cleanup(k)
@@ -175,6 +187,8 @@ def _back_to_back(ctl: Controller, boundaries: int) -> dict:
         "replay_speed_max": round(ctl.db.slice_s * 1e3 / float(total.max()), 2),
         "replay_speed_p50": round(ctl.db.slice_s * 1e3 / float(np.percentile(total, 50)), 2),
         "unresolved_routes": ctl.applier.unresolved,
+        "switch_armed": armed and ctl.model.cfg.switch6 == "mark",
+        "prepared_late": sum(1 for x in late if x > 0),  # a preparation that ended after its boundary's time
     }
 
 
@@ -213,6 +227,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("scenario", nargs="?", default="topologies/starlink-shell1.yaml")
     ap.add_argument("--boundaries", type=int, default=20)
+    ap.add_argument("--unarmed", action="store_true",
+                    help="give the applier no boundary time: the switch writes every satellite's mark itself")
     ap.add_argument("--plan", default=None, help="reuse a plan instead of planning now")
     ap.add_argument("--replay-speed", type=float, default=None,
                     help="instead of back-to-back boundaries, run the controller's clock at this speed over "
@@ -245,7 +261,8 @@ def main() -> None:
         res["veth_pairs"] = len(pairs)
         peak = meminfo_kb()
         res["kernel_mem_mb"] = round((peak - mem0) / 1024, 1)
-        res.update(replay(ctl, args.replay_speed) if args.replay_speed else back_to_back(ctl, args.boundaries))
+        res.update(replay(ctl, args.replay_speed) if args.replay_speed
+                   else back_to_back(ctl, args.boundaries, armed=not args.unarmed))
         ctl.close()
     finally:
         t0 = time.perf_counter()

@@ -31,7 +31,8 @@ SYSCTLS = {
     "net.ipv4.fib_multipath_hash_policy": 1,  # ECMP/UCMP spread flows by their L4 5-tuple (a VXLAN tunnel's
     # source port carries the inner flow's hash), each flow staying on one path (grc §Data Forwarding Module)
     "net.ipv6.conf.all.forwarding": 1,
-    "net.ipv6.fwmark_reflect": 1,  # replies and ICMPv6 errors carry the slice mark of what they answer (slicemark)
+    "net.ipv4.fwmark_reflect": 1,  # replies and ICMP errors carry the slice mark of what they answer (slicemark)
+    "net.ipv6.fwmark_reflect": 1,
     "net.ipv6.conf.all.accept_dad": 0,
     "net.ipv6.conf.default.accept_dad": 0,
     "net.ipv6.conf.default.addr_gen_mode": 1,  # no automatic link-local: we assign semantic ones

@@ -169,8 +169,8 @@ class Controller:
         for k in range(self.k0 + 1, n):
             if self.stop.is_set():
                 return
-            prep_ms = self.applier.prepare(k)
             boundary = t_start + (k - self.k0) * slice_wall
+            prep_ms = self.applier.prepare(k, at=boundary)  # the satellites' switch armed for the boundary
             self._sno_prepare(k, boundary)
             while not self.stop.is_set():
                 left = boundary - time.monotonic()

@@ -114,8 +114,8 @@ class Veth:
 @dataclass(frozen=True, order=True)
 class Rule:
     """A policy rule of the rotation on every satellite, in ``family`` (4 or 6: the GRC lookups of each):
-    look ``table`` up at ``priority``. IPv6 has these only where the kernel lacks the mark switch
-    (:mod:`emu.dataplane.slicemark`)."""
+    look ``table`` up at ``priority``. Under the mark switch (:mod:`emu.dataplane.slicemark`) only IPv4 has
+    them, for unmarked lookups, and they change in the cleanup instead of at the boundary."""
 
     table: int
     priority: int
@@ -124,8 +124,9 @@ class Rule:
 
 @dataclass(frozen=True)
 class SliceMark:
-    """The IPv6 slice switch (:mod:`emu.dataplane.slicemark`): every satellite's packets get ``mark``;
-    ``setup`` makes the nftables table first (the run's first slice)."""
+    """The slice switch by mark (:mod:`emu.dataplane.slicemark`): every satellite's packets get ``mark``;
+    ``setup`` makes the nftables table first (the run's first slice). A clock that knows the boundary's time
+    arms it during the preparation instead (:meth:`emu.dataplane.slices.SliceApplier.prepare`)."""
 
     mark: int
     setup: bool = False
@@ -209,7 +210,7 @@ class SliceState:
     tunnels: Mapping[int, TunnelTarget]
     delays: Mapping[tuple[str, int], Delay]
     unresolved: int = 0  # plan egresses without a link in this slice (logged)
-    mark6: int | None = None  # the IPv6 switch's mark of slice k (slicemark); None: IPv6 rotates rules too
+    mark: int | None = None  # slice k's packet mark (slicemark); None: the kernel lacks it, both families rotate rules
 
 
 @dataclass(frozen=True)
@@ -680,7 +681,7 @@ class Desired:
         return SliceState(k=k, table=table_id(k), rules=rules, links=self.links(k),
                           grid=frozenset(m.active_grid(k)), grc_addrs=self.grc_addrs(k), routes=routes,
                           ground=self.ground_defaults(k), cores=cores, tunnels=tunnels, delays=self.delays(k),
-                          unresolved=count[0], mark6=slicemark.slice_mark(k, N_TABLES) if marked else None)
+                          unresolved=count[0], mark=slicemark.slice_mark(k, N_TABLES) if marked else None)
 
 
 # ============================================================================ diffs
@@ -718,12 +719,12 @@ def initial(st: SliceState) -> list[Op]:
     ops += [Op("prepare", "up", e) for e in sorted(st.grid)]
     ops += [Op("prepare", "bind", (s, a, idx)) for s, addrs in st.grc_addrs.items() for a, idx in addrs.items()]
     ops.append(Op("prepare", "fill", st.table))
-    if st.mark6 is not None:  # the IPv6 mark switch: its fixed rules and route, then the nftables table
+    if st.mark is not None:  # the mark switch: its fixed rules and route, then the nftables table
         ops += [Op("prepare", "add", r) for r in slicemark.fixed_rules(table_id, N_TABLES)]
         ops.append(Op("prepare", "add", LocalOut6(slicemark.LOCAL_OUT_TABLE)))
     ops += [Op("switch", "add", r) for r in sorted(st.rules, key=lambda r: (-r.priority, r.family))]
-    if st.mark6 is not None:
-        ops.append(Op("switch", "set", SliceMark(st.mark6, setup=True)))
+    if st.mark is not None:
+        ops.append(Op("switch", "set", SliceMark(st.mark, setup=True)))
     ops += [Op("switch", "replace", x) for x in st.ground.values()]
     ops += [Op("switch", "replace", x) for x in st.cores.values()]
     ops += [Op("switch", "replace", x) for x in st.tunnels.values()]
@@ -737,13 +738,14 @@ def transition(cur: SliceState, nxt: SliceState) -> list[Op]:
     prepare (during slice k, nothing looks at it): create the links slice k+1
     starts to use, bring up the grid ISLs it gains, fill table(k+1) -- the
     table neither slice k's nor slice k-1's rule points at.
-    switch (the boundary): slice k+1's rule (a smaller priority than k's:
-    it wins) -- for IPv6, where the kernel has it, slice k+1's mark instead
-    (:mod:`emu.dataplane.slicemark`: its fixed rules look table(k+1) up, then
-    the retained table(k)) -- then the ground side (defaults, cores,
-    tunnels) and delays.
-    cleanup (after it): bind slice k+1's GRC addresses, delete slice k-1's
-    rule (slice k's stays: the one-slice retention), bring down ISLs slice
+    switch (the boundary): slice k+1's mark, where the kernel has the mark
+    switch (:mod:`emu.dataplane.slicemark`: fixed rules look table(k+1) up,
+    then the retained table(k); a clock arms it ahead of time), else slice
+    k+1's rule (a smaller priority than k's: it wins); then the ground side
+    (defaults, cores, tunnels) and delays.
+    cleanup (after it): bind slice k+1's GRC addresses, (mark switch: add
+    slice k+1's IPv4 rule for unmarked lookups), delete slice k-1's rule
+    (slice k's stays: the one-slice retention), bring down ISLs slice
     k+1 lost, retire links whose retention ended, unbind addresses no
     longer bound in slice k or k+1.
     """
@@ -752,15 +754,20 @@ def transition(cur: SliceState, nxt: SliceState) -> list[Op]:
     ops = [Op("prepare", "create", v) for v in sorted(nxt.links - cur.links)]
     ops += [Op("prepare", "up", e) for e in sorted(nxt.grid - cur.grid)]
     ops.append(Op("prepare", "fill", nxt.table))
-    ops += [Op("switch", "add", r) for r in sorted(nxt.rules - cur.rules, key=lambda r: (-r.priority, r.family))]
-    if nxt.mark6 is not None and nxt.mark6 != cur.mark6:
-        ops.append(Op("switch", "set", SliceMark(nxt.mark6)))
+    new_rules = [r for r in sorted(nxt.rules - cur.rules, key=lambda r: (-r.priority, r.family))]
+    marked = nxt.mark is not None
+    if marked:
+        ops.append(Op("switch", "set", SliceMark(nxt.mark)))
+    else:
+        ops += [Op("switch", "add", r) for r in new_rules]
     ops += [Op("switch", "replace", x) for x in _changed(cur.ground, nxt.ground)]
     ops += [Op("switch", "replace", x) for x in _changed(cur.cores, nxt.cores)]
     ops += [Op("switch", "replace", x) for x in _changed(cur.tunnels, nxt.tunnels)]
     ops += [Op("switch", "replace", x) for x in _changed(cur.delays, nxt.delays)]
     ops += [Op("cleanup", "bind", (s, a, idx)) for s, addrs in nxt.grc_addrs.items() for a, idx in addrs.items()
             if a not in cur.grc_addrs.get(s, {})]
+    if marked:  # unmarked lookups only (local packets, ``ip route get``): off the boundary, new before old
+        ops += [Op("cleanup", "add", r) for r in new_rules]
     ops += [Op("cleanup", "del", r) for r in sorted(cur.rules - nxt.rules)]
     ops += [Op("cleanup", "down", e) for e in sorted(cur.grid - nxt.grid)]
     ops += [Op("cleanup", "retire", v) for v in sorted(cur.links - nxt.links)]

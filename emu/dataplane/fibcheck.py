@@ -44,11 +44,13 @@ from emu.plan import actions
 def _get_body(dst: int, base6: int | None = None, mark: int | None = None) -> bytes:
     """``ip route get DST`` as a pyroute2 rtmsg (the same for every satellite, so encoded once); with
     ``base6`` (the GRC /96, emu.addressing.grc.ipv6_base) the GRC's IPv6 form, ``ip -6 route get``, with
-    ``mark`` the satellite's slice mark (``... mark M``: the IPv6 switch, :mod:`emu.dataplane.slicemark`)."""
+    ``mark`` the satellite's slice mark (``... mark M``: what its forwarded packets carry,
+    :mod:`emu.dataplane.slicemark`)."""
+    marked = [("RTA_MARK", mark)] if mark else []
     if base6 is not None:
-        attrs = [("RTA_DST", _text6(dst, base6))] + ([("RTA_MARK", mark)] if mark else [])
-        return encode(rtmsg, {"family": socket.AF_INET6, "dst_len": 128}, attrs)
-    return encode(rtmsg, {"family": socket.AF_INET, "dst_len": 32}, [("RTA_DST", socket.inet_ntoa(dst.to_bytes(4, "big")))])
+        return encode(rtmsg, {"family": socket.AF_INET6, "dst_len": 128}, [("RTA_DST", _text6(dst, base6))] + marked)
+    return encode(rtmsg, {"family": socket.AF_INET, "dst_len": 32},
+                  [("RTA_DST", socket.inet_ntoa(dst.to_bytes(4, "big")))] + marked)
 
 
 def _text6(dst: int, base6: int) -> str:
@@ -57,8 +59,8 @@ def _text6(dst: int, base6: int) -> str:
 
 def route_get_many(nl: NetlinkBatch, dsts: list[int], base6: int | None = None, mark: int | None = None
                    ) -> list[tuple[int, int | None, int | None]]:
-    """For each GRC destination (IPv4; with ``base6`` its IPv6 form, looked up with ``mark``): (errno or 0,
-    route type, egress ifindex), one request each, all in flight at once."""
+    """For each GRC destination (IPv4; with ``base6`` its IPv6 form), looked up as a packet with ``mark``
+    would be: (errno or 0, route type, egress ifindex), one request each, all in flight at once."""
     out = []
     bodies = [_get_body(d, base6, mark) for d in dsts]
     for code, replies in nl.request_many(RTM_GETROUTE, bodies, op="route get"):
@@ -157,16 +159,16 @@ def compare(m: Model, fabric, k: int, dsts: list[int], k0: int = 0, families: tu
     addrs = d.grc_addrs(k)
     checked, mismatches = 0, []
     counts = {LOCAL: 0, FORWARD: 0, UNREACHABLE: 0, "retained": 0}
-    # IPv6 under the mark switch: asked with the mark each satellite's nftables rule sets now, read back from
-    # the kernel (None: no such rule, IPv6 rotates rules like IPv4)
-    marks = fabric.nft().marks([s.netns for s in m.satellites]) if 6 in families else {}
+    # under the mark switch: asked with the mark each satellite's nftables chain gives a packet now, read back
+    # from the kernel (None: no such table, the rules rotate)
+    marks = fabric.nft().marks([s.netns for s in m.satellites])
     for s, node in enumerate(m.satellites):
         table_k = slice_table(d, s, k)
         table_prev = slice_table(d, s, k - 1) if k > k0 else None
         local = {int(ipaddress.IPv4Address(a)) for a in addrs.get(s, {})}
         wants = [expect(m, s, k, dst, local, table_k, table_prev) for dst in dsts]
         for family, base6 in bases.items():
-            answers = route_get_many(fabric.nl[node.netns], dsts, base6, marks.get(node.netns) if base6 else None)
+            answers = route_get_many(fabric.nl[node.netns], dsts, base6, marks.get(node.netns))
             for dst, e, (err, rtype, oif) in zip(dsts, wants, answers):
                 checked += 1
                 counts[e.what] += 1

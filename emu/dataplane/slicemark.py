@@ -1,36 +1,44 @@
-"""The IPv6 slice switch without policy-rule changes: fixed ``fwmark`` rules, the mark set by nftables.
+"""The slice switch by packet mark: fixed ``fwmark`` rules, the mark set by nftables, armed ahead of time.
 
 spec: grc-based-routing §Time Slice Transition (the switch from table k to
-table k+1 at the boundary). Why not rotate IPv6 rules as IPv4 does: every
-IPv6 rule added or deleted bumps the namespace's IPv6 route generation
-(``rt_genid_bump_ipv6``), which walks every node of every IPv6 table of the
-namespace under the routing lock -- ~140 us per rule with three tables of
-~150 routes, ~650 us with 1,000 (``scripts/bench_slicemark.py``); on Starlink
-shell 1 that walk was ~90 % of the boundary. An nftables transaction walks
-nothing: ~20 us per namespace whatever the table size.
+table k+1 at the boundary). Two costs this removes from the boundary:
 
-How it works, per satellite namespace (family ``ip6`` only; IPv4 keeps its
-rule rotation, whose rule changes cost ~15 us):
+- every IPv6 rule added or deleted bumps the namespace's IPv6 route
+  generation (``rt_genid_bump_ipv6``), which walks every node of every IPv6
+  table of the namespace under the routing lock: ~140 us per rule with three
+  tables of ~150 routes, ~650 us with 1,000 -- ~90 % of a Starlink shell 1
+  boundary when IPv6 rotated rules;
+- any per-namespace write at the boundary at all: even at ~25 us a
+  namespace, 1,584 satellites take ~40 ms per family, one after the other.
+
+How it works, per satellite namespace (both families):
 
 - fixed rules, made once: for each of the three rotating tables t, mark M(t)
   looks up table t, then (retained) the table before it in the rotation
-  (:func:`fixed_rules`); one more rule sends *unmarked* lookups of locally
-  made packets (``iif lo``, mark 0) to a table whose only route is ``::/0 dev
-  lo`` (:data:`LOCAL_OUT_TABLE`), after ``main``: the socket's first lookup
-  then succeeds, and the output hook below re-routes the packet with its mark;
-- a table ``ip6 leoemu_slice`` with two chains, ``pre`` (filter, prerouting)
-  and ``out`` (route, output: a changed mark re-routes), each holding one rule
-  ``meta mark set M(k)``;
-- the switch to slice k replaces both rules in one transaction (flush chain,
-  add rule, twice): atomic for the namespace's packets.
+  (:func:`fixed_rules`). Lookups without a mark -- a researcher's ``ip route
+  get``, the first lookup of a packet the satellite itself sends -- keep
+  IPv4's rotating rules (moved off the boundary, into the cleanup: an IPv4
+  rule change costs ~15 us); IPv6 has one rule instead that sends unmarked
+  lookups from ``lo`` to a table whose only route is ``::/0 dev lo``
+  (:data:`LOCAL_OUT_TABLE`): the socket's first lookup succeeds, and the
+  output chain below re-routes the packet with its mark;
+- a table ``inet leoemu_slice`` with two chains, ``pre`` (filter, prerouting)
+  and ``out`` (route, output: a changed mark re-routes), each holding
+  ``meta mark set M(k-1)`` followed by ``meta time >= T meta mark set M(k)``:
+  once slice k's table is filled, the applier *arms* the switch with the
+  boundary's wall-clock time T (:func:`arm_messages`), and the kernel itself
+  moves every satellite to table k at T, all at the same instant, with no
+  write at the boundary. Without a time (a caller that drives boundaries
+  itself) the switch writes ``meta mark set M(k)`` (:func:`switch_messages`);
+- each write is one nftables transaction: atomic for the namespace's packets.
 
-``net.ipv6.fwmark_reflect`` is on, so echo replies and ICMPv6 errors carry
-the mark of the packet they answer. A researcher's ``ip -6 route get`` must
+``net.ipv{4,6}.fwmark_reflect`` are on, so echo replies and ICMP errors carry
+the mark of the packet they answer. ``ip -6 route get`` on a satellite must
 say ``mark M`` (``leo-emu status --fib`` reads the mark in force from the
-chain: :func:`read_mark`).
+chain: :meth:`NftSockets.marks`).
 
 All messages are encoded by pyroute2 (``nftsocket`` message classes); they
-are the same for every namespace, so they are encoded once per mark.
+are the same for every namespace, so they are encoded once per (mark, time).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ import errno as E
 import os
 import socket
 import struct
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -55,11 +64,12 @@ from emu.errors import DataplaneError
 
 NETLINK_NETFILTER = 12
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 16, 17  # linux/netfilter/nfnetlink.h
-NFPROTO_IPV6 = 10
+NFPROTO_INET = 1  # the table sees both families
 NF_INET_PRE_ROUTING, NF_INET_LOCAL_OUT = 0, 3
-NF_IP6_PRI_MANGLE = -150
+NF_IP_PRI_MANGLE = -150
 NFT_REG_1 = 1
-NFT_META_MARK = 3
+NFT_META_MARK, NFT_META_TIME_NS = 3, 30
+NFT_BYTEORDER_HTON, NFT_CMP_GTE = 1, 5
 
 TABLE = "leoemu_slice"
 CHAINS = (("pre", "filter", NF_INET_PRE_ROUTING), ("out", "route", NF_INET_LOCAL_OUT))
@@ -77,42 +87,61 @@ def slice_mark(k: int, n_tables: int) -> int:
 
 
 @dataclass(frozen=True, order=True)
-class MarkRule6:
-    """A fixed IPv6 rule: lookups with ``mark`` (None: mark 0 and ``iif lo``) go to ``table`` at ``priority``."""
+class MarkRule:
+    """A fixed rule of ``family``: lookups with ``mark`` (None: mark 0 and ``iif lo``) go to ``table`` at
+    ``priority``."""
 
     priority: int
     table: int
     mark: int | None
+    family: int = 6
 
 
-def fixed_rules(table_of, n_tables: int) -> list[MarkRule6]:
-    """The IPv6 rules of the mark switch: for each rotation position t, table(t) then the retained
-    table(t-1) under mark M(t); last, unmarked local lookups to :data:`LOCAL_OUT_TABLE`.
+def fixed_rules(table_of, n_tables: int) -> list[MarkRule]:
+    """The rules of the mark switch: in both families, for each rotation position t, table(t) then the
+    retained table(t-1) under mark M(t); last, IPv6 only, unmarked local lookups to :data:`LOCAL_OUT_TABLE`.
     ``table_of(k)`` is the rotation's table of slice k (``desired.table_id``)."""
     out = []
-    for t in range(n_tables):
-        mark = slice_mark(t, n_tables)
-        out.append(MarkRule6(RULE_PREF + 2 * t, table_of(t), mark))
-        out.append(MarkRule6(RULE_PREF + 2 * t + 1, table_of(t - 1), mark))
-    out.append(MarkRule6(LOCAL_OUT_PREF, LOCAL_OUT_TABLE, None))
+    for family in (4, 6):
+        for t in range(n_tables):
+            mark = slice_mark(t, n_tables)
+            out.append(MarkRule(RULE_PREF + 2 * t, table_of(t), mark, family))
+            out.append(MarkRule(RULE_PREF + 2 * t + 1, table_of(t - 1), mark, family))
+    out.append(MarkRule(LOCAL_OUT_PREF, LOCAL_OUT_TABLE, None, 6))
     return out
 
 
 # ============================================================================ messages (pyroute2 encodes)
 def _nft(msg_type: int, flags: int, cls, attrs: list) -> tuple[int, int, bytes]:
-    body = encode(cls, {"nfgen_family": NFPROTO_IPV6, "version": 0, "res_id": 0}, attrs)
+    body = encode(cls, {"nfgen_family": NFPROTO_INET, "version": 0, "res_id": 0}, attrs)
     return (NFNL_SUBSYS_NFTABLES << 8) | msg_type, flags, body
 
 
-def _mark_rule(chain: str, mark: int) -> tuple[int, int, bytes]:
+def _expr(name: str, *attrs) -> dict:
+    return {"attrs": [("NFTA_EXPR_NAME", name), ("NFTA_EXPR_DATA", {"attrs": list(attrs)})]}
+
+
+def _value(data: bytes) -> dict:
+    return {"attrs": [("NFTA_DATA_VALUE", data)]}
+
+
+def _set_mark(mark: int) -> list[dict]:
     """``meta mark set <mark>``: an immediate into register 1, then meta mark from it."""
-    exprs = [{"attrs": [("NFTA_EXPR_NAME", "immediate"),
-                        ("NFTA_EXPR_DATA", {"attrs": [("NFTA_IMMEDIATE_DREG", NFT_REG_1),
-                                                      ("NFTA_IMMEDIATE_DATA",
-                                                       {"attrs": [("NFTA_DATA_VALUE", struct.pack("=I", mark))]})]})]},
-             {"attrs": [("NFTA_EXPR_NAME", "meta"),
-                        ("NFTA_EXPR_DATA", {"attrs": [("NFTA_META_KEY", NFT_META_MARK),
-                                                      ("NFTA_META_SREG", NFT_REG_1)]})]}]
+    return [_expr("immediate", ("NFTA_IMMEDIATE_DREG", NFT_REG_1), ("NFTA_IMMEDIATE_DATA", _value(struct.pack("=I", mark)))),
+            _expr("meta", ("NFTA_META_KEY", NFT_META_MARK), ("NFTA_META_SREG", NFT_REG_1))]
+
+
+def _from_time(at_ns: int) -> list[dict]:
+    """``meta time >= at_ns`` (wall-clock ns): the time into register 1, to network order, compared (as nft
+    itself writes it)."""
+    return [_expr("meta", ("NFTA_META_KEY", NFT_META_TIME_NS), ("NFTA_META_DREG", NFT_REG_1)),
+            _expr("byteorder", ("NFTA_BYTEORDER_SREG", NFT_REG_1), ("NFTA_BYTEORDER_DREG", NFT_REG_1),
+                  ("NFTA_BYTEORDER_OP", NFT_BYTEORDER_HTON), ("NFTA_BYTEORDER_LEN", 8), ("NFTA_BYTEORDER_SIZE", 8)),
+            _expr("cmp", ("NFTA_CMP_SREG", NFT_REG_1), ("NFTA_CMP_OP", NFT_CMP_GTE),
+                  ("NFTA_CMP_DATA", _value(struct.pack(">Q", at_ns))))]
+
+
+def _rule(chain: str, exprs: list[dict]) -> tuple[int, int, bytes]:
     return _nft(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft_rule_msg,
                 [("NFTA_RULE_TABLE", TABLE), ("NFTA_RULE_CHAIN", chain), ("NFTA_RULE_EXPRESSIONS", exprs)])
 
@@ -125,17 +154,27 @@ def setup_messages(mark: int) -> tuple[tuple[int, int, bytes], ...]:
         msgs.append(_nft(NFT_MSG_NEWCHAIN, NLM_F_CREATE, nft_chain_msg,
                          [("NFTA_CHAIN_TABLE", TABLE), ("NFTA_CHAIN_NAME", chain), ("NFTA_CHAIN_TYPE", ctype),
                           ("NFTA_CHAIN_HOOK", {"attrs": [("NFTA_HOOK_HOOKNUM", hook),
-                                                         ("NFTA_HOOK_PRIORITY", NF_IP6_PRI_MANGLE)]})]))
+                                                         ("NFTA_HOOK_PRIORITY", NF_IP_PRI_MANGLE)]})]))
     return tuple(msgs) + switch_messages(mark)
 
 
 @lru_cache(maxsize=None)
 def switch_messages(mark: int) -> tuple[tuple[int, int, bytes], ...]:
     """Both chains' rules replaced by ``meta mark set <mark>``: flush chain, add rule, for each chain."""
+    return arm_messages(mark, None, None)
+
+
+@lru_cache(maxsize=64)
+def arm_messages(mark: int, nxt: int | None, at_ns: int | None) -> tuple[tuple[int, int, bytes], ...]:
+    """Both chains' rules replaced by ``meta mark set <mark>`` and, with ``nxt``, ``meta time >= at_ns meta mark
+    set <nxt>``: the kernel switches to ``nxt`` by itself at ``at_ns`` (CLOCK_REALTIME ns, the clock of
+    ``meta time``); a time already past switches at once."""
     msgs = []
     for chain, _t, _h in CHAINS:
         msgs.append(_nft(NFT_MSG_DELRULE, 0, nft_rule_msg, [("NFTA_RULE_TABLE", TABLE), ("NFTA_RULE_CHAIN", chain)]))
-        msgs.append(_mark_rule(chain, mark))
+        msgs.append(_rule(chain, _set_mark(mark)))
+        if nxt is not None:
+            msgs.append(_rule(chain, _from_time(at_ns) + _set_mark(nxt)))
     return tuple(msgs)
 
 
@@ -156,18 +195,31 @@ def decode_rule(body: bytes):
     return decode(nft_rule_msg, body)
 
 
-def rule_mark(msg) -> int | None:
-    """The mark a decoded ``meta mark set`` rule writes, or None if it is not one."""
-    value = None
+def _bytes(value) -> bytes:
+    return bytes.fromhex(value.replace(":", "")) if isinstance(value, str) else bytes(value)
+
+
+def rule_effect(msg) -> tuple[int | None, int | None]:
+    """What a decoded rule of the chain does: (the mark it sets or None, the wall-clock ns from which it
+    applies or None for always)."""
+    mark = at = None
     for expr in msg.get_attr("NFTA_RULE_EXPRESSIONS") or ():
         data = expr.get_attr("NFTA_EXPR_DATA")
         name = expr.get_attr("NFTA_EXPR_NAME")
-        if name == "immediate":
-            value = data.get_attr("NFTA_IMMEDIATE_DATA").get_attr("NFTA_DATA_VALUE")
-        elif name == "meta" and data.get_attr("NFTA_META_KEY") == "NFT_META_MARK" and value is not None:
-            raw = bytes.fromhex(value.replace(":", "")) if isinstance(value, str) else bytes(value)
-            return struct.unpack("=I", raw[:4])[0]
-    return None
+        if name == "cmp" and data.get_attr("NFTA_CMP_OP") == "NFT_CMP_GTE":
+            at = struct.unpack(">Q", _bytes(data.get_attr("NFTA_CMP_DATA").get_attr("NFTA_DATA_VALUE"))[:8])[0]
+        elif name == "immediate":
+            mark = struct.unpack("=I", _bytes(data.get_attr("NFTA_IMMEDIATE_DATA").get_attr("NFTA_DATA_VALUE"))[:4])[0]
+    return mark, at
+
+
+def mark_in_force(effects: Iterable[tuple[int | None, int | None]], now_ns: int) -> int | None:
+    """The mark a packet gets at ``now_ns`` from a chain's rules (in order; a later one overrides)."""
+    out = None
+    for mark, at in effects:
+        if mark is not None and (at is None or now_ns >= at):
+            out = mark
+    return out
 
 
 # ============================================================================ transport
@@ -200,18 +252,18 @@ class NftSockets:
                 raise DataplaneError(op, n, exc.errno, exc.strerror or "") from exc
 
     def marks(self, names: Iterable[str], chain: str = "pre") -> dict[str, int | None]:
-        """The mark each namespace's ``chain`` sets now (None: no such rule), read back from the kernel."""
-        body = encode(nft_rule_msg, {"nfgen_family": NFPROTO_IPV6, "version": 0, "res_id": 0},
+        """The mark each namespace's ``chain`` gives a packet now (None: no such table: the rules rotate),
+        read back from the kernel."""
+        body = encode(nft_rule_msg, {"nfgen_family": NFPROTO_INET, "version": 0, "res_id": 0},
                       [("NFTA_RULE_TABLE", TABLE), ("NFTA_RULE_CHAIN", chain)])
         out = {}
         for n in names:
             s = self.sock[n]
             s.send(_NLH.pack(16 + len(body), (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
                              NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body)
-            out[n] = None
-            for mtype, payload in _dump(s, n):
-                if mtype == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE:
-                    out[n] = rule_mark(decode_rule(payload))
+            effects = [rule_effect(decode_rule(payload)) for mtype, payload in _dump(s, n)
+                       if mtype == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE]
+            out[n] = mark_in_force(effects, time.time_ns())
         return out
 
     def close(self) -> None:
@@ -230,8 +282,9 @@ def probe() -> tuple[bool, str]:
     try:
         s.bind((0, 0))
         s.settimeout(10.0)
-        s.send(batch(setup_messages(slice_mark(0, 3))))
-        _acks(s, len(setup_messages(slice_mark(0, 3))), "nftables slice mark", "probe")
+        msgs = setup_messages(slice_mark(0, 3)) + arm_messages(slice_mark(0, 3), slice_mark(1, 3), time.time_ns())
+        s.send(batch(msgs))
+        _acks(s, len(msgs), "nftables slice mark", "probe")
         return True, ""
     except (OSError, DataplaneError) as exc:
         return False, str(exc)

@@ -77,6 +77,7 @@ class SliceApplier:
         self._pending: list[D.Op] = []
         self.handed_off: tuple[type, ...] = ()  # kinds of value another part owns (the SNO control plane's hook)
         self._retiring: set[tuple[str, int | str]] = set()  # link ends whose deletion is still being written
+        self._armed: int | None = None  # the slice whose mark switch the kernel makes by itself (prepare's at)
 
     # ------------------------------------------------------------------ helpers
     def ns(self, node: str) -> str:
@@ -101,8 +102,14 @@ class SliceApplier:
         self.cur = st
         _freeze()
 
-    def prepare(self, k: int) -> float:
-        """Off the critical path, during slice k-1: everything slice k needs, not yet in use. Milliseconds."""
+    def prepare(self, k: int, at: float | None = None) -> float:
+        """Off the critical path, during slice k-1: everything slice k needs, not yet in use. Milliseconds.
+
+        ``at``: the boundary's time (``time.monotonic()`` clock). Under the mark switch, once everything is
+        in place the satellites' switch is armed for that instant (:func:`slicemark.arm_messages`): the
+        kernel moves every satellite to slice k at once, and :meth:`switch` writes only the ground side. A
+        time already past (a late preparation) switches the satellites at once.
+        """
         t0 = time.perf_counter()
         with _NoCollect():
             self.nxt = self.desired.state(k)
@@ -110,6 +117,11 @@ class SliceApplier:
             ops = D.transition(self.cur, self.nxt)
             self.execute([o for o in ops if o.phase == "prepare"], self.nxt)
             self._pending = [o for o in ops if o.phase != "prepare"]
+            if at is not None and self.nxt.mark is not None and self.cur.mark is not None:
+                at_ns = time.time_ns() + round((at - time.monotonic()) * 1e9)  # meta time is CLOCK_REALTIME
+                self.f.nft().transact(self._sat_names, slicemark.arm_messages(self.cur.mark, self.nxt.mark, at_ns),
+                                      "nftables slice mark (armed)")
+                self._armed = k
         # Out of the collector's sight now: with collection off, everything prepare allocated is still in the
         # youngest generation, and the first allocation of the boundary would pay for traversing all of it.
         _freeze()
@@ -163,15 +175,16 @@ class SliceApplier:
             self._rules(objs, "add", ok=())
         elif verb == "del" and isinstance(obj, D.Rule):
             self._rules(objs, "del", ok={2})  # ENOENT: already gone
-        elif verb == "add" and isinstance(obj, slicemark.MarkRule6):
+        elif verb == "add" and isinstance(obj, slicemark.MarkRule):
             self._mark_rules(objs)
         elif verb == "add" and isinstance(obj, D.LocalOut6):
             for name in self._sat_names:
                 self.f.nl[name].route("replace", "::", 0, oif=IDX_LO, table=obj.table)
             self.f.flush(self._sat_names)
         elif verb == "set" and isinstance(obj, D.SliceMark):
-            msgs = slicemark.setup_messages(obj.mark) if obj.setup else slicemark.switch_messages(obj.mark)
-            self.f.nft().transact(self._sat_names, msgs, "nftables slice mark")
+            if obj.setup or self._armed != st.k:  # armed: the kernel switches by itself at the boundary
+                msgs = slicemark.setup_messages(obj.mark) if obj.setup else slicemark.switch_messages(obj.mark)
+                self.f.nft().transact(self._sat_names, msgs, "nftables slice mark")
         elif verb == "replace":
             self._replace(objs)
         elif verb == "bind":
@@ -263,11 +276,12 @@ class SliceApplier:
                 self.f.nl[name].rule(verb, table=r.table, priority=r.priority, family=family)
         self.f.flush(self._sat_names, ok=ok)
 
-    def _mark_rules(self, rules: list[slicemark.MarkRule6]) -> None:
-        """The IPv6 mark switch's fixed rules (made once): by mark, or unmarked lookups from ``lo``."""
+    def _mark_rules(self, rules: list[slicemark.MarkRule]) -> None:
+        """The mark switch's fixed rules (made once): by mark, or unmarked lookups from ``lo``."""
         for r in rules:
+            family = socket.AF_INET6 if r.family == 6 else socket.AF_INET
             for name in self._sat_names:
-                self.f.nl[name].rule("add", table=r.table, priority=r.priority, family=socket.AF_INET6,
+                self.f.nl[name].rule("add", table=r.table, priority=r.priority, family=family,
                                      mark=0 if r.mark is None else r.mark, iif="lo" if r.mark is None else None)
         self.f.flush(self._sat_names, ok={17})  # EEXIST: a rule of a restarted applier
 

@@ -147,10 +147,10 @@ def test_a_satellites_ipv6_grc_twins_are_local_routes_and_answer_ping(live, plan
 
 
 def test_ipv6_switches_slices_by_mark_with_fixed_rules_and_local_packets_still_route(live, plan):
-    """Where the kernel has it (here: nftables), IPv6 switches slices without touching rules: the fixed fwmark
-    rules stay, each satellite's nftables chain sets slice k's mark (emu.dataplane.slicemark). A packet the
-    satellite itself sends (first lookup unmarked: the ``iif lo`` placeholder, then re-routed with the mark by
-    the output chain) reaches a ground station's IPv6 GRC."""
+    """Where the kernel has it (here: nftables), slices switch without touching IPv6 rules: the fixed fwmark
+    rules stay, each satellite's nftables chain gives packets slice k's mark, armed ahead for the next boundary
+    (emu.dataplane.slicemark). A packet the satellite itself sends (first lookup unmarked: the ``iif lo``
+    placeholder, then re-routed with the mark by the output chain) reaches a ground station's IPv6 GRC."""
     import subprocess
     import sys
     import time
@@ -161,25 +161,30 @@ def test_ipv6_switches_slices_by_mark_with_fixed_rules_and_local_packets_still_r
     name = "sat0-3-5"
     netns = live["nodes"][name]["netns"]
     seen = {}
-    for _attempt in range(4):
-        k = slice_now(live)
-        rules = json.loads(in_ns(netns, "ip", "-6", "-j", "rule").stdout)
-        chain = json.loads(in_ns(netns, "nft", "-j", "list", "chain", "ip6", slicemark.TABLE, "pre").stdout)
-        if slice_now(live) != k:
-            continue
-        marks = [e["mangle"]["value"] for item in chain["nftables"] if "rule" in item
-                 for e in item["rule"]["expr"] if "mangle" in e]
-        seen[k] = (marks, {(r["priority"], r["table"], r.get("fwmark")) for r in rules})
-        if len(seen) == 2:
-            break
-        time.sleep(1.5)  # and once more after a boundary, if one comes
+    nft = slicemark.NftSockets([netns])
+    try:
+        for _attempt in range(4):
+            k = slice_now(live)
+            rules = json.loads(in_ns(netns, "ip", "-6", "-j", "rule").stdout)
+            chain = json.loads(in_ns(netns, "nft", "-j", "list", "chain", "inet", slicemark.TABLE, "pre").stdout)
+            mark = nft.marks([netns])[netns]
+            if slice_now(live) != k:
+                continue
+            sets = [e["mangle"]["value"] for item in chain["nftables"] if "rule" in item
+                    for e in item["rule"]["expr"] if "mangle" in e]  # nft's own reading of the chain
+            seen[k] = (mark, sets, {(r["priority"], r["table"]) for r in rules})
+            if len(seen) == 2:
+                break
+            time.sleep(1.5)  # and once more after a boundary, if one comes
+    finally:
+        nft.close()
     assert seen, "the slice changed during every attempt (machine too loaded)"
-    fixed = {(r.priority, str(r.table), hex(r.mark) if r.mark else "0/0xffffffff")
-             for r in slicemark.fixed_rules(D.table_id, D.N_TABLES)}
-    for k, (marks, rules) in seen.items():
-        assert marks == [slicemark.slice_mark(k, D.N_TABLES)], (k, marks)
-        ours = {(p, t, m) for p, t, m in rules if p >= slicemark.RULE_PREF}
-        assert {(p, t) for p, t, _m in ours} == {(p, t) for p, t, _m in fixed}, rules  # no rotating IPv6 rule
+    fixed = {(r.priority, str(r.table)) for r in slicemark.fixed_rules(D.table_id, D.N_TABLES) if r.family == 6}
+    for k, (mark, sets, rules) in seen.items():
+        assert mark == slicemark.slice_mark(k, D.N_TABLES), (k, mark)
+        # slice k's mark, then (once slice k+1 is prepared) k+1's from its boundary on
+        assert sets in ([mark], [mark, slicemark.slice_mark(k + 1, D.N_TABLES)]), (k, sets)
+        assert {(p, t) for p, t in rules if p >= slicemark.RULE_PREF} == fixed, rules  # no rotating IPv6 rule
     gs = next(g for g in db.ground if g.name.startswith("gs"))
     dst = grc.to_ipv6(int(gs.grc), live["info"]["grc_ipv6_prefix"])
     listen = subprocess.Popen(["ip", "netns", "exec", live["nodes"][gs.name]["netns"], sys.executable, "-c",

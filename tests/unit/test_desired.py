@@ -153,16 +153,17 @@ class FakeKernel:
         self.grid: set[tuple[int, int, int]] = set()
         self.tables: dict[int, dict[int, dict]] = {}
         self.rules: set[D.Rule] = set()
-        self.mark_rules: set[slicemark.MarkRule6] = set()
+        self.mark_rules: set[slicemark.MarkRule] = set()
         self.mark: int | None = None  # what the nftables rule sets
         self.local_out: int | None = None
         self.addrs: dict[int, set[str]] = {}
         self.log: list[str] = []
 
-    def lookup(self, family: int) -> list[int]:
-        """The tables a forwarded packet of ``family`` meets, in order (what the kernel's rules give)."""
-        if family == 6 and self.mark is not None:
-            return [r.table for r in sorted(self.mark_rules) if r.mark == self.mark]
+    def lookup(self, family: int, marked: bool = True) -> list[int]:
+        """The tables a forwarded packet of ``family`` (``marked``: else an unmarked local lookup) meets, in
+        order (what the kernel's rules give)."""
+        if marked and self.mark is not None:
+            return [r.table for r in sorted(self.mark_rules) if r.mark == self.mark and r.family == family]
         return [r.table for r in sorted(self.rules, key=lambda r: r.priority) if r.family == family]
 
     def up(self, sat: int, oif: int) -> bool:
@@ -189,9 +190,10 @@ class FakeKernel:
         elif op.verb == "down":
             self.grid.discard(o)
         elif op.verb == "fill":
-            assert o not in self.lookup(4) + self.lookup(6), f"table {o} filled while a lookup reaches it"
+            reached = self.lookup(4) + self.lookup(6) + self.lookup(4, marked=False) + self.lookup(6, marked=False)
+            assert o not in reached, f"table {o} filled while a lookup reaches it"
             self.tables[o] = {s: dict(r) for s, r in st.routes.items()}
-        elif op.verb == "add" and isinstance(o, slicemark.MarkRule6):
+        elif op.verb == "add" and isinstance(o, slicemark.MarkRule):
             assert self.mark is None, "fixed rules are made before the first mark"
             self.mark_rules.add(o)
         elif op.verb == "add" and isinstance(o, D.LocalOut6):
@@ -245,8 +247,8 @@ def test_replaying_transitions_keeps_make_before_break(switch_states) -> None:
     for op in D.initial(states[0]):
         kern.apply(op, states[0])
     kern.check_routes_usable()
-    assert kern.lookup(4) == [D.table_id(0)]
-    assert kern.lookup(6) == [D.table_id(0)] + ([D.table_id(-1)] if marked else [])
+    assert kern.lookup(4) == kern.lookup(6) == [D.table_id(0)] + ([D.table_id(-1)] if marked else [])
+    assert kern.lookup(4, marked=False) == [D.table_id(0)]
     if marked:  # the retained table of the first slice is empty: nothing found there
         assert D.table_id(-1) not in kern.tables
         assert kern.local_out == slicemark.LOCAL_OUT_TABLE
@@ -267,6 +269,7 @@ def test_replaying_transitions_keeps_make_before_break(switch_states) -> None:
         assert kern.rules == {D.Rule(D.table_id(kk), D.rule_pref(kk), f) for kk in (k, k - 1)
                               for f in ((4,) if marked else (4, 6))}
         assert kern.mark == (slicemark.slice_mark(k, D.N_TABLES) if marked else None)
+        assert kern.lookup(4, marked=False) == [D.table_id(k), D.table_id(k - 1)]  # local packets, route get
         # kernel links are exactly what the desired state lists
         want = {(kern.sat_of[n], i) for v in nxt.links for n, i in ((v.node_a, v.index_a), (v.node_b, v.index_b))
                 if n in kern.sat_of}
@@ -279,15 +282,22 @@ def test_switch_phase_is_the_rule_then_the_ground_side(switch_states) -> None:
     model, states = switch_states
     ops = D.transition(states[3], states[4])
     switch = [o for o in ops if o.phase == "switch"]
-    families = (4,) if model.cfg.switch6 == "mark" else (4, 6)
-    n = len(families)
-    assert switch[:n] == [D.Op("switch", "add", D.Rule(D.table_id(4), D.rule_pref(4), f)) for f in families]
-    if model.cfg.switch6 == "mark":
-        assert switch[n] == D.Op("switch", "set", D.SliceMark(slicemark.slice_mark(4, D.N_TABLES)))
-        n += 1
+    marked = model.cfg.switch6 == "mark"
+    families = (4,) if marked else (4, 6)
+    new = [D.Rule(D.table_id(4), D.rule_pref(4), f) for f in families]
+    if marked:  # one write per satellite, or none when armed; the unmarked lookups' rule after the boundary
+        assert switch[0] == D.Op("switch", "set", D.SliceMark(slicemark.slice_mark(4, D.N_TABLES)))
+        n = 1
+    else:
+        assert switch[:len(new)] == [D.Op("switch", "add", r) for r in new]
+        n = len(new)
     assert all(o.verb == "replace" for o in switch[n:])
     cleanup = [o for o in ops if o.phase == "cleanup"]
+    assert [o.obj for o in cleanup if o.verb == "add"] == (new if marked else [])
     assert [o.obj for o in cleanup if o.verb == "del"] == [D.Rule(D.table_id(2), D.rule_pref(2), f) for f in families]
+    verbs = [o.verb for o in cleanup]
+    if marked:
+        assert verbs.index("add") < verbs.index("del")  # never without a rule for unmarked lookups
     verbs = [o.verb for o in cleanup]
     if "retire" in verbs:
         assert verbs.index("del") < verbs.index("retire")  # the old table's rule goes before its links
@@ -298,10 +308,12 @@ def test_mark_switch_rules_are_fixed_and_follow_the_rotation() -> None:
     rules = slicemark.fixed_rules(D.table_id, D.N_TABLES)
     by_mark: dict = {}
     for r in sorted(rules):
-        by_mark.setdefault(r.mark, []).append(r.table)
+        by_mark.setdefault((r.family, r.mark), []).append(r.table)
     for k in range(0, 12):
-        assert by_mark[slicemark.slice_mark(k, D.N_TABLES)] == [D.table_id(k), D.table_id(k - 1)]
-    assert by_mark[None] == [slicemark.LOCAL_OUT_TABLE]  # unmarked local lookups: after every mark rule
+        for family in (4, 6):
+            assert by_mark[(family, slicemark.slice_mark(k, D.N_TABLES))] == [D.table_id(k), D.table_id(k - 1)]
+    assert by_mark[(6, None)] == [slicemark.LOCAL_OUT_TABLE]  # unmarked local IPv6 lookups: after every mark rule
+    assert (4, None) not in by_mark  # IPv4's unmarked lookups keep the rotating rules
     assert max(r.priority for r in rules if r.mark) < min(r.priority for r in rules if r.mark is None)
     assert min(r.priority for r in rules) > 32767  # after main and default, as the IPv4 rotation's
     assert len({slicemark.slice_mark(k, D.N_TABLES) for k in range(9)}) == D.N_TABLES
@@ -328,11 +340,14 @@ def test_transition_refuses_non_consecutive_slices(states) -> None:
 
 def test_unchanged_ground_side_sends_nothing(states) -> None:
     st = states[5]
+    assert st.mark is not None  # the default: the mark switch (dry runs and pure tests assume the kernel has it)
     same = D.SliceState(**{**st.__dict__, "k": st.k + 1, "table": D.table_id(st.k + 1),
                            "rules": frozenset({D.Rule(D.table_id(st.k + 1), D.rule_pref(st.k + 1)),
-                                               D.Rule(D.table_id(st.k), D.rule_pref(st.k))})})
+                                               D.Rule(D.table_id(st.k), D.rule_pref(st.k))}),
+                           "mark": slicemark.slice_mark(st.k + 1, D.N_TABLES)})
     ops = D.transition(st, same)
-    assert [o.verb for o in ops] == ["fill", "add", "del"]
+    assert [(o.phase, o.verb) for o in ops] == [("prepare", "fill"), ("switch", "set"), ("cleanup", "add"),
+                                                ("cleanup", "del")]
 
 
 def test_fixed_links_are_named_by_direction(model) -> None:

@@ -98,7 +98,7 @@ def test_compare_builds_the_plan_side_once_for_both_families(model, monkeypatch)
 
     def fake_get_many(nl, dsts, base6=None, mark=None):
         asked.append((nl, base6))
-        assert mark == (0x1E2 if base6 is not None else None)  # IPv6 asked with the mark the kernel sets
+        assert mark == 0x1E2  # asked with the mark the kernel gives packets
         return [(errno.ENETUNREACH, None, None)] * len(dsts)  # "unreachable" everywhere: plan-routed ones differ
 
     monkeypatch.setattr(F, "Desired", Counting)

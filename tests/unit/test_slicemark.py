@@ -28,7 +28,7 @@ def test_switch_flushes_and_sets_the_mark_in_both_chains(mark) -> None:
     for (_t, _f, flush), (_t2, _f2, add), (chain, _ty, _h) in zip(msgs[::2], msgs[1::2], S.CHAINS):
         d = S.decode_rule(flush)
         assert (d["nfgen_family"], d.get_attr("NFTA_RULE_TABLE"), d.get_attr("NFTA_RULE_CHAIN")) == (
-            S.NFPROTO_IPV6, S.TABLE, chain)
+            S.NFPROTO_INET, S.TABLE, chain)
         assert d.get_attr("NFTA_RULE_HANDLE") is None  # no handle: every rule of the chain goes
         r = S.decode_rule(add)
         assert (r.get_attr("NFTA_RULE_TABLE"), r.get_attr("NFTA_RULE_CHAIN")) == (S.TABLE, chain)
@@ -37,7 +37,27 @@ def test_switch_flushes_and_sets_the_mark_in_both_chains(mark) -> None:
         imm, meta = (e.get_attr("NFTA_EXPR_DATA") for e in exprs)
         assert imm.get_attr("NFTA_IMMEDIATE_DREG") == "NFT_REG_1"
         assert meta.get_attr("NFTA_META_KEY") == "NFT_META_MARK" and meta.get_attr("NFTA_META_SREG") == "NFT_REG_1"
-        assert S.rule_mark(r) == mark
+        assert S.rule_effect(r) == (mark, None)
+
+
+@given(st.integers(min_value=1, max_value=0xFFFFFFFF), st.integers(min_value=1, max_value=0xFFFFFFFF),
+       st.integers(min_value=0, max_value=2**63))
+def test_armed_switch_sets_the_old_mark_then_the_new_one_from_the_boundary(cur, nxt, at_ns) -> None:
+    msgs = S.arm_messages(cur, nxt, at_ns)
+    assert [t for t, _f, _b in msgs] == [NFT | NFT_MSG_DELRULE, NFT | NFT_MSG_NEWRULE, NFT | NFT_MSG_NEWRULE] * 2
+    for i, (chain, _ty, _h) in enumerate(S.CHAINS):
+        plain, timed = (S.decode_rule(b) for _t, _f, b in msgs[3 * i + 1:3 * i + 3])
+        assert plain.get_attr("NFTA_RULE_CHAIN") == timed.get_attr("NFTA_RULE_CHAIN") == chain
+        assert S.rule_effect(plain) == (cur, None) and S.rule_effect(timed) == (nxt, at_ns)
+        names = [e.get_attr("NFTA_EXPR_NAME") for e in timed.get_attr("NFTA_RULE_EXPRESSIONS")]
+        assert names == ["meta", "byteorder", "cmp", "immediate", "meta"]  # as nft writes `meta time >= T`
+        meta_t, order, cmp = (e.get_attr("NFTA_EXPR_DATA") for e in timed.get_attr("NFTA_RULE_EXPRESSIONS")[:3])
+        assert meta_t.get_attr("NFTA_META_KEY") == "NFT_META_TIME_NS"
+        assert (order.get_attr("NFTA_BYTEORDER_OP"), order.get_attr("NFTA_BYTEORDER_LEN")) == ("NFT_BYTEORDER_HTON", 8)
+        assert cmp.get_attr("NFTA_CMP_OP") == "NFT_CMP_GTE"
+    effects = [S.rule_effect(S.decode_rule(b)) for _t, _f, b in msgs[1:3]]
+    assert S.mark_in_force(effects, at_ns - 1) == cur if at_ns else True
+    assert S.mark_in_force(effects, at_ns) == nxt  # from the boundary on, the kernel gives the new mark
 
 
 def test_setup_makes_the_table_and_two_hooked_chains_then_the_rules() -> None:
@@ -50,7 +70,7 @@ def test_setup_makes_the_table_and_two_hooked_chains_then_the_rules() -> None:
         assert (c.get_attr("NFTA_CHAIN_TABLE"), c.get_attr("NFTA_CHAIN_NAME"), c.get_attr("NFTA_CHAIN_TYPE")) == (
             S.TABLE, chain, ctype)
         h = c.get_attr("NFTA_CHAIN_HOOK")
-        assert (h.get_attr("NFTA_HOOK_HOOKNUM"), h.get_attr("NFTA_HOOK_PRIORITY")) == (hook, S.NF_IP6_PRI_MANGLE)
+        assert (h.get_attr("NFTA_HOOK_HOOKNUM"), h.get_attr("NFTA_HOOK_PRIORITY")) == (hook, S.NF_IP_PRI_MANGLE)
     assert [c[2] for c in S.CHAINS] == [S.NF_INET_PRE_ROUTING, S.NF_INET_LOCAL_OUT]  # forwarded and local
 
 
