@@ -153,6 +153,10 @@ def _emit_dry_run(rec: dict) -> None:
         "satellite table": f"{rec['satellite_tables']['table']} ({rec['satellite_tables']['routes_total']} routes, "
                            f"max {rec['satellite_tables']['routes_max']} per satellite)",
         "rules": ", ".join(f"table {r['table']} pref {r['priority']}" for r in rec["satellite_tables"]["rules"]),
+        "slice switch": (f"by packet mark {rec['satellite_tables']['switch']['mark']} "
+                         f"({len(rec['satellite_tables']['switch']['fixed_rules'])} fixed rules, nftables armed for "
+                         "each boundary; the rules above: unmarked lookups)"
+                         if rec["satellite_tables"]["switch"]["by"] == "mark" else "by rules"),
         "tunnel": f"{rec['tunnel']['mode']} ({rec['tunnel']['ifname']}) {rec['tunnel']['note']}".strip(),
     })
     emit_table("namespaces per kind", ["kind", "count"], [[k, v] for k, v in rec["namespace_counts"].items()])

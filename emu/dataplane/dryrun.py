@@ -14,7 +14,7 @@ from collections import Counter
 
 from emu.addressing.grc import ipv6_base
 from emu.dataplane import desired as D
-from emu.dataplane import ifnames, servers
+from emu.dataplane import ifnames, servers, slicemark
 from emu.dataplane.model import Model
 
 PLACEHOLDER_PREFIX = "RUN"  # the run id is drawn when the run starts
@@ -58,7 +58,11 @@ def describe(m: Model, k0: int = 0, plan: str = "", scenario: str = "") -> dict:
             main[t.node] += 1  # the Internet prefix, encapsulated toward the chosen GS
     for name, n in main.items():
         per_node[name]["tables"]["main"] = n
-    rules = [{"table": r.table, "priority": r.priority} for r in sorted(st.rules)]  # in both families
+    # the rotating rules: both families, or under the mark switch IPv4 for unmarked lookups only
+    rules = [{"table": r.table, "priority": r.priority} for r in sorted(st.rules) if r.family == 4]
+    mark_rules = [{"table": r.table, "priority": r.priority, "family": r.family,
+              "fwmark": "0 (iif lo)" if r.mark is None else hex(r.mark)}
+             for r in slicemark.fixed_rules(D.table_id, D.N_TABLES)] if st.mark is not None else []
     base6 = ipv6_base(m.cfg.grc_ipv6_prefix)
     for s, sat in enumerate(m.satellites):
         node = per_node[sat.name]
@@ -88,6 +92,9 @@ def describe(m: Model, k0: int = 0, plan: str = "", scenario: str = "") -> dict:
                   "counts": dict(sorted(Counter(v.kind for v in fixed + dynamic).items())),
                   "grid_up": len(st.grid)},
         "satellite_tables": {"table": st.table, "rules": rules, "routes_total": n_routes,
+                             "switch": ({"by": "mark", "mark": hex(st.mark), "fixed_rules": mark_rules,
+                                         "nftables": f"inet {slicemark.TABLE}: meta mark set, armed for each boundary"}
+                                        if st.mark is not None else {"by": "rules"}),
                              "families": ["IPv4", "IPv6"], "grc_ipv6_prefix": m.cfg.grc_ipv6_prefix,
                              "routes_max": max((len(r) for r in st.routes.values()), default=0),
                              "unresolved": st.unresolved},

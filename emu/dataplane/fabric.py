@@ -40,7 +40,7 @@ def raise_fd_limit(need: int) -> None:
 class Fabric:
     def __init__(self, names: Iterable[str]):
         self.names = list(names)
-        raise_fd_limit(3 * len(self.names) + 256)  # + a second socket where links are retired (aux)
+        raise_fd_limit(4 * len(self.names) + 256)  # + a second socket where links are retired (aux), + nftables
         self.fd: dict[str, int] = {}
         self.nl: dict[str, NetlinkBatch] = {}
         self._aux: dict[str, NetlinkBatch] = {}
@@ -72,12 +72,12 @@ class Fabric:
         return Pipeline(self, ok)
 
     def nft(self):
-        """The nfnetlink sockets of the satellites' IPv6 slice switch (:mod:`emu.dataplane.slicemark`), one per
-        namespace of this fabric, opened on first use."""
+        """The nfnetlink sockets of the satellites' slice switch (:mod:`emu.dataplane.slicemark`): one per
+        namespace it is used in (only satellites), each opened on first use."""
         if self._nft is None:
             from emu.dataplane.slicemark import NftSockets
 
-            self._nft = NftSockets(self.names)
+            self._nft = NftSockets()
         return self._nft
 
     def aux(self, name: str) -> NetlinkBatch:

@@ -224,27 +224,34 @@ def mark_in_force(effects: Iterable[tuple[int | None, int | None]], now_ns: int)
 
 # ============================================================================ transport
 class NftSockets:
-    """One NETLINK_NETFILTER socket per namespace, opened inside it; transactions written one namespace at a
-    time (each is processed inside ``sendmsg``; its replies are queued when the write returns)."""
+    """One NETLINK_NETFILTER socket per namespace, opened inside it on first use; transactions written one
+    namespace at a time (each is processed inside ``sendmsg``; its replies are queued when the write returns)."""
 
-    def __init__(self, names: Iterable[str]):
+    def __init__(self, names: Iterable[str] = ()):
         self.sock: dict[str, socket.socket] = {}
-        try:
-            for n in names:
-                with _netns.inside(n):
-                    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
+        for n in names:
+            self._sock(n)
+
+    def _sock(self, n: str) -> socket.socket:
+        """Namespace ``n``'s socket, opened inside it on first use."""
+        s = self.sock.get(n)
+        if s is None:
+            with _netns.inside(n):
+                s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
+            try:
                 s.bind((0, 0))
-                s.settimeout(30.0)
-                self.sock[n] = s
-        except BaseException:
-            self.close()
-            raise
+            except OSError:
+                s.close()
+                raise
+            s.settimeout(30.0)
+            self.sock[n] = s
+        return s
 
     def transact(self, names: Iterable[str], msgs: tuple[tuple[int, int, bytes], ...], op: str) -> None:
         """The same transaction in every namespace of ``names``; the first failure raised (named)."""
         data = batch(msgs)
         for n in names:
-            s = self.sock[n]
+            s = self._sock(n)
             try:
                 s.send(data)
                 _acks(s, len(msgs), op, n)
@@ -258,7 +265,7 @@ class NftSockets:
                       [("NFTA_RULE_TABLE", TABLE), ("NFTA_RULE_CHAIN", chain)])
         out = {}
         for n in names:
-            s = self.sock[n]
+            s = self._sock(n)
             s.send(_NLH.pack(16 + len(body), (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
                              NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body)
             effects = [rule_effect(decode_rule(payload)) for mtype, payload in _dump(s, n)
