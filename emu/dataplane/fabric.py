@@ -20,8 +20,9 @@ from emu.dataplane.netlink import NetlinkBatch
 
 
 def raise_fd_limit(need: int) -> None:
-    """Two fds per namespace (its file and its netlink socket): lift the soft limit, and the hard one too when
-    it is below ``need`` (root may, up to fs.nr_open; e.g. a hard limit of 20,000 stops at ~9,900 namespaces)."""
+    """Up to four fds per namespace (its file, its netlink socket, a second one where links are retired, the
+    satellites' nftables socket): lift the soft limit, and the hard one too when it is below ``need`` (root
+    may, up to fs.nr_open; where it may not, a hard limit of 20,000 stops a run at ~4,900 namespaces)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= need:
         return
@@ -33,7 +34,7 @@ def raise_fd_limit(need: int) -> None:
             from emu.errors import DataplaneError
 
             raise DataplaneError("raise RLIMIT_NOFILE", None, getattr(exc, "errno", None),
-                                 f"{need} open files needed (two per namespace), hard limit {hard}") from exc
+                                 f"{need} open files needed (up to four per namespace), hard limit {hard}") from exc
     resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
