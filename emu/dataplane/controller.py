@@ -144,15 +144,15 @@ class Controller:
         return build_s
 
     def _host_limits(self) -> None:
-        """The open-file limit for two fds per namespace (fabric.raise_fd_limit), and the machine-wide
+        """The open-file limit for up to four fds per namespace (fabric.fds_needed), and the machine-wide
         neighbour-table limits for this run's link ends (emu.dataplane.hostlimits; `down` restores them when the
         last run goes; where /proc/sys cannot be written: a degradation)."""
         from emu.dataplane import hostlimits
         from emu.dataplane.desired import terrestrial_veths
-        from emu.dataplane.fabric import raise_fd_limit
+        from emu.dataplane.fabric import fds_needed, raise_fd_limit
 
         m = self.model
-        raise_fd_limit(2 * len(m.nodes) + 256)  # before any namespace exists: too many for the fd limit is refused
+        raise_fd_limit(fds_needed(len(m.nodes)))  # before any namespace exists: too many for the fd limit is refused
         dynamic = len(m.shell_link_at(self.k0)) + len(m.ground_links_at(self.k0))
         need = 2 * (len(m.grid_links) + len(terrestrial_veths(m)) + 2 * dynamic)  # ends; dynamic ones overlap
         try:

@@ -19,6 +19,11 @@ from emu.dataplane import netns
 from emu.dataplane.netlink import NetlinkBatch
 
 
+def fds_needed(namespaces: int) -> int:
+    """Open files a run of ``namespaces`` may hold: up to four per namespace (:func:`raise_fd_limit`)."""
+    return 4 * namespaces + 256
+
+
 def raise_fd_limit(need: int) -> None:
     """Up to four fds per namespace (its file, its netlink socket, a second one where links are retired, the
     satellites' nftables socket): lift the soft limit, and the hard one too when it is below ``need`` (root
@@ -41,7 +46,7 @@ def raise_fd_limit(need: int) -> None:
 class Fabric:
     def __init__(self, names: Iterable[str]):
         self.names = list(names)
-        raise_fd_limit(4 * len(self.names) + 256)  # + a second socket where links are retired (aux), + nftables
+        raise_fd_limit(fds_needed(len(self.names)))
         self.fd: dict[str, int] = {}
         self.nl: dict[str, NetlinkBatch] = {}
         self._aux: dict[str, NetlinkBatch] = {}
