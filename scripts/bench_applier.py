@@ -52,6 +52,15 @@ class DropFabric:
     def aux(self, name):
         return self.nl[name]
 
+    def nft(self):
+        """The slice switch's nftables transactions: encoded as in a real run, counted, dropped."""
+        fab = self
+
+        class _Drop:
+            def transact(self, names, msgs, op):
+                fab.msgs += len(list(names)) * len(msgs)
+        return _Drop()
+
     def send_behind(self, names, ok=()) -> None:
         self.flush(names)
 

@@ -163,7 +163,8 @@ def _back_to_back(ctl: Controller, boundaries: int, armed: bool = True) -> dict:
     lead = 10.0
     for k in range(1, boundaries + 1):
         at = time.monotonic() + lead
-        preps.append(ctl.applier.prepare(k, at=at if armed else None))
+        at_ns = time.time_ns() + round(lead * 1e9)
+        preps.append(ctl.applier.prepare(k, at_ns=at_ns if armed else None))
         late.append(max(0.0, (time.monotonic() - at) * 1e3))
         while time.monotonic() < at:
             time.sleep(min(0.05, max(0.0, at - time.monotonic())))
@@ -187,7 +188,7 @@ def _back_to_back(ctl: Controller, boundaries: int, armed: bool = True) -> dict:
         "replay_speed_max": round(ctl.db.slice_s * 1e3 / float(total.max()), 2),
         "replay_speed_p50": round(ctl.db.slice_s * 1e3 / float(np.percentile(total, 50)), 2),
         "unresolved_routes": ctl.applier.unresolved,
-        "switch_armed": armed and ctl.model.cfg.switch6 == "mark",
+        "switch_armed": armed and ctl.model.cfg.slice_switch == "mark",
         "prepared_late": sum(1 for x in late if x > 0),  # a preparation that ended after its boundary's time
     }
 

@@ -82,6 +82,8 @@ def _rule_lines(netns: str) -> list[str]:
     for r in json.loads(p.stdout or "[]"):
         if r.get("table") in ("local", "main", "default") and r.get("priority") in (0, 32766, 32767):
             continue
+        if int(str(r.get("fwmark", "0")), 0):  # the slice switch's fixed rules by mark (emu.dataplane.slicemark):
+            continue  # the replica has no nftables chain to mark packets; its lookups take the rotating rules
         args = [f"pref {r['priority']}"]
         if r.get("src") and r.get("src") != "all":
             args.append(f"from {r['src']}/{r.get('srclen', 32)}")

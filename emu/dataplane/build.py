@@ -63,7 +63,7 @@ class Builder:
         for i in range(0, len(names), chunk):
             netns.create_many(names[i:i + chunk], SYSCTLS)
             self.progress("namespaces", min(i + chunk, len(names)), len(names))
-        self.fabric = Fabric(names)
+        self.fabric = Fabric(names, satellites=len(self.m.satellites))
 
     # ------------------------------------------------------------------ satellites
     def satellite_links(self, k0: int = 0) -> None:

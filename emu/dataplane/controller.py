@@ -144,7 +144,7 @@ class Controller:
         return build_s
 
     def _host_limits(self) -> None:
-        """The open-file limit for up to four fds per namespace (fabric.fds_needed), and the machine-wide
+        """The open-file limit (fabric.fds_needed: three fds per namespace, four per satellite), and the machine-wide
         neighbour-table limits for this run's link ends (emu.dataplane.hostlimits; `down` restores them when the
         last run goes; where /proc/sys cannot be written: a degradation)."""
         from emu.dataplane import hostlimits
@@ -152,7 +152,7 @@ class Controller:
         from emu.dataplane.fabric import fds_needed, raise_fd_limit
 
         m = self.model
-        raise_fd_limit(fds_needed(len(m.nodes)))  # before any namespace exists: too many for the fd limit is refused
+        raise_fd_limit(fds_needed(len(m.nodes), len(m.satellites)))  # before any namespace exists: refused early
         dynamic = len(m.shell_link_at(self.k0)) + len(m.ground_links_at(self.k0))
         need = 2 * (len(m.grid_links) + len(terrestrial_veths(m)) + 2 * dynamic)  # ends; dynamic ones overlap
         try:
@@ -170,7 +170,8 @@ class Controller:
             if self.stop.is_set():
                 return
             boundary = t_start + (k - self.k0) * slice_wall
-            prep_ms = self.applier.prepare(k, at=boundary)  # the satellites' switch armed for the boundary
+            # the satellites' switch armed for the boundary, on the wall clock (nftables' meta time)
+            prep_ms = self.applier.prepare(k, at_ns=time.time_ns() + round((boundary - time.monotonic()) * 1e9))
             self._sno_prepare(k, boundary)
             while not self.stop.is_set():
                 left = boundary - time.monotonic()

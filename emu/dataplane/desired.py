@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,11 +115,13 @@ class Veth:
 class Rule:
     """A policy rule of the rotation on every satellite, in ``family`` (4 or 6: the GRC lookups of each):
     look ``table`` up at ``priority``. Under the mark switch (:mod:`emu.dataplane.slicemark`) only IPv4 has
-    them, for unmarked lookups, and they change in the cleanup instead of at the boundary."""
+    them, ``unmarked`` (``fwmark 0/0xffffffff``: a marked packet that neither of its tables routes must not
+    fall through to them), and they change in the cleanup instead of at the boundary."""
 
     table: int
     priority: int
-    family: int = 4
+    family: int
+    unmarked: bool = False
 
 
 @dataclass(frozen=True)
@@ -669,19 +671,26 @@ class Desired:
                 out[(name, idx)] = Delay(name, idx, us, v)
         return out
 
-    def state(self, k: int) -> SliceState:
-        """Everything the kernel should hold while slice k is in force."""
+    def switch(self, k: int) -> tuple[frozenset[Rule], int | None]:
+        """Slice k's rotating rules (slice k's and, retained, k-1's) and its packet mark: by mark where the
+        kernel has it (``RunConfig.slice_switch``; IPv4 rules for unmarked lookups only), else rules in both
+        families and no mark."""
+        marked = self.m.cfg.slice_switch == "mark"
+        rules = frozenset(Rule(table_id(kk), rule_pref(kk), f, marked) for kk in ([k - 1] if k > self.k0 else []) + [k]
+                          for f in ((4,) if marked else (4, 6)))
+        return rules, (slicemark.slice_mark(k, N_TABLES) if marked else None)
+
+    def state(self, k: int, sats: Iterable[int] | None = None) -> SliceState:
+        """Everything the kernel should hold while slice k is in force (route tables of ``sats``: default all)."""
         m = self.m
         count = [0]
-        routes = {s: self.routes(s, k, count) for s in range(len(m.satellites))}
-        marked = m.cfg.switch6 == "mark"
-        rules = frozenset(Rule(table_id(kk), rule_pref(kk), f) for kk in ([k - 1] if k > self.k0 else []) + [k]
-                          for f in ((4,) if marked else (4, 6)))
+        routes = {s: self.routes(s, k, count) for s in (range(len(m.satellites)) if sats is None else sats)}
+        rules, mark = self.switch(k)
         cores, tunnels = self.cores_and_tunnels(k)
         return SliceState(k=k, table=table_id(k), rules=rules, links=self.links(k),
                           grid=frozenset(m.active_grid(k)), grc_addrs=self.grc_addrs(k), routes=routes,
                           ground=self.ground_defaults(k), cores=cores, tunnels=tunnels, delays=self.delays(k),
-                          unresolved=count[0], mark=slicemark.slice_mark(k, N_TABLES) if marked else None)
+                          unresolved=count[0], mark=mark)
 
 
 # ============================================================================ diffs

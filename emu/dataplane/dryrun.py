@@ -58,8 +58,9 @@ def describe(m: Model, k0: int = 0, plan: str = "", scenario: str = "") -> dict:
             main[t.node] += 1  # the Internet prefix, encapsulated toward the chosen GS
     for name, n in main.items():
         per_node[name]["tables"]["main"] = n
-    # the rotating rules: both families, or under the mark switch IPv4 for unmarked lookups only
-    rules = [{"table": r.table, "priority": r.priority} for r in sorted(st.rules) if r.family == 4]
+    # the rotating rules: both families alike, or under the mark switch IPv4's, for unmarked lookups only
+    rules = [{"table": r.table, "priority": r.priority, "families": sorted({x.family for x in st.rules})}
+             for r in sorted(st.rules) if r.family == 4]
     mark_rules = [{"table": r.table, "priority": r.priority, "family": r.family,
               "fwmark": "0 (iif lo)" if r.mark is None else hex(r.mark)}
              for r in slicemark.fixed_rules(D.table_id, D.N_TABLES)] if st.mark is not None else []

@@ -19,9 +19,10 @@ from emu.dataplane import netns
 from emu.dataplane.netlink import NetlinkBatch
 
 
-def fds_needed(namespaces: int) -> int:
-    """Open files a run of ``namespaces`` may hold: up to four per namespace (:func:`raise_fd_limit`)."""
-    return 4 * namespaces + 256
+def fds_needed(namespaces: int, satellites: int = 0) -> int:
+    """Open files a run may hold: three per namespace (its file, its netlink socket, a second one where links
+    are retired) and one more per satellite (the nftables socket of the slice switch)."""
+    return 3 * namespaces + satellites + 256
 
 
 def raise_fd_limit(need: int) -> None:
@@ -39,14 +40,14 @@ def raise_fd_limit(need: int) -> None:
             from emu.errors import DataplaneError
 
             raise DataplaneError("raise RLIMIT_NOFILE", None, getattr(exc, "errno", None),
-                                 f"{need} open files needed (up to four per namespace), hard limit {hard}") from exc
+                                 f"{need} open files needed (three per namespace, four per satellite), hard limit {hard}") from exc
     resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
 class Fabric:
-    def __init__(self, names: Iterable[str]):
+    def __init__(self, names: Iterable[str], satellites: int | None = None):
         self.names = list(names)
-        raise_fd_limit(fds_needed(len(self.names)))
+        raise_fd_limit(fds_needed(len(self.names), len(self.names) if satellites is None else satellites))
         self.fd: dict[str, int] = {}
         self.nl: dict[str, NetlinkBatch] = {}
         self._aux: dict[str, NetlinkBatch] = {}

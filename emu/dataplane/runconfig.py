@@ -51,8 +51,8 @@ class RunConfig:
     nat: bool = True  # the kernel has nftables NAT: each core masquerades its users, the Internet knows only the
     # cores' public addresses (without: it routes the user pools back, a labelled degradation)
     nat_flowtable: bool = False  # the kernel has nf_flow_table: the NAT's established flows take its fast path
-    switch6: str = "rules"  # the IPv6 slice switch: "mark" (fixed fwmark rules, the mark set by nftables:
-    # emu.dataplane.slicemark) where the kernel has it, else "rules" (IPv6 rotates rules like IPv4)
+    slice_switch: str = "rules"  # the satellites' slice switch: "mark" (fixed fwmark rules, the mark set by
+    # nftables, armed for each boundary: emu.dataplane.slicemark) where the kernel has it, else "rules"
     bgp: bool = False  # the scenario's bgp.enabled: BGP overlay (peering links and addresses, daemons)
     bgp_timers: str = "aggressive"
     bgp_msp_base: str = "fd4c:454f::/32"
@@ -89,7 +89,7 @@ class RunConfig:
             tbf=has("tbf"),
             nat=has("nft_nat") if features is not None else True,  # dry runs show what a NAT kernel gets
             nat_flowtable=has("nft_nat") and has("nft_flowtable"),
-            switch6="mark" if features is None or has("nft_slice_mark") else "rules",  # dry runs: as nat
+            slice_switch="mark" if features is None or has("nft_slice_mark") else "rules",  # dry runs: as nat
             bgp=sc.bgp.enabled,
             bgp_timers=sc.bgp.timers,
             bgp_msp_base=sc.bgp.msp_base,

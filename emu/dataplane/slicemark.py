@@ -17,8 +17,10 @@ How it works, per satellite namespace (both families):
   looks up table t, then (retained) the table before it in the rotation
   (:func:`fixed_rules`). Lookups without a mark -- a researcher's ``ip route
   get``, the first lookup of a packet the satellite itself sends -- keep
-  IPv4's rotating rules (moved off the boundary, into the cleanup: an IPv4
-  rule change costs ~15 us); IPv6 has one rule instead that sends unmarked
+  IPv4's rotating rules, now matching only unmarked lookups (``fwmark
+  0/0xffffffff``: a marked packet neither of its tables routes must not fall
+  through to older tables) and changed off the boundary, in the cleanup (an
+  IPv4 rule change costs ~15 us); IPv6 has one rule instead that sends unmarked
   lookups from ``lo`` to a table whose only route is ``::/0 dev lo``
   (:data:`LOCAL_OUT_TABLE`): the socket's first lookup succeeds, and the
   output chain below re-routes the packet with its mark;
@@ -229,6 +231,7 @@ class NftSockets:
 
     def __init__(self, names: Iterable[str] = ()):
         self.sock: dict[str, socket.socket] = {}
+        self._seq = 0
         for n in names:
             self._sock(n)
 
@@ -249,12 +252,14 @@ class NftSockets:
 
     def transact(self, names: Iterable[str], msgs: tuple[tuple[int, int, bytes], ...], op: str) -> None:
         """The same transaction in every namespace of ``names``; the first failure raised (named)."""
-        data = batch(msgs)
+        self._seq = (self._seq + len(msgs) + 2) & 0x7FFFFFFF or 1  # every transaction its own sequence numbers
+        seq0 = self._seq
+        data = batch(msgs, seq0)
         for n in names:
             s = self._sock(n)
             try:
                 s.send(data)
-                _acks(s, len(msgs), op, n)
+                _acks(s, seq0, len(msgs), op, n)
             except OSError as exc:
                 raise DataplaneError(op, n, exc.errno, exc.strerror or "") from exc
 
@@ -263,12 +268,17 @@ class NftSockets:
         read back from the kernel."""
         body = encode(nft_rule_msg, {"nfgen_family": NFPROTO_INET, "version": 0, "res_id": 0},
                       [("NFTA_RULE_TABLE", TABLE), ("NFTA_RULE_CHAIN", chain)])
-        out = {}
+        out: dict[str, int | None] = {}
         for n in names:
-            s = self._sock(n)
+            try:
+                s = self._sock(n)
+            except OSError:  # no nfnetlink in this kernel: no mark switch, the rules rotate
+                out[n] = None
+                continue
+            self._seq = (self._seq + 1) & 0x7FFFFFFF or 1
             s.send(_NLH.pack(16 + len(body), (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
-                             NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body)
-            effects = [rule_effect(decode_rule(payload)) for mtype, payload in _dump(s, n)
+                             NLM_F_REQUEST | NLM_F_DUMP, self._seq, 0) + body)
+            effects = [rule_effect(decode_rule(payload)) for mtype, payload in _dump(s, n, self._seq)
                        if mtype == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE]
             out[n] = mark_in_force(effects, time.time_ns())
         return out
@@ -290,8 +300,8 @@ def probe() -> tuple[bool, str]:
         s.bind((0, 0))
         s.settimeout(10.0)
         msgs = setup_messages(slice_mark(0, 3)) + arm_messages(slice_mark(0, 3), slice_mark(1, 3), time.time_ns())
-        s.send(batch(msgs))
-        _acks(s, len(msgs), "nftables slice mark", "probe")
+        s.send(batch(msgs, 1))
+        _acks(s, 1, len(msgs), "nftables slice mark", "probe")
         return True, ""
     except (OSError, DataplaneError) as exc:
         return False, str(exc)
@@ -299,35 +309,46 @@ def probe() -> tuple[bool, str]:
         s.close()
 
 
-def _acks(s: socket.socket, want: int, op: str, ns: str) -> None:
-    """Read ``want`` acks; raise the first error (the kernel rolled the whole transaction back)."""
-    got, first_err = 0, 0
-    while got < want:
+def _acks(s: socket.socket, seq0: int, n: int, op: str, ns: str) -> None:
+    """Read the answers to the transaction ``batch(msgs, seq0)`` of ``n`` messages: one ack each (seq0+1 ..
+    seq0+n), or one error for the batch itself (seq0: no nf_tables, a malformed batch). Answers of another
+    transaction (a stale one) are skipped. Raise the first error: the kernel rolled the whole
+    transaction back."""
+    want = set(range(seq0 + 1, seq0 + n + 1))
+    first_err = 0
+    while want:
         data = s.recv(1 << 16)
         off = 0
         while off + 16 <= len(data):
-            mlen, mtype, _f, _seq, _ = _NLH.unpack_from(data, off)
+            mlen, mtype, _f, seq, _ = _NLH.unpack_from(data, off)
             if mtype == NLMSG_ERROR:
-                got += 1
                 code = -struct.unpack_from("=i", data, off + 16)[0]
-                first_err = first_err or code
+                if seq == seq0 and code:
+                    raise DataplaneError(op, ns, code, os.strerror(code) + " (the whole transaction)")
+                if seq in want:
+                    want.discard(seq)
+                    first_err = first_err or code
             off += (mlen + 3) & ~3 if mlen else len(data)
     if first_err:
         raise DataplaneError(op, ns, first_err, os.strerror(first_err))
 
 
-def _dump(s: socket.socket, ns: str) -> list[tuple[int, bytes]]:
+def _dump(s: socket.socket, ns: str, seq: int) -> list[tuple[int, bytes]]:
+    """The messages of the dump request ``seq`` (answers to anything else skipped), until its NLMSG_DONE."""
     out = []
     while True:
         data = s.recv(1 << 16)
         off = 0
         while off + 16 <= len(data):
-            mlen, mtype, _f, _seq, _ = _NLH.unpack_from(data, off)
+            mlen, mtype, _f, mseq, _ = _NLH.unpack_from(data, off)
+            if mseq != seq:
+                off += (mlen + 3) & ~3 if mlen else len(data)
+                continue
             if mtype == 3:  # NLMSG_DONE
                 return out
             if mtype == NLMSG_ERROR:
                 code = -struct.unpack_from("=i", data, off + 16)[0]
-                if code == E.ENOENT:
+                if code in (E.ENOENT, E.EOPNOTSUPP, E.EPROTONOSUPPORT):  # no such table / no nf_tables
                     return out
                 if code:
                     raise DataplaneError("nft rule dump", ns, code, os.strerror(code))

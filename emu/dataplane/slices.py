@@ -29,6 +29,8 @@ from emu.dataplane.tc import LinkShape, netem, shape_many
 
 log = logging.getLogger(__name__)
 
+ARM_SLACK_NS = 5_000_000  # a switch called up to 5 ms before its armed time trusts the kernel to make it
+
 
 def _freeze() -> None:
     """Move every object alive now out of the cyclic garbage collector's sight (``gc.freeze``).
@@ -77,7 +79,7 @@ class SliceApplier:
         self._pending: list[D.Op] = []
         self.handed_off: tuple[type, ...] = ()  # kinds of value another part owns (the SNO control plane's hook)
         self._retiring: set[tuple[str, int | str]] = set()  # link ends whose deletion is still being written
-        self._armed: int | None = None  # the slice whose mark switch the kernel makes by itself (prepare's at)
+        self._armed: tuple[int, int] | None = None  # (slice, wall-clock ns) the kernel switches by itself
 
     # ------------------------------------------------------------------ helpers
     def ns(self, node: str) -> str:
@@ -102,13 +104,14 @@ class SliceApplier:
         self.cur = st
         _freeze()
 
-    def prepare(self, k: int, at: float | None = None) -> float:
+    def prepare(self, k: int, at_ns: int | None = None) -> float:
         """Off the critical path, during slice k-1: everything slice k needs, not yet in use. Milliseconds.
 
-        ``at``: the boundary's time (``time.monotonic()`` clock). Under the mark switch, once everything is
-        in place the satellites' switch is armed for that instant (:func:`slicemark.arm_messages`): the
-        kernel moves every satellite to slice k at once, and :meth:`switch` writes only the ground side. A
-        time already past (a late preparation) switches the satellites at once.
+        ``at_ns``: the boundary's wall-clock time (``time.time_ns()``, the clock of nftables' ``meta time``).
+        Under the mark switch, once everything is in place the satellites' switch is armed for that instant
+        (:func:`slicemark.arm_messages`): the kernel moves every satellite to slice k at once, and
+        :meth:`switch` writes only the ground side. A time already past (a late preparation) switches the
+        satellites at once.
         """
         t0 = time.perf_counter()
         with _NoCollect():
@@ -117,18 +120,18 @@ class SliceApplier:
             ops = D.transition(self.cur, self.nxt)
             self.execute([o for o in ops if o.phase == "prepare"], self.nxt)
             self._pending = [o for o in ops if o.phase != "prepare"]
-            if at is not None and self.nxt.mark is not None and self.cur.mark is not None:
-                at_ns = time.time_ns() + round((at - time.monotonic()) * 1e9)  # meta time is CLOCK_REALTIME
+            if at_ns is not None and self.nxt.mark is not None and self.cur.mark is not None:
                 self.f.nft().transact(self._sat_names, slicemark.arm_messages(self.cur.mark, self.nxt.mark, at_ns),
                                       "nftables slice mark (armed)")
-                self._armed = k
+                self._armed = (k, at_ns)
         # Out of the collector's sight now: with collection off, everything prepare allocated is still in the
         # youngest generation, and the first allocation of the boundary would pay for traversing all of it.
         _freeze()
         return (time.perf_counter() - t0) * 1e3
 
     def switch(self, k: int) -> float:
-        """The boundary itself: one rule per satellite, then the ground side. Returns milliseconds."""
+        """The boundary itself: the satellites' switch (nothing, when the kernel makes it at the armed time; else
+        one mark or one rule per family per satellite), then the ground side. Returns milliseconds."""
         t0 = time.perf_counter()
         self._check(k)
         with _NoCollect():
@@ -136,7 +139,8 @@ class SliceApplier:
         return (time.perf_counter() - t0) * 1e3
 
     def cleanup(self, k: int) -> None:
-        """After the boundary: new bindings, slice k-2's rule, ISLs that went down, retired links, old bindings."""
+        """After the boundary: new bindings, (mark switch: slice k's IPv4 rule for unmarked lookups), slice k-2's
+        rule, ISLs that went down, retired links, old bindings."""
         self._check(k)
         with _NoCollect():
             self.execute([o for o in self._pending if o.phase == "cleanup"], self.nxt)
@@ -182,7 +186,7 @@ class SliceApplier:
                 self.f.nl[name].route("replace", "::", 0, oif=IDX_LO, table=obj.table)
             self.f.flush(self._sat_names)
         elif verb == "set" and isinstance(obj, D.SliceMark):
-            if obj.setup or self._armed != st.k:  # armed: the kernel switches by itself at the boundary
+            if obj.setup or not self._armed_for(st.k):
                 msgs = slicemark.setup_messages(obj.mark) if obj.setup else slicemark.switch_messages(obj.mark)
                 self.f.nft().transact(self._sat_names, msgs, "nftables slice mark")
         elif verb == "replace":
@@ -273,8 +277,22 @@ class SliceApplier:
         for r in rules:
             family = socket.AF_INET6 if r.family == 6 else socket.AF_INET
             for name in self._sat_names:
-                self.f.nl[name].rule(verb, table=r.table, priority=r.priority, family=family)
+                self.f.nl[name].rule(verb, table=r.table, priority=r.priority, family=family,
+                                     mark=0 if r.unmarked else None)
         self.f.flush(self._sat_names, ok=ok)
+
+    def _armed_for(self, k: int) -> bool:
+        """Has the kernel switched to slice k by itself (armed by :meth:`prepare`, and the armed time reached)?
+        If the wall clock was stepped back after arming, the time is still ahead although the boundary has
+        come: the switch is written now, as without arming."""
+        if self._armed is None or self._armed[0] != k:
+            return False
+        late = self._armed[1] - time.time_ns()
+        if late > ARM_SLACK_NS:
+            log.warning("slice %d: the armed switch is still %.1f ms ahead (wall clock stepped?): switching now",
+                        k, late / 1e6)
+            return False
+        return True
 
     def _mark_rules(self, rules: list[slicemark.MarkRule]) -> None:
         """The mark switch's fixed rules (made once): by mark, or unmarked lookups from ``lo``."""

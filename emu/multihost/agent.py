@@ -86,16 +86,8 @@ class PartDesired(D.Desired):
         super().__init__(model, k0)
         self.local_sats = local_sats
 
-    def state(self, k: int) -> D.SliceState:
-        m = self.m
-        count = [0]
-        routes = {s: self.routes(s, k, count) for s in sorted(self.local_sats)}
-        rules = frozenset(D.Rule(D.table_id(kk), D.rule_pref(kk)) for kk in ([k - 1] if k > self.k0 else []) + [k])
-        cores, tunnels = self.cores_and_tunnels(k)
-        return D.SliceState(k=k, table=D.table_id(k), rules=rules, links=self.links(k),
-                            grid=frozenset(m.active_grid(k)), grc_addrs=self.grc_addrs(k), routes=routes,
-                            ground=self.ground_defaults(k), cores=cores, tunnels=tunnels, delays=self.delays(k),
-                            unresolved=count[0])
+    def state(self, k: int, sats=None) -> D.SliceState:
+        return super().state(k, sorted(self.local_sats))
 
 
 class _Links:
@@ -278,8 +270,9 @@ class HostAgent:
                 "namespaces": len(b.local_names()), "vxlan": self.links.vxlans,
                 "degradations": b.degradations}
 
-    def prepare(self, k: int) -> float:
-        return self.applier.prepare(k)
+    def prepare(self, k: int, at: float | None = None) -> float:
+        """Slice k, armed for wall time ``at`` (the shared slice clock): the satellites switch then by themselves."""
+        return self.applier.prepare(k, at_ns=None if at is None else round(at * 1e9))
 
     def switch_at(self, k: int, at: float) -> dict:
         """Wait for wall time ``at`` (the shared slice clock), then apply boundary k and clean up after it."""

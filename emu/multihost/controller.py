@@ -128,10 +128,10 @@ class MultiController(Controller):
         for k in range(self.k0 + 1, n):
             if self.stop.is_set():
                 return
-            preps = self._gather([a.prepare.remote(k) for a in self.agents], f"prepare {k}")
+            at = t0 + (k - self.k0) * slice_wall
+            preps = self._gather([a.prepare.remote(k, at) for a in self.agents], f"prepare {k}")
             if preps is None:
                 return self._hold()
-            at = t0 + (k - self.k0) * slice_wall
             res = self._gather([a.switch_at.remote(k, at) for a in self.agents], f"boundary {k}")
             if res is None:
                 return self._hold()

@@ -161,10 +161,12 @@ class FakeKernel:
 
     def lookup(self, family: int, marked: bool = True) -> list[int]:
         """The tables a forwarded packet of ``family`` (``marked``: else an unmarked local lookup) meets, in
-        order (what the kernel's rules give)."""
-        if marked and self.mark is not None:
-            return [r.table for r in sorted(self.mark_rules) if r.mark == self.mark and r.family == family]
-        return [r.table for r in sorted(self.rules, key=lambda r: r.priority) if r.family == family]
+        order, as the kernel walks the rules: every rule whose selector matches, by priority (a lookup that
+        misses goes on to the next one)."""
+        mark = self.mark if marked else None
+        chain = [(r.priority, r.table) for r in self.mark_rules if r.family == family and r.mark == mark]
+        chain += [(r.priority, r.table) for r in self.rules if r.family == family and not (r.unmarked and mark)]
+        return [t for _p, t in sorted(chain)]
 
     def up(self, sat: int, oif: int) -> bool:
         if oif == IDX_LO:
@@ -235,14 +237,14 @@ def switch_states(request, model):
     from emu.dataplane.runconfig import RunConfig, scenario_of_plan
 
     m = Model.from_plan(model.db, "zz02", cfg=dataclasses.replace(
-        RunConfig.from_scenario(scenario_of_plan(model.db)), switch6=request.param))
+        RunConfig.from_scenario(scenario_of_plan(model.db)), slice_switch=request.param))
     d = D.Desired(m)
     return m, [d.state(k) for k in range(m.n_slices)]
 
 
 def test_replaying_transitions_keeps_make_before_break(switch_states) -> None:
     model, states = switch_states
-    marked = model.cfg.switch6 == "mark"
+    marked = model.cfg.slice_switch == "mark"
     kern = FakeKernel(model, states)
     for op in D.initial(states[0]):
         kern.apply(op, states[0])
@@ -266,10 +268,12 @@ def test_replaying_transitions_keeps_make_before_break(switch_states) -> None:
                 kern.check_routes_usable(only_winner=op.verb == "down")
         # after the boundary, in both families: slice k's table wins, k-1's is the fallback, and nothing else
         assert kern.lookup(4) == kern.lookup(6) == [D.table_id(k), D.table_id(k - 1)]
-        assert kern.rules == {D.Rule(D.table_id(kk), D.rule_pref(kk), f) for kk in (k, k - 1)
+        assert kern.rules == {D.Rule(D.table_id(kk), D.rule_pref(kk), f, marked) for kk in (k, k - 1)
                               for f in ((4,) if marked else (4, 6))}
         assert kern.mark == (slicemark.slice_mark(k, D.N_TABLES) if marked else None)
         assert kern.lookup(4, marked=False) == [D.table_id(k), D.table_id(k - 1)]  # local packets, route get
+        if marked:  # IPv6's unmarked local lookups: the placeholder, re-routed once the output chain marks them
+            assert kern.lookup(6, marked=False) == [slicemark.LOCAL_OUT_TABLE]
         # kernel links are exactly what the desired state lists
         want = {(kern.sat_of[n], i) for v in nxt.links for n, i in ((v.node_a, v.index_a), (v.node_b, v.index_b))
                 if n in kern.sat_of}
@@ -282,9 +286,9 @@ def test_switch_phase_is_the_rule_then_the_ground_side(switch_states) -> None:
     model, states = switch_states
     ops = D.transition(states[3], states[4])
     switch = [o for o in ops if o.phase == "switch"]
-    marked = model.cfg.switch6 == "mark"
+    marked = model.cfg.slice_switch == "mark"
     families = (4,) if marked else (4, 6)
-    new = [D.Rule(D.table_id(4), D.rule_pref(4), f) for f in families]
+    new = [D.Rule(D.table_id(4), D.rule_pref(4), f, marked) for f in families]
     if marked:  # one write per satellite, or none when armed; the unmarked lookups' rule after the boundary
         assert switch[0] == D.Op("switch", "set", D.SliceMark(slicemark.slice_mark(4, D.N_TABLES)))
         n = 1
@@ -294,7 +298,8 @@ def test_switch_phase_is_the_rule_then_the_ground_side(switch_states) -> None:
     assert all(o.verb == "replace" for o in switch[n:])
     cleanup = [o for o in ops if o.phase == "cleanup"]
     assert [o.obj for o in cleanup if o.verb == "add"] == (new if marked else [])
-    assert [o.obj for o in cleanup if o.verb == "del"] == [D.Rule(D.table_id(2), D.rule_pref(2), f) for f in families]
+    assert [o.obj for o in cleanup if o.verb == "del"] == [D.Rule(D.table_id(2), D.rule_pref(2), f, marked)
+                                                           for f in families]
     verbs = [o.verb for o in cleanup]
     if marked:
         assert verbs.index("add") < verbs.index("del")  # never without a rule for unmarked lookups
@@ -342,8 +347,8 @@ def test_unchanged_ground_side_sends_nothing(states) -> None:
     st = states[5]
     assert st.mark is not None  # the default: the mark switch (dry runs and pure tests assume the kernel has it)
     same = D.SliceState(**{**st.__dict__, "k": st.k + 1, "table": D.table_id(st.k + 1),
-                           "rules": frozenset({D.Rule(D.table_id(st.k + 1), D.rule_pref(st.k + 1)),
-                                               D.Rule(D.table_id(st.k), D.rule_pref(st.k))}),
+                           "rules": frozenset({D.Rule(D.table_id(st.k + 1), D.rule_pref(st.k + 1), 4, True),
+                                               D.Rule(D.table_id(st.k), D.rule_pref(st.k), 4, True)}),
                            "mark": slicemark.slice_mark(st.k + 1, D.N_TABLES)})
     ops = D.transition(st, same)
     assert [(o.phase, o.verb) for o in ops] == [("prepare", "fill"), ("switch", "set"), ("cleanup", "add"),

@@ -43,7 +43,7 @@ def test_describe_lists_what_the_desired_state_holds(model) -> None:
     assert len(rec["links"]["fixed"]) == len(D.fixed_links(model))
     assert len(rec["links"]["dynamic"]) == len(st.links)
     assert rec["satellite_tables"]["routes_total"] == sum(len(r) for r in st.routes.values())
-    assert rec["satellite_tables"]["rules"] == [{"table": D.table_id(2), "priority": D.rule_pref(2)}]
+    assert rec["satellite_tables"]["rules"] == [{"table": D.table_id(2), "priority": D.rule_pref(2), "families": [4]}]
     sw = rec["satellite_tables"]["switch"]  # the dry run shows what a kernel with nftables gets
     assert sw["by"] == "mark" and sw["mark"] == hex(st.mark) and len(sw["fixed_rules"]) == 13
     s0 = model.satellites[0].name

@@ -1,4 +1,4 @@
-"""The IPv6 slice switch's nftables messages (emu.dataplane.slicemark): encoded by pyroute2, decoded back by
+"""The slice switch's nftables messages (emu.dataplane.slicemark): encoded by pyroute2, decoded back by
 pyroute2's parser field by field, framed as one nfnetlink transaction. The kernel side (the rules take effect,
 packets carry the mark) is tests/integration/test_ipv6.py."""
 

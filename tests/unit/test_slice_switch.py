@@ -1,0 +1,117 @@
+"""The applier's slice switch by mark (emu.dataplane.slices + slicemark), over a fabric that records instead of
+sending (no root): the first slice makes the nftables table, a preparation given the boundary's time arms the
+switch and the switch then writes nothing to the satellites, a preparation without a time (or a wall clock
+stepped back after arming) makes the switch write the mark itself, and a kernel without the mark switch never
+gets an nftables message. The kernel side, with real packets: tests/integration/test_slicemark.py."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+
+import pytest
+
+from emu.dataplane import desired as D
+from emu.dataplane import slicemark
+from emu.dataplane.model import Model
+from emu.dataplane.netlink import NetlinkBatch
+from emu.dataplane.runconfig import RunConfig, scenario_of_plan
+from emu.dataplane.slices import SliceApplier
+from emu.plan.db import PlanDB, write_plan
+from emu.plan.planner import make_plan
+
+from .helpers import load_default
+
+
+class RecordingFabric:
+    """Batches that encode and drop (as scripts/bench_applier.py); nftables transactions recorded."""
+
+    def __init__(self, names):
+        self.names = list(names)
+        self.fd = {n: 3 for n in self.names}
+        self.nl = {n: NetlinkBatch.unbound(ack_each=False) for n in self.names}
+        self.rules: list[bytes] = []
+        self.nft_log: list[tuple[tuple, tuple, str]] = []
+
+    def flush(self, names=None, ok=()) -> int:
+        for n in (self.names if names is None else names):
+            self.nl[n]._init_queue()
+        return 0
+
+    def aux(self, name):
+        return self.nl[name]
+
+    def send_behind(self, names, ok=()) -> None:
+        self.flush(names)
+
+    def settle(self) -> None:
+        pass
+
+    def pipeline(self, ok=()):
+        return contextlib.nullcontext(lambda name: self.flush([name]))
+
+    def nft(self):
+        log = self.nft_log
+
+        class _Rec:
+            def transact(self, names, msgs, op):
+                log.append((tuple(names), msgs, op))
+        return _Rec()
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory):
+    p = tmp_path_factory.mktemp("sw") / "p.db"
+    write_plan(make_plan(load_default(), n_slices=6), p)
+    return PlanDB(p)
+
+
+def applier(plan, how: str) -> tuple[SliceApplier, RecordingFabric]:
+    cfg = dataclasses.replace(RunConfig.from_scenario(scenario_of_plan(plan)), slice_switch=how)
+    m = Model.from_plan(plan, "zz", cfg=cfg)
+    f = RecordingFabric([x.netns for x in m.nodes])
+    return SliceApplier(m, f), f
+
+
+def M(k: int) -> int:
+    return slicemark.slice_mark(k, D.N_TABLES)
+
+
+def test_armed_preparation_leaves_the_boundary_to_the_kernel(plan) -> None:
+    a, f = applier(plan, "mark")
+    sats = tuple(s.netns for s in a.m.satellites)
+    a.initial(0)
+    assert f.nft_log == [(sats, slicemark.setup_messages(M(0)), "nftables slice mark")]
+    f.nft_log.clear()
+    at = time.time_ns() + 1_000_000  # 1 ms ahead: the switch is called at the boundary, within the slack
+    a.prepare(1, at_ns=at)
+    assert f.nft_log == [(sats, slicemark.arm_messages(M(0), M(1), at), "nftables slice mark (armed)")]
+    a.switch(1)
+    a.cleanup(1)
+    assert len(f.nft_log) == 1  # nothing written at the boundary: the kernel switched at `at`
+    # no time given: the switch writes every satellite's mark itself
+    f.nft_log.clear()
+    a.prepare(2)
+    assert f.nft_log == []
+    a.switch(2)
+    assert f.nft_log == [(sats, slicemark.switch_messages(M(2)), "nftables slice mark")]
+    a.cleanup(2)
+    # the wall clock stepped back after arming: the boundary came, the armed time is still ahead: written now
+    f.nft_log.clear()
+    late = time.time_ns() + 60_000_000_000
+    a.prepare(3, at_ns=late)
+    a.switch(3)
+    assert [x[2] for x in f.nft_log] == ["nftables slice mark (armed)", "nftables slice mark"]
+    assert f.nft_log[1][1] == slicemark.switch_messages(M(3))
+
+
+def test_without_the_mark_switch_no_nftables_message_is_sent(plan) -> None:
+    a, f = applier(plan, "rules")
+    a.initial(0)
+    for k in (1, 2):
+        a.prepare(k, at_ns=time.time_ns())
+        a.switch(k)
+        a.cleanup(k)
+    assert f.nft_log == []
+    assert a.cur.mark is None and {r.family for r in a.cur.rules} == {4, 6}
