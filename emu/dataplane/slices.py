@@ -76,7 +76,7 @@ class SliceApplier:
         self.desired = D.Desired(model)
         self.cur: D.SliceState | None = None  # the slice in force
         self.nxt: D.SliceState | None = None  # the slice being prepared
-        self._pending: list[D.Op] = []
+        self._pending: dict[str, list[D.Op]] = {}  # the prepared slice's switch and cleanup operations
         self.handed_off: tuple[type, ...] = ()  # kinds of value another part owns (the SNO control plane's hook)
         self._retiring: set[tuple[str, int | str]] = set()  # link ends whose deletion is still being written
         self._armed: tuple[int, int] | None = None  # (slice, wall-clock ns) the kernel switches by itself
@@ -119,7 +119,10 @@ class SliceApplier:
             self.unresolved += self.nxt.unresolved
             ops = D.transition(self.cur, self.nxt)
             self.execute([o for o in ops if o.phase == "prepare"], self.nxt)
-            self._pending = [o for o in ops if o.phase != "prepare"]
+            # sorted by phase now: the switch must not walk the cleanup's ~20,000 operations (cold in memory
+            # after the wait for the boundary: 27 ms measured on Starlink shell 1)
+            self._pending = {"switch": [o for o in ops if o.phase == "switch"],
+                             "cleanup": [o for o in ops if o.phase == "cleanup"]}
             if at_ns is not None and self.nxt.mark is not None and self.cur.mark is not None:
                 self.f.nft().transact(self._sat_names, slicemark.arm_messages(self.cur.mark, self.nxt.mark, at_ns),
                                       "nftables slice mark (armed)")
@@ -135,7 +138,7 @@ class SliceApplier:
         t0 = time.perf_counter()
         self._check(k)
         with _NoCollect():
-            self.execute([o for o in self._pending if o.phase == "switch"], self.nxt)
+            self.execute(self._pending["switch"], self.nxt)
         return (time.perf_counter() - t0) * 1e3
 
     def cleanup(self, k: int) -> None:
@@ -143,8 +146,8 @@ class SliceApplier:
         rule, ISLs that went down, retired links, old bindings."""
         self._check(k)
         with _NoCollect():
-            self.execute([o for o in self._pending if o.phase == "cleanup"], self.nxt)
-        self.cur, self.nxt, self._pending = self.nxt, None, []
+            self.execute(self._pending["cleanup"], self.nxt)
+        self.cur, self.nxt, self._pending = self.nxt, None, {}
         _freeze()
 
     def _check(self, k: int) -> None:
