@@ -241,7 +241,9 @@ def plot_events(res: dict, path: Path) -> None:
             if e.get("end_ms") is not None:
                 ax.axvline(e["end_ms"], color="k", lw=0.8, ls="--")
             who = {"forced_handover": e.get("ut"), "gs_outage": e.get("gs"), "core_restart": e.get("core")}[e["kind"]]
-            ax.set_title(f"{proc}: {e['kind']} {who} (slice {e.get('slice')})\n{e.get('timeline_ut', 'no probe')}: "
+            probe = r.get("probes", {}).get(e.get("timeline_ut"), {}).get("probe")
+            ax.set_title(f"{proc}: {e['kind']} {who} (slice {e.get('slice')})\n{e.get('timeline_ut', 'no probe')}"
+                         f"{f' ({probe})' if probe else ''}: "
                          f"interruption {e.get('interruption_ms')} ms, lost {e.get('lost_packets')}", fontsize=6)
             ax.tick_params(labelsize=5)
             ax.grid(True, lw=0.2)
@@ -273,7 +275,7 @@ def plot_timeline(res: dict, path: Path) -> None:
         ax.plot([t for t, _ in ok], [v for _, v in ok], ".", ms=2, label="reply")
         ax.plot(lost, [0] * len(lost), "|", color="red", ms=8, label=f"lost ({len(lost)})")
         ax.axvline(0, color="k", lw=0.6)
-        ax.set_title(f"{proc}: {h['ut']} {h['from_core']} -> {h['to_core']} (slice {h['k']}), interruption "
+        ax.set_title(f"{proc}: {h['ut']} ({h.get('probe', 'udp')}) {h['from_core']} -> {h['to_core']} (slice {h['k']}), interruption "
                      f"{h['interruption_ms']} ms", fontsize=7)
         ax.set_ylabel("round trip (ms)", fontsize=7)
         ax.tick_params(labelsize=6)
