@@ -194,8 +194,9 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
     ``procedure="bgp"``: the BGP overlay instead, GS changes (:func:`emu.experiment.bgp_handover.run`,
     ``timers``). ``probe``: ``udp`` datagrams to the Internet's echo, or ``icmp`` echo requests (the
     Internet's kernel answers); the result says which. ``streams``: per UT its own ``probe`` and
-    ``interval_ms`` (an experiment file's traffic entries; ``probe`` and ``interval_ms`` for the others);
-    the result's ``probes`` say which each UT sent."""
+    ``interval_ms`` (an experiment file's traffic entries; ``probe`` and ``interval_ms`` for the others), and
+    optionally ``port`` (UDP: the Internet's echo listens there too) and ``size_bytes`` (payload); the result's
+    ``probes`` say what each UT sent."""
     streams = {ut: {"probe": probe, "interval_ms": interval_ms, **x} for ut, x in (streams or {}).items()}
     for ut, x in streams.items():
         if x["probe"] not in PROBES:
@@ -253,16 +254,18 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
             raise RuntimeError(f"SNO daemons not ready; see {run_.dir / 'sno'}")
         cm = ctl.model
         inet_ns = cm.by_name[cm.cfg.inet_name].netns
-        echo = procs.popen_in(inet_ns, [sys.executable, "-m", "emu.control.sno.probe", "echo", cm.cfg.inet_addr,
-                                        str(PROBE_PORT)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True, env=_env())
-        run_.record_pid(echo.pid, f"probe echo in {inet_ns}")
+        for port in sorted({x.get("port") or PROBE_PORT for x in streams.values()} | {PROBE_PORT}):
+            echo = procs.popen_in(inet_ns, [sys.executable, "-m", "emu.control.sno.probe", "echo", cm.cfg.inet_addr,
+                                            str(port)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True, env=_env())
+            run_.record_pid(echo.pid, f"probe echo on port {port} in {inet_ns}")
         for ut in sorted({h["ut"] for h in todo} | (set(uts or ()) if events else set())):
             dev = cm.by_name[cm.db.ground[cm.by_name[ut].index].device]
             mine = streams.get(ut, {"probe": probe, "interval_ms": interval_ms})
             p = procs.popen_in(dev.netns, [sys.executable, "-m", "emu.control.sno.probe", "send", cm.cfg.inet_addr,
-                                           str(PROBE_PORT), "--interval-ms", f"{mine['interval_ms']:g}",
-                                           *(["--icmp"] if mine["probe"] == "icmp" else [])],
+                                           str(mine.get("port") or PROBE_PORT), "--interval-ms",
+                                           f"{mine['interval_ms']:g}", *(["--icmp"] if mine["probe"] == "icmp" else []),
+                                           *([f"--size-bytes={mine['size_bytes']}"] if mine.get("size_bytes") else [])],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                env=_env())
             run_.record_pid(p.pid, f"probe in {dev.netns}")
@@ -342,8 +345,8 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
                "speed": speed, "start_slice": k0, "slices": n, "slice_s": db.slice_s, "latency_ms": latency_ms,
                "latency_mode": info.get("latency_mode"), "notice_ms": notice_ms, "interval_ms": interval_ms,
                "probe": kinds[0] if len(kinds) == 1 else "mixed", "load_avg": list(os.getloadavg()), **summary(measured),
-               "probes": {ut: {"probe": r["probe"], "interval_ms": r["interval_ms"], "sent": r["sent"],
-                               "replies": len(r["replies"])} for ut, r in results.items()},
+               "probes": {ut: {"probe": r["probe"], "interval_ms": r["interval_ms"], "size_bytes": r["size_bytes"],
+                               "sent": r["sent"], "replies": len(r["replies"])} for ut, r in results.items()},
                "tunnels": tunnels, "hook_ms": hook_stats(switched), "handovers": measured}
         if evt is not None:
             out["events"] = ev_out

@@ -9,8 +9,8 @@ then :func:`supported`). The runner measures the file's association with
 *both* procedures (the file's first), ``repeats`` inter-SNO handovers of
 the plan each, from ``start_slice``, at ``speed``. Every traffic entry is
 its own probe stream from its device to the Internet, of its own kind (UDP
-datagrams to an echo, or ICMP echo requests: ``ping``/``icmp``) and
-spacing; results are per stream, keyed by the device's user terminal
+datagrams to an echo, or ICMP echo requests: ``ping``/``icmp``), spacing,
+payload size and (UDP) echo port; results are per stream, keyed by the device's user terminal
 (``runs.<procedure>.probes``; each measured handover says which ``probe``
 measured it). It writes into the output folder:
 
@@ -114,13 +114,13 @@ def prepare(path: str | Path, plan_out: Path) -> tuple[Experiment, Path, Path]:
 
 def streams_of(exp: Experiment, plan: Path) -> dict[str, dict]:
     """The probe stream of every traffic entry, keyed by its device's user terminal: ``probe`` (udp | icmp),
-    ``interval_ms``, ``device``."""
+    ``interval_ms``, ``size_bytes`` (payload), ``port`` (udp: the echo's; None: the runner's), ``device``."""
     from emu.plan.db import PlanDB
     db = PlanDB(plan)
     ut_of = {g.device: g.name for g in db.ground if g.kind == "ut" and g.device}
     db.close()
-    return {ut_of[t.src]: {"probe": probe_kind(t.probe), "interval_ms": t.interval_ms, "device": t.src}
-            for t in exp.traffic}
+    return {ut_of[t.src]: {"probe": probe_kind(t.probe), "interval_ms": t.interval_ms, "size_bytes": t.size_bytes,
+                           "port": t.port, "device": t.src} for t in exp.traffic}
 
 
 def run_file(path: str | Path, out_dir: Path | None = None, progress=None) -> dict:

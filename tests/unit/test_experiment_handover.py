@@ -138,3 +138,36 @@ def test_icmp_echo_request_and_reply_round_trip() -> None:
     assert P.echo_reply_payload(socket.AF_INET, 0x1234, ip_header + req) is None  # our own request
     req6 = P.echo_request(socket.AF_INET6, 9, 7, payload)
     assert req6[0] == 128 and P.echo_reply_payload(socket.AF_INET6, 9, bytes([129]) + req6[1:]) == payload
+
+
+def test_udp_probe_sends_the_payload_size_asked_for() -> None:
+    """``--size-bytes``: every datagram carries that many bytes (a traffic entry's ``size_bytes``), sequence
+    number first; out of range is one argparse error, exit 2 (loopback only, no root)."""
+    import json
+    import socket
+    import struct
+    import subprocess
+    import sys
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(5)
+    port = sink.getsockname()[1]
+    argv = [sys.executable, "-m", "emu.control.sno.probe", "send", "127.0.0.1", str(port), "--interval-ms", "5",
+            "--seconds", "0.1"]
+    try:
+        p = subprocess.run(argv + ["--size-bytes", "200"], capture_output=True, text=True, timeout=30)
+        got = []
+        sink.settimeout(0.5)
+        while True:
+            try:
+                got.append(sink.recv(4096))
+            except socket.timeout:
+                break
+    finally:
+        sink.close()
+    out = json.loads(p.stdout)
+    assert out["size_bytes"] == 200 and out["sent"] == len(got) > 5
+    assert {len(d) for d in got} == {200} and [struct.unpack_from("!I", d)[0] for d in got] == list(range(len(got)))
+    bad = subprocess.run(argv + ["--size-bytes", "8"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "--size-bytes: must be 12..1472 (got 8)" in bad.stderr

@@ -89,8 +89,9 @@ def test_handover_basic_streams_one_per_device_each_its_kind(default_db) -> None
     from emu.experiment.runner import streams_of
 
     exp = load_experiment(ROOT / "experiments" / "handover-basic.yaml")
-    assert streams_of(exp, default_db) == {"ut1": {"probe": "udp", "interval_ms": 10.0, "device": "dev1"},
-                                           "ut2": {"probe": "icmp", "interval_ms": 10.0, "device": "dev2"}}
+    assert streams_of(exp, default_db) == {
+        "ut1": {"probe": "udp", "interval_ms": 10.0, "size_bytes": 64, "port": None, "device": "dev1"},
+        "ut2": {"probe": "icmp", "interval_ms": 10.0, "size_bytes": 64, "port": None, "device": "dev2"}}
 
 
 def test_corpus_is_large() -> None:
