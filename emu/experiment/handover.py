@@ -39,6 +39,7 @@ from emu.errors import InputError
 PROBE_PORT = 7777
 PROCEDURES = ("baseline", "proactive")  # the SNO control plane's (the file runner runs both)
 PROBES = ("udp", "icmp")  # the probe stream: UDP datagrams to the echo, or ICMP echo requests
+MIN_INTERVAL_MS, MAX_INTERVAL_MS = 1.0, 10.0  # the probe spacing the live runs send at
 BGP = "bgp"  # the BGP overlay's (spec: bgp-mobile-routing-atn §4): emu.experiment.bgp_handover
 ASSOCIATIONS = ("owner", "dynamic")
 STEP_KEYS = ("what", "ms", "coa", "target", "peer", "reason", "proactive", "core", "iface", "prefix")
@@ -54,8 +55,9 @@ def check_args(procedure: str, association: str, repeat: int, speed: float, inte
         raise InputError(f"--repeat: must be 1..100 (got {repeat})")
     if not (speed == speed and 0 < speed <= 100):
         raise InputError(f"--speed: must be in (0, 100] (got {speed})")
-    if not 1 <= interval_ms <= 10:
-        raise InputError(f"--interval-ms: must be 1..10, the probe spacing (got {interval_ms})")
+    if not MIN_INTERVAL_MS <= interval_ms <= MAX_INTERVAL_MS:
+        raise InputError(f"--interval-ms: must be {MIN_INTERVAL_MS:g}..{MAX_INTERVAL_MS:g}, the probe spacing "
+                         f"(got {interval_ms})")
 
 
 def pick_window(handovers: list[dict], start_slice: int | None, repeat: int, n_slices: int) -> tuple[int, int, list]:
@@ -182,7 +184,8 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
         speed: float = 10.0, start_slice: int | None = None, plan: str | None = None, latency_ms: float = 20.0,
         notice_ms: float = 150.0, interval_ms: float = 10.0, keep_logs: Path | None = None,
         progress=None, uts: set[str] | None = None, timeline_ms: float = 0.0, events=(),
-        duration_s: float | None = None, timers: str | None = None, probe: str = "udp") -> dict:
+        duration_s: float | None = None, timers: str | None = None, probe: str = "udp",
+        streams: dict[str, dict] | None = None) -> dict:
     """Bring the scenario up with its SNO control plane, probe through ``repeat`` inter-SNO handovers, tear
     down; the measured JSON (see module docstring). ``uts``: only these terminals' handovers (and, with
     events, the terminals whose devices probe throughout); ``timeline_ms``: each handover also gets its probe
@@ -190,11 +193,21 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
     the run spans ``duration_s`` from ``start_slice`` and causes them; ``events`` in the result.
     ``procedure="bgp"``: the BGP overlay instead, GS changes (:func:`emu.experiment.bgp_handover.run`,
     ``timers``). ``probe``: ``udp`` datagrams to the Internet's echo, or ``icmp`` echo requests (the
-    Internet's kernel answers); the result says which."""
+    Internet's kernel answers); the result says which. ``streams``: per UT its own ``probe`` and
+    ``interval_ms`` (an experiment file's traffic entries; ``probe`` and ``interval_ms`` for the others), and
+    optionally ``port`` (UDP: the Internet's echo listens there too) and ``size_bytes`` (payload); the result's
+    ``probes`` say what each UT sent."""
+    streams = {ut: {"probe": probe, "interval_ms": interval_ms, **x} for ut, x in (streams or {}).items()}
+    for ut, x in streams.items():
+        if x["probe"] not in PROBES:
+            raise InputError(f"probe: must be one of {', '.join(PROBES)} (got {x['probe']!r} for {ut})")
+        if not MIN_INTERVAL_MS <= x["interval_ms"] <= MAX_INTERVAL_MS:
+            raise InputError(f"interval_ms: must be {MIN_INTERVAL_MS:g}..{MAX_INTERVAL_MS:g}, the probe spacing "
+                             f"(got {x['interval_ms']} for {ut})")
     if probe not in PROBES:
         raise InputError(f"probe: must be one of {', '.join(PROBES)} (got {probe!r})")
     if procedure == BGP:
-        if probe != "udp":
+        if probe != "udp" or streams:
             raise InputError(f"probe: the bgp procedure probes with UDP only (got {probe!r})")
         if events:
             raise InputError(f"procedure: the bgp procedure runs no experiment-file events (got {procedure!r})")
@@ -241,15 +254,18 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
             raise RuntimeError(f"SNO daemons not ready; see {run_.dir / 'sno'}")
         cm = ctl.model
         inet_ns = cm.by_name[cm.cfg.inet_name].netns
-        echo = procs.popen_in(inet_ns, [sys.executable, "-m", "emu.control.sno.probe", "echo", cm.cfg.inet_addr,
-                                        str(PROBE_PORT)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True, env=_env())
-        run_.record_pid(echo.pid, f"probe echo in {inet_ns}")
+        for port in sorted({x.get("port") or PROBE_PORT for x in streams.values()} | {PROBE_PORT}):
+            echo = procs.popen_in(inet_ns, [sys.executable, "-m", "emu.control.sno.probe", "echo", cm.cfg.inet_addr,
+                                            str(port)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True, env=_env())
+            run_.record_pid(echo.pid, f"probe echo on port {port} in {inet_ns}")
         for ut in sorted({h["ut"] for h in todo} | (set(uts or ()) if events else set())):
             dev = cm.by_name[cm.db.ground[cm.by_name[ut].index].device]
+            mine = streams.get(ut, {"probe": probe, "interval_ms": interval_ms})
             p = procs.popen_in(dev.netns, [sys.executable, "-m", "emu.control.sno.probe", "send", cm.cfg.inet_addr,
-                                           str(PROBE_PORT), "--interval-ms", f"{interval_ms:g}",
-                                           *(["--icmp"] if probe == "icmp" else [])],
+                                           str(mine.get("port") or PROBE_PORT), "--interval-ms",
+                                           f"{mine['interval_ms']:g}", *(["--icmp"] if mine["probe"] == "icmp" else []),
+                                           *([f"--size-bytes={mine['size_bytes']}"] if mine.get("size_bytes") else [])],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                env=_env())
             run_.record_pid(p.pid, f"probe in {dev.netns}")
@@ -300,6 +316,7 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
             u = cm.db.ground[cm.by_name[h["ut"]].index]
             h = {**h, "user": f"{u.name}@{ops[u.operator]}"}
             one = measure_one(h, rec, results[h["ut"]], steps, notice_ms)
+            one["probe"] = results[h["ut"]]["probe"]
             one["home_prefix"] = str(cm.user_subnets[u.idx])
             one["device_addr"] = cm.dev_addr(u.idx)
             if timeline_ms > 0:
@@ -323,11 +340,13 @@ def run(scenario: str, procedure: str = "baseline", association: str = "owner", 
                 if evt.records[i].get("end_ns"):
                     e["end_ms"] = round((evt.records[i]["end_ns"] - t_ns) / 1e6, 2)
             ev_out.append(e)
+        kinds = sorted({r["probe"] for r in results.values()}) or [probe]
         out = {"scenario": loaded.scenario.name, "procedure": procedure, "association": association,
                "speed": speed, "start_slice": k0, "slices": n, "slice_s": db.slice_s, "latency_ms": latency_ms,
                "latency_mode": info.get("latency_mode"), "notice_ms": notice_ms, "interval_ms": interval_ms,
-               "probe": probe, "load_avg": list(os.getloadavg()), **summary(measured),
-               "probes": {ut: {"sent": r["sent"], "replies": len(r["replies"])} for ut, r in results.items()},
+               "probe": kinds[0] if len(kinds) == 1 else "mixed", "load_avg": list(os.getloadavg()), **summary(measured),
+               "probes": {ut: {"probe": r["probe"], "interval_ms": r["interval_ms"], "size_bytes": r["size_bytes"],
+                               "sent": r["sent"], "replies": len(r["replies"])} for ut, r in results.items()},
                "tunnels": tunnels, "hook_ms": hook_stats(switched), "handovers": measured}
         if evt is not None:
             out["events"] = ev_out

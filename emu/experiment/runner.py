@@ -7,8 +7,12 @@ What a file asks for is checked whole before anything starts
 (:func:`emu.experiment.spec.load_experiment` against the scenario's plan,
 then :func:`supported`). The runner measures the file's association with
 *both* procedures (the file's first), ``repeats`` inter-SNO handovers of
-the plan each, from ``start_slice``, at ``speed``, probing with the file's
-UDP streams (device -> Internet). It writes into the output folder:
+the plan each, from ``start_slice``, at ``speed``. Every traffic entry is
+its own probe stream from its device to the Internet, of its own kind (UDP
+datagrams to an echo, or ICMP echo requests: ``ping``/``icmp``), spacing,
+payload size and (UDP) echo port; results are per stream, keyed by the device's user terminal
+(``runs.<procedure>.probes``; each measured handover says which ``probe``
+measured it). It writes into the output folder:
 
 - ``results.json``: both runs (:func:`emu.experiment.handover.run`) and the
   plan's handovers per user-hour under both associations;
@@ -36,21 +40,31 @@ import csv
 import json
 from pathlib import Path
 
-from emu.experiment.spec import Experiment, ExperimentError, NodeCatalog, load_experiment
+from emu.experiment.handover import MIN_INTERVAL_MS
+from emu.experiment.spec import Experiment, ExperimentError, NodeCatalog, check_against, load_experiment
 
 TIMELINE_MS = 1500.0
 
 
-def supported(exp: Experiment, nodes: NodeCatalog) -> None:
-    """What this runner can do; anything else is one :class:`ExperimentError` (nothing started)."""
+def supported(exp: Experiment, nodes: NodeCatalog | None) -> None:
+    """What this runner can do; anything else is one :class:`ExperimentError` (nothing started). With
+    ``nodes`` None only what needs no plan (checked before planning); with a plan's catalog, the rest.
+
+    Each traffic entry is its own probe stream (its ``probe`` kind and ``interval_ms``) from a user device
+    to the Internet; results are keyed by that stream's user terminal, so a device sends one stream."""
     if exp.scenario is None:
         raise ExperimentError("required by the runner (the scenario to bring up)", "scenario", None)
-    kinds = set()
+    seen: set[str] = set()
     for i, t in enumerate(exp.traffic):
-        kinds.add(probe_kind(t.probe))
-        if len(kinds) > 1:
-            raise ExperimentError("one probe kind per run (udp or icmp): the streams are measured alike",
-                                  f"traffic.{i}.probe", t.probe)
+        if t.src in seen:
+            raise ExperimentError("one stream per device (its handovers are measured on it)", f"traffic.{i}.src",
+                                  t.src)
+        seen.add(t.src)
+        if t.interval_ms < MIN_INTERVAL_MS:
+            raise ExperimentError(f"the runner's probes send at most every {MIN_INTERVAL_MS:g} ms",
+                                  f"traffic.{i}.interval_ms", t.interval_ms)
+        if nodes is None:
+            continue
         if t.src not in nodes.devices:
             raise ExperimentError("must be a user device", f"traffic.{i}.src", t.src)
         if t.dst != nodes.internet:
@@ -62,6 +76,22 @@ def probe_kind(probe: str) -> str:
     return "udp" if probe == "udp" else "icmp"
 
 
+def scenario_path(path: Path, exp: Experiment) -> Path:
+    """The scenario file the experiment names (:func:`supported` requires one), relative to the experiment
+    file; it must exist."""
+    scen = (path.parent / exp.scenario).resolve()
+    if not scen.is_file():
+        raise ExperimentError("no such scenario file", "scenario", exp.scenario)
+    return scen
+
+
+def check_with_plan(exp: Experiment, nodes: NodeCatalog) -> None:
+    """Everything :func:`prepare` checks once the scenario is planned: the file against the plan's nodes and
+    slices, then what the runner supports (pure; the shipped examples' CI test calls it)."""
+    check_against(exp, nodes)
+    supported(exp, nodes)
+
+
 def prepare(path: str | Path, plan_out: Path) -> tuple[Experiment, Path, Path]:
     """Load and check the file, plan its scenario into ``plan_out``; (experiment, scenario, output folder)."""
     from emu.cli.plan_cmds import build_plan
@@ -70,28 +100,27 @@ def prepare(path: str | Path, plan_out: Path) -> tuple[Experiment, Path, Path]:
 
     p = Path(path)
     exp = load_experiment(p)
-    if exp.scenario is None:
-        raise ExperimentError("required by the runner (the scenario to bring up)", "scenario", None)
-    scen = (p.parent / exp.scenario).resolve()
-    if not scen.is_file():
-        raise ExperimentError("no such scenario file", "scenario", exp.scenario)
+    supported(exp, None)  # before minutes of planning
+    scen = scenario_path(p, exp)
     load_scenario(scen)
     build_plan(str(scen), plan_out, None, fmt="json")
     db = PlanDB(plan_out)
     nodes = NodeCatalog.from_plan(db)
     db.close()
-    load_experiment(p, nodes)
-    supported(exp, nodes)
+    check_with_plan(exp, nodes)
     out = (p.parent / exp.output).resolve() if exp.output else Path.cwd() / f"results-{exp.name}"
     return exp, scen, out
 
 
-def devices_to_uts(plan: Path, devices: set[str]) -> set[str]:
+def streams_of(exp: Experiment, plan: Path) -> dict[str, dict]:
+    """The probe stream of every traffic entry, keyed by its device's user terminal: ``probe`` (udp | icmp),
+    ``interval_ms``, ``size_bytes`` (payload), ``port`` (udp: the echo's; None: the runner's), ``device``."""
     from emu.plan.db import PlanDB
     db = PlanDB(plan)
-    out = {g.name for g in db.ground if g.kind == "ut" and g.device in devices}
+    ut_of = {g.device: g.name for g in db.ground if g.kind == "ut" and g.device}
     db.close()
-    return out
+    return {ut_of[t.src]: {"probe": probe_kind(t.probe), "interval_ms": t.interval_ms, "size_bytes": t.size_bytes,
+                           "port": t.port, "device": t.src} for t in exp.traffic}
 
 
 def run_file(path: str | Path, out_dir: Path | None = None, progress=None) -> dict:
@@ -107,16 +136,15 @@ def run_file(path: str | Path, out_dir: Path | None = None, progress=None) -> di
         plan = Path(tmp) / "plan.db"
         exp, scen, out = prepare(path, plan)
         out = out_dir or out
-        interval = min(t.interval_ms for t in exp.traffic)
-        probe = probe_kind(exp.traffic[0].probe) if exp.traffic else "udp"
-        uts = devices_to_uts(plan, {t.src for t in exp.traffic})
+        streams = streams_of(exp, plan)
+        interval = min(x["interval_ms"] for x in streams.values())
         runs = {}
         for proc in [exp.procedure] + [x for x in H.PROCEDURES if x != exp.procedure]:
             say(f"{exp.name}: {proc}, {exp.association}")
             start = exp.start_slice if exp.events else exp.start_slice or None
             runs[proc] = H.run(str(scen), proc, exp.association, exp.repeats, exp.speed, start,
-                               str(plan), interval_ms=interval, uts=uts, timeline_ms=TIMELINE_MS, progress=say,
-                               events=exp.events, duration_s=exp.duration_s, probe=probe)
+                               str(plan), interval_ms=interval, uts=set(streams), timeline_ms=TIMELINE_MS,
+                               progress=say, events=exp.events, duration_s=exp.duration_s, streams=streams)
         db = PlanDB(plan)
         plan_rates = handover_report(db)
         db.close()
@@ -130,7 +158,7 @@ def run_file(path: str | Path, out_dir: Path | None = None, progress=None) -> di
 def write_outputs(res: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(res, indent=1))
-    cols = ["procedure", "k", "ut", "kind", "from_core", "to_core", "gs", "interruption_ms", "lost_packets",
+    cols = ["procedure", "k", "ut", "probe", "kind", "from_core", "to_core", "gs", "interruption_ms", "lost_packets",
             "registered_ms", "coa", "prefix"]
     with open(out / "handovers.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -213,7 +241,9 @@ def plot_events(res: dict, path: Path) -> None:
             if e.get("end_ms") is not None:
                 ax.axvline(e["end_ms"], color="k", lw=0.8, ls="--")
             who = {"forced_handover": e.get("ut"), "gs_outage": e.get("gs"), "core_restart": e.get("core")}[e["kind"]]
-            ax.set_title(f"{proc}: {e['kind']} {who} (slice {e.get('slice')})\n{e.get('timeline_ut', 'no probe')}: "
+            probe = r.get("probes", {}).get(e.get("timeline_ut"), {}).get("probe")
+            ax.set_title(f"{proc}: {e['kind']} {who} (slice {e.get('slice')})\n{e.get('timeline_ut', 'no probe')}"
+                         f"{f' ({probe})' if probe else ''}: "
                          f"interruption {e.get('interruption_ms')} ms, lost {e.get('lost_packets')}", fontsize=6)
             ax.tick_params(labelsize=5)
             ax.grid(True, lw=0.2)
@@ -245,7 +275,7 @@ def plot_timeline(res: dict, path: Path) -> None:
         ax.plot([t for t, _ in ok], [v for _, v in ok], ".", ms=2, label="reply")
         ax.plot(lost, [0] * len(lost), "|", color="red", ms=8, label=f"lost ({len(lost)})")
         ax.axvline(0, color="k", lw=0.6)
-        ax.set_title(f"{proc}: {h['ut']} {h['from_core']} -> {h['to_core']} (slice {h['k']}), interruption "
+        ax.set_title(f"{proc}: {h['ut']} ({h.get('probe', 'udp')}) {h['from_core']} -> {h['to_core']} (slice {h['k']}), interruption "
                      f"{h['interruption_ms']} ms", fontsize=7)
         ax.set_ylabel("round trip (ms)", fontsize=7)
         ax.tick_params(labelsize=6)

@@ -65,7 +65,8 @@ BASE = {"name": "x", "scenario": "s.yaml", "duration_s": 60, "traffic": [{"probe
 
 @pytest.mark.parametrize("change, field", [
     ({"traffic": [{"probe": "udp", "src": "dev1", "dst": "inet"}, {"probe": "icmp", "src": "dev1", "dst": "inet"}]},
-     "traffic.1.probe"),
+     "traffic.1.src"),
+    ({"traffic": [{"probe": "udp", "src": "dev1", "dst": "inet", "interval_ms": 0.5}]}, "traffic.0.interval_ms"),
     ({"traffic": [{"probe": "udp", "src": "ut1", "dst": "inet"}]}, "traffic.0.src"),
     ({"traffic": [{"probe": "udp", "src": "dev1", "dst": "ut1"}]}, "traffic.0.dst"),
     ({"scenario": None}, "scenario")])
@@ -89,16 +90,35 @@ def test_experiment_run_bad_file_is_exit_2_one_line(tmp_path, doc, field) -> Non
     assert len(lines) == 1 and field in lines[0] and "Traceback" not in res.output
 
 
+def test_plan_free_refusals_come_before_planning() -> None:
+    """``supported(exp, None)``: what needs no plan (a second stream from one device, a spacing below the
+    probes' floor) is refused before the scenario is planned; node names wait for the plan."""
+    two = {"traffic": [{"src": "dev9", "dst": "inet"}, {"probe": "ping", "src": "dev9", "dst": "inet"}]}
+    with pytest.raises(ExperimentError, match="traffic.1.src: one stream per device"):
+        supported(parse_experiment({**BASE, **two}), None)
+    with pytest.raises(ExperimentError, match="scenario"):
+        supported(parse_experiment({**BASE, "scenario": None}), None)
+    supported(parse_experiment({**BASE, "traffic": [{"src": "dev9", "dst": "ut9"}]}), None)
+
+
 def test_a_run_probes_with_udp_by_default_or_icmp() -> None:
-    """``probe: udp`` (the default) or ``icmp`` (``ping`` is the same); one kind per run."""
+    """``probe: udp`` (the default) or ``icmp`` (``ping`` is the same); each traffic entry its own kind."""
     from emu.experiment.runner import probe_kind
 
     for kind in ("udp", "icmp", "ping"):
         supported(parse_experiment({**BASE, "traffic": [{"probe": kind, "src": "dev1", "dst": "inet"}]}), NODES)
+    nodes = NodeCatalog(NODES.satellites, NODES.ground_stations, frozenset({"ut1", "ut2"}),
+                        frozenset({"dev1", "dev2"}), NODES.cores, "inet", 100, 15.0)
+    supported(parse_experiment({**BASE, "traffic": [{"probe": "udp", "src": "dev1", "dst": "inet"},
+                                                     {"probe": "ping", "src": "dev2", "dst": "inet"}]}), nodes)
     exp = parse_experiment({**BASE, "traffic": [{"src": "dev1", "dst": "inet"}]})
     assert exp.traffic[0].probe == "udp" and probe_kind("ping") == probe_kind("icmp") == "icmp"
     with pytest.raises(InputError, match="probe: must be one of udp, icmp"):
         H.run("s.yaml", probe="tcp")
+    with pytest.raises(InputError, match="probe: must be one of udp, icmp .*'tcp' for ut2"):
+        H.run("s.yaml", streams={"ut1": {"probe": "icmp"}, "ut2": {"probe": "tcp"}})
+    with pytest.raises(InputError, match="interval_ms: must be 1..10, .*0.5 for ut1"):
+        H.run("s.yaml", streams={"ut1": {"probe": "icmp", "interval_ms": 0.5}})
 
 
 def test_icmp_echo_request_and_reply_round_trip() -> None:
@@ -118,3 +138,36 @@ def test_icmp_echo_request_and_reply_round_trip() -> None:
     assert P.echo_reply_payload(socket.AF_INET, 0x1234, ip_header + req) is None  # our own request
     req6 = P.echo_request(socket.AF_INET6, 9, 7, payload)
     assert req6[0] == 128 and P.echo_reply_payload(socket.AF_INET6, 9, bytes([129]) + req6[1:]) == payload
+
+
+def test_udp_probe_sends_the_payload_size_asked_for() -> None:
+    """``--size-bytes``: every datagram carries that many bytes (a traffic entry's ``size_bytes``), sequence
+    number first; out of range is one argparse error, exit 2 (loopback only, no root)."""
+    import json
+    import socket
+    import struct
+    import subprocess
+    import sys
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(5)
+    port = sink.getsockname()[1]
+    argv = [sys.executable, "-m", "emu.control.sno.probe", "send", "127.0.0.1", str(port), "--interval-ms", "5",
+            "--seconds", "0.1"]
+    try:
+        p = subprocess.run(argv + ["--size-bytes", "200"], capture_output=True, text=True, timeout=30)
+        got = []
+        sink.settimeout(0.5)
+        while True:
+            try:
+                got.append(sink.recv(4096))
+            except socket.timeout:
+                break
+    finally:
+        sink.close()
+    out = json.loads(p.stdout)
+    assert out["size_bytes"] == 200 and out["sent"] == len(got) > 5
+    assert {len(d) for d in got} == {200} and [struct.unpack_from("!I", d)[0] for d in got] == list(range(len(got)))
+    bad = subprocess.run(argv + ["--size-bytes", "8"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "--size-bytes: must be 12..1472 (got 8)" in bad.stderr

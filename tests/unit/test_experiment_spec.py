@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 from emu.cli.main import cli
 from emu.experiment import (CoreRestart, ExperimentError, ForcedHandover, GsOutage, NodeCatalog, load_experiment,
                             parse_experiment)
+from emu.experiment.runner import check_with_plan, scenario_path, supported
 from emu.plan.db import PlanDB, write_plan
 from emu.plan.planner import make_plan
 
@@ -39,9 +41,38 @@ def test_catalog_from_plan(catalog) -> None:
     assert (catalog.n_slices, catalog.slice_s) == (421, 15.0)
 
 
+@pytest.fixture(scope="module")
+def catalog_of(tmp_path_factory, default_db):
+    """The node catalog of a scenario file's plan, planned once per scenario (the default's is shared)."""
+    from emu.scenario.load import load_scenario
+
+    done = {(ROOT / "topologies" / "default.yaml").resolve(): default_db}
+
+    def get(scen: Path) -> NodeCatalog:
+        if scen not in done:
+            done[scen] = tmp_path_factory.mktemp("exp") / f"{scen.stem}.db"
+            write_plan(make_plan(load_scenario(scen)), done[scen])
+        db = PlanDB(done[scen])
+        try:
+            return NodeCatalog.from_plan(db)
+        finally:
+            db.close()
+    return get
+
+
+def test_there_are_shipped_examples() -> None:
+    assert {"handover-basic", "handover-live", "events-sparse"} <= {p.stem for p in EXAMPLES}
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_shipped_examples_are_valid(path, catalog) -> None:
-    exp = load_experiment(path, catalog)
+def test_shipped_examples_pass_every_check_of_experiment_run(path, catalog_of) -> None:
+    """What ``leo-emu experiment run`` checks before it brings anything up (:func:`runner.prepare`), without
+    root: the file's structure, the runner's plan-free refusals, the scenario file, then the file against its
+    own scenario's plan and the runner's refusals on the plan's nodes. A broken example fails here."""
+    exp = load_experiment(path)
+    supported(exp, None)
+    scen = scenario_path(path, exp)
+    check_with_plan(exp, catalog_of(scen))
     assert exp.traffic and all(t.interval_ms <= 10 for t in exp.traffic)
 
 
@@ -51,6 +82,16 @@ def test_handover_basic_is_parsed_as_written(catalog) -> None:
     assert [type(e) for e in exp.events] == [ForcedHandover, GsOutage, CoreRestart]
     assert exp.events[1].slice == 25 and exp.events[1].time_s is None and exp.events[1].duration_s == 20
     assert exp.traffic[0].probe == "udp" and exp.traffic[1].probe == "ping"
+
+
+def test_handover_basic_streams_one_per_device_each_its_kind(default_db) -> None:
+    """The runner gives every traffic entry its own probe stream, keyed by its device's user terminal."""
+    from emu.experiment.runner import streams_of
+
+    exp = load_experiment(ROOT / "experiments" / "handover-basic.yaml")
+    assert streams_of(exp, default_db) == {
+        "ut1": {"probe": "udp", "interval_ms": 10.0, "size_bytes": 64, "port": None, "device": "dev1"},
+        "ut2": {"probe": "icmp", "interval_ms": 10.0, "size_bytes": 64, "port": None, "device": "dev2"}}
 
 
 def test_corpus_is_large() -> None:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from emu.control.sno import kernel as K
 from emu.control.sno.actions import Kernel, Step, Timer, ToPeer, ToUser
 from emu.control.sno.auth import HomeKeys, IdSource, ReplayWindow, Vector, VectorStore
-from emu.control.sno.config import CoreConf, Peer
+from emu.control.sno.config import CoreConf
+from emu.control.sno.userlines import UserLines
 from emu.control.sno.wire import Attr as A
 from emu.control.sno.wire import Message, Msg
 
@@ -67,6 +68,7 @@ class Visit:
 class CoreLogic:
     def __init__(self, conf: CoreConf, clock_ns=None):
         self.c = conf
+        self.lines = UserLines(conf)  # the kernel lines of each role (emu.control.sno.userlines)
         self.home = HomeKeys({u: x.key for u, x in conf.users.items()})
         self.own = {u: OwnUser(x.prefix, prefix6=x.prefix6) for u, x in conf.users.items()}
         self.store = VectorStore()
@@ -89,38 +91,11 @@ class CoreLogic:
 
     # --------------------------------------------------------------------------------- start / restart
     def start(self) -> list:
-        return [Kernel("base", tuple(K.base(self.c.anycast, list(self.c.access), self.c.guard6 if self.v6 else [])))]
+        return [Kernel("base", tuple(self.lines.base()))]
 
     # snapshot, restore and teardown: emu.control.sno.recovery
 
     # --------------------------------------------------------------------------------- helpers
-    def _peer(self, name: str) -> Peer:
-        return self.c.peers[name]
-
-    # ------------------------------------------------------------------ both address families
-    @property
-    def v6(self) -> bool:
-        """This core routes IPv6 user prefixes too (its access links have IPv6 addresses)."""
-        return bool(self.c.access6)
-
-    def _each(self, prefix: str, prefix6: str, lines_of) -> list[str]:
-        """``lines_of(prefix, six)`` for each family the user has here: IPv4, and IPv6 where the user has an
-        IPv6 prefix and this core IPv6 access (spec §5.1: the user's addresses never change, so both follow
-        registration and handover alike); IPv6 lines marked for ``ip -6`` (:func:`kernel.six`)."""
-        out = list(lines_of(prefix, False))
-        if prefix6 and self.v6:
-            out += K.six(lines_of(prefix6, True))
-        return out
-
-    def _gs(self, iface: str, six: bool) -> str:
-        """The GS's address on an access link, in the family asked for."""
-        return (self.c.access6 if six else self.c.access)[iface]
-
-    @staticmethod
-    def _inside(addr: str, six: bool) -> str:
-        """A tunnel-inside address (inner, CoA) in the family asked for: IPv6 is its :func:`kernel.ll6` twin."""
-        return K.ll6(addr) if six else addr
-
     @staticmethod
     def _p6(prefix6: str) -> dict:
         """The PREFIX6 attribute of a message, where the user has an IPv6 prefix."""
@@ -135,11 +110,7 @@ class CoreLogic:
         users = self.tunnels.setdefault(peer, set())
         acts = []
         if not users:
-            p = self._peer(peer)
-            acts.append(Kernel("tunnel up", tuple(K.tunnel_up(self.c.index, p.index, self.c.public, p.public, self.v6)
-                                                  + K.tunnel_addr(p.index, self.c.inner)
-                                                  + (K.six(K.tunnel_addr(p.index, K.ll6(self.c.inner)))
-                                                     if self.v6 else []))))
+            acts.append(Kernel("tunnel up", tuple(self.lines.tunnel_up(peer))))
         users.add(user)
         return acts
 
@@ -151,7 +122,7 @@ class CoreLogic:
         if users:
             return []
         del self.tunnels[peer]
-        return [Kernel("tunnel down", tuple(K.tunnel_down(self._peer(peer).index, self.v6)))]
+        return [Kernel("tunnel down", tuple(self.lines.tunnel_down(peer)))]
 
     def _alloc_coa(self, user: str) -> str | None:
         net = ipaddress.IPv4Network(self.c.tunnel_pool)
@@ -162,43 +133,6 @@ class CoreLogic:
                 return a
         return None
 
-    def _local_lines(self, o: OwnUser) -> list[str]:
-        return self._each(o.prefix, o.prefix6, lambda pfx, six: K.allow(pfx, o.iface)
-                          + K.route_via_gs(pfx, o.iface, self._gs(o.iface, six)))
-
-    def _away_lines(self, o: OwnUser) -> list[str]:
-        p = self._peer(o.where)
-        return self._each(o.prefix, o.prefix6,
-                          lambda pfx, six: K.route_via_tunnel(pfx, p.index, self._inside(o.coa, six))
-                          + K.allow(pfx, K.tunnel_name(p.index)))
-
-    def _unlocal_lines(self, o: OwnUser, iface: str) -> list[str]:
-        """The user's forwarding from access link ``iface`` withdrawn (it moved)."""
-        return self._each(o.prefix, o.prefix6, lambda pfx, six: K.disallow(pfx, iface))
-
-    def _visitor_tunnel_lines(self, v: Visit) -> list[str]:
-        p = self._peer(v.home)
-        return self._each(v.prefix, v.prefix6, lambda _pfx, six: K.tunnel_neigh(p.index, self._inside(v.inner, six),
-                                                                                v.peer_mac)
-                          + K.visited_table(p.index, self._inside(v.inner, six)))
-
-    def _visitor_lines(self, v: Visit) -> list[str]:
-        p = self._peer(v.home)
-        return self._each(v.prefix, v.prefix6, lambda pfx, six: K.allow(pfx, v.iface, K.table_for(p.index))
-                          + K.route_via_gs(pfx, v.iface, self._gs(v.iface, six))
-                          + K.allow(pfx, K.tunnel_name(p.index), "main", "to"))
-
-    def _unvisitor_lines(self, v: Visit, iface: str) -> list[str]:
-        """A visitor's forwarding from access link ``iface`` and its downlink withdrawn."""
-        p = self._peer(v.home)
-        return self._each(v.prefix, v.prefix6, lambda pfx, six: K.disallow(pfx, iface, K.table_for(p.index))
-                          + K.disallow(pfx, K.tunnel_name(p.index), "main", "to") + K.route_del(pfx))
-
-    def _coa_lines(self, v: Visit, verb: str) -> list[str]:
-        """The visitor's care-of address (and its IPv6 twin) on our end of the tunnel."""
-        p = self._peer(v.home)
-        return self._each(v.prefix, v.prefix6, lambda _pfx, six: K.tunnel_addr(p.index, self._inside(v.coa, six), verb))
-
     def _drop_visitor(self, user: str) -> list:
         v = self.visitors.pop(user, None)
         self.store.drop(user)
@@ -207,10 +141,10 @@ class CoreLogic:
         acts: list = []
         lines: list[str] = []
         if v.served_iface:
-            lines += self._unvisitor_lines(v, v.served_iface)
+            lines += self.lines.unvisitor(v, v.served_iface)
         if v.coa:
             self.coas.pop(v.coa, None)
-            lines += self._coa_lines(v, "del")
+            lines += self.lines.coa(v, "del")
         if lines:
             acts.append(Kernel("visitor removed", tuple(lines)))
         if v.tunnel_requested:
@@ -310,12 +244,12 @@ class CoreLogic:
         acts: list = []
         lines: list[str] = []
         if o.where == "local" and o.iface != iface:
-            lines += self._unlocal_lines(o, o.iface)
+            lines += self.lines.unlocal(o, o.iface)
         old_peer = o.where if o.where in self.c.peers else ""
         if old_peer:
-            lines += self._unlocal_lines(o, K.tunnel_name(self._peer(old_peer).index))
+            lines += self.lines.unlocal(o, K.tunnel_name(self.lines.peer(old_peer).index))
         o.where, o.iface, o.ut_addr, o.coa = "local", iface, src, ""
-        lines = self._local_lines(o) + lines  # the route via the GS replaces the one into the tunnel
+        lines = self.lines.local(o) + lines  # the route via the GS replaces the one into the tunnel
         acts.append(Kernel("user at home", tuple(lines)))
         if old_peer:
             acts.append(ToPeer(old_peer, self._m(Msg.RELEASE, user=user, core=self.name)))
@@ -343,7 +277,7 @@ class CoreLogic:
         return acts
 
     def _request_tunnel(self, user: str, vis: Visit) -> list:
-        p = self._peer(vis.home)
+        p = self.lines.peer(vis.home)
         if not vis.coa:
             coa = self._alloc_coa(user)
             if coa is None:
@@ -351,7 +285,7 @@ class CoreLogic:
             vis.coa = coa
         acts = self._tunnel_use(vis.home, user)
         vis.tunnel_requested = True
-        acts.append(Kernel("care-of address", tuple(self._coa_lines(vis, "replace"))))
+        acts.append(Kernel("care-of address", tuple(self.lines.coa(vis, "replace"))))
         acts += [ToPeer(vis.home, self._m(Msg.TUNNEL_REQ, user=user, core=self.name,
                                           coa=ipaddress.IPv4Address(vis.coa),
                                           endpoint=ipaddress.IPv4Address(self.c.public),
@@ -361,12 +295,9 @@ class CoreLogic:
         return acts
 
     def _finalize_visitor(self, user: str, vis: Visit) -> list:
-        p = self._peer(vis.home)
-        lines: list[str] = []
+        lines = self.lines.visitor(vis)
         if vis.served_iface and vis.served_iface != vis.iface:
-            lines += self._each(vis.prefix, vis.prefix6,
-                                lambda pfx, six: K.disallow(pfx, vis.served_iface, K.table_for(p.index)))
-        lines = self._visitor_lines(vis) + lines
+            lines += self.lines.visitor_moved(vis, vis.served_iface)
         vis.served_iface, vis.state = vis.iface, "registered"
         return [Kernel("user registered", tuple(lines)), self._registered_msg(user, vis),
                 Step(user, "registered", {"at": "visited", "home": vis.home, "coa": vis.coa})]
@@ -455,7 +386,7 @@ class CoreLogic:
         given = self.issued.get(user)
         if o is None or given is None or given[0] != peer or given[1] < now:
             return [Step(user, "tunnel_req_refused", {"peer": peer, "reason": "no vector issued to this peer"})]
-        p = self._peer(peer)
+        p = self.lines.peer(peer)
         coa = str(msg[A.COA])
         acts: list = [Step(user, "tunnel_req_rx", {"peer": peer, "coa": coa})]
         acts += self._tunnel_use(peer, user)
@@ -464,9 +395,7 @@ class CoreLogic:
         if planned and planned[0] == peer and now < planned[1] and o.where == "local":
             # prepared ahead of the switch: the tunnel end now, the route at the planned switch; until
             # then the user is still here and its downlink must not leave through the tunnel
-            acts.append(Kernel("tunnel ready for the user", tuple(self._each(
-                o.prefix, o.prefix6, lambda pfx, six: K.tunnel_neigh(p.index, self._inside(coa, six), mac)
-                + K.allow(pfx, K.tunnel_name(p.index))))))
+            acts.append(Kernel("tunnel ready for the user", tuple(self.lines.prepared(o, peer, coa, mac))))
             acts.append(Timer(planned[1], ("reroute", user, peer, coa)))
         else:
             acts += self._move_away(user, peer, coa, mac)
@@ -481,13 +410,11 @@ class CoreLogic:
     def _move_away(self, user: str, peer: str, coa: str, mac: str = "") -> list:
         """The user's prefix now goes into the tunnel to ``peer``; the old serving core is released."""
         o = self.own[user]
-        p = self._peer(peer)
         old_where, old_iface = o.where, o.iface
         o.where, o.coa, o.iface, o.ut_addr = peer, coa, "", ""
-        neigh = self._each(o.prefix, o.prefix6, lambda _pfx, six: K.tunnel_neigh(p.index, self._inside(coa, six), mac))
-        lines = (neigh if mac else []) + self._away_lines(o)
+        lines = (self.lines.tunnel_neigh(o, peer, coa, mac) if mac else []) + self.lines.away(o)
         if old_where == "local":
-            lines += self._unlocal_lines(o, old_iface)
+            lines += self.lines.unlocal(o, old_iface)
         acts: list = [Kernel("user away: route into the tunnel", tuple(lines))]
         if old_where in self.c.peers and old_where != peer:
             acts.append(ToPeer(old_where, self._m(Msg.RELEASE, user=user, core=self.name)))
@@ -503,7 +430,7 @@ class CoreLogic:
         vis.peer_mac = ":".join(f"{b:02x}" for b in msg[A.LLADDR])
         vis.tunnel_ready = True
         acts = [Step(user, "tunnel_ack_rx", {"peer": peer}),
-                Kernel("tunnel to the home core", tuple(self._visitor_tunnel_lines(vis)))]
+                Kernel("tunnel to the home core", tuple(self.lines.visitor_tunnel(vis)))]
         if vis.verified:
             acts += self._finalize_visitor(user, vis)
         return acts
@@ -524,10 +451,8 @@ class CoreLogic:
             return acts
         self.issued.pop(user, None)
         if o.where == peer:
-            tun = K.tunnel_name(self._peer(peer).index)
-            lines = self._each(o.prefix, o.prefix6, lambda pfx, six: K.route_del(pfx) + K.disallow(pfx, tun))
             o.where, o.coa = "", ""
-            acts.append(Kernel("user refused: no route", tuple(lines)))
+            acts.append(Kernel("user refused: no route", tuple(self.lines.refused(o, peer))))
             acts += self._tunnel_release(peer, user)
         return acts
 

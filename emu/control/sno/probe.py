@@ -9,6 +9,9 @@ carrying its sequence number and send time, until SIGINT/SIGTERM or
 logs use). iputils ping slows down while nothing answers, which would hide
 the very gap a handover makes; this stream does not.
 
+``--size-bytes N`` sets every datagram's (echo request's) payload to N bytes
+(default 44: the 12 of sequence number and send time, zero-padded).
+
 ``send ADDR 0 --icmp`` sends ICMP (ICMPv6) echo requests on the same fixed
 schedule instead (a raw socket: root; the destination's kernel answers, no
 echo needed), the sequence number and send time in the payload, replies
@@ -29,6 +32,7 @@ import sys
 import time
 
 _PKT = struct.Struct("!IQ")
+SIZE_BYTES = _PKT.size + 32  # the default payload
 _ICMP = struct.Struct("!BBHHH")  # type, code, checksum, identifier, sequence
 ECHO_REQUEST = {socket.AF_INET: 8, socket.AF_INET6: 128}
 ECHO_REPLY = {socket.AF_INET: 0, socket.AF_INET6: 129}
@@ -103,8 +107,10 @@ def echo(addr: str, port: int) -> int:
             continue
 
 
-def send(addr: str, port: int, interval_ms: float, seconds: float, icmp: bool = False) -> int:
+def send(addr: str, port: int, interval_ms: float, seconds: float, icmp: bool = False,
+         size_bytes: int = SIZE_BYTES) -> int:
     st = _Stream(addr, port, icmp)
+    pad = bytes(size_bytes - _PKT.size)
     s = st.sock
     stop = {"now": False}
 
@@ -128,7 +134,7 @@ def send(addr: str, port: int, interval_ms: float, seconds: float, icmp: bool = 
             break
         if now >= next_ns:
             try:
-                st.send(seq, _PKT.pack(seq, now) + bytes(32))
+                st.send(seq, _PKT.pack(seq, now) + pad)
             except OSError:
                 errors += 1
             sent[seq] = now
@@ -165,7 +171,7 @@ def send(addr: str, port: int, interval_ms: float, seconds: float, icmp: bool = 
             n, t_send = _PKT.unpack_from(data)
             replies.append([n, t_send, time.monotonic_ns()])
     print(json.dumps({"probe": "icmp" if icmp else "udp", "sent": seq, "send_errors": errors,
-                      "interval_ms": interval_ms, "replies": replies}))
+                      "interval_ms": interval_ms, "size_bytes": size_bytes, "replies": replies}))
     return 0
 
 
@@ -181,10 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--interval-ms", type=float, default=10.0)
     s.add_argument("--seconds", type=float, default=0.0)
     s.add_argument("--icmp", action="store_true", help="ICMP echo requests instead of UDP (PORT is ignored)")
+    s.add_argument("--size-bytes", type=int, default=SIZE_BYTES, help=f"payload bytes (>= {_PKT.size})")
     a = ap.parse_args(argv)
+    if a.mode == "send" and not _PKT.size <= a.size_bytes <= 1472:
+        ap.error(f"--size-bytes: must be {_PKT.size}..1472 (got {a.size_bytes})")
     if a.mode == "echo":
         return echo(a.addr, a.port)
-    return send(a.addr, a.port, a.interval_ms, a.seconds, a.icmp)
+    return send(a.addr, a.port, a.interval_ms, a.seconds, a.icmp, a.size_bytes)
 
 
 if __name__ == "__main__":

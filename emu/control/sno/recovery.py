@@ -32,10 +32,10 @@ def restore(core: CoreLogic, snap: dict) -> list:
             continue
         o = core.own[u] = OwnUser(**d)
         if o.where == "local":
-            acts.append(Kernel("restore local user", tuple(core._local_lines(o))))
+            acts.append(Kernel("restore local user", tuple(core.lines.local(o))))
         elif o.where in core.c.peers:
             acts += core._tunnel_use(o.where, u)
-            acts.append(Kernel("restore user away", tuple(core._away_lines(o))))
+            acts.append(Kernel("restore user away", tuple(core.lines.away(o))))
     for u, d in snap.get("visitors", {}).items():
         if d.get("home") not in core.c.peers:
             continue
@@ -43,8 +43,8 @@ def restore(core: CoreLogic, snap: dict) -> list:
         core.visitors[u] = v
         core.coas[v.coa] = u
         acts += core._tunnel_use(v.home, u)
-        acts.append(Kernel("restore visitor", tuple(core._coa_lines(v, "replace")
-                                                     + core._visitor_tunnel_lines(v) + core._visitor_lines(v))))
+        acts.append(Kernel("restore visitor", tuple(core.lines.coa(v, "replace")
+                                                     + core.lines.visitor_tunnel(v) + core.lines.visitor(v))))
     return acts
 
 
@@ -55,14 +55,14 @@ def teardown(core: CoreLogic) -> list:
         if o.where == "local":
             iface = o.iface
         elif o.where in core.c.peers:
-            iface = K.tunnel_name(core._peer(o.where).index)
+            iface = K.tunnel_name(core.lines.peer(o.where).index)
         else:
             continue
-        lines += core._unlocal_lines(o, iface) + core._each(o.prefix, o.prefix6, lambda pfx, _six: K.route_del(pfx))
+        lines += core.lines.unlocal(o, iface) + core.lines.route_del(o)
     for v in core.visitors.values():
         if v.served_iface:
-            lines += core._unvisitor_lines(v, v.served_iface)
+            lines += core.lines.unvisitor(v, v.served_iface)
     for peer in core.tunnels:
-        lines += K.tunnel_down(core._peer(peer).index, core.v6)
-    lines += K.unbase(core.c.anycast, list(core.c.access), core.c.guard6 if core.v6 else [])
+        lines += core.lines.tunnel_down(peer)
+    lines += core.lines.unbase()
     return [Kernel("teardown", tuple(lines))]
