@@ -54,6 +54,7 @@ class Sim:
         self.steps: list[tuple[int, str, Step]] = []
         self.kernel: dict[str, list[Kernel]] = {"core-a": [], "core-b": []}
         self.wire_log: list[tuple[str, bytes]] = []  # (to, bytes) of user<->core messages
+        self.lose: dict = {}  # inter-core message type -> how many of the next ones are lost
 
     def clock(self):
         return self.now
@@ -79,6 +80,9 @@ class Sim:
                 target = self.agent if who == "agent" else self.cores[who]
                 self.push(a.at_ns - self.now, lambda tk=a.token, w=who, t=target: self.do(w, t.on_timer(tk, self.now)))
             elif isinstance(a, ToPeer):
+                if self.lose.get(a.msg.type, 0):  # a message the test makes the network lose
+                    self.lose[a.msg.type] -= 1
+                    continue
                 data = encode(a.msg)
                 self.push(self.latency_ns, lambda d=data, src=who, dst=a.peer:
                           self.do(dst, self.cores[dst].on_peer(src, decode(d), self.now)))

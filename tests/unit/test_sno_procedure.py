@@ -242,3 +242,20 @@ def test_retransmitted_discovers_while_the_tunnel_is_pending_do_not_restart_or_r
     assert "rejected" not in steps and "auth_req_tx" not in steps
     assert steps.count("discover_rx") >= 4 and steps.count("discover_dup") >= 2  # proactive and plain retries
     assert sim.first("core-b", "registered") == sim.first("core-b", "tunnel_ack_rx")
+
+
+def test_a_lost_auth_request_is_asked_again_when_the_terminal_retries():
+    """The home core restarting (or the network) loses AUTH_REQ: the visited core asks again on the terminal's
+    next DISCOVER instead of waiting for a vector that never comes (the CI flake of test_sno_handover's
+    restart test: the terminal stayed unregistered)."""
+    sim = Sim("baseline", latency_ms=20)
+    at_home(sim)
+    sim.lose[Msg.AUTH_REQ] = 1
+    t0 = sim.now
+    sim.do("core-a", sim.cores["core-a"].on_plan(USER, "core-b", t0, sim.now))
+    sim.switch("core-b", 50)
+    sim.run(t0 + 3000 * MS)
+    assert sim.agent.registered_at == "core-b" and sim.agent.rejected is None
+    steps = sim.step_names("core-b")
+    assert steps.count("auth_req_tx") == 1 and "auth_req_retx" in steps
+    assert steps.index("auth_req_retx") < steps.index("auth_vector_rx")

@@ -213,6 +213,10 @@ class CoreLogic:
             pending = self.store.pending(user)
             if v.state == "await-response" and pending is not None:  # the challenge may have been lost
                 acts.append(ToUser(src, self._m(Msg.CHALLENGE, user=user, core=self.name, rand=pending.rand)))
+            if v.state == "await-vector":  # AUTH_REQ or its AUTH_VECTOR may have been lost (a home core restarting):
+                # ask again; a second vector that crosses the first is ignored (no longer await-vector)
+                acts += [ToPeer(peer.name, self._m(Msg.AUTH_REQ, user=user, core=self.name)),
+                         Step(user, "auth_req_retx", {"home": peer.name})]
             return acts
         if v is None or v.home != peer.name:
             acts += self._drop_visitor(user)
