@@ -727,10 +727,11 @@ def initial(st: SliceState) -> list[Op]:
     ops = [Op("prepare", "create", v) for v in sorted(st.links)]
     ops += [Op("prepare", "up", e) for e in sorted(st.grid)]
     ops += [Op("prepare", "bind", (s, a, idx)) for s, addrs in st.grc_addrs.items() for a, idx in addrs.items()]
-    ops.append(Op("prepare", "fill", st.table))
-    if st.mark is not None:  # the mark switch: its fixed rules and route, then the nftables table
+    if st.mark is not None:  # the mark switch: its fixed rules and route (before the tables are filled: an IPv6
+        # rule added walks every IPv6 table of the namespace), then, at the switch, the nftables table
         ops += [Op("prepare", "add", r) for r in slicemark.fixed_rules(table_id, N_TABLES)]
         ops.append(Op("prepare", "add", LocalOut6(slicemark.LOCAL_OUT_TABLE)))
+    ops.append(Op("prepare", "fill", st.table))
     ops += [Op("switch", "add", r) for r in sorted(st.rules, key=lambda r: (-r.priority, r.family))]
     if st.mark is not None:
         ops.append(Op("switch", "set", SliceMark(st.mark, setup=True)))
