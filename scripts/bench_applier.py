@@ -28,50 +28,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emu.dataplane.model import Model  # noqa: E402
-from emu.dataplane.netlink import NetlinkBatch  # noqa: E402
+from emu.dataplane.dropfabric import DropFabric  # noqa: E402
 from emu.dataplane.slices import SliceApplier  # noqa: E402
 from emu.plan.db import PlanDB  # noqa: E402
-
-
-class DropFabric:
-    """A Fabric whose batches encode and queue but never send: ``flush`` counts and drops."""
-
-    def __init__(self, names):
-        self.names = list(names)
-        self.fd = {n: 3 for n in self.names}
-        self.nl = {n: NetlinkBatch.unbound(ack_each=False) for n in self.names}
-        self.msgs = 0
-
-    def flush(self, names=None, ok=()) -> int:
-        for n in (self.names if names is None else names):
-            b = self.nl[n]
-            self.msgs += len(b)
-            b._init_queue()
-        return 0
-
-    def aux(self, name):
-        return self.nl[name]
-
-    def nft(self):
-        """The slice switch's nftables transactions: encoded as in a real run, counted, dropped."""
-        fab = self
-
-        class _Drop:
-            def transact(self, names, msgs, op):
-                fab.msgs += len(list(names)) * len(msgs)
-        return _Drop()
-
-    def send_behind(self, names, ok=()) -> None:
-        self.flush(names)
-
-    def settle(self) -> None:
-        pass
-
-    def pipeline(self, ok=()):
-        """As Fabric.pipeline, in the caller's thread: each namespace handed over is counted and dropped."""
-        import contextlib
-
-        return contextlib.nullcontext(lambda name: self.flush([name]))
 
 
 def timed(fn, f: DropFabric) -> tuple[float, float, int]:

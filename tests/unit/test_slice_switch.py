@@ -1,12 +1,11 @@
-"""The applier's slice switch by mark (emu.dataplane.slices + slicemark), over a fabric that records instead of
-sending (no root): the first slice makes the nftables table, a preparation given the boundary's time arms the
+"""The applier's slice switch by mark (emu.dataplane.slices + slicemark), over a fabric that encodes and drops,
+recording the nftables transactions (no root): the first slice makes the nftables table, a preparation given the boundary's time arms the
 switch and the switch then writes nothing to the satellites, a preparation without a time (or a wall clock
 stepped back after arming) makes the switch write the mark itself, and a kernel without the mark switch never
 gets an nftables message. The kernel side, with real packets: tests/integration/test_slicemark.py."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 
@@ -15,49 +14,13 @@ import pytest
 from emu.dataplane import desired as D
 from emu.dataplane import slicemark
 from emu.dataplane.model import Model
-from emu.dataplane.netlink import NetlinkBatch
+from emu.dataplane.dropfabric import DropFabric
 from emu.dataplane.runconfig import RunConfig, scenario_of_plan
 from emu.dataplane.slices import SliceApplier
 from emu.plan.db import PlanDB, write_plan
 from emu.plan.planner import make_plan
 
 from .helpers import load_default
-
-
-class RecordingFabric:
-    """Batches that encode and drop (as scripts/bench_applier.py); nftables transactions recorded."""
-
-    def __init__(self, names):
-        self.names = list(names)
-        self.fd = {n: 3 for n in self.names}
-        self.nl = {n: NetlinkBatch.unbound(ack_each=False) for n in self.names}
-        self.rules: list[bytes] = []
-        self.nft_log: list[tuple[tuple, tuple, str]] = []
-
-    def flush(self, names=None, ok=()) -> int:
-        for n in (self.names if names is None else names):
-            self.nl[n]._init_queue()
-        return 0
-
-    def aux(self, name):
-        return self.nl[name]
-
-    def send_behind(self, names, ok=()) -> None:
-        self.flush(names)
-
-    def settle(self) -> None:
-        pass
-
-    def pipeline(self, ok=()):
-        return contextlib.nullcontext(lambda name: self.flush([name]))
-
-    def nft(self):
-        log = self.nft_log
-
-        class _Rec:
-            def transact(self, names, msgs, op):
-                log.append((tuple(names), msgs, op))
-        return _Rec()
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +30,10 @@ def plan(tmp_path_factory):
     return PlanDB(p)
 
 
-def applier(plan, how: str) -> tuple[SliceApplier, RecordingFabric]:
+def applier(plan, how: str) -> tuple[SliceApplier, DropFabric]:
     cfg = dataclasses.replace(RunConfig.from_scenario(scenario_of_plan(plan)), slice_switch=how)
     m = Model.from_plan(plan, "zz", cfg=cfg)
-    f = RecordingFabric([x.netns for x in m.nodes])
+    f = DropFabric([x.netns for x in m.nodes])
     return SliceApplier(m, f), f
 
 
