@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -122,6 +123,11 @@ class Rule:
     priority: int
     family: int
     unmarked: bool = False
+
+    def selector(self) -> dict:
+        """The rule's match, as :meth:`emu.dataplane.netlink.NetlinkBatch.rule` takes it."""
+        return {"family": socket.AF_INET6 if self.family == 6 else socket.AF_INET,
+                "mark": 0 if self.unmarked else None}
 
 
 @dataclass(frozen=True)
@@ -764,7 +770,7 @@ def transition(cur: SliceState, nxt: SliceState) -> list[Op]:
     ops = [Op("prepare", "create", v) for v in sorted(nxt.links - cur.links)]
     ops += [Op("prepare", "up", e) for e in sorted(nxt.grid - cur.grid)]
     ops.append(Op("prepare", "fill", nxt.table))
-    new_rules = [r for r in sorted(nxt.rules - cur.rules, key=lambda r: (-r.priority, r.family))]
+    new_rules = sorted(nxt.rules - cur.rules, key=lambda r: (-r.priority, r.family))
     marked = nxt.mark is not None
     if marked:
         ops.append(Op("switch", "set", SliceMark(nxt.mark)))

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ERROR
-from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_NFTABLES, nfgen_msg
+from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_NFTABLES
 from pyroute2.netlink.nfnetlink.nftsocket import (NFT_MSG_DELRULE, NFT_MSG_GETRULE, NFT_MSG_NEWCHAIN,
                                                   NFT_MSG_NEWRULE, NFT_MSG_NEWTABLE, nft_chain_msg, nft_rule_msg,
                                                   nft_table_msg)
@@ -79,7 +79,6 @@ MARK_BASE = 0x1E0  # slice k's packets carry MARK_BASE + k % n_tables + 1 (never
 RULE_PREF = 1_000_000  # the fixed rules: after main (32766) and default (32767), like the IPv4 rotation's
 LOCAL_OUT_PREF = 1_900_000_000  # after every slice rule: only lookups nothing else answered
 LOCAL_OUT_TABLE = 999  # holds ``::/0 dev lo``: the socket's first lookup of a locally made packet
-FWMASK_ALL = 0xFFFFFFFF
 _NLH = struct.Struct("=IHHII")
 
 
@@ -96,7 +95,12 @@ class MarkRule:
     priority: int
     table: int
     mark: int | None
-    family: int = 6
+    family: int
+
+    def selector(self) -> dict:
+        """The rule's match, as :meth:`emu.dataplane.netlink.NetlinkBatch.rule` takes it."""
+        return {"family": socket.AF_INET6 if self.family == 6 else socket.AF_INET,
+                "mark": 0 if self.mark is None else self.mark, "iif": "lo" if self.mark is None else None}
 
 
 def fixed_rules(table_of, n_tables: int) -> list[MarkRule]:
@@ -240,14 +244,7 @@ class NftSockets:
         s = self.sock.get(n)
         if s is None:
             with _netns.inside(n):
-                s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
-            try:
-                s.bind((0, 0))
-            except OSError:
-                s.close()
-                raise
-            s.settimeout(30.0)
-            self.sock[n] = s
+                s = self.sock[n] = _open(30.0)
         return s
 
     def transact(self, names: Iterable[str], msgs: tuple[tuple[int, int, bytes], ...], op: str) -> None:
@@ -266,8 +263,8 @@ class NftSockets:
     def marks(self, names: Iterable[str], chain: str = "pre") -> dict[str, int | None]:
         """The mark each namespace's ``chain`` gives a packet now (None: no such table: the rules rotate),
         read back from the kernel."""
-        body = encode(nft_rule_msg, {"nfgen_family": NFPROTO_INET, "version": 0, "res_id": 0},
-                      [("NFTA_RULE_TABLE", TABLE), ("NFTA_RULE_CHAIN", chain)])
+        mtype, flags, body = _nft(NFT_MSG_GETRULE, NLM_F_REQUEST | NLM_F_DUMP, nft_rule_msg,
+                                  [("NFTA_RULE_TABLE", TABLE), ("NFTA_RULE_CHAIN", chain)])
         out: dict[str, int | None] = {}
         for n in names:
             try:
@@ -276,8 +273,7 @@ class NftSockets:
                 out[n] = None
                 continue
             self._seq = (self._seq + 1) & 0x7FFFFFFF or 1
-            s.send(_NLH.pack(16 + len(body), (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
-                             NLM_F_REQUEST | NLM_F_DUMP, self._seq, 0) + body)
+            s.send(_NLH.pack(16 + len(body), mtype, flags, self._seq, 0) + body)
             effects = [rule_effect(decode_rule(payload)) for mtype, payload in _dump(s, n, self._seq)
                        if mtype == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE]
             out[n] = mark_in_force(effects, time.time_ns())
@@ -293,12 +289,10 @@ def probe() -> tuple[bool, str]:
     """Can this kernel run the switch? The setup transaction in the calling thread's namespace (a throwaway
     one: :mod:`emu.dataplane.features`). (works, why not)."""
     try:
-        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
+        s = _open(10.0)
     except OSError as exc:
         return False, f"no nfnetlink socket: {exc.strerror}"
     try:
-        s.bind((0, 0))
-        s.settimeout(10.0)
         msgs = setup_messages(slice_mark(0, 3)) + arm_messages(slice_mark(0, 3), slice_mark(1, 3), time.time_ns())
         s.send(batch(msgs, 1))
         _acks(s, 1, len(msgs), "nftables slice mark", "probe")
@@ -307,6 +301,18 @@ def probe() -> tuple[bool, str]:
         return False, str(exc)
     finally:
         s.close()
+
+
+def _open(timeout: float) -> socket.socket:
+    """A bound NETLINK_NETFILTER socket of the calling thread's namespace."""
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
+    try:
+        s.bind((0, 0))
+    except OSError:
+        s.close()
+        raise
+    s.settimeout(timeout)
+    return s
 
 
 def _acks(s: socket.socket, seq0: int, n: int, op: str, ns: str) -> None:

@@ -183,7 +183,7 @@ class SliceApplier:
         elif verb == "del" and isinstance(obj, D.Rule):
             self._rules(objs, "del", ok={2})  # ENOENT: already gone
         elif verb == "add" and isinstance(obj, slicemark.MarkRule):
-            self._mark_rules(objs)
+            self._rules(objs, "add", ok={17})  # EEXIST: a rule of a restarted applier
         elif verb == "add" and isinstance(obj, D.LocalOut6):
             for name in self._sat_names:
                 self.f.nl[name].route("replace", "::", 0, oif=IDX_LO, table=obj.table)
@@ -276,12 +276,11 @@ class SliceApplier:
                 ops += 2 * (len(dels) + len(reps))
         return ops
 
-    def _rules(self, rules: list[D.Rule], verb: str, ok) -> None:
+    def _rules(self, rules: list[D.Rule] | list[slicemark.MarkRule], verb: str, ok) -> None:
+        """The rotation's rules, or the mark switch's fixed ones, on every satellite (each says its match)."""
         for r in rules:
-            family = socket.AF_INET6 if r.family == 6 else socket.AF_INET
             for name in self._sat_names:
-                self.f.nl[name].rule(verb, table=r.table, priority=r.priority, family=family,
-                                     mark=0 if r.unmarked else None)
+                self.f.nl[name].rule(verb, table=r.table, priority=r.priority, **r.selector())
         self.f.flush(self._sat_names, ok=ok)
 
     def _armed_for(self, k: int) -> bool:
@@ -296,15 +295,6 @@ class SliceApplier:
                         k, late / 1e6)
             return False
         return True
-
-    def _mark_rules(self, rules: list[slicemark.MarkRule]) -> None:
-        """The mark switch's fixed rules (made once): by mark, or unmarked lookups from ``lo``."""
-        for r in rules:
-            family = socket.AF_INET6 if r.family == 6 else socket.AF_INET
-            for name in self._sat_names:
-                self.f.nl[name].rule("add", table=r.table, priority=r.priority, family=family,
-                                     mark=0 if r.mark is None else r.mark, iif="lo" if r.mark is None else None)
-        self.f.flush(self._sat_names, ok={17})  # EEXIST: a rule of a restarted applier
 
     def _addrs(self, items: list[tuple[int, str, int]], verb: str, ok) -> None:
         """Bind (``add``) or unbind (``del``) GRC addresses: the IPv4 address /32 on its interface, and its

@@ -8,7 +8,6 @@ at T by itself, with no write at the boundary. spec: grc-based-routing §Time Sl
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -88,9 +87,7 @@ def router(make_ns):
            f"route add default via 10.97.{i}.1", f"route add default via fd97:{i}::1")
     nl = NetlinkBatch(r)
     for rule in slicemark.fixed_rules(D.table_id, D.N_TABLES):
-        nl.rule("add", table=rule.table, priority=rule.priority,
-                family=socket.AF_INET6 if rule.family == 6 else socket.AF_INET,
-                mark=0 if rule.mark is None else rule.mark, iif="lo" if rule.mark is None else None)
+        nl.rule("add", table=rule.table, priority=rule.priority, **rule.selector())
     nl.send()
     nl.close()
     return src, r, a, b
