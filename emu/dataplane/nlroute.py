@@ -26,6 +26,7 @@ from pyroute2.netlink.rtnl.ndmsg import NTF_NAMES, NUD_PERMANENT, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import LWTUNNEL_ENCAP_IP, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, rtmsg, rtmsg_base
 
 from emu.dataplane.netlink import NetlinkBatch
+from emu.dataplane.nexthops import NexthopTable, nh_attr
 from emu.dataplane.nlmsg import (RT_TABLE_COMPAT, RTN_LOCAL, RTN_UNICAST, RTN_UNREACHABLE, RTPROT_STATIC, encode,
                                  kind_body, mac_text)
 from emu.dataplane.rtpack import RTA_DST, Nexthop, nexthop_attrs, route_shape
@@ -118,10 +119,11 @@ def _hop_attrs(dlen: int, hops: Sequence[Hop]) -> bytes:
 
 
 def _shape(verb: str, dlen: int, plen: int, metric: int | None, rtype: int, hops: Sequence[Hop], table: int,
-           local_oif: int | None) -> tuple[bytes, bytes, int, int]:
+           local_oif: int | None, nhid: int | None = None) -> tuple[bytes, bytes, int, int]:
     """Everything of a route message but RTA_DST, exactly as :func:`route4` (``dlen`` 4) or :func:`route6`
     (``dlen`` 16) asks it of the route encoder: the header and RTA_TABLE/RTA_PRIORITY from a few cached bases,
-    then the hop set's attributes (:func:`_hop_attrs`)."""
+    then the hop set's attributes (:func:`_hop_attrs`), or, given ``nhid``, only the nexthop object's id
+    (RTA_NH_ID: :mod:`emu.dataplane.nexthops`)."""
     unicast = verb != "del" and rtype == RTN_UNICAST and hops
     key = (verb, dlen, plen, metric, rtype if not unicast else -1, table, local_oif)
     base = _BASES.get(key)
@@ -144,18 +146,19 @@ def _shape(verb: str, dlen: int, plen: int, metric: int | None, rtype: int, hops
     if not unicast:
         return base
     head, tail, mtype, flags = base
-    return head, tail + _hop_attrs(dlen, hops), mtype, flags
+    return head, tail + (_hop_attrs(dlen, hops) if nhid is None else nh_attr(nhid)), mtype, flags
 
 
 def route4_many(batch: NetlinkBatch, verb: str, table: int,
-                routes: Iterable[tuple[int, int, int | None, int, Sequence[Hop]]], local_oif: int | None = None
-                ) -> None:
+                routes: Iterable[tuple[int, int, int | None, int, Sequence[Hop]]], local_oif: int | None = None,
+                nexthops: NexthopTable | None = None) -> None:
     """Queue many IPv4 routes of one ``table`` -- (prefix, plen, metric, type, hops) each -- exactly as
     :func:`route4` would, one by one (the table refill of every slice: ~100k routes on Starlink shell 1).
 
     Messages of equal (verb, plen, metric, type, hops) share one encoded shape (cached for this call; its
     parts across calls, :func:`_shape`); per route only the nlmsghdr and RTA_DST are packed. A local route
-    goes out by ``local_oif``.
+    goes out by ``local_oif``. Given the namespace's ``nexthops``, a unicast route names its hop set's
+    nexthop object instead of carrying the hops (objects it needs are queued first: :mod:`emu.dataplane.nexthops`).
     """
     shapes: dict[tuple, tuple[bytes, bytes, int, int]] = {}
     dst4, htonl, rta_dst = _DST4.pack, socket.htonl, RTA_DST
@@ -164,21 +167,31 @@ def route4_many(batch: NetlinkBatch, verb: str, table: int,
         key = (plen, metric, rtype, hops)
         shape = shapes.get(key)
         if shape is None:
-            shape = shapes[key] = _shape(verb, 4, plen, metric, rtype, hops or (), table, local_oif)
+            shape = shapes[key] = _shape(verb, 4, plen, metric, rtype, hops or (), table, local_oif,
+                                         _nhid(nexthops, verb, rtype, hops, batch))
         head, tail, mtype, flags = shape
         msgs.append((mtype, flags, head + dst4(8, rta_dst, htonl(prefix)) + tail if plen else head + tail))
         details.append((_route4_text, prefix, plen, table, metric))
     batch.queue_bulk(msgs, f"route {verb}", details)
 
 
+def _nhid(nexthops: NexthopTable | None, verb: str, rtype: int, hops: Sequence[Hop] | None,
+          batch: NetlinkBatch) -> int | None:
+    """The nexthop object a unicast route with ``hops`` names (None: the hops go in the route itself)."""
+    if nexthops is None or verb == "del" or rtype != RTN_UNICAST or not hops:
+        return None
+    return nexthops.id_of(hops, batch)
+
+
 def route6_many(batch: NetlinkBatch, verb: str, table: int,
                 routes: Iterable[tuple[int, int, int | None, int, Sequence[Hop]]], base6: int,
-                local_oif: int | None = None) -> None:
+                local_oif: int | None = None, nexthops: NexthopTable | None = None) -> None:
     """The IPv6 twins of :func:`route4_many`'s routes, in bulk: the same (prefix, plen, metric, type, hops) of
     an IPv4 GRC region, sent as its IPv6 form under the GRC /96 ``base6`` (:func:`emu.addressing.grc.ipv6_base`;
     the one rule is :func:`emu.addressing.grc.prefix6_of`: ``base6 | prefix``, length + 96), the hops as
     RTA_GATEWAY. Byte for byte what :func:`route6` writes for ``prefix6_of(prefix, plen, base6)``, one by one
     (``tests/unit/test_nl_encoder.py``); per route only the nlmsghdr and the last 4 bytes of RTA_DST are packed.
+    ``nexthops``: as :func:`route4_many` (the same objects serve both families).
     """
     shapes: dict[tuple, tuple[bytes, bytes, int, int]] = {}
     u32 = _U32BE.pack
@@ -188,7 +201,8 @@ def route6_many(batch: NetlinkBatch, verb: str, table: int,
         key = (plen, metric, rtype, hops)
         shape = shapes.get(key)
         if shape is None:
-            shape = shapes[key] = _shape(verb, 16, plen + 96, metric, rtype, hops or (), table, local_oif)
+            shape = shapes[key] = _shape(verb, 16, plen + 96, metric, rtype, hops or (), table, local_oif,
+                                         _nhid(nexthops, verb, rtype, hops, batch))
         head, tail, mtype, flags = shape
         msgs.append((mtype, flags, head + dst_head + u32(prefix) + tail))
         details.append((_route6_text, base6, prefix, plen, table, metric))

@@ -53,6 +53,8 @@ class RunConfig:
     nat_flowtable: bool = False  # the kernel has nf_flow_table: the NAT's established flows take its fast path
     slice_switch: str = "rules"  # the satellites' slice switch: "mark" (fixed fwmark rules, the mark set by
     # nftables, armed for each boundary: emu.dataplane.slicemark) where the kernel has it, else "rules"
+    nexthops: bool = False  # the kernel has nexthop objects: the satellites' routes name them
+    # (emu.dataplane.nexthops), else each route carries its next hops
     bgp: bool = False  # the scenario's bgp.enabled: BGP overlay (peering links and addresses, daemons)
     bgp_timers: str = "aggressive"
     bgp_msp_base: str = "fd4c:454f::/32"
@@ -90,6 +92,7 @@ class RunConfig:
             nat=has("nft_nat") if features is not None else True,  # dry runs show what a NAT kernel gets
             nat_flowtable=has("nft_nat") and has("nft_flowtable"),
             slice_switch="mark" if features is None or has("nft_slice_mark") else "rules",  # dry runs: as nat
+            nexthops=features is None or has("nexthop"),  # dry runs: as nat
             bgp=sc.bgp.enabled,
             bgp_timers=sc.bgp.timers,
             bgp_msp_base=sc.bgp.msp_base,

@@ -25,6 +25,7 @@ from emu.dataplane import desired as D
 from emu.dataplane import nlroute, slicemark
 from emu.dataplane.fabric import Fabric
 from emu.dataplane.model import IDX_LO, IDX_TUN, IDX_TUN6, TUNNEL_MAC, Model
+from emu.dataplane.nexthops import NexthopTable
 from emu.dataplane.tc import LinkShape, netem, shape_many
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,9 @@ class SliceApplier:
         self.handed_off: tuple[type, ...] = ()  # kinds of value another part owns (the SNO control plane's hook)
         self._retiring: set[tuple[str, int | str]] = set()  # link ends whose deletion is still being written
         self._armed: tuple[int, int] | None = None  # (slice, wall-clock ns) the kernel switches by itself
+        # each satellite's nexthop objects, where the kernel has them (the routes name them: emu.dataplane.nexthops)
+        self.nexthops: dict[int, NexthopTable] | None = defaultdict(NexthopTable) if model.cfg.nexthops else None
+        self._at = 0  # the slice whose operations are being written (when interfaces go: NexthopTable.forget)
 
     # ------------------------------------------------------------------ helpers
     def ns(self, node: str) -> str:
@@ -158,6 +162,7 @@ class SliceApplier:
     def execute(self, ops: Iterable[D.Op], st: D.SliceState) -> None:
         """Push ``ops`` in order; consecutive operations of one kind go out together (one write per namespace)."""
         run: list[D.Op] = []
+        self._at = st.k
         for op in ops:
             if self.handed_off and isinstance(op.obj, self.handed_off):
                 continue
@@ -253,14 +258,21 @@ class SliceApplier:
 
         Each satellite's messages go to the fabric's sender thread as soon as they are encoded, so the
         kernel inserts one satellite's routes while the next one's are encoded (:meth:`Fabric.pipeline`).
+        Where the kernel has nexthop objects, the routes name them (:mod:`emu.dataplane.nexthops`): groups
+        that lost a member are deleted here once no table names them any more.
         """
         ops = 0
         base6 = self.desired.base6
-        with self.f.pipeline(ok={3}) as send:  # ESRCH: went with a retired link
+        nhs = self.nexthops
+        with self.f.pipeline(ok={2, 3}) as send:  # ESRCH: went with a retired link; ENOENT: a group already gone
             for s, want in st.routes.items():
                 have = self.tables[(s, t)]
                 name = self.sat_ns(s)
                 nl = self.f.nl[name]
+                nh = None
+                if nhs is not None:
+                    nh = nhs[s]
+                    ops += nh.queue_deletes(st.k, nl)
                 dels, reps = D.route_diff(have, want)
                 if dels:  # both families: the IPv6 twin under the GRC /96 (D.routes6)
                     gone = [(p, plen, metric, have.pop((p, plen, metric))[0], ()) for p, plen, metric in dels]
@@ -268,8 +280,8 @@ class SliceApplier:
                     nlroute.route6_many(nl, "del", t, gone, base6)
                 if reps:
                     items = [(p, plen, metric, rtype, hops) for (p, plen, metric), (rtype, hops) in reps]
-                    nlroute.route4_many(nl, "replace", t, items, IDX_LO)
-                    nlroute.route6_many(nl, "replace", t, items, base6, IDX_LO)
+                    nlroute.route4_many(nl, "replace", t, items, IDX_LO, nh)
+                    nlroute.route6_many(nl, "replace", t, items, base6, IDX_LO, nh)
                     have.update(reps)
                 if len(nl):
                     send(name)
@@ -399,7 +411,14 @@ class SliceApplier:
         hop dead on a multipath route (and revives it when the link returns), so
         the true state is unknown: the next fill of that table replaces or
         deletes the route (ESRCH tolerated) instead of trusting a stale copy.
+        With nexthop objects the same holds (an object dies with its interface and
+        takes its routes; a group loses the member and keeps them): the objects
+        through those interfaces are forgotten too (:meth:`NexthopTable.forget`).
         """
+        if self.nexthops is not None:
+            for sat, dead in gone.items():
+                if dead:
+                    self.nexthops[sat].forget(dead, self._at)
         for (sat, _t), content in self.tables.items():
             dead = gone.get(sat)
             if dead:

@@ -1,0 +1,182 @@
+"""Nexthop objects for the satellites' route tables: each next-hop set written once per namespace, routes name it.
+
+spec: grc-based-routing §Forwarding (a satellite forwards each region toward
+one or more directions; several directions are ECMP/UCMP with the plan's
+weights). What the kernel is asked is the same; how it is asked changes:
+
+- without nexthop objects every route message carries its next hops
+  (``RTA_VIA``/``RTA_GATEWAY``, or ``RTA_MULTIPATH``), and the kernel builds
+  and checks them per route: an IPv6 route allocates per-CPU route caches
+  for each of its paths, an IPv4 route through an IPv6 next hop builds one
+  to check it and frees it again;
+- with them (Linux >= 5.3, ``ip nexthop``) a satellite's next-hop sets are
+  created once -- one object per (interface, link-local neighbour), one
+  group per multipath set with the plan's weights -- and each route says
+  only ``RTA_NH_ID``. IPv4 routes use the IPv6 next hops directly (RFC 5549,
+  as before). Measured here (``/tmp`` script, 300-600 namespaces, 150 routes
+  per family each, a third multipath): filling a table took 0.29 s against
+  0.12 s, replacing every route 0.33 s against 0.11 s, and the per-CPU
+  memory the plain routes took (4-6.5 MB) was not taken at all.
+
+Dumps (``ip route``, :mod:`emu.dataplane.fibcheck`) still show every route's
+paths: the kernel's ``nexthop_compat_mode`` (default on) expands them.
+
+The kernel's own rules this module has to follow:
+
+- a nexthop object dies with its interface (down or deleted), taking the
+  routes that name it; a group only loses that member and keeps its routes.
+  So when interfaces go (:meth:`NexthopTable.forget`), every object through
+  them is forgotten here -- the next route that needs the set gets a new
+  one -- and each group that shrank is deleted only after every table was
+  refilled once (:data:`GRACE_SLICES`): no route names it any more then, and
+  the routes that did keep their surviving paths until their table's refill,
+  as multipath routes did before;
+- ids are never reused within a run (a fresh counter per namespace).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterable, Sequence
+
+from emu.dataplane.netlink import NetlinkBatch
+from emu.dataplane.rtpack import RTA, _RTA_U32
+
+RTM_NEWNEXTHOP, RTM_DELNEXTHOP = 104, 105  # linux/rtnetlink.h (pyroute2 0.9 has no nexthop messages)
+RTA_NH_ID = 30                             # linux/rtnetlink.h: a route naming a nexthop object
+NHA_ID, NHA_GROUP, NHA_OIF, NHA_GATEWAY = 1, 2, 5, 6   # linux/nexthop.h
+NHMSG = struct.Struct("=BBBBI")            # struct nhmsg: family, scope, protocol, resvd, flags
+NH_GRP = struct.Struct("=IBBH")            # struct nexthop_grp: id, weight - 1, weight_high, resvd
+RTPROT_STATIC = 4
+_CREATE_REPLACE = 0x400 | 0x100            # NLM_F_CREATE | NLM_F_REPLACE
+GRACE_SLICES = 3                           # the rotation's tables (desired.N_TABLES): all refilled once by then
+
+Hop = tuple[int, str, int]                 # (oif, IPv6 link-local neighbour, weight): nlroute.Hop's fields
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    n = 4 + len(payload)
+    return RTA.pack(n, kind) + payload + b"\0" * (-n & 3)
+
+
+def single_body(nhid: int, oif: int, gateway6: str) -> bytes:
+    """RTM_NEWNEXTHOP body: object ``nhid`` through ``oif`` to the IPv6 neighbour ``gateway6``."""
+    return (NHMSG.pack(socket.AF_INET6, 0, RTPROT_STATIC, 0, 0) + _RTA_U32.pack(8, NHA_ID, nhid)
+            + _RTA_U32.pack(8, NHA_OIF, oif) + _attr(NHA_GATEWAY, socket.inet_pton(socket.AF_INET6, gateway6)))
+
+
+def group_body(nhid: int, members: Sequence[tuple[int, int]]) -> bytes:
+    """RTM_NEWNEXTHOP body: group ``nhid`` of (member id, weight 1..256) -- multipath, hashed like a
+    multipath route; the weight goes as weight - 1, like a route's rtnh_hops."""
+    grp = b"".join(NH_GRP.pack(i, w - 1, 0, 0) for i, w in members)
+    return NHMSG.pack(socket.AF_UNSPEC, 0, RTPROT_STATIC, 0, 0) + _RTA_U32.pack(8, NHA_ID, nhid) + \
+        _attr(NHA_GROUP, grp)
+
+
+def del_body(nhid: int) -> bytes:
+    """RTM_DELNEXTHOP body: object ``nhid`` (the kernel deletes the routes that name it)."""
+    return NHMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _RTA_U32.pack(8, NHA_ID, nhid)
+
+
+def nh_attr(nhid: int) -> bytes:
+    """A route's RTA_NH_ID attribute."""
+    return _RTA_U32.pack(8, RTA_NH_ID, nhid)
+
+
+def _weight(w: int) -> int:
+    return max(1, min(256, w))  # the kernel's range, clamped as the plain multipath routes' weights are
+
+
+class NexthopTable:
+    """The nexthop objects of one namespace: which next-hop set has which id, and what is still to delete."""
+
+    def __init__(self) -> None:
+        self._single: dict[tuple[int, str], int] = {}      # (oif, neighbour) -> id
+        self._group: dict[tuple, int] = {}                   # ((oif, neighbour, weight), ...) -> id
+        self._oifs: dict[int, frozenset[int]] = {}           # id -> interfaces it goes through
+        self._next = 1
+        self._doomed: list[tuple[int, int]] = []             # (slice from which to delete, group id)
+
+    def __len__(self) -> int:
+        return len(self._single) + len(self._group)
+
+    def _new(self, oifs: Iterable[int]) -> int:
+        i = self._next
+        self._next += 1
+        self._oifs[i] = frozenset(oifs)
+        return i
+
+    def id_of(self, hops: Sequence, batch: NetlinkBatch) -> int:
+        """The id of a route's next-hop set ``hops`` (``nlroute.Hop`` tuples: oif, via6, weight), queuing on
+        ``batch`` the objects it needs first (a single hop's weight does not matter, as for a plain route)."""
+        if len(hops) == 1:
+            return self._single_id(hops[0][0], hops[0][1], batch)
+        key = tuple((h[0], h[1], _weight(h[2])) for h in hops)
+        i = self._group.get(key)
+        if i is None:
+            members = [(self._single_id(o, v, batch), w) for o, v, w in key]
+            i = self._group[key] = self._new(o for o, _v, _w in key)
+            batch.queue(RTM_NEWNEXTHOP, _CREATE_REPLACE, group_body(i, members), "nexthop group", f"id {i}")
+        return i
+
+    def _single_id(self, oif: int, via6: str, batch: NetlinkBatch) -> int:
+        i = self._single.get((oif, via6))
+        if i is None:
+            i = self._single[(oif, via6)] = self._new((oif,))
+            batch.queue(RTM_NEWNEXTHOP, _CREATE_REPLACE, single_body(i, oif, via6), "nexthop",
+                        f"id {i} via {via6} dev {oif}")
+        return i
+
+    def forget(self, oifs: set[int], k: int) -> None:
+        """Interfaces ``oifs`` went down or away during slice ``k``: the kernel deleted the objects through them
+        (and the routes naming those) and shrank the groups; forget all of them here, and delete the shrunk
+        groups from slice k + :data:`GRACE_SLICES` on (:meth:`queue_deletes`)."""
+        for key, i in list(self._single.items()):
+            if key[0] in oifs:
+                del self._single[key], self._oifs[i]
+        for key, i in list(self._group.items()):
+            if self._oifs[i] & oifs:
+                del self._group[key], self._oifs[i]
+                self._doomed.append((k + GRACE_SLICES, i))
+
+    def queue_deletes(self, k: int, batch: NetlinkBatch) -> int:
+        """Queue the deletion of the groups due by slice ``k`` (ENOENT: the kernel already removed one whose
+        every member died); returns how many."""
+        due = [i for at, i in self._doomed if at <= k]
+        if due:
+            self._doomed = [(at, i) for at, i in self._doomed if at > k]
+            for i in due:
+                batch.queue(RTM_DELNEXTHOP, 0, del_body(i), "nexthop del", f"id {i}")
+        return len(due)
+
+
+def probe(oif: int) -> tuple[bool, str]:
+    """Can this kernel name nexthop objects from IPv4 and IPv6 routes, through an IPv6 neighbour, single and
+    grouped? Sent in the calling thread's namespace (a throwaway one, :mod:`emu.dataplane.features`), through
+    ``oif`` (an up veth with IPv6). (works, why not)."""
+    from emu.dataplane import rtpack
+    from emu.errors import DataplaneError
+
+    try:
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+    except OSError as exc:
+        return False, f"no netlink socket: {exc.strerror}"
+    b = NetlinkBatch.unbound()
+    b.sock, b.netns = s, "feature probe"
+    try:
+        s.bind((0, 0))
+        s.settimeout(10.0)
+        t = NexthopTable()
+        grp = t.id_of(((oif, "fe80::1", 1), (oif, "fe80::2", 3)), b)
+        for dst in (b"\xc6\x33\x64\x80", bytes.fromhex("20010db8000200000000000000000000")):  # TEST-NET, doc v6
+            head, tail, mtype, flags = rtpack.route_shape("replace", len(dst), 25 if len(dst) == 4 else 64, None,
+                                                          None, None, None, 100, 1, 0, "unicast", RTPROT_STATIC,
+                                                          False)
+            b.queue(mtype, flags, head + _attr(rtpack.RTA_DST, dst) + tail + nh_attr(grp), "route nhid")
+        b.send()
+        return True, ""
+    except (OSError, DataplaneError) as exc:
+        return False, str(exc)
+    finally:
+        s.close()
