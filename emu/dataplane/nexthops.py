@@ -97,6 +97,7 @@ class NexthopTable:
         self._oifs: dict[int, frozenset[int]] = {}           # id -> interfaces it goes through
         self._next = 1
         self._doomed: list[tuple[int, int]] = []             # (slice from which to delete, group id)
+        self._asked: dict[tuple, int] = {}                   # hops as asked -> id (the hot path's one lookup)
 
     def __len__(self) -> int:
         return len(self._single) + len(self._group)
@@ -110,14 +111,19 @@ class NexthopTable:
     def id_of(self, hops: Sequence, batch: NetlinkBatch) -> int:
         """The id of a route's next-hop set ``hops`` (``nlroute.Hop`` tuples: oif, via6, weight), queuing on
         ``batch`` the objects it needs first (a single hop's weight does not matter, as for a plain route)."""
+        i = self._asked.get(hops)
+        if i is not None:
+            return i
         if len(hops) == 1:
-            return self._single_id(hops[0][0], hops[0][1], batch)
-        key = tuple((h[0], h[1], _weight(h[2])) for h in hops)
-        i = self._group.get(key)
-        if i is None:
-            members = [(self._single_id(o, v, batch), w) for o, v, w in key]
-            i = self._group[key] = self._new(o for o, _v, _w in key)
-            batch.queue(RTM_NEWNEXTHOP, _CREATE_REPLACE, group_body(i, members), "nexthop group", f"id {i}")
+            i = self._single_id(hops[0][0], hops[0][1], batch)
+        else:
+            key = tuple((h[0], h[1], _weight(h[2])) for h in hops)
+            i = self._group.get(key)
+            if i is None:
+                members = [(self._single_id(o, v, batch), w) for o, v, w in key]
+                i = self._group[key] = self._new(o for o, _v, _w in key)
+                batch.queue(RTM_NEWNEXTHOP, _CREATE_REPLACE, group_body(i, members), "nexthop group", f"id {i}")
+        self._asked[tuple(hops)] = i
         return i
 
     def _single_id(self, oif: int, via6: str, batch: NetlinkBatch) -> int:
@@ -139,6 +145,7 @@ class NexthopTable:
             if self._oifs[i] & oifs:
                 del self._group[key], self._oifs[i]
                 self._doomed.append((k + GRACE_SLICES, i))
+        self._asked = {hops: i for hops, i in self._asked.items() if i in self._oifs}
 
     def queue_deletes(self, k: int, batch: NetlinkBatch) -> int:
         """Queue the deletion of the groups due by slice ``k`` (ENOENT: the kernel already removed one whose
