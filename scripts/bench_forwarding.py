@@ -14,7 +14,13 @@ A second baseline runs beside them: the same plain chain with the core's own
 masquerade ruleset (and flowtable, where the kernel has nf_flow_table) at the
 core's hop. ``ratio_vs_plain_nat`` is what the emulator costs beyond the NAT
 it models, ``plain_nat_ratio`` what that NAT alone costs; ``ratio`` (against
-the chain without NAT) stays the budget. Root required.
+the chain without NAT) stays the budget. A third: the plain chain with a
+VXLAN tunnel from its second namespace to its fourth, as the emulated UT ->
+GS tunnel (grc-based-routing §Data Forwarding Process steps 2 and 4) over one satellite:
+``plain_tunnel_ratio`` is what the tunnel alone costs, ``ratio_vs_plain_tunnel``
+the emulator beyond it. A fourth has both the tunnel and the NAT, everything
+the emulated path models: ``ratio_vs_plain_modelled`` is what the emulator
+itself costs (slice tables, marks, next hops, rules). Root required.
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ class PlainChain:
     the emulated path's operator core sits) also masquerades the sender's traffic toward the last, with the
     core's own ruleset (:func:`build.masquerade_ruleset`): the baseline that includes the modelled NAT."""
 
-    def __init__(self, prefix: str, hops: int, nat: bool = False, flowtable: bool = False):
+    def __init__(self, prefix: str, hops: int, nat: bool = False, flowtable: bool = False, tunnel: bool = False):
         self.names = names = [f"{prefix}-c{i}" for i in range(hops)]
         self.server_addr = f"10.99.{hops - 2}.2"
         netns.create_many(names, {"net.ipv4.ip_forward": 1, "net.ipv4.conf.all.rp_filter": 0,
@@ -94,6 +100,8 @@ class PlainChain:
                 b[n].route("add", "10.99.0.0/30", oif=11, gateway=f"10.99.{i - 1}.1")
             b[n].send()
         shape_many(shapes, b)
+        if tunnel:
+            self._tunnel(names)
         if nat:  # the core's ruleset; with ``flowtable``, its fast path over this namespace's two links
             ft = ("l", "r") if flowtable else ()
             p = run_in(names[-2], ["nft", "-f", "-"],
@@ -102,6 +110,25 @@ class PlainChain:
                 raise SystemExit(f"nft in {names[-2]}: {p.stderr.strip()}")
         self.server = spawn_in(names[-1], ["iperf3", "-s", "-B", self.server_addr])
         time.sleep(0.3)
+
+    @staticmethod
+    def _tunnel(names: list[str]) -> None:
+        """A VXLAN tunnel from the second namespace to the fourth, as the emulated path's UT -> GS tunnel over
+        one satellite (the links it crosses 1600 bytes, so 1500-byte packets fit in it, as MTU_SPACE does)."""
+        a, mid, z = names[1], names[2], names[3]
+        cmds = [(a, "link set dev r mtu 1600"), (mid, "link set dev l mtu 1600"), (mid, "link set dev r mtu 1600"),
+                (z, "link set dev l mtu 1600"),
+                (a, "link add vx type vxlan id 7 local 10.99.1.1 remote 10.99.2.2 dstport 4789"),
+                (z, "link add vx type vxlan id 7 local 10.99.2.2 remote 10.99.1.1 dstport 4789"),
+                (a, "link set dev vx mtu 1500 up"), (z, "link set dev vx mtu 1500 up"),
+                (a, "addr add 10.200.0.1/30 dev vx"), (z, "addr add 10.200.0.2/30 dev vx"),
+                (a, f"route replace 10.99.{len(names) - 2}.0/30 via 10.200.0.2 dev vx"),
+                (z, "route replace 10.99.0.0/30 via 10.200.0.1 dev vx"),
+                (a, "route replace 10.99.2.0/30 via 10.99.1.2 dev r"), (z, "route replace 10.99.1.0/30 via 10.99.2.1 dev l")]
+        for ns, cmd in cmds:
+            p = run_in(ns, ["ip", *cmd.split()])
+            if p.returncode != 0:
+                raise SystemExit(f"ip {cmd} in {ns}: {p.stderr.strip()}")
 
     def close(self) -> None:
         if self.server is not None:
@@ -147,14 +174,20 @@ def main() -> None:
     bps: dict[str, list[float]] = {"emulated": [], "plain": [], "plain_nat": []}
     if has_ft:  # the flowtable's own gain, measured: the NAT chain once more without it
         bps["plain_nat_noflowtable"] = []
+    if features.detect().has("vxlan") and hops >= 5:  # the tunnel the emulated path models, alone and with NAT
+        bps["plain_tunnel"] = []
+        bps["plain_modelled"] = []
     cpu: dict[str, list[float]] = {name: [] for name in bps}
     try:
         ctl = Controller(run, plan, speed=0.001, n_slices=1, start_slice=k0)
         ctl.build()
-        for name, prefix in (("plain", "bf"), ("plain_nat", "bn"), ("plain_nat_noflowtable", "bs")):
+        for name, prefix in (("plain", "bf"), ("plain_nat", "bn"), ("plain_nat_noflowtable", "bs"),
+                             ("plain_tunnel", "bt"), ("plain_modelled", "bm")):
             if name in bps:
-                chains[name] = PlainChain(prefix + new_run_id()[2:], hops, nat=name != "plain",
-                                          flowtable=name == "plain_nat" and has_ft)
+                chains[name] = PlainChain(prefix + new_run_id()[2:], hops,
+                                          nat=name.startswith("plain_nat") or name == "plain_modelled",
+                                          flowtable=name in ("plain_nat", "plain_modelled") and has_ft,
+                                          tunnel=name in ("plain_tunnel", "plain_modelled"))
         time.sleep(0.3)
         nets = {"emulated": (ctl.model.by_name["dev1"].netns, ctl.model.cfg.inet_addr)}
         nets.update({name: (c.names[0], c.server_addr) for name, c in chains.items()})
@@ -186,6 +219,11 @@ def main() -> None:
     # emulator costs beyond the NAT it models; the budget stays on "ratio" (against the chain without NAT).
     res["ratio_vs_plain_nat"] = round(med["emulated"] / med["plain_nat"], 3)
     res["plain_nat_ratio"] = round(med["plain_nat"] / med["plain"], 3)  # what the NAT alone costs
+    if "plain_tunnel" in med:  # what the UT -> GS tunnel alone costs, and the emulator beyond it
+        res["plain_tunnel_ratio"] = round(med["plain_tunnel"] / med["plain"], 3)
+        res["ratio_vs_plain_tunnel"] = round(med["emulated"] / med["plain_tunnel"], 3)
+        res["plain_modelled_ratio"] = round(med["plain_modelled"] / med["plain"], 3)
+        res["ratio_vs_plain_modelled"] = round(med["emulated"] / med["plain_modelled"], 3)
     if has_ft:
         res["flowtable_gain"] = round(med["plain_nat"] / med["plain_nat_noflowtable"], 3)
         res["flowtable_cpu_ratio"] = round(statistics.median(cpu["plain_nat"])
