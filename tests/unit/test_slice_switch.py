@@ -78,3 +78,60 @@ def test_without_the_mark_switch_no_nftables_message_is_sent(plan) -> None:
         a.cleanup(k)
     assert f.nft_log == []
     assert a.cur.mark is None and {r.family for r in a.cur.rules} == {4, 6}
+
+
+class _Recording(DropFabric):
+    """Keeps every namespace's messages in order (the pipeline and the background deletes included)."""
+
+    def __init__(self, names):
+        super().__init__(names)
+        self.log: dict[str, list[bytes]] = {n: [] for n in self.names}
+
+    def flush(self, names=None, ok=()) -> int:
+        for n in (self.names if names is None else names):
+            self.log[n] += self.nl[n].messages()
+        return super().flush(names, ok)
+
+
+def test_every_route_names_an_object_written_before_it(plan) -> None:
+    """Over initial + 5 boundaries with nexthop objects: each satellite route message naming an object comes
+    after that object's creation in its namespace (and none names one the applier deleted); routes carry no
+    hops of their own; the objects per namespace stay few (one per neighbour and weighted set)."""
+    import struct
+
+    from emu.dataplane import nexthops as N
+
+    cfg = dataclasses.replace(RunConfig.from_scenario(scenario_of_plan(plan)), slice_switch="mark", nexthops=True)
+    m = Model.from_plan(plan, "zz", cfg=cfg)
+    f = _Recording([x.netns for x in m.nodes])
+    a = SliceApplier(m, f)
+    a.initial(0)
+    for k in range(1, 6):
+        a.prepare(k, at_ns=time.time_ns())
+        a.switch(k)
+        a.cleanup(k)
+    named = 0
+    for s in m.satellites:
+        live: set[int] = set()
+        made = 0
+        for msg in f.log[s.netns]:
+            mtype = struct.unpack_from("=H", msg, 4)[0]
+            if mtype not in (N.RTM_NEWNEXTHOP, N.RTM_DELNEXTHOP, 24):  # nexthops and RTM_NEWROUTE only
+                continue
+            attrs, off = {}, 16 + (8 if mtype != 24 else 12)  # struct nhmsg / struct rtmsg
+            while off + 4 <= len(msg):
+                alen, atype = struct.unpack_from("=HH", msg, off)
+                assert alen >= 4
+                attrs[atype & 0x3FFF] = msg[off + 4:off + alen]
+                off += (alen + 3) & ~3
+            if mtype == N.RTM_NEWNEXTHOP:
+                live.add(struct.unpack("=I", attrs[N.NHA_ID])[0])
+                made += 1
+            elif mtype == N.RTM_DELNEXTHOP:
+                live.discard(struct.unpack("=I", attrs[N.NHA_ID])[0])
+            elif mtype == 24 and N.RTA_NH_ID in attrs:  # RTM_NEWROUTE
+                assert struct.unpack("=I", attrs[N.RTA_NH_ID])[0] in live
+                assert not {5, 9, 19} & set(attrs)  # RTA_GATEWAY, RTA_MULTIPATH, RTA_VIA
+                named += 1
+        assert made <= 64, (s.name, made)
+    assert named > 1000
