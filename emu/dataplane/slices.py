@@ -50,6 +50,20 @@ def _grc_int(addr: str) -> int:
     return int.from_bytes(socket.inet_aton(addr), "big")
 
 
+def ground_default(nl, x: D.GroundDefault) -> None:
+    """Queue a UT's or GS's default routes on its batch ``nl``, in the table ``x`` names: IPv4 ``0/0`` (via the
+    satellite's IPv6 link-local, RFC 5549) and the GRC /96 at metric 1, or both unreachable."""
+    if x.via:
+        nlroute.route4(nl, "replace", 0, 0, [nlroute.Hop(x.via[0], x.via[1])], table=x.table)
+    else:
+        nlroute.route4(nl, "replace", 0, 0, table=x.table, rtype=nlroute.RTN_UNREACHABLE)
+    if x.dst6:
+        if x.via:
+            nl.route("replace", x.dst6, oif=x.via[0], gateway=x.via[1], metric=1, table=x.table)
+        else:
+            nl.route("replace", x.dst6, type="unreachable", metric=1, table=x.table)
+
+
 class _NoCollect:
     """The cyclic garbage collector off while a phase allocates its ~10^5-10^6 message tuples and bytes:
     each generation-2 pass would walk every long-lived object of the run (values hold no cycles; reference
@@ -374,15 +388,7 @@ class SliceApplier:
         for x in objs:
             if isinstance(x, D.GroundDefault):
                 ns = self.ns(x.node)
-                if x.via:
-                    nlroute.route4(f.nl[ns], "replace", 0, 0, [nlroute.Hop(x.via[0], x.via[1])], table=x.table)
-                else:
-                    nlroute.route4(f.nl[ns], "replace", 0, 0, table=x.table, rtype=nlroute.RTN_UNREACHABLE)
-                if x.dst6:
-                    if x.via:
-                        f.nl[ns].route("replace", x.dst6, oif=x.via[0], gateway=x.via[1], metric=1, table=x.table)
-                    else:
-                        f.nl[ns].route("replace", x.dst6, type="unreachable", metric=1, table=x.table)
+                ground_default(f.nl[ns], x)
             elif isinstance(x, D.CoreRoute):
                 ns = self.ns(x.node)
                 if x.gs >= 0:
