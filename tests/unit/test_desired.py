@@ -452,8 +452,8 @@ def test_ground_rules_keep_main_in_front_and_the_ipv6_rules_to_the_grc_space() -
     for family in (4, 6):
         mine = sorted(r for r in rules if r.family == family)
         assert all(r.ground and r.iif is None for r in mine)
-        assert [(r.mark, r.table) for r in mine] == [(slicemark.slice_mark(t, D.N_TABLES), D.table_id(t))
-                                                     for t in range(D.N_TABLES)] + [(None, slicemark.GROUND_UNMARKED_TABLE)]
+        want = [(slicemark.slice_mark(t, D.N_TABLES), D.table_id(t)) for t in range(D.N_TABLES)]
+        assert [(r.mark, r.table) for r in mine] == want + [(None, slicemark.GROUND_UNMARKED_TABLE)]
         if family == 4:  # a default: after main, never in front of its specific routes
             assert min(r.priority for r in mine) > 32766 and {r.dst for r in mine} == {None}
         else:  # before main (which may hold a ::/0, the BGP overlay's), but only to the GRC space
