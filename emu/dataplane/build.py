@@ -63,7 +63,8 @@ class Builder:
         for i in range(0, len(names), chunk):
             netns.create_many(names[i:i + chunk], SYSCTLS)
             self.progress("namespaces", min(i + chunk, len(names)), len(names))
-        self.fabric = Fabric(names, satellites=len(self.m.satellites))
+        # one nftables socket more per satellite and ground node (the slice switch's: slicemark)
+        self.fabric = Fabric(names, satellites=len(self.m.satellites) + len(self.m.db.ground))
 
     # ------------------------------------------------------------------ satellites
     def satellite_links(self, k0: int = 0) -> None:

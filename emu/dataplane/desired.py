@@ -53,6 +53,7 @@ from emu.plan import actions
 
 log = logging.getLogger(__name__)
 
+RT_TABLE_MAIN = 254  # a ground node's default routes where rules switch the slices (GroundDefault)
 RT_TABLE_LOCAL = 255  # the kernel's local table: where a bound GRC's IPv6 twin is a local /128 route (grc_twin6)
 N_TABLES = 3  # slice k's table, k-1's kept for packets in flight, k+1's being filled
 TABLE_BASE = 1000
@@ -158,12 +159,15 @@ class Addr:
 
 @dataclass(frozen=True)
 class GroundDefault:
-    """A UT's or GS's default route: via its serving satellite's link-local, or unreachable (``via`` None)."""
+    """A UT's or GS's default route: via its serving satellite's link-local, or unreachable (``via`` None), in
+    ``table``: main where rules switch the slices, else slice k's table of the rotation, looked up under slice
+    k's mark (or :data:`emu.dataplane.slicemark.GROUND_UNMARKED_TABLE`, for unmarked lookups)."""
 
     ground: int
     node: str
     via: tuple[int, str] | None  # (oif, IPv6 link-local gateway)
     dst6: str | None = None  # the GRC /96, routed the same way (IPv6 GRC traffic: the vx6 tunnels)
+    table: int = RT_TABLE_MAIN
 
 
 @dataclass(frozen=True)
@@ -625,13 +629,16 @@ class Desired:
         return frozenset(out)
 
     def ground_defaults(self, k: int) -> dict[int, GroundDefault]:
+        """Each UT's and GS's default routes in slice k: toward the satellite serving it, or unreachable; in
+        main, or under the mark switch in slice k's table (spec: grc-based-routing §Time Slice Transition)."""
         m = self.m
         links = m.ground_link_at(k)
+        table = table_id(k) if m.cfg.slice_switch == "mark" else RT_TABLE_MAIN
         out = {}
         for g in m.db.ground:
             gl = links.get(g.idx)
             via = (IDX_GROUND_SLOT + gl.ground_slot, m.sat_ll(gl.sat, DOWN)) if gl else None
-            out[g.idx] = GroundDefault(g.idx, g.name, via, m.cfg.grc_ipv6_prefix)
+            out[g.idx] = GroundDefault(g.idx, g.name, via, m.cfg.grc_ipv6_prefix, table)
         return out
 
     def cores_and_tunnels(self, k: int) -> tuple[dict[int, CoreRoute], dict[int, TunnelTarget]]:
@@ -734,18 +741,37 @@ def initial(st: SliceState) -> list[Op]:
     ops += [Op("prepare", "up", e) for e in sorted(st.grid)]
     ops += [Op("prepare", "bind", (s, a, idx)) for s, addrs in st.grc_addrs.items() for a, idx in addrs.items()]
     if st.mark is not None:  # the mark switch: its fixed rules and route (before the tables are filled: an IPv6
-        # rule added walks every IPv6 table of the namespace), then, at the switch, the nftables table
+        # rule added walks every IPv6 table of the namespace), the ground nodes' too, then, at the switch, the
+        # nftables table (satellites and ground nodes)
         ops += [Op("prepare", "add", r) for r in slicemark.fixed_rules(table_id, N_TABLES)]
+        ops += [Op("prepare", "add", r) for r in ground_rules(st)]
         ops.append(Op("prepare", "add", LocalOut6(slicemark.LOCAL_OUT_TABLE)))
     ops.append(Op("prepare", "fill", st.table))
+    if st.mark is not None:  # the ground side's defaults in their slice table and for unmarked lookups
+        ops += [Op("prepare", "replace", x) for x in st.ground.values()]
+        ops += [Op("prepare", "replace", unmarked(x)) for x in st.ground.values()]
     ops += [Op("switch", "add", r) for r in sorted(st.rules, key=lambda r: (-r.priority, r.family))]
     if st.mark is not None:
         ops.append(Op("switch", "set", SliceMark(st.mark, setup=True)))
-    ops += [Op("switch", "replace", x) for x in st.ground.values()]
+    else:
+        ops += [Op("switch", "replace", x) for x in st.ground.values()]
     ops += [Op("switch", "replace", x) for x in st.cores.values()]
     ops += [Op("switch", "replace", x) for x in st.tunnels.values()]
     ops += [Op("switch", "replace", x) for x in st.delays.values()]
     return ops
+
+
+def ground_rules(st: SliceState) -> list[slicemark.MarkRule]:
+    """The fixed rules of every UT and GS under the mark switch (:func:`emu.dataplane.slicemark.ground_rules`:
+    IPv6 only ``to`` the GRC /96 its defaults route)."""
+    dst6 = next((x.dst6 for x in st.ground.values()), None)
+    return slicemark.ground_rules(table_id, N_TABLES, dst6)
+
+
+def unmarked(x: GroundDefault) -> GroundDefault:
+    """A ground default as unmarked lookups see it (mark switch: ``ip route get``, a locally made packet's
+    first lookup): the same route, in :data:`emu.dataplane.slicemark.GROUND_UNMARKED_TABLE`."""
+    return GroundDefault(x.ground, x.node, x.via, x.dst6, slicemark.GROUND_UNMARKED_TABLE)
 
 
 def transition(cur: SliceState, nxt: SliceState) -> list[Op]:
@@ -753,14 +779,18 @@ def transition(cur: SliceState, nxt: SliceState) -> list[Op]:
 
     prepare (during slice k, nothing looks at it): create the links slice k+1
     starts to use, bring up the grid ISLs it gains, fill table(k+1) -- the
-    table neither slice k's nor slice k-1's rule points at.
+    table neither slice k's nor slice k-1's rule points at -- and, under the
+    mark switch, every ground node's defaults of slice k+1 in its table(k+1)
+    (written whole: it held slice k-2's).
     switch (the boundary): slice k+1's mark, where the kernel has the mark
     switch (:mod:`emu.dataplane.slicemark`: fixed rules look table(k+1) up,
-    then the retained table(k); a clock arms it ahead of time), else slice
-    k+1's rule (a smaller priority than k's: it wins); then the ground side
-    (defaults, cores, tunnels) and delays.
+    then the retained table(k), on the ground table(k+1) alone; a clock arms
+    it ahead of time), else slice k+1's rule (a smaller priority than k's:
+    it wins) and the ground defaults that changed, in main; then cores'
+    routes, tunnels and delays that changed.
     cleanup (after it): bind slice k+1's GRC addresses, (mark switch: add
-    slice k+1's IPv4 rule for unmarked lookups), delete slice k-1's rule
+    slice k+1's IPv4 rule for unmarked lookups, and point the ground nodes'
+    unmarked lookups at their new satellite), delete slice k-1's rule
     (slice k's stays: the one-slice retention), bring down ISLs slice
     k+1 lost, retire links whose retention ended, unbind addresses no
     longer bound in slice k or k+1.
@@ -773,10 +803,11 @@ def transition(cur: SliceState, nxt: SliceState) -> list[Op]:
     new_rules = sorted(nxt.rules - cur.rules, key=lambda r: (-r.priority, r.family))
     marked = nxt.mark is not None
     if marked:
+        ops += [Op("prepare", "replace", x) for x in nxt.ground.values()]
         ops.append(Op("switch", "set", SliceMark(nxt.mark)))
     else:
         ops += [Op("switch", "add", r) for r in new_rules]
-    ops += [Op("switch", "replace", x) for x in _changed(cur.ground, nxt.ground)]
+        ops += [Op("switch", "replace", x) for x in _changed(cur.ground, nxt.ground)]
     ops += [Op("switch", "replace", x) for x in _changed(cur.cores, nxt.cores)]
     ops += [Op("switch", "replace", x) for x in _changed(cur.tunnels, nxt.tunnels)]
     ops += [Op("switch", "replace", x) for x in _changed(cur.delays, nxt.delays)]
@@ -784,6 +815,8 @@ def transition(cur: SliceState, nxt: SliceState) -> list[Op]:
             if a not in cur.grc_addrs.get(s, {})]
     if marked:  # unmarked lookups only (local packets, ``ip route get``): off the boundary, new before old
         ops += [Op("cleanup", "add", r) for r in new_rules]
+        ops += [Op("cleanup", "replace", x) for x in _changed({g: unmarked(x) for g, x in cur.ground.items()},
+                                                              {g: unmarked(x) for g, x in nxt.ground.items()})]
     ops += [Op("cleanup", "del", r) for r in sorted(cur.rules - nxt.rules)]
     ops += [Op("cleanup", "down", e) for e in sorted(cur.grid - nxt.grid)]
     ops += [Op("cleanup", "retire", v) for v in sorted(cur.links - nxt.links)]

@@ -49,8 +49,15 @@ def describe(m: Model, k0: int = 0, plan: str = "", scenario: str = "") -> dict:
     main: Counter = Counter()
     for r in D.terrestrial_routes(m) + list(tcfg.routes) + list(tcfg.encap_routes):
         main[r.node] += 1
-    for g in st.ground.values():
-        main[g.node] += 1 + bool(g.dst6)
+    for g in st.ground.values():  # main, or under the mark switch slice k's table and unmarked lookups' table
+        for t in ([g.table, slicemark.GROUND_UNMARKED_TABLE] if st.mark is not None else []):
+            per_node[g.node]["tables"][str(t)] = 1 + bool(g.dst6)
+        if st.mark is not None:
+            per_node[g.node]["rules"] = [{"table": r.table, "priority": r.priority, "family": r.family,
+                                          "fwmark": "0" if r.mark is None else hex(r.mark),
+                                          **({"to": r.dst} if r.dst else {})} for r in D.ground_rules(st)]
+        else:
+            main[g.node] += 1 + bool(g.dst6)
     for c in st.cores.values():
         main[c.node] += 1 + bool(c.subnet6)
     if m.cfg.tunnel_mode == "ipip":
@@ -94,7 +101,8 @@ def describe(m: Model, k0: int = 0, plan: str = "", scenario: str = "") -> dict:
                   "grid_up": len(st.grid)},
         "satellite_tables": {"table": st.table, "rules": rules, "routes_total": n_routes,
                              "switch": ({"by": "mark", "mark": hex(st.mark), "fixed_rules": mark_rules,
-                                         "nftables": f"inet {slicemark.TABLE}: meta mark set, armed for each boundary"}
+                                         "nftables": f"inet {slicemark.TABLE}: meta mark set, armed for each boundary "
+                                                     "(satellites, UTs and GSs)"}
                                         if st.mark is not None else {"by": "rules"}),
                              "families": ["IPv4", "IPv6"], "grc_ipv6_prefix": m.cfg.grc_ipv6_prefix,
                              "routes_max": max((len(r) for r in st.routes.values()), default=0),

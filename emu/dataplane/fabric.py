@@ -21,7 +21,7 @@ from emu.dataplane.netlink import NetlinkBatch
 
 def fds_needed(namespaces: int, satellites: int = 0) -> int:
     """Open files a run may hold: three per namespace (its file, its netlink socket, a second one where links
-    are retired) and one more per satellite (the nftables socket of the slice switch)."""
+    are retired) and one more per satellite and ground node (the nftables socket of the slice switch)."""
     return 3 * namespaces + satellites + 256
 
 
@@ -80,7 +80,7 @@ class Fabric:
 
     def nft(self):
         """The nfnetlink sockets of the satellites' slice switch (:mod:`emu.dataplane.slicemark`): one per
-        namespace it is used in (only satellites), each opened on first use."""
+        namespace it is used in (satellites, UTs and GSs), each opened on first use."""
         if self._nft is None:
             from emu.dataplane.slicemark import NftSockets
 

@@ -368,14 +368,14 @@ class NetlinkBatch:
 
     # ---------------------------------------------------------------- rules (pyroute2 fibmsg)
     def rule(self, verb: str, *, table: int, priority: int, family: int = socket.AF_INET,
-             mark: int | None = None, iif: str | None = None) -> int:
+             mark: int | None = None, iif: str | None = None, dst: str | None = None) -> int:
         """An ``ip rule`` that sends lookups to ``table`` (the shadow-table switch): every lookup, or those
-        with fwmark ``mark`` (exactly) and/or from interface ``iif``."""
+        with fwmark ``mark`` (exactly) and/or from interface ``iif`` and/or to prefix ``dst``."""
         mtype = RTM_DELRULE if verb in ("del", "delete") else RTM_NEWRULE
         flags = NLM_F_CREATE | NLM_F_EXCL if verb == "add" else 0
-        return self.queue(mtype, flags, rule_body(verb, table, priority, family, mark, iif), f"rule {verb}",
+        return self.queue(mtype, flags, rule_body(verb, table, priority, family, mark, iif, dst), f"rule {verb}",
                           f"pref {priority} table {table}" + (f" fwmark {mark:#x}" if mark is not None else "")
-                          + (f" iif {iif}" if iif else ""))
+                          + (f" iif {iif}" if iif else "") + (f" to {dst}" if dst else ""))
 
     # ---------------------------------------------------------------- routes: our encoder (the hot path)
     def route(self, verb: str, dst: str | bytes, plen: int | None = None, *, oif: int | None = None,

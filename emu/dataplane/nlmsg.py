@@ -139,15 +139,20 @@ def addr_body(address: str, plen: int, index: int, scope: int, nodad: bool) -> b
 
 @functools.lru_cache(maxsize=1024)
 def rule_body(verb: str, table: int, priority: int, family: int, mark: int | None = None,
-              iif: str | None = None) -> bytes:
-    """``ip rule [iif IIF] [fwmark MARK/0xffffffff] pref PRIORITY lookup TABLE`` (a mark of 0 matches only
-    unmarked lookups: the mask is always sent, the kernel's default mask for mark 0 is 0)."""
+              iif: str | None = None, dst: str | None = None) -> bytes:
+    """``ip rule [iif IIF] [to DST] [fwmark MARK/0xffffffff] pref PRIORITY lookup TABLE`` (a mark of 0 matches
+    only unmarked lookups: the mask is always sent, the kernel's default mask for mark 0 is 0; ``dst`` a
+    prefix, ``"fd00::/96"``)."""
     attrs = [("FRA_PRIORITY", priority), ("FRA_TABLE", table)]
     if mark is not None:
         attrs += [("FRA_FWMARK", mark), ("FRA_FWMASK", 0xFFFFFFFF)]
     if iif is not None:
         attrs.append(("FRA_IIFNAME", iif))
-    return encode(fibmsg, {"family": family, "table": table if table < 256 else RT_TABLE_COMPAT,
+    dst_len = 0
+    if dst is not None:
+        addr, dst_len = split_prefix(dst, None)
+        attrs.append(("FRA_DST", socket.inet_ntop(family, addr)))
+    return encode(fibmsg, {"family": family, "dst_len": dst_len, "table": table if table < 256 else RT_TABLE_COMPAT,
                            "action": FR_ACT_TO_TBL}, attrs)
 
 

@@ -34,6 +34,22 @@ How it works, per satellite namespace (both families):
   itself) the switch writes ``meta mark set M(k)`` (:func:`switch_messages`);
 - each write is one nftables transaction: atomic for the namespace's packets.
 
+The ground side (every UT and GS, :func:`ground_rules`) is armed the same way, in the same transaction
+per namespace: its default routes of slice t (IPv4 ``0/0`` and IPv6 the GRC /96, toward the serving
+satellite or unreachable) sit in table(t) of the same rotation, filled in slice t's preparation, and its
+main table holds no default any more. Fixed rules look them up under mark M(t): in IPv4 after main
+(:data:`GROUND_PREF4`: the default never shadows a more specific main route -- the LAN, the tunnels, the
+core link), in IPv6 before main but only ``to`` the GRC /96 (:data:`GROUND_PREF6`: main may hold a ``::/0``,
+the BGP overlay's, that must not shadow the GRC space). One table per mark, no retained fallback: a
+ground table always holds its default, unicast or unreachable, and a lookup that meets an unreachable
+route ends there. Unmarked lookups on a ground node (``ip route get`` without ``mark``, the first
+lookup of a packet the node itself sends, before the output chain marks and re-routes it) go to a
+fixed table, :data:`GROUND_UNMARKED_TABLE`, which the cleanup after each boundary points at the new
+satellite (the old ground link is retained for that slice, so the unmarked answer stays usable in
+between). Packets a ground node forwards (a device's, a core's) are marked in prerouting; a tunnel's
+outer packet keeps its inner packet's mark and the tunnel's route lookup uses it (VXLAN and ipip skip
+their route cache for a marked packet), so it leaves by slice k's satellite from T on.
+
 ``net.ipv{4,6}.fwmark_reflect`` are on, so echo replies and ICMP errors carry
 the mark of the packet they answer. ``ip -6 route get`` on a satellite must
 say ``mark M`` (``leo-emu status --fib`` reads the mark in force from the
@@ -79,6 +95,9 @@ MARK_BASE = 0x1E0  # slice k's packets carry MARK_BASE + k % n_tables + 1 (never
 RULE_PREF = 1_000_000  # the fixed rules: after main (32766) and default (32767), like the IPv4 rotation's
 LOCAL_OUT_PREF = 1_900_000_000  # after every slice rule: only lookups nothing else answered
 LOCAL_OUT_TABLE = 999  # holds ``::/0 dev lo``: the socket's first lookup of a locally made packet
+GROUND_PREF4 = 1_000_000  # a ground node's IPv4 mark rules: after main, which keeps its specific routes
+GROUND_PREF6 = 31_000  # its IPv6 mark rules, ``to`` the GRC /96 only: before main (and its ``::/0``, if any)
+GROUND_UNMARKED_TABLE = 998  # a ground node's default routes for unmarked lookups (rewritten in the cleanup)
 _NLH = struct.Struct("=IHHII")
 
 
@@ -89,18 +108,21 @@ def slice_mark(k: int, n_tables: int) -> int:
 
 @dataclass(frozen=True, order=True)
 class MarkRule:
-    """A fixed rule of ``family``: lookups with ``mark`` (None: mark 0 and ``iif lo``) go to ``table`` at
-    ``priority``."""
+    """A fixed rule of ``family``: lookups with ``mark`` (None: mark 0, not marked), from ``iif`` and ``to``
+    ``dst`` if given, go to ``table`` at ``priority``; in every satellite, or (``ground``) every UT and GS."""
 
     priority: int
     table: int
     mark: int | None
     family: int
+    iif: str | None = None
+    dst: str | None = None
+    ground: bool = False
 
     def selector(self) -> dict:
         """The rule's match, as :meth:`emu.dataplane.netlink.NetlinkBatch.rule` takes it."""
         return {"family": socket.AF_INET6 if self.family == 6 else socket.AF_INET,
-                "mark": 0 if self.mark is None else self.mark, "iif": "lo" if self.mark is None else None}
+                "mark": 0 if self.mark is None else self.mark, "iif": self.iif, "dst": self.dst}
 
 
 def fixed_rules(table_of, n_tables: int) -> list[MarkRule]:
@@ -113,7 +135,22 @@ def fixed_rules(table_of, n_tables: int) -> list[MarkRule]:
             mark = slice_mark(t, n_tables)
             out.append(MarkRule(RULE_PREF + 2 * t, table_of(t), mark, family))
             out.append(MarkRule(RULE_PREF + 2 * t + 1, table_of(t - 1), mark, family))
-    out.append(MarkRule(LOCAL_OUT_PREF, LOCAL_OUT_TABLE, None, 6))
+    out.append(MarkRule(LOCAL_OUT_PREF, LOCAL_OUT_TABLE, None, 6, iif="lo"))
+    return out
+
+
+def ground_rules(table_of, n_tables: int, dst6: str | None) -> list[MarkRule]:
+    """The fixed rules of a ground node (UT, GS) under the mark switch: mark M(t) looks up table(t), which
+    holds only slice t's default routes; unmarked lookups look up :data:`GROUND_UNMARKED_TABLE`. IPv4 after
+    main (:data:`GROUND_PREF4`); IPv6 ``to`` the GRC /96 ``dst6`` only, before main (:data:`GROUND_PREF6`;
+    none without ``dst6``)."""
+    out = []
+    for family, pref, dst in ((4, GROUND_PREF4, None), (6, GROUND_PREF6, dst6)):
+        if family == 6 and dst6 is None:
+            continue
+        out += [MarkRule(pref + t, table_of(t), slice_mark(t, n_tables), family, dst=dst, ground=True)
+                for t in range(n_tables)]
+        out.append(MarkRule(pref + n_tables, GROUND_UNMARKED_TABLE, None, family, dst=dst, ground=True))
     return out
 
 

@@ -51,6 +51,20 @@ def _grc_int(addr: str) -> int:
     return int.from_bytes(socket.inet_aton(addr), "big")
 
 
+def ground_default(nl, x: D.GroundDefault) -> None:
+    """Queue a UT's or GS's default routes on its batch ``nl``, in the table ``x`` names: IPv4 ``0/0`` (via the
+    satellite's IPv6 link-local, RFC 5549) and the GRC /96 at metric 1, or both unreachable."""
+    if x.via:
+        nlroute.route4(nl, "replace", 0, 0, [nlroute.Hop(x.via[0], x.via[1])], table=x.table)
+    else:
+        nlroute.route4(nl, "replace", 0, 0, table=x.table, rtype=nlroute.RTN_UNREACHABLE)
+    if x.dst6:
+        if x.via:
+            nl.route("replace", x.dst6, oif=x.via[0], gateway=x.via[1], metric=1, table=x.table)
+        else:
+            nl.route("replace", x.dst6, type="unreachable", metric=1, table=x.table)
+
+
 class _NoCollect:
     """The cyclic garbage collector off while a phase allocates its ~10^5-10^6 message tuples and bytes:
     each generation-2 pass would walk every long-lived object of the run (values hold no cycles; reference
@@ -96,6 +110,16 @@ class SliceApplier:
     def _sat_names(self) -> list[str]:
         return [s.netns for s in self.m.satellites]
 
+    @property
+    def _ground_names(self) -> list[str]:
+        """The UTs' and GSs' namespaces this applier writes (every one; a multihost agent: its own)."""
+        return [n for n in (self.ns(g.name) for g in self.m.db.ground) if n in self.f.fd]
+
+    @property
+    def _mark_names(self) -> list[str]:
+        """Where the mark switch's nftables table lives: every satellite and ground node (slicemark)."""
+        return self._sat_names + self._ground_names
+
     # ------------------------------------------------------------------ the slice clock's four calls
     def initial(self, k0: int = 0) -> None:
         """The first slice (k0): links, addresses, tables and switches, before anything runs."""
@@ -112,10 +136,11 @@ class SliceApplier:
         """Off the critical path, during slice k-1: everything slice k needs, not yet in use. Milliseconds.
 
         ``at_ns``: the boundary's wall-clock time (``time.time_ns()``, the clock of nftables' ``meta time``).
-        Under the mark switch, once everything is in place the satellites' switch is armed for that instant
-        (:func:`slicemark.arm_messages`): the kernel moves every satellite to slice k at once, and
-        :meth:`switch` writes only the ground side. A time already past (a late preparation) switches the
-        satellites at once.
+        Under the mark switch, once everything is in place (the satellites' table k, the ground nodes' default
+        routes of slice k in theirs) the switch is armed for that instant (:func:`slicemark.arm_messages`, one
+        transaction per satellite and ground node): the kernel moves them all to slice k at once, and
+        :meth:`switch` writes only the cores' routes, tunnels and delays that change. A time already past (a
+        late preparation) switches at once.
         """
         t0 = time.perf_counter()
         with _NoCollect():
@@ -128,7 +153,7 @@ class SliceApplier:
             self._pending = {"switch": [o for o in ops if o.phase == "switch"],
                              "cleanup": [o for o in ops if o.phase == "cleanup"]}
             if at_ns is not None and self.nxt.mark is not None and self.cur.mark is not None:
-                self.f.nft().transact(self._sat_names, slicemark.arm_messages(self.cur.mark, self.nxt.mark, at_ns),
+                self.f.nft().transact(self._mark_names, slicemark.arm_messages(self.cur.mark, self.nxt.mark, at_ns),
                                       "nftables slice mark (armed)")
                 self._armed = (k, at_ns)
         # Out of the collector's sight now: with collection off, everything prepare allocated is still in the
@@ -137,8 +162,9 @@ class SliceApplier:
         return (time.perf_counter() - t0) * 1e3
 
     def switch(self, k: int) -> float:
-        """The boundary itself: the satellites' switch (nothing, when the kernel makes it at the armed time; else
-        one mark or one rule per family per satellite), then the ground side. Returns milliseconds."""
+        """The boundary itself: the slice switch (nothing, when the kernel makes it at the armed time; else one
+        mark per satellite and ground node, or one rule per family per satellite and the ground defaults), then
+        cores, tunnels and delays that change. Returns milliseconds."""
         t0 = time.perf_counter()
         self._check(k)
         with _NoCollect():
@@ -196,7 +222,7 @@ class SliceApplier:
         elif verb == "set" and isinstance(obj, D.SliceMark):
             if obj.setup or not self._armed_for(st.k):
                 msgs = slicemark.setup_messages(obj.mark) if obj.setup else slicemark.switch_messages(obj.mark)
-                self.f.nft().transact(self._sat_names, msgs, "nftables slice mark")
+                self.f.nft().transact(self._mark_names, msgs, "nftables slice mark")
         elif verb == "replace":
             self._replace(objs)
         elif verb == "bind":
@@ -289,11 +315,15 @@ class SliceApplier:
         return ops
 
     def _rules(self, rules: list[D.Rule] | list[slicemark.MarkRule], verb: str, ok) -> None:
-        """The rotation's rules, or the mark switch's fixed ones, on every satellite (each says its match)."""
+        """The rotation's rules, or the mark switch's fixed ones, on every satellite or (a ground rule) every
+        UT and GS (each says its match)."""
+        touched: set[str] = set()
         for r in rules:
-            for name in self._sat_names:
+            names = self._ground_names if getattr(r, "ground", False) else self._sat_names
+            for name in names:
                 self.f.nl[name].rule(verb, table=r.table, priority=r.priority, **r.selector())
-        self.f.flush(self._sat_names, ok=ok)
+            touched.update(names)
+        self.f.flush(touched, ok=ok)
 
     def _armed_for(self, k: int) -> bool:
         """Has the kernel switched to slice k by itself (armed by :meth:`prepare`, and the armed time reached)?
@@ -363,21 +393,14 @@ class SliceApplier:
         self._forget_routes_via(gone)
 
     def _replace(self, objs: list) -> None:
-        """Ground-side switches and delays: UT/GS defaults, core routes, UT tunnels, netem delays."""
+        """Ground-side switches and delays: UT/GS defaults (in the table each names), core routes, UT tunnels,
+        netem delays."""
         m, f = self.m, self.f
         touched = set()
         for x in objs:
             if isinstance(x, D.GroundDefault):
                 ns = self.ns(x.node)
-                if x.via:
-                    nlroute.route4(f.nl[ns], "replace", 0, 0, [nlroute.Hop(x.via[0], x.via[1])], table=254)
-                else:
-                    nlroute.route4(f.nl[ns], "replace", 0, 0, table=254, rtype=nlroute.RTN_UNREACHABLE)
-                if x.dst6:
-                    if x.via:
-                        f.nl[ns].route("replace", x.dst6, oif=x.via[0], gateway=x.via[1], metric=1)
-                    else:
-                        f.nl[ns].route("replace", x.dst6, type="unreachable", metric=1)
+                ground_default(f.nl[ns], x)
             elif isinstance(x, D.CoreRoute):
                 ns = self.ns(x.node)
                 if x.gs >= 0:

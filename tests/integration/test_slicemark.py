@@ -4,10 +4,15 @@ A router namespace holds two slices' tables: table(0) sends the test prefix to s
 both families. The switch is armed for a wall-clock instant T; a source sends a datagram every 10 ms across
 it. Every datagram before T must arrive at A, every one after T at B: the kernel moves the router to slice 1
 at T by itself, with no write at the boundary. spec: grc-based-routing §Time Slice Transition.
+
+The same for a ground node (a UT between two satellites, its default routes per slice table, the ground rules
+and the applier's own route writer): what the UT sends itself, what it forwards from its device, and what
+it tunnels (VXLAN, outer header over the GRCs) all move from satellite A to B at T.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -18,6 +23,7 @@ from emu.dataplane import desired as D
 from emu.dataplane import features, slicemark
 from emu.dataplane.build import SYSCTLS
 from emu.dataplane.netlink import NetlinkBatch
+from emu.dataplane.slices import ground_default
 
 SINK = r"""
 import socket, sys, time
@@ -123,3 +129,119 @@ def test_armed_switch_moves_packets_to_the_next_table_at_the_instant(router) -> 
         assert max(at_a) < at_ns + 1_000_000, (family, (max(at_a) - at_ns) / 1e6)
         assert min(at_b) > at_ns - 1_000_000, (family, (min(at_b) - at_ns) / 1e6)
         assert (min(at_b) - max(at_a)) < 30_000_000  # no gap beyond the 10 ms sending interval: nothing lost
+
+
+GROUND_SINK = r"""
+import socket, sys, time
+out = []
+for fam, addr in ((socket.AF_INET, "10.99.0.1"), (socket.AF_INET6, "fd99::1"), (socket.AF_INET, "192.168.50.1")):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind((addr, 5000))
+    s.setblocking(False)
+    out.append(s)
+print("ready", flush=True)
+end = time.time() + float(sys.argv[1])
+while time.time() < end:
+    for s in out:
+        try:
+            data = s.recv(64)
+        except BlockingIOError:
+            continue
+        print(data.decode(), flush=True)
+    time.sleep(0.001)
+"""
+
+GROUND_SOURCE = r"""
+import socket, sys, time
+tag = sys.argv[2]
+dsts = [(socket.AF_INET, "10.99.0.1", "4"), (socket.AF_INET6, "fd99::1", "6")]
+if tag == "dev":
+    dsts.append((socket.AF_INET, "192.168.50.1", "vx"))  # through the UT's VXLAN tunnel
+socks = [(socket.socket(fam, socket.SOCK_DGRAM), addr, f"{tag}{what}") for fam, addr, what in dsts]
+end = time.time() + float(sys.argv[1])
+while time.time() < end:
+    t = time.time_ns()
+    for s, addr, what in socks:
+        s.sendto(f"{what} {t}".encode(), (addr, 5000))
+    time.sleep(0.01)
+"""
+
+DST6 = "fd99::/96"  # the "GRC /96" of this test: the UT's IPv6 default
+VX_MAC = "02:00:00:00:50:01"
+
+
+@pytest.fixture
+def ground(make_ns):
+    """dev -- ut ==(up0)== A, ut ==(up1)== B: the UT's slice 0 default toward A, slice 1's toward B (the
+    satellites' link-locals), written by the applier's own writer; A and B both own the test addresses and
+    end the UT's VXLAN tunnel."""
+    if not features.detect().has("nft_slice_mark"):
+        pytest.skip("this kernel has no nftables mark switch")
+    dev, ut, a, b = make_ns("dev", "ut", "sa", "sb", sysctls=SYSCTLS)
+    for ns in (dev, ut, a, b):
+        ip(ns, "link set lo up")
+    subprocess.run(["ip", "-n", ut, "link", "add", "lan", "type", "veth", "peer", "lan", "netns", dev], check=True)
+    for i, sat in enumerate((a, b)):
+        subprocess.run(["ip", "-n", ut, "link", "add", f"up{i}", "type", "veth", "peer", "g0", "netns", sat],
+                       check=True)
+    ip(dev, "link set lan up", "addr add 192.168.7.2/24 dev lan", "addr add fd77::2/64 dev lan nodad",
+       "route add default via 192.168.7.1", "route add default via fd77::1")
+    ip(ut, "link set lan up", "link set up0 up", "link set up1 up", "addr add 192.168.7.1/24 dev lan",
+       "addr add fd77::1/64 dev lan nodad", "addr add fe80::2/64 dev up0 nodad", "addr add fe80::2/64 dev up1 nodad",
+       "addr add 10.200.0.2/32 dev lo", "addr add fd99::200:2/128 dev lo nodad",
+       # main may hold a ::/0 (the BGP overlay's): the GRC /96 rules come before it
+       "route add unreachable ::/0",
+       "link add vx0 type vxlan id 7 local 10.200.0.2 remote 10.99.0.1 dstport 4789",
+       "link set vx0 up", "addr add 192.168.50.2/24 dev vx0",
+       f"neigh add 192.168.50.1 lladdr {VX_MAC} dev vx0 nud permanent")
+    for sat in (a, b):
+        ip(sat, "link set g0 up", "addr add fe80::1/64 dev g0 nodad", "addr add 10.99.0.1/32 dev lo",
+           "addr add fd99::1/128 dev lo nodad", "route add 10.200.0.2/32 via inet6 fe80::2 dev g0",
+           "link add vx0 type vxlan id 7 local 10.99.0.1 remote 10.200.0.2 dstport 4789",
+           f"link set vx0 address {VX_MAC}", "link set vx0 up", "addr add 192.168.50.1/24 dev vx0")
+    nl = NetlinkBatch(ut)
+    for rule in slicemark.ground_rules(D.table_id, D.N_TABLES, DST6):
+        nl.rule("add", table=rule.table, priority=rule.priority, **rule.selector())
+    nl.send()
+    for k in (0, 1):  # slice k's default by up<k>
+        oif = json.loads(subprocess.run(["ip", "-n", ut, "-j", "link", "show", f"up{k}"], capture_output=True,
+                                        text=True, check=True).stdout)[0]["ifindex"]
+        x = D.GroundDefault(0, "ut", (oif, "fe80::1"), DST6, D.table_id(k))
+        ground_default(nl, x)
+        if k == 0:  # unmarked lookups: slice 0's (the cleanup after the boundary would move it)
+            ground_default(nl, D.unmarked(x))
+    nl.send()
+    nl.close()
+    return dev, ut, a, b
+
+
+def test_armed_ground_node_moves_its_traffic_to_the_new_satellite_at_the_instant(ground) -> None:
+    dev, ut, a, b = ground
+    nft = slicemark.NftSockets([ut])
+    try:
+        m0, m1 = slicemark.slice_mark(0, D.N_TABLES), slicemark.slice_mark(1, D.N_TABLES)
+        nft.transact([ut], slicemark.setup_messages(m0), "setup")
+        sinks = [subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", GROUND_SINK, "5"],
+                                  stdout=subprocess.PIPE, text=True) for ns in (a, b)]
+        for p in sinks:
+            assert p.stdout.readline().strip() == "ready"
+        at_ns = time.time_ns() + 1_500_000_000
+        nft.transact([ut], slicemark.arm_messages(m0, m1, at_ns), "arm")  # nothing is written after this
+        sources = [subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", GROUND_SOURCE, "3", tag])
+                   for ns, tag in ((ut, "ut"), (dev, "dev"))]
+        for p in sources:
+            assert p.wait(timeout=20) == 0
+        assert nft.marks([ut])[ut] == m1
+        got = {}
+        for name, p in zip("AB", sinks):
+            out, _ = p.communicate(timeout=10)
+            got[name] = [(w, int(t)) for w, t in (line.split() for line in out.split("\n") if line)]
+    finally:
+        nft.close()
+    for what in ("ut4", "ut6", "dev4", "dev6", "devvx"):
+        at_a = [t for w, t in got["A"] if w == what]
+        at_b = [t for w, t in got["B"] if w == what]
+        assert len(at_a) > 50 and len(at_b) > 50, (what, len(at_a), len(at_b))
+        assert max(at_a) < at_ns + 1_000_000, (what, (max(at_a) - at_ns) / 1e6)
+        assert min(at_b) > at_ns - 1_000_000, (what, (min(at_b) - at_ns) / 1e6)
+        assert (min(at_b) - max(at_a)) < 30_000_000, what  # nothing lost beyond the 10 ms sending interval

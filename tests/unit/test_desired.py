@@ -8,6 +8,7 @@ transition of a 40-slice plan on a small model of the kernel.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -142,8 +143,8 @@ def test_ground_side_follows_the_plan(model, states) -> None:
 
 # ---------------------------------------------------------------------------- replay on a model kernel
 class FakeKernel:
-    """What matters for make-before-break: links, ISLs up, tables, rules (and the IPv6 mark switch's fixed rules
-    and mark); checks every operation."""
+    """What matters for make-before-break: links, ISLs up, tables, rules (and the mark switch's fixed rules
+    and mark), and each ground node's default routes, tables and rules; checks every operation."""
 
     def __init__(self, model: Model, states):
         self.m = model
@@ -158,6 +159,44 @@ class FakeKernel:
         self.local_out: int | None = None
         self.addrs: dict[int, set[str]] = {}
         self.log: list[str] = []
+        self.ground_links: set[tuple[str, int]] = set()  # (ground node, ifindex) of dynamic links that exist
+        self.ground_rules: set[slicemark.MarkRule] = set()  # a ground node's fixed rules (mark switch)
+        self.ground_tables: dict[tuple[str, int], tuple] = {}  # (node, table) -> (via, dst6) of its defaults
+        self.phase = ""
+
+    def ground_chain(self, node: str, family: int, marked: bool = True) -> list[int]:
+        """The tables a ground node's lookup of a GRC destination (``family``) meets, in order: its fixed rules
+        whose mark matches (IPv6: ``to`` the GRC /96 only) and main (priority 32766)."""
+        mark = self.mark if marked else None
+        chain = [(r.priority, r.table) for r in self.ground_rules if r.family == family and r.mark == mark]
+        return [t for _p, t in sorted(chain + [(32766, D.RT_TABLE_MAIN)])]
+
+    def ground_lookup(self, node: str, family: int, marked: bool = True) -> tuple[int, object] | None:
+        """(table, via) of the default route a ground node's lookup finds first (via None: unreachable);
+        None: no route at all."""
+        for t in self.ground_chain(node, family, marked):
+            hit = self.ground_tables.get((node, t))
+            if hit is not None and (family == 4 or hit[1] is not None):
+                return t, hit[0]
+        return None
+
+    def ground_view(self) -> dict:
+        return {g.name: tuple(self.ground_lookup(g.name, f, mk) for f in (4, 6) for mk in (True, False))
+                for g in self.m.db.ground}
+
+    def check_ground(self, k: int, marked: bool = True) -> None:
+        """Every UT and GS reaches the satellite serving it in slice k (the plan's ground link, which exists),
+        or has no route (unreachable), in both families."""
+        at = self.m.ground_link_at(k)
+        for g in self.m.db.ground:
+            gl = at.get(g.idx)
+            want = (D.IDX_GROUND_SLOT + gl.ground_slot, self.m.sat_ll(gl.sat, DOWN)) if gl else None
+            for family in (4, 6):
+                got = self.ground_lookup(g.name, family, marked)
+                assert got is not None, f"slice {k}: {g.name} has no IPv{family} default"
+                assert got[1] == want, f"slice {k}: {g.name} IPv{family} (marked {marked}) via {got[1]}, not {want}"
+            if want is not None:
+                assert (g.name, want[0]) in self.ground_links, f"slice {k}: {g.name}'s link {want[0]} missing"
 
     def lookup(self, family: int, marked: bool = True) -> list[int]:
         """The tables a forwarded packet of ``family`` (``marked``: else an unmarked local lookup) meets, in
@@ -178,15 +217,27 @@ class FakeKernel:
 
     def apply(self, op: D.Op, st: D.SliceState) -> None:
         o = op.obj
+        self.phase = op.phase
         if op.verb == "create":
             for node, idx in ((o.node_a, o.index_a), (o.node_b, o.index_b)):
                 if node in self.sat_of:
                     assert (self.sat_of[node], idx) not in self.links, f"{op}: slot still taken"
                     self.links.add((self.sat_of[node], idx))
+                else:
+                    self.ground_links.add((node, idx))
         elif op.verb == "retire":
             for node, idx in ((o.node_a, o.index_a), (o.node_b, o.index_b)):
                 if node in self.sat_of:
                     self.links.discard((self.sat_of[node], idx))
+                else:
+                    self.ground_links.discard((node, idx))
+        elif op.verb == "replace" and isinstance(o, D.GroundDefault):
+            if op.phase == "prepare" and self.mark is not None:  # (the first slice: nothing runs yet)
+                reached = {t for f in (4, 6) for mk in (True, False) for t in self.ground_chain(o.node, f, mk)}
+                assert o.table not in reached, f"{o.node}: table {o.table} written while a lookup reaches it"
+            if op.phase == "switch":
+                assert o.table == D.RT_TABLE_MAIN and self.mark is None, "only rules write the ground at the boundary"
+            self.ground_tables[(o.node, o.table)] = (o.via, o.dst6)
         elif op.verb == "up":
             self.grid.add(o)
         elif op.verb == "down":
@@ -197,7 +248,13 @@ class FakeKernel:
             self.tables[o] = {s: dict(r) for s, r in st.routes.items()}
         elif op.verb == "add" and isinstance(o, slicemark.MarkRule):
             assert self.mark is None, "fixed rules are made before the first mark"
-            self.mark_rules.add(o)
+            if o.ground:
+                assert (o.dst is None) == (o.family == 4), "a ground IPv6 rule is for the GRC /96 only"
+                assert o.dst is None or o.dst == next(iter(st.ground.values())).dst6
+                assert (o.priority > 32766) == (o.family == 4)  # IPv4 after main; IPv6 (to the /96) before it
+                self.ground_rules.add(o)
+            else:
+                self.mark_rules.add(o)
         elif op.verb == "add" and isinstance(o, D.LocalOut6):
             self.local_out = o.table
         elif op.verb == "add":
@@ -254,18 +311,26 @@ def test_replaying_transitions_keeps_make_before_break(switch_states) -> None:
     if marked:  # the retained table of the first slice is empty: nothing found there
         assert D.table_id(-1) not in kern.tables
         assert kern.local_out == slicemark.LOCAL_OUT_TABLE
+    kern.check_ground(0)
+    kern.check_ground(0, marked=False)
+    main = {kern.ground_lookup(g.name, f)[0] for g in model.db.ground for f in (4, 6)}
+    assert main == ({D.table_id(0)} if marked else {D.RT_TABLE_MAIN})  # marked: main holds no default
     for k in range(1, model.n_slices):
         cur, nxt = states[k - 1], states[k]
         ops = D.transition(cur, nxt)
         phases = [o.phase for o in ops]
         assert phases == sorted(phases, key=["prepare", "switch", "cleanup"].index)  # never interleaved
-        before = (kern.lookup(4), kern.lookup(6))
+        before = (kern.lookup(4), kern.lookup(6), kern.ground_view())
         for i, op in enumerate(ops):
             kern.apply(op, nxt)
-            if op.phase == "prepare":
-                assert (kern.lookup(4), kern.lookup(6)) == before  # nothing looks at what is being prepared
+            if op.phase == "prepare":  # nothing looks at what is being prepared, on a satellite or the ground
+                assert (kern.lookup(4), kern.lookup(6), kern.ground_view()) == before
             if i + 1 == len(ops) or ops[i + 1].verb != op.verb:  # the applier pushes one kind at a time
                 kern.check_routes_usable(only_winner=op.verb == "down")
+            if op.phase == "switch" and (i + 1 == len(ops) or ops[i + 1].phase != "switch"):
+                kern.check_ground(k)  # from the boundary on: every ground node by its new satellite
+        kern.check_ground(k)
+        kern.check_ground(k, marked=False)  # after the cleanup, unmarked lookups (ip route get) too
         # after the boundary, in both families: slice k's table wins, k-1's is the fallback, and nothing else
         assert kern.lookup(4) == kern.lookup(6) == [D.table_id(k), D.table_id(k - 1)]
         assert kern.rules == {D.Rule(D.table_id(kk), D.rule_pref(kk), f, marked) for kk in (k, k - 1)
@@ -344,15 +409,56 @@ def test_transition_refuses_non_consecutive_slices(states) -> None:
 
 
 def test_unchanged_ground_side_sends_nothing(states) -> None:
+    """Nothing at the boundary but the mark: the ground defaults of the next slice go into its table in the
+    preparation (whole: that table held an older slice's), and unmarked lookups' table is left alone."""
     st = states[5]
     assert st.mark is not None  # the default: the mark switch (dry runs and pure tests assume the kernel has it)
+    nxt_ground = {g: dataclasses.replace(x, table=D.table_id(st.k + 1)) for g, x in st.ground.items()}
     same = D.SliceState(**{**st.__dict__, "k": st.k + 1, "table": D.table_id(st.k + 1),
                            "rules": frozenset({D.Rule(D.table_id(st.k + 1), D.rule_pref(st.k + 1), 4, True),
                                                D.Rule(D.table_id(st.k), D.rule_pref(st.k), 4, True)}),
-                           "mark": slicemark.slice_mark(st.k + 1, D.N_TABLES)})
+                           "ground": nxt_ground, "mark": slicemark.slice_mark(st.k + 1, D.N_TABLES)})
     ops = D.transition(st, same)
-    assert [(o.phase, o.verb) for o in ops] == [("prepare", "fill"), ("switch", "set"), ("cleanup", "add"),
-                                                ("cleanup", "del")]
+    assert [(o.phase, o.verb) for o in ops] == ([("prepare", "fill")] + [("prepare", "replace")] * len(st.ground)
+                                                + [("switch", "set"), ("cleanup", "add"), ("cleanup", "del")])
+    assert {o.obj for o in ops if o.verb == "replace"} == set(nxt_ground.values())
+
+
+def test_ground_defaults_rotate_through_the_slice_tables_under_the_mark(switch_states) -> None:
+    """Mark switch: slice k's ground defaults are in table(k), main holds none; unmarked lookups' table follows
+    in the cleanup, only where the serving satellite changed. Rules: main, replaced at the boundary."""
+    model, states = switch_states
+    marked = model.cfg.slice_switch == "mark"
+    changes = 0
+    for k in range(1, model.n_slices):
+        ops = D.transition(states[k - 1], states[k])
+        ground = [o for o in ops if isinstance(o.obj, D.GroundDefault)]
+        moved = {g for g, x in states[k].ground.items() if x.via != states[k - 1].ground[g].via}
+        changes += len(moved)
+        if marked:
+            assert {x.table for x in states[k].ground.values()} == {D.table_id(k)}
+            assert [o.obj for o in ground if o.phase == "prepare"] == list(states[k].ground.values())
+            assert not [o for o in ground if o.phase == "switch"]
+            assert {o.obj.ground for o in ground if o.phase == "cleanup"} == moved
+            assert {o.obj.table for o in ground if o.phase == "cleanup"} <= {slicemark.GROUND_UNMARKED_TABLE}
+        else:
+            assert {o.phase for o in ground} <= {"switch"} and {o.obj.ground for o in ground} == moved
+            assert {o.obj.table for o in ground} <= {D.RT_TABLE_MAIN}
+    assert changes > 0  # the plan moves some ground node to another satellite
+
+
+def test_ground_rules_keep_main_in_front_and_the_ipv6_rules_to_the_grc_space() -> None:
+    rules = slicemark.ground_rules(D.table_id, D.N_TABLES, "fd00:6772:6300::/96")
+    for family in (4, 6):
+        mine = sorted(r for r in rules if r.family == family)
+        assert all(r.ground and r.iif is None for r in mine)
+        want = [(slicemark.slice_mark(t, D.N_TABLES), D.table_id(t)) for t in range(D.N_TABLES)]
+        assert [(r.mark, r.table) for r in mine] == want + [(None, slicemark.GROUND_UNMARKED_TABLE)]
+        if family == 4:  # a default: after main, never in front of its specific routes
+            assert min(r.priority for r in mine) > 32766 and {r.dst for r in mine} == {None}
+        else:  # before main (which may hold a ::/0, the BGP overlay's), but only to the GRC space
+            assert max(r.priority for r in mine) < 32766 and {r.dst for r in mine} == {"fd00:6772:6300::/96"}
+    assert {r.family for r in slicemark.ground_rules(D.table_id, D.N_TABLES, None)} == {4}
 
 
 def test_fixed_links_are_named_by_direction(model) -> None:

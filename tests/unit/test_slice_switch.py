@@ -1,8 +1,10 @@
 """The applier's slice switch by mark (emu.dataplane.slices + slicemark), over a fabric that encodes and drops,
-recording the nftables transactions (no root): the first slice makes the nftables table, a preparation given the boundary's time arms the
-switch and the switch then writes nothing to the satellites, a preparation without a time (or a wall clock
-stepped back after arming) makes the switch write the mark itself, and a kernel without the mark switch never
-gets an nftables message. The kernel side, with real packets: tests/integration/test_slicemark.py."""
+recording the nftables transactions (no root): the first slice makes the nftables table (satellites and ground
+nodes), a preparation given the boundary's time arms the switch and the switch then writes nothing to the
+satellites nor to the ground nodes' defaults, a preparation without a time (or a wall clock stepped back after
+arming) makes the switch write the mark itself, and a kernel without the mark switch never gets an nftables
+message and replaces the ground defaults at the boundary. The kernel side, with real packets:
+tests/integration/test_slicemark.py."""
 
 from __future__ import annotations
 
@@ -41,15 +43,31 @@ def M(k: int) -> int:
     return slicemark.slice_mark(k, D.N_TABLES)
 
 
+class Counted:
+    """Counts the messages each kind of operation of the applier queued, by phase."""
+
+    def __init__(self, a: SliceApplier, f: DropFabric):
+        self.sent: dict[tuple[str, str], int] = {}
+        orig = a._push
+
+        def push(ops, st):
+            n0 = f.msgs
+            orig(ops, st)
+            key = (ops[0].phase, type(ops[0].obj).__name__)
+            self.sent[key] = self.sent.get(key, 0) + f.msgs - n0
+        a._push = push
+
+
 def test_armed_preparation_leaves_the_boundary_to_the_kernel(plan) -> None:
     a, f = applier(plan, "mark")
-    sats = tuple(s.netns for s in a.m.satellites)
+    sats = tuple(s.netns for s in a.m.satellites) + tuple(a.m.by_name[g.name].netns for g in a.m.db.ground)
     a.initial(0)
     assert f.nft_log == [(sats, slicemark.setup_messages(M(0)), "nftables slice mark")]
     f.nft_log.clear()
     at = time.time_ns() + 1_000_000  # 1 ms ahead: the switch is called at the boundary, within the slack
     a.prepare(1, at_ns=at)
     assert f.nft_log == [(sats, slicemark.arm_messages(M(0), M(1), at), "nftables slice mark (armed)")]
+    assert not [o for o in a._pending["switch"] if isinstance(o.obj, D.GroundDefault)]
     a.switch(1)
     a.cleanup(1)
     assert len(f.nft_log) == 1  # nothing written at the boundary: the kernel switched at `at`
@@ -78,6 +96,30 @@ def test_without_the_mark_switch_no_nftables_message_is_sent(plan) -> None:
         a.cleanup(k)
     assert f.nft_log == []
     assert a.cur.mark is None and {r.family for r in a.cur.rules} == {4, 6}
+
+
+@pytest.mark.parametrize("how", ["mark", "rules"])
+def test_ground_defaults_are_written_in_the_preparation_under_the_mark(plan, how) -> None:
+    """Mark: every ground node's two default routes (IPv4, IPv6 GRC /96) into slice k's table while preparing,
+    none at the boundary, and unmarked lookups' table after it where the satellite changed. Rules: at the
+    boundary, in main, where the satellite changed."""
+    a, f = applier(plan, how)
+    a.initial(0)
+    c = Counted(a, f)
+    n_ground, moved = len(a.m.db.ground), 0
+    for k in range(1, 6):
+        a.prepare(k, at_ns=time.time_ns())
+        a.switch(k)
+        a.cleanup(k)
+        moved += sum(1 for g, x in a.cur.ground.items() if x.via != a.desired.state(k - 1).ground[g].via)
+    assert moved > 0
+    if how == "mark":
+        assert c.sent[("prepare", "GroundDefault")] == 5 * 2 * n_ground
+        assert ("switch", "GroundDefault") not in c.sent
+        assert c.sent[("cleanup", "GroundDefault")] == 2 * moved
+    else:
+        assert c.sent[("switch", "GroundDefault")] == 2 * moved
+        assert ("prepare", "GroundDefault") not in c.sent and ("cleanup", "GroundDefault") not in c.sent
 
 
 class _Recording(DropFabric):

@@ -97,3 +97,16 @@ def test_fixed_rule_bodies_match_exactly_the_mark_or_unmarked_local_lookups() ->
     assert (r.get_attr("FRA_FWMARK"), r.get_attr("FRA_FWMASK"), r.get_attr("FRA_IIFNAME")) == (0, 0xFFFFFFFF, "lo")
     plain = decode(fibmsg, rule_body("add", 1001, 5, socket.AF_INET))
     assert plain.get_attr("FRA_FWMARK") is None and plain.get_attr("FRA_IIFNAME") is None
+
+
+def test_ground_rule_bodies_carry_the_grc_prefix_as_the_destination() -> None:
+    """A ground node's IPv6 rules match only the GRC /96 (``to``), and its unmarked rules no interface."""
+    v6 = [r for r in S.ground_rules(lambda k: 1000 + k % 3, 3, "fd00:6772:6300::/96") if r.family == 6]
+    assert len(v6) == 4
+    for rule in v6:
+        r = decode(fibmsg, rule_body("add", rule.table, rule.priority, socket.AF_INET6, **{
+            k: v for k, v in rule.selector().items() if k != "family"}))
+        assert (r["dst_len"], r.get_attr("FRA_DST"), r.get_attr("FRA_IIFNAME")) == (96, "fd00:6772:6300::", None)
+        assert r.get_attr("FRA_FWMARK") == (rule.mark or 0) and r.get_attr("FRA_FWMASK") == 0xFFFFFFFF
+    v4 = decode(fibmsg, rule_body("add", 1000, S.GROUND_PREF4, socket.AF_INET, 0x1E1))
+    assert v4["dst_len"] == 0 and v4.get_attr("FRA_DST") is None
