@@ -32,6 +32,15 @@ FIGURES = {
              ("verify_over_plan", "verify/plan"), ("cpu.plan_over_snapshot", "CPU plan/snapshots"),
              ("cpu.satdest_time_ratio", "CPU sat. dest. time ratio"), ("cpu.verify_over_plan", "CPU verify/plan"),
              ("peak_rss_mb", "RSS MB"), ("peak_rss_worker_mb", "worker RSS MB"), ("slices", "slices")],
+    "up": [("namespaces", "namespaces"), ("build_s", "build s"), ("baseline_build_s", "bare build s"),
+           ("build_ratio", "build ratio"), ("apply_p50_ms", "apply p50 ms"), ("apply_p99_ms", "apply p99 ms"),
+           ("prep_p50_ms", "prep p50 ms"), ("cleanup_p50_ms", "cleanup p50 ms"),
+           ("replay_speed_max", "replay speed max"), ("kernel_mem_mb", "kernel MB"), ("teardown_s", "teardown s")],
+    "forwarding": [("ratio", "ratio (vs bare chain)"), ("ratio_vs_plain_modelled", "vs chain with tunnel + NAT"),
+                   ("plain_modelled_ratio", "tunnel + NAT alone"), ("plain_tunnel_ratio", "tunnel alone"),
+                   ("plain_nat_ratio", "NAT alone"), ("emulated_gbps", "emulated Gbit/s"),
+                   ("plain_gbps", "bare chain Gbit/s"), ("emulated_cpu_s_per_gb", "CPU s/GB emulated"),
+                   ("plain_modelled_cpu_s_per_gb", "CPU s/GB tunnel + NAT chain")],
 }
 _FIGURE_HINTS = ("_s", "ratio", "_over_", "p99", "rss_mb", "per_s", "gbit", "mbit")
 
