@@ -8,7 +8,7 @@ APT_PACKAGES := iproute2 iputils-ping iperf3 tcpdump nftables ethtool procps bir
 APT_PACKAGES += python-cartopy-data chromium
 OUT := out
 
-.PHONY: install install-apt install-py install-mininet demo test test-unit test-integration test-kernel bench clean
+.PHONY: install install-apt install-py install-mininet demo test test-unit test-integration test-kernel bench bench-phase1 clean
 
 install: install-apt install-py install-mininet
 
@@ -63,6 +63,12 @@ bench: install
 	-$(PYTHON) scripts/bench_netlink.py --nodes 1600 > $(BENCH)/netlink.json
 	-$(PYTHON) scripts/bench_bgp_scale.py --format json > $(BENCH)/bgp_scale.json
 	-$(PYTHON) scripts/bench_vs_mininet.py topologies/default.yaml > $(BENCH)/vs_mininet.json
+	$(PYTHON) scripts/bench_report.py $(BENCH)/*.json -o $(OUT)/bench.json --readme README.md
+
+# Starlink Phase I (4,560 namespaces, ~5 min quiet): its JSON joins the table above
+bench-phase1: install
+	@mkdir -p $(BENCH)
+	-$(PYTHON) scripts/bench_phase1.py --slices 10 --speed 1 > $(BENCH)/phase1.json
 	$(PYTHON) scripts/bench_report.py $(BENCH)/*.json -o $(OUT)/bench.json --readme README.md
 
 clean:
