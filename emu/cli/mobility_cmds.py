@@ -65,8 +65,12 @@ def experiment() -> None:
               help="Route database to check node names, times and slices against (default: structure only).")
 @format_option
 def experiment_check(experiment_file: str, plan_db: str | None, fmt: str) -> None:
-    """Validate EXPERIMENT_FILE: unknown keys, events or nodes are one error line, exit 2; nothing is started."""
+    """Validate EXPERIMENT_FILE: unknown keys, events or nodes are one error line, exit 2; nothing is started.
+    Refuses everything ``experiment run`` refuses (what the runner supports, the scenario file it names)."""
+    from pathlib import Path
+
     from emu.errors import InputError, PlanError
+    from emu.experiment.runner import scenario_path, supported
     from emu.experiment.spec import NodeCatalog, load_experiment
     from emu.plan.db import PlanDB
 
@@ -79,6 +83,8 @@ def experiment_check(experiment_file: str, plan_db: str | None, fmt: str) -> Non
         except PlanError as exc:
             raise InputError(f"--plan: {exc}") from None
     exp = load_experiment(experiment_file, nodes)
+    supported(exp, nodes)
+    scenario_path(Path(experiment_file), exp)
     summary = {"experiment": exp.name, "valid": True, "checked_against_plan": plan_db is not None,
                "procedure": exp.procedure, "association": exp.association, "repeats": exp.repeats,
                "duration_s": exp.duration_s, "probes": len(exp.traffic), "events": len(exp.events),

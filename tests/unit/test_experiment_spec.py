@@ -127,3 +127,34 @@ def test_cli_check_json_and_bad_plan(default_db, tmp_path) -> None:
     assert d["valid"] and d["checked_against_plan"] and d["events"] == 3
     res = CliRunner().invoke(cli, ["experiment", "check", str(path), "--plan", str(tmp_path / "none.db")])
     assert res.exit_code == 2 and res.output.startswith("leo-emu: error: --plan: plan: no such file")
+
+
+_OK = ("name: x\nscenario: {scen}\nduration_s: 5\ntraffic:\n"
+       "  - {{probe: udp, src: dev1, dst: inet, interval_ms: {iv}}}\n{more}")
+
+
+@pytest.mark.parametrize("scen, iv, more, field, value", [
+    (None, 10, "", "scenario", "None"),
+    ("no-such.yaml", 10, "", "scenario", "no-such.yaml"),
+    ("{default}", 0.5, "", "traffic.0.interval_ms", "0.5"),
+    ("{default}", 10, "  - {probe: ping, src: dev1, dst: inet, interval_ms: 10}\n", "traffic.1.src", "dev1"),
+])
+def test_check_refuses_what_the_runner_refuses(tmp_path, default_db, scen, iv, more, field, value) -> None:
+    """`experiment check` (with or without a plan) refuses, with the same one line, what `experiment run` would
+    refuse before starting anything: no scenario, a scenario file that is not there, probes faster than the
+    runner sends, two streams from one device."""
+    default = str(ROOT / "topologies" / "default.yaml")
+    text = _OK.format(scen=(scen or "").format(default=default), iv=iv, more=more)
+    if scen is None:
+        text = text.replace("scenario: \n", "")
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    for extra in ([], ["--plan", str(default_db)]):
+        res = CliRunner().invoke(cli, ["experiment", "check", str(path), *extra])
+        assert res.exit_code == 2, res.output
+        assert res.output.count("\\n") == 0 and res.output.count("\n") == 1
+        assert res.output.startswith(f"leo-emu: error: {field}: "), res.output
+        assert value in res.output
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(_OK.format(scen=default, iv=10, more=""))
+    assert CliRunner().invoke(cli, ["experiment", "check", str(ok)]).exit_code == 0
