@@ -124,7 +124,8 @@ class PlainChain:
                 (a, "addr add 10.200.0.1/30 dev vx"), (z, "addr add 10.200.0.2/30 dev vx"),
                 (a, f"route replace 10.99.{len(names) - 2}.0/30 via 10.200.0.2 dev vx"),
                 (z, "route replace 10.99.0.0/30 via 10.200.0.1 dev vx"),
-                (a, "route replace 10.99.2.0/30 via 10.99.1.2 dev r"), (z, "route replace 10.99.1.0/30 via 10.99.2.1 dev l")]
+                (a, "route replace 10.99.2.0/30 via 10.99.1.2 dev r"),
+                (z, "route replace 10.99.1.0/30 via 10.99.2.1 dev l")]
         for ns, cmd in cmds:
             p = run_in(ns, ["ip", *cmd.split()])
             if p.returncode != 0:

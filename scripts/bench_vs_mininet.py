@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -58,6 +59,9 @@ def leo(env: dict, *args: str) -> tuple[float, subprocess.CompletedProcess]:
 
 
 # ============================================================================ reading a live run back
+_NHID = re.compile(r"\bnhid \d+ ")
+
+
 def _route_lines(netns: str, family: str) -> list[str]:
     """``ip route show table all`` as ``route add`` lines; multipath continuation lines joined."""
     txt = run_in(netns, ["ip", family, "route", "show", "table", "all"], timeout_s=60).stdout
@@ -72,7 +76,9 @@ def _route_lines(netns: str, family: str) -> list[str]:
         if " proto kernel" in r or " table local" in r or r.startswith(("local ", "broadcast ", "multicast ",
                                                                        "anycast ", "ff00::/8", "fe80::/64")):
             continue
-        keep.append("route add " + r)  # a batch line takes no -6: ip infers the family from the prefix
+        # the satellites' routes name nexthop objects (emu.dataplane.nexthops); `ip route` prints their hops
+        # too (compat mode), which is what the replica gets: a route may not give both
+        keep.append("route add " + _NHID.sub("", r))  # a batch line takes no -6: ip infers the family
     return keep
 
 

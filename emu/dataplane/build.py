@@ -64,7 +64,7 @@ class Builder:
             netns.create_many(names[i:i + chunk], SYSCTLS)
             self.progress("namespaces", min(i + chunk, len(names)), len(names))
         # one nftables socket more per satellite and ground node (the slice switch's: slicemark)
-        self.fabric = Fabric(names, satellites=len(self.m.satellites) + len(self.m.db.ground))
+        self.fabric = Fabric(names, switched=len(self.m.satellites) + len(self.m.db.ground))
 
     # ------------------------------------------------------------------ satellites
     def satellite_links(self, k0: int = 0) -> None:

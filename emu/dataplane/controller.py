@@ -144,15 +144,16 @@ class Controller:
         return build_s
 
     def _host_limits(self) -> None:
-        """The open-file limit (fabric.fds_needed: three fds per namespace, four per satellite), and the machine-wide
-        neighbour-table limits for this run's link ends (emu.dataplane.hostlimits; `down` restores them when the
-        last run goes; where /proc/sys cannot be written: a degradation)."""
+        """The open-file limit (fabric.fds_needed: three fds per namespace, four per satellite or ground node),
+        and the machine-wide neighbour-table limits for this run's link ends (emu.dataplane.hostlimits; `down`
+        restores them when the last run goes; where /proc/sys cannot be written: a degradation)."""
         from emu.dataplane import hostlimits
         from emu.dataplane.desired import terrestrial_veths
         from emu.dataplane.fabric import fds_needed, raise_fd_limit
 
         m = self.model
-        raise_fd_limit(fds_needed(len(m.nodes), len(m.satellites)))  # before any namespace exists: refused early
+        raise_fd_limit(fds_needed(len(m.nodes), len(m.satellites) + len(m.db.ground)))  # before any namespace
+        # exists: refused early (the same count as the Builder's Fabric)
         dynamic = len(m.shell_link_at(self.k0)) + len(m.ground_links_at(self.k0))
         need = 2 * (len(m.grid_links) + len(terrestrial_veths(m)) + 2 * dynamic)  # ends; dynamic ones overlap
         try:

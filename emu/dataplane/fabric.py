@@ -19,16 +19,17 @@ from emu.dataplane import netns
 from emu.dataplane.netlink import NetlinkBatch
 
 
-def fds_needed(namespaces: int, satellites: int = 0) -> int:
+def fds_needed(namespaces: int, switched: int = 0) -> int:
     """Open files a run may hold: three per namespace (its file, its netlink socket, a second one where links
-    are retired) and one more per satellite and ground node (the nftables socket of the slice switch)."""
-    return 3 * namespaces + satellites + 256
+    are retired) and one more per namespace the slice switch writes (``switched``: satellites and ground
+    nodes, the nftables socket of :mod:`emu.dataplane.slicemark`)."""
+    return 3 * namespaces + switched + 256
 
 
 def raise_fd_limit(need: int) -> None:
-    """Up to four fds per namespace (its file, its netlink socket, a second one where links are retired, the
-    satellites' nftables socket): lift the soft limit, and the hard one too when it is below ``need`` (root
-    may, up to fs.nr_open; where it may not, a hard limit of 20,000 stops a run at ~4,900 namespaces)."""
+    """Up to four fds per namespace (:func:`fds_needed`): lift the soft limit, and the hard one too when it is
+    below ``need`` (root may, up to fs.nr_open; where it may not, a hard limit of 20,000 stops a run at ~4,900
+    namespaces)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= need:
         return
@@ -40,14 +41,16 @@ def raise_fd_limit(need: int) -> None:
             from emu.errors import DataplaneError
 
             raise DataplaneError("raise RLIMIT_NOFILE", None, getattr(exc, "errno", None),
-                                 f"{need} open files needed (three per namespace, four per satellite), hard limit {hard}") from exc
+                                 f"{need} open files needed (three per namespace, four per satellite or ground node), "
+                                 f"hard limit {hard}") from exc
     resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
 class Fabric:
-    def __init__(self, names: Iterable[str], satellites: int | None = None):
+    def __init__(self, names: Iterable[str], switched: int | None = None):
+        """``switched``: how many of ``names`` the slice switch writes (default all; :func:`fds_needed`)."""
         self.names = list(names)
-        raise_fd_limit(fds_needed(len(self.names), len(self.names) if satellites is None else satellites))
+        raise_fd_limit(fds_needed(len(self.names), len(self.names) if switched is None else switched))
         self.fd: dict[str, int] = {}
         self.nl: dict[str, NetlinkBatch] = {}
         self._aux: dict[str, NetlinkBatch] = {}

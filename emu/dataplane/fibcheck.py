@@ -192,7 +192,7 @@ def check_run(view, attempts: int = 3, sat_sample: int = 7) -> dict:
     info = view.info
     m = Model.from_plan(view.db, info["prefix"], info["n_slices"])  # run.json: the run's last slice + 1
     d = Desired(m, info["start_slice"])
-    fabric = Fabric([s.netns for s in m.satellites], satellites=len(m.satellites))
+    fabric = Fabric([s.netns for s in m.satellites], switched=len(m.satellites))
     try:
         for _ in range(attempts):
             k = view.current_slice()

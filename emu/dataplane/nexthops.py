@@ -14,24 +14,33 @@ weights). What the kernel is asked is the same; how it is asked changes:
   group per multipath set with the plan's weights -- and each route says
   only ``RTA_NH_ID``. IPv4 routes use the IPv6 next hops directly (RFC 5549,
   as before). Measured here (``/tmp`` script, 300-600 namespaces, 150 routes
-  per family each, a third multipath): filling a table took 0.29 s against
-  0.12 s, replacing every route 0.33 s against 0.11 s, and the per-CPU
-  memory the plain routes took (4-6.5 MB) was not taken at all.
+  per family each, a third multipath): filling a table took 0.29 s with the
+  hops in every route and 0.12 s with objects, replacing every route 0.33 s
+  and 0.11 s, and the per-CPU memory the plain routes took (4-6.5 MB) was
+  not taken at all.
 
 Dumps (``ip route``, :mod:`emu.dataplane.fibcheck`) still show every route's
 paths: the kernel's ``nexthop_compat_mode`` (default on) expands them.
 
 The kernel's own rules this module has to follow:
 
-- a nexthop object dies with its interface (down or deleted), taking the
-  routes that name it; a group only loses that member and keeps its routes.
+- a nexthop object dies with its interface (down, deleted, or without
+  carrier: the veth's peer end set down), taking the routes that name it
+  (a plain route stayed, marked ``linkdown``); a group only loses that
+  member and keeps its routes. The applier's own downs and deletes are
+  followed (:meth:`NexthopTable.forget`); one behind its back shows as
+  EINVAL on the next fill naming the object, and that satellite's objects
+  and routes are written again (``SliceApplier._fill``);
   So when interfaces go (:meth:`NexthopTable.forget`), every object through
   them is forgotten here -- the next route that needs the set gets a new
   one -- and each group that shrank is deleted only after every table was
   refilled once (:data:`GRACE_SLICES`): no route names it any more then, and
   the routes that did keep their surviving paths until their table's refill,
   as multipath routes did before;
-- ids are never reused within a run (a fresh counter per namespace).
+- ids are never reused within a run (a fresh counter per namespace; objects
+  are created with NLM_F_EXCL, so a clash fails instead of moving routes);
+- a group may not list one object twice: the plan's directions map to
+  distinct interfaces, so a set never repeats a (interface, neighbour).
 """
 
 from __future__ import annotations
@@ -41,23 +50,16 @@ import struct
 from collections.abc import Iterable, Sequence
 
 from emu.dataplane.netlink import NetlinkBatch
-from emu.dataplane.rtpack import RTA, _RTA_U32
+from emu.dataplane.nlmsg import RTPROT_STATIC
+from emu.dataplane.rtpack import _RTA_U32, _attr, clamp_weight
 
 RTM_NEWNEXTHOP, RTM_DELNEXTHOP = 104, 105  # linux/rtnetlink.h (pyroute2 0.9 has no nexthop messages)
 RTA_NH_ID = 30                             # linux/rtnetlink.h: a route naming a nexthop object
 NHA_ID, NHA_GROUP, NHA_OIF, NHA_GATEWAY = 1, 2, 5, 6   # linux/nexthop.h
 NHMSG = struct.Struct("=BBBBI")            # struct nhmsg: family, scope, protocol, resvd, flags
 NH_GRP = struct.Struct("=IBBH")            # struct nexthop_grp: id, weight - 1, weight_high, resvd
-RTPROT_STATIC = 4
-_CREATE_REPLACE = 0x400 | 0x100            # NLM_F_CREATE | NLM_F_REPLACE
+_CREATE_EXCL = 0x400 | 0x200               # NLM_F_CREATE | NLM_F_EXCL: ids are never reused, a clash is a bug
 GRACE_SLICES = 3                           # the rotation's tables (desired.N_TABLES): all refilled once by then
-
-Hop = tuple[int, str, int]                 # (oif, IPv6 link-local neighbour, weight): nlroute.Hop's fields
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    n = 4 + len(payload)
-    return RTA.pack(n, kind) + payload + b"\0" * (-n & 3)
 
 
 def single_body(nhid: int, oif: int, gateway6: str) -> bytes:
@@ -82,10 +84,6 @@ def del_body(nhid: int) -> bytes:
 def nh_attr(nhid: int) -> bytes:
     """A route's RTA_NH_ID attribute."""
     return _RTA_U32.pack(8, RTA_NH_ID, nhid)
-
-
-def _weight(w: int) -> int:
-    return max(1, min(256, w))  # the kernel's range, clamped as the plain multipath routes' weights are
 
 
 class NexthopTable:
@@ -117,12 +115,12 @@ class NexthopTable:
         if len(hops) == 1:
             i = self._single_id(hops[0][0], hops[0][1], batch)
         else:
-            key = tuple((h[0], h[1], _weight(h[2])) for h in hops)
+            key = tuple((h[0], h[1], clamp_weight(h[2])) for h in hops)
             i = self._group.get(key)
             if i is None:
                 members = [(self._single_id(o, v, batch), w) for o, v, w in key]
                 i = self._group[key] = self._new(o for o, _v, _w in key)
-                batch.queue(RTM_NEWNEXTHOP, _CREATE_REPLACE, group_body(i, members), "nexthop group", f"id {i}")
+                batch.queue(RTM_NEWNEXTHOP, _CREATE_EXCL, group_body(i, members), "nexthop group", f"id {i}")
         self._asked[tuple(hops)] = i
         return i
 
@@ -130,9 +128,14 @@ class NexthopTable:
         i = self._single.get((oif, via6))
         if i is None:
             i = self._single[(oif, via6)] = self._new((oif,))
-            batch.queue(RTM_NEWNEXTHOP, _CREATE_REPLACE, single_body(i, oif, via6), "nexthop",
+            batch.queue(RTM_NEWNEXTHOP, _CREATE_EXCL, single_body(i, oif, via6), "nexthop",
                         f"id {i} via {via6} dev {oif}")
         return i
+
+    def reset(self) -> None:
+        """Forget every object (the kernel removed some behind our back): the next uses write new ones, with ids
+        not used before. Groups still in the kernel are left to the namespace's end."""
+        self._single, self._group, self._oifs, self._asked, self._doomed = {}, {}, {}, {}, []
 
     def forget(self, oifs: set[int], k: int) -> None:
         """Interfaces ``oifs`` went down or away during slice ``k``: the kernel deleted the objects through them

@@ -29,7 +29,7 @@ from emu.dataplane.netlink import NetlinkBatch
 from emu.dataplane.nexthops import NexthopTable, nh_attr
 from emu.dataplane.nlmsg import (RT_TABLE_COMPAT, RTN_LOCAL, RTN_UNICAST, RTN_UNREACHABLE, RTPROT_STATIC, encode,
                                  kind_body, mac_text)
-from emu.dataplane.rtpack import RTA_DST, Nexthop, nexthop_attrs, route_shape
+from emu.dataplane.rtpack import RTA_DST, Nexthop, clamp_weight, nexthop_attrs, route_shape
 
 __all__ = ["Hop", "RTN_LOCAL", "RTN_UNICAST", "RTN_UNREACHABLE", "route4", "route4_many", "route6", "route6_many",
            "route4_default_via6",
@@ -77,7 +77,7 @@ def _route(batch: NetlinkBatch, verb: str, dst: bytes, plen: int, hops: Sequence
         return batch.route(verb, dst, plen, oif=hops[0].oif, table=table, metric=metric, type=rtype,
                            **{nh: hops[0].via6})
     if len(hops) > 1:
-        nhs = [Nexthop(h.oif, weight=max(1, min(256, h.weight)), **{nh: h.via6}) for h in hops]
+        nhs = [Nexthop(h.oif, weight=clamp_weight(h.weight), **{nh: h.via6}) for h in hops]
         return batch.route(verb, dst, plen, nexthops=nhs, table=table, metric=metric, type=rtype)
     return batch.route(verb, dst, plen, table=table, metric=metric, type=rtype, scope=0)
 
@@ -113,7 +113,7 @@ def _hop_attrs(dlen: int, hops: Sequence[Hop]) -> bytes:
                 nexthop_attrs(None, *((None, hops[0].via6) if dlen == 4 else (hops[0].via6, None)), None)
         else:
             out = nexthop_attrs(None, None, None, tuple(
-                Nexthop(h.oif, weight=max(1, min(256, h.weight)), **{nh: h.via6}) for h in hops))
+                Nexthop(h.oif, weight=clamp_weight(h.weight), **{nh: h.via6}) for h in hops))
         _HOPS[key] = out
     return out
 

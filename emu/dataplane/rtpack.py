@@ -58,6 +58,12 @@ class Nexthop(NamedTuple):
     via: str | bytes | None = None
 
 
+def clamp_weight(w: int) -> int:
+    """A plan weight in the kernel's range for a path's weight, 1..256 (a multipath route's rtnh_hops + 1, a
+    nexthop group member's weight): the one clamp both route forms use."""
+    return max(1, min(256, w))
+
+
 def route_shape(verb: str, dlen: int, plen: int, oif: int | None, gateway: str | bytes | None,
                 via: str | bytes | None, nexthops: tuple[Nexthop, ...] | None, table: int,
                 metric: int | None, scope: int | None, rtype: str | int, protocol: int, onlink: bool

@@ -14,6 +14,7 @@ through such an interface are marked unknown (:meth:`_forget_routes_via`).
 
 from __future__ import annotations
 
+import errno as E
 import gc
 import logging
 import socket
@@ -27,6 +28,7 @@ from emu.dataplane.fabric import Fabric
 from emu.dataplane.model import IDX_LO, IDX_TUN, IDX_TUN6, TUNNEL_MAC, Model
 from emu.dataplane.nexthops import NexthopTable
 from emu.dataplane.tc import LinkShape, netem, shape_many
+from emu.errors import DataplaneError
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,10 @@ class SliceApplier:
         return [s.netns for s in self.m.satellites]
 
     @property
+    def _sat_of_ns(self) -> dict[str, int]:
+        return {s.netns: s.index for s in self.m.satellites}
+
+    @property
     def _ground_names(self) -> list[str]:
         """The UTs' and GSs' namespaces this applier writes (every one; a multihost agent: its own)."""
         return [n for n in (self.ns(g.name) for g in self.m.db.ground) if n in self.f.fd]
@@ -172,8 +178,9 @@ class SliceApplier:
         return (time.perf_counter() - t0) * 1e3
 
     def cleanup(self, k: int) -> None:
-        """After the boundary: new bindings, (mark switch: slice k's IPv4 rule for unmarked lookups), slice k-2's
-        rule, ISLs that went down, retired links, old bindings."""
+        """After the boundary: new bindings, (mark switch: slice k's IPv4 rule for unmarked lookups, the ground
+        nodes' table for unmarked lookups where their satellite changed), slice k-2's rule, ISLs that went down,
+        retired links, old bindings."""
         self._check(k)
         with _NoCollect():
             self.execute(self._pending["cleanup"], self.nxt)
@@ -285,13 +292,41 @@ class SliceApplier:
         Each satellite's messages go to the fabric's sender thread as soon as they are encoded, so the
         kernel inserts one satellite's routes while the next one's are encoded (:meth:`Fabric.pipeline`).
         Where the kernel has nexthop objects, the routes name them (:mod:`emu.dataplane.nexthops`): groups
-        that lost a member are deleted here once no table names them any more.
+        that lost a member are deleted here once no table names them any more. An object the kernel removed
+        behind the applier's back (an interface lost its carrier: someone set the peer end down by hand)
+        makes the routes naming it fail with EINVAL; that satellite's objects and routes are then
+        forgotten and written again, and the satellites whose writes were held back are sent after it.
         """
+        sats = list(st.routes)
+        ops = 0
+        for _ in range(len(sats) + 1):
+            try:
+                return ops + self._fill_some(t, st, sats)
+            except DataplaneError as exc:
+                bad = self._sat_of_ns.get(exc.netns) if self.nexthops is not None and exc.errno == E.EINVAL else None
+                if bad is None:
+                    raise
+                log.warning("slice %d: %s: a nexthop object is gone (an interface lost its carrier?): writing "
+                            "its objects and routes again", st.k, self.sat_ns(bad))
+                self.nexthops[bad].reset()
+                for (sat, _t), content in self.tables.items():
+                    if sat == bad:
+                        for key, (rt, _hops) in list(content.items()):
+                            content[key] = (rt, None)
+                # the satellites after it were encoded but not sent (the sender stops at a failure): send them
+                held = [self.sat_ns(x) for x in sats if len(self.f.nl[self.sat_ns(x)])]
+                self.f.flush(held, ok={2, 3})
+                sats = [bad]
+        raise DataplaneError("route table fill", None, E.EINVAL, "nexthop objects keep disappearing")
+
+    def _fill_some(self, t: int, st: D.SliceState, sats: list[int]) -> int:
+        """:meth:`_fill` for the satellites ``sats``."""
         ops = 0
         base6 = self.desired.base6
         nhs = self.nexthops
         with self.f.pipeline(ok={2, 3}) as send:  # ESRCH: went with a retired link; ENOENT: a group already gone
-            for s, want in st.routes.items():
+            for s in sats:
+                want = st.routes[s]
                 have = self.tables[(s, t)]
                 name = self.sat_ns(s)
                 nl = self.f.nl[name]

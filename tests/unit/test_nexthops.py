@@ -15,7 +15,7 @@ import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pyroute2.netlink import NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, nlmsg
+from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, nlmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from emu.dataplane import nexthops as N
@@ -75,7 +75,7 @@ def test_every_object_decodes_to_what_the_route_names(sets) -> None:
     objs = {}
     for m in decoded(b):
         assert m["header"]["type"] == N.RTM_NEWNEXTHOP
-        assert m["header"]["flags"] == NLM_F_CREATE | NLM_F_REPLACE | NLM_F_REQUEST
+        assert m["header"]["flags"] == NLM_F_CREATE | NLM_F_EXCL | NLM_F_REQUEST
         assert m["protocol"] == N.RTPROT_STATIC
         i = m.get("NHA_ID")
         assert i not in objs
@@ -169,3 +169,10 @@ def test_a_group_asked_again_after_its_member_went_is_a_new_group() -> None:
     new = decoded(b)[n:]
     assert [m.get("NHA_OIF") for m in new] == [6, None]  # c again (a survived), then the group
     assert group_of(new[-1])[0][0] == t.id_of((a,), b)
+
+
+def test_the_grace_is_the_rotation() -> None:
+    """A shrunk group is deleted once every table of the rotation was refilled: the grace is the table count."""
+    from emu.dataplane import desired
+
+    assert N.GRACE_SLICES == desired.N_TABLES

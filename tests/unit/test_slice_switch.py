@@ -177,3 +177,52 @@ def test_every_route_names_an_object_written_before_it(plan) -> None:
                 named += 1
         assert made <= 64, (s.name, made)
     assert named > 1000
+
+
+def test_objects_gone_behind_the_applier_are_written_again(plan) -> None:
+    """A satellite's nexthop object removed by the kernel behind the applier's back (its interface lost carrier)
+    makes the next fill fail with EINVAL there: that satellite's objects and routes are forgotten and written
+    again, with new ids, and the satellites whose writes were held back are sent."""
+    import contextlib
+    import errno
+
+    from emu.errors import DataplaneError
+
+    class _Fails(_Recording):
+        def __init__(self, names, bad):
+            super().__init__(names)
+            self.bad, self.failed = bad, 0
+
+        def pipeline(self, ok=()):
+            fab = self
+
+            @contextlib.contextmanager
+            def cm():
+                handed: list[str] = []
+                yield handed.append
+                for i, name in enumerate(handed):
+                    fab.flush([name])
+                    if name == fab.bad and not fab.failed:
+                        fab.failed += 1  # the kernel answered EINVAL; the sender stops: the rest stay queued
+                        raise DataplaneError("route replace", name, errno.EINVAL, "Nexthop id does not exist")
+            return cm()
+
+    cfg = dataclasses.replace(RunConfig.from_scenario(scenario_of_plan(plan)), slice_switch="mark", nexthops=True)
+    m = Model.from_plan(plan, "zz", cfg=cfg)
+    bad = m.satellites[3]
+    f = _Fails([x.netns for x in m.nodes], bad.netns)
+    a = SliceApplier(m, f)
+    a.initial(0)
+    assert f.failed == 1
+    before = {s.netns: len(f.log[s.netns]) for s in m.satellites}
+    assert all(not len(f.nl[s.netns]) for s in m.satellites)  # every queue sent, the held-back ones too
+    # the bad satellite's table was written again in full, with objects whose ids are all new
+    from emu.dataplane import nexthops as N
+
+    routes = [x for x in f.log[bad.netns] if int.from_bytes(x[4:6], "little") == 24]
+    assert len(routes) >= 4 * len(a.tables[(bad.index, D.table_id(0))])  # both families, twice
+    made = [int.from_bytes(x[28:32], "little") for x in f.log[bad.netns]
+            if int.from_bytes(x[4:6], "little") == N.RTM_NEWNEXTHOP]  # NHA_ID: the first attribute
+    assert len(made) == len(set(made)) >= 2 * len(a.nexthops[bad.index])
+    a.prepare(1, at_ns=time.time_ns())
+    assert all(len(f.log[s.netns]) >= before[s.netns] for s in m.satellites)
