@@ -22,9 +22,20 @@ from .test_dataplane import ROOT
 SLICES = 33
 
 
-@pytest.mark.parametrize("scenario", ["polar", "two-shell"])
-def test_kernel_fib_follows_the_plan(scenario, tmp_path, monkeypatch, module_ns_prefix):
+@pytest.mark.parametrize("scenario, nexthops", [("polar", True), ("two-shell", True), ("polar", False)],
+                         ids=["polar", "two-shell", "polar-hops-in-routes"])
+def test_kernel_fib_follows_the_plan(scenario, nexthops, tmp_path, monkeypatch, module_ns_prefix):
+    """``nexthops`` False: the routes carry their hops, as on a kernel without nexthop objects (the fallback,
+    run here on a kernel that has them)."""
+    import dataclasses
+
     from emu.cli.plan_cmds import build_plan
+    from emu.dataplane.runconfig import RunConfig
+
+    if not nexthops:
+        derive = RunConfig.from_scenario.__func__
+        monkeypatch.setattr(RunConfig, "from_scenario", classmethod(
+            lambda cls, *a, **kw: dataclasses.replace(derive(cls, *a, **kw), nexthops=False)))
 
     monkeypatch.setenv("LEOEMU_RUN_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("LEOEMU_RUN_ID_PREFIX", module_ns_prefix.rstrip("-"))
@@ -52,6 +63,7 @@ def test_kernel_fib_follows_the_plan(scenario, tmp_path, monkeypatch, module_ns_
             assert r["checked"] == 2 * len(dsts) * len(m.satellites)
             assert not r["mismatches"], r
         assert ctl.applier.unresolved == 0
+        assert (ctl.applier.nexthops is not None) == (nexthops and ctl.features.has("nexthop"))
         if scenario == "polar":
             assert changes > 0, "the polar run should switch ISLs off and on"
         else:
