@@ -5,7 +5,7 @@ time slice from ephemeris), §Routing Table Structure (destination GRC prefix
 -> egress directions with priority/weight), §Segmented Longest Match (only
 prefix lengths 11, 14, ..., 32).
 
-Shortest paths go through scipy's compiled Dijkstra, once per slice from the
+Shortest paths: many sources at once (:mod:`emu.plan.dijkstra`), once per slice from the
 satellites that terminate a destination; next hops, ECMP/UCMP weights and
 loop-free standby directions are derived with numpy over (satellite,
 destination, direction). Aggregation folds a region's destinations into one
@@ -21,12 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import dijkstra
 
 from emu.addressing.grc import LEGAL_PREFIX_LENGTHS
 from emu.addressing.slm import SegmentedTable
 from emu.orbit.constellation import DOWN
 from emu.plan import actions
+from emu.plan.dijkstra import dijkstra_rows
 
 MIX = -2
 _EPS = 1e-9
@@ -88,7 +88,7 @@ def graph_distances(n_sats: int, a: np.ndarray, b: np.ndarray, delay_ms: np.ndar
         return np.zeros((0, n_sats))
     g = coo_matrix((np.concatenate([delay_ms, delay_ms]), (np.concatenate([a, b]), np.concatenate([b, a]))),
                    shape=(n_sats, n_sats)).tocsr()
-    return np.atleast_2d(dijkstra(g, directed=True, indices=sources))
+    return dijkstra_rows(g, np.atleast_1d(sources), n_sats)
 
 
 def destination_distances(n_sats: int, a: np.ndarray, b: np.ndarray, delay_ms: np.ndarray,
@@ -114,7 +114,7 @@ def destination_distances(n_sats: int, a: np.ndarray, b: np.ndarray, delay_ms: n
     rows = np.concatenate([a, b, vid[t_dest]])
     cols = np.concatenate([b, a, t_sat])
     g = coo_matrix((np.concatenate([delay_ms, delay_ms, w]), (rows, cols)), shape=(n, n)).tocsr()
-    out[live] = np.atleast_2d(dijkstra(g, directed=True, indices=vid[live]))[:, :n_sats]
+    out[live] = dijkstra_rows(g, vid[live], n_sats)
     return out
 
 
