@@ -5,7 +5,7 @@ spec: grc-based-routing §Predictive Routing (paths computed centrally per time 
 The planner runs a few hundred single-source searches per slice over the same graph (one per ground
 destination, orbit plane, satellite index and user terminal). One search at a time (scipy's
 ``csgraph.dijkstra``, ~150 us each over shell 1's ~1,800 nodes) is bound by its heap's unpredictable
-branches. Here the sources of a block advance together (:func:`emu.plan.sweepkernel.sweeps`, numba):
+branches. Here the sources of a block advance together (:func:`emu.plan.kernels.sweeps`, numba):
 label-correcting sweeps over the nodes, alternately in index order and backwards, each relaxing every
 edge into a node for every source in one contiguous, vectorised loop, until a sweep changes nothing.
 Satellites are numbered plane by plane, so one sweep carries a path along a monotone run; a shell-1
@@ -46,7 +46,7 @@ def dijkstra_rows(graph, sources: np.ndarray, n_keep: int, max_sweeps: int = MAX
     graph = graph.tocsr()
     if len(sources) < few:
         return _scipy(graph, sources, n_keep)
-    from emu.plan.sweepkernel import sweeps
+    from emu.plan.kernels import sweeps
 
     into = graph.T.tocsr()
     into = (into.indptr.astype(np.int64), into.indices.astype(np.int64), into.data.astype(np.float64))
