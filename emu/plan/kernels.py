@@ -108,3 +108,120 @@ def hop_codes_rows(nbi, nbd, dist, rows, policy, tol, eps, lut, standby_kind, co
                             mask |= 1 << d
                     code = lut[mask]
             codes[rows[i], s] = code
+
+
+@njit(cache=True, nogil=True)
+def walk_words(ids, term, n_ground, right, local, to_ground, hop_bits, missing):  # pragma: no cover
+    """The per-pair facts of :func:`emu.plan.verify._walk_slice`, 64 destinations to a machine word.
+
+    ``ids`` (sats, dests): each pair's action id; per action id: ``right`` (the ground node a Down
+    delivers to, -1: none), ``local`` (local delivery), ``to_ground`` (names a ground target),
+    ``hop_bits`` (the directions it forwards to); ``term`` (sats, dests): the satellite may deliver the
+    destination; ``missing`` per satellite: directions without a link. Destination columns below
+    ``n_ground`` are ground nodes, the others satellites.
+
+    Returns ``good`` (sats + 1, words; row ``sats``: no neighbour, never good): delivered right here;
+    ``moving`` (sats, words): forwards somewhere; ``used`` (6, sats, words): forwards by direction e;
+    ``why`` (sats, dests): 1 an egress has no link, 2 delivered to the wrong node (neither forwards)."""
+    n, D = ids.shape
+    words = (D + 63) // 64
+    good = np.zeros((n + 1, words), dtype=np.uint64)
+    moving = np.zeros((n, words), dtype=np.uint64)
+    used = np.zeros((6, n, words), dtype=np.uint64)
+    why = np.zeros((n, D), dtype=np.uint8)
+    one = np.uint64(1)
+    for s in range(n):
+        miss = missing[s]
+        for d in range(D):
+            a = ids[s, d]
+            t = term[s, d]
+            if d < n_ground:
+                g = t and right[a] == d
+                wrong = (local[a] or to_ground[a]) and not g
+            else:
+                g = t and local[a]
+                wrong = (local[a] and not t) or to_ground[a]
+            b = hop_bits[a]
+            dangling = (b & miss) != 0
+            if dangling:
+                why[s, d] = 1
+            elif wrong:
+                why[s, d] = 2
+            bit = one << np.uint64(d & 63)
+            w = d >> 6
+            if g:
+                good[s, w] |= bit
+            if dangling or wrong or b == 0:
+                continue
+            moving[s, w] |= bit
+            for e in range(6):
+                if (b >> e) & 1:
+                    used[e, s, w] |= bit
+    return good, moving, used, why
+
+
+@njit(cache=True, nogil=True)
+def settle(good, moving, used, nbz):  # pragma: no cover - compiled
+    """Grow ``good`` (in place) to the pairs that forward somewhere and whose every used direction leads
+    to a good pair (the neighbour ``nbz[s, e]``, ``sats``: none), until nothing changes: the least such
+    set, whichever order it is grown in (the rule is monotone). Sweeps alternate in direction."""
+    n, words = moving.shape
+    n_dir = used.shape[0]
+    changed = True
+    it = 0
+    while changed:
+        changed = False
+        for i in range(n):
+            s = i if it % 2 == 0 else n - 1 - i
+            for w in range(words):
+                ok = moving[s, w] & ~good[s, w]
+                if ok == 0:
+                    continue
+                for e in range(n_dir):
+                    u = used[e, s, w]
+                    if u != 0:
+                        ok &= ~u | good[nbz[s, e], w]
+                if ok != 0:
+                    good[s, w] |= ok
+                    changed = True
+        it += 1
+
+
+@njit(cache=True, nogil=True)
+def bad_pairs(good, reach, comp, D, limit):  # pragma: no cover - compiled
+    """The first ``limit`` (satellite, destination) pairs, row-major, that are connected (``reach[comp[s]]``:
+    the words of the destinations with a terminal in s's component) and not good."""
+    n = len(comp)
+    words = good.shape[1]
+    out_s = np.empty(limit, dtype=np.int64)
+    out_d = np.empty(limit, dtype=np.int64)
+    k = 0
+    for s in range(n):
+        for w in range(words):
+            x = reach[comp[s], w] & ~good[s, w]
+            while x != 0 and k < limit:
+                b = 0
+                while (x >> np.uint64(b)) & np.uint64(1) == 0:
+                    b += 1
+                d = w * 64 + b
+                if d < D:
+                    out_s[k] = s
+                    out_d[k] = d
+                    k += 1
+                x &= ~(np.uint64(1) << np.uint64(b))
+            if k >= limit:
+                return out_s[:k], out_d[:k]
+    return out_s[:k], out_d[:k]
+
+
+@njit(cache=True, nogil=True)
+def pack_words(x):  # pragma: no cover - compiled
+    """(rows, cols) bool as (rows, words) uint64, column c at bit c % 64 of word c // 64."""
+    n, D = x.shape
+    out = np.zeros((n, (D + 63) // 64), dtype=np.uint64)
+    one = np.uint64(1)
+    for s in range(n):
+        for d in range(D):
+            if x[s, d]:
+                out[s, d >> 6] |= one << np.uint64(d & 63)
+    return out
