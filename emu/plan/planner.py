@@ -28,7 +28,7 @@ from emu.plan.satroutes import satellite_entries
 from emu.plan.shortest import FreeSlice, antennas_scarce, free_pass, gs_choice, pair_delays, shortest_path_costs
 from emu.snapshot.ground import C_KM_S
 from emu.scenario.load import LoadedScenario
-from emu.snapshot.series import SnapshotSeries, link_delays, link_neighbours
+from emu.snapshot.series import SnapshotSeries
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,6 @@ class Plan:
     wall_s: float = 0.0
     association: dict[str, np.ndarray] = field(default_factory=dict)  # policy -> core[k, s] (association.py)
     free: list[FreeSlice] | None = None  # per slice, both ends free (emu.plan.shortest.free_pass)
-    sat_entries: list | None = None  # per slice, satellite_part's result if computed ahead (see make_plan)
 
     @property
     def destinations_count(self) -> int:
@@ -130,13 +129,7 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
     the route database there (:class:`emu.plan.db.PlanWriter`)."""
     t0 = time.perf_counter()
     sc = loaded.scenario
-    ahead = _Ahead(loaded) if sc.routing.satellite_destinations else None
-    try:
-        series = SnapshotSeries(loaded, n_slices, links_ready=ahead.start if ahead else None)
-        sat_entries = ahead.results() if ahead else None
-    finally:
-        if ahead:
-            ahead.close()
+    series = SnapshotSeries(loaded, n_slices)
     shell_map = sc.grc.shell_codes
     g_grc, g_plen = ground_grcs(series, shell_map)
     from emu.addressing.grc import decode
@@ -145,7 +138,6 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
     bind = bindings(series, shell_map, ground_cells)
     mapping = mapping_table(series, g_grc)
     plan = Plan(loaded, series, None, bind, g_grc, g_plen, mapping, candidate_order(series, mapping))
-    plan.sat_entries = sat_entries
     n = len(series)
     plan.free = list(_per_slice(plan, free_pass, n))  # both ends free: the optimum, and where antennas are needed
     demand = [f.demand for f in plan.free] if antennas_scarce(plan) else None
@@ -162,7 +154,6 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
         plan.slices.append(sp)
         if progress:
             progress(k + 1, n)
-    plan.sat_entries = None  # in the slices now
     plan.wall_s = time.perf_counter() - t0
     return plan
 
@@ -236,7 +227,9 @@ def plan_slice(plan: Plan, k: int) -> SlicePlan:
     raw = np.count_nonzero(codes, axis=0)
     disconnected = int(codes.size - np.count_nonzero(codes))  # includes destinations not attached this slice
     if sc.routing.satellite_destinations:
-        s_key, s_act, routed = plan.sat_entries[k] if plan.sat_entries else satellite_part(plan.loaded, plan.series, k)
+        s_key, s_act, routed = satellite_entries(snap.neighbours, snap.neighbour_delay_ms, L.a, L.b, L.delay_ms,
+                                                 satellite_addresses(plan.loaded, snap.constellation),
+                                                 sc.routing.multipath, sc.routing.ucmp_tolerance, sc.routing.aggregate)
         key, act = np.concatenate([key, s_key]), np.concatenate([act, s_act])
         raw = raw + routed
         disconnected += int(N * N - routed.sum())
@@ -248,50 +241,6 @@ def plan_slice(plan: Plan, k: int) -> SlicePlan:
     choice = gs_choice(plan, dist_to, {u: serving[u:u + 1] for u in plan.gs_order if serving[u] >= 0})
     pairs = pair_delays(plan, snap, dist, choice, plan.free[k] if plan.free else free_pass(plan, k))
     return SlicePlan(k, float(snap.time_s), tables, raw, slice_links(L), choice, disconnected, pairs)
-
-
-def satellite_part(loaded: LoadedScenario, series: SnapshotSeries, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Slice k's entries for the satellites' own addresses (:func:`emu.plan.satroutes.satellite_entries`): they
-    depend on the ISLs only."""
-    sc = loaded.scenario
-    L, n = series.links(k), series.constellation.size
-    return satellite_entries(link_neighbours(L, n), link_delays(L, n), L.a, L.b, L.delay_ms,
-                             satellite_addresses(loaded, series.constellation), sc.routing.multipath,
-                             sc.routing.ucmp_tolerance, sc.routing.aggregate)
-
-
-class _Ahead:
-    """The satellite part of every slice, computed by one forked worker while the parent computes the
-    snapshots' ground visibility (one core, bound by memory bandwidth; the routes need only the ISLs).
-    The results come back through the pool's pipe as they are made and wait in the parent."""
-
-    def __init__(self, loaded: LoadedScenario):
-        self.loaded, self.pool, self.pending = loaded, None, None
-
-    def start(self, series: SnapshotSeries) -> None:
-        global _AHEAD
-        if _workers(len(series)) == 1:
-            return  # a short plan: computed with each slice
-        _AHEAD = (self.loaded, series)
-        self.pool = multiprocessing.get_context("fork").Pool(1)
-        self.pending = self.pool.map_async(_ahead_one, range(len(series)), chunksize=8)
-
-    def results(self) -> list | None:
-        return self.pending.get() if self.pending is not None else None
-
-    def close(self) -> None:
-        global _AHEAD
-        _AHEAD = None
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
-
-
-_AHEAD: tuple | None = None
-
-
-def _ahead_one(k: int):
-    return satellite_part(*_AHEAD, k)
 
 
 def slice_links(L) -> np.ndarray:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
 
 import numpy as np
 from h3.api import basic_int as h3i
@@ -68,12 +67,18 @@ class Snapshot:
     @cached_property
     def neighbours(self) -> np.ndarray:
         """(sats, 6) neighbour index by direction (N, S, E, W, Down, Up) or -1."""
-        return link_neighbours(self.links, self.constellation.size)
+        nb = np.full((self.constellation.size, 6), -1, dtype=np.int32)
+        nb[self.links.a, self.links.dir_a] = self.links.b
+        nb[self.links.b, self.links.dir_b] = self.links.a
+        return nb
 
     @cached_property
     def neighbour_delay_ms(self) -> np.ndarray:
-        """(sats, 6) link delay by direction, inf where there is no link."""
-        return link_delays(self.links, self.constellation.size)
+        d = np.full((self.constellation.size, 6), np.inf)
+        dl = self.links.delay_ms
+        d[self.links.a, self.links.dir_a] = dl
+        d[self.links.b, self.links.dir_b] = dl
+        return d
 
     def footprint_cells(self, sat: int, level: int, min_elevation_deg: float = 25.0) -> list[int]:
         """H3 cells (ints) at ``level`` whose centres see ``sat`` above ``min_elevation_deg`` (a coverage
@@ -94,23 +99,6 @@ class Snapshot:
         return sorted(out)
 
 
-def link_neighbours(links: Links, n_sats: int) -> np.ndarray:
-    """(sats, 6) neighbour index by direction (N, S, E, W, Down, Up) or -1, from one slice's links."""
-    nb = np.full((n_sats, 6), -1, dtype=np.int32)
-    nb[links.a, links.dir_a] = links.b
-    nb[links.b, links.dir_b] = links.a
-    return nb
-
-
-def link_delays(links: Links, n_sats: int) -> np.ndarray:
-    """(sats, 6) link delay (ms) by direction, inf where there is no link."""
-    d = np.full((n_sats, 6), np.inf)
-    dl = links.delay_ms
-    d[links.a, links.dir_a] = dl
-    d[links.b, links.dir_b] = dl
-    return d
-
-
 def _central_angle(alt_km: float, elev_deg: float, r: float = 6378.137) -> float:
     e = math.radians(elev_deg)
     return math.acos(r * math.cos(e) / (r + alt_km)) - e
@@ -121,9 +109,7 @@ class SnapshotSeries:
 
     def __init__(self, loaded: LoadedScenario, n_slices: int | None = None,
                  constellation: Constellation | None = None, times_s: np.ndarray | None = None,
-                 first_index: int = 0, links_ready: Callable[[SnapshotSeries], None] | None = None):
-        """``links_ready(self)``, if given, is called as soon as every slice's ISLs are known (before the
-        ground visibility, the longest step), so a caller can start work that needs only them."""
+                 first_index: int = 0):
         self.loaded = loaded
         sc = loaded.scenario
         self.constellation = constellation or build_constellation(loaded)
@@ -133,11 +119,9 @@ class SnapshotSeries:
         self.times_s = np.asarray(times_s, dtype=float)
         self.ephemeris: Ephemeris = propagate(list(self.constellation.satrecs), sc.time.epoch, self.times_s)
         self.ground = ground_nodes(sc)
-        self._grid_edges()
-        if links_ready is not None:
-            links_ready(self)
         self.visibility = visibility(self.ground, self.ephemeris.ecef)
         self._vis_bounds = np.searchsorted(self.visibility.slice, np.arange(len(self.times_s) + 1))
+        self._grid_edges()
         self.bound_cells = self._bindings(sc.grc.level)
 
     def __len__(self) -> int:
