@@ -70,6 +70,7 @@ class PlanWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._n: int | None = None
+        self._known: dict[str, str] = {}  # seal digests of the head's tables, taken by the thread
 
     def start(self, plan: Plan, n_slices: int) -> None:
         """Write the part that does not depend on the slices' tables, in a thread (``n_slices``: how many
@@ -80,6 +81,8 @@ class PlanWriter:
         def head() -> None:
             try:
                 _write_head(self.con, plan, n_slices)
+                # these tables are complete: their digests for the seal are taken here too
+                self._known = {t: signmod.table_digest_of(self.con, t) for t in HEAD_TABLES}
             except BaseException as exc:  # raised again by finish
                 self._error = exc
 
@@ -98,7 +101,7 @@ class PlanWriter:
                 raise ValueError(f"plan writer: {len(plan.slices)} slices, {self._n} announced")
             _write_all(self.con, plan, self.key)
             self.con.commit()
-            signmod.seal(self.con, self.key, self.tmp)
+            signmod.seal(self.con, self.key, self.tmp, self._known)
             self.con.commit()
             self.con.close()
             self.con = None
@@ -146,8 +149,13 @@ class PlanWriter:
             raise
 
 
+HEAD_TABLES = ("operators", "satellites", "ground_nodes", "ephemeris", "mapping", "grc_coords", "attachments",
+               "handovers", "associations")
+
+
 def _write_head(con, plan: Plan, n_slices: int) -> None:
-    """Every table but the slices and the meta row (what is known before the slices' tables)."""
+    """The tables :data:`HEAD_TABLES`: every table but the slices and the meta row (what is known before
+    the slices' tables); nothing writes to them after this."""
     sc = plan.loaded.scenario
     con.executemany("INSERT INTO operators VALUES (?, ?, ?, ?)",
                     [(i, o.name, o.owner_code, o.user_pool) for i, o in enumerate(sc.operators)])
