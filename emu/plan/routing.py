@@ -7,8 +7,8 @@ prefix lengths 11, 14, ..., 32).
 
 Shortest paths: many sources at once (:mod:`emu.plan.dijkstra`), once per slice from the
 satellites that terminate a destination; next hops, ECMP/UCMP weights and
-loop-free standby directions are derived with numpy over (satellite,
-destination, direction). Aggregation folds a region's destinations into one
+loop-free standby directions are derived per (satellite, destination) over
+the six directions (compiled: :mod:`emu.plan.kernels`). Aggregation folds a region's destinations into one
 shorter prefix where they all leave a satellite by the same directions;
 terminal entries (Down to a ground node, local delivery) are never folded,
 so delivery stays exact.
