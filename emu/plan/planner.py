@@ -122,7 +122,11 @@ def satellite_addresses(loaded: LoadedScenario, constellation) -> np.ndarray:
 
 
 def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
-              progress: Callable[[int, int], None] | None = None) -> Plan:
+              progress: Callable[[int, int], None] | None = None,
+              before_slices: Callable[[Plan, int], None] | None = None) -> Plan:
+    """Plan every slice. ``before_slices(plan, n)``, if given, is called once everything but the slices'
+    tables is final (attachments, association), before the n slices are planned: the CLI starts writing
+    the route database there (:class:`emu.plan.db.PlanWriter`)."""
     t0 = time.perf_counter()
     sc = loaded.scenario
     series = SnapshotSeries(loaded, n_slices)
@@ -144,6 +148,8 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
         costs = list(_per_slice(plan, shortest_path_costs, n))
         _apply_shortest_path(plan, costs)
     plan.association = plan_association(plan)  # after the attachments are final: UTs' serving satellites
+    if before_slices:
+        before_slices(plan, n)
     for k, sp in enumerate(_per_slice(plan, plan_and_pack_slice, n)):
         plan.slices.append(sp)
         if progress:

@@ -127,14 +127,23 @@ def _rows_digest(con: sqlite3.Connection, table: str) -> str:
     return h.hexdigest()
 
 
-def database_digests(con: sqlite3.Connection, path: Path | None = None) -> dict:
+def database_digests(con: sqlite3.Connection, path: Path | None = None, known: dict[str, str] | None = None) -> dict:
     """``{"schema": digest, "tables": {name: digest}}`` over everything in the file but the seal itself.
 
     With ``path`` (the file ``con`` reads, everything in it committed) the tables are digested by forked
-    workers, each with its own read-only connection, largest first."""
+    workers, each with its own read-only connection, largest first. ``known``: digests of tables already
+    taken (:func:`table_digest_of`) and not written since, which are not read again."""
+    known = known or {}
     schema = list(con.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"))
     names = sorted(r[1] for r in schema if r[0] == "table" and r[1] != "signatures")
-    return {"schema": hashlib.sha256(repr(schema).encode()).hexdigest(), "tables": _table_digests(con, names, path)}
+    got = _table_digests(con, [n for n in names if n not in known], path)
+    return {"schema": hashlib.sha256(repr(schema).encode()).hexdigest(),
+            "tables": {n: known[n] if n in known else got[n] for n in names}}
+
+
+def table_digest_of(con: sqlite3.Connection, table: str) -> str:
+    """One table's digest as the seal takes it (for ``seal(known=...)``: a table that is complete early)."""
+    return _rows_digest(con, table)
 
 
 _FORK_PATH: str | None = None
@@ -169,10 +178,11 @@ def _forked_digest(name: str) -> tuple[str, str]:
         con.close()
 
 
-def seal(con: sqlite3.Connection, key: Ed25519PrivateKey, path: Path | None = None) -> None:
+def seal(con: sqlite3.Connection, key: Ed25519PrivateKey, path: Path | None = None,
+         known: dict[str, str] | None = None) -> None:
     """Sign every table as it is now: the last write to a plan (``path``: the file, everything in it
-    committed, so forked workers can digest the tables)."""
-    manifest = json.dumps(database_digests(con, path), sort_keys=True).encode()
+    committed, so forked workers can digest the tables; ``known``: see :func:`database_digests`)."""
+    manifest = json.dumps(database_digests(con, path, known), sort_keys=True).encode()
     con.execute("DELETE FROM signatures")
     con.execute("INSERT INTO signatures VALUES (?, ?, ?)", (SEAL, manifest, sign(key, SEAL_MAGIC + manifest)))
 
