@@ -148,9 +148,10 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
         costs = list(_per_slice(plan, shortest_path_costs, n))
         _apply_shortest_path(plan, costs)
     plan.association = plan_association(plan)  # after the attachments are final: UTs' serving satellites
-    if before_slices:
-        before_slices(plan, n)
-    for k, sp in enumerate(_per_slice(plan, plan_and_pack_slice, n)):
+    # before_slices starts a writer thread: only once the workers are forked (a child forked while another
+    # thread holds a lock can hang on it), so _per_slice calls it after creating its pool
+    started = (lambda: before_slices(plan, n)) if before_slices else None
+    for k, sp in enumerate(_per_slice(plan, plan_and_pack_slice, n, started)):
         plan.slices.append(sp)
         if progress:
             progress(k + 1, n)
@@ -193,10 +194,13 @@ def _workers(n: int) -> int:
     return min(os.cpu_count() or 1, 4) if n >= 32 else 1
 
 
-def _per_slice(plan: Plan, fn, n: int):
-    """fn(plan, k) for k in 0..n-1, in order; slices are independent: forked workers share the snapshots copy-on-write."""
+def _per_slice(plan: Plan, fn, n: int, started: Callable[[], None] | None = None):
+    """fn(plan, k) for k in 0..n-1, in order; slices are independent: forked workers share the snapshots copy-on-write.
+    ``started`` is called once the workers exist (before the first slice): where threads may start."""
     workers = _workers(n)
     if workers == 1:
+        if started:
+            started()
         for k in range(n):
             yield fn(plan, k)
         return
@@ -204,7 +208,9 @@ def _per_slice(plan: Plan, fn, n: int):
     _FORK_PLAN, _FORK_FN = plan, fn
     try:
         ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(workers) as pool:
+        with ctx.Pool(workers) as pool:  # the workers are forked here, before any thread of ours starts
+            if started:
+                started()
             yield from pool.imap(_forked, range(n), chunksize=4)
     finally:
         _FORK_PLAN, _FORK_FN = None, None

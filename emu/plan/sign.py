@@ -146,9 +146,6 @@ def table_digest_of(con: sqlite3.Connection, table: str) -> str:
     return _rows_digest(con, table)
 
 
-_FORK_PATH: str | None = None
-
-
 def _table_digests(con: sqlite3.Connection, names: list[str], path: Path | None) -> dict[str, str]:
     workers = min(os.cpu_count() or 1, 4)
     if path is None or workers < 2 or len(names) < 2:
@@ -160,18 +157,27 @@ def _table_digests(con: sqlite3.Connection, names: list[str], path: Path | None)
     size["slices"] = size.get("slices", 0) * 2000  # a row of blobs weighs as much as thousands of small rows
     if sum(size.values()) < 200_000:  # small plans: forking costs more than it saves
         return {n: _rows_digest(con, n) for n in names}
-    global _FORK_PATH
-    _FORK_PATH = f"file:{quote(str(path))}?mode=ro"
-    try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            got = dict(pool.imap_unordered(_forked_digest, sorted(names, key=lambda n: -size[n])))
-    finally:
-        _FORK_PATH = None
+    uri = f"file:{quote(str(path))}?mode=ro"
+    # fork only a single-threaded process: a child forked while another thread (a Ray actor's, the plan
+    # writer's) holds a lock can hang on it, and the pool then waits for it forever; with threads, the workers
+    # come from a fresh forkserver process instead
+    ctx = multiprocessing.get_context("fork" if _os_threads() == 1 else "forkserver")
+    with ctx.Pool(workers) as pool:
+        got = dict(pool.imap_unordered(_worker_digest, [(uri, n) for n in sorted(names, key=lambda n: -size[n])]))
     return {n: got[n] for n in names}
 
 
-def _forked_digest(name: str) -> tuple[str, str]:
-    con = sqlite3.connect(_FORK_PATH, uri=True)
+def _os_threads() -> int:
+    """Threads of this process as the kernel counts them (native ones too, which ``threading`` does not see)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 2  # unknown: as if threaded
+
+
+def _worker_digest(job: tuple[str, str]) -> tuple[str, str]:
+    uri, name = job
+    con = sqlite3.connect(uri, uri=True)
     try:
         return name, _rows_digest(con, name)
     finally:
