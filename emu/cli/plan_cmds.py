@@ -27,7 +27,7 @@ def build_plan(scenario: str, out: Path, slices: int | None, fmt: str = "table",
                key: str | Path | None = None) -> dict:
     """Plan ``scenario`` into ``out``, signed with the key file ``key`` or the ground-control key
     (:mod:`emu.plan.trust`)."""
-    from emu.plan.db import write_plan
+    from emu.plan.db import PlanWriter
     from emu.plan.planner import make_plan
     from emu.plan.sign import public_bytes
     from emu.plan.trust import fingerprint, ground_control_key, load_private_key
@@ -48,14 +48,19 @@ def build_plan(scenario: str, out: Path, slices: int | None, fmt: str = "table",
     # last of the checks: the ground-control key is made on first use, never for a refused command
     signing_key = load_private_key(key) if key is not None else ground_control_key()
     t0 = time.perf_counter()
-    with _progress(fmt) as prog:
-        task = prog.add_task("planning slices", total=slices or 1)
+    writer = PlanWriter(out, signing_key)  # the database is written while the slices are planned
+    try:
+        with _progress(fmt) as prog:
+            task = prog.add_task("planning slices", total=slices or 1)
 
-        def cb(done: int, total: int) -> None:
-            prog.update(task, completed=done, total=total)
+            def cb(done: int, total: int) -> None:
+                prog.update(task, completed=done, total=total)
 
-        plan = make_plan(loaded, slices, progress=cb)
-    write_plan(plan, out, key=signing_key)
+            plan = make_plan(loaded, slices, progress=cb, before_slices=writer.start)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.finish(plan)
     sizes = np.concatenate([s.sizes for s in plan.slices])
     raw = np.concatenate([s.raw_entries for s in plan.slices])
     summary = {

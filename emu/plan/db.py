@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,51 +50,113 @@ def write_plan(plan: Plan, path: Path, key=None) -> Path:
     (default: a throw-away key, which ``up`` will not trust; the CLI passes the ground-control key).
 
     Written to ``path.tmp`` and renamed, so a plan file is always complete; a failure leaves nothing."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise InputError(f"--output: no such folder (got {echo(str(path.parent))})")
-    tmp = path.with_name(path.name + ".tmp")
-    key = key or signmod.new_key()
-    try:
-        if tmp.exists():
-            tmp.unlink()
-        con = sqlite3.connect(tmp)
+    return PlanWriter(path, key).finish(plan)
+
+
+class PlanWriter:
+    """:func:`write_plan` in two steps. :meth:`start` writes, in a thread, everything that is known before
+    the slices' tables (the scenario's tables, the bindings' coordinates, attachments, handovers,
+    association), so it runs while forked workers plan the slices (``make_plan(before_slices=...)``);
+    :meth:`finish` writes the slices and the meta row, seals and renames. Without :meth:`start`,
+    :meth:`finish` writes everything itself. A failure (or :meth:`abort`) leaves nothing."""
+
+    def __init__(self, path: Path, key=None):
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise InputError(f"--output: no such folder (got {echo(str(self.path.parent))})")
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.key = key or signmod.new_key()
+        self.con: sqlite3.Connection | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._n: int | None = None
+        self._known: dict[str, str] = {}  # seal digests of the head's tables, taken by the thread
+
+    def start(self, plan: Plan, n_slices: int) -> None:
+        """Write the part that does not depend on the slices' tables, in a thread (``n_slices``: how many
+        slices the plan will have)."""
+        self._run(self._open)
+        self._n = n_slices
+
+        def head() -> None:
+            try:
+                _write_head(self.con, plan, n_slices)
+                # these tables are complete: their digests for the seal are taken here too
+                self._known = {t: signmod.table_digest_of(self.con, t) for t in HEAD_TABLES}
+            except BaseException as exc:  # raised again by finish
+                self._error = exc
+
+        self._thread = threading.Thread(target=head, name="plan-writer", daemon=True)
+        self._thread.start()
+
+    def finish(self, plan: Plan) -> Path:
+        def rest() -> None:
+            if self._thread is None:
+                self._open()
+                self._n = len(plan.slices)
+                _write_head(self.con, plan, self._n)
+            else:
+                self._join()
+            if self._n != len(plan.slices):
+                raise ValueError(f"plan writer: {len(plan.slices)} slices, {self._n} announced")
+            _write_all(self.con, plan, self.key)
+            self.con.commit()
+            signmod.seal(self.con, self.key, self.tmp, self._known)
+            self.con.commit()
+            self.con.close()
+            self.con = None
+            self.tmp.replace(self.path)
+
+        self._run(rest)
+        return self.path
+
+    def abort(self) -> None:
+        """Stop and remove the unfinished file."""
         try:
-            _write_all(con, plan, key)
-            con.commit()
-            signmod.seal(con, key, tmp)
-            con.commit()
-        finally:
-            con.close()
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"--output: cannot write the plan: {exc.strerror} (got {echo(str(path))})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+            self._join()
+        except BaseException:  # noqa: S110 - the file goes anyway
+            pass
+        self._close()
+        self.tmp.unlink(missing_ok=True)
+
+    def _open(self) -> None:
+        if self.tmp.exists():
+            self.tmp.unlink()
+        self.con = sqlite3.connect(self.tmp, check_same_thread=False)  # the head thread, then the caller's
+        self.con.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + SCHEMA)
+
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def _close(self) -> None:
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+
+    def _run(self, step) -> None:
+        try:
+            step()
+        except OSError as exc:
+            self.abort()
+            raise InputError(f"--output: cannot write the plan: {exc.strerror} (got {echo(str(self.path))})") from None
+        except BaseException:
+            self.abort()
+            raise
 
 
-def _write_all(con, plan: Plan, key) -> None:
+HEAD_TABLES = ("operators", "satellites", "ground_nodes", "ephemeris", "mapping", "grc_coords", "attachments",
+               "handovers", "associations")
+
+
+def _write_head(con, plan: Plan, n_slices: int) -> None:
+    """The tables :data:`HEAD_TABLES`: every table but the slices and the meta row (what is known before
+    the slices' tables); nothing writes to them after this."""
     sc = plan.loaded.scenario
-    con.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + SCHEMA)
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "scenario_name": sc.name,
-        "scenario_digest": plan.loaded.digest,
-        "scenario_yaml": plan.loaded.raw.decode("utf-8"),
-        "scenario_path": str(plan.loaded.path),
-        "epoch": sc.time.epoch.isoformat(),
-        "slice_s": repr(sc.time.slice_s),
-        "slices": str(len(plan.slices)),
-        "grc_level": str(plan.bind.level),
-        "shell_codes": json.dumps([grc_shell_code(i, sc.grc.shell_codes) for i in range(len(sc.shells))]),
-        "routing": sc.routing.model_dump_json(),
-        "public_key": signmod.public_bytes(key).hex(),
-        "wall_s": f"{plan.wall_s:.3f}",
-    }
-    con.executemany("INSERT INTO meta VALUES (?, ?)", sorted(meta.items()))
     con.executemany("INSERT INTO operators VALUES (?, ?, ?, ?)",
                     [(i, o.name, o.owner_code, o.user_pool) for i, o in enumerate(sc.operators)])
     c = plan.series.constellation
@@ -110,24 +173,47 @@ def _write_all(con, plan: Plan, key) -> None:
                     [(k, *exporter.export_tle(r)) for k, r in enumerate(c.satrecs)])
     con.executemany("INSERT INTO mapping VALUES (?, ?, ?)",
                     [(r.prefix, r.operator, json.dumps(r.candidates, sort_keys=True)) for r in plan.mapping])
-    prev, coords = None, {}
-    for sp in plan.slices:
-        prev = _write_slice(con, plan, sp, prev, key, coords)
-    _write_grc_coords(con, plan, coords)
+    _write_grc_coords(con, plan, {})
     att = plan.attach
-    k, node, j = np.nonzero(att.links[:len(plan.slices)] >= 0)  # slice by slice, node by node, antenna by antenna
+    k, node, j = np.nonzero(att.links[:n_slices] >= 0)  # slice by slice, node by node, antenna by antenna
     con.executemany("INSERT INTO attachments VALUES (?, ?, ?, ?, ?, ?)",
                     zip(k.tolist(), node.tolist(), att.links[k, node, j].astype(np.int64).tolist(),
                         att.link_elevation_deg[k, node, j].astype(float).tolist(),
                         att.link_range_km[k, node, j].astype(float).tolist(), j.tolist()))
     con.executemany("INSERT INTO handovers VALUES (?, ?, ?, ?)", att.handovers())
-    con.executemany("INSERT INTO associations VALUES (?, ?, ?)", association_rows(plan))
+    con.executemany("INSERT INTO associations VALUES (?, ?, ?)", association_rows(plan, n_slices))
 
 
-def association_rows(plan: Plan) -> list[tuple[str, int, bytes]]:
-    """(policy, slice, packed int16 core per satellite) for every policy (spec: inter-sno-mobility §4.3, §5)."""
+def _write_all(con, plan: Plan, key) -> None:
+    """The meta row and every slice's row: all that is left once :func:`_write_head` is written."""
+    sc = plan.loaded.scenario
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "scenario_name": sc.name,
+        "scenario_digest": plan.loaded.digest,
+        "scenario_yaml": plan.loaded.raw.decode("utf-8"),
+        "scenario_path": str(plan.loaded.path),
+        "epoch": sc.time.epoch.isoformat(),
+        "slice_s": repr(sc.time.slice_s),
+        "slices": str(len(plan.slices)),
+        "grc_level": str(plan.bind.level),
+        "shell_codes": json.dumps([grc_shell_code(i, sc.grc.shell_codes) for i in range(len(sc.shells))]),
+        "routing": sc.routing.model_dump_json(),
+        "public_key": signmod.public_bytes(key).hex(),
+        "wall_s": f"{plan.wall_s:.3f}",
+    }
+    con.executemany("INSERT INTO meta VALUES (?, ?)", sorted(meta.items()))
+    prev = None
+    for sp in plan.slices:
+        prev = _write_slice(con, plan, sp, prev, key)
+
+
+def association_rows(plan: Plan, n_slices: int | None = None) -> list[tuple[str, int, bytes]]:
+    """(policy, slice, packed int16 core per satellite) for every policy and each of the first ``n_slices``
+    slices (default: the plan's) (spec: inter-sno-mobility §4.3, §5)."""
+    n = len(plan.slices) if n_slices is None else n_slices
     return [(policy, k, _pack(core[k].astype("<i2")))
-            for policy, core in sorted(plan.association.items()) for k in range(len(plan.slices))]
+            for policy, core in sorted(plan.association.items()) for k in range(n)]
 
 
 def _write_grc_coords(con, plan: Plan, coords: dict[int, tuple]) -> None:
@@ -182,7 +268,6 @@ class PackedSlice:
     sizes: np.ndarray  # entries per satellite
     blobs: dict
     manifest: bytes
-    coords: tuple  # binding_coords of the slice's bound cells
 
 
 def pack_slice(plan: Plan, sp: SlicePlan, prev_links: np.ndarray | None, keep_tables: bool = True) -> PackedSlice:
@@ -212,7 +297,7 @@ def pack_slice(plan: Plan, sp: SlicePlan, prev_links: np.ndarray | None, keep_ta
     manifest = b"".join(signmod.table_digests(T)) + slice_extras_digest(links, serving, sp.gs_choice, bound,
                                                                         visible, pairs)
     return PackedSlice((T if keep_tables else None, links, sp.gs_choice, sp.pairs, prev_links), int(T.sizes.sum()),
-                       T.sizes, blobs, manifest, binding_coords(plan.bind.cell[sp.index]))
+                       T.sizes, blobs, manifest)
 
 
 def _packed(plan: Plan, sp: SlicePlan, prev_links) -> PackedSlice:
@@ -227,9 +312,8 @@ def _packed(plan: Plan, sp: SlicePlan, prev_links) -> PackedSlice:
     return pack_slice(plan, sp, prev_links)
 
 
-def _write_slice(con, plan: Plan, sp: SlicePlan, prev_links, key, coords: dict) -> np.ndarray:
+def _write_slice(con, plan: Plan, sp: SlicePlan, prev_links, key) -> np.ndarray:
     p = _packed(plan, sp, prev_links)
-    coords[sp.index] = p.coords
     sig = signmod.sign(key, signmod.slice_message(plan.loaded.digest, sp.index, p.manifest))
     b = p.blobs
     con.execute("INSERT INTO slices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

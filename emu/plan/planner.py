@@ -122,7 +122,11 @@ def satellite_addresses(loaded: LoadedScenario, constellation) -> np.ndarray:
 
 
 def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
-              progress: Callable[[int, int], None] | None = None) -> Plan:
+              progress: Callable[[int, int], None] | None = None,
+              before_slices: Callable[[Plan, int], None] | None = None) -> Plan:
+    """Plan every slice. ``before_slices(plan, n)``, if given, is called once everything but the slices'
+    tables is final (attachments, association), before the n slices are planned: the CLI starts writing
+    the route database there (:class:`emu.plan.db.PlanWriter`)."""
     t0 = time.perf_counter()
     sc = loaded.scenario
     series = SnapshotSeries(loaded, n_slices)
@@ -144,7 +148,10 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
         costs = list(_per_slice(plan, shortest_path_costs, n))
         _apply_shortest_path(plan, costs)
     plan.association = plan_association(plan)  # after the attachments are final: UTs' serving satellites
-    for k, sp in enumerate(_per_slice(plan, plan_and_pack_slice, n)):
+    # before_slices starts a writer thread: only once the workers are forked (a child forked while another
+    # thread holds a lock can hang on it), so _per_slice calls it after creating its pool
+    started = (lambda: before_slices(plan, n)) if before_slices else None
+    for k, sp in enumerate(_per_slice(plan, plan_and_pack_slice, n, started)):
         plan.slices.append(sp)
         if progress:
             progress(k + 1, n)
@@ -187,10 +194,13 @@ def _workers(n: int) -> int:
     return min(os.cpu_count() or 1, 4) if n >= 32 else 1
 
 
-def _per_slice(plan: Plan, fn, n: int):
-    """fn(plan, k) for k in 0..n-1, in order; slices are independent: forked workers share the snapshots copy-on-write."""
+def _per_slice(plan: Plan, fn, n: int, started: Callable[[], None] | None = None):
+    """fn(plan, k) for k in 0..n-1, in order; slices are independent: forked workers share the snapshots copy-on-write.
+    ``started`` is called once the workers exist (before the first slice): where threads may start."""
     workers = _workers(n)
     if workers == 1:
+        if started:
+            started()
         for k in range(n):
             yield fn(plan, k)
         return
@@ -198,7 +208,9 @@ def _per_slice(plan: Plan, fn, n: int):
     _FORK_PLAN, _FORK_FN = plan, fn
     try:
         ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(workers) as pool:
+        with ctx.Pool(workers) as pool:  # the workers are forked here, before any thread of ours starts
+            if started:
+                started()
             yield from pool.imap(_forked, range(n), chunksize=4)
     finally:
         _FORK_PLAN, _FORK_FN = None, None

@@ -5,10 +5,10 @@ time slice from ephemeris), §Routing Table Structure (destination GRC prefix
 -> egress directions with priority/weight), §Segmented Longest Match (only
 prefix lengths 11, 14, ..., 32).
 
-Shortest paths go through scipy's compiled Dijkstra, once per slice from the
+Shortest paths: many sources at once (:mod:`emu.plan.dijkstra`), once per slice from the
 satellites that terminate a destination; next hops, ECMP/UCMP weights and
-loop-free standby directions are derived with numpy over (satellite,
-destination, direction). Aggregation folds a region's destinations into one
+loop-free standby directions are derived per (satellite, destination) over
+the six directions (compiled: :mod:`emu.plan.kernels`). Aggregation folds a region's destinations into one
 shorter prefix where they all leave a satellite by the same directions;
 terminal entries (Down to a ground node, local delivery) are never folded,
 so delivery stays exact.
@@ -21,12 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import dijkstra
 
 from emu.addressing.grc import LEGAL_PREFIX_LENGTHS
 from emu.addressing.slm import SegmentedTable
 from emu.orbit.constellation import DOWN
 from emu.plan import actions
+from emu.plan.dijkstra import dijkstra_rows
 
 MIX = -2
 _EPS = 1e-9
@@ -88,7 +88,7 @@ def graph_distances(n_sats: int, a: np.ndarray, b: np.ndarray, delay_ms: np.ndar
         return np.zeros((0, n_sats))
     g = coo_matrix((np.concatenate([delay_ms, delay_ms]), (np.concatenate([a, b]), np.concatenate([b, a]))),
                    shape=(n_sats, n_sats)).tocsr()
-    return np.atleast_2d(dijkstra(g, directed=True, indices=sources))
+    return dijkstra_rows(g, np.atleast_1d(sources), n_sats)
 
 
 def destination_distances(n_sats: int, a: np.ndarray, b: np.ndarray, delay_ms: np.ndarray,
@@ -114,7 +114,7 @@ def destination_distances(n_sats: int, a: np.ndarray, b: np.ndarray, delay_ms: n
     rows = np.concatenate([a, b, vid[t_dest]])
     cols = np.concatenate([b, a, t_sat])
     g = coo_matrix((np.concatenate([delay_ms, delay_ms, w]), (rows, cols)), shape=(n, n)).tocsr()
-    out[live] = np.atleast_2d(dijkstra(g, directed=True, indices=vid[live]))[:, :n_sats]
+    out[live] = dijkstra_rows(g, vid[live], n_sats)
     return out
 
 
@@ -146,10 +146,15 @@ def hop_codes(nb: np.ndarray, nb_delay: np.ndarray, dist: np.ndarray, dest: Dest
               policy: str, ucmp_tolerance: float, ecmp_tolerance: float = 0.0) -> np.ndarray:
     """:func:`next_hop_codes` as a C-contiguous (dests, sats) array.
 
-    One pass per direction over contiguous (destinations, satellites) planes: the neighbour's distance
-    is a gather from ``dist`` with a column of ``inf`` standing for "no neighbour", so no (destinations,
-    satellites, 6) array is built; destinations go in blocks small enough to stay in the CPU cache.
+    Per (destination, satellite), over the six directions (compiled: :func:`emu.plan.kernels.hop_codes_rows`):
+    the neighbour's distance and the delay through it, the best of those; then the policy's choice.
+    ECMP/UCMP: every direction within the tolerance of the best whose neighbour is strictly closer to
+    the destination (or that ties the best); ECMP's code comes from a 64-entry table of direction masks,
+    UCMP weighs each by round(100 * best / delay), clipped to 1..100. Active-standby: the first direction
+    reaching the best is active (priority 1), the best other strictly closer one stands by (priority 2).
     """
+    from emu.plan import kernels
+
     n_sats = nb.shape[0]
     codes = np.zeros((len(dest.addr), n_sats), dtype=np.int64)
     t_dest, t_sat, t_delay = dest.terminals()
@@ -157,74 +162,18 @@ def hop_codes(nb: np.ndarray, nb_delay: np.ndarray, dist: np.ndarray, dest: Dest
     if len(live) == 0:
         return codes
     has = nb >= 0
-    nbi = np.where(has, nb, n_sats).T.copy()  # (6, sats); n_sats: the inf column
-    nbd = np.where(has, nb_delay, 0.0).T.copy()
-    row = np.searchsorted(live, t_dest)
-    best_at_term = np.empty(len(t_dest))
-    block = max(1, _BLOCK_CELLS // max(1, n_sats))
-    for lo in range(0, len(live), block):
-        rows = live[lo:lo + block]
-        code, best = _block_codes(nbi, nbd, dist[rows], policy, ucmp_tolerance, ecmp_tolerance)
-        codes[rows] = code
-        mine = (row >= lo) & (row < lo + block)
-        best_at_term[mine] = best[row[mine] - lo, t_sat[mine]]
+    nbi = np.where(has, nb, n_sats).T.astype(np.int64)  # (6, sats); n_sats: no neighbour
+    nbd = np.where(has, nb_delay, 0.0).T.astype(np.float64)
+    pid = {"ucmp": kernels.UCMP, "active-standby": kernels.ACTIVE_STANDBY}.get(policy, kernels.ECMP)
+    tol = ucmp_tolerance if policy == "ucmp" else ecmp_tolerance
+    best = np.empty((len(live), n_sats))
+    kernels.hop_codes_rows(nbi, nbd, np.ascontiguousarray(dist, dtype=np.float64), live.astype(np.int64), pid,
+                           float(tol), _EPS, _ecmp_lut(nbi.shape[0]), np.int64(actions.STANDBY) << 48, codes, best)
     # terminal satellites: Down to the ground node, or local delivery (unless a neighbour is strictly shorter)
+    best_at_term = best[np.searchsorted(live, t_dest), t_sat]
     deliver = t_delay <= best_at_term + _EPS
     codes[t_dest[deliver], t_sat[deliver]] = dest.term_code[t_dest[deliver]]
     return codes
-
-
-_BLOCK_CELLS = 1 << 14  # (destination, satellite) cells per block: a few float64 planes of this fit in L2
-
-
-def _block_codes(nbi: np.ndarray, nbd: np.ndarray, dist: np.ndarray, policy: str, ucmp_tolerance: float,
-                 ecmp_tolerance: float) -> tuple[np.ndarray, np.ndarray]:
-    """Codes (0 where unreachable) and best delay of a block of destinations (:func:`hop_codes`)."""
-    n_dir, n_sats = nbi.shape
-    D = np.empty((dist.shape[0], n_sats + 1))
-    D[:, :n_sats] = dist
-    D[:, n_sats] = np.inf
-    Dv = D[:, :n_sats]
-    Dn = [np.take(D, nbi[d], axis=1) for d in range(n_dir)]  # distance of the neighbour in direction d
-    C = [Dn[d] + nbd[d] for d in range(n_dir)]  # via direction d (inf: no neighbour)
-    best = C[0].copy()
-    for d in range(1, n_dir):
-        np.minimum(best, C[d], out=best)
-    Dlim = Dv - _EPS
-    if policy == "active-standby":
-        primary = np.zeros(best.shape, dtype=np.int64)  # first direction reaching the minimum (np.argmin)
-        for d in range(n_dir - 1, -1, -1):
-            primary[C[d] == best] = d
-        alt_best = np.full(best.shape, np.inf)
-        standby = np.zeros(best.shape, dtype=np.int64)
-        for d in range(n_dir):
-            alt = np.where((Dn[d] < Dlim) & (primary != d), C[d], np.inf)
-            standby[alt < alt_best] = d
-            np.minimum(alt_best, alt, out=alt_best)
-        has_standby = np.isfinite(alt_best)
-        one = np.int64(1)
-        code = (np.int64(actions.STANDBY) << 48) | (one << primary) | (one << (6 + 7 * primary))
-        code |= np.where(has_standby, (one << standby) | (np.int64(2) << (6 + 7 * standby)), 0)
-    else:
-        tol = ucmp_tolerance if policy == "ucmp" else ecmp_tolerance
-        near = best * (1.0 + tol) + _EPS
-        tie = best + _EPS
-        # only neighbours strictly closer to the destination: near-equal paths must not loop
-        sel = [(C[d] <= near) & ((Dn[d] < Dlim) | (C[d] <= tie)) for d in range(n_dir)]
-        if policy == "ucmp":
-            code = np.zeros(best.shape, dtype=np.int64)
-            scaled = 100.0 * best
-            with np.errstate(invalid="ignore"):  # unreachable (best inf): masked below
-                for d in range(n_dir):
-                    w = np.clip(np.round(scaled / np.where(sel[d], C[d], np.inf)), 1, 100).astype(np.int64)
-                    code |= np.where(sel[d], (np.int64(1) << d) | (w << (6 + 7 * d)), 0)
-        else:  # equal weights: the code is a function of the 6-bit direction mask
-            mask = np.zeros(best.shape, dtype=np.uint8)
-            for d in range(n_dir):
-                mask |= sel[d].view(np.uint8) << np.uint8(d)
-            code = _ecmp_lut(n_dir)[mask]
-    code[~np.isfinite(best)] = 0
-    return code, best
 
 
 @functools.cache
@@ -377,11 +326,8 @@ def entry_key(sat: np.ndarray, prefix: np.ndarray, plen: np.ndarray) -> np.ndarr
 def tables_from_entries(key: np.ndarray, act: np.ndarray, n_sats: int) -> SliceTables:
     """SliceTables of entries (:func:`entry_key`, action) in key order; equal keys (duplicate destinations)
     keep the order they come in."""
-    order = np.argsort(key)
+    order = np.argsort(key, kind="stable")  # without duplicates the one order there is; faster than quicksort here
     k = key[order]
-    if len(k) > 1 and (k[1:] == k[:-1]).any():
-        order = np.argsort(key, kind="stable")
-        k = key[order]
     offsets = np.zeros(n_sats + 1, dtype=np.int64)
     np.cumsum(np.bincount((k >> np.uint64(40)).astype(np.int64), minlength=n_sats), out=offsets[1:])
     return SliceTables(offsets, ((k >> np.uint64(8)) & np.uint64(0xFFFFFFFF)).astype(np.uint32),

@@ -127,17 +127,23 @@ def _rows_digest(con: sqlite3.Connection, table: str) -> str:
     return h.hexdigest()
 
 
-def database_digests(con: sqlite3.Connection, path: Path | None = None) -> dict:
+def database_digests(con: sqlite3.Connection, path: Path | None = None, known: dict[str, str] | None = None) -> dict:
     """``{"schema": digest, "tables": {name: digest}}`` over everything in the file but the seal itself.
 
     With ``path`` (the file ``con`` reads, everything in it committed) the tables are digested by forked
-    workers, each with its own read-only connection, largest first."""
+    workers, each with its own read-only connection, largest first. ``known``: digests of tables already
+    taken (:func:`table_digest_of`) and not written since, which are not read again."""
+    known = known or {}
     schema = list(con.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"))
     names = sorted(r[1] for r in schema if r[0] == "table" and r[1] != "signatures")
-    return {"schema": hashlib.sha256(repr(schema).encode()).hexdigest(), "tables": _table_digests(con, names, path)}
+    got = _table_digests(con, [n for n in names if n not in known], path)
+    return {"schema": hashlib.sha256(repr(schema).encode()).hexdigest(),
+            "tables": {n: known[n] if n in known else got[n] for n in names}}
 
 
-_FORK_PATH: str | None = None
+def table_digest_of(con: sqlite3.Connection, table: str) -> str:
+    """One table's digest as the seal takes it (for ``seal(known=...)``: a table that is complete early)."""
+    return _rows_digest(con, table)
 
 
 def _table_digests(con: sqlite3.Connection, names: list[str], path: Path | None) -> dict[str, str]:
@@ -151,28 +157,38 @@ def _table_digests(con: sqlite3.Connection, names: list[str], path: Path | None)
     size["slices"] = size.get("slices", 0) * 2000  # a row of blobs weighs as much as thousands of small rows
     if sum(size.values()) < 200_000:  # small plans: forking costs more than it saves
         return {n: _rows_digest(con, n) for n in names}
-    global _FORK_PATH
-    _FORK_PATH = f"file:{quote(str(path))}?mode=ro"
-    try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            got = dict(pool.imap_unordered(_forked_digest, sorted(names, key=lambda n: -size[n])))
-    finally:
-        _FORK_PATH = None
+    uri = f"file:{quote(str(path))}?mode=ro"
+    # fork only a single-threaded process: a child forked while another thread (a Ray actor's, the plan
+    # writer's) holds a lock can hang on it, and the pool then waits for it forever; with threads, the workers
+    # come from a fresh forkserver process instead
+    ctx = multiprocessing.get_context("fork" if _os_threads() == 1 else "forkserver")
+    with ctx.Pool(workers) as pool:
+        got = dict(pool.imap_unordered(_worker_digest, [(uri, n) for n in sorted(names, key=lambda n: -size[n])]))
     return {n: got[n] for n in names}
 
 
-def _forked_digest(name: str) -> tuple[str, str]:
-    con = sqlite3.connect(_FORK_PATH, uri=True)
+def _os_threads() -> int:
+    """Threads of this process as the kernel counts them (native ones too, which ``threading`` does not see)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 2  # unknown: as if threaded
+
+
+def _worker_digest(job: tuple[str, str]) -> tuple[str, str]:
+    uri, name = job
+    con = sqlite3.connect(uri, uri=True)
     try:
         return name, _rows_digest(con, name)
     finally:
         con.close()
 
 
-def seal(con: sqlite3.Connection, key: Ed25519PrivateKey, path: Path | None = None) -> None:
+def seal(con: sqlite3.Connection, key: Ed25519PrivateKey, path: Path | None = None,
+         known: dict[str, str] | None = None) -> None:
     """Sign every table as it is now: the last write to a plan (``path``: the file, everything in it
-    committed, so forked workers can digest the tables)."""
-    manifest = json.dumps(database_digests(con, path), sort_keys=True).encode()
+    committed, so forked workers can digest the tables; ``known``: see :func:`database_digests`)."""
+    manifest = json.dumps(database_digests(con, path, known), sort_keys=True).encode()
     con.execute("DELETE FROM signatures")
     con.execute("INSERT INTO signatures VALUES (?, ?, ?)", (SEAL, manifest, sign(key, SEAL_MAGIC + manifest)))
 

@@ -249,8 +249,13 @@ def _walk_slice(db, rep, k, tables, links, addr, term, names, kinds, n_ground) -
     the right delivery (see the module docstring); the others are named (at most ``max_failures``).
 
     The lookup yields an action id per pair; what an action does (its kind, ground target, the directions
-    it forwards to) is worked out once per distinct action and gathered per pair.
+    it forwards to) is worked out once per distinct action. The pairs' facts and the growth of the good
+    set run compiled (:mod:`emu.plan.kernels`), 64 destinations to a machine word: a pair is good when it
+    delivers right, or forwards and every branch leads to a good pair (to the fixed point: pairs on a
+    loop, or with a branch that never ends, are not).
     """
+    from emu.plan import kernels
+
     n = len(tables.offsets) - 1
     nb = neighbour_matrix(links, n)[0]
     codes, ids = lookup_ids(tables, addr)
@@ -265,74 +270,33 @@ def _walk_slice(db, rep, k, tables, links, addr, term, names, kinds, n_ground) -
         active |= (((codes >> (6 + 7 * d)) & 0x7F) == 1).astype(np.int64) << d
     bits_c = np.where(kind_c == actions.STANDBY, bits_c & active, bits_c)
     bits_c &= ~np.where(target_c >= 0, np.int64(1) << 4, 0)  # Down to ground is terminal, not a hop
-    G = n_ground  # columns [:G] are ground nodes (delivered by Down to them), [G:] satellites (local delivery)
-    local_c = kind_c == actions.LOCAL
-    ids_g, ids_s = ids[:, :G], ids[:, G:]
-    right = np.empty((n, D), dtype=bool)
-    right[:, :G] = np.where(down_c & (target_c >= 0), target_c, -1)[ids_g] == np.arange(G)[None, :]
-    right[:, G:] = local_c[ids_s]
-    good = term & right
-    wrong_term = np.empty((n, D), dtype=bool)
-    wrong_term[:, :G] = (local_c | (target_c >= 0))[ids_g] & ~good[:, :G]
-    wrong_term[:, G:] = (local_c[ids_s] & ~term[:, G:]) | (target_c >= 0)[ids_s]
-    missing = ((nb < 0).astype(np.int64) << np.arange(6)).sum(axis=1)  # per satellite: directions without a link
-    bits = bits_c.astype(np.uint8)[ids]
-    dangling = (bits & missing.astype(np.uint8)[:, None]) != 0
-    bits[dangling | wrong_term] = 0
-    good = _settle(good, bits, nb)
+    # columns [:n_ground] are ground nodes (delivered by Down to them), [n_ground:] satellites (local delivery)
+    right_c = np.where(down_c & (target_c >= 0), target_c, -1).astype(np.int64)
+    missing = ((nb < 0).astype(np.int64) << np.arange(6)).sum(axis=1).astype(np.uint8)  # directions without a link
+    good, moving, used, why = kernels.walk_words(np.ascontiguousarray(ids), np.ascontiguousarray(term), int(n_ground),
+                                                 right_c, kind_c == actions.LOCAL, target_c >= 0,
+                                                 bits_c.astype(np.uint8), missing)
+    kernels.settle(good, moving, used, np.where(nb >= 0, nb, n).astype(np.int64))
     # connected: the satellite's component holds a terminal of the destination
     n_comp = int(comp.max()) + 1 if n else 0
     comp_has = np.zeros((n_comp, D), dtype=bool)
     ts, td = np.nonzero(term)
     comp_has[comp[ts], td] = True
-    connected = comp_has[comp] if n_comp > 1 else np.broadcast_to(comp_has[:1], (n, D))
     n_conn = int(np.bincount(comp, minlength=n_comp) @ comp_has.sum(axis=1))  # connected pairs
     rep.pairs_checked += n_conn
     rep.disconnected += n * D - n_conn
-    bad = connected & ~good
-    bs, bd = np.nonzero(bad)
-    for s, d in zip(bs[:rep.max_failures + 1], bd[:rep.max_failures + 1]):  # the report shows no more
+    bs, bd = kernels.bad_pairs(good, kernels.pack_words(comp_has), comp.astype(np.int64), D,
+                               rep.max_failures + 1)  # the report shows no more
+    for s, d in zip(bs.tolist(), bd.tolist()):
         if codes[ids[s, d]] == 0:
-            why = "black hole (no matching entry)"
-        elif dangling[s, d]:
-            why = "egress direction has no link in this slice"
-        elif wrong_term[s, d]:
-            why = "delivered to the wrong node"
+            why_s = "black hole (no matching entry)"
+        elif why[s, d] == 1:
+            why_s = "egress direction has no link in this slice"
+        elif why[s, d] == 2:
+            why_s = "delivered to the wrong node"
         else:
-            why = "loop or path that never reaches the destination"
-        rep.fail(f"slice {k}: satellite {db.sat_names[s]} -> {kinds[d]} {names[d]}: {why}")
-
-
-def _settle(good: np.ndarray, bits: np.ndarray, nb: np.ndarray) -> np.ndarray:
-    """The pairs (satellite, destination) that are good or whose every used direction (``bits``, a 6-bit
-    mask; 0: none) leads to a good pair, to the fixed point: those from which every branch ends in a good
-    pair. Pairs on a loop, or with a branch that never ends, are not.
-
-    Bit-parallel over destinations: per satellite, 64 destinations to a machine word; each round takes,
-    for every satellite and direction, its neighbour's words. Rounds: the longest path's hops.
-    """
-    n, D = good.shape
-    words = -(-D // 64)
-
-    def pack(x: np.ndarray) -> np.ndarray:  # nonzero -> 1
-        out = np.zeros((n + 1, words * 8), dtype=np.uint8)  # row n: "no neighbour", never good
-        out[:n, :-(-D // 8)] = np.packbits(x, axis=1)
-        return out.view(np.uint64)
-
-    G = pack(good)
-    free = [~pack(bits & np.uint8(1 << e))[:n] for e in range(nb.shape[1])]  # pairs not using direction e
-    used = [e for e in range(nb.shape[1]) if (~free[e]).any()]
-    moving = pack(bits)[:n]
-    nbz = np.where(nb >= 0, nb, n)
-    while True:
-        ok = moving.copy()
-        for e in used:
-            ok &= free[e] | G[nbz[:, e]]
-        ok &= ~G[:n]
-        if not ok.any():
-            break
-        G[:n] |= ok
-    return np.unpackbits(G[:n].view(np.uint8), axis=1, count=D).astype(bool)
+            why_s = "loop or path that never reaches the destination"
+        rep.fail(f"slice {k}: satellite {db.sat_names[s]} -> {kinds[d]} {names[d]}: {why_s}")
 
 
 def _components(n: int, links) -> np.ndarray:
