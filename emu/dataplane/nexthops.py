@@ -39,6 +39,9 @@ The kernel's own rules this module has to follow:
   as multipath routes did before;
 - ids are never reused within a run (a fresh counter per namespace; objects
   are created with NLM_F_EXCL, so a clash fails instead of moving routes);
+- a group no table names any more is deleted by the fill that stopped
+  naming it (:meth:`NexthopTable.table_names`: UCMP's weights otherwise pile
+  up groups for the whole run);
 - a group may not list one object twice: the plan's directions map to
   distinct interfaces, so a set never repeats a (interface, neighbour).
 """
@@ -96,6 +99,7 @@ class NexthopTable:
         self._next = 1
         self._doomed: list[tuple[int, int]] = []             # (slice from which to delete, group id)
         self._asked: dict[tuple, int] = {}                   # hops as asked -> id (the hot path's one lookup)
+        self._named: dict[int, set[int]] = {}                # table -> the groups its routes name
 
     def __len__(self) -> int:
         return len(self._single) + len(self._group)
@@ -132,10 +136,38 @@ class NexthopTable:
                         f"id {i} via {via6} dev {oif}")
         return i
 
+    def table_names(self, table: int, values: Iterable, batch: NetlinkBatch) -> int:
+        """Table ``table`` now holds routes with ``values`` (the applier's (type, hops) values; hops None where
+        unknown): note the groups it names, and queue the deletion of every group no table names any more
+        (after the routes queued before it); returns how many. Under UCMP the plan's weights make new sets
+        every slice (the default scenario: ~0.35 a satellite a slice, ~90 % of them unused a few slices
+        later), which would otherwise pile up in the kernel for the whole run."""
+        vals = list(values)
+        named: set[int] = set()
+        asked = self._asked
+        for v in dict(zip(map(id, vals), vals)).values():  # equal values are mostly one object (interned)
+            hops = v[1]
+            if hops and len(hops) > 1:
+                i = asked.get(hops)
+                if i is not None:
+                    named.add(i)
+        self._named[table] = named
+        in_use = set().union(*self._named.values())
+        dead = {i for i in self._group.values() if i not in in_use}
+        if not dead:
+            return 0
+        self._group = {key: i for key, i in self._group.items() if i not in dead}
+        self._asked = {hops: i for hops, i in self._asked.items() if i not in dead}
+        for i in sorted(dead):
+            del self._oifs[i]
+            batch.queue(RTM_DELNEXTHOP, 0, del_body(i), "nexthop del", f"id {i} (unused)")
+        return len(dead)
+
     def reset(self) -> None:
         """Forget every object (the kernel removed some behind our back): the next uses write new ones, with ids
         not used before. Groups still in the kernel are left to the namespace's end."""
         self._single, self._group, self._oifs, self._asked, self._doomed = {}, {}, {}, {}, []
+        self._named = {}
 
     def forget(self, oifs: set[int], k: int) -> None:
         """Interfaces ``oifs`` went down or away during slice ``k``: the kernel deleted the objects through them

@@ -344,6 +344,8 @@ class SliceApplier:
                     nlroute.route4_many(nl, "replace", t, items, IDX_LO, nh)
                     nlroute.route6_many(nl, "replace", t, items, base6, IDX_LO, nh)
                     have.update(reps)
+                if nh is not None and (dels or reps):  # groups no table names any more: deleted
+                    ops += nh.table_names(t, have.values(), nl)
                 if len(nl):
                     send(name)
                 ops += 2 * (len(dels) + len(reps))

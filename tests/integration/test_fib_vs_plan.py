@@ -11,6 +11,8 @@ unassigned GRC go, and the answer must be one of the plan's egress paths
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from emu.dataplane import cleanup, fibcheck
@@ -22,11 +24,13 @@ from .test_dataplane import ROOT
 SLICES = 33
 
 
-@pytest.mark.parametrize("scenario, nexthops", [("polar", True), ("two-shell", True), ("polar", False)],
-                         ids=["polar", "two-shell", "polar-hops-in-routes"])
+@pytest.mark.parametrize("scenario, nexthops", [("polar", True), ("two-shell", True), ("polar", False),
+                                               ("default-ucmp", True)],
+                         ids=["polar", "two-shell", "polar-hops-in-routes", "default-ucmp"])
 def test_kernel_fib_follows_the_plan(scenario, nexthops, tmp_path, monkeypatch, module_ns_prefix):
     """``nexthops`` False: the routes carry their hops, as on a kernel without nexthop objects (the fallback,
-    run here on a kernel that has them)."""
+    run here on a kernel that has them). default-ucmp: UCMP's weighted groups, which change every slice; the
+    kernel holds exactly the nexthop objects the applier knows (unused groups deleted, none missing)."""
     import dataclasses
 
     from emu.cli.plan_cmds import build_plan
@@ -40,7 +44,12 @@ def test_kernel_fib_follows_the_plan(scenario, nexthops, tmp_path, monkeypatch, 
     monkeypatch.setenv("LEOEMU_RUN_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("LEOEMU_RUN_ID_PREFIX", module_ns_prefix.rstrip("-"))
     plan = tmp_path / "p.db"
-    build_plan(str(ROOT / "topologies" / f"{scenario}.yaml"), plan, SLICES, fmt="json")
+    scen = ROOT / "topologies" / f"{scenario}.yaml"
+    if scenario == "default-ucmp":
+        scen = tmp_path / "ucmp.yaml"
+        text = (ROOT / "topologies" / "default.yaml").read_text()
+        scen.write_text(text.replace("multipath: ecmp", "multipath: ucmp"))
+    build_plan(str(scen), plan, SLICES, fmt="json")
     run = Run.create()
     try:
         ctl = Controller(run, plan, 1.0, SLICES)
@@ -62,11 +71,15 @@ def test_kernel_fib_follows_the_plan(scenario, nexthops, tmp_path, monkeypatch, 
             r = fibcheck.compare(m, ctl.builder.fabric, k, dsts, families=(4, 6))
             assert r["checked"] == 2 * len(dsts) * len(m.satellites)
             assert not r["mismatches"], r
+            if ctl.applier.nexthops is not None:
+                for s in m.satellites[::10]:
+                    out = subprocess.run(["ip", "-n", s.netns, "nexthop"], capture_output=True, text=True).stdout
+                    assert len(out.splitlines()) == len(ctl.applier.nexthops[s.index]), (k, s.name, out)
         assert ctl.applier.unresolved == 0
         assert (ctl.applier.nexthops is not None) == (nexthops and ctl.features.has("nexthop"))
         if scenario == "polar":
             assert changes > 0, "the polar run should switch ISLs off and on"
-        else:
+        elif scenario == "two-shell":
             assert m.shell_links, "the two-shell run should have inter-shell links"
         ctl.close()
     finally:

@@ -176,3 +176,22 @@ def test_the_grace_is_the_rotation() -> None:
     from emu.dataplane import desired
 
     assert N.GRACE_SLICES == desired.N_TABLES
+
+
+def test_a_group_no_table_names_is_deleted_and_a_named_one_kept() -> None:
+    """Each table's fill says what its routes name now; a group named by no table of the rotation is deleted
+    (after the routes queued before it), one still named by another table stays, and asking for a deleted set
+    again writes a new group."""
+    t, b = N.NexthopTable(), NetlinkBatch.unbound()
+    a, c, e = nlroute.Hop(5, "fe80::1", 1), nlroute.Hop(6, "fe80::2", 2), nlroute.Hop(7, "fe80::3", 1)
+    ac, ce = (a, c), (c, e)
+    g_ac, g_ce = t.id_of(ac, b), t.id_of(ce, b)
+    unicast = nlroute.RTN_UNICAST
+    assert t.table_names(1000, [(unicast, ac), (unicast, ce), (unicast, (a,))], b) == 0
+    assert t.table_names(1001, [(unicast, ce), (unicast, ce), (nlroute.RTN_UNREACHABLE, ())], b) == 0
+    n = len(b)
+    assert t.table_names(1000, [(unicast, (a,)), (unicast, None)], b) == 1  # ac named nowhere now; ce by 1001
+    (m,) = decoded(b)[n:]
+    assert (m["header"]["type"], m.get("NHA_ID")) == (N.RTM_DELNEXTHOP, g_ac)
+    assert t.id_of(ce, b) == g_ce and t.id_of((a,), b) < g_ac  # kept, singles untouched
+    assert t.id_of(ac, b) > g_ce  # asked again: a new group
