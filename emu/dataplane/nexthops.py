@@ -30,18 +30,17 @@ The kernel's own rules this module has to follow:
   member and keeps its routes. The applier's own downs and deletes are
   followed (:meth:`NexthopTable.forget`); one behind its back shows as
   EINVAL on the next fill naming the object, and that satellite's objects
-  and routes are written again (``SliceApplier._fill``);
-  So when interfaces go (:meth:`NexthopTable.forget`), every object through
-  them is forgotten here -- the next route that needs the set gets a new
-  one -- and each group that shrank is deleted only after every table was
-  refilled once (:data:`GRACE_SLICES`): no route names it any more then, and
-  the routes that did keep their surviving paths until their table's refill,
-  as multipath routes did before;
+  and routes are written again (``SliceApplier._fill``). When interfaces
+  go, every object through them is forgotten here -- the next route that
+  needs the set gets a new one -- and the routes naming a group that shrank
+  keep their surviving paths until their table's refill, as multipath
+  routes did before;
+- each fill notes the groups its table names (:meth:`NexthopTable.table_names`);
+  a group no table of the rotation names any more -- a set the plan stopped
+  using (UCMP's weights otherwise pile up groups for the whole run), or a
+  shrunk one whose tables were all refilled -- is deleted then;
 - ids are never reused within a run (a fresh counter per namespace; objects
   are created with NLM_F_EXCL, so a clash fails instead of moving routes);
-- a group no table names any more is deleted by the fill that stopped
-  naming it (:meth:`NexthopTable.table_names`: UCMP's weights otherwise pile
-  up groups for the whole run);
 - a group may not list one object twice: the plan's directions map to
   distinct interfaces, so a set never repeats a (interface, neighbour).
 """
@@ -62,7 +61,6 @@ NHA_ID, NHA_GROUP, NHA_OIF, NHA_GATEWAY = 1, 2, 5, 6   # linux/nexthop.h
 NHMSG = struct.Struct("=BBBBI")            # struct nhmsg: family, scope, protocol, resvd, flags
 NH_GRP = struct.Struct("=IBBH")            # struct nexthop_grp: id, weight - 1, weight_high, resvd
 _CREATE_EXCL = 0x400 | 0x200               # NLM_F_CREATE | NLM_F_EXCL: ids are never reused, a clash is a bug
-GRACE_SLICES = 3                           # the rotation's tables (desired.N_TABLES): all refilled once by then
 
 
 def single_body(nhid: int, oif: int, gateway6: str) -> bytes:
@@ -97,7 +95,7 @@ class NexthopTable:
         self._group: dict[tuple, int] = {}                   # ((oif, neighbour, weight), ...) -> id
         self._oifs: dict[int, frozenset[int]] = {}           # id -> interfaces it goes through
         self._next = 1
-        self._doomed: list[tuple[int, int]] = []             # (slice from which to delete, group id)
+        self._shrunk: set[int] = set()                       # forgotten groups still in the kernel (see forget)
         self._asked: dict[tuple, int] = {}                   # hops as asked -> id (the hot path's one lookup)
         self._named: dict[int, set[int]] = {}                # table -> the groups its routes name
 
@@ -138,10 +136,12 @@ class NexthopTable:
 
     def table_names(self, table: int, values: Iterable, batch: NetlinkBatch) -> int:
         """Table ``table`` now holds routes with ``values`` (the applier's (type, hops) values; hops None where
-        unknown): note the groups it names, and queue the deletion of every group no table names any more
-        (after the routes queued before it); returns how many. Under UCMP the plan's weights make new sets
-        every slice (the default scenario: ~0.35 a satellite a slice, ~90 % of them unused a few slices
-        later), which would otherwise pile up in the kernel for the whole run."""
+        unknown): note the groups it names, and queue the deletion of every group no table names any more --
+        a set the plan stopped using, or a group that lost a member (:meth:`forget`) -- after the routes
+        queued before it; returns how many. Under UCMP the plan's weights make new sets every slice (the
+        default scenario: ~0.35 a satellite a slice, ~90 % of them unused a few slices later), which would
+        otherwise pile up in the kernel for the whole run. ENOENT is possible for a shrunk group whose every
+        member died (the kernel removed it)."""
         vals = list(values)
         named: set[int] = set()
         asked = self._asked
@@ -153,51 +153,43 @@ class NexthopTable:
                     named.add(i)
         self._named[table] = named
         in_use = set().union(*self._named.values())
-        dead = {i for i in self._group.values() if i not in in_use}
-        if not dead:
-            return 0
-        self._group = {key: i for key, i in self._group.items() if i not in dead}
-        self._asked = {hops: i for hops, i in self._asked.items() if i not in dead}
-        for i in sorted(dead):
-            del self._oifs[i]
-            batch.queue(RTM_DELNEXTHOP, 0, del_body(i), "nexthop del", f"id {i} (unused)")
-        return len(dead)
+        unused = {i for i in self._group.values() if i not in in_use}
+        gone = self._shrunk - in_use
+        if unused:
+            self._group = {key: i for key, i in self._group.items() if i not in unused}
+            self._asked = {hops: i for hops, i in self._asked.items() if i not in unused}
+            for i in unused:
+                del self._oifs[i]
+        self._shrunk -= gone
+        for i in sorted(unused | gone):
+            batch.queue(RTM_DELNEXTHOP, 0, del_body(i), "nexthop del", f"id {i}")
+        return len(unused) + len(gone)
 
     def reset(self) -> None:
         """Forget every object (the kernel removed some behind our back): the next uses write new ones, with ids
         not used before. Groups still in the kernel are left to the namespace's end."""
-        self._single, self._group, self._oifs, self._asked, self._doomed = {}, {}, {}, {}, []
-        self._named = {}
+        self._single, self._group, self._oifs, self._asked, self._named, self._shrunk = {}, {}, {}, {}, {}, set()
 
-    def forget(self, oifs: set[int], k: int) -> None:
-        """Interfaces ``oifs`` went down or away during slice ``k``: the kernel deleted the objects through them
-        (and the routes naming those) and shrank the groups; forget all of them here, and delete the shrunk
-        groups from slice k + :data:`GRACE_SLICES` on (:meth:`queue_deletes`)."""
+    def forget(self, oifs: set[int]) -> None:
+        """Interfaces ``oifs`` went down or away: the kernel deleted the objects through them (and the routes
+        naming those) and shrank the groups; forget all of them here. A shrunk group is deleted once no table
+        names it any more (:meth:`table_names`): until its routes' tables are refilled they keep their
+        surviving paths."""
         for key, i in list(self._single.items()):
             if key[0] in oifs:
                 del self._single[key], self._oifs[i]
         for key, i in list(self._group.items()):
             if self._oifs[i] & oifs:
                 del self._group[key], self._oifs[i]
-                self._doomed.append((k + GRACE_SLICES, i))
+                self._shrunk.add(i)
         self._asked = {hops: i for hops, i in self._asked.items() if i in self._oifs}
-
-    def queue_deletes(self, k: int, batch: NetlinkBatch) -> int:
-        """Queue the deletion of the groups due by slice ``k`` (ENOENT: the kernel already removed one whose
-        every member died); returns how many."""
-        due = [i for at, i in self._doomed if at <= k]
-        if due:
-            self._doomed = [(at, i) for at, i in self._doomed if at > k]
-            for i in due:
-                batch.queue(RTM_DELNEXTHOP, 0, del_body(i), "nexthop del", f"id {i}")
-        return len(due)
 
 
 def probe(oif: int) -> tuple[bool, str]:
     """Can this kernel name nexthop objects from IPv4 and IPv6 routes, through an IPv6 neighbour, single and
     grouped? Sent in the calling thread's namespace (a throwaway one, :mod:`emu.dataplane.features`), through
     ``oif`` (an up veth with IPv6). (works, why not)."""
-    from emu.dataplane import rtpack
+    from emu.dataplane import nlroute
     from emu.errors import DataplaneError
 
     try:
@@ -210,12 +202,10 @@ def probe(oif: int) -> tuple[bool, str]:
         s.bind((0, 0))
         s.settimeout(10.0)
         t = NexthopTable()
-        grp = t.id_of(((oif, "fe80::1", 1), (oif, "fe80::2", 3)), b)
-        for dst in (b"\xc6\x33\x64\x80", bytes.fromhex("20010db8000200000000000000000000")):  # TEST-NET, doc v6
-            head, tail, mtype, flags = rtpack.route_shape("replace", len(dst), 25 if len(dst) == 4 else 64, None,
-                                                          None, None, None, 100, 1, 0, "unicast", RTPROT_STATIC,
-                                                          False)
-            b.queue(mtype, flags, head + _attr(rtpack.RTA_DST, dst) + tail + nh_attr(grp), "route nhid")
+        hops = (nlroute.Hop(oif, "fe80::1", 1), nlroute.Hop(oif, "fe80::2", 3))
+        route = [(0xC6336480, 25, 1, nlroute.RTN_UNICAST, hops)]  # 198.51.100.128/25 (TEST-NET-2)
+        nlroute.route4_many(b, "replace", 100, route, nexthops=t)  # the applier's own encoder, both families
+        nlroute.route6_many(b, "replace", 100, route, 0x20010DB8_00020000_00000000 << 32, nexthops=t)  # 2001:db8:2::/96
         b.send()
         return True, ""
     except (OSError, DataplaneError) as exc:

@@ -99,7 +99,6 @@ class SliceApplier:
         self._armed: tuple[int, int] | None = None  # (slice, wall-clock ns) the kernel switches by itself
         # each satellite's nexthop objects, where the kernel has them (the routes name them: emu.dataplane.nexthops)
         self.nexthops: dict[int, NexthopTable] | None = defaultdict(NexthopTable) if model.cfg.nexthops else None
-        self._at = 0  # the slice whose operations are being written (when interfaces go: NexthopTable.forget)
 
     # ------------------------------------------------------------------ helpers
     def ns(self, node: str) -> str:
@@ -195,7 +194,6 @@ class SliceApplier:
     def execute(self, ops: Iterable[D.Op], st: D.SliceState) -> None:
         """Push ``ops`` in order; consecutive operations of one kind go out together (one write per namespace)."""
         run: list[D.Op] = []
-        self._at = st.k
         for op in ops:
             if self.handed_off and isinstance(op.obj, self.handed_off):
                 continue
@@ -298,10 +296,9 @@ class SliceApplier:
         forgotten and written again, and the satellites whose writes were held back are sent after it.
         """
         sats = list(st.routes)
-        ops = 0
         for _ in range(len(sats) + 1):
             try:
-                return ops + self._fill_some(t, st, sats)
+                return self._fill_some(t, st, sats)
             except DataplaneError as exc:
                 bad = self._sat_of_ns.get(exc.netns) if self.nexthops is not None and exc.errno == E.EINVAL else None
                 if bad is None:
@@ -309,10 +306,7 @@ class SliceApplier:
                 log.warning("slice %d: %s: a nexthop object is gone (an interface lost its carrier?): writing "
                             "its objects and routes again", st.k, self.sat_ns(bad))
                 self.nexthops[bad].reset()
-                for (sat, _t), content in self.tables.items():
-                    if sat == bad:
-                        for key, (rt, _hops) in list(content.items()):
-                            content[key] = (rt, None)
+                self._mark_unknown({bad: None})
                 # the satellites after it were encoded but not sent (the sender stops at a failure): send them
                 held = [self.sat_ns(x) for x in sats if len(self.f.nl[self.sat_ns(x)])]
                 self.f.flush(held, ok={2, 3})
@@ -324,16 +318,14 @@ class SliceApplier:
         ops = 0
         base6 = self.desired.base6
         nhs = self.nexthops
-        with self.f.pipeline(ok={2, 3}) as send:  # ESRCH: went with a retired link; ENOENT: a group already gone
+        with self.f.pipeline(ok={2, 3}) as send:  # ESRCH: went with a retired link; ENOENT: a shrunk group whose
+            # every member died (the kernel removed it)
             for s in sats:
                 want = st.routes[s]
                 have = self.tables[(s, t)]
                 name = self.sat_ns(s)
                 nl = self.f.nl[name]
-                nh = None
-                if nhs is not None:
-                    nh = nhs[s]
-                    ops += nh.queue_deletes(st.k, nl)
+                nh = nhs[s] if nhs is not None else None
                 dels, reps = D.route_diff(have, want)
                 if dels:  # both families: the IPv6 twin under the GRC /96 (D.routes6)
                     gone = [(p, plen, metric, have.pop((p, plen, metric))[0], ()) for p, plen, metric in dels]
@@ -478,10 +470,16 @@ class SliceApplier:
         if self.nexthops is not None:
             for sat, dead in gone.items():
                 if dead:
-                    self.nexthops[sat].forget(dead, self._at)
+                    self.nexthops[sat].forget(dead)
+        self._mark_unknown({sat: dead for sat, dead in gone.items() if dead})
+
+    def _mark_unknown(self, dead: dict[int, set[int] | None]) -> None:
+        """Per satellite, mark as unknown its routes through the interfaces ``dead`` names (None: every route),
+        in every table: the next fill of the table replaces or deletes them."""
         for (sat, _t), content in self.tables.items():
-            dead = gone.get(sat)
-            if dead:
-                for key, (rt, hops) in list(content.items()):
-                    if hops and any(h.oif in dead for h in hops):
-                        content[key] = (rt, None)
+            if sat not in dead:
+                continue
+            oifs = dead[sat]
+            for key, (rt, hops) in list(content.items()):
+                if oifs is None or (hops and any(h.oif in oifs for h in hops)):
+                    content[key] = (rt, None)

@@ -137,45 +137,41 @@ def test_bulk_routes_name_their_objects_in_both_families() -> None:
     assert d["header"]["type"] == 25 and d.get("RTA_NH_ID") is None  # RTM_DELROUTE names destination only
 
 
-def test_interfaces_going_forget_their_objects_and_shrunk_groups_go_after_the_grace() -> None:
+def test_interfaces_going_forget_their_objects_and_shrunk_groups_go_when_no_table_names_them() -> None:
     """The kernel drops objects through a downed interface (and shrinks groups): forget them (the next use
-    writes a new id, never a reused one) and delete the shrunk groups once every table was refilled."""
+    writes a new id, never a reused one) and delete a shrunk group once no table names it any more (every
+    table that named it was refilled)."""
     t, b = N.NexthopTable(), NetlinkBatch.unbound()
     a, c, e = nlroute.Hop(5, "fe80::1", 1), nlroute.Hop(6, "fe80::2", 1), nlroute.Hop(7, "fe80::3", 1)
     ac, ce = t.id_of((a, c), b), t.id_of((c, e), b)
     old_a = t.id_of((a,), b)
-    t.forget({5}, k=10)
+    unicast = nlroute.RTN_UNICAST
+    assert t.table_names(1000, [(unicast, (a, c)), (unicast, (c, e))], b) == 0
+    assert t.table_names(1001, [(unicast, (a, c))], b) == 0
+    t.forget({5})
     assert t.id_of((c, e), b) == ce  # untouched
     n = len(b)
     new_a = t.id_of((a,), b)
     assert new_a not in (old_a, ac, ce) and new_a > max(ac, ce) and len(b) == n + 1
-    for k in range(10, 10 + N.GRACE_SLICES):
-        assert t.queue_deletes(k, b) == 0
+    assert t.table_names(1000, [(unicast, (c, e)), (unicast, (a,))], b) == 0  # table 1001 still names it
     n = len(b)
-    assert t.queue_deletes(10 + N.GRACE_SLICES, b) == 1
+    assert t.table_names(1001, [(unicast, (a,)), (unicast, None)], b) == 1
     (m,) = decoded(b)[n:]
     assert (m["header"]["type"], m.get("NHA_ID")) == (N.RTM_DELNEXTHOP, ac)
-    assert t.queue_deletes(20, b) == 0  # once
+    assert t.table_names(1002, [], b) == 0  # once
 
 
 def test_a_group_asked_again_after_its_member_went_is_a_new_group() -> None:
     t, b = N.NexthopTable(), NetlinkBatch.unbound()
     a, c = nlroute.Hop(5, "fe80::1", 1), nlroute.Hop(6, "fe80::2", 1)
     g = t.id_of((a, c), b)
-    t.forget({6}, k=3)
+    t.forget({6})
     n = len(b)
     g2 = t.id_of((a, c), b)
     assert g2 != g
     new = decoded(b)[n:]
     assert [m.get("NHA_OIF") for m in new] == [6, None]  # c again (a survived), then the group
     assert group_of(new[-1])[0][0] == t.id_of((a,), b)
-
-
-def test_the_grace_is_the_rotation() -> None:
-    """A shrunk group is deleted once every table of the rotation was refilled: the grace is the table count."""
-    from emu.dataplane import desired
-
-    assert N.GRACE_SLICES == desired.N_TABLES
 
 
 def test_a_group_no_table_names_is_deleted_and_a_named_one_kept() -> None:
