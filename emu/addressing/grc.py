@@ -39,6 +39,7 @@ unspecified /96 or IPv4-mapped space): the kernel forwards none of those.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
@@ -306,6 +307,7 @@ def _cell_int(cell: str | int) -> tuple[int, str]:
     return index, text
 
 
+@functools.lru_cache(maxsize=64)  # validated once per prefix text (to_ipv6 is called per address)
 def _ipv6_prefix(prefix: str) -> ipaddress.IPv6Network:
     try:
         net = ipaddress.IPv6Network(prefix, strict=True)

@@ -457,8 +457,11 @@ def tunnel_config(m: Model) -> TunnelConfig:
     mode = m.cfg.tunnel_mode
     name = ifnames.TUNNEL_IFNAME[mode]
     devs, addrs, neighs, fdbs, routes, encap = [], [], [], [], [], []
+    by_operator: dict[int, list] = {}
+    for u in m.uts:
+        by_operator.setdefault(u.operator, []).append(u)
     for g in m.gss:
-        mine = [u for u in m.uts if u.operator == g.operator]
+        mine = by_operator.get(g.operator, [])
         if mode == "vxlan":
             devs.append(TunnelDevice(g.name, mode, name, IDX_TUN, MTU_TUNNEL, m.vni_of_operator(g.operator),
                                      to_ipv4(g.grc), TUNNEL_MAC))

@@ -67,18 +67,26 @@ def tunnel6_config(m: Model) -> tuple[list[TunnelDevice], list[Addr], list[Neigh
     slice, says where: TunnelTarget.remote6)."""
     v6 = m.cfg.grc_ipv6_prefix
     devs, addrs, neighs, fdbs, routes = [], [], [], [], []
+    # each UT's values once (every GS of its operator lists them: GS x UT entries)
+    ut = {u.idx: (m.ut_tunnel6_ll(u.idx), m.ut_tunnel_mac(u.idx), to_ipv6(u.grc, v6), str(m.user_subnets6[u.idx]))
+          for u in m.uts}
+    by_operator: dict[int, list[int]] = {}
+    for u in m.uts:
+        by_operator.setdefault(u.operator, []).append(u.idx)
     for g in m.gss:
         devs.append(TunnelDevice(g.name, "vxlan", TUNNEL6_IFNAME, IDX_TUN6, MTU_TUNNEL6,
                                  m.vni_of_operator(g.operator), to_ipv6(g.grc, v6), TUNNEL_MAC))
         addrs.append(Addr(g.name, IDX_TUN6, TUNNEL6_GS_LL, 64))
-        for u in (u for u in m.uts if u.operator == g.operator):
-            neighs.append(Neigh(g.name, IDX_TUN6, m.ut_tunnel6_ll(u.idx), m.ut_tunnel_mac(u.idx)))
-            fdbs.append(Fdb(g.name, IDX_TUN6, m.ut_tunnel_mac(u.idx), to_ipv6(u.grc, v6)))
-            routes.append(StaticRoute(g.name, str(m.user_subnets6[u.idx]), IDX_TUN6, m.ut_tunnel6_ll(u.idx)))
+        for u in by_operator.get(g.operator, ()):
+            ll, mac, grc6, subnet6 = ut[u]
+            neighs.append(Neigh(g.name, IDX_TUN6, ll, mac))
+            fdbs.append(Fdb(g.name, IDX_TUN6, mac, grc6))
+            routes.append(StaticRoute(g.name, subnet6, IDX_TUN6, ll))
     for u in m.uts:
+        ll, mac, grc6, _subnet6 = ut[u.idx]
         devs.append(TunnelDevice(u.name, "vxlan", TUNNEL6_IFNAME, IDX_TUN6, MTU_TUNNEL6,
-                                 m.vni_of_operator(u.operator), to_ipv6(u.grc, v6), m.ut_tunnel_mac(u.idx)))
-        addrs.append(Addr(u.name, IDX_TUN6, m.ut_tunnel6_ll(u.idx), 64))
+                                 m.vni_of_operator(u.operator), grc6, mac))
+        addrs.append(Addr(u.name, IDX_TUN6, ll, 64))
         neighs.append(Neigh(u.name, IDX_TUN6, TUNNEL6_GS_LL, TUNNEL_MAC))
         routes.append(StaticRoute(u.name, str(m.cfg.inet_prefix6), IDX_TUN6, TUNNEL6_GS_LL))
     return devs, addrs, neighs, fdbs, routes
