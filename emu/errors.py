@@ -86,6 +86,7 @@ class DataplaneError(EmuError):
         self.op = op
         self.netns = netns
         self.errno = errno
+        self.detail = detail
         where = f" in netns {netns}" if netns else ""
         code = f" (errno {errno})" if errno is not None else ""
         extra = f": {detail}" if detail else ""

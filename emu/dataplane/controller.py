@@ -120,7 +120,12 @@ class Controller:
         self.write_status()
         b = self.builder = Builder(self.model, self.run, self.features, self.progress)
         self._host_limits()
-        b.create_namespaces()
+        a = self.applier = SliceApplier(self.model, None)
+        def meanwhile() -> None:  # encoded while the namespaces are made: slice k0's tables, the tunnels
+            a.begin(self.k0)
+            b.encode_ahead()
+        b.create_namespaces(meanwhile)
+        a.f = b.fabric
         self.progress("links", 0, 4)
         b.satellite_links(self.k0)
         b.terrestrial()
@@ -129,7 +134,6 @@ class Controller:
         b.nat()
         b.shape_isls()
         b.shape_terrestrial()
-        a = self.applier = SliceApplier(self.model, b.fabric)
         self.progress("slice 0 tables", 0, 1)
         a.initial(self.k0)
         self.progress("slice 0 tables", 1, 1)

@@ -150,6 +150,19 @@ class NetlinkBatch:
         self._route_shapes: dict[tuple, tuple[bytes, bytes, int, int]] = {}
         self._dump_ops: set[str] = set()                 # ops whose requests are dumps (see _drain)
 
+    def adopt(self, other: NetlinkBatch) -> None:
+        """Take over the requests queued on ``other`` (an :meth:`unbound` batch encoded ahead, while this
+        namespace did not exist yet) as if they had been queued here; ``other`` is left empty. Only onto an
+        empty queue: the sequence numbers go on from ``other``'s (the kernel only echoes them; every send
+        reads to its own barrier, so no earlier answer is pending)."""
+        if self._ops:
+            raise DataplaneError("netlink adopt", self.netns, E.EBUSY, "send() the queued batch first")
+        if other.ack_each != self.ack_each:
+            raise ValueError("adopt: both batches must ask the same acks")
+        self._parts, self._ops, self._first, self._seq = other._parts, other._ops, other._first, other._seq
+        self._dump_ops |= other._dump_ops
+        other._init_queue()
+
     def messages(self) -> list[bytes]:
         """The queued requests, each a complete netlink message, in order (nothing is sent)."""
         return list(self._parts)
@@ -359,11 +372,12 @@ class NetlinkBatch:
 
     # ---------------------------------------------------------------- addresses (pyroute2 ifaddrmsg)
     def addr(self, verb: str, index: int, address: str | bytes, plen: int, *, scope: int = 0,
-             nodad: bool = True) -> int:
+             nodad: bool = True, peer: str | bytes | None = None) -> int:
         """Add (``add``/``replace``) or delete (``del``) an address. IPv6 gets
-        IFA_F_NODAD unless ``nodad=False``, so it is usable at once."""
+        IFA_F_NODAD unless ``nodad=False``, so it is usable at once; ``peer``: the other end of a point-to-point
+        link, routed by the kernel instead of a prefix (:func:`rtpack.addr_body`)."""
         mtype = RTM_DELADDR if verb in ("del", "delete") else RTM_NEWADDR
-        return self.queue(mtype, VERB_FLAGS[verb], rtpack.addr_body(address, plen, index, scope, nodad),
+        return self.queue(mtype, VERB_FLAGS[verb], rtpack.addr_body(address, plen, index, scope, nodad, peer),
                           _ADDR_OPS[verb], ("{}/{} dev {}", address, plen, index))
 
     # ---------------------------------------------------------------- rules (pyroute2 fibmsg)

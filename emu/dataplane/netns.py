@@ -21,6 +21,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno as E
+import json
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -185,6 +186,73 @@ def create_many(names: Iterable[str], sysctls: Mapping[str, object] | None = Non
         if home >= 0:
             _setns(home, None)
             os.close(home)
+
+
+class Creation:
+    """:func:`create_many` of many names in a forked child, while the caller goes on (:func:`create_behind`).
+
+    Making a namespace is kernel work (``unshare``, the bind mount, the sysctls: the child's CPU, not ours), so
+    the caller's Python work of the same phase -- the first slice's desired state and route messages
+    (``SliceApplier.begin``) -- runs beside it on the other core. The child only makes namespaces: it writes
+    how many are done after each chunk, or its error, to a pipe, and exits; the caller's own namespace and
+    threads are never touched. :meth:`wait` reports progress, reaps the child and raises its error.
+    """
+
+    def __init__(self, names: list[str], sysctls: Mapping[str, object] | None, chunk: int):
+        self.names, self.sysctls, self.chunk = names, sysctls, chunk
+        self.pid: int | None = None
+        self._r = -1
+        if threading.active_count() > 1:
+            return  # another thread may hold a lock the child would need: made in wait(), in this thread
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: make the namespaces, say how far it got, exit without Python's clean-up
+            code = 0
+            try:
+                os.close(r)
+                for i in range(0, len(names), chunk):
+                    create_many(names[i:i + chunk], sysctls)
+                    os.write(w, b"%d\n" % min(i + chunk, len(names)))
+            except DataplaneError as exc:
+                os.write(w, b"E" + json.dumps([exc.op, exc.netns, exc.errno, exc.detail]).encode() + b"\n")
+                code = 1
+            except BaseException:  # noqa: BLE001 -- Ctrl-C: create_many removed its own namespaces
+                code = 2
+            os._exit(code)
+        os.close(w)
+        self.pid, self._r = pid, r
+
+    def wait(self, progress=None) -> None:
+        """Until every namespace exists; ``progress(done, total)`` after each chunk. Raises the child's error
+        (what it made of the failing chunk is removed again, as by :func:`create_many`)."""
+        total = len(self.names)
+        if self.pid is None:
+            for i in range(0, total, self.chunk):
+                create_many(self.names[i:i + self.chunk], self.sysctls)
+                if progress:
+                    progress(min(i + self.chunk, total), total)
+            return
+        error = None
+        with os.fdopen(self._r, "rb") as pipe:
+            self._r = -1
+            for line in pipe:
+                if line.startswith(b"E"):
+                    error = DataplaneError(*json.loads(line[1:]))
+                elif progress:
+                    progress(int(line), total)
+        _pid, status = os.waitpid(self.pid, 0)
+        self.pid = None
+        if error is not None:
+            raise error
+        if status != 0:
+            raise DataplaneError("create namespaces", None, None, f"the creating child ended with status {status}")
+
+
+def create_behind(names: Iterable[str], sysctls: Mapping[str, object] | None = None, chunk: int = 200) -> Creation:
+    """Start making ``names`` (as :func:`create_many`, ``chunk`` at a time) in a forked child; the caller
+    goes on and calls :meth:`Creation.wait`. Where the process has other threads, nothing is forked and
+    ``wait`` makes them itself."""
+    return Creation([validate_name(n) for n in names], sysctls, chunk)
 
 
 def delete(name: str) -> bool:

@@ -19,7 +19,7 @@ import struct
 from pyroute2.netlink import NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE
 from pyroute2.netlink.rtnl import rt_proto, rt_type
 from pyroute2.netlink.rtnl.fibmsg import FR_ACT_TO_TBL, fibmsg
-from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, ifaddrmsg
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_NOPREFIXROUTE, ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 
 # Not exported by pyroute2 0.9.7 (linux/rtnetlink.h):
@@ -130,11 +130,12 @@ def link_del_body(index: int, group: int | None) -> bytes:
 
 
 @functools.lru_cache(maxsize=65536)
-def addr_body(address: str, plen: int, index: int, scope: int, nodad: bool) -> bytes:
+def addr_body(address: str, plen: int, index: int, scope: int, nodad: bool, peer: str | None = None) -> bytes:
+    """pyroute2's encoding of an address (``peer``: a point-to-point address without prefix route)."""
     fam = socket.AF_INET6 if ":" in address else socket.AF_INET
-    fl = IFA_F_NODAD if (nodad and fam == socket.AF_INET6) else 0
-    return encode(ifaddrmsg, {"family": fam, "prefixlen": plen, "flags": fl, "scope": scope, "index": index},
-                  [("IFA_LOCAL", address), ("IFA_ADDRESS", address)] + ([("IFA_FLAGS", fl)] if fl else []))
+    fl = (IFA_F_NODAD if (nodad and fam == socket.AF_INET6) else 0) | (IFA_F_NOPREFIXROUTE if peer else 0)
+    return encode(ifaddrmsg, {"family": fam, "prefixlen": plen, "flags": fl & 0xFF, "scope": scope, "index": index},
+                  [("IFA_LOCAL", address), ("IFA_ADDRESS", peer or address)] + ([("IFA_FLAGS", fl)] if fl else []))
 
 
 @functools.lru_cache(maxsize=1024)

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 from pyroute2.netlink import NLM_F_REQUEST
 from pyroute2.netlink.rtnl import RTM_DELROUTE, RTM_NEWROUTE
-from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, ifaddrmsg
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_NOPREFIXROUTE, ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import (RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_NOWHERE, RT_SCOPE_UNIVERSE,
                                          RTNH_F_ONLINK, rtmsg)
@@ -168,12 +168,16 @@ def veth_body(name: str, peer_name: str, peer_netns_fd: int | None, index: int, 
     return IFI.pack(0, 0, index, 0, 0) + _link_attrs(name, mac, mtu, group) + _attr(IFLA_LINKINFO, info)
 
 
-def addr_body(address: str | bytes, plen: int, index: int, scope: int = 0, nodad: bool = True) -> bytes:
+def addr_body(address: str | bytes, plen: int, index: int, scope: int = 0, nodad: bool = True,
+              peer: str | bytes | None = None) -> bytes:
     """The RTM_NEWADDR/RTM_DELADDR body of one address (the same bytes as :func:`emu.dataplane.nlmsg.addr_body`):
-    IFA_LOCAL and IFA_ADDRESS, and IFA_F_NODAD for IPv6 unless ``nodad`` is False."""
+    IFA_LOCAL and IFA_ADDRESS (``peer``, else the address itself), and IFA_F_NODAD for IPv6 unless ``nodad`` is
+    False. With a ``peer`` (a point-to-point address, ``ip addr add A peer P noprefixroute``) the kernel routes
+    the peer's /128 (or /32) through the interface by itself and adds no prefix route of the address's own."""
     a = ip_bytes(address)
+    p = a if peer is None else ip_bytes(peer)
     six = len(a) == 16
-    fl = IFA_F_NODAD if nodad and six else 0
-    body = IFA.pack(socket.AF_INET6 if six else socket.AF_INET, plen, fl, scope, index) + \
-        RTA.pack(4 + len(a), IFA_LOCAL) + a + RTA.pack(4 + len(a), IFA_ADDRESS) + a
+    fl = (IFA_F_NODAD if nodad and six else 0) | (IFA_F_NOPREFIXROUTE if peer is not None else 0)
+    body = IFA.pack(socket.AF_INET6 if six else socket.AF_INET, plen, fl & 0xFF, scope, index) + \
+        RTA.pack(4 + len(a), IFA_LOCAL) + a + RTA.pack(4 + len(p), IFA_ADDRESS) + p
     return body + _RTA_U32.pack(8, IFA_FLAGS, fl) if fl else body

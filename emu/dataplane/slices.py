@@ -26,6 +26,7 @@ from emu.dataplane import desired as D
 from emu.dataplane import nlroute, slicemark
 from emu.dataplane.fabric import Fabric
 from emu.dataplane.model import IDX_LO, IDX_TUN, IDX_TUN6, TUNNEL_MAC, Model
+from emu.dataplane.netlink import NetlinkBatch
 from emu.dataplane.nexthops import NexthopTable
 from emu.dataplane.tc import LinkShape, netem, shape_many
 from emu.errors import DataplaneError
@@ -84,7 +85,8 @@ class _NoCollect:
 class SliceApplier:
     """Executes :func:`desired.initial` once, then :func:`desired.transition` in three calls per boundary."""
 
-    def __init__(self, model: Model, fabric: Fabric):
+    def __init__(self, model: Model, fabric: Fabric | None):
+        """``fabric`` may come later (``self.f``), before :meth:`initial`: :meth:`begin` needs none."""
         self.m = model
         self.f = fabric
         self.tables: dict[tuple[int, int], dict[D.RouteKey, tuple]] = defaultdict(dict)  # (sat, table) -> content
@@ -99,6 +101,8 @@ class SliceApplier:
         self._armed: tuple[int, int] | None = None  # (slice, wall-clock ns) the kernel switches by itself
         # each satellite's nexthop objects, where the kernel has them (the routes name them: emu.dataplane.nexthops)
         self.nexthops: dict[int, NexthopTable] | None = defaultdict(NexthopTable) if model.cfg.nexthops else None
+        self._begun: D.SliceState | None = None  # the first slice, between begin() and initial()
+        self._ahead: dict[tuple[int, int], tuple[NetlinkBatch, int]] = {}  # (sat, table) -> encoded fill, ops
 
     # ------------------------------------------------------------------ helpers
     def ns(self, node: str) -> str:
@@ -126,15 +130,35 @@ class SliceApplier:
         return self._sat_names + self._ground_names
 
     # ------------------------------------------------------------------ the slice clock's four calls
-    def initial(self, k0: int = 0) -> None:
-        """The first slice (k0): links, addresses, tables and switches, before anything runs."""
+    def new_desired(self, k0: int) -> D.Desired:
+        """The desired state this applier writes (a multihost agent: its own part)."""
+        return D.Desired(self.m, k0)
+
+    def begin(self, k0: int = 0) -> None:
+        """What the first slice needs that the kernel does not: its desired state and the messages of its
+        route tables, encoded (:meth:`_encode_fill`; :meth:`_fill` sends them). Needs no namespace, so the
+        builder runs it while the namespaces are being made (``Builder.create_namespaces``)."""
         self.k0 = k0
-        self.desired = D.Desired(self.m, k0)
+        self.desired = self.new_desired(k0)
         with _NoCollect():
             st = self.desired.state(k0)
             self.unresolved += st.unresolved
+            for s in st.routes:
+                b = NetlinkBatch.unbound(ack_each=False)
+                self._ahead[(s, st.table)] = (b, self._encode_fill(s, st.table, st, b))
+        self._begun = st
+        _freeze()  # the build's later phases must not walk all this (``_freeze``)
+
+    def initial(self, k0: int = 0) -> None:
+        """The first slice (k0): links, addresses, tables and switches, before anything runs (after
+        :meth:`begin`, or it is called here)."""
+        if self._begun is None or self._begun.k != k0:
+            self.begin(k0)
+        st, self._begun = self._begun, None
+        with _NoCollect():
             self.execute(D.initial(st), st)
         self.cur = st
+        self._ahead.clear()
         _freeze()
 
     def prepare(self, k: int, at_ns: int | None = None) -> float:
@@ -275,8 +299,7 @@ class SliceApplier:
                 if up:
                     nl.link_set(end.index, up=True)
                     nl.addr("add", end.index, end.ll, 64)
-                    nl.addr("add", end.index, end.addr6, 128)
-                    nl.route("replace", end.peer_addr6, 128, oif=end.index)
+                    nl.addr("add", end.index, end.addr6, 128, peer=end.peer_addr6)  # the kernel routes the peer
                 else:
                     nl.link_set(end.index, up=False)
                     gone[end.sat].add(end.index)
@@ -316,32 +339,42 @@ class SliceApplier:
     def _fill_some(self, t: int, st: D.SliceState, sats: list[int]) -> int:
         """:meth:`_fill` for the satellites ``sats``."""
         ops = 0
-        base6 = self.desired.base6
-        nhs = self.nexthops
         with self.f.pipeline(ok={2, 3}) as send:  # ESRCH: went with a retired link; ENOENT: a shrunk group whose
             # every member died (the kernel removed it)
             for s in sats:
-                want = st.routes[s]
-                have = self.tables[(s, t)]
                 name = self.sat_ns(s)
                 nl = self.f.nl[name]
-                nh = nhs[s] if nhs is not None else None
-                dels, reps = D.route_diff(have, want)
-                if dels:  # both families: the IPv6 twin under the GRC /96 (D.routes6)
-                    gone = [(p, plen, metric, have.pop((p, plen, metric))[0], ()) for p, plen, metric in dels]
-                    nlroute.route4_many(nl, "del", t, gone)
-                    nlroute.route6_many(nl, "del", t, gone, base6)
-                if reps:
-                    items = [(p, plen, metric, rtype, hops) for (p, plen, metric), (rtype, hops) in reps]
-                    nlroute.route4_many(nl, "replace", t, items, IDX_LO, nh)
-                    nlroute.route6_many(nl, "replace", t, items, base6, IDX_LO, nh)
-                    have.update(reps)
-                if nh is not None and (dels or reps):  # groups no table names any more: deleted
-                    ops += nh.table_names(t, have.values(), nl)
+                ahead = self._ahead.pop((s, t), None)
+                if ahead is not None:  # encoded by begin(): this satellite's table and objects noted then
+                    nl.adopt(ahead[0])
+                    ops += ahead[1]
+                else:
+                    ops += self._encode_fill(s, t, st, nl)
                 if len(nl):
                     send(name)
-                ops += 2 * (len(dels) + len(reps))
         return ops
+
+    def _encode_fill(self, s: int, t: int, st: D.SliceState, nl: NetlinkBatch) -> int:
+        """Queue on ``nl`` what turns satellite ``s``'s table ``t`` into ``st``'s routes (and note it as its
+        content); returns the number of operations."""
+        want = st.routes[s]
+        have = self.tables[(s, t)]
+        base6 = self.desired.base6
+        nh = self.nexthops[s] if self.nexthops is not None else None
+        ops = 0
+        dels, reps = D.route_diff(have, want)
+        if dels:  # both families: the IPv6 twin under the GRC /96 (D.routes6)
+            gone = [(p, plen, metric, have.pop((p, plen, metric))[0], ()) for p, plen, metric in dels]
+            nlroute.route4_many(nl, "del", t, gone)
+            nlroute.route6_many(nl, "del", t, gone, base6)
+        if reps:
+            items = [(p, plen, metric, rtype, hops) for (p, plen, metric), (rtype, hops) in reps]
+            nlroute.route4_many(nl, "replace", t, items, IDX_LO, nh)
+            nlroute.route6_many(nl, "replace", t, items, base6, IDX_LO, nh)
+            have.update(reps)
+        if nh is not None and (dels or reps):  # groups no table names any more: deleted
+            ops += nh.table_names(t, have.values(), nl)
+        return ops + 2 * (len(dels) + len(reps))
 
     def _rules(self, rules: list[D.Rule] | list[slicemark.MarkRule], verb: str, ok) -> None:
         """The rotation's rules, or the mark switch's fixed ones, on every satellite or (a ground rule) every

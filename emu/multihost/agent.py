@@ -160,13 +160,8 @@ class PartApplier(SliceApplier):
     def _sat_names(self) -> list[str]:
         return [self.m.satellites[s].netns for s in sorted(self.local_sats)]
 
-    def initial(self, k0: int = 0) -> None:
-        self.k0 = k0
-        self.desired = PartDesired(self.m, k0, self.local_sats)
-        st = self.desired.state(k0)
-        self.unresolved += st.unresolved
-        self.execute(D.initial(st), st)
-        self.cur = st
+    def new_desired(self, k0: int) -> D.Desired:
+        return PartDesired(self.m, k0, self.local_sats)
 
     def _create(self, links: list[D.Veth]) -> None:
         """The single-host creation, with this host's VXLAN halves for links that cross hosts."""

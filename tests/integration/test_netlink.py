@@ -278,6 +278,34 @@ def test_namespace_lifecycle_idempotent(make_ns) -> None:
             netns.validate_name(bad)
 
 
+@pytest.mark.parametrize("threaded", [False, True], ids=["forked", "inline"])
+def test_namespaces_made_behind(ns_prefix: str, threaded: bool) -> None:
+    """create_behind: made by a forked child while the caller runs on (inline where the process has other
+    threads), progress per chunk, sysctls set; a clash fails in wait() with the kernel's errno, and the
+    failing chunk's other namespaces are removed again (as create_many does)."""
+    names = [f"{ns_prefix}b{i}" for i in range(7)]
+    seen: list[tuple[int, int]] = []
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait) if threaded else None
+    if other:
+        other.start()
+    try:
+        job = netns.create_behind(names, {"net.ipv4.ip_forward": 1}, chunk=3)
+        assert (job.pid is None) == threaded
+        job.wait(lambda done, total: seen.append((done, total)))
+    finally:
+        stop.set()
+    assert seen == [(3, 7), (6, 7), (7, 7)]
+    assert all(netns.exists(n) for n in names)
+    assert netns.get_sysctl(names[6], "net.ipv4.ip_forward") == "1"
+    clash = [f"{ns_prefix}c0", names[0], f"{ns_prefix}c2"]
+    job = netns.create_behind(clash, chunk=3)
+    with pytest.raises(DataplaneError) as ei:
+        job.wait()
+    assert ei.value.errno == errno.EEXIST and ei.value.netns == names[0]
+    assert not netns.exists(clash[0]) and not netns.exists(clash[2]) and netns.exists(names[0])
+
+
 def test_host_namespace_untouched(line: dict, host_before: dict) -> None:
     """Runs after everything above (file order): the host saw nothing of it."""
     after = _host_view()

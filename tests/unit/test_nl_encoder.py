@@ -286,24 +286,26 @@ def test_any_veth_decodes_to_what_was_asked_and_matches_pyroute2(name, peer, fd,
 @settings(max_examples=300, deadline=None)
 @given(six=st.booleans(), raw=st.integers(0, 2**128 - 1), plen=st.integers(0, 128), index=st.integers(1, 2**31 - 1),
        scope=st.sampled_from([0, 200, 253, 254]), nodad=st.booleans(), verb=st.sampled_from(["add", "replace", "del"]),
-       packed=st.booleans())
+       packed=st.booleans(), praw=st.none() | st.integers(0, 2**128 - 1))
 def test_any_address_decodes_to_what_was_asked_and_matches_pyroute2(six, raw, plen, index, scope, nodad, verb,
-                                                                    packed) -> None:
+                                                                    packed, praw) -> None:
     addr = str(ipaddress.IPv6Address(raw)) if six else str(ipaddress.IPv4Address(raw >> 96))
+    peer = None if praw is None else str(ipaddress.IPv6Address(praw)) if six else str(ipaddress.IPv4Address(praw >> 96))
     plen = plen if six else plen % 33
     b = NetlinkBatch.unbound()
     b.addr(verb, index, socket.inet_pton(socket.AF_INET6 if six else socket.AF_INET, addr) if packed else addr, plen,
-           scope=scope, nodad=nodad)
+           scope=scope, nodad=nodad, peer=peer)
     (data,) = b.messages()
-    assert data[16:] == nlmsg.addr_body(addr, plen, index, scope, nodad)
+    assert data[16:] == nlmsg.addr_body(addr, plen, index, scope, nodad, peer)
     a = one(b, ifaddrmsg)
     assert a["header"]["type"] == (21 if verb == "del" else 20)
     assert a["header"]["flags"] == FLAGS[verb] | NLM_F_REQUEST | NLM_F_ACK
-    fl = 2 if six and nodad else 0   # IFA_F_NODAD
+    fl = (2 if six and nodad else 0) | (0x200 if peer else 0)   # IFA_F_NODAD, IFA_F_NOPREFIXROUTE
     assert (a["family"], a["prefixlen"], a["flags"], a["scope"], a["index"]) == (
-        socket.AF_INET6 if six else socket.AF_INET, plen, fl, scope, index)
+        socket.AF_INET6 if six else socket.AF_INET, plen, fl & 0xFF, scope, index)
     ip = ipaddress.ip_address
-    assert (ip(a.get("IFA_LOCAL")), ip(a.get("IFA_ADDRESS")), a.get("IFA_FLAGS")) == (ip(addr), ip(addr), fl or None)
+    assert (ip(a.get("IFA_LOCAL")), ip(a.get("IFA_ADDRESS")), a.get("IFA_FLAGS")) == (
+        ip(addr), ip(peer or addr), fl or None)
 
 
 # ---------------------------------------------------------------- pyroute2-encoded requests, link/address basics

@@ -8,17 +8,22 @@ tests/integration/test_slicemark.py."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
+from collections import defaultdict
 
 import pytest
 
 from emu.dataplane import desired as D
 from emu.dataplane import slicemark
 from emu.dataplane.model import Model
+from emu.dataplane.netlink import NetlinkBatch
+from emu.dataplane.nexthops import NexthopTable
 from emu.dataplane.dropfabric import DropFabric
 from emu.dataplane.runconfig import RunConfig, scenario_of_plan
 from emu.dataplane.slices import SliceApplier
+from emu.errors import DataplaneError
 from emu.plan.db import PlanDB, write_plan
 from emu.plan.planner import make_plan
 
@@ -226,3 +231,48 @@ def test_objects_gone_behind_the_applier_are_written_again(plan) -> None:
     assert len(made) == len(set(made)) >= 2 * len(a.nexthops[bad.index])
     a.prepare(1, at_ns=time.time_ns())
     assert all(len(f.log[s.netns]) >= before[s.netns] for s in m.satellites)
+
+
+def _fill_messages(a: SliceApplier, f: DropFabric) -> dict[str, list[bytes]]:
+    """Every message the first slice's table fill sends, per namespace, sequence numbers zeroed."""
+    out: dict[str, list[bytes]] = {}
+
+    def send(name):
+        out[name] = [m[:8] + b"\0\0\0\0" + m[12:] for m in f.nl[name].messages()]
+        f.flush([name])
+    f.pipeline = lambda ok=(): contextlib.nullcontext(send)
+    a.initial(0)
+    return out
+
+
+def test_first_slice_encoded_ahead_without_a_fabric_sends_what_inline_encoding_sends(plan) -> None:
+    """begin() (run while the namespaces are being made: no fabric yet) encodes the first slice's tables; the
+    fill then sends exactly the messages the fill would have encoded itself (routes and nexthop objects)."""
+    a1, f1 = applier(plan, "mark")
+    f, a1.f = a1.f, None
+    a1.begin(0)                      # no fabric: nothing but encoding
+    assert a1._ahead and all(len(b) for b, _n in a1._ahead.values())
+    a1.f = f
+    ahead = _fill_messages(a1, f1)
+    assert not a1._ahead
+    a2, f2 = applier(plan, "mark")
+    a2.begin(0)                      # then forget what was encoded: the fill encodes it all itself
+    a2._ahead.clear()
+    a2.tables.clear()
+    a2.nexthops = defaultdict(NexthopTable) if a2.nexthops is not None else None
+    inline = _fill_messages(a2, f2)
+    assert set(ahead) == {s.netns for s in a1.m.satellites}
+    assert ahead == inline
+    assert a1.tables == a2.tables
+
+
+def test_adopt_takes_over_an_encoded_queue() -> None:
+    early, late = NetlinkBatch.unbound(ack_each=False), NetlinkBatch.unbound(ack_each=False)
+    early.route("replace", "10.0.0.0", 8, oif=1, table=100)
+    early.route("replace", "10.1.0.0", 16, oif=1, table=100)
+    msgs = early.messages()
+    late.adopt(early)
+    assert late.messages() == msgs and len(late) == 2 and len(early) == 0
+    early.route("replace", "10.2.0.0", 16, oif=1, table=100)
+    with pytest.raises(DataplaneError):
+        late.adopt(early)            # only onto an empty queue
