@@ -23,6 +23,7 @@ import ctypes.util
 import errno as E
 import json
 import os
+import signal
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -34,6 +35,7 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_SHARED = 0x100000
 MNT_DETACH = 2
+PR_SET_PDEATHSIG = 1
 _SELF_NS = "/proc/thread-self/ns/net"
 
 # What a namespace that forwards needs, set at creation (``create_many``) so
@@ -205,10 +207,15 @@ class Creation:
         if threading.active_count() > 1:
             return  # another thread may hold a lock the child would need: made in wait(), in this thread
         r, w = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: make the namespaces, say how far it got, exit without Python's clean-up
             code = 0
             try:
+                # dies with the caller (a killed `up`): nothing is made after `down` has read the journal
+                _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+                if os.getppid() != parent:
+                    os._exit(3)
                 os.close(r)
                 for i in range(0, len(names), chunk):
                     create_many(names[i:i + chunk], sysctls)
