@@ -9,6 +9,7 @@ bindings) live in :mod:`emu.dataplane.slices`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 from collections import defaultdict
@@ -75,8 +76,11 @@ class Builder:
         try:
             if meanwhile is not None:
                 meanwhile()
-        finally:  # also when meanwhile failed: the child's namespaces are all there (journalled) before we go on
-            job.wait(lambda done, total: self.progress("namespaces", done, total))
+        except BaseException:  # the child is reaped (what it made is journalled) and this error goes on, not its
+            with contextlib.suppress(DataplaneError):
+                job.wait()
+            raise
+        job.wait(lambda done, total: self.progress("namespaces", done, total))
         # one nftables socket more per satellite and ground node (the slice switch's: slicemark)
         self.fabric = Fabric(names, switched=len(self.m.satellites) + len(self.m.db.ground))
 

@@ -208,7 +208,12 @@ class Creation:
             return  # another thread may hold a lock the child would need: made in wait(), in this thread
         r, w = os.pipe()
         parent = os.getpid()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # no memory or process slot for a child: made in wait(), in this thread
+            os.close(r)
+            os.close(w)
+            return
         if pid == 0:  # the child: make the namespaces, say how far it got, exit without Python's clean-up
             code = 0
             try:
@@ -252,7 +257,9 @@ class Creation:
         if error is not None:
             raise error
         if status != 0:
-            raise DataplaneError("create namespaces", None, None, f"the creating child ended with status {status}")
+            code = os.waitstatus_to_exitcode(status)
+            raise DataplaneError("create namespaces", None, None, "the creating child " + (
+                f"was killed by signal {-code}" if code < 0 else f"ended with status {code}"))
 
 
 def create_behind(names: Iterable[str], sysctls: Mapping[str, object] | None = None, chunk: int = 200) -> Creation:
