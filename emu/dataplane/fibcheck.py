@@ -31,11 +31,11 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from emu.addressing.grc import ipv6_base, prefix6_of
 from emu.addressing.slm import SegmentedTable
-from emu.dataplane.desired import Desired
 from emu.dataplane.model import IDX_LO, Model
 from emu.dataplane.netlink import NetlinkBatch
 from emu.dataplane.nlmsg import decode, encode
 from emu.dataplane.nlroute import RTN_LOCAL, RTN_UNICAST
+from emu.dataplane.slicestate import Desired
 from emu.orbit.constellation import DOWN
 from emu.plan import actions
 

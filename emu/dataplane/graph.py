@@ -13,6 +13,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from emu.dataplane import desired as D
 from emu.dataplane.model import Model
+from emu.dataplane.terrestrial import terrestrial_veths
 
 NODE_KEYS = (("kind", "string"), ("index", "int"), ("lat", "double"), ("lon", "double"))
 EDGE_KEYS = (("kind", "string"), ("ifname_a", "string"), ("ifname_b", "string"), ("rate_mbit", "double"),
@@ -52,7 +53,7 @@ def slice_graph(m: Model, k: int) -> tuple[list[dict], list[dict]]:
         edge(D.shell_veth(m, sl), delay.get((lo, hi, 5)))
     for (g, sat), gl in sorted(m.ground_links_at(k).items()):  # every antenna's link
         edge(D.ground_veth(m, gl), att.get((g, sat), 0.0) / 299792.458 * 1e3)
-    for v in D.terrestrial_veths(m):
+    for v in terrestrial_veths(m):
         edge(v, m.cfg.terrestrial_delay_ms if v.kind != "lan" else None)
     return nodes, edges
 

@@ -27,6 +27,7 @@ from emu.dataplane import nlroute, slicemark
 from emu.dataplane.fabric import Fabric
 from emu.dataplane.model import IDX_LO, IDX_TUN, IDX_TUN6, TUNNEL_MAC, Model
 from emu.dataplane.nexthops import NexthopTable
+from emu.dataplane.slicestate import Desired
 from emu.dataplane.tc import LinkShape, netem, shape_many
 from emu.errors import DataplaneError
 
@@ -90,7 +91,7 @@ class SliceApplier:
         self.tables: dict[tuple[int, int], dict[D.RouteKey, tuple]] = defaultdict(dict)  # (sat, table) -> content
         self.unresolved = 0
         self.k0 = 0
-        self.desired = D.Desired(model)
+        self.desired = Desired(model)
         self.cur: D.SliceState | None = None  # the slice in force
         self.nxt: D.SliceState | None = None  # the slice being prepared
         self._pending: dict[str, list[D.Op]] = {}  # the prepared slice's switch and cleanup operations
@@ -129,7 +130,7 @@ class SliceApplier:
     def initial(self, k0: int = 0) -> None:
         """The first slice (k0): links, addresses, tables and switches, before anything runs."""
         self.k0 = k0
-        self.desired = D.Desired(self.m, k0)
+        self.desired = Desired(self.m, k0)
         with _NoCollect():
             st = self.desired.state(k0)
             self.unresolved += st.unresolved

@@ -24,6 +24,7 @@ from emu.dataplane.fabric import Fabric
 from emu.dataplane.model import Model
 from emu.dataplane.runconfig import RunConfig, scenario_of_plan
 from emu.dataplane.slices import SliceApplier
+from emu.dataplane.slicestate import Desired
 from emu.dataplane.state import Run
 from emu.errors import DataplaneError
 from emu.multihost import underlay
@@ -79,7 +80,7 @@ class LocalFabric(Fabric):
         return super().flush(None if names is None else [n for n in names if n in self.fd], ok)
 
 
-class PartDesired(D.Desired):
+class PartDesired(Desired):
     """Slice states with route tables for this host's satellites only (the rest of the state is small)."""
 
     def __init__(self, model: Model, k0: int, local_sats: set[int]):
