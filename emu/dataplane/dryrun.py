@@ -2,10 +2,11 @@
 
 Namespaces, links (with both interface names), tables and rules per node,
 addresses, tunnels and processes of the start slice -- the same values the
-builder and the applier would push (:mod:`emu.dataplane.desired`), listed
-instead of created. Kernel features are not probed (that needs a throwaway
-namespace): where the build depends on them (tunnel kind under ``auto``,
-shaping, delays, NAT) the report says so.
+builder and the applier would push (:mod:`emu.dataplane.slicestate`,
+:mod:`emu.dataplane.terrestrial`), listed instead of created. Kernel
+features are not probed (that needs a throwaway namespace): where the build
+depends on them (tunnel kind under ``auto``, shaping, delays, NAT) the
+report says so.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Nodes are the run's nodes (one namespace each); edges are the links that
 carry traffic in slice k, as the desired state names them
-(:mod:`emu.dataplane.desired`): grid ISLs up, inter-shell and ground links in
+(:mod:`emu.dataplane.desired`, :mod:`emu.dataplane.terrestrial`): grid ISLs up, inter-shell and ground links in
 use, and the terrestrial links, each with both interface names, the link's
 kind, rate and (for space links) the plan's one-way delay.
 """

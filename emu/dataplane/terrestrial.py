@@ -95,7 +95,7 @@ class EncapRoute:
 
 @dataclass(frozen=True)
 class TunnelConfig:
-    """Everything the tunnels need that is set once; the per-slice target is :class:`TunnelTarget`."""
+    """Everything the tunnels need that is set once; the per-slice target is :class:`emu.dataplane.desired.TunnelTarget`."""
 
     devices: tuple[TunnelDevice, ...]
     addrs: tuple[Addr, ...]

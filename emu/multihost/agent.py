@@ -1,7 +1,7 @@
 """One host's share of a run: the existing builder and applier, restricted to the host's nodes.
 
 The desired state and its per-slice operations are the single-host ones
-(:mod:`emu.dataplane.desired`); this module only decides which namespaces
+(:mod:`emu.dataplane.slicestate`, :mod:`emu.dataplane.desired`); this module only decides which namespaces
 are here. Operations on another host's namespace go to a null batch; a link
 with one end here becomes this host's VXLAN half (:mod:`emu.multihost.underlay`)
 instead of a veth; retiring deletes the interface group in the local end's

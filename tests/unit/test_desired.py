@@ -17,10 +17,10 @@ from emu.addressing.slm import SegmentedTable
 from emu.dataplane import desired as D
 from emu.dataplane import nlroute, slicemark
 from emu.dataplane.fibcheck import allowed_ifindexes
-from emu.dataplane.model import IDX_DIR, IDX_LO, IDX_TUN6, Model
+from emu.dataplane.model import IDX_DIR, IDX_GROUND_SLOT, IDX_LO, IDX_TUN6, Model
 from emu.dataplane.slicestate import Desired
 from emu.dataplane.terrestrial import TunnelConfig, fixed_links, tunnel_config
-from emu.orbit.constellation import DOWN
+from emu.orbit.constellation import DOWN, OPPOSITE
 from emu.plan import actions
 from emu.plan.db import PlanDB, write_plan
 from emu.plan.planner import make_plan
@@ -128,7 +128,7 @@ def test_ground_side_follows_the_plan(model, states) -> None:
             gd = st.ground[g.idx]
             if g.idx in at:
                 gl = at[g.idx]
-                assert gd.via == (D.IDX_GROUND_SLOT + gl.ground_slot, model.sat_ll(gl.sat, DOWN))
+                assert gd.via == (IDX_GROUND_SLOT + gl.ground_slot, model.sat_ll(gl.sat, DOWN))
                 assert any(v.kind == "ground" and v.node_a == model.satellites[gl.sat].name and v.node_b == g.name
                            for v in st.links)
             else:
@@ -192,7 +192,7 @@ class FakeKernel:
         at = self.m.ground_link_at(k)
         for g in self.m.db.ground:
             gl = at.get(g.idx)
-            want = (D.IDX_GROUND_SLOT + gl.ground_slot, self.m.sat_ll(gl.sat, DOWN)) if gl else None
+            want = (IDX_GROUND_SLOT + gl.ground_slot, self.m.sat_ll(gl.sat, DOWN)) if gl else None
             for family in (4, 6):
                 got = self.ground_lookup(g.name, family, marked)
                 assert got is not None, f"slice {k}: {g.name} has no IPv{family} default"
@@ -214,7 +214,7 @@ class FakeKernel:
             return True
         if oif in IDX_DIR.values():
             d = oif - 10
-            return any((a == sat and dd == d) or (b == sat and D.OPPOSITE[dd] == d) for a, b, dd in self.grid)
+            return any((a == sat and dd == d) or (b == sat and OPPOSITE[dd] == d) for a, b, dd in self.grid)
         return (sat, oif) in self.links
 
     def apply(self, op: D.Op, st: D.SliceState) -> None:
