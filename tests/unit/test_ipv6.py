@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from emu.addressing import grc
 from emu.dataplane import desired as D
-from emu.dataplane import trace
+from emu.dataplane import capture, trace
 from emu.dataplane.model import IDX_TUN6, TUNNEL6_GS_LL, Model
 from emu.dataplane.slicestate import Desired
 from emu.dataplane.terrestrial import terrestrial_routes, tunnel_config
@@ -190,7 +190,7 @@ def test_ipv6_trace_filter_and_classifier() -> None:
            / VXLAN(vni=1000) / req)
     rep = Ether() / IPv6() / ICMPv6EchoReply(id=77) / Raw(tok)
     err = Ether() / IPv6() / ICMPv6DestUnreach(code=3) / bytes(req[IPv6])
-    prog = trace.bpf_program6()
+    prog = capture.bpf_program6()
     assert [_run_bpf(prog, bytes(p)) > 0 for p in (req, tun, rep, err)] == [True] * 4
     assert [_run_bpf(prog, bytes(p)) for p in (Ether() / IP() / UDP(dport=4789), Ether() / IPv6() / TCP(),
                                                  Ether() / IPv6() / UDP(dport=53))] == [0, 0, 0]
