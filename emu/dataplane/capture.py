@@ -79,7 +79,7 @@ def bpf_program(icmp_id: int) -> list[tuple[int, int, int, int]]:
 def bpf_program6() -> list[tuple[int, int, int, int]]:
     """Classic BPF accepting, on Ethernet frames, IPv6 with ICMPv6 or VXLAN (UDP 4789) right after the fixed
     header: the IPv6 probe, its reply and errors, and the same inside the vx6 tunnels (IPv6 GRC outer header).
-    The token in the payload picks ours out (:func:`classify`)."""
+    The token in the payload picks ours out (:func:`emu.dataplane.trace.classify`)."""
     LDH_ABS, LDB_ABS, JEQ, RET = 0x28, 0x30, 0x15, 0x06
     return [(LDH_ABS, 0, 0, 12),
             (JEQ, 0, 6, 0x86DD),      # not IPv6 -> drop

@@ -1,9 +1,10 @@
 """A scapy probe that follows one packet through the running constellation, namespace by namespace.
 
-How: one AF_PACKET socket per watched namespace, opened *inside* it (a
-socket keeps the namespace it was created in) from this one thread, with a
-classic BPF filter so the kernel only queues ICMP with our echo id, ICMP
-errors, and tunnelled ICMP (VXLAN on UDP 4789, or ipip). Then the probe, an ICMP echo
+How (the capture is :mod:`emu.dataplane.capture`): one AF_PACKET socket per
+watched namespace, opened *inside* it (a socket keeps the namespace it was
+created in) from this one thread, with a classic BPF filter so the kernel
+only queues ICMP with our echo id, ICMP errors, and tunnelled ICMP (VXLAN on
+UDP 4789, or ipip). Then the probe, an ICMP echo
 request crafted with scapy and carrying a unique payload token, is sent from
 a raw socket opened inside SRC's namespace, so SRC's kernel routes it. The
 sockets queue what they see meanwhile; afterwards one epoll loop drains them.
