@@ -21,6 +21,7 @@ from emu.dataplane.netlink import NetlinkBatch
 from emu.dataplane.model import IDX_LO, VXLAN_PORT, Model
 from emu.dataplane.state import Run
 from emu.dataplane.tc import LinkShape, shape_many
+from emu.dataplane.terrestrial import terrestrial_addrs, terrestrial_routes, terrestrial_veths, tunnel_config
 from emu.errors import DataplaneError
 
 log = logging.getLogger(__name__)
@@ -112,15 +113,15 @@ class Builder:
         terr = [n.netns for n in m.nodes if n.kind != "satellite"]
         for n in terr:
             f.nl[n].link_set(IDX_LO, up=True)
-        veths = desired.terrestrial_veths(m)  # device <-> UT LAN, GS <-> core, core <-> Internet
+        veths = terrestrial_veths(m)  # device <-> UT LAN, GS <-> core, core <-> Internet
         self._veths(veths)
         f.flush(terr)
         for v in veths:  # per namespace, in order: links up, then addresses, then routes through them
             f.nl[ns(v.node_a)].link_set(v.index_a, up=True)
             f.nl[ns(v.node_b)].link_set(v.index_b, up=True)
-        for a in desired.terrestrial_addrs(m):
+        for a in terrestrial_addrs(m):
             f.nl[ns(a.node)].addr("add", a.index, a.addr, a.plen)
-        for r in desired.terrestrial_routes(m):
+        for r in terrestrial_routes(m):
             f.nl[ns(r.node)].route("add", r.dst, oif=r.oif, gateway=r.gateway)
         f.flush(terr)
 
@@ -143,7 +144,7 @@ class Builder:
         m = self.m
         devices, config = _steps(2)
         ns = lambda name: m.by_name[name].netns  # noqa: E731
-        cfg = desired.tunnel_config(m)
+        cfg = tunnel_config(m)
         for d in cfg.devices:
             if d.kind == "ipip":
                 nlroute.ipip_external(devices[ns(d.node)], d.ifname, d.index, d.mtu)
@@ -178,7 +179,7 @@ class Builder:
     def nat(self) -> None:
         """Source NAT at each operator's core toward the Internet (grc §Data Forwarding Process step 5, PoP NAT):
         one ``nft -f`` batch per core namespace. Without nftables NAT (``RunConfig.nat``) the Internet routes
-        the pools back instead (:func:`desired.terrestrial_routes`), reported as a degradation. Where the kernel
+        the pools back instead (:func:`terrestrial_routes`), reported as a degradation. Where the kernel
         has nf_flow_table (``RunConfig.nat_flowtable``) established flows take the flowtable fast path over the
         core's links (:func:`masquerade_ruleset`)."""
         if not self.m.cfg.nat:
@@ -199,7 +200,7 @@ class Builder:
         if not self.m.cfg.tbf:
             self.degradations.append("tbf unavailable: link rates are not limited")
             return
-        self._shape([v for v in desired.terrestrial_veths(self.m) if v.rate_bps])
+        self._shape([v for v in terrestrial_veths(self.m) if v.rate_bps])
 
     def shape_isls(self) -> None:
         if not self.m.cfg.tbf:
@@ -231,7 +232,7 @@ class Builder:
 def core_links(m: Model, core: str) -> list[str]:
     """The interface names of a core's own veth ends (to its GSs, the Internet, BGP peers), in build order."""
     return [v.ifname_a if v.node_a == core else v.ifname_b
-            for v in desired.terrestrial_veths(m) if core in (v.node_a, v.node_b)]
+            for v in terrestrial_veths(m) if core in (v.node_a, v.node_b)]
 
 
 def masquerade_ruleset(pool: str, pool6: str | None = None, oifname: str = ifnames.CORE_INET,

@@ -152,8 +152,8 @@ class Controller:
         and the machine-wide neighbour-table limits for this run's link ends (emu.dataplane.hostlimits; `down`
         restores them when the last run goes; where /proc/sys cannot be written: a degradation)."""
         from emu.dataplane import hostlimits
-        from emu.dataplane.desired import terrestrial_veths
         from emu.dataplane.fabric import fds_needed, raise_fd_limit
+        from emu.dataplane.terrestrial import terrestrial_veths
 
         m = self.model
         raise_fd_limit(fds_needed(len(m.nodes), len(m.satellites) + len(m.db.ground)))  # before any namespace

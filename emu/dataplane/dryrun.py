@@ -2,10 +2,11 @@
 
 Namespaces, links (with both interface names), tables and rules per node,
 addresses, tunnels and processes of the start slice -- the same values the
-builder and the applier would push (:mod:`emu.dataplane.desired`), listed
-instead of created. Kernel features are not probed (that needs a throwaway
-namespace): where the build depends on them (tunnel kind under ``auto``,
-shaping, delays, NAT) the report says so.
+builder and the applier would push (:mod:`emu.dataplane.slicestate`,
+:mod:`emu.dataplane.terrestrial`), listed instead of created. Kernel
+features are not probed (that needs a throwaway namespace): where the build
+depends on them (tunnel kind under ``auto``, shaping, delays, NAT) the
+report says so.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from emu.addressing.grc import ipv6_base
 from emu.dataplane import desired as D
 from emu.dataplane import ifnames, servers, slicemark
 from emu.dataplane.model import Model
+from emu.dataplane.slicestate import Desired
+from emu.dataplane.terrestrial import fixed_links, terrestrial_addrs, terrestrial_routes, tunnel_config
 
 PLACEHOLDER_PREFIX = "RUN"  # the run id is drawn when the run starts
 
@@ -31,9 +34,9 @@ def _veth(v: D.Veth) -> dict:
 
 def describe(m: Model, k0: int = 0, plan: str = "", scenario: str = "") -> dict:
     """Everything ``up`` would create for a run starting at slice ``k0`` of ``m``'s plan."""
-    d = D.Desired(m, k0)
+    d = Desired(m, k0)
     st = d.state(k0)
-    fixed = D.fixed_links(m)
+    fixed = fixed_links(m)
     dynamic = sorted(st.links)
     per_node: dict[str, dict] = {n.name: {"kind": n.kind, "netns": n.netns, "interfaces": ["lo"], "addresses": [],
                                           "tables": {}, "rules": []} for n in m.nodes}
@@ -41,13 +44,13 @@ def describe(m: Model, k0: int = 0, plan: str = "", scenario: str = "") -> dict:
         per_node[v.node_a]["interfaces"].append(v.ifname_a)
         per_node[v.node_b]["interfaces"].append(v.ifname_b)
     tun = ifnames.TUNNEL_IFNAME[m.cfg.tunnel_mode]
-    tcfg = D.tunnel_config(m)
+    tcfg = tunnel_config(m)
     for dev in tcfg.devices:
         per_node[dev.node]["interfaces"].append(dev.ifname)
-    for a in D.terrestrial_addrs(m) + list(tcfg.addrs):
+    for a in terrestrial_addrs(m) + list(tcfg.addrs):
         per_node[a.node]["addresses"].append(f"{a.addr}/{a.plen}")
     main: Counter = Counter()
-    for r in D.terrestrial_routes(m) + list(tcfg.routes) + list(tcfg.encap_routes):
+    for r in terrestrial_routes(m) + list(tcfg.routes) + list(tcfg.encap_routes):
         main[r.node] += 1
     for g in st.ground.values():  # main, or under the mark switch slice k's table and unmarked lookups' table
         for t in ([g.table, slicemark.GROUND_UNMARKED_TABLE] if st.mark is not None else []):

@@ -4,7 +4,7 @@ DESIGN.md: "a pure-Python reference lookup must agree with the kernel's
 FIB". For every satellite and destination GRC, an RTM_GETROUTE lookup (the
 same as ``ip route get``, through the satellite's policy rules and slice
 tables) gives the egress interface; the plan, as the data plane renders it
-(:class:`emu.dataplane.desired.Desired`), gives the one answer allowed
+(:class:`emu.dataplane.slicestate.Desired`), gives the one answer allowed
 (:func:`expect`). The check is strict: a "local" answer is accepted only for
 a GRC address the satellite binds, its bound region or a LOCAL entry; an
 "unreachable" one only where neither slice k's nor the retained slice k-1's
@@ -31,11 +31,11 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from emu.addressing.grc import ipv6_base, prefix6_of
 from emu.addressing.slm import SegmentedTable
-from emu.dataplane.desired import Desired
 from emu.dataplane.model import IDX_LO, Model
 from emu.dataplane.netlink import NetlinkBatch
 from emu.dataplane.nlmsg import decode, encode
 from emu.dataplane.nlroute import RTN_LOCAL, RTN_UNICAST
+from emu.dataplane.slicestate import Desired
 from emu.orbit.constellation import DOWN
 from emu.plan import actions
 
@@ -153,7 +153,7 @@ def compare(m: Model, fabric, k: int, dsts: list[int], k0: int = 0, families: tu
     The plan's answer is computed once per (satellite, destination) from one :class:`Desired` (``desired``,
     or one made here) and held against every family: family 6 asks for the GRCs' IPv6 forms (grc §GRC
     encoding), whose tables, rules and bindings are the IPv4 ones' twins
-    (:func:`emu.dataplane.desired.Desired.routes6`), so the allowed answers are the same."""
+    (:func:`emu.dataplane.desired.routes6`), so the allowed answers are the same."""
     bases = {f: (ipv6_base(m.cfg.grc_ipv6_prefix) if f == 6 else None) for f in families}
     d = desired if desired is not None else Desired(m, k0)
     addrs = d.grc_addrs(k)

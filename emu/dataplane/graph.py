@@ -2,7 +2,7 @@
 
 Nodes are the run's nodes (one namespace each); edges are the links that
 carry traffic in slice k, as the desired state names them
-(:mod:`emu.dataplane.desired`): grid ISLs up, inter-shell and ground links in
+(:mod:`emu.dataplane.desired`, :mod:`emu.dataplane.terrestrial`): grid ISLs up, inter-shell and ground links in
 use, and the terrestrial links, each with both interface names, the link's
 kind, rate and (for space links) the plan's one-way delay.
 """
@@ -13,6 +13,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from emu.dataplane import desired as D
 from emu.dataplane.model import Model
+from emu.dataplane.terrestrial import terrestrial_veths
 
 NODE_KEYS = (("kind", "string"), ("index", "int"), ("lat", "double"), ("lon", "double"))
 EDGE_KEYS = (("kind", "string"), ("ifname_a", "string"), ("ifname_b", "string"), ("rate_mbit", "double"),
@@ -52,7 +53,7 @@ def slice_graph(m: Model, k: int) -> tuple[list[dict], list[dict]]:
         edge(D.shell_veth(m, sl), delay.get((lo, hi, 5)))
     for (g, sat), gl in sorted(m.ground_links_at(k).items()):  # every antenna's link
         edge(D.ground_veth(m, gl), att.get((g, sat), 0.0) / 299792.458 * 1e3)
-    for v in D.terrestrial_veths(m):
+    for v in terrestrial_veths(m):
         edge(v, m.cfg.terrestrial_delay_ms if v.kind != "lan" else None)
     return nodes, edges
 

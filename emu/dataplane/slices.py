@@ -28,6 +28,7 @@ from emu.dataplane.fabric import Fabric
 from emu.dataplane.model import IDX_LO, IDX_TUN, IDX_TUN6, TUNNEL_MAC, Model
 from emu.dataplane.netlink import NetlinkBatch
 from emu.dataplane.nexthops import NexthopTable
+from emu.dataplane.slicestate import Desired
 from emu.dataplane.tc import LinkShape, netem, shape_many
 from emu.errors import DataplaneError
 
@@ -92,7 +93,7 @@ class SliceApplier:
         self.tables: dict[tuple[int, int], dict[D.RouteKey, tuple]] = defaultdict(dict)  # (sat, table) -> content
         self.unresolved = 0
         self.k0 = 0
-        self.desired = D.Desired(model)
+        self.desired = Desired(model)
         self.cur: D.SliceState | None = None  # the slice in force
         self.nxt: D.SliceState | None = None  # the slice being prepared
         self._pending: dict[str, list[D.Op]] = {}  # the prepared slice's switch and cleanup operations
@@ -130,9 +131,9 @@ class SliceApplier:
         return self._sat_names + self._ground_names
 
     # ------------------------------------------------------------------ the slice clock's four calls
-    def new_desired(self, k0: int) -> D.Desired:
+    def new_desired(self, k0: int) -> Desired:
         """The desired state this applier writes (a multihost agent: its own part)."""
-        return D.Desired(self.m, k0)
+        return Desired(self.m, k0)
 
     def begin(self, k0: int = 0) -> None:
         """What the first slice needs that the kernel does not: its desired state and the messages of its

@@ -1,7 +1,7 @@
 """One host's share of a run: the existing builder and applier, restricted to the host's nodes.
 
 The desired state and its per-slice operations are the single-host ones
-(:mod:`emu.dataplane.desired`); this module only decides which namespaces
+(:mod:`emu.dataplane.slicestate`, :mod:`emu.dataplane.desired`); this module only decides which namespaces
 are here. Operations on another host's namespace go to a null batch; a link
 with one end here becomes this host's VXLAN half (:mod:`emu.multihost.underlay`)
 instead of a veth; retiring deletes the interface group in the local end's
@@ -24,6 +24,7 @@ from emu.dataplane.fabric import Fabric
 from emu.dataplane.model import Model
 from emu.dataplane.runconfig import RunConfig, scenario_of_plan
 from emu.dataplane.slices import SliceApplier
+from emu.dataplane.slicestate import Desired
 from emu.dataplane.state import Run
 from emu.errors import DataplaneError
 from emu.multihost import underlay
@@ -79,7 +80,7 @@ class LocalFabric(Fabric):
         return super().flush(None if names is None else [n for n in names if n in self.fd], ok)
 
 
-class PartDesired(D.Desired):
+class PartDesired(Desired):
     """Slice states with route tables for this host's satellites only (the rest of the state is small)."""
 
     def __init__(self, model: Model, k0: int, local_sats: set[int]):
@@ -160,7 +161,7 @@ class PartApplier(SliceApplier):
     def _sat_names(self) -> list[str]:
         return [self.m.satellites[s].netns for s in sorted(self.local_sats)]
 
-    def new_desired(self, k0: int) -> D.Desired:
+    def new_desired(self, k0: int) -> Desired:
         return PartDesired(self.m, k0, self.local_sats)
 
     def _create(self, links: list[D.Veth]) -> None:

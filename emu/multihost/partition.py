@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from emu.dataplane import desired as D
 from emu.dataplane.model import Model
+from emu.dataplane.terrestrial import fixed_links
 
 MAX_HOSTS = 64
 
@@ -124,7 +125,7 @@ def is_intra_plane(m: Model, a: int, b: int) -> bool:
 def cut_fixed(m: Model, p: Partition) -> dict[str, list[D.Veth]]:
     """Links created once that cross hosts: grid ISLs of any slice, terrestrial links (by kind)."""
     out: dict[str, list[D.Veth]] = {}
-    for v in D.fixed_links(m):
+    for v in fixed_links(m):
         if p.crosses(v.node_a, v.node_b):
             out.setdefault(v.kind, []).append(v)
     return out

@@ -23,6 +23,7 @@ from emu.dataplane import desired as D
 from emu.dataplane.model import Model
 from emu.dataplane.netlink import NLM_F_CREATE, NLM_F_EXCL, RTM_NEWLINK
 from emu.dataplane.nlmsg import encode, ifinfmsg, mac_text, opt_attrs
+from emu.dataplane.terrestrial import fixed_links
 
 UNDERLAY_NET = ipaddress.ip_network("198.18.0.0/24")  # RFC 2544 benchmarking range, only inside our namespaces
 UNDERLAY_MTU = 9000  # room for the 50-byte VXLAN header on links of MTU 1600
@@ -58,7 +59,7 @@ class VniMap:
 
     def _build(self) -> dict[tuple, int]:
         m = self.m
-        links = D.fixed_links(m) + [D.ground_veth(m, gl) for gl in m.ground_links] + \
+        links = fixed_links(m) + [D.ground_veth(m, gl) for gl in m.ground_links] + \
             [D.shell_veth(m, sl) for sl in m.shell_links]
         out = {}
         for i, v in enumerate(links):

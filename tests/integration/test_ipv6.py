@@ -20,6 +20,7 @@ import pytest
 from emu.addressing import grc
 from emu.dataplane import desired as D
 from emu.dataplane.model import Model
+from emu.dataplane.slicestate import Desired
 from emu.plan.db import PlanDB
 
 from .test_dataplane import DEFAULT, in_ns, leo
@@ -93,7 +94,7 @@ def test_unassigned_ipv6_grc_gets_icmpv6_unreachable(live):
 
 def test_one_satellites_ipv6_table_equals_the_plan(live, plan):
     m = Model.from_plan(PlanDB(plan), "unused", SLICES)
-    d = D.Desired(m)
+    d = Desired(m)
     name = "sat0-3-5"
     s = next(n.index for n in m.satellites if n.name == name)
     for _attempt in range(3):

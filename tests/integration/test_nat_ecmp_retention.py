@@ -23,7 +23,8 @@ import pytest
 from emu.addressing.grc import to_ipv4
 from emu.dataplane import cleanup, fibcheck, netns
 from emu.dataplane.controller import Controller
-from emu.dataplane.desired import Desired, table_id
+from emu.dataplane.desired import table_id
+from emu.dataplane.slicestate import Desired
 from emu.dataplane.state import Run
 from emu.orbit.constellation import DOWN
 from emu.plan import actions

@@ -12,9 +12,9 @@ import pytest
 
 from emu.control.bgp import wiring as W
 from emu.control.bgp.birdc import with_socket
-from emu.dataplane import desired as D
 from emu.dataplane.model import Model
 from emu.dataplane.runconfig import RunConfig, scenario_of_plan
+from emu.dataplane.terrestrial import bgp_addrs, bgp_core_veths, terrestrial_addrs
 from emu.errors import ScenarioError
 from emu.plan.db import PlanDB, write_plan
 from emu.plan.planner import make_plan
@@ -96,14 +96,14 @@ def test_overlay_of_the_default_plan(model) -> None:
 
 def test_desired_state_carries_the_overlay_links_only_when_on(model, db) -> None:
     off = Model.from_plan(db, "zz00", None, dataclasses.replace(model.cfg, bgp=False))
-    assert D.bgp_addrs(off) == [] and D.bgp_core_veths(off) == []
-    veths = D.bgp_core_veths(model)
+    assert bgp_addrs(off) == [] and bgp_core_veths(off) == []
+    veths = bgp_core_veths(model)
     assert [(v.node_a, v.ifname_a, v.node_b, v.ifname_b) for v in veths] == [("sno-a", "p1", "sno-b", "p0")]
-    addrs = {(a.node, a.addr) for a in D.terrestrial_addrs(model)}
+    addrs = {(a.node, a.addr) for a in terrestrial_addrs(model)}
     for i, g in enumerate(model.gss):
         assert (g.name, W.gs_link_addrs(i)[1]) in addrs
     assert ("sno-b", W.core_link_addrs(0, 1)[1]) in addrs
-    assert set(D.terrestrial_addrs(off)) < set(D.terrestrial_addrs(model))
+    assert set(terrestrial_addrs(off)) < set(terrestrial_addrs(model))
 
 
 def test_stub_mnps_follow_the_plans_gs_choice(model) -> None:

@@ -17,8 +17,10 @@ from emu.addressing.slm import SegmentedTable
 from emu.dataplane import desired as D
 from emu.dataplane import nlroute, slicemark
 from emu.dataplane.fibcheck import allowed_ifindexes
-from emu.dataplane.model import IDX_DIR, IDX_LO, IDX_TUN6, Model
-from emu.orbit.constellation import DOWN
+from emu.dataplane.model import IDX_DIR, IDX_GROUND_SLOT, IDX_LO, IDX_TUN6, Model
+from emu.dataplane.slicestate import Desired
+from emu.dataplane.terrestrial import TunnelConfig, fixed_links, tunnel_config
+from emu.orbit.constellation import DOWN, OPPOSITE
 from emu.plan import actions
 from emu.plan.db import PlanDB, write_plan
 from emu.plan.planner import make_plan
@@ -37,7 +39,7 @@ def model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def states(model):
-    d = D.Desired(model)
+    d = Desired(model)
     return [d.state(k) for k in range(model.n_slices)]
 
 
@@ -73,7 +75,7 @@ def _as_table(routes) -> SegmentedTable:
 def test_routes_agree_with_the_plans_reference_lookup(model, states, k) -> None:
     tables = model.db.tables(k)
     rng = random.Random(k)
-    d = D.Desired(model)
+    d = Desired(model)
     for s in range(len(model.satellites)):
         ref = tables.reference(s)
         mine = _as_table(states[k].routes[s])
@@ -126,7 +128,7 @@ def test_ground_side_follows_the_plan(model, states) -> None:
             gd = st.ground[g.idx]
             if g.idx in at:
                 gl = at[g.idx]
-                assert gd.via == (D.IDX_GROUND_SLOT + gl.ground_slot, model.sat_ll(gl.sat, DOWN))
+                assert gd.via == (IDX_GROUND_SLOT + gl.ground_slot, model.sat_ll(gl.sat, DOWN))
                 assert any(v.kind == "ground" and v.node_a == model.satellites[gl.sat].name and v.node_b == g.name
                            for v in st.links)
             else:
@@ -190,7 +192,7 @@ class FakeKernel:
         at = self.m.ground_link_at(k)
         for g in self.m.db.ground:
             gl = at.get(g.idx)
-            want = (D.IDX_GROUND_SLOT + gl.ground_slot, self.m.sat_ll(gl.sat, DOWN)) if gl else None
+            want = (IDX_GROUND_SLOT + gl.ground_slot, self.m.sat_ll(gl.sat, DOWN)) if gl else None
             for family in (4, 6):
                 got = self.ground_lookup(g.name, family, marked)
                 assert got is not None, f"slice {k}: {g.name} has no IPv{family} default"
@@ -212,7 +214,7 @@ class FakeKernel:
             return True
         if oif in IDX_DIR.values():
             d = oif - 10
-            return any((a == sat and dd == d) or (b == sat and D.OPPOSITE[dd] == d) for a, b, dd in self.grid)
+            return any((a == sat and dd == d) or (b == sat and OPPOSITE[dd] == d) for a, b, dd in self.grid)
         return (sat, oif) in self.links
 
     def apply(self, op: D.Op, st: D.SliceState) -> None:
@@ -295,7 +297,7 @@ def switch_states(request, model):
 
     m = Model.from_plan(model.db, "zz02", cfg=dataclasses.replace(
         RunConfig.from_scenario(scenario_of_plan(model.db)), slice_switch=request.param))
-    d = D.Desired(m)
+    d = Desired(m)
     return m, [d.state(k) for k in range(m.n_slices)]
 
 
@@ -462,12 +464,12 @@ def test_ground_rules_keep_main_in_front_and_the_ipv6_rules_to_the_grc_space() -
 
 
 def test_fixed_links_are_named_by_direction(model) -> None:
-    grid = [v for v in D.fixed_links(model) if v.kind == "isl"]
+    grid = [v for v in fixed_links(model) if v.kind == "isl"]
     assert len(grid) == len(model.grid_links)
     for v in grid:
         assert v.ifname_a in "nsew" and v.index_a == IDX_DIR["nsew".index(v.ifname_a)]
         assert v.group is None and v.retire is None
-    kinds = {v.kind for v in D.fixed_links(model)}
+    kinds = {v.kind for v in fixed_links(model)}
     assert kinds == {"isl", "lan", "core", "inet"}
 
 
@@ -478,7 +480,7 @@ def test_every_interface_name_maps_back_to_its_direction(model, states) -> None:
 
     kind = {n.name: n.kind for n in model.nodes}
     seen = set()
-    for v in D.fixed_links(model) + sorted(set().union(*(st.links for st in states))):
+    for v in fixed_links(model) + sorted(set().union(*(st.links for st in states))):
         for node, ifname, idx in ((v.node_a, v.ifname_a, v.index_a), (v.node_b, v.ifname_b, v.index_b)):
             got = direction_of(kind[node], ifname)
             if v.kind == "isl":
@@ -512,9 +514,9 @@ def test_tunnel_config_terminates_each_operators_terminals(model, mode) -> None:
     from dataclasses import replace
 
     m = Model.from_plan(model.db, "zz01", model.n_slices, replace(model.cfg, tunnel_mode=mode))
-    full = D.tunnel_config(m)
+    full = tunnel_config(m)
     v4 = lambda xs: tuple(x for x in xs if getattr(x, "index", getattr(x, "oif", None)) != IDX_TUN6)  # noqa: E731
-    cfg = D.TunnelConfig(*(v4(getattr(full, f)) for f in D.TunnelConfig.__dataclass_fields__))  # vx6: test_ipv6
+    cfg = TunnelConfig(*(v4(getattr(full, f)) for f in TunnelConfig.__dataclass_fields__))  # vx6: test_ipv6
     names = {u.name for u in m.uts} | {g.name for g in m.gss}
     assert {d.node for d in cfg.devices} == names and {d.ifname for d in cfg.devices} == {
         {"vxlan": "vx0", "ipip": "tun0"}[mode]}
@@ -539,7 +541,7 @@ def test_every_antenna_link_exists_and_gets_its_delay(model) -> None:
 
     m = Model.from_plan(model.db, "zz01", cfg=dataclasses.replace(
         RunConfig.from_scenario(scenario_of_plan(model.db)), netem=True))
-    d = D.Desired(m)
+    d = Desired(m)
     several = 0
     for k in (0, 9):
         st = d.state(k)

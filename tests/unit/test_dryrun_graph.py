@@ -14,6 +14,8 @@ from emu.dataplane import desired as D
 from emu.dataplane.dryrun import describe
 from emu.dataplane.graph import slice_graph, to_dot, to_graphml
 from emu.dataplane.model import Model
+from emu.dataplane.slicestate import Desired
+from emu.dataplane.terrestrial import fixed_links
 from emu.plan.db import PlanDB, write_plan
 from emu.plan.trust import ground_control_key
 from emu.plan.planner import make_plan
@@ -37,10 +39,10 @@ def model(plan_path):
 
 def test_describe_lists_what_the_desired_state_holds(model) -> None:
     rec = describe(model, 2)
-    st = D.Desired(model, 2).state(2)
+    st = Desired(model, 2).state(2)
     assert len(rec["namespaces"]) == len(model.nodes) and rec["namespace_prefix"] == "RUN-"
     assert {n["netns"] for n in rec["namespaces"]} == {n.netns for n in model.nodes}
-    assert len(rec["links"]["fixed"]) == len(D.fixed_links(model))
+    assert len(rec["links"]["fixed"]) == len(fixed_links(model))
     assert len(rec["links"]["dynamic"]) == len(st.links)
     assert rec["satellite_tables"]["routes_total"] == sum(len(r) for r in st.routes.values())
     assert rec["satellite_tables"]["rules"] == [{"table": D.table_id(2), "priority": D.rule_pref(2), "families": [4]}]
@@ -48,8 +50,8 @@ def test_describe_lists_what_the_desired_state_holds(model) -> None:
     assert sw["by"] == "mark" and sw["mark"] == hex(st.mark) and len(sw["fixed_rules"]) == 13
     s0 = model.satellites[0].name
     assert rec["nodes"][s0]["tables"] == {str(D.table_id(2)): len(st.routes[0])}
-    ends = [(v.node_a, v.ifname_a) for v in D.fixed_links(model) + sorted(st.links)]
-    ends += [(v.node_b, v.ifname_b) for v in D.fixed_links(model) + sorted(st.links)]
+    ends = [(v.node_a, v.ifname_a) for v in fixed_links(model) + sorted(st.links)]
+    ends += [(v.node_b, v.ifname_b) for v in fixed_links(model) + sorted(st.links)]
     assert sorted(rec["nodes"][s0]["interfaces"]) == sorted(["lo"] + [i for n, i in ends if n == s0])
     assert {p["what"] for p in rec["processes"]} >= {"iperf3", "http"}
     for u in model.uts:

@@ -74,7 +74,7 @@ def test_the_retained_table_answers_where_slice_k_has_no_entry(model):
 
 
 def test_the_kernels_table_holds_the_bound_region_as_local(model):
-    from emu.dataplane.desired import Desired
+    from emu.dataplane.slicestate import Desired
 
     d = Desired(model)
     prefix, plen = d.region(0, 1)

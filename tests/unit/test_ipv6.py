@@ -22,8 +22,10 @@ from hypothesis import strategies as st
 
 from emu.addressing import grc
 from emu.dataplane import desired as D
-from emu.dataplane import trace
+from emu.dataplane import capture, trace
 from emu.dataplane.model import IDX_TUN6, TUNNEL6_GS_LL, Model
+from emu.dataplane.slicestate import Desired
+from emu.dataplane.terrestrial import terrestrial_routes, tunnel_config
 from emu.errors import AddressingError
 from emu.plan.db import PlanDB, write_plan
 from emu.plan.planner import make_plan
@@ -80,7 +82,7 @@ def _lookup6(table6: dict, addr6: int):
 
 
 def test_every_satellite_table_has_an_ipv6_twin_that_routes_alike(model) -> None:
-    d = D.Desired(model)
+    d = Desired(model)
     rng = random.Random(6)
     for k in (0, 7):
         st_ = d.state(k)
@@ -97,7 +99,7 @@ def test_every_satellite_table_has_an_ipv6_twin_that_routes_alike(model) -> None
 
 
 def test_grc_bindings_have_their_ipv6_form(model) -> None:
-    d = D.Desired(model)
+    d = Desired(model)
     st_ = d.state(3)
     for s, addrs in list(st_.grc_addrs.items())[:10]:
         for a in addrs:
@@ -106,7 +108,7 @@ def test_grc_bindings_have_their_ipv6_form(model) -> None:
 
 # ---------------------------------------------------------------------------- the ground side
 def test_ground_side_ipv6_follows_the_plans_choices(model) -> None:
-    d = D.Desired(model)
+    d = Desired(model)
     v6 = model.cfg.grc_ipv6_prefix
     for k in (0, 5, 11):
         st_ = d.state(k)
@@ -130,7 +132,7 @@ def test_ipv6_user_pools_lans_and_the_vx6_tunnels(model) -> None:
         assert sub.prefixlen == 64 and sub.subnet_of(ops[u.operator])
         assert sub.network_address != ops[u.operator].network_address  # the first /64 is the operator's
         assert ipaddress.IPv6Address(model.dev_addr6(u.idx)) in sub
-    cfg = D.tunnel_config(model)
+    cfg = tunnel_config(model)
     vx6 = [x for x in cfg.devices if x.index == IDX_TUN6]
     assert {x.node for x in vx6} == {u.name for u in model.uts} | {g.name for g in model.gss}
     assert all(x.kind == "vxlan" and ":" in x.local for x in vx6)  # VXLAN over the IPv6 GRCs
@@ -140,7 +142,7 @@ def test_ipv6_user_pools_lans_and_the_vx6_tunnels(model) -> None:
     r6 = {(r.node, r.dst, r.gateway) for r in cfg.routes if r.oif == IDX_TUN6}
     assert {(u.name, str(model.cfg.inet_prefix6), TUNNEL6_GS_LL) for u in model.uts} <= r6
     assert {(g.name, str(model.user_subnets6[u.idx]), model.ut_tunnel6_ll(u.idx)) for g, u in pairs} <= r6
-    routes = {(r.node, r.dst) for r in D.terrestrial_routes(model)}
+    routes = {(r.node, r.dst) for r in terrestrial_routes(model)}
     inet6 = {(model.cfg.inet_name, model.cfg.pools6[idx]) for idx, *_ in model.db.operators}
     assert not inet6 & routes if model.cfg.nat else inet6 <= routes  # NAT66 at the cores (emu.dataplane.build)
     assert {(u.device, "::/0") for u in model.uts} <= routes
@@ -188,7 +190,7 @@ def test_ipv6_trace_filter_and_classifier() -> None:
            / VXLAN(vni=1000) / req)
     rep = Ether() / IPv6() / ICMPv6EchoReply(id=77) / Raw(tok)
     err = Ether() / IPv6() / ICMPv6DestUnreach(code=3) / bytes(req[IPv6])
-    prog = trace.bpf_program6()
+    prog = capture.bpf_program6()
     assert [_run_bpf(prog, bytes(p)) > 0 for p in (req, tun, rep, err)] == [True] * 4
     assert [_run_bpf(prog, bytes(p)) for p in (Ether() / IP() / UDP(dport=4789), Ether() / IPv6() / TCP(),
                                                  Ether() / IPv6() / UDP(dport=53))] == [0, 0, 0]

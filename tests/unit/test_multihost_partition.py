@@ -12,6 +12,7 @@ import pytest
 
 from emu.dataplane import desired as D
 from emu.dataplane.model import Model
+from emu.dataplane.terrestrial import terrestrial_veths
 from emu.multihost import underlay
 from emu.multihost.partition import cut_at, cut_fixed, is_intra_plane, partition, summary
 from emu.plan.db import PlanDB, write_plan
@@ -80,7 +81,7 @@ def test_cut_counts_links_in_use(model):
     sats = model.satellites
     want_isl = sum(1 for x, y, _d in model.active_grid(k) if p.crosses(sats[x].name, sats[y].name))
     want_gnd = sum(1 for (g, s) in model.ground_links_at(k) if p.crosses(model.db.ground[g].name, sats[s].name))
-    terr = [v for v in D.terrestrial_veths(model) if p.crosses(v.node_a, v.node_b)]
+    terr = [v for v in terrestrial_veths(model) if p.crosses(v.node_a, v.node_b)]
     c = cut_at(model, p, k)
     assert (c["isl"], c["ground"], c["terrestrial"]) == (want_isl, want_gnd, len(terr))
     assert c["total"] == want_isl + want_gnd + len(terr)

@@ -11,10 +11,10 @@ import ipaddress
 
 import pytest
 
-from emu.dataplane import desired as D
 from emu.dataplane import ifnames
 from emu.dataplane.build import core_links, masquerade_ruleset
 from emu.dataplane.model import Model
+from emu.dataplane.terrestrial import terrestrial_addrs, terrestrial_routes
 from emu.plan.db import PlanDB, write_plan
 from emu.plan.planner import make_plan
 
@@ -29,14 +29,14 @@ def model(tmp_path_factory):
 
 
 def _inet_dsts(m: Model) -> list[ipaddress.IPv4Network]:
-    return [ipaddress.ip_network(r.dst) for r in D.terrestrial_routes(m) if r.node == m.cfg.inet_name]
+    return [ipaddress.ip_network(r.dst) for r in terrestrial_routes(m) if r.node == m.cfg.inet_name]
 
 
 def test_the_internet_knows_only_the_cores_public_addresses(model):
     assert model.cfg.nat
     pools = [ipaddress.ip_network(p) for *_x, p in model.db.operators]
     assert _inet_dsts(model) == []  # no route of its own: only its connected links to the cores
-    inet_addrs = [ipaddress.ip_interface(f"{a.addr}/{a.plen}") for a in D.terrestrial_addrs(model)
+    inet_addrs = [ipaddress.ip_interface(f"{a.addr}/{a.plen}") for a in terrestrial_addrs(model)
                   if a.node == model.cfg.inet_name]
     reach = [a.network for a in inet_addrs]
     for idx, *_ in model.db.operators:

@@ -13,8 +13,8 @@ import pytest
 from emu.control.sno import live
 from emu.control.sno.config import load_agent
 from emu.control.sno.uplink import default_oifs
-from emu.dataplane import desired as D
 from emu.dataplane.model import Model
+from emu.dataplane.slicestate import Desired
 from emu.errors import InputError
 from emu.plan.db import PlanDB, write_plan
 from emu.plan.handover import events
@@ -69,7 +69,7 @@ def test_default_scenario_has_inter_sno_handovers_in_its_first_slices(model) -> 
 def test_core_serving_uses_the_plans_gs_at_home_and_a_served_gs_of_the_visited_core(model) -> None:
     core = live.association(model, "owner")
     sc = live.serving_cores(model, core)
-    d = D.Desired(model)
+    d = Desired(model)
     seen_visit = False
     for k in range(N_SLICES):
         choice = d.choice(k)
@@ -135,7 +135,7 @@ def test_agent_table_is_checked(tmp_path) -> None:
 
 
 def _home_gs(model, k):
-    choice = D.Desired(model).choice(k)
+    choice = Desired(model).choice(k)
     return {u.idx: int(choice[row, 0]) for row, u in enumerate(model.uts)}
 
 

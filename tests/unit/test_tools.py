@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from emu.dataplane import ifnames, trace
+from emu.dataplane import capture, ifnames, trace
 from emu.dataplane import parsers
 from emu.dataplane.runview import Target
 from emu.errors import DataplaneError
@@ -409,7 +409,7 @@ def test_bpf_program_accepts_the_probe_and_little_else() -> None:
     from scapy.layers.l2 import Ether
     from scapy.layers.vxlan import VXLAN
 
-    prog = trace.bpf_program(0xBEEF)
+    prog = capture.bpf_program(0xBEEF)
     for i, (code, jt, jf, _k) in enumerate(prog):
         if code in (0x15, 0x45):
             assert i + 1 + max(jt, jf) < len(prog)
