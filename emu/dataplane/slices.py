@@ -1,8 +1,8 @@
 """Keep the kernel in step with the plan, slice by slice: execute the desired-state operations.
 
 spec: grc-based-routing §Time-Varying Routing Module, §Time Slice Transition.
-What the kernel should hold, and in which order it changes (make-before-break,
-three-table rotation), is computed purely in :mod:`emu.dataplane.desired`;
+What the kernel should hold (:mod:`emu.dataplane.slicestate`, read from the plan) and in which order it
+changes (make-before-break, three-table rotation: :mod:`emu.dataplane.desired`) is computed purely;
 this module only pushes those operations over each namespace's netlink
 socket, and remembers what it wrote to each satellite's tables so a refill
 sends only the difference.
