@@ -122,8 +122,10 @@ class Controller:
         self._host_limits()
         a = self.applier = SliceApplier(self.model, None)
         def meanwhile() -> None:  # encoded while the namespaces are made: slice k0's tables, the tunnels
+            self.progress("slice 0 encoded ahead", 0, 1)
             a.begin(self.k0)
             b.encode_ahead()
+            self.progress("slice 0 encoded ahead", 1, 1)
         b.create_namespaces(meanwhile)
         a.f = b.fabric
         self.progress("links", 0, 4)

@@ -104,6 +104,7 @@ class SliceApplier:
         self.nexthops: dict[int, NexthopTable] | None = defaultdict(NexthopTable) if model.cfg.nexthops else None
         self._begun: D.SliceState | None = None  # the first slice, between begin() and initial()
         self._ahead: dict[tuple[int, int], tuple[NetlinkBatch, int]] = {}  # (sat, table) -> encoded fill, ops
+        self._ahead_grid: tuple[list, dict[str, NetlinkBatch]] | None = None  # begin()'s ISL ups: (edges, batches)
 
     # ------------------------------------------------------------------ helpers
     def ns(self, node: str) -> str:
@@ -147,6 +148,10 @@ class SliceApplier:
             for s in st.routes:
                 b = NetlinkBatch.unbound(ack_each=False)
                 self._ahead[(s, st.table)] = (b, self._encode_fill(s, st.table, st, b))
+            ups = sorted(st.grid)  # the ISLs D.initial brings up, in its order
+            batches = defaultdict(lambda: NetlinkBatch.unbound(ack_each=False))
+            self._encode_grid(ups, True, batches)
+            self._ahead_grid = (ups, dict(batches))
         self._begun = st
         _freeze()  # the build's later phases must not walk all this (``_freeze``)
 
@@ -160,6 +165,7 @@ class SliceApplier:
             self.execute(D.initial(st), st)
         self.cur = st
         self._ahead.clear()
+        self._ahead_grid = None
         _freeze()
 
     def prepare(self, k: int, at_ns: int | None = None) -> float:
@@ -291,12 +297,27 @@ class SliceApplier:
             shape_many(shapes, f.nl)
 
     def _grid(self, edges: list[tuple[int, int, int]], up: bool) -> None:
-        """Bring up (before the boundary) or down (after it) grid ISLs, both ends."""
+        """Bring up (before the boundary) or down (after it) grid ISLs, both ends (the first slice's ups as
+        :meth:`begin` encoded them)."""
+        ahead, self._ahead_grid = self._ahead_grid, None
+        if up and ahead is not None and ahead[0] == edges:
+            touched = [n for n in ahead[1] if n in self.f.fd]  # (a multihost agent: its own satellites)
+            for n in touched:
+                self.f.nl[n].adopt(ahead[1][n])
+            gone: dict[int, set[int]] = {}
+        else:
+            touched, gone = self._encode_grid(edges, up, self.f.nl)
+        self.f.flush(touched, ok={17})  # EEXIST: an address that survived
+        self._forget_routes_via(gone)  # the kernel deleted every route through a downed interface
+
+    def _encode_grid(self, edges: list[tuple[int, int, int]], up: bool, batches) -> tuple[set, dict]:
+        """Queue the ISLs' ups (link, link-local, semantic address with its peer) or downs on ``batches``;
+        returns (namespaces written, interfaces going down by satellite)."""
         touched = set()
         gone: dict[int, set[int]] = defaultdict(set)
         for edge in edges:
             for end in D.isl_ends(self.m, edge):
-                nl = self.f.nl[self.sat_ns(end.sat)]
+                nl = batches[self.sat_ns(end.sat)]
                 if up:
                     nl.link_set(end.index, up=True)
                     nl.addr("add", end.index, end.ll, 64)
@@ -305,8 +326,7 @@ class SliceApplier:
                     nl.link_set(end.index, up=False)
                     gone[end.sat].add(end.index)
                 touched.add(self.sat_ns(end.sat))
-        self.f.flush(touched, ok={17})  # EEXIST: an address that survived
-        self._forget_routes_via(gone)  # the kernel deleted every route through a downed interface
+        return touched, gone
 
     def _fill(self, t: int, st: D.SliceState) -> int:
         """Make table ``t`` hold ``st``'s routes on every satellite: only the difference is sent.
