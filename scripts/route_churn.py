@@ -80,6 +80,7 @@ def main() -> None:
         cls_sum: dict = {}
         pairs = {"answers_changed": [], "ground_answers_changed": []}
         cause_sum = {c: 0 for c in churn.CAUSES}
+        kind_sum = {}
         tie_sum = {t: 0 for t in TIE_NAMES}
         link_changes = []
         for k in range(args.slices):
@@ -105,6 +106,10 @@ def main() -> None:
                     "replanned codes differ from the plan's answers"
                 for i, name in enumerate(churn.CAUSES):
                     cause_sum[name] += int((r["cause"] == i).sum())
+                    for kind in ("gs", "ut"):
+                        rows = np.asarray(plan.series.ground.kind) == kind
+                        kind_sum.setdefault(kind, {c: 0 for c in churn.CAUSES})
+                        kind_sum[kind][name] += int((r["cause"][rows] == i).sum())
                 geo = r["cause"] == 2
                 kinds = churn.tie_kind(r["c2"][geo], r["c3"][geo])
                 for i, name in enumerate(TIE_NAMES):
@@ -118,6 +123,8 @@ def main() -> None:
         block["isl_set_changes"] = _stats(link_changes)
         if args.causes:
             block["ground_answer_causes"] = {name: round(v / S, 1) for name, v in cause_sum.items()}
+            block["ground_answer_causes_by_kind"] = {kind: {name: round(v / S, 1) for name, v in row.items()}
+                                                     for kind, row in kind_sum.items()}
             block["geometry_direction_sets"] = {name: round(v / S, 1) for name, v in tie_sum.items()}
         out[f"gap_{gap}"] = block
     print(json.dumps(out, indent=1))
