@@ -11,7 +11,9 @@ from) compares the plan tables of slice k and k + gap:
   representation only (every destination under it keeps its answer);
 - ``pairs``: the (satellite, ground destination) answers that changed, by cause (``emu.plan.churn
   .pair_causes``: terminal set, ISL set, geometry), and the geometry ones by how the direction set moved;
-- ``bindings_changed``: satellites whose bound region (a local route the data plane adds) changed.
+- ``bindings_changed``: satellites whose bound region (a local route the data plane adds) changed;
+  ``uts_serving_changed`` / ``gs_antenna_sets_changed``: user terminals whose serving satellite and ground
+  stations whose set of linked satellites differ between the two slices.
 
 ``--satellite-destinations on|off`` overrides the scenario's setting.
 """
@@ -19,6 +21,7 @@ from) compares the plan tables of slice k and k + gap:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -47,13 +50,20 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=10, help="slices k compared (k = 0..N-1)")
     ap.add_argument("--gaps", default="1,3")
     ap.add_argument("--satellite-destinations", choices=("on", "off"), default=None)
+    ap.add_argument("--attach-policy", default=None, help="override routing.attach_policy (how UTs pick a satellite)")
     ap.add_argument("--causes", action=argparse.BooleanOptionalAction, default=True,
                     help="attribute changed ground answers to terminal / ISL set / geometry (replans 3x)")
     args = ap.parse_args()
     gaps = [int(g) for g in args.gaps.split(",")]
     loaded = load_scenario(args.scenario)
+    update = {}
     if args.satellite_destinations is not None:
-        loaded.scenario.routing.satellite_destinations = args.satellite_destinations == "on"
+        update["satellite_destinations"] = args.satellite_destinations == "on"
+    if args.attach_policy is not None:
+        update["attach_policy"] = args.attach_policy
+    if update:
+        sc = loaded.scenario
+        loaded = dataclasses.replace(loaded, scenario=sc.model_copy(update={"routing": sc.routing.model_copy(update=update)}))
     routing = loaded.scenario.routing
     n = args.slices + max(gaps)
     t0 = time.perf_counter()
@@ -72,7 +82,7 @@ def main() -> None:
     # the planner's codes are the answers: the lookup of every ground destination gives its code back
     out = {"scenario": loaded.scenario.name, "satellites": N, "ground_destinations": G,
            "satellite_destinations": bool(routing.satellite_destinations), "multipath": routing.multipath,
-           "slices_compared": args.slices, "plan_s": round(plan_s, 2),
+           "attach_policy": routing.attach_policy, "slices_compared": args.slices, "plan_s": round(plan_s, 2),
            "entries_per_slice": _stats([len(t.prefix) for t in tables[:args.slices]])}
     out["bindings_changed"] = _stats([int((plan.bind.grc[k] != plan.bind.grc[k + 1]).sum()) for k in range(args.slices)])
     for gap in gaps:
@@ -83,6 +93,8 @@ def main() -> None:
         kind_sum = {}
         tie_sum = {t: 0 for t in TIE_NAMES}
         link_changes = []
+        ut_moves, gs_moves = [], []
+        node_kind = np.asarray(plan.series.ground.kind)
         for k in range(args.slices):
             kk = k + gap
             d = churn.entry_diff(tables[k], tables[kk])
@@ -98,6 +110,10 @@ def main() -> None:
                     cls_sum.setdefault(w, {}).setdefault(name, 0)
                     cls_sum[w][name] += v
             link_changes.append(len(np.setxor1d(churn._link_id(slinks[k]), churn._link_id(slinks[kk]))))
+            serving = plan.attach.serving
+            ut_moves.append(int(((serving[k] != serving[kk]) & (node_kind == "ut")).sum()))
+            lk, lkk = (np.sort(np.where(plan.attach.links[x] >= 0, plan.attach.links[x], -1), axis=1) for x in (k, kk))
+            gs_moves.append(int(((lk != lkk).any(axis=1) & (node_kind == "gs")).sum()))
             if args.causes:
                 t_k, t_kk = dests[k].terminals(), dests[kk].terminals()
                 r = churn.pair_causes(N, (slinks[k], slinks[kk]), (t_k, t_kk), dests[k].term_code,
@@ -121,6 +137,8 @@ def main() -> None:
         block["answers_changed"] = _stats(pairs["answers_changed"])
         block["ground_answers_changed"] = _stats(pairs["ground_answers_changed"])
         block["isl_set_changes"] = _stats(link_changes)
+        block["uts_serving_changed"] = _stats(ut_moves)
+        block["gs_antenna_sets_changed"] = _stats(gs_moves)
         if args.causes:
             block["ground_answer_causes"] = {name: round(v / S, 1) for name, v in cause_sum.items()}
             block["ground_answer_causes_by_kind"] = {kind: {name: round(v / S, 1) for name, v in row.items()}

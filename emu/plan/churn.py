@@ -66,9 +66,9 @@ def covered_any(key: np.ndarray, addrs: np.ndarray, flag: np.ndarray) -> np.ndar
             continue
         mask = (0xFFFFFFFF << (32 - P)) & 0xFFFFFFFF
         uniq, inv = np.unique(addrs & mask, return_inverse=True)
-        onehot = np.zeros((len(addrs), len(uniq)), dtype=np.int32)
-        onehot[np.arange(len(addrs)), inv] = 1
-        per_group = (flag.astype(np.int32) @ onehot) > 0  # (sats or 1, groups)
+        order = np.argsort(inv, kind="stable")
+        starts = np.searchsorted(inv[order], np.arange(len(uniq)))
+        per_group = np.logical_or.reduceat(flag[:, order], starts, axis=1)  # (sats or 1, groups)
         pos = np.minimum(np.searchsorted(uniq, prefix[rows]), len(uniq) - 1)
         hit = uniq[pos] == prefix[rows]
         s = sat[rows] if per_group.shape[0] > 1 else np.zeros(len(rows), np.int64)
