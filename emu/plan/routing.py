@@ -8,10 +8,11 @@ prefix lengths 11, 14, ..., 32).
 Shortest paths: many sources at once (:mod:`emu.plan.dijkstra`), once per slice from the
 satellites that terminate a destination; next hops, ECMP/UCMP weights and
 loop-free standby directions are derived per (satellite, destination) over
-the six directions (compiled: :mod:`emu.plan.kernels`). Aggregation folds a region's destinations into one
-shorter prefix where they all leave a satellite by the same directions;
-terminal entries (Down to a ground node, local delivery) are never folded,
-so delivery stays exact.
+the six directions (compiled: :mod:`emu.plan.kernels`). Aggregation
+(:mod:`emu.plan.fold`) states a region's most common next hop once at the
+region's prefix and the destinations that differ below it; terminal entries
+(Down to a ground node, local delivery) are never folded, so delivery stays
+exact.
 """
 
 from __future__ import annotations
@@ -22,13 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse import coo_matrix
 
-from emu.addressing.grc import LEGAL_PREFIX_LENGTHS
 from emu.addressing.slm import SegmentedTable
 from emu.orbit.constellation import DOWN
 from emu.plan import actions
 from emu.plan.dijkstra import dijkstra_rows
 
-MIX = -2
 _EPS = 1e-9
 
 
@@ -188,73 +187,6 @@ def _mask(plen: np.ndarray) -> np.ndarray:
     return ((np.uint64(0xFFFFFFFF) << (np.uint64(32) - p)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
 
-
-@dataclass(frozen=True)
-class _Level:
-    """One aggregation step: the rows (destinations, or groups of them) before it and how they group.
-
-    Rows are taken in ``order`` (None: as they are); group g is rows ``order[starts[g]:starts[g+1]]``.
-    Only groups of several rows need comparing: ``pairs`` are the positions i (in that order) whose row
-    and the next are in one group, ``pair_group`` that group, ``members`` the positions in such groups
-    and ``size`` each group's row count.
-    """
-
-    prefix: np.ndarray  # uint32, per row
-    plen: np.ndarray  # uint8, per row
-    identity: np.ndarray | None = None  # bool per row: its own length is this level's (its terminal entries fold)
-    order: np.ndarray | None = None
-    starts: np.ndarray | None = None
-    inv: np.ndarray | None = None  # group of each row
-    pairs: np.ndarray | None = None
-    pair_group: np.ndarray | None = None
-    members: np.ndarray | None = None
-    size: np.ndarray | None = None
-
-
-_LEVELS: dict[tuple, list[_Level]] = {}
-
-
-def _levels(addr: np.ndarray, plen: np.ndarray, enabled: bool, coarsest: int) -> list[_Level]:
-    """The grouping of :func:`aggregate`, which depends on the destinations only: computed once per set of
-    destinations (they are the same in every slice of a plan) and kept."""
-    addr = np.ascontiguousarray(addr, dtype=np.uint32)
-    plen = np.ascontiguousarray(plen, dtype=np.uint8)
-    key = (addr.tobytes(), plen.tobytes(), bool(enabled), int(coarsest))
-    got = _LEVELS.get(key)
-    if got is not None:
-        return got
-    cur_p, cur_l = (addr & _mask(plen)).astype(np.uint32), plen
-    out = []
-    if enabled:
-        for P in sorted((x for x in LEGAL_PREFIX_LENGTHS if coarsest <= x < 32), reverse=True):
-            if len(cur_p) == 0:
-                break
-            k = cur_p.astype(np.uint64) >> np.uint64(32 - P)
-            pk, inv = np.unique(k, return_inverse=True)
-            order = np.argsort(inv, kind="stable")
-            starts = np.searchsorted(inv[order], np.arange(len(pk)))
-            same = np.nonzero(inv[order][1:] == inv[order][:-1])[0]
-            out.append(_Level(cur_p, cur_l, cur_l == P, None if (order == np.arange(len(order))).all() else order,
-                              starts, inv, same, inv[order][same], np.unique(np.concatenate([same, same + 1])),
-                              np.diff(np.append(starts, len(inv)))))
-            # a group is the region at length P, unless a member is coarser already (a satellite's level-k
-            # region holding a ground cell): then the group keeps that member's shorter prefix
-            gl = np.minimum(np.minimum.reduceat(cur_l[order], starts), P).astype(np.uint8)
-            cur_p = ((pk << np.uint64(32 - P)).astype(np.uint32) & _mask(gl)).astype(np.uint32)
-            cur_l = gl
-    out.append(_Level(cur_p, cur_l))
-    if len(_LEVELS) > 64:
-        _LEVELS.clear()
-    _LEVELS[key] = out
-    return out
-
-
-def _terminal_positive(c: np.ndarray) -> np.ndarray:
-    """:func:`emu.plan.actions.is_terminal` for codes > 0 (anything for the others): local delivery, or a
-    ground target (bits 50.. nonzero, so c >= 2**50) with the Down bit."""
-    return (((c >> 48) & 3) == actions.LOCAL) | ((c >= (1 << 50)) & ((c & (1 << DOWN)) != 0))
-
-
 def aggregate(codes: np.ndarray, addr: np.ndarray, plen: np.ndarray, enabled: bool = True,
               coarsest: int = 11) -> SliceTables:
     """Fold destinations along the GRC hierarchy, up to prefixes of length ``coarsest``; see the module docstring.
@@ -274,47 +206,18 @@ def aggregate_entries(codes: np.ndarray, addr: np.ndarray, plen: np.ndarray, ena
                       coarsest: int = 11) -> tuple[np.ndarray, np.ndarray]:
     """The entries of :func:`aggregate_rows`, unsorted: (:func:`entry_key`, action).
 
-    Per level, a group's code is its members' common code, MIX where they differ; an entry is stated at
-    the level whose group is mixed (or at the last level). A code <= 0 (no route, or mixed) never folds
-    and is never stated, so those are kept as they come (comparisons treat them alike). Terminal entries
-    are few (one per destination and terminal satellite): they are found once and followed through the
-    levels as positions; only the rows of groups with several members are compared, so a level costs a
-    gather of its groups' first rows plus its real groups. Entries come level by level, row-major within
-    a level (the order the straightforward version stated them in, which breaks ties between duplicates).
+    Aggregated: a default per region and exceptions below it (:mod:`emu.plan.fold`, which states the rule);
+    the longest match of every destination's address is its own code. Not aggregated: every destination's
+    code > 0 at its own prefix. A code <= 0 (no route) is never stated.
     """
-    n_sats = codes.shape[1]
-    levels = _levels(addr, plen, enabled, coarsest)
-    c = np.ascontiguousarray(codes, dtype=np.int64)  # the current level's codes
-    cand = np.flatnonzero(c >= (1 << 48))  # kind or ground-target bits set: the only codes that may be terminal
-    term = cand[_terminal_positive(c.ravel()[cand])]  # flat positions of this level's terminal codes
-    keys, acts = [], []
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    if enabled:
+        from emu.plan.fold import fold_entries
 
-    def state(lv: _Level, rows: np.ndarray, sats: np.ndarray) -> None:
-        keys.append(entry_key(sats, lv.prefix[rows], lv.plen[rows]))
-        acts.append(c[rows, sats])
-
-    for lv in levels[:-1]:
-        t_row, t_sat = np.divmod(term, n_sats)
-        fold = lv.identity[t_row]  # a terminal entry folds only into a group at its own length
-        g = c[lv.starts if lv.order is None else lv.order[lv.starts]]  # the group's code where members agree
-        if len(lv.pairs):
-            pos = lv.pairs if lv.order is None else lv.order[lv.pairs]
-            nxt = lv.pairs + 1 if lv.order is None else lv.order[lv.pairs + 1]
-            r, s = np.nonzero(c[pos] != c[nxt])
-            g[lv.pair_group[r], s] = MIX
-        g[lv.inv[t_row[~fold]], t_sat[~fold]] = MIX  # a terminal entry that does not fold: its group is mixed
-        # stated here: positive entries of a mixed group; in single-row groups those are the unfolded terminals
-        single = ~fold & (lv.size[lv.inv[t_row]] == 1)
-        rows = lv.members if lv.order is None else lv.order[lv.members]
-        r, s = np.nonzero((c[rows] > 0) & (g[lv.inv[rows]] <= 0))
-        state(lv, np.concatenate([t_row[single], rows[r]]), np.concatenate([t_sat[single], s]))
-        # terminal entries that folded: their group holds the same (terminal) code where it is positive
-        gpos = np.unique(lv.inv[t_row[fold]] * n_sats + t_sat[fold])
-        term = gpos[g.ravel()[gpos] > 0]
-        c = g
-    rows, sats = np.nonzero(c > 0)
-    state(levels[-1], rows, sats)
-    return np.concatenate(keys), np.concatenate(acts).astype(np.int64)
+        return fold_entries(codes, addr, plen, coarsest)
+    r, s = np.nonzero(codes > 0)
+    p = np.ascontiguousarray(plen, dtype=np.uint8)
+    return entry_key(s, (np.asarray(addr, np.uint32) & _mask(p))[r], p[r]), codes[r, s]
 
 
 def entry_key(sat: np.ndarray, prefix: np.ndarray, plen: np.ndarray) -> np.ndarray:

@@ -10,13 +10,14 @@ Per slice, instead of one shortest-path search per satellite:
 - one search per orbit plane (the plane's satellites are its terminals, at
   no cost): every satellite outside the plane forwards the plane's /20 to
   the neighbours on a shortest path to the nearest satellite of the plane;
-  the plane prefixes fold to /17, /14, /11 where they leave by the same
-  directions;
+  the plane prefixes aggregate to /17, /14, /11 (:mod:`emu.plan.fold`: a
+  default per region, exceptions below it);
 - one search per satellite index j over the intra-plane links only (the
   front/back ring each plane forms, always linked): every satellite routes
   its own plane's satellites by /29 along the ring (the shorter way round;
-  ECMP at the antipode), folding to /26 and /23; its own /29 is delivered
-  locally.
+  ECMP at the antipode), aggregated to /26, /23 and its own plane's /20 (a
+  plane's /20 is never routed by the first search on its own satellites);
+  its own /29 is delivered locally.
 
 A packet for satellite (p, j) therefore walks a shortest-path tree toward
 plane p, each hop strictly closer to it, enters the plane at some satellite,
