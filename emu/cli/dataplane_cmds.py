@@ -25,14 +25,17 @@ def _progress_cb():
     from rich.progress import BarColumn, Progress, TextColumn
 
     console = Console(stderr=True)
+    # redrawn by cb itself, not by rich's refresh thread: the build forks its namespace maker only where the
+    # process has no other thread (emu.dataplane.netns.create_behind)
     prog = Progress(TextColumn("{task.description:<24}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    console=console, transient=True, disable=not console.is_terminal)
+                    console=console, transient=True, disable=not console.is_terminal, auto_refresh=False)
     tasks: dict[str, int] = {}
 
     def cb(stage: str, done: int, total: int) -> None:
         if stage not in tasks:
             tasks[stage] = prog.add_task(stage, total=max(total, 1))
         prog.update(tasks[stage], completed=done, total=max(total, 1))
+        prog.refresh()
 
     return prog, cb, console
 

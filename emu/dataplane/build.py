@@ -9,7 +9,6 @@ bindings) live in :mod:`emu.dataplane.slices`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import subprocess
 from collections import defaultdict
@@ -17,7 +16,7 @@ from collections.abc import Callable
 
 from emu.dataplane import desired, ifnames, netns, nlroute, procs, servers
 from emu.dataplane.fabric import Fabric
-from emu.dataplane.netlink import NetlinkBatch
+from emu.dataplane.netlink import AHEAD_SEQ, NetlinkBatch
 from emu.dataplane.model import IDX_LO, VXLAN_PORT, Model
 from emu.dataplane.state import Run
 from emu.dataplane.tc import LinkShape, shape_many
@@ -47,7 +46,7 @@ SYSCTLS = {
 
 def _steps(n: int) -> list[dict[str, NetlinkBatch]]:
     """``n`` steps of messages encoded ahead: per namespace, a batch without a socket (``Builder._send``)."""
-    return [defaultdict(lambda: NetlinkBatch.unbound(ack_each=False)) for _ in range(n)]
+    return [defaultdict(lambda: NetlinkBatch.unbound(ack_each=False, seq=AHEAD_SEQ)) for _ in range(n)]
 
 
 class Builder:
@@ -77,9 +76,8 @@ class Builder:
         try:
             if meanwhile is not None:
                 meanwhile()
-        except BaseException:  # the child is reaped (what it made is journalled) and this error goes on, not its
-            with contextlib.suppress(DataplaneError):
-                job.wait()
+        except BaseException:  # the child is stopped (what it made is journalled) and this error goes on
+            job.abort()
             raise
         job.wait(lambda done, total: self.progress("namespaces", done, total))
         # one nftables socket more per satellite and ground node (the slice switch's: slicemark)

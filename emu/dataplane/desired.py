@@ -244,9 +244,10 @@ def grid_veth(m: Model, a: int, b: int, d: int) -> Veth:
 
 @dataclass(frozen=True)
 class IslEnd:
-    """One end of a grid ISL while it is up: semantic link-local (/64) and global (/128) IPv6 addresses and a
-    host route to the peer's global address (satellite-semantic-addressing §5.4). Both vanish when the
-    interface goes admin-down, so they are set again every time the ISL comes up."""
+    """One end of a grid ISL while it is up: semantic link-local (/64) and global (/128) IPv6 addresses, the
+    global one point-to-point with the peer's (the kernel routes the peer's /128 through the link;
+    satellite-semantic-addressing §5.4). They vanish when the interface goes admin-down, so they are set
+    again every time the ISL comes up."""
 
     sat: int
     index: int

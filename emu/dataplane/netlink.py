@@ -106,6 +106,9 @@ class BatchResult:
     replies: dict[int, list[tuple[int, bytes]]] = field(default_factory=dict)  # seq -> [(type, body)]
 
 
+AHEAD_SEQ = 1 << 31  # first sequence number of batches encoded ahead (NetlinkBatch.unbound(seq=), adopt)
+
+
 class NetlinkBatch:
     """A NETLINK_ROUTE socket in namespace ``netns`` plus a queue of encoded requests.
 
@@ -134,12 +137,14 @@ class NetlinkBatch:
         self._init_queue()
 
     @classmethod
-    def unbound(cls, *, ack_each: bool = True) -> NetlinkBatch:
+    def unbound(cls, *, ack_each: bool = True, seq: int = 0) -> NetlinkBatch:
         """A batch without a socket: requests are encoded and queued (``messages()``)
-        but cannot be sent. For tests of what the encoders write, and dry runs."""
+        but cannot be sent. For tests of what the encoders write, dry runs, and messages encoded ahead for
+        :meth:`adopt` (``seq``: where their sequence numbers start, :data:`AHEAD_SEQ`)."""
         b = cls.__new__(cls)
         b.netns, b.sock, b.ack_each = None, None, ack_each
         b._init_queue()
+        b._seq = seq
         return b
 
     def _init_queue(self) -> None:
@@ -153,8 +158,8 @@ class NetlinkBatch:
     def adopt(self, other: NetlinkBatch) -> None:
         """Take over the requests queued on ``other`` (an :meth:`unbound` batch encoded ahead, while this
         namespace did not exist yet) as if they had been queued here; ``other`` is left empty. Only onto an
-        empty queue: the sequence numbers go on from ``other``'s (the kernel only echoes them; every send
-        reads to its own barrier, so no earlier answer is pending)."""
+        empty queue: the sequence numbers go on from ``other``'s, which start at :data:`AHEAD_SEQ`, far from
+        this socket's own, so a stale answer of an earlier send is still told apart (``_drain``)."""
         if self._ops:
             raise DataplaneError("netlink adopt", self.netns, E.EBUSY, "send() the queued batch first")
         if other.ack_each != self.ack_each:

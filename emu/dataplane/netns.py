@@ -204,39 +204,54 @@ class Creation:
         self.names, self.sysctls, self.chunk = names, sysctls, chunk
         self.pid: int | None = None
         self._r = -1
-        if threading.active_count() > 1:
-            return  # another thread may hold a lock the child would need: made in wait(), in this thread
+        if threading.active_count() > 1 or len(os.sched_getaffinity(0)) < 2:
+            return  # another thread may hold a lock the child would need; or no second CPU to gain: in wait()
         r, w = os.pipe()
         parent = os.getpid()
+        stop = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # no Python handler may run in the child before its try
         try:
             pid = os.fork()
         except OSError:  # no memory or process slot for a child: made in wait(), in this thread
             os.close(r)
             os.close(w)
             return
+        finally:
+            if os.getpid() == parent:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stop)
         if pid == 0:  # the child: make the namespaces, say how far it got, exit without Python's clean-up
-            code = 0
+            code = 2
             try:
-                # dies with the caller (a killed `up`): nothing is made after `down` has read the journal
-                _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-                if os.getppid() != parent:
-                    os._exit(3)
-                os.close(r)
-                for i in range(0, len(names), chunk):
-                    create_many(names[i:i + chunk], sysctls)
-                    os.write(w, b"%d\n" % min(i + chunk, len(names)))
-            except DataplaneError as exc:
-                os.write(w, b"E" + json.dumps([exc.op, exc.netns, exc.errno, exc.detail]).encode() + b"\n")
-                code = 1
-            except BaseException:  # noqa: BLE001 -- Ctrl-C: create_many removed its own namespaces
-                code = 2
-            os._exit(code)
+                try:
+                    for sig in stop:  # killed by them, never running the caller's handlers
+                        signal.signal(sig, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, stop)
+                    # dies with the caller (a killed `up`): nothing is made after `down` has read the journal
+                    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+                    if os.getppid() != parent:
+                        raise SystemExit
+                    os.close(r)
+                    for i in range(0, len(names), chunk):
+                        create_many(names[i:i + chunk], sysctls)
+                        os.write(w, b"%d\n" % min(i + chunk, len(names)))
+                    code = 0
+                except DataplaneError as exc:
+                    code = 1
+                    with contextlib.suppress(OSError):
+                        os.write(w, b"E" + json.dumps([exc.op, exc.netns, exc.errno, exc.detail]).encode() + b"\n")
+                except BaseException as exc:  # noqa: BLE001 -- create_many removed what it made of its chunk
+                    with contextlib.suppress(OSError):
+                        os.write(w, b"E" + json.dumps(["create namespaces", None, getattr(exc, "errno", None),
+                                                       repr(exc)]).encode() + b"\n")
+            finally:
+                os._exit(code)  # never back into the caller's code
         os.close(w)
         self.pid, self._r = pid, r
 
     def wait(self, progress=None) -> None:
         """Until every namespace exists; ``progress(done, total)`` after each chunk. Raises the child's error
-        (what it made of the failing chunk is removed again, as by :func:`create_many`)."""
+        (what it made of the failing chunk is removed again, as by :func:`create_many`). Interrupted (Ctrl-C,
+        an error of ``progress``), it stops the child first (:meth:`abort`)."""
         total = len(self.names)
         if self.pid is None:
             for i in range(0, total, self.chunk):
@@ -245,14 +260,18 @@ class Creation:
                     progress(min(i + self.chunk, total), total)
             return
         error = None
-        with os.fdopen(self._r, "rb") as pipe:
-            self._r = -1
-            for line in pipe:
-                if line.startswith(b"E"):
-                    error = DataplaneError(*json.loads(line[1:]))
-                elif progress:
-                    progress(int(line), total)
-        _pid, status = os.waitpid(self.pid, 0)
+        try:
+            with os.fdopen(self._r, "rb") as pipe:
+                self._r = -1
+                for line in pipe:
+                    if line.startswith(b"E"):
+                        error = DataplaneError(*json.loads(line[1:]))
+                    elif progress:
+                        progress(int(line), total)
+            _pid, status = os.waitpid(self.pid, 0)
+        except BaseException:
+            self.abort()
+            raise
         self.pid = None
         if error is not None:
             raise error
@@ -261,11 +280,24 @@ class Creation:
             raise DataplaneError("create namespaces", None, None, "the creating child " + (
                 f"was killed by signal {-code}" if code < 0 else f"ended with status {code}"))
 
+    def abort(self) -> None:
+        """Stop making namespaces now: the child is killed and reaped (what it made is in the caller's journal;
+        a namespace it was making may be a bare file, which :func:`delete_many` removes too). Nothing is made
+        after this returns; without a child, nothing was made at all."""
+        if self._r >= 0:
+            os.close(self._r)
+            self._r = -1
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            self.pid = None
+
 
 def create_behind(names: Iterable[str], sysctls: Mapping[str, object] | None = None, chunk: int = 200) -> Creation:
     """Start making ``names`` (as :func:`create_many`, ``chunk`` at a time) in a forked child; the caller
-    goes on and calls :meth:`Creation.wait`. Where the process has other threads, nothing is forked and
-    ``wait`` makes them itself."""
+    goes on and calls :meth:`Creation.wait` (or :meth:`Creation.abort`). Where the process has other threads
+    or one CPU, nothing is forked and ``wait`` makes them itself."""
     return Creation([validate_name(n) for n in names], sysctls, chunk)
 
 

@@ -133,7 +133,8 @@ def link_del_body(index: int, group: int | None) -> bytes:
 def addr_body(address: str, plen: int, index: int, scope: int, nodad: bool, peer: str | None = None) -> bytes:
     """pyroute2's encoding of an address (``peer``: a point-to-point address without prefix route)."""
     fam = socket.AF_INET6 if ":" in address else socket.AF_INET
-    fl = (IFA_F_NODAD if (nodad and fam == socket.AF_INET6) else 0) | (IFA_F_NOPREFIXROUTE if peer else 0)
+    six = fam == socket.AF_INET6
+    fl = (IFA_F_NODAD if (nodad and six) else 0) | (IFA_F_NOPREFIXROUTE if peer and six else 0)
     return encode(ifaddrmsg, {"family": fam, "prefixlen": plen, "flags": fl & 0xFF, "scope": scope, "index": index},
                   [("IFA_LOCAL", address), ("IFA_ADDRESS", peer or address)] + ([("IFA_FLAGS", fl)] if fl else []))
 

@@ -172,12 +172,13 @@ def addr_body(address: str | bytes, plen: int, index: int, scope: int = 0, nodad
               peer: str | bytes | None = None) -> bytes:
     """The RTM_NEWADDR/RTM_DELADDR body of one address (the same bytes as :func:`emu.dataplane.nlmsg.addr_body`):
     IFA_LOCAL and IFA_ADDRESS (``peer``, else the address itself), and IFA_F_NODAD for IPv6 unless ``nodad`` is
-    False. With a ``peer`` (a point-to-point address, ``ip addr add A peer P noprefixroute``) the kernel routes
-    the peer's /128 (or /32) through the interface by itself and adds no prefix route of the address's own."""
+    False. With an IPv6 ``peer`` (a point-to-point address, ``ip addr add A peer P noprefixroute``) the kernel
+    routes the peer's /128 through the interface by itself and adds no prefix route of the address's own. (An
+    IPv4 peer's route *is* the prefix route: no IFA_F_NOPREFIXROUTE there.)"""
     a = ip_bytes(address)
     p = a if peer is None else ip_bytes(peer)
     six = len(a) == 16
-    fl = (IFA_F_NODAD if nodad and six else 0) | (IFA_F_NOPREFIXROUTE if peer is not None else 0)
+    fl = (IFA_F_NODAD if nodad and six else 0) | (IFA_F_NOPREFIXROUTE if peer is not None and six else 0)
     body = IFA.pack(socket.AF_INET6 if six else socket.AF_INET, plen, fl & 0xFF, scope, index) + \
         RTA.pack(4 + len(a), IFA_LOCAL) + a + RTA.pack(4 + len(p), IFA_ADDRESS) + p
     return body + _RTA_U32.pack(8, IFA_FLAGS, fl) if fl else body

@@ -26,7 +26,7 @@ from emu.dataplane import desired as D
 from emu.dataplane import nlroute, slicemark
 from emu.dataplane.fabric import Fabric
 from emu.dataplane.model import IDX_LO, IDX_TUN, IDX_TUN6, TUNNEL_MAC, Model
-from emu.dataplane.netlink import NetlinkBatch
+from emu.dataplane.netlink import AHEAD_SEQ, NetlinkBatch
 from emu.dataplane.nexthops import NexthopTable
 from emu.dataplane.slicestate import Desired
 from emu.dataplane.tc import LinkShape, netem, shape_many
@@ -146,10 +146,10 @@ class SliceApplier:
             st = self.desired.state(k0)
             self.unresolved += st.unresolved
             for s in st.routes:
-                b = NetlinkBatch.unbound(ack_each=False)
+                b = NetlinkBatch.unbound(ack_each=False, seq=AHEAD_SEQ)
                 self._ahead[(s, st.table)] = (b, self._encode_fill(s, st.table, st, b))
             ups = sorted(st.grid)  # the ISLs D.initial brings up, in its order
-            batches = defaultdict(lambda: NetlinkBatch.unbound(ack_each=False))
+            batches = defaultdict(lambda: NetlinkBatch.unbound(ack_each=False, seq=AHEAD_SEQ))
             self._encode_grid(ups, True, batches)
             self._ahead_grid = (ups, dict(batches))
         self._begun = st
@@ -158,8 +158,10 @@ class SliceApplier:
     def initial(self, k0: int = 0) -> None:
         """The first slice (k0): links, addresses, tables and switches, before anything runs (after
         :meth:`begin`, or it is called here)."""
-        if self._begun is None or self._begun.k != k0:
+        if self._begun is None:
             self.begin(k0)
+        elif self._begun.k != k0:  # begin() noted slice k0's tables as written: another slice cannot follow
+            raise ValueError(f"initial({k0}) after begin({self._begun.k})")
         st, self._begun = self._begun, None
         with _NoCollect():
             self.execute(D.initial(st), st)

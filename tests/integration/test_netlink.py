@@ -306,6 +306,59 @@ def test_namespaces_made_behind(ns_prefix: str, threaded: bool) -> None:
     assert not netns.exists(clash[0]) and not netns.exists(clash[2]) and netns.exists(names[0])
 
 
+def test_namespaces_made_behind_while_the_caller_runs_and_stopped_at_once(ns_prefix: str) -> None:
+    """The child makes them while the caller does something else (no wait() yet); abort() and an interrupted
+    wait() kill and reap it: nothing is made afterwards, and what was made can be removed by name."""
+    names = [f"{ns_prefix}r{i}" for i in range(400)]
+    try:
+        job = netns.create_behind(names, chunk=20)
+        assert job.pid is not None
+        deadline = time.monotonic() + 10
+        while not netns.exists(names[0]) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert netns.exists(names[0])            # made by the child, the caller never waited
+        job.abort()
+        assert job.pid is None
+        made = sum(map(netns.exists, names))
+        time.sleep(0.3)
+        assert sum(map(netns.exists, names)) == made < len(names)
+        netns.delete_many(names)
+
+        def interrupt(done, total):
+            raise KeyboardInterrupt
+        job = netns.create_behind(names, chunk=20)
+        with pytest.raises(KeyboardInterrupt):
+            job.wait(interrupt)
+        assert job.pid is None
+        made = sum(map(netns.exists, names))
+        time.sleep(0.3)
+        assert sum(map(netns.exists, names)) == made < len(names)
+    finally:
+        netns.delete_many(names)
+    assert not any(map(netns.exists, names))
+
+
+def test_point_to_point_addresses_route_the_peer(make_ns) -> None:
+    """addr(peer=): IPv6 gets the peer's /128 through the link and no prefix route of its own
+    (noprefixroute); IPv4 keeps its peer route (the prefix route is the peer's there)."""
+    a, b = make_ns("pa", "pb")
+    with NetlinkBatch(a) as na:
+        na.veth("pp0", "pp1", netns.open_fd(b), index=30, peer_index=31)
+        na.send()
+    with NetlinkBatch(a) as na, NetlinkBatch(b) as nb:
+        for nl, me, peer, idx in ((na, 1, 2, 30), (nb, 2, 1, 31)):
+            nl.link_set(idx, up=True)
+            nl.addr("add", idx, f"fd00:99::{me}", 128, peer=f"fd00:99::{peer}")
+            nl.addr("add", idx, f"10.99.0.{me}", 32, peer=f"10.99.0.{peer}")
+            nl.send()
+        six = {r["dst"] for r in na.routes(socket.AF_INET6) if r["table"] == 254}
+        four = {r["dst"] for r in na.routes(socket.AF_INET) if r["table"] == 254}
+    assert "fd00:99::2/128" in six and "fd00:99::1/128" not in six
+    assert "10.99.0.2/32" in four
+    for dst in ("fd00:99::2", "10.99.0.2"):
+        assert ping(a, dst, "-c1", "-W2").returncode == 0, dst
+
+
 def test_host_namespace_untouched(line: dict, host_before: dict) -> None:
     """Runs after everything above (file order): the host saw nothing of it."""
     after = _host_view()

@@ -300,7 +300,7 @@ def test_any_address_decodes_to_what_was_asked_and_matches_pyroute2(six, raw, pl
     a = one(b, ifaddrmsg)
     assert a["header"]["type"] == (21 if verb == "del" else 20)
     assert a["header"]["flags"] == FLAGS[verb] | NLM_F_REQUEST | NLM_F_ACK
-    fl = (2 if six and nodad else 0) | (0x200 if peer else 0)   # IFA_F_NODAD, IFA_F_NOPREFIXROUTE
+    fl = (2 if six and nodad else 0) | (0x200 if peer and six else 0)   # IFA_F_NODAD, IFA_F_NOPREFIXROUTE (IPv6)
     assert (a["family"], a["prefixlen"], a["flags"], a["scope"], a["index"]) == (
         socket.AF_INET6 if six else socket.AF_INET, plen, fl & 0xFF, scope, index)
     ip = ipaddress.ip_address
