@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -129,6 +130,7 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
     the route database there (:class:`emu.plan.db.PlanWriter`)."""
     t0 = time.perf_counter()
     sc = loaded.scenario
+    warming = _Warm()  # the compiled kernels load while the snapshots are computed
     series = SnapshotSeries(loaded, n_slices)
     shell_map = sc.grc.shell_codes
     g_grc, g_plen = ground_grcs(series, shell_map)
@@ -139,6 +141,7 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
     mapping = mapping_table(series, g_grc)
     plan = Plan(loaded, series, None, bind, g_grc, g_plen, mapping, candidate_order(series, mapping))
     n = len(series)
+    warming.join()  # before the first fork: no thread of ours may run while workers are forked
     plan.free = list(_per_slice(plan, free_pass, n))  # both ends free: the optimum, and where antennas are needed
     demand = [f.demand for f in plan.free] if antennas_scarce(plan) else None
     plan.attach = attachments(series, sc.routing.attach_policy, demand, sc.routing.attach_home_margin_deg)
@@ -183,6 +186,25 @@ def plan_association(plan: Plan) -> dict[str, np.ndarray]:
     slice_s = plan.loaded.scenario.time.slice_s
     return {p: assocmod.associate(p, ut_serving, home, plan.series.constellation.owner, n_ops, slice_s)
             for p in assocmod.POLICIES}
+
+
+class _Warm(threading.Thread):
+    """:func:`emu.plan.kernels.warm` in a thread: numba's import and the kernels' first calls cost ~2 s of CPU
+    in every process that uses them. Done once in the parent while it computes the snapshots (mostly numpy,
+    which lets the thread run), the forked workers inherit them; without it each of the free pass's and the
+    slices' workers paid them again (2 s of 4 workers' time, before their first slice)."""
+
+    def __init__(self):
+        super().__init__(name="plan-warm-kernels", daemon=True)
+        self.start()
+
+    def run(self) -> None:
+        try:
+            from emu.plan import kernels
+
+            kernels.warm()
+        except Exception:  # noqa: BLE001 - only a head start: a broken kernel fails where it is used
+            log.debug("warming the planner's kernels failed", exc_info=True)
 
 
 _FORK_PLAN: Plan | None = None
