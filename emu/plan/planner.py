@@ -124,10 +124,14 @@ def satellite_addresses(loaded: LoadedScenario, constellation) -> np.ndarray:
 
 def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
               progress: Callable[[int, int], None] | None = None,
-              before_slices: Callable[[Plan, int], None] | None = None) -> Plan:
+              before_slices: Callable[[Plan, int], None] | None = None,
+              head: Callable[[Plan, int], None] | None = None) -> Plan:
     """Plan every slice. ``before_slices(plan, n)``, if given, is called once everything but the slices'
     tables is final (attachments, association), before the n slices are planned: the CLI starts writing
-    the route database there (:class:`emu.plan.db.PlanWriter`)."""
+    the route database there (:class:`emu.plan.db.PlanWriter`). ``head(plan, n)``, if given, is called
+    earlier, once the scenario's tables and the bindings are final, while no other thread of this process
+    runs and before any worker is forked (the CLI forks the writer of the first tables there:
+    :meth:`emu.plan.db.PlanWriter.start_early`)."""
     t0 = time.perf_counter()
     sc = loaded.scenario
     warming = _Warm()  # the compiled kernels load while the snapshots are computed
@@ -142,6 +146,8 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
     plan = Plan(loaded, series, None, bind, g_grc, g_plen, mapping, candidate_order(series, mapping))
     n = len(series)
     warming.join()  # before the first fork: no thread of ours may run while workers are forked
+    if head:
+        head(plan, n)
     plan.free = list(_per_slice(plan, free_pass, n))  # both ends free: the optimum, and where antennas are needed
     demand = [f.demand for f in plan.free] if antennas_scarce(plan) else None
     plan.attach = attachments(series, sc.routing.attach_policy, demand, sc.routing.attach_home_margin_deg)

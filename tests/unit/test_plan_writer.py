@@ -94,6 +94,57 @@ def test_written_while_planning_is_written_in_one_go(tmp_path, name) -> None:
     assert sorted(os.listdir(tmp_path)) == ["one.db", "s.yaml", "two.db"]
 
 
+@pytest.mark.parametrize("name", ["default.yaml", "two-shell.yaml"])
+def test_written_in_three_steps_is_written_in_one_go(tmp_path, name) -> None:
+    """The first tables by a forked process (start_early), the rest of the head by a thread, then the slices."""
+    loaded = scenario(tmp_path, name)
+    one = write_plan(make_plan(loaded, 3), tmp_path / "one.db", key=key())
+    w = PlanWriter(tmp_path / "three.db", key())
+    three = w.finish(make_plan(loaded, 3, before_slices=w.start, head=w.start_early))
+    a, b = table_digests(one), table_digests(three)
+    assert a.keys() == b.keys()
+    assert {t for t in a if a[t] != b[t]} <= {"meta"}  # the wall time
+    assert not PlanDB(three).seal_problems()
+    assert sorted(os.listdir(tmp_path)) == ["one.db", "s.yaml", "three.db"]
+    w = PlanWriter(tmp_path / "early.db", key())  # start_early without start: finish writes the rest
+    early = w.finish(make_plan(loaded, 3, head=w.start_early))
+    assert table_digests(early) == {**b, "meta": table_digests(early)["meta"]}
+
+
+def test_a_failing_early_head_is_raised_by_finish(tmp_path, monkeypatch) -> None:
+    from emu.errors import InputError
+    from emu.plan import db as dbmod
+
+    def full(con, plan):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dbmod, "_write_early", full)  # the forked process inherits it
+    loaded = scenario(tmp_path)
+    w = PlanWriter(tmp_path / "p.db", key())
+    plan = make_plan(loaded, 2, before_slices=w.start, head=w.start_early)
+    with pytest.raises(InputError, match="No space left"):
+        w.finish(plan)
+    assert sorted(os.listdir(tmp_path)) == ["s.yaml"]
+
+
+def test_an_aborted_early_writer_leaves_nothing(tmp_path) -> None:
+    loaded = scenario(tmp_path)
+    w = PlanWriter(tmp_path / "p.db", key())
+
+    def boom(plan, n) -> None:
+        w.start_early(plan, n)
+        raise RuntimeError("planning failed")
+
+    with pytest.raises(RuntimeError):
+        try:
+            make_plan(loaded, 2, head=boom)
+        except BaseException:
+            w.abort()
+            raise
+    assert sorted(os.listdir(tmp_path)) == ["s.yaml"]
+    assert not w._early[0].is_alive()
+
+
 def test_an_aborted_writer_leaves_nothing(tmp_path) -> None:
     loaded = scenario(tmp_path)
     w = PlanWriter(tmp_path / "p.db", key())
