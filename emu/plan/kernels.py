@@ -304,8 +304,8 @@ def dictionary(values):  # pragma: no cover - compiled
 
 
 def warm() -> None:
-    """Load every planning kernel into this process (numba's import and first call cost ~1.5 s of CPU; each
-    kernel's cached machine code a few ms more), with the argument types the planner passes. The planner
+    """Load every planning kernel into this process (numba's first call and each kernel's cached machine
+    code: ~0.3 s in a forked worker), with the argument types the planner passes. The planner
     calls it once before forking its workers (:func:`emu.plan.planner.make_plan`), so they inherit loaded
     kernels instead of each paying that again."""
     i64 = np.zeros(2, np.int64)
