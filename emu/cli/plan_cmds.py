@@ -56,7 +56,7 @@ def build_plan(scenario: str, out: Path, slices: int | None, fmt: str = "table",
             def cb(done: int, total: int) -> None:
                 prog.update(task, completed=done, total=total)
 
-            plan = make_plan(loaded, slices, progress=cb, before_slices=writer.start)
+            plan = make_plan(loaded, slices, progress=cb, before_slices=writer.start, head=writer.start_early)
     except BaseException:
         writer.abort()
         raise

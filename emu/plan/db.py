@@ -5,8 +5,10 @@ slices with every satellite's routing table, attachments, handover events,
 link deltas, bindings, GRC <-> coordinates, the multi-source mapping table,
 and the signatures (see :mod:`emu.plan.sign`).
 
-Per slice, the columnar tables of all satellites are stored zlib-compressed
-(a 1,584-satellite slice is ~1.4 MB raw, ~0.1 MB compressed); the signed
+Per slice, the columnar tables of all satellites are stored dictionary-coded
+and zlib-compressed (:func:`emu.plan.dbformat.pack_tables`: a 1,584-satellite
+slice with satellites as destinations is 3.6 MB of columns, 0.9 MB coded,
+~0.14 MB compressed); the signed
 manifest holds one SHA-256 per satellite table, so a change to any entry is
 found and named. The last write is the seal (:func:`emu.plan.sign.seal`): one
 signed manifest over every row of every table, so a table added to
@@ -32,7 +34,7 @@ from sgp4 import exporter
 from emu.addressing.grc import shell_code as grc_shell_code
 from emu.errors import InputError, echo
 from emu.plan import sign as signmod
-from emu.plan.dbformat import FORMAT_VERSION, SCHEMA, VISIBLE_DTYPE, _pack, slice_extras_digest
+from emu.plan.dbformat import FORMAT_VERSION, SCHEMA, VISIBLE_DTYPE, _pack, pack_tables, slice_extras_digest
 from emu.plan.planner import LINK_DTYPE, Plan, SlicePlan
 from emu.plan.shortest import PAIR_DTYPE
 
@@ -54,11 +56,13 @@ def write_plan(plan: Plan, path: Path, key=None) -> Path:
 
 
 class PlanWriter:
-    """:func:`write_plan` in two steps. :meth:`start` writes, in a thread, everything that is known before
-    the slices' tables (the scenario's tables, the bindings' coordinates, attachments, handovers,
-    association), so it runs while forked workers plan the slices (``make_plan(before_slices=...)``);
+    """:func:`write_plan` in steps. :meth:`start_early` (optional, ``make_plan(head=...)``) writes the tables
+    known once the bindings are (:data:`EARLY_TABLES`: the scenario's tables and the bindings' coordinates,
+    most of the head's work) in a forked process; :meth:`start` writes, in a thread, the rest of what is
+    known before the slices' tables (attachments, handovers, association; everything, without
+    :meth:`start_early`), so it runs while forked workers plan the slices (``make_plan(before_slices=...)``);
     :meth:`finish` writes the slices and the meta row, seals and renames. Without :meth:`start`,
-    :meth:`finish` writes everything itself. A failure (or :meth:`abort`) leaves nothing."""
+    :meth:`finish` writes what is left itself. A failure (or :meth:`abort`) leaves nothing."""
 
     def __init__(self, path: Path, key=None):
         self.path = Path(path)
@@ -71,31 +75,73 @@ class PlanWriter:
         self._error: BaseException | None = None
         self._n: int | None = None
         self._known: dict[str, str] = {}  # seal digests of the head's tables, taken by the thread
+        self._early = None  # (process, pipe end) of start_early
+
+    def start_early(self, plan: Plan, n_slices: int) -> None:
+        """Write :data:`EARLY_TABLES` and take their seal digests in a forked process: while the parent
+        computes the free pass and the attachments (one core of two busy) and without taking the parent's
+        GIL from the result handling later. Call it while no other thread of this process runs (a child
+        forked while a thread holds a lock can hang on it): ``make_plan`` calls ``head`` there."""
+        import multiprocessing
+
+        self._n = n_slices
+        ctx = multiprocessing.get_context("fork")
+        recv, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_write_early_process, args=(self.tmp, plan, send), name="plan-writer-head",
+                           daemon=True)
+        proc.start()
+        send.close()
+        self._early = (proc, recv)
 
     def start(self, plan: Plan, n_slices: int) -> None:
         """Write the part that does not depend on the slices' tables, in a thread (``n_slices``: how many
-        slices the plan will have)."""
-        self._run(self._open)
+        slices the plan will have); after :meth:`start_early`, the part it did not write."""
+        if self._early is None:
+            self._run(self._open)
         self._n = n_slices
 
         def head() -> None:
             try:
-                _write_head(self.con, plan, n_slices)
+                if self._early is None:
+                    _write_head(self.con, plan, n_slices)
+                    tables = HEAD_TABLES
+                else:
+                    self._known = self._early_digests()
+                    self._open(fresh=False)
+                    _write_late(self.con, plan, n_slices)
+                    tables = LATE_TABLES
                 # these tables are complete: their digests for the seal are taken here too
-                self._known = {t: signmod.table_digest_of(self.con, t) for t in HEAD_TABLES}
+                self._known.update({t: signmod.table_digest_of(self.con, t) for t in tables})
             except BaseException as exc:  # raised again by finish
                 self._error = exc
 
         self._thread = threading.Thread(target=head, name="plan-writer", daemon=True)
         self._thread.start()
 
+    def _early_digests(self) -> dict[str, str]:
+        """Wait for :meth:`start_early`'s process: its tables' seal digests, or its exception raised here."""
+        proc, recv = self._early
+        try:
+            status, value = recv.recv()
+        except EOFError:
+            proc.join()
+            raise RuntimeError(f"plan writer: the head process ended without an answer (exit code {proc.exitcode})")
+        finally:
+            recv.close()
+        proc.join()
+        if status != "ok":
+            raise value
+        return value
+
     def finish(self, plan: Plan) -> Path:
         def rest() -> None:
-            if self._thread is None:
+            if self._thread is None and self._early is None:
                 self._open()
                 self._n = len(plan.slices)
                 _write_head(self.con, plan, self._n)
             else:
+                if self._thread is None:  # start_early without start: the rest of the head, here
+                    self.start(plan, self._n)
                 self._join()
             if self._n != len(plan.slices):
                 raise ValueError(f"plan writer: {len(plan.slices)} slices, {self._n} announced")
@@ -112,18 +158,23 @@ class PlanWriter:
 
     def abort(self) -> None:
         """Stop and remove the unfinished file."""
+        if self._early is not None and self._early[0].is_alive():
+            self._early[0].terminate()  # the thread waiting for it then gets EOFError
         try:
             self._join()
         except BaseException:  # noqa: S110 - the file goes anyway
             pass
+        if self._early is not None:
+            self._early[0].join()  # before the file goes: it writes no more
+            self._early[1].close()
         self._close()
         self.tmp.unlink(missing_ok=True)
 
-    def _open(self) -> None:
-        if self.tmp.exists():
+    def _open(self, fresh: bool = True) -> None:
+        """Connect to the file (``fresh``: a new one with the schema; else the one :meth:`start_early` began)."""
+        if fresh and self.tmp.exists():
             self.tmp.unlink()
-        self.con = sqlite3.connect(self.tmp, check_same_thread=False)  # the head thread, then the caller's
-        self.con.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + SCHEMA)
+        self.con = _connect(self.tmp, fresh)  # the head thread, then the caller's
 
     def _join(self) -> None:
         if self._thread is not None:
@@ -149,13 +200,49 @@ class PlanWriter:
             raise
 
 
-HEAD_TABLES = ("operators", "satellites", "ground_nodes", "ephemeris", "mapping", "grc_coords", "attachments",
-               "handovers", "associations")
+EARLY_TABLES = ("operators", "satellites", "ground_nodes", "ephemeris", "mapping", "grc_coords")  # once bound
+LATE_TABLES = ("attachments", "handovers", "associations")  # once the attachments and the association are final
+HEAD_TABLES = EARLY_TABLES + LATE_TABLES
+
+
+def _connect(path: Path, fresh: bool) -> sqlite3.Connection:
+    con = sqlite3.connect(path, check_same_thread=False)
+    con.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + (SCHEMA if fresh else ""))
+    return con
+
+
+def _write_early_process(tmp: Path, plan: Plan, send) -> None:
+    """:meth:`PlanWriter.start_early`'s process: a new file with the schema and :data:`EARLY_TABLES`,
+    committed; sends ("ok", their seal digests) or ("error", the exception)."""
+    try:
+        if tmp.exists():
+            tmp.unlink()
+        con = _connect(tmp, True)
+        try:
+            _write_early(con, plan)
+            con.commit()
+            answer = ("ok", {t: signmod.table_digest_of(con, t) for t in EARLY_TABLES})
+        finally:
+            con.close()
+    except BaseException as exc:  # noqa: BLE001 - raised again in the parent
+        answer = ("error", exc)
+    try:
+        send.send(answer)
+    except Exception as exc:  # noqa: BLE001 - an exception that does not pickle: its text
+        send.send(("error", RuntimeError(f"plan writer: {answer[1]!r} ({exc})")))
+    send.close()
 
 
 def _write_head(con, plan: Plan, n_slices: int) -> None:
     """The tables :data:`HEAD_TABLES`: every table but the slices and the meta row (what is known before
     the slices' tables); nothing writes to them after this."""
+    _write_early(con, plan)
+    _write_late(con, plan, n_slices)
+
+
+def _write_early(con, plan: Plan) -> None:
+    """:data:`EARLY_TABLES`: the scenario's operators, satellites, ground nodes, element sets, the mapping
+    table, and every GRC's coordinates (the ground nodes' and each slice's satellite bindings')."""
     sc = plan.loaded.scenario
     con.executemany("INSERT INTO operators VALUES (?, ?, ?, ?)",
                     [(i, o.name, o.owner_code, o.user_pool) for i, o in enumerate(sc.operators)])
@@ -174,6 +261,10 @@ def _write_head(con, plan: Plan, n_slices: int) -> None:
     con.executemany("INSERT INTO mapping VALUES (?, ?, ?)",
                     [(r.prefix, r.operator, json.dumps(r.candidates, sort_keys=True)) for r in plan.mapping])
     _write_grc_coords(con, plan, {})
+
+
+def _write_late(con, plan: Plan, n_slices: int) -> None:
+    """:data:`LATE_TABLES`: every ground link of the first ``n_slices`` slices, the handovers, the associations."""
     att = plan.attach
     k, node, j = np.nonzero(att.links[:n_slices] >= 0)  # slice by slice, node by node, antenna by antenna
     con.executemany("INSERT INTO attachments VALUES (?, ?, ?, ?, ?, ?)",
@@ -289,7 +380,7 @@ def pack_slice(plan: Plan, sp: SlicePlan, prev_links: np.ndarray | None, keep_ta
     visible["node"], visible["sat"], visible["range_km"] = v.node[lo:hi], v.sat[lo:hi], v.range_km[lo:hi]
     pairs = sp.pairs if sp.pairs is not None else np.zeros(0, dtype=PAIR_DTYPE)
     blobs = {
-        "tables": _pack(T.offsets.astype("<i8"), T.prefix.astype("<u4"), T.plen.astype("u1"), T.action.astype("<i8")),
+        "tables": pack_tables(T),
         "links": _pack(links), "links_added": _pack(added), "links_removed": _pack(removed),
         "serving": _pack(np.array(serving.shape, "<i4"), serving), "gs_choice": _pack(sp.gs_choice.astype("<i4")),
         "bound_grc": _pack(bound), "visible": _pack(visible), "pairs": _pack(pairs),

@@ -20,7 +20,7 @@ import numpy as np
 from emu.addressing.grc import check_shell_code as grc_check_shell_code
 from emu.errors import InputError, PlanInputError, echo
 from emu.plan import sign as signmod
-from emu.plan.dbformat import FORMAT_VERSION, SCHEMA_TABLES, VISIBLE_DTYPE, _short, _unpack, unpack_core
+from emu.plan.dbformat import FORMAT_VERSION, SCHEMA_TABLES, VISIBLE_DTYPE, _short, _unpack, unpack_core, unpack_tables
 from emu.plan.planner import LINK_DTYPE
 from emu.plan.routing import SliceTables
 from emu.plan.shortest import PAIR_DTYPE
@@ -230,12 +230,13 @@ class PlanDB:
         return _unpack(self._slice_row(k, col)[0], *dtypes, what=f"slice {k} {col}")
 
     def tables(self, k: int) -> SliceTables:
-        off, pre, pl, act = self._blob(k, "tables", "<i8", "<u4", "u1", "<i8")
+        t = unpack_tables(self._slice_row(k, "tables")[0], what=f"slice {k} tables")
+        off, pre, pl, act = t.offsets, t.prefix, t.plen, t.action
         n = len(self.sat_names)
         if len(off) != n + 1 or off[0] != 0 or (np.diff(off) < 0).any() or off[-1] != len(pre) \
                 or not len(pre) == len(pl) == len(act):
             raise PlanInputError(f"plan: slice {k} tables are damaged (got {echo(str(self.path))})")
-        return SliceTables(off, pre, pl, act)
+        return t
 
     def _check_links(self, k: int, links: np.ndarray) -> np.ndarray:
         n = len(self.sat_names)

@@ -6,6 +6,10 @@ Structure (egress directions with priority/weight), §Data Forwarding Process.
 - :func:`sweeps`: shortest delays from many sources at once (:mod:`emu.plan.dijkstra` says why).
 - :func:`hop_codes_rows`: every (destination, satellite)'s next-hop action code from those delays, one
   cell at a time over the six directions (:func:`emu.plan.routing.hop_codes` states the rule).
+- :func:`table_columns`: a slice's sorted entries split into its tables' columns in one pass
+  (:func:`emu.plan.routing.tables_from_entries` states the order).
+- :func:`dictionary`: the sorted distinct values of a column and each row's index among them, by hashing
+  (how the route database stores a slice's tables: :mod:`emu.plan.dbformat`).
 
 Both do IEEE double arithmetic in the order the numpy versions did (no fast-math), so their answers are
 bit for bit the same; ``tests/unit/test_plan_dijkstra.py`` and ``tests/unit/test_plan_kernels.py``
@@ -225,3 +229,89 @@ def pack_words(x):  # pragma: no cover - compiled
             if x[s, d]:
                 out[s, d >> 6] |= one << np.uint64(d & 63)
     return out
+
+
+@njit(cache=True, nogil=True)
+def table_columns(key, act, order, n_sats):  # pragma: no cover - compiled
+    """The entries ``key[order]`` (``emu.plan.routing.entry_key``: satellite << 40 | prefix << 8 | plen, in
+    table order) and ``act[order]`` as a SliceTables' columns: offsets (n_sats + 1), prefix, plen, action."""
+    n = len(order)
+    offsets = np.zeros(n_sats + 1, dtype=np.int64)
+    prefix = np.empty(n, dtype=np.uint32)
+    plen = np.empty(n, dtype=np.uint8)
+    action = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        j = order[i]
+        x = key[j]
+        offsets[(x >> np.uint64(40)) + 1] += 1
+        prefix[i] = (x >> np.uint64(8)) & np.uint64(0xFFFFFFFF)
+        plen[i] = x & np.uint64(0xFF)
+        action[i] = act[j]
+    for s in range(n_sats):
+        offsets[s + 1] += offsets[s]
+    return offsets, prefix, plen, action
+
+
+@njit(cache=True, nogil=True)
+def dictionary(values):  # pragma: no cover - compiled
+    """(the distinct values of ``values``, ascending; for each row, the index of its value among them).
+    One pass through an open-addressing hash table (Fibonacci hashing, linear probing, grown at half full),
+    then the few distinct values sorted: no sort of the whole column."""
+    n = len(values)
+    bits = 10
+    cap = 1 << bits
+    slot_val = np.empty(cap, dtype=values.dtype)
+    slot_id = np.full(cap, -1, dtype=np.int64)
+    uniq = np.empty(cap // 2 + 1, dtype=values.dtype)
+    ids = np.empty(n, dtype=np.int64)
+    count = 0
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    for i in range(n):
+        v = values[i]
+        h = np.int64((np.uint64(v) * golden) >> np.uint64(64 - bits))
+        while slot_id[h] >= 0 and slot_val[h] != v:
+            h = (h + 1) & (cap - 1)
+        if slot_id[h] >= 0:
+            ids[i] = slot_id[h]
+            continue
+        slot_val[h] = v
+        slot_id[h] = count
+        uniq[count] = v
+        ids[i] = count
+        count += 1
+        if 2 * count > cap:  # grow: re-insert every distinct value
+            bits += 1
+            cap = 1 << bits
+            slot_val = np.empty(cap, dtype=values.dtype)
+            slot_id = np.full(cap, -1, dtype=np.int64)
+            for u in range(count):
+                h = np.int64((np.uint64(uniq[u]) * golden) >> np.uint64(64 - bits))
+                while slot_id[h] >= 0:
+                    h = (h + 1) & (cap - 1)
+                slot_val[h] = uniq[u]
+                slot_id[h] = u
+            grown = np.empty(cap // 2 + 1, dtype=values.dtype)
+            grown[:count] = uniq[:count]
+            uniq = grown
+    order = np.argsort(uniq[:count])
+    rank = np.empty(count, dtype=np.int64)
+    for r in range(count):
+        rank[order[r]] = r
+    index = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        index[i] = rank[ids[i]]
+    return uniq[:count][order], index
+
+
+def warm() -> None:
+    """Load every planning kernel into this process (numba's first call and each kernel's cached machine
+    code: ~0.3 s in a forked worker), with the argument types the planner passes. The planner
+    calls it once before forking its workers (:func:`emu.plan.planner.make_plan`), so they inherit loaded
+    kernels instead of each paying that again."""
+    i64 = np.zeros(2, np.int64)
+    sweeps(np.zeros(3, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros((2, 2)), 1)
+    hop_codes_rows(np.zeros((6, 1), np.int64), np.zeros((6, 1)), np.zeros((1, 2)), np.zeros(1, np.int64), ECMP,
+                   0.0, 1e-9, np.zeros(64, np.int64), np.int64(0), np.zeros((1, 1), np.int64), np.zeros((1, 1)))
+    table_columns(i64.astype(np.uint64), i64, i64, 1)
+    dictionary(i64)
+    dictionary(i64.astype(np.uint64))

@@ -229,12 +229,11 @@ def entry_key(sat: np.ndarray, prefix: np.ndarray, plen: np.ndarray) -> np.ndarr
 def tables_from_entries(key: np.ndarray, act: np.ndarray, n_sats: int) -> SliceTables:
     """SliceTables of entries (:func:`entry_key`, action) in key order; equal keys (duplicate destinations)
     keep the order they come in."""
+    from emu.plan.kernels import table_columns  # compiled: only where a plan is computed
+
+    key = np.asarray(key, dtype=np.uint64)
     order = np.argsort(key, kind="stable")  # without duplicates the one order there is; faster than quicksort here
-    k = key[order]
-    offsets = np.zeros(n_sats + 1, dtype=np.int64)
-    np.cumsum(np.bincount((k >> np.uint64(40)).astype(np.int64), minlength=n_sats), out=offsets[1:])
-    return SliceTables(offsets, ((k >> np.uint64(8)) & np.uint64(0xFFFFFFFF)).astype(np.uint32),
-                       (k & np.uint64(0xFF)).astype(np.uint8), np.asarray(act, dtype=np.int64)[order])
+    return SliceTables(*table_columns(key, np.asarray(act, dtype=np.int64), order, n_sats))
 
 
 def table_entries(t: SliceTables) -> tuple[np.ndarray, np.ndarray]:

@@ -52,10 +52,11 @@ def write_private_key(key: Ed25519PrivateKey, path: Path) -> None:
 
 
 _COLUMNS = ("<u4", "u1", "<i8")  # a table's digest covers its prefix, plen and action columns in these layouts
+# (table_digests slices them by these widths: 4, 1, 8)
 
 
 def _column_bytes(prefix: np.ndarray, plen: np.ndarray, action: np.ndarray) -> list[memoryview]:
-    return [memoryview(np.ascontiguousarray(c, dtype=t).tobytes()) for c, t in zip((prefix, plen, action), _COLUMNS)]
+    return [memoryview(np.ascontiguousarray(c, dtype=t)).cast("B") for c, t in zip((prefix, plen, action), _COLUMNS)]
 
 
 def _digest(*parts) -> bytes:
@@ -70,11 +71,18 @@ def table_digest(prefix: np.ndarray, plen: np.ndarray, action: np.ndarray) -> by
 
 
 def table_digests(tables: SliceTables) -> list[bytes]:
-    """:func:`table_digest` of every satellite's table (the columns' bytes taken once, then sliced)."""
+    """:func:`table_digest` of every satellite's table (the columns' bytes taken once, then sliced; one plain
+    loop: 1,584 tables of a shell-1 slice in ~2.8 ms, most of it SHA-256 itself)."""
     off = np.asarray(tables.offsets).tolist()
-    cols = _column_bytes(tables.prefix, tables.plen, tables.action)
-    widths = [np.dtype(t).itemsize for t in _COLUMNS]
-    return [_digest(*(c[w * a:w * b] for c, w in zip(cols, widths))) for a, b in zip(off[:-1], off[1:])]
+    prefix, plen, action = _column_bytes(tables.prefix, tables.plen, tables.action)
+    sha256 = hashlib.sha256
+    out = []
+    for a, b in zip(off[:-1], off[1:]):
+        h = sha256(prefix[4 * a:4 * b])
+        h.update(plen[a:b])
+        h.update(action[8 * a:8 * b])
+        out.append(h.digest())
+    return out
 
 
 def blob_digest(*parts: bytes) -> bytes:

@@ -156,7 +156,7 @@ def _tamper_entry(path, k: int) -> None:
     con = sqlite3.connect(path)
     (blob,) = con.execute("SELECT tables FROM slices WHERE k = ?", (k,)).fetchone()
     raw = bytearray(zlib.decompress(blob))
-    raw[-1] ^= 0x01  # the last byte of the action column: one entry's direction changes
+    raw[-1] = 0 if raw[-1] else 1  # the last entry's action index (one byte, dbformat.pack_tables): another action
     con.execute("UPDATE slices SET tables = ? WHERE k = ?", (zlib.compress(bytes(raw)), k))
     con.commit()
     con.close()
