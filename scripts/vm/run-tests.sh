@@ -39,6 +39,16 @@ PY="$(vm_python)" || vm_die "no python3 on PATH (set LEOEMU_VM_PYTHON)" 77
 (cd "$REPO" && "$PY" -c 'import pytest, emu') 2>/dev/null \
     || vm_die "$PY cannot import pytest and emu: install the project (pip install -e '.[test]') or set LEOEMU_VM_PYTHON" 77
 
+# The plan the delay tests run on, made here: inside the VM the planner's numba kernels would compile under
+# TCG (minutes; the host's compiled cache is for the host's CPU and the checkout is read-only there).
+export LEOEMU_VM_PLAN_DEFAULT90="$VMCACHE/plan-default-90.db"
+(cd "$REPO" && "$PY" - "$LEOEMU_VM_PLAN_DEFAULT90" >/dev/null <<'PYEOF'
+import sys
+from emu.cli.plan_cmds import build_plan
+build_plan("topologies/default.yaml", sys.argv[1], 90, fmt="json")
+PYEOF
+) || vm_die "planning topologies/default.yaml for the VM failed" 1
+
 set +e
 "$VM_DIR/vm-run.sh" --cwd "$REPO" -- \
     "$PY" -m pytest -m stock_kernel -q -p no:cacheprovider -p no:hypothesispytest \

@@ -102,6 +102,7 @@ sq() { local s=${1//\'/\'\\\'\'}; printf "'%s'" "$s"; }
     echo "export HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis"
     echo "export LEOEMU_VM=1 LEOEMU_VM_OUT=/run/leoemu/out"
     [ -n "${CI:-}" ] && echo "export CI=$(sq "$CI")"
+    [ -n "${LEOEMU_VM_PLAN_DEFAULT90:-}" ] && echo "export LEOEMU_VM_PLAN_DEFAULT90=$(sq "$LEOEMU_VM_PLAN_DEFAULT90")"
     for i in "${!EXTRA[@]}"; do
         echo "mkdir -p $(sq "${EXTRA[$i]}") && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,ro,cache=loose extra$i $(sq "${EXTRA[$i]}") || { echo 'vm: cannot mount '$(sq "${EXTRA[$i]}"); exit 126; }"
     done

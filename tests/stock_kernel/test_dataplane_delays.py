@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -48,14 +49,20 @@ def live(tmp_path_factory):
     from emu.plan.path import PathFinder
 
     plan = tmp_path_factory.mktemp("plan") / "default.db"
-    build_plan(str(DEFAULT), plan, 90, fmt="json")
+    made = os.environ.get("LEOEMU_VM_PLAN_DEFAULT90")  # planned on the host by scripts/vm/run-tests.sh
+    trust: tuple[str, ...] = ()
+    if made and os.path.exists(made):
+        shutil.copyfile(made, plan)
+        trust = (PlanDB(plan).public_key.hex(),)  # signed by the host's ground-control key, not the VM's
+    else:
+        build_plan(str(DEFAULT), plan, 90, fmt="json")
     pf = PathFinder(PlanDB(plan))
     # the first slice k whose path (and the next slice's) crosses the most satellites
     series = [pf.path("dev1", "inet", k) for k in range(90)]
     pairs = [k for k in range(89) if series[k]["reachable"] and series[k + 1]["reachable"]]
     k0 = max(pairs, key=lambda k: (series[k]["satellite_hops"], -k))
     run = Run.create()
-    ctl = Controller(run, plan, speed=0.001, n_slices=2, start_slice=k0)
+    ctl = Controller(run, plan, speed=0.001, n_slices=2, start_slice=k0, trust=trust)
     try:
         ctl.build()
         yield {"ctl": ctl, "k0": k0, "series": series}
