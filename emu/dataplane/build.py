@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from collections import defaultdict
 from collections.abc import Callable
 
 from emu.dataplane import desired, ifnames, netns, nlroute, procs, servers
-from emu.dataplane.fabric import Fabric
-from emu.dataplane.netlink import AHEAD_SEQ, NetlinkBatch
+from emu.dataplane.fabric import Fabric, batches_ahead, send_ahead
+from emu.dataplane.netlink import NetlinkBatch
 from emu.dataplane.model import IDX_LO, VXLAN_PORT, Model
 from emu.dataplane.state import Run
 from emu.dataplane.tc import LinkShape, shape_many
@@ -44,11 +43,6 @@ SYSCTLS = {
 }
 
 
-def _steps(n: int) -> list[dict[str, NetlinkBatch]]:
-    """``n`` steps of messages encoded ahead: per namespace, a batch without a socket (``Builder._send``)."""
-    return [defaultdict(lambda: NetlinkBatch.unbound(ack_each=False, seq=AHEAD_SEQ)) for _ in range(n)]
-
-
 class Builder:
     def __init__(self, model: Model, run: Run, features, progress=None):
         self.m = model
@@ -58,7 +52,7 @@ class Builder:
         self.fabric: Fabric | None = None
         self.degradations: list[str] = []
         self.procs: list[subprocess.Popen] = []
-        self._ahead: dict[str, list[dict[str, NetlinkBatch]]] = {}  # encode_ahead's steps by phase
+        self._tunnels_ahead: list[dict[str, NetlinkBatch]] | None = None  # encode_ahead's tunnel steps
 
     # ------------------------------------------------------------------ namespaces
     def create_namespaces(self, meanwhile: Callable[[], None] | None = None) -> None:
@@ -128,19 +122,21 @@ class Builder:
         """UT <-> GS tunnels of the kind the run config chose, as the desired state lists them; where each UT's
         tunnel points is a per-slice target the applier sets (desired.TunnelTarget). Sends what
         :meth:`encode_ahead` encoded, or encodes it now."""
-        self._send(self._ahead.pop("tunnels", None) or self.encode_tunnels())
+        steps, self._tunnels_ahead = self._tunnels_ahead or self.encode_tunnels(), None
+        for step in steps:
+            send_ahead(self.fabric, step)
 
     def encode_ahead(self) -> None:
         """Encode what needs no namespace yet (run while they are made, ``create_namespaces(meanwhile=)``): the
         tunnels' devices, addresses, neighbours, FDB entries and routes (~60,000 pyroute2-encoded messages on
         Starlink shell 1's 100 GS x 100 UT). Links between namespaces cannot be: their messages name the peer
         namespace by an fd opened once it exists."""
-        self._ahead["tunnels"] = self.encode_tunnels()
+        self._tunnels_ahead = self.encode_tunnels()
 
     def encode_tunnels(self) -> list[dict[str, NetlinkBatch]]:
         """The tunnels' messages in two steps (devices; then everything on them), per namespace."""
         m = self.m
-        devices, config = _steps(2)
+        devices, config = batches_ahead(), batches_ahead()
         ns = lambda name: m.by_name[name].netns  # noqa: E731
         cfg = tunnel_config(m)
         for d in cfg.devices:
@@ -162,16 +158,6 @@ class Builder:
         for r in cfg.encap_routes:
             nlroute.route4_encap(config[ns(r.node)], "add", r.dst, r.index, r.remote, r.local)
         return [devices, config]
-
-    def _send(self, steps: list[dict[str, NetlinkBatch]], ok=()) -> None:
-        """Send encoded steps in order, each namespace's queue in one write (namespaces of another host: not
-        here, skipped)."""
-        f = self.fabric
-        for step in steps:
-            names = [n for n in step if n in f.fd]
-            for n in names:
-                f.nl[n].adopt(step[n])
-            f.flush(names, ok)
 
     # ------------------------------------------------------------------ NAT, shaping, servers
     def nat(self) -> None:

@@ -231,18 +231,15 @@ class Creation:
                     if os.getppid() != parent:
                         raise SystemExit
                     os.close(r)
-                    for i in range(0, len(names), chunk):
-                        create_many(names[i:i + chunk], sysctls)
-                        os.write(w, b"%d\n" % min(i + chunk, len(names)))
+                    for done in self._chunks():
+                        os.write(w, b"%d\n" % done)
                     code = 0
-                except DataplaneError as exc:
-                    code = 1
-                    with contextlib.suppress(OSError):
-                        os.write(w, b"E" + json.dumps([exc.op, exc.netns, exc.errno, exc.detail]).encode() + b"\n")
                 except BaseException as exc:  # noqa: BLE001 -- create_many removed what it made of its chunk
+                    code = 1 if isinstance(exc, DataplaneError) else 2
+                    err = exc if code == 1 else DataplaneError("create namespaces", None, getattr(exc, "errno", None),
+                                                                repr(exc))
                     with contextlib.suppress(OSError):
-                        os.write(w, b"E" + json.dumps(["create namespaces", None, getattr(exc, "errno", None),
-                                                       repr(exc)]).encode() + b"\n")
+                        os.write(w, b"E" + json.dumps([err.op, err.netns, err.errno, err.detail]).encode() + b"\n")
             finally:
                 os._exit(code)  # never back into the caller's code
         os.close(w)
@@ -254,10 +251,9 @@ class Creation:
         an error of ``progress``), it stops the child first (:meth:`abort`)."""
         total = len(self.names)
         if self.pid is None:
-            for i in range(0, total, self.chunk):
-                create_many(self.names[i:i + self.chunk], self.sysctls)
+            for done in self._chunks():
                 if progress:
-                    progress(min(i + self.chunk, total), total)
+                    progress(done, total)
             return
         error = None
         try:
@@ -279,6 +275,12 @@ class Creation:
             code = os.waitstatus_to_exitcode(status)
             raise DataplaneError("create namespaces", None, None, "the creating child " + (
                 f"was killed by signal {-code}" if code < 0 else f"ended with status {code}"))
+
+    def _chunks(self) -> Iterator[int]:
+        """Make the namespaces chunk by chunk (in the child, or here without one); after each, how many exist."""
+        for i in range(0, len(self.names), self.chunk):
+            create_many(self.names[i:i + self.chunk], self.sysctls)
+            yield min(i + self.chunk, len(self.names))
 
     def abort(self) -> None:
         """Stop making namespaces now: the child is killed and reaped (what it made is in the caller's journal;

@@ -20,13 +20,13 @@ import logging
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from emu.dataplane import desired as D
 from emu.dataplane import nlroute, slicemark
-from emu.dataplane.fabric import Fabric
+from emu.dataplane.fabric import Fabric, batch_ahead, batches_ahead, send_ahead
 from emu.dataplane.model import IDX_LO, IDX_TUN, IDX_TUN6, TUNNEL_MAC, Model
-from emu.dataplane.netlink import AHEAD_SEQ, NetlinkBatch
+from emu.dataplane.netlink import NetlinkBatch
 from emu.dataplane.nexthops import NexthopTable
 from emu.dataplane.slicestate import Desired
 from emu.dataplane.tc import LinkShape, netem, shape_many
@@ -104,7 +104,7 @@ class SliceApplier:
         self.nexthops: dict[int, NexthopTable] | None = defaultdict(NexthopTable) if model.cfg.nexthops else None
         self._begun: D.SliceState | None = None  # the first slice, between begin() and initial()
         self._ahead: dict[tuple[int, int], tuple[NetlinkBatch, int]] = {}  # (sat, table) -> encoded fill, ops
-        self._ahead_grid: tuple[list, dict[str, NetlinkBatch]] | None = None  # begin()'s ISL ups: (edges, batches)
+        self._ahead_grid: tuple[list, Mapping[str, NetlinkBatch]] | None = None  # begin()'s ISL ups, batches
 
     # ------------------------------------------------------------------ helpers
     def ns(self, node: str) -> str:
@@ -146,12 +146,12 @@ class SliceApplier:
             st = self.desired.state(k0)
             self.unresolved += st.unresolved
             for s in st.routes:
-                b = NetlinkBatch.unbound(ack_each=False, seq=AHEAD_SEQ)
+                b = batch_ahead()
                 self._ahead[(s, st.table)] = (b, self._encode_fill(s, st.table, st, b))
             ups = sorted(st.grid)  # the ISLs D.initial brings up, in its order
-            batches = defaultdict(lambda: NetlinkBatch.unbound(ack_each=False, seq=AHEAD_SEQ))
+            batches = batches_ahead()
             self._encode_grid(ups, True, batches)
-            self._ahead_grid = (ups, dict(batches))
+            self._ahead_grid = (ups, batches)
         self._begun = st
         _freeze()  # the build's later phases must not walk all this (``_freeze``)
 
@@ -303,12 +303,9 @@ class SliceApplier:
         :meth:`begin` encoded them)."""
         ahead, self._ahead_grid = self._ahead_grid, None
         if up and ahead is not None and ahead[0] == edges:
-            touched = [n for n in ahead[1] if n in self.f.fd]  # (a multihost agent: its own satellites)
-            for n in touched:
-                self.f.nl[n].adopt(ahead[1][n])
-            gone: dict[int, set[int]] = {}
-        else:
-            touched, gone = self._encode_grid(edges, up, self.f.nl)
+            send_ahead(self.f, ahead[1], ok={17})  # (a multihost agent: its own satellites)
+            return
+        touched, gone = self._encode_grid(edges, up, self.f.nl)
         self.f.flush(touched, ok={17})  # EEXIST: an address that survived
         self._forget_routes_via(gone)  # the kernel deleted every route through a downed interface
 
