@@ -342,9 +342,13 @@ def test_point_to_point_addresses_route_the_peer(make_ns) -> None:
     """addr(peer=): IPv6 gets the peer's /128 through the link and no prefix route of its own
     (noprefixroute); IPv4 keeps its peer route (the prefix route is the peer's there)."""
     a, b = make_ns("pa", "pb")
-    with NetlinkBatch(a) as na:
-        na.veth("pp0", "pp1", netns.open_fd(b), index=30, peer_index=31)
-        na.send()
+    fd = netns.open_fd(b)
+    try:
+        with NetlinkBatch(a) as na:
+            na.veth("pp0", "pp1", fd, index=30, peer_index=31)
+            na.send()
+    finally:
+        os.close(fd)
     with NetlinkBatch(a) as na, NetlinkBatch(b) as nb:
         for nl, me, peer, idx in ((na, 1, 2, 30), (nb, 2, 1, 31)):
             nl.link_set(idx, up=True)
@@ -356,7 +360,8 @@ def test_point_to_point_addresses_route_the_peer(make_ns) -> None:
     assert "fd00:99::2/128" in six and "fd00:99::1/128" not in six
     assert "10.99.0.2/32" in four
     for dst in ("fd00:99::2", "10.99.0.2"):
-        assert ping(a, dst, "-c1", "-W2").returncode == 0, dst
+        p = ping(a, dst, "-c1", "-W2")
+        assert p.returncode == 0, (dst, p.stdout, p.stderr)
 
 
 def test_host_namespace_untouched(line: dict, host_before: dict) -> None:

@@ -130,39 +130,27 @@ def test_a_failing_early_head_is_raised_by_finish(tmp_path, monkeypatch) -> None
     assert sorted(os.listdir(tmp_path)) == ["s.yaml"]
 
 
-def test_an_aborted_early_writer_leaves_nothing(tmp_path) -> None:
+@pytest.mark.parametrize("hook", ["head", "before_slices"])
+def test_an_aborted_writer_leaves_nothing(tmp_path, hook) -> None:
+    """Planning fails after the writer began (its forked first tables, ``head``, or its thread, ``before_slices``):
+    abort leaves no file and no process."""
     loaded = scenario(tmp_path)
     w = PlanWriter(tmp_path / "p.db", key())
+    begin = w.start_early if hook == "head" else w.start
 
     def boom(plan, n) -> None:
-        w.start_early(plan, n)
+        begin(plan, n)
         raise RuntimeError("planning failed")
 
     with pytest.raises(RuntimeError):
         try:
-            make_plan(loaded, 2, head=boom)
+            make_plan(loaded, 2, **{hook: boom})
         except BaseException:
             w.abort()
             raise
     assert sorted(os.listdir(tmp_path)) == ["s.yaml"]
-    assert not w._early[0].is_alive()
-
-
-def test_an_aborted_writer_leaves_nothing(tmp_path) -> None:
-    loaded = scenario(tmp_path)
-    w = PlanWriter(tmp_path / "p.db", key())
-
-    def boom(plan, n) -> None:
-        w.start(plan, n)
-        raise RuntimeError("planning failed")
-
-    with pytest.raises(RuntimeError):
-        try:
-            make_plan(loaded, 2, before_slices=boom)
-        except BaseException:
-            w.abort()
-            raise
-    assert sorted(os.listdir(tmp_path)) == ["s.yaml"]
+    if hook == "head":
+        assert not w._early[0].is_alive()
 
 
 def test_a_failing_head_is_raised_by_finish(tmp_path, monkeypatch) -> None:
