@@ -14,11 +14,10 @@ import subprocess
 from collections.abc import Callable
 
 from emu.dataplane import desired, ifnames, netns, nlroute, procs, servers
-from emu.dataplane.fabric import Fabric, batches_ahead, send_ahead
-from emu.dataplane.netlink import NetlinkBatch
+from emu.dataplane.fabric import Fabric
 from emu.dataplane.model import IDX_LO, VXLAN_PORT, Model
 from emu.dataplane.state import Run
-from emu.dataplane.tc import LinkShape, shape_many
+from emu.dataplane.tc import LinkShape, queue_shapes
 from emu.dataplane.terrestrial import terrestrial_addrs, terrestrial_routes, terrestrial_veths, tunnel_config
 from emu.errors import DataplaneError
 
@@ -52,13 +51,12 @@ class Builder:
         self.fabric: Fabric | None = None
         self.degradations: list[str] = []
         self.procs: list[subprocess.Popen] = []
-        self._tunnels_ahead: list[dict[str, NetlinkBatch]] | None = None  # encode_ahead's tunnel steps
 
     # ------------------------------------------------------------------ namespaces
     def create_namespaces(self, meanwhile: Callable[[], None] | None = None) -> None:
         """Every node's namespace, made by a forked child (:func:`netns.create_behind`) while ``meanwhile``
-        runs here: work that needs no namespace (the first slice's desired state and route messages,
-        ``SliceApplier.begin``) is done on the other core instead of after."""
+        runs here: work that needs no namespace (the whole first slice encoded: :mod:`emu.dataplane.ahead`) is
+        done on the other core instead of after."""
         names = [n.netns for n in self.m.nodes]
         taken = [n for n in names if netns.exists(n)]
         if taken:  # never journal (and so never let down remove) a namespace that is not ours
@@ -77,17 +75,25 @@ class Builder:
         # one nftables socket more per satellite and ground node (the slice switch's: slicemark)
         self.fabric = Fabric(names, switched=len(self.m.satellites) + len(self.m.db.ground))
 
+    def links(self, k0: int = 0) -> None:
+        """Everything created once, in order, on ``self.fabric`` (or a recorder of it, while the namespaces are
+        being made: :mod:`emu.dataplane.ahead`): inter-satellite links (down), terrestrial links, tunnels, the
+        links' queues."""
+        self.satellite_links(k0)
+        self.terrestrial()
+        self.tunnels()
+        self.shape_isls()
+        self.shape_terrestrial()
+
     # ------------------------------------------------------------------ satellites
     def satellite_links(self, k0: int = 0) -> None:
         m, f = self.m, self.fabric
         grid = [desired.grid_veth(m, a, b, d) for a, b, d in m.grid_links.tolist()]
-        self.progress("inter-satellite links", 0, len(grid))
         self._veths(grid)
         f.flush([s.netns for s in m.satellites])
         for s in m.satellites:
             f.nl[s.netns].link_set(IDX_LO, up=True)
         f.flush([s.netns for s in m.satellites])  # the applier brings slice k0's ISLs up (desired.initial)
-        self.progress("inter-satellite links", len(grid), len(grid))
 
     def _veths(self, veths: list[desired.Veth]) -> None:
         """Create veth pairs as the desired state lists them (not yet up)."""
@@ -119,45 +125,34 @@ class Builder:
 
     # ------------------------------------------------------------------ tunnels
     def tunnels(self) -> None:
-        """UT <-> GS tunnels of the kind the run config chose, as the desired state lists them; where each UT's
-        tunnel points is a per-slice target the applier sets (desired.TunnelTarget). Sends what
-        :meth:`encode_ahead` encoded, or encodes it now."""
-        steps, self._tunnels_ahead = self._tunnels_ahead or self.encode_tunnels(), None
-        for step in steps:
-            send_ahead(self.fabric, step)
-
-    def encode_ahead(self) -> None:
-        """Encode what needs no namespace yet (run while they are made, ``create_namespaces(meanwhile=)``): the
-        tunnels' devices, addresses, neighbours, FDB entries and routes (~60,000 pyroute2-encoded messages on
-        Starlink shell 1's 100 GS x 100 UT). Links between namespaces cannot be: their messages name the peer
-        namespace by an fd opened once it exists."""
-        self._tunnels_ahead = self.encode_tunnels()
-
-    def encode_tunnels(self) -> list[dict[str, NetlinkBatch]]:
-        """The tunnels' messages in two steps (devices; then everything on them), per namespace."""
-        m = self.m
-        devices, config = batches_ahead(), batches_ahead()
+        """UT <-> GS tunnels of the kind the run config chose, as the desired state lists them (~60,000 messages
+        on Starlink shell 1's 100 GS x 100 UT): devices, then everything on them (addresses, neighbours, FDB
+        entries, routes). Where each UT's tunnel points is a per-slice target the applier sets
+        (desired.TunnelTarget)."""
+        m, f = self.m, self.fabric
         ns = lambda name: m.by_name[name].netns  # noqa: E731
         cfg = tunnel_config(m)
         for d in cfg.devices:
             if d.kind == "ipip":
-                nlroute.ipip_external(devices[ns(d.node)], d.ifname, d.index, d.mtu)
+                nlroute.ipip_external(f.nl[ns(d.node)], d.ifname, d.index, d.mtu)
             else:
-                devices[ns(d.node)].vxlan(d.ifname, d.vni, local=d.local, dstport=VXLAN_PORT, learning=False,
-                                          index=d.index, mac=d.mac, mtu=d.mtu)
+                f.nl[ns(d.node)].vxlan(d.ifname, d.vni, local=d.local, dstport=VXLAN_PORT, learning=False,
+                                       index=d.index, mac=d.mac, mtu=d.mtu)
+        f.flush(sorted({ns(d.node) for d in cfg.devices}))
         for d in cfg.devices:
-            config[ns(d.node)].link_set(d.index, up=True)
+            f.nl[ns(d.node)].link_set(d.index, up=True)
         for a in cfg.addrs:
-            config[ns(a.node)].addr("add", a.index, a.addr, a.plen)
+            f.nl[ns(a.node)].addr("add", a.index, a.addr, a.plen)
         for n in cfg.neighs:
-            nlroute.neigh(config[ns(n.node)], "add", n.index, n.addr, n.mac)
+            nlroute.neigh(f.nl[ns(n.node)], "add", n.index, n.addr, n.mac)
         for x in cfg.fdbs:
-            nlroute.fdb(config[ns(x.node)], "add", x.index, x.mac, x.remote)
+            nlroute.fdb(f.nl[ns(x.node)], "add", x.index, x.mac, x.remote)
         for r in cfg.routes:
-            config[ns(r.node)].route("add", r.dst, oif=r.oif, gateway=r.gateway)
+            f.nl[ns(r.node)].route("add", r.dst, oif=r.oif, gateway=r.gateway)
         for r in cfg.encap_routes:
-            nlroute.route4_encap(config[ns(r.node)], "add", r.dst, r.index, r.remote, r.local)
-        return [devices, config]
+            nlroute.route4_encap(f.nl[ns(r.node)], "add", r.dst, r.index, r.remote, r.local)
+        f.flush(sorted({ns(x.node) for part in (cfg.devices, cfg.addrs, cfg.neighs, cfg.fdbs, cfg.routes,
+                                                cfg.encap_routes) for x in part}))
 
     # ------------------------------------------------------------------ NAT, shaping, servers
     def nat(self) -> None:
@@ -191,15 +186,13 @@ class Builder:
             return
         m = self.m
         grid = [desired.grid_veth(m, a, b, d) for a, b, d in m.grid_links.tolist()]
-        self.progress("link shaping", 0, 2 * len(grid))
         self._shape(grid)  # netem root where the kernel has it; the applier sets each slice's delay
-        self.progress("link shaping", 2 * len(grid), 2 * len(grid))
 
     def _shape(self, veths: list[desired.Veth]) -> None:
         ns = lambda node: self.m.by_name[node].netns  # noqa: E731
         shapes = [LinkShape(ns(node), idx, v.rate_bps, v.delay_us)
                   for v in veths for node, idx in ((v.node_a, v.index_a), (v.node_b, v.index_b))]
-        shape_many(shapes, self.fabric.nl)
+        self.fabric.flush(queue_shapes(shapes, self.fabric.nl))
 
     def servers(self) -> None:
         inet = self.m.by_name[self.m.cfg.inet_name].netns

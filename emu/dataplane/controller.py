@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emu.dataplane.ahead import Recorder
 from emu.dataplane.build import Builder
 from emu.dataplane.model import Model
 from emu.dataplane.runconfig import RunConfig, scenario_of_plan
@@ -121,24 +122,18 @@ class Controller:
         b = self.builder = Builder(self.model, self.run, self.features, self.progress)
         self._host_limits()
         a = self.applier = SliceApplier(self.model, None)
-        def meanwhile() -> None:  # encoded while the namespaces are made: slice k0's tables, the tunnels
+        rec = Recorder([n.netns for n in self.model.nodes])
+
+        def meanwhile() -> None:  # while the namespaces are made: everything of the first slice, encoded
             self.progress("slice 0 encoded ahead", 0, 1)
-            a.begin(self.k0)
-            b.encode_ahead()
+            b.fabric = a.f = rec
+            b.links(self.k0)
+            a.initial(self.k0)
             self.progress("slice 0 encoded ahead", 1, 1)
         b.create_namespaces(meanwhile)
         a.f = b.fabric
-        self.progress("links", 0, 4)
-        b.satellite_links(self.k0)
-        b.terrestrial()
-        b.tunnels()
-        self.progress("links", 4, 4)
+        rec.replay(b.fabric, lambda done, total: self.progress("links and tables", done, total))
         b.nat()
-        b.shape_isls()
-        b.shape_terrestrial()
-        self.progress("slice 0 tables", 0, 1)
-        a.initial(self.k0)
-        self.progress("slice 0 tables", 1, 1)
         b.servers()
         self._sno_build()
         self._bgp_start()

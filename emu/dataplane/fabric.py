@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from emu.dataplane import netns
-from emu.dataplane.netlink import AHEAD_SEQ, NetlinkBatch
+from emu.dataplane.netlink import NetlinkBatch
 
 
 def fds_needed(namespaces: int, switched: int = 0) -> int:
@@ -45,29 +45,6 @@ def raise_fd_limit(need: int) -> None:
                                  f"{need} open files needed (three per namespace, four per satellite or ground node), "
                                  f"hard limit {hard}") from exc
     resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
-
-
-def batch_ahead() -> NetlinkBatch:
-    """A batch for messages encoded before their namespace exists (no socket; acks as the fabric's own
-    batches ask them, sequence numbers from :data:`AHEAD_SEQ`): a namespace's batch takes it over
-    (``NetlinkBatch.adopt``, :func:`send_ahead`)."""
-    return NetlinkBatch.unbound(ack_each=False, seq=AHEAD_SEQ)
-
-
-def batches_ahead() -> defaultdict[str, NetlinkBatch]:
-    """Per namespace name, a :func:`batch_ahead` made on first use."""
-    return defaultdict(batch_ahead)
-
-
-def send_ahead(fabric, batches: Mapping[str, NetlinkBatch], ok=()) -> list[str]:
-    """Send what was encoded ahead: each namespace's batch takes its queue over and all are flushed
-    (namespaces the fabric does not hold -- another host's, in a multihost run -- are skipped). Returns the
-    namespaces written."""
-    names = [n for n in batches if n in fabric.fd]
-    for n in names:
-        fabric.nl[n].adopt(batches[n])
-    fabric.flush(names, ok)
-    return names
 
 
 class Fabric:

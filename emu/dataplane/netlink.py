@@ -49,7 +49,7 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pyroute2.netlink import (NETLINK_EXT_ACK, NETLINK_ROUTE, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED,
@@ -167,6 +167,16 @@ class NetlinkBatch:
         self._parts, self._ops, self._first, self._seq = other._parts, other._ops, other._first, other._seq
         self._dump_ops |= other._dump_ops
         other._init_queue()
+
+    def rewrite(self, op: str, fn: Callable[[bytes], bytes]) -> None:
+        """Replace each queued message of operation ``op`` by ``fn(message)``, of the same length (a recorded
+        veth request gets its peer's real namespace fd: :mod:`emu.dataplane.ahead`)."""
+        for i, (o, _d) in enumerate(self._ops):
+            if o == op:
+                new = fn(self._parts[i])
+                if len(new) != len(self._parts[i]):
+                    raise ValueError("rewrite: a message may not change its length")
+                self._parts[i] = new
 
     def messages(self) -> list[bytes]:
         """The queued requests, each a complete netlink message, in order (nothing is sent)."""

@@ -163,9 +163,22 @@ def veth_body(name: str, peer_name: str, peer_netns_fd: int | None, index: int, 
     """The RTM_NEWLINK body creating a veth pair (the same bytes as :func:`emu.dataplane.nlmsg.veth_body`)."""
     peer = IFI.pack(0, 0, peer_index, 0, 0) + _link_attrs(peer_name, peer_mac, mtu, group)
     if peer_netns_fd is not None:
-        peer += _RTA_U32.pack(8, IFLA_NET_NS_FD, peer_netns_fd)
+        peer += peer_fd_attr(peer_netns_fd)  # the last attribute of the request (peer_fd_of)
     info = _VETH_KIND + _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer))
     return IFI.pack(0, 0, index, 0, 0) + _link_attrs(name, mac, mtu, group) + _attr(IFLA_LINKINFO, info)
+
+
+def peer_fd_attr(fd: int) -> bytes:
+    """A veth request's IFLA_NET_NS_FD (its peer's namespace), the last 8 bytes of :func:`veth_body`."""
+    return _RTA_U32.pack(8, IFLA_NET_NS_FD, fd)
+
+
+def peer_fd_of(msg: bytes) -> int:
+    """The peer namespace fd a veth request (:func:`veth_body`, with its netlink header) names."""
+    size, kind, fd = _RTA_U32.unpack_from(msg, len(msg) - 8)
+    if (size, kind) != (8, IFLA_NET_NS_FD):
+        raise ValueError("not a veth request naming its peer's namespace")
+    return fd
 
 
 def addr_body(address: str | bytes, plen: int, index: int, scope: int = 0, nodad: bool = True,

@@ -20,16 +20,16 @@ import logging
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from emu.dataplane import desired as D
 from emu.dataplane import nlroute, slicemark
-from emu.dataplane.fabric import Fabric, batch_ahead, batches_ahead, send_ahead
+from emu.dataplane.fabric import Fabric
 from emu.dataplane.model import IDX_LO, IDX_TUN, IDX_TUN6, TUNNEL_MAC, Model
 from emu.dataplane.netlink import NetlinkBatch
 from emu.dataplane.nexthops import NexthopTable
 from emu.dataplane.slicestate import Desired
-from emu.dataplane.tc import LinkShape, netem, shape_many
+from emu.dataplane.tc import LinkShape, netem, queue_shapes
 from emu.errors import DataplaneError
 
 log = logging.getLogger(__name__)
@@ -102,9 +102,6 @@ class SliceApplier:
         self._armed: tuple[int, int] | None = None  # (slice, wall-clock ns) the kernel switches by itself
         # each satellite's nexthop objects, where the kernel has them (the routes name them: emu.dataplane.nexthops)
         self.nexthops: dict[int, NexthopTable] | None = defaultdict(NexthopTable) if model.cfg.nexthops else None
-        self._begun: D.SliceState | None = None  # the first slice, between begin() and initial()
-        self._ahead: dict[tuple[int, int], tuple[NetlinkBatch, int]] = {}  # (sat, table) -> encoded fill, ops
-        self._ahead_grid: tuple[list, Mapping[str, NetlinkBatch]] | None = None  # begin()'s ISL ups, batches
 
     # ------------------------------------------------------------------ helpers
     def ns(self, node: str) -> str:
@@ -136,38 +133,16 @@ class SliceApplier:
         """The desired state this applier writes (a multihost agent: its own part)."""
         return Desired(self.m, k0)
 
-    def begin(self, k0: int = 0) -> None:
-        """What the first slice needs that the kernel does not: its desired state and the messages of its
-        route tables, encoded (:meth:`_encode_fill`; :meth:`_fill` sends them). Needs no namespace, so the
-        builder runs it while the namespaces are being made (``Builder.create_namespaces``)."""
+    def initial(self, k0: int = 0) -> None:
+        """The first slice (k0): links, addresses, tables and switches, before anything runs (on the fabric, or
+        on a recorder of it while the namespaces are being made: :mod:`emu.dataplane.ahead`)."""
         self.k0 = k0
         self.desired = self.new_desired(k0)
         with _NoCollect():
             st = self.desired.state(k0)
             self.unresolved += st.unresolved
-            for s in st.routes:
-                b = batch_ahead()
-                self._ahead[(s, st.table)] = (b, self._encode_fill(s, st.table, st, b))
-            ups = sorted(st.grid)  # the ISLs D.initial brings up, in its order
-            batches = batches_ahead()
-            self._encode_grid(ups, True, batches)
-            self._ahead_grid = (ups, batches)
-        self._begun = st
-        _freeze()  # the build's later phases must not walk all this (``_freeze``)
-
-    def initial(self, k0: int = 0) -> None:
-        """The first slice (k0): links, addresses, tables and switches, before anything runs (after
-        :meth:`begin`, or it is called here)."""
-        if self._begun is None:
-            self.begin(k0)
-        elif self._begun.k != k0:  # begin() noted slice k0's tables as written: another slice cannot follow
-            raise ValueError(f"initial({k0}) after begin({self._begun.k})")
-        st, self._begun = self._begun, None
-        with _NoCollect():
             self.execute(D.initial(st), st)
         self.cur = st
-        self._ahead.clear()
-        self._ahead_grid = None
         _freeze()
 
     def prepare(self, k: int, at_ns: int | None = None) -> float:
@@ -296,27 +271,16 @@ class SliceApplier:
                     shapes.append(LinkShape(self.ns(node), idx, v.rate_bps, v.delay_us))
         f.flush(touched)
         if shapes and self.m.cfg.tbf:
-            shape_many(shapes, f.nl)
+            f.flush(queue_shapes(shapes, f.nl))
 
     def _grid(self, edges: list[tuple[int, int, int]], up: bool) -> None:
-        """Bring up (before the boundary) or down (after it) grid ISLs, both ends (the first slice's ups as
-        :meth:`begin` encoded them)."""
-        ahead, self._ahead_grid = self._ahead_grid, None
-        if up and ahead is not None and ahead[0] == edges:
-            send_ahead(self.f, ahead[1], ok={17})  # (a multihost agent: its own satellites)
-            return
-        touched, gone = self._encode_grid(edges, up, self.f.nl)
-        self.f.flush(touched, ok={17})  # EEXIST: an address that survived
-        self._forget_routes_via(gone)  # the kernel deleted every route through a downed interface
-
-    def _encode_grid(self, edges: list[tuple[int, int, int]], up: bool, batches) -> tuple[set, dict]:
-        """Queue the ISLs' ups (link, link-local, semantic address with its peer) or downs on ``batches``;
-        returns (namespaces written, interfaces going down by satellite)."""
+        """Bring up (before the boundary) or down (after it) grid ISLs, both ends: link, link-local and semantic
+        address with its peer (up), or link (down)."""
         touched = set()
         gone: dict[int, set[int]] = defaultdict(set)
         for edge in edges:
             for end in D.isl_ends(self.m, edge):
-                nl = batches[self.sat_ns(end.sat)]
+                nl = self.f.nl[self.sat_ns(end.sat)]
                 if up:
                     nl.link_set(end.index, up=True)
                     nl.addr("add", end.index, end.ll, 64)
@@ -325,7 +289,8 @@ class SliceApplier:
                     nl.link_set(end.index, up=False)
                     gone[end.sat].add(end.index)
                 touched.add(self.sat_ns(end.sat))
-        return touched, gone
+        self.f.flush(touched, ok={17})  # EEXIST: an address that survived
+        self._forget_routes_via(gone)  # the kernel deleted every route through a downed interface
 
     def _fill(self, t: int, st: D.SliceState) -> int:
         """Make table ``t`` hold ``st``'s routes on every satellite: only the difference is sent.
@@ -364,12 +329,7 @@ class SliceApplier:
             for s in sats:
                 name = self.sat_ns(s)
                 nl = self.f.nl[name]
-                ahead = self._ahead.pop((s, t), None)
-                if ahead is not None:  # encoded by begin(): this satellite's table and objects noted then
-                    nl.adopt(ahead[0])
-                    ops += ahead[1]
-                else:
-                    ops += self._encode_fill(s, t, st, nl)
+                ops += self._encode_fill(s, t, st, nl)
                 if len(nl):
                     send(name)
         return ops

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import socket
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
@@ -135,33 +134,26 @@ class LinkShape(NamedTuple):
     burst: int | None = None
 
 
-def shape_many(shapes: Iterable[LinkShape], batches: Mapping[str, NetlinkBatch] | None = None) -> int:
-    """Apply many shapes across many namespaces: one write per namespace.
+def queue_shapes(shapes: Iterable[LinkShape], batches: Mapping[str, NetlinkBatch]) -> set[str]:
+    """Queue many shapes across many namespaces on their batches (a fabric's ``nl``: one write per namespace
+    when it flushes them); returns the namespaces written.
 
     Rate only: tbf at the root. Delay only: netem at the root. Both: netem
     at the root (handle 1:) with tbf as its child (10:), the usual stacking.
-    ``batches`` reuses open per-namespace sockets (with nothing queued);
-    otherwise one is opened and closed per namespace. Returns messages sent.
     """
-    by_ns: dict[str, list[LinkShape]] = defaultdict(list)
+    touched = set()
     for s in shapes:
-        by_ns[s.netns].append(s)
-    sent = 0
-    for ns, items in by_ns.items():
-        b = batches.get(ns) if batches else None
-        own = b is None
-        b = b or NetlinkBatch(ns)
-        try:
-            for s in items:
-                if s.delay_us:
-                    netem(b, s.ifindex, s.delay_us)
-                    if s.rate_bps:
-                        tbf(b, s.ifindex, s.rate_bps, burst=s.burst, parent=handle(1, 1),
-                            qdisc_handle=handle(10))
-                elif s.rate_bps:
-                    tbf(b, s.ifindex, s.rate_bps, burst=s.burst)
-            sent += b.send().sent
-        finally:
-            if own:
-                b.close()
-    return sent
+        b = batches[s.netns]
+        if s.delay_us:
+            netem(b, s.ifindex, s.delay_us)
+            if s.rate_bps:
+                tbf(b, s.ifindex, s.rate_bps, burst=s.burst, parent=handle(1, 1), qdisc_handle=handle(10))
+        elif s.rate_bps:
+            tbf(b, s.ifindex, s.rate_bps, burst=s.burst)
+        touched.add(s.netns)
+    return touched
+
+
+def shape_many(shapes: Iterable[LinkShape], batches: Mapping[str, NetlinkBatch]) -> int:
+    """:func:`queue_shapes`, then each namespace's batch sent; returns messages sent."""
+    return sum(batches[n].send().sent for n in queue_shapes(shapes, batches))

@@ -173,7 +173,7 @@ class PartApplier(SliceApplier):
         self._up_and_address(mine)
 
     def _up_and_address(self, links: list[D.Veth]) -> None:
-        from emu.dataplane.tc import LinkShape, shape_many
+        from emu.dataplane.tc import LinkShape, queue_shapes
 
         f = self.f
         touched, shapes = set(), []
@@ -190,7 +190,7 @@ class PartApplier(SliceApplier):
                 touched.add(ns)
         f.flush(touched)
         if shapes and self.m.cfg.tbf:
-            shape_many(shapes, f.nl)
+            f.flush(queue_shapes(shapes, f.nl))
 
     def _retire(self, links: list[D.Veth]) -> None:
         """Delete by group in the namespace of the link's local end (a's when both are here: one veth end

@@ -8,7 +8,6 @@ tests/integration/test_slicemark.py."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from collections import defaultdict
@@ -231,48 +230,6 @@ def test_objects_gone_behind_the_applier_are_written_again(plan) -> None:
     assert len(made) == len(set(made)) >= 2 * len(a.nexthops[bad.index])
     a.prepare(1, at_ns=time.time_ns())
     assert all(len(f.log[s.netns]) >= before[s.netns] for s in m.satellites)
-
-
-def _fill_messages(a: SliceApplier, f: DropFabric) -> dict[str, list[bytes]]:
-    """Every netlink message the first slice sends, per namespace in order, sequence numbers zeroed."""
-    out: dict[str, list[bytes]] = defaultdict(list)
-    drop = f.flush
-
-    def flush(names=None, ok=()):
-        for name in (f.names if names is None else names):
-            out[name] += [m[:8] + b"\0\0\0\0" + m[12:] for m in f.nl[name].messages()]
-        return drop(names, ok)
-    f.flush = flush
-    f.pipeline = lambda ok=(): contextlib.nullcontext(lambda name: flush([name]))
-    a.initial(0)
-    return dict(out)
-
-
-def test_first_slice_encoded_ahead_without_a_fabric_sends_what_inline_encoding_sends(plan) -> None:
-    """begin() (run while the namespaces are being made: no fabric yet) encodes the first slice's tables and
-    ISL ups; the first slice then sends exactly the messages it would have encoded itself (routes, nexthop
-    objects, links up, addresses), in the same order."""
-    a1, f1 = applier(plan, "mark")
-    f, a1.f = a1.f, None
-    a1.begin(0)                      # no fabric: nothing but encoding
-    assert a1._ahead and all(len(b) for b, _n in a1._ahead.values()) and a1._ahead_grid
-    a1.f = f
-
-    def again(*_a):
-        raise AssertionError("encoded again instead of sending what begin() encoded")
-    a1._encode_fill = a1._encode_grid = again
-    ahead = _fill_messages(a1, f1)
-    assert not a1._ahead and a1._ahead_grid is None
-    a2, f2 = applier(plan, "mark")
-    a2.begin(0)                      # then forget what was encoded: the first slice encodes it all itself
-    a2._ahead.clear()
-    a2._ahead_grid = None
-    a2.tables.clear()
-    a2.nexthops = defaultdict(NexthopTable) if a2.nexthops is not None else None
-    inline = _fill_messages(a2, f2)
-    assert {s.netns for s in a1.m.satellites} <= set(ahead)
-    assert ahead == inline
-    assert a1.tables == a2.tables
 
 
 def test_adopt_takes_over_an_encoded_queue() -> None:
