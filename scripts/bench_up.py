@@ -48,6 +48,7 @@ from emu.dataplane.build import SYSCTLS  # noqa: E402
 from emu.dataplane.controller import Controller  # noqa: E402
 from emu.dataplane.fabric import Fabric  # noqa: E402
 from emu.dataplane.netlink import NetlinkBatch  # noqa: E402
+from emu.dataplane.rtpack import peer_fd_of  # noqa: E402
 from emu.dataplane.state import Run  # noqa: E402
 
 
@@ -61,23 +62,25 @@ def meminfo_kb(keys=("Slab", "Percpu")) -> int:
 
 
 class VethRecorder:
-    """Notes every veth pair the real build asks for (creating namespace, peer's namespace fd)."""
+    """Notes every veth pair the real build sends (creating namespace, peer's namespace fd), as it is sent: a
+    build encodes its links before the namespaces exist (emu.dataplane.ahead) and names the real fds only then."""
 
     def __init__(self):
         self.pairs: list[tuple[str, int]] = []
-        self._orig = NetlinkBatch.veth
+        self._orig = NetlinkBatch.send
 
     def __enter__(self):
         rec, orig = self, self._orig
 
-        def veth(batch, name, peer_name, peer_netns_fd=None, **kw):
-            rec.pairs.append((batch.netns, peer_netns_fd))
-            return orig(batch, name, peer_name, peer_netns_fd, **kw)
-        NetlinkBatch.veth = veth
+        def send(batch, *a, **kw):
+            rec.pairs += [(batch.netns, peer_fd_of(m)) for (op, _d), m in zip(batch._ops, batch._parts)
+                          if op == "veth add"]
+            return orig(batch, *a, **kw)
+        NetlinkBatch.send = send
         return self
 
     def __exit__(self, *exc):
-        NetlinkBatch.veth = self._orig
+        NetlinkBatch.send = self._orig
 
 
 def wait_freed(mem0: int, peak: int, timeout_s: float = 30.0) -> float:
