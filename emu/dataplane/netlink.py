@@ -49,7 +49,9 @@ import os
 import socket
 import struct
 import threading
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
+from itertools import accumulate
 from dataclasses import dataclass, field
 
 from pyroute2.netlink import (NETLINK_EXT_ACK, NETLINK_ROUTE, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED,
@@ -243,12 +245,10 @@ class NetlinkBatch:
         self._parts, self._ops = [], []
         okset = set(ok)
         result = BatchResult(sent=len(parts))
-        i = 0
-        while i < len(parts):
-            j, size = i, 0
-            while j < len(parts) and size < CHUNK_BYTES and j - i < CHUNK_MSGS:
-                size += len(parts[j])
-                j += 1
+        ends = list(accumulate(map(len, parts)))  # a chunk ends with the message that reaches CHUNK_BYTES
+        i, n = 0, len(parts)
+        while i < n:
+            j = min(bisect_left(ends, (ends[i - 1] if i else 0) + CHUNK_BYTES, i) + 1, n, i + CHUNK_MSGS)
             self._seq = barrier = (self._seq + 1) & 0xFFFFFFFF
             chunk = parts[i:j]
             chunk.append(_NLH.pack(16, NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, barrier, 0))
@@ -256,7 +256,8 @@ class NetlinkBatch:
                 self.sock.send(b"".join(chunk))
             except OSError as exc:
                 raise DataplaneError("netlink send", self.netns, exc.errno, exc.strerror or "") from exc
-            dumps = {(first + k) & 0xFFFFFFFF for k in range(i, j) if ops[k][0] in self._dump_ops}
+            dumps = {(first + k) & 0xFFFFFFFF for k in range(i, j) if ops[k][0] in self._dump_ops} \
+                if self._dump_ops else set()
             self._drain(barrier, ops, first, okset, result, collect, dumps)
             i = j
         if check and result.errors:
