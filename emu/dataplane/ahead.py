@@ -43,7 +43,7 @@ class Step:
     batches: dict[str, NetlinkBatch] = field(default_factory=dict)  # netns -> its messages, in flush order
     ok: frozenset[int] = frozenset()
     nft: tuple | None = None  # (namespaces, messages, operation) of an nftables transaction instead
-    links: bool = True  # may hold veth requests (a pipeline's route tables do not)
+    links: bool = False  # may hold veth requests naming a placeholder fd (one was handed out since the last step)
 
     def messages(self) -> int:
         if self.nft is not None:
@@ -51,17 +51,29 @@ class Step:
         return sum(len(b) for b in self.batches.values())
 
 
+class _Slots(dict):
+    """Namespace name -> placeholder fd, noting that one was handed out (the step it goes into has veths)."""
+
+    used = False
+
+    def __getitem__(self, name: str) -> int:
+        self.used = True
+        return dict.__getitem__(self, name)
+
+
 class Recorder:
     """A fabric for ``names`` that records instead of sending (see the module's doc)."""
 
     def __init__(self, names: Iterable[str]):
         self.names = list(names)
-        self.fd = {n: FD_SLOT_BASE + i for i, n in enumerate(self.names)}
+        self.fd = _Slots((n, FD_SLOT_BASE + i) for i, n in enumerate(self.names))
         self.nl = {n: _batch() for n in self.names}
         self.steps: list[Step] = []
 
     def _take(self, names: Iterable[str], step: Step) -> None:
         """Move the queues of ``names`` into ``step`` (each namespace's batch stays, empty, numbering on)."""
+        step.links |= self.fd.used
+        self.fd.used = False
         for n in names:
             b = self.nl[n]
             if len(b):
@@ -85,7 +97,7 @@ class Recorder:
 
         class _Block:
             def __enter__(self):
-                self.step = Step(ok=frozenset(ok), links=False)
+                self.step = Step(ok=frozenset(ok))
                 return lambda name: rec._take([name], self.step)
 
             def __exit__(self, exc_type, exc, tb):
