@@ -31,9 +31,9 @@ from emu.dataplane.rtpack import peer_fd_attr, peer_fd_of
 FD_SLOT_BASE = 1 << 30  # placeholder "fds" of a recording (a real fd is below fs.nr_open, at most 2^30 - 64)
 
 
-def _batch(seq: int = AHEAD_SEQ) -> NetlinkBatch:
+def _batch() -> NetlinkBatch:
     """An unbound batch as the fabric's: no per-message acks; sequence numbers far from a socket's own."""
-    return NetlinkBatch.unbound(ack_each=False, seq=seq)
+    return NetlinkBatch.unbound(ack_each=False, seq=AHEAD_SEQ)
 
 
 @dataclass
@@ -79,10 +79,8 @@ class Recorder:
             if len(b):
                 if n in step.batches:
                     raise ValueError(f"{n}: handed over twice in one step")
-                kept = step.batches[n] = _batch()
-                seq = b._seq
+                step.batches[n] = kept = _batch()
                 kept.adopt(b)
-                b._seq = seq
 
     def flush(self, names: Iterable[str] | None = None, ok=()) -> int:
         step = Step(ok=frozenset(ok))

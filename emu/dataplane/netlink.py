@@ -159,16 +159,19 @@ class NetlinkBatch:
 
     def adopt(self, other: NetlinkBatch) -> None:
         """Take over the requests queued on ``other`` (an :meth:`unbound` batch encoded ahead, while this
-        namespace did not exist yet) as if they had been queued here; ``other`` is left empty. Only onto an
-        empty queue: the sequence numbers go on from ``other``'s, which start at :data:`AHEAD_SEQ`, far from
-        this socket's own, so a stale answer of an earlier send is still told apart (``_drain``)."""
+        namespace did not exist yet) as if they had been queued here; ``other`` is left empty, numbering its next
+        messages on from where it was. Only onto an empty queue: the sequence numbers go on from ``other``'s,
+        which start at :data:`AHEAD_SEQ`, far from this socket's own, so a stale answer of an earlier send is
+        still told apart (``_drain``)."""
         if self._ops:
             raise DataplaneError("netlink adopt", self.netns, E.EBUSY, "send() the queued batch first")
         if other.ack_each != self.ack_each:
             raise ValueError("adopt: both batches must ask the same acks")
         self._parts, self._ops, self._first, self._seq = other._parts, other._ops, other._first, other._seq
         self._dump_ops |= other._dump_ops
+        seq = other._seq
         other._init_queue()
+        other._seq = seq  # its numbering goes on: what it queues next is told apart from what it gave
 
     def rewrite(self, op: str, fn: Callable[[bytes], bytes]) -> None:
         """Replace each queued message of operation ``op`` by ``fn(message)``, of the same length (a recorded
