@@ -51,19 +51,13 @@ import struct
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
-from itertools import accumulate
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from pyroute2.netlink import (NETLINK_EXT_ACK, NETLINK_ROUTE, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED,
                               NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
                               NLMSG_NOOP, SOL_NETLINK, nlmsgerr)
-from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELLINK, RTM_DELRULE, RTM_GETADDR, RTM_GETLINK, RTM_GETNEIGH,
-                                   RTM_GETROUTE, RTM_GETRULE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWRULE)
-from pyroute2.netlink.rtnl.fibmsg import fibmsg
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
-from pyroute2.netlink.rtnl.ndmsg import ndmsg
-from pyroute2.netlink.rtnl.rtmsg import rtmsg
+from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELLINK, RTM_DELRULE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWRULE)
 
 from emu.dataplane import netns as _netns
 from emu.dataplane import rtpack
@@ -71,6 +65,7 @@ from emu.dataplane.nlmsg import (ROUTE_TYPES, RT_TABLE_COMPAT, RT_TABLE_MAIN, RT
                                  RTN_UNREACHABLE, RTPROT_STATIC, VERB_FLAGS, link_del_body,
                                  link_set_body, rule_body, decode, encode, ip_bytes, ip_text,
                                  kind_body, mac_text, nla_id, opt_attrs, route_dict, split_prefix)
+from emu.dataplane.nlread import Reads
 from emu.dataplane.rtpack import RTA, RTA_DST, Nexthop, route_shape  # noqa: F401
 from emu.errors import DataplaneError
 
@@ -111,7 +106,7 @@ class BatchResult:
 AHEAD_SEQ = 1 << 31  # first sequence number of batches encoded ahead (NetlinkBatch.unbound(seq=), adopt)
 
 
-class NetlinkBatch:
+class NetlinkBatch(Reads):
     """A NETLINK_ROUTE socket in namespace ``netns`` plus a queue of encoded requests.
 
     There is deliberately no way to open one in the caller's own (host)
@@ -447,57 +442,6 @@ class NetlinkBatch:
         self._parts.append(_NLH.pack(16 + len(body), mtype, flags | self._ackflag, seq, 0) + body)
         self._ops.append((_ROUTE_OPS[verb], ("{}/{} table {}", d, plen, table)))
         return seq
-
-    # ---------------------------------------------------------------- reads (pyroute2 parsers)
-    def links(self) -> list[dict]:
-        """Every link: index, name, flags, up, mtu, mac, group, kind."""
-        res = []
-        for _, p in self.dump(RTM_GETLINK, encode(ifinfmsg, {}, [])):
-            m = decode(ifinfmsg, p)
-            kind = m.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
-            res.append({"index": m["index"], "name": m.get("IFLA_IFNAME"), "flags": m["flags"],
-                        "up": bool(m["flags"] & IFF_UP), "mtu": m.get("IFLA_MTU"),
-                        "mac": m.get("IFLA_ADDRESS") or "", "group": m.get("IFLA_GROUP"), "kind": kind or None})
-        return res
-
-    def addresses(self, family: int = socket.AF_UNSPEC) -> list[dict]:
-        """Every address: index, address (text), plen, family, flags, scope."""
-        res = []
-        for _, p in self.dump(RTM_GETADDR, encode(ifaddrmsg, {"family": family}, [])):
-            m = decode(ifaddrmsg, p)
-            res.append({"index": m["index"], "address": m.get("IFA_LOCAL") or m.get("IFA_ADDRESS"),
-                        "plen": m["prefixlen"], "family": m["family"],
-                        "flags": m.get("IFA_FLAGS") or m["flags"], "scope": m["scope"]})
-        return res
-
-    def routes(self, family: int = socket.AF_INET, table: int | None = None) -> list[dict]:
-        """Routes of ``family`` (all tables, or only ``table``) as plain dicts:
-        dst ("a/plen"), table, type, scope, protocol, metric, oif, gateway,
-        via, flags, nexthops [(oif, gateway or via, weight, flags)]."""
-        res = []
-        for _, p in self.dump(RTM_GETROUTE, encode(rtmsg, {"family": family}, [])):
-            r = route_dict(decode(rtmsg, p))
-            if table is None or r["table"] == table:
-                res.append(r)
-        return res
-
-    def rules(self, family: int = socket.AF_INET) -> list[dict]:
-        """Every policy rule: priority, table, action."""
-        res = []
-        for _, p in self.dump(RTM_GETRULE, encode(fibmsg, {"family": family}, [])):
-            m = decode(fibmsg, p)
-            res.append({"priority": m.get("FRA_PRIORITY") or 0, "table": m.get("FRA_TABLE") or m["table"],
-                        "action": m["action"]})
-        return res
-
-    def neighbours(self, family: int = socket.AF_UNSPEC) -> list[dict]:
-        """Every neighbour / FDB entry: index, family, dst, lladdr, state, flags."""
-        res = []
-        for _, p in self.dump(RTM_GETNEIGH, encode(ndmsg, {"family": family}, [])):
-            m = decode(ndmsg, p)
-            res.append({"index": m["ifindex"], "family": m["family"], "dst": m.get("NDA_DST"),
-                        "lladdr": m.get("NDA_LLADDR"), "state": m["state"], "flags": m["flags"]})
-        return res
 
 
 _ROUTE_OPS = {v: f"route {v}" for v in VERB_FLAGS}
