@@ -194,8 +194,8 @@ class Creation:
     """:func:`create_many` of many names in a forked child, while the caller goes on (:func:`create_behind`).
 
     Making a namespace is kernel work (``unshare``, the bind mount, the sysctls: the child's CPU, not ours), so
-    the caller's Python work of the same phase -- the first slice's desired state and route messages
-    (``SliceApplier.begin``) -- runs beside it on the other core. The child only makes namespaces: it writes
+    the caller's Python work of the same phase -- the first slice's messages, encoded into a recorder
+    (:mod:`emu.dataplane.ahead`) -- runs beside it on the other core. The child only makes namespaces: it writes
     how many are done after each chunk, or its error, to a pipe, and exits; the caller's own namespace and
     threads are never touched. :meth:`wait` reports progress, reaps the child and raises its error.
     """
