@@ -45,10 +45,10 @@ from emu.cli.plan_cmds import build_plan  # noqa: E402
 import _rawnl  # noqa: E402
 from emu.dataplane import cleanup, netns  # noqa: E402
 from emu.dataplane.build import SYSCTLS  # noqa: E402
+from emu.dataplane.ahead import FD_SLOT_BASE  # noqa: E402
 from emu.dataplane.controller import Controller  # noqa: E402
 from emu.dataplane.fabric import Fabric  # noqa: E402
 from emu.dataplane.netlink import NetlinkBatch  # noqa: E402
-from emu.dataplane.rtpack import peer_fd_of  # noqa: E402
 from emu.dataplane.state import Run  # noqa: E402
 
 
@@ -62,25 +62,30 @@ def meminfo_kb(keys=("Slab", "Percpu")) -> int:
 
 
 class VethRecorder:
-    """Notes every veth pair the real build sends (creating namespace, peer's namespace fd), as it is sent: a
-    build encodes its links before the namespaces exist (emu.dataplane.ahead) and names the real fds only then."""
+    """Notes every veth pair the build asks for (creating namespace, peer's namespace fd). A build encodes its
+    links before the namespaces exist (emu.dataplane.ahead): the peer is then named by a placeholder, whose
+    position in the recorder's names is the namespace's (:meth:`peer_index`)."""
 
     def __init__(self):
         self.pairs: list[tuple[str, int]] = []
-        self._orig = NetlinkBatch.send
+        self._orig = NetlinkBatch.veth
 
     def __enter__(self):
         rec, orig = self, self._orig
 
-        def send(batch, *a, **kw):
-            rec.pairs += [(batch.netns, peer_fd_of(m)) for (op, _d), m in zip(batch._ops, batch._parts)
-                          if op == "veth add"]
-            return orig(batch, *a, **kw)
-        NetlinkBatch.send = send
+        def veth(batch, name, peer_name, peer_netns_fd=None, **kw):
+            rec.pairs.append((batch.netns, peer_netns_fd))
+            return orig(batch, name, peer_name, peer_netns_fd, **kw)
+        NetlinkBatch.veth = veth
         return self
 
     def __exit__(self, *exc):
-        NetlinkBatch.send = self._orig
+        NetlinkBatch.veth = self._orig
+
+    @staticmethod
+    def peer_index(fd: int, by_fd: dict[int, int]) -> int:
+        """The peer namespace's position in the build's names, from a real fd or a recorder's placeholder."""
+        return fd - FD_SLOT_BASE if fd >= FD_SLOT_BASE else by_fd[fd]
 
 
 def wait_freed(mem0: int, peak: int, timeout_s: float = 30.0) -> float:
@@ -260,7 +265,7 @@ def main() -> None:
         fab = ctl.builder.fabric
         order = {n: i for i, n in enumerate(fab.names)}
         by_fd = {fd: order[n] for n, fd in fab.fd.items()}
-        pairs = [(order[a], by_fd[fd]) for a, fd in rec.pairs]
+        pairs = [(order[a], rec.peer_index(fd, by_fd)) for a, fd in rec.pairs]
         res["namespaces"] = len(ctl.model.nodes)
         res["veth_pairs"] = len(pairs)
         peak = meminfo_kb()

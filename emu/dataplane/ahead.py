@@ -28,12 +28,24 @@ from dataclasses import dataclass, field
 from emu.dataplane.netlink import AHEAD_SEQ, NetlinkBatch
 from emu.dataplane.rtpack import peer_fd_attr, peer_fd_of
 
-FD_SLOT_BASE = 1 << 30  # placeholder "fds" of a recording (a real fd is below fs.nr_open, at most 2^30 - 64)
+FD_SLOT_BASE = 1 << 31  # placeholder "fds" of a recording: as the kernel's s32 fd, negative (EBADF if one leaked)
 
 
-def _batch() -> NetlinkBatch:
+class _Batch(NetlinkBatch):
+    """A recording's batch for one namespace: notes that it queued a veth (its peer fd is a placeholder)."""
+
+    veths = False
+
+    def veth(self, *a, **kw) -> int:
+        self.veths = True
+        return super().veth(*a, **kw)
+
+
+def _batch(netns: str | None = None) -> NetlinkBatch:
     """An unbound batch as the fabric's: no per-message acks; sequence numbers far from a socket's own."""
-    return NetlinkBatch.unbound(ack_each=False, seq=AHEAD_SEQ)
+    b = (_Batch if netns else NetlinkBatch).unbound(ack_each=False, seq=AHEAD_SEQ)
+    b.netns = netns
+    return b
 
 
 @dataclass
@@ -43,7 +55,7 @@ class Step:
     batches: dict[str, NetlinkBatch] = field(default_factory=dict)  # netns -> its messages, in flush order
     ok: frozenset[int] = frozenset()
     nft: tuple | None = None  # (namespaces, messages, operation) of an nftables transaction instead
-    links: bool = False  # may hold veth requests naming a placeholder fd (one was handed out since the last step)
+    veths: set[str] = field(default_factory=set)  # namespaces whose batch names a peer by a placeholder fd
 
     def messages(self) -> int:
         if self.nft is not None:
@@ -51,14 +63,28 @@ class Step:
         return sum(len(b) for b in self.batches.values())
 
 
-class _Slots(dict):
-    """Namespace name -> placeholder fd, noting that one was handed out (the step it goes into has veths)."""
+class _Pipeline:
+    """:meth:`Recorder.pipeline`'s block: every namespace handed over goes into one step."""
 
-    used = False
+    def __init__(self, rec: Recorder, ok):
+        self.rec, self.step = rec, Step(ok=frozenset(ok))
 
-    def __getitem__(self, name: str) -> int:
-        self.used = True
-        return dict.__getitem__(self, name)
+    def __enter__(self):
+        return lambda name: self.rec._take([name], self.step)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and self.step.batches:
+            self.rec.steps.append(self.step)
+
+
+class _Nft:
+    """:meth:`Recorder.nft`: each transaction becomes a step."""
+
+    def __init__(self, rec: Recorder):
+        self.rec = rec
+
+    def transact(self, names, msgs, op) -> None:
+        self.rec.steps.append(Step(nft=(tuple(names), msgs, op)))
 
 
 class Recorder:
@@ -66,14 +92,12 @@ class Recorder:
 
     def __init__(self, names: Iterable[str]):
         self.names = list(names)
-        self.fd = _Slots((n, FD_SLOT_BASE + i) for i, n in enumerate(self.names))
-        self.nl = {n: _batch() for n in self.names}
+        self.fd = {n: FD_SLOT_BASE + i for i, n in enumerate(self.names)}
+        self.nl = {n: _batch(n) for n in self.names}
         self.steps: list[Step] = []
 
     def _take(self, names: Iterable[str], step: Step) -> None:
         """Move the queues of ``names`` into ``step`` (each namespace's batch stays, empty, numbering on)."""
-        step.links |= self.fd.used
-        self.fd.used = False
         for n in names:
             b = self.nl[n]
             if len(b):
@@ -81,6 +105,9 @@ class Recorder:
                     raise ValueError(f"{n}: handed over twice in one step")
                 step.batches[n] = kept = _batch()
                 kept.adopt(b)
+                if b.veths:
+                    step.veths.add(n)
+                    b.veths = False
 
     def flush(self, names: Iterable[str] | None = None, ok=()) -> int:
         step = Step(ok=frozenset(ok))
@@ -89,27 +116,12 @@ class Recorder:
             self.steps.append(step)
         return 0
 
-    def pipeline(self, ok=()):
+    def pipeline(self, ok=()) -> _Pipeline:
         """As :meth:`Fabric.pipeline`: every namespace handed over within the block goes into one step."""
-        rec = self
+        return _Pipeline(self, ok)
 
-        class _Block:
-            def __enter__(self):
-                self.step = Step(ok=frozenset(ok))
-                return lambda name: rec._take([name], self.step)
-
-            def __exit__(self, exc_type, exc, tb):
-                if exc_type is None and self.step.batches:
-                    rec.steps.append(self.step)
-        return _Block()
-
-    def nft(self):
-        rec = self
-
-        class _Nft:
-            def transact(self, names, msgs, op):
-                rec.steps.append(Step(nft=(tuple(names), msgs, op)))
-        return _Nft()
+    def nft(self) -> _Nft:
+        return _Nft(self)
 
     def settle(self) -> None:
         """Nothing is retiring while the first slice is recorded."""
@@ -122,24 +134,30 @@ class Recorder:
         self.steps = []
 
     def replay(self, fabric, progress: Callable[[int, int], None] | None = None) -> int:
-        """Send every step on ``fabric`` in order (namespaces it does not hold are skipped); returns messages
-        sent. Raises the first failure of a step, after that step, as the recorded code's flush would have."""
-        fds = {slot: fabric.fd[n] for n, slot in self.fd.items() if n in fabric.fd}
+        """Send every step on ``fabric`` (which holds the recorder's namespaces) in order; returns messages sent.
+
+        A step's failure is raised as the recorded code's flush would have raised it: at the first namespace
+        whose write failed (what that step still held for later namespaces is not sent, and nothing after).
+        The first slice is written into new namespaces, so the applier's recovery from nexthop objects the
+        kernel removed (``SliceApplier._fill``) has nothing to recover from here."""
+        missing = [n for n in self.names if n not in fabric.fd]
+        if missing:
+            raise ValueError(f"replay: the fabric lacks {len(missing)} recorded namespace(s), e.g. {missing[0]}")
+        fds = {slot: fabric.fd[n] for n, slot in self.fd.items()}
         steps, self.steps = self.steps, []
         sent = 0
+        if progress is not None:
+            progress(0, len(steps))
         for i, step in enumerate(steps):
             if step.nft is not None:
-                names, msgs, op = step.nft
-                fabric.nft().transact([n for n in names if n in fabric.fd], msgs, op)
+                fabric.nft().transact(*step.nft)
                 sent += step.messages()
             else:
-                here = [n for n in step.batches if n in fabric.fd]
-                for n in here:
-                    b = step.batches[n]
-                    if step.links:
+                for n, b in step.batches.items():
+                    if n in step.veths:
                         b.rewrite("veth add", lambda m: m[:-8] + peer_fd_attr(fds[peer_fd_of(m)]))
                     fabric.nl[n].adopt(b)
-                sent += fabric.flush(here, step.ok)
+                sent += fabric.flush(step.batches, step.ok)
             if progress is not None:
                 progress(i + 1, len(steps))
         return sent

@@ -154,10 +154,10 @@ class NetlinkBatch(Reads):
 
     def adopt(self, other: NetlinkBatch) -> None:
         """Take over the requests queued on ``other`` (an :meth:`unbound` batch encoded ahead, while this
-        namespace did not exist yet) as if they had been queued here; ``other`` is left empty, numbering its next
-        messages on from where it was. Only onto an empty queue: the sequence numbers go on from ``other``'s,
-        which start at :data:`AHEAD_SEQ`, far from this socket's own, so a stale answer of an earlier send is
-        still told apart (``_drain``)."""
+        namespace did not exist yet) as if they had been queued here; ``other`` is left empty, numbering its
+        next messages on past the numbers these may spend. Only onto an empty queue: the sequence numbers go on
+        from ``other``'s, which start at :data:`AHEAD_SEQ`, far from this socket's own, so a stale answer of an
+        earlier send is still told apart (``_drain``)."""
         if self._ops:
             raise DataplaneError("netlink adopt", self.netns, E.EBUSY, "send() the queued batch first")
         if other.ack_each != self.ack_each:
@@ -166,7 +166,9 @@ class NetlinkBatch(Reads):
         self._dump_ops |= other._dump_ops
         seq = other._seq
         other._init_queue()
-        other._seq = seq  # its numbering goes on: what it queues next is told apart from what it gave
+        # its numbering goes on past what sending these may spend (a barrier per chunk, at most one per message),
+        # so what it queues next is told apart from the answers to what it gave
+        other._seq = (seq + len(self._ops) + 1) & 0xFFFFFFFF
 
     def rewrite(self, op: str, fn: Callable[[bytes], bytes]) -> None:
         """Replace each queued message of operation ``op`` by ``fn(message)``, of the same length (a recorded

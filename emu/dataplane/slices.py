@@ -87,7 +87,8 @@ class SliceApplier:
     """Executes :func:`desired.initial` once, then :func:`desired.transition` in three calls per boundary."""
 
     def __init__(self, model: Model, fabric: Fabric | None):
-        """``fabric`` may come later (``self.f``), before :meth:`initial`: :meth:`begin` needs none."""
+        """``fabric`` may come later (``self.f``), before :meth:`initial` (a recorder of it, while the namespaces
+        are being made: :mod:`emu.dataplane.ahead`)."""
         self.m = model
         self.f = fabric
         self.tables: dict[tuple[int, int], dict[D.RouteKey, tuple]] = defaultdict(dict)  # (sat, table) -> content

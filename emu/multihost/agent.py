@@ -253,14 +253,10 @@ class HostAgent:
         b = self.builder = PartBuilder(self.model, self.run, self.features, self.links, self.underlay)
         b.create_namespaces()
         t_ns = time.perf_counter() - t0
-        b.satellite_links(self.k0)
-        b.terrestrial()
-        b.tunnels()
-        b.nat()
-        b.shape_isls()
-        b.shape_terrestrial()
+        b.links(self.k0)
         a = self.applier = PartApplier(self.model, b.fabric, self.links)
         a.initial(self.k0)
+        b.nat()  # as a single-host build (Controller.build), written directly: no recorder here (threads: no fork)
         b.servers()
         return {"host": self.h, "build_s": round(time.perf_counter() - t0, 3), "namespaces_s": round(t_ns, 3),
                 "namespaces": len(b.local_names()), "vxlan": self.links.vxlans,

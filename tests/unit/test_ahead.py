@@ -57,7 +57,7 @@ class Capture(DropFabric):
 
 def first_slice(plan, fabric_for):
     cfg = RunConfig.from_scenario(scenario_of_plan(plan))
-    m = Model.from_plan(plan, "zz", cfg=dataclasses.replace(cfg, slice_switch="mark"))
+    m = Model.from_plan(plan, "zz", cfg=dataclasses.replace(cfg, slice_switch="mark", tbf=True))
     names = [n.netns for n in m.nodes]
     out = Capture(names)
     f = fabric_for(names, out)
@@ -95,16 +95,19 @@ def test_recorder_hands_out_placeholder_fds_and_replays_onto_the_fabric_s_own() 
     assert min(rec.fd.values()) >= FD_SLOT_BASE
     rec.nl["a"].veth("x", "y", rec.fd["b"], index=10, peer_index=11)
     rec.nl["a"].link_set(10, up=True)
+    rec.nl["b"].link_set(1, up=True)
+    rec.flush(["b"])                 # another namespace's write comes between the veth and its own
     rec.flush(["a"], ok={17})
     rec.nl["a"].link_set(10, up=False)     # queued after the flush: a step of its own
     rec.flush()
     out = Capture(["a", "b"])
     rec.replay(out)
-    assert [(n, len(m), ok) for n, m, ok in out.writes] == [("a", 2, frozenset({17})), ("a", 1, frozenset())]
-    assert peer_fd_of(out.writes[0][1][0]) == out.fd["b"]
+    assert [(n, len(m), ok) for n, m, ok in out.writes] == [("b", 1, frozenset()), ("a", 2, frozenset({17})),
+                                                            ("a", 1, frozenset())]
+    assert peer_fd_of(out.writes[1][1][0]) == out.fd["b"]
     plain = NetlinkBatch.unbound(ack_each=False)
     plain.veth("x", "y", out.fd["b"], index=10, peer_index=11)
-    assert out.writes[0][1][0][12:] == plain.messages()[0][12:]
+    assert out.writes[1][1][0][12:] == plain.messages()[0][12:]
 
 
 def test_a_namespace_handed_over_twice_in_one_pipeline_is_refused() -> None:
