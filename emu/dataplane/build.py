@@ -75,7 +75,7 @@ class Builder:
         # one nftables socket more per satellite and ground node (the slice switch's: slicemark)
         self.fabric = Fabric(names, switched=len(self.m.satellites) + len(self.m.db.ground))
 
-    def links(self, k0: int = 0) -> None:
+    def create_links(self, k0: int = 0) -> None:
         """Everything created once, in order, on ``self.fabric`` (or a recorder of it, while the namespaces are
         being made: :mod:`emu.dataplane.ahead`): inter-satellite links (down), terrestrial links, tunnels, the
         links' queues."""

@@ -127,7 +127,7 @@ class Controller:
         def meanwhile() -> None:  # while the namespaces are made: everything of the first slice, encoded
             self.progress("slice 0 encoded ahead", 0, 1)
             b.fabric = a.f = rec
-            b.links(self.k0)
+            b.create_links(self.k0)
             a.initial(self.k0)
             self.progress("slice 0 encoded ahead", 1, 1)
         b.create_namespaces(meanwhile)

@@ -253,7 +253,7 @@ class HostAgent:
         b = self.builder = PartBuilder(self.model, self.run, self.features, self.links, self.underlay)
         b.create_namespaces()
         t_ns = time.perf_counter() - t0
-        b.links(self.k0)
+        b.create_links(self.k0)
         a = self.applier = PartApplier(self.model, b.fabric, self.links)
         a.initial(self.k0)
         b.nat()  # as a single-host build (Controller.build), written directly: no recorder here (threads: no fork)

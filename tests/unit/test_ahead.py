@@ -63,7 +63,7 @@ def first_slice(plan, fabric_for):
     f = fabric_for(names, out)
     b, a = Builder(m, None, None), SliceApplier(m, None)
     b.fabric = a.f = f
-    b.links(0)
+    b.create_links(0)
     a.initial(0)
     if isinstance(f, Recorder):
         assert not out.writes and f.steps  # nothing sent while recording
