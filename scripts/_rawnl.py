@@ -19,6 +19,8 @@ from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 
+from emu.dataplane.rtpack import VETH_QUEUES
+
 
 
 def nla_id(cls, name: str) -> int:
@@ -41,10 +43,12 @@ def attr(kind: int, payload: bytes) -> bytes:
 
 
 def veth(b, name: str, peer_name: str, peer_fd: int, index: int, peer_index: int) -> int:
-    peer = _IFI.pack(0, 0, peer_index, 0, 0) + attr(IFLA_IFNAME, peer_name.encode() + b"\0") \
+    # one TX and one RX queue each, as the data plane asks (emu.dataplane.rtpack.VETH_QUEUES: no RCU wait)
+    peer = _IFI.pack(0, 0, peer_index, 0, 0) + attr(IFLA_IFNAME, peer_name.encode() + b"\0") + VETH_QUEUES \
         + attr(IFLA_NET_NS_FD, struct.pack("=I", peer_fd))
     info = attr(IFLA_INFO_KIND, b"veth") + attr(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer))
-    body = _IFI.pack(0, 0, index, 0, 0) + attr(IFLA_IFNAME, name.encode() + b"\0") + attr(IFLA_LINKINFO, info)
+    body = _IFI.pack(0, 0, index, 0, 0) + attr(IFLA_IFNAME, name.encode() + b"\0") + VETH_QUEUES \
+        + attr(IFLA_LINKINFO, info)
     return b.queue(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, "veth add", f"{name}<->{peer_name}")
 
 

@@ -106,10 +106,12 @@ def _link_attrs(name: str, mac, mtu, group) -> list:
 
 
 def veth_body(name, peer_name, peer_netns_fd, index, peer_index, mac, peer_mac, mtu, group) -> bytes:
+    queues = [("IFLA_NUM_TX_QUEUES", 1), ("IFLA_NUM_RX_QUEUES", 1)]  # why: emu.dataplane.rtpack.VETH_QUEUES
     peer = {"index": peer_index,
-            "attrs": _link_attrs(peer_name, peer_mac, mtu, group) + opt_attrs(("IFLA_NET_NS_FD", peer_netns_fd))}
+            "attrs": _link_attrs(peer_name, peer_mac, mtu, group) + queues
+            + opt_attrs(("IFLA_NET_NS_FD", peer_netns_fd))}
     info = {"attrs": [("IFLA_INFO_KIND", "veth"), ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", peer)]})]}
-    return encode(ifinfmsg, {"index": index}, _link_attrs(name, mac, mtu, group) + [("IFLA_LINKINFO", info)])
+    return encode(ifinfmsg, {"index": index}, _link_attrs(name, mac, mtu, group) + queues + [("IFLA_LINKINFO", info)])
 
 
 def kind_body(name: str, kind: str, data: list, index: int = 0, mac=None, mtu=None) -> bytes:

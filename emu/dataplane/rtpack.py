@@ -137,10 +137,16 @@ _U32 = struct.Struct("=I")
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_GROUP, IFLA_NET_NS_FD = (
     nla_id(ifinfmsg, n) for n in ("IFLA_ADDRESS", "IFLA_IFNAME", "IFLA_MTU", "IFLA_LINKINFO", "IFLA_GROUP",
                                   "IFLA_NET_NS_FD"))
+IFLA_NUM_TX_QUEUES, IFLA_NUM_RX_QUEUES = (nla_id(ifinfmsg, n) for n in ("IFLA_NUM_TX_QUEUES", "IFLA_NUM_RX_QUEUES"))
 IFLA_INFO_KIND, IFLA_INFO_DATA = (nla_id(ifinfmsg.ifinfo, n) for n in ("IFLA_INFO_KIND", "IFLA_INFO_DATA"))
 VETH_INFO_PEER = 1                      # linux/veth.h (pyroute2's veth_data nla_map)
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = (nla_id(ifaddrmsg, n) for n in ("IFA_ADDRESS", "IFA_LOCAL", "IFA_FLAGS"))
 _VETH_KIND = _attr(IFLA_INFO_KIND, b"veth\0")
+# One TX and one RX queue, asked for at creation (``ip link add ... numtxqueues 1 numrxqueues 1``): a veth uses
+# one of each anyway, but one made with the default (a queue per CPU) is cut down to one right after it is
+# registered, and that waits for an expedited RCU grace period under the rtnl lock (netif_set_real_num_tx_queues
+# -> synchronize_net), twice per pair: most of a veth's creation time on a 2-CPU machine (perf, sched_switch).
+VETH_QUEUES = _RTA_U32.pack(8, IFLA_NUM_TX_QUEUES, 1) + _RTA_U32.pack(8, IFLA_NUM_RX_QUEUES, 1)
 
 
 def _mac_bytes(mac: str | bytes) -> bytes:
@@ -161,11 +167,11 @@ def _link_attrs(name: str, mac, mtu: int | None, group: int | None) -> bytes:
 def veth_body(name: str, peer_name: str, peer_netns_fd: int | None, index: int, peer_index: int,
               mac: str | bytes | None, peer_mac: str | bytes | None, mtu: int | None, group: int | None) -> bytes:
     """The RTM_NEWLINK body creating a veth pair (the same bytes as :func:`emu.dataplane.nlmsg.veth_body`)."""
-    peer = IFI.pack(0, 0, peer_index, 0, 0) + _link_attrs(peer_name, peer_mac, mtu, group)
+    peer = IFI.pack(0, 0, peer_index, 0, 0) + _link_attrs(peer_name, peer_mac, mtu, group) + VETH_QUEUES
     if peer_netns_fd is not None:
         peer += peer_fd_attr(peer_netns_fd)  # the last attribute of the request (peer_fd_of)
     info = _VETH_KIND + _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer))
-    return IFI.pack(0, 0, index, 0, 0) + _link_attrs(name, mac, mtu, group) + _attr(IFLA_LINKINFO, info)
+    return IFI.pack(0, 0, index, 0, 0) + _link_attrs(name, mac, mtu, group) + VETH_QUEUES + _attr(IFLA_LINKINFO, info)
 
 
 def peer_fd_attr(fd: int) -> bytes:
