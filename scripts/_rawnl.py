@@ -42,13 +42,14 @@ def attr(kind: int, payload: bytes) -> bytes:
     return _RTA.pack(n, kind) + payload + b"\0" * (-n & 3)
 
 
-def veth(b, name: str, peer_name: str, peer_fd: int, index: int, peer_index: int) -> int:
-    # one TX and one RX queue each, as the data plane asks (emu.dataplane.rtpack.VETH_QUEUES: no RCU wait)
-    peer = _IFI.pack(0, 0, peer_index, 0, 0) + attr(IFLA_IFNAME, peer_name.encode() + b"\0") + VETH_QUEUES \
+def veth(b, name: str, peer_name: str, peer_fd: int, index: int, peer_index: int, queues: bool = True) -> int:
+    """``queues``: one TX and one RX queue each, as the data plane asks (emu.dataplane.rtpack.VETH_QUEUES: no
+    RCU wait); False: the kernel's default queue count, as ``ip link add ... type veth`` makes them."""
+    q = VETH_QUEUES if queues else b""
+    peer = _IFI.pack(0, 0, peer_index, 0, 0) + attr(IFLA_IFNAME, peer_name.encode() + b"\0") + q \
         + attr(IFLA_NET_NS_FD, struct.pack("=I", peer_fd))
     info = attr(IFLA_INFO_KIND, b"veth") + attr(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer))
-    body = _IFI.pack(0, 0, index, 0, 0) + attr(IFLA_IFNAME, name.encode() + b"\0") + VETH_QUEUES \
-        + attr(IFLA_LINKINFO, info)
+    body = _IFI.pack(0, 0, index, 0, 0) + attr(IFLA_IFNAME, name.encode() + b"\0") + q + attr(IFLA_LINKINFO, info)
     return b.queue(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, "veth add", f"{name}<->{peer_name}")
 
 
