@@ -134,8 +134,10 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
     :meth:`emu.plan.db.PlanWriter.start_early`)."""
     t0 = time.perf_counter()
     sc = loaded.scenario
-    warming = _Warm()  # the compiled kernels load while the snapshots are computed
-    series = SnapshotSeries(loaded, n_slices)
+    warming: list[_Warm] = []
+    # most of the snapshots is computed by forked processes (both cores; the same arrays); the compiled
+    # kernels load meanwhile, in a thread started once those processes exist
+    series = SnapshotSeries(loaded, n_slices, workers=os.cpu_count() or 1, started=lambda: warming.append(_Warm()))
     shell_map = sc.grc.shell_codes
     g_grc, g_plen = ground_grcs(series, shell_map)
     from emu.addressing.grc import decode
@@ -145,7 +147,7 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
     mapping = mapping_table(series, g_grc)
     plan = Plan(loaded, series, None, bind, g_grc, g_plen, mapping, candidate_order(series, mapping))
     n = len(series)
-    warming.join()  # before the first fork: no thread of ours may run while workers are forked
+    warming[0].join()  # before the first fork: no thread of ours may run while workers are forked
     if head:
         head(plan, n)
     plan.free = list(_per_slice(plan, free_pass, n))  # both ends free: the optimum, and where antennas are needed
