@@ -28,6 +28,7 @@ from emu.plan.routing import (Destinations, SliceTables, aggregate_entries, dest
 from emu.plan.satroutes import satellite_entries
 from emu.plan.shortest import FreeSlice, antennas_scarce, free_pass, gs_choice, pair_delays, shortest_path_costs
 from emu.snapshot.ground import C_KM_S
+from emu.snapshot.split import keep_freed_memory
 from emu.scenario.load import LoadedScenario
 from emu.snapshot.series import SnapshotSeries
 
@@ -239,7 +240,7 @@ def _per_slice(plan: Plan, fn, n: int, started: Callable[[], None] | None = None
     _FORK_PLAN, _FORK_FN = plan, fn
     try:
         ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(workers) as pool:  # the workers are forked here, before any thread of ours starts
+        with ctx.Pool(workers, initializer=keep_freed_memory) as pool:  # forked here, before our threads start
             if started:
                 started()
             yield from pool.imap(_forked, range(n), chunksize=4)
