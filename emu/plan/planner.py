@@ -28,6 +28,7 @@ from emu.plan.routing import (Destinations, SliceTables, aggregate_entries, dest
 from emu.plan.satroutes import satellite_entries
 from emu.plan.shortest import FreeSlice, antennas_scarce, free_pass, gs_choice, pair_delays, shortest_path_costs
 from emu.snapshot.ground import C_KM_S
+from emu.snapshot.split import keep_freed_memory
 from emu.scenario.load import LoadedScenario
 from emu.snapshot.series import SnapshotSeries
 
@@ -134,8 +135,10 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
     :meth:`emu.plan.db.PlanWriter.start_early`)."""
     t0 = time.perf_counter()
     sc = loaded.scenario
-    warming = _Warm()  # the compiled kernels load while the snapshots are computed
-    series = SnapshotSeries(loaded, n_slices)
+    warming: list[_Warm] = []
+    # most of the snapshots is computed by forked processes (both cores; the same arrays); the compiled
+    # kernels load meanwhile, in a thread started once those processes exist
+    series = SnapshotSeries(loaded, n_slices, workers=os.cpu_count() or 1, started=lambda: warming.append(_Warm()))
     shell_map = sc.grc.shell_codes
     g_grc, g_plen = ground_grcs(series, shell_map)
     from emu.addressing.grc import decode
@@ -145,7 +148,7 @@ def make_plan(loaded: LoadedScenario, n_slices: int | None = None,
     mapping = mapping_table(series, g_grc)
     plan = Plan(loaded, series, None, bind, g_grc, g_plen, mapping, candidate_order(series, mapping))
     n = len(series)
-    warming.join()  # before the first fork: no thread of ours may run while workers are forked
+    warming[0].join()  # before the first fork: no thread of ours may run while workers are forked
     if head:
         head(plan, n)
     plan.free = list(_per_slice(plan, free_pass, n))  # both ends free: the optimum, and where antennas are needed
@@ -237,7 +240,7 @@ def _per_slice(plan: Plan, fn, n: int, started: Callable[[], None] | None = None
     _FORK_PLAN, _FORK_FN = plan, fn
     try:
         ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(workers) as pool:  # the workers are forked here, before any thread of ours starts
+        with ctx.Pool(workers, initializer=keep_freed_memory) as pool:  # forked here, before our threads start
             if started:
                 started()
             yield from pool.imap(_forked, range(n), chunksize=4)

@@ -17,6 +17,7 @@ from emu.orbit.propagate import geodetic_to_ecef
 from emu.scenario.model import Scenario
 
 C_KM_S = 299792.458
+VISIBILITY_CHUNK = 16  # slices computed together by :func:`visibility` (bounds its memory)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Visibility:
         return self.range_km / C_KM_S * 1e3
 
 
-def visibility(nodes: GroundNodes, sat_ecef: np.ndarray, chunk: int = 16) -> Visibility:
+def visibility(nodes: GroundNodes, sat_ecef: np.ndarray, chunk: int = VISIBILITY_CHUNK) -> Visibility:
     """Elevation of every satellite from every ground node at every slice, kept where visible.
 
     ``sat_ecef`` is (slices, sats, 3). Works in chunks of slices to bound memory.

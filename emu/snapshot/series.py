@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Callable
 
 import numpy as np
 from h3.api import basic_int as h3i
@@ -23,6 +24,7 @@ from h3.api import basic_int as h3i
 from emu.orbit.constellation import DOWN, E, N, S, UP, W, Constellation, build_constellation, slice_times
 from emu.orbit.propagate import Ephemeris, propagate
 from emu.scenario.load import LoadedScenario
+from emu.snapshot import split
 from emu.snapshot.ground import C_KM_S, GroundNodes, Visibility, ground_nodes, visibility
 
 INTER_SHELL_MAX_KM = 1500.0
@@ -109,7 +111,11 @@ class SnapshotSeries:
 
     def __init__(self, loaded: LoadedScenario, n_slices: int | None = None,
                  constellation: Constellation | None = None, times_s: np.ndarray | None = None,
-                 first_index: int = 0):
+                 first_index: int = 0, workers: int = 1, started: Callable[[], None] | None = None):
+        """``workers`` > 1: the visibility and the bound cells (most of the work) are computed by up to that
+        many forked processes (:mod:`emu.snapshot.split`; the same arrays). Then nothing else may run in a
+        thread of this process while it is made; ``started()``, if given, is called once threads may start
+        (with or without forked processes, after the orbit is propagated)."""
         self.loaded = loaded
         sc = loaded.scenario
         self.constellation = constellation or build_constellation(loaded)
@@ -119,10 +125,17 @@ class SnapshotSeries:
         self.times_s = np.asarray(times_s, dtype=float)
         self.ephemeris: Ephemeris = propagate(list(self.constellation.satrecs), sc.time.epoch, self.times_s)
         self.ground = ground_nodes(sc)
-        self.visibility = visibility(self.ground, self.ephemeris.ecef)
+        workers = split.workers_for(len(self.times_s), workers)
+        if workers > 1:
+            self.visibility, self.bound_cells = split.per_slice_parts(self, sc.grc.level, workers, started,
+                                                                      self._grid_edges)
+        else:
+            if started:
+                started()
+            self.visibility = visibility(self.ground, self.ephemeris.ecef)
+            self._grid_edges()
+            self.bound_cells = self._bindings(sc.grc.level)
         self._vis_bounds = np.searchsorted(self.visibility.slice, np.arange(len(self.times_s) + 1))
-        self._grid_edges()
-        self.bound_cells = self._bindings(sc.grc.level)
 
     def __len__(self) -> int:
         return len(self.times_s)
@@ -216,11 +229,13 @@ class SnapshotSeries:
         return (np.array(out_a, dtype=np.int32), np.array(out_b, dtype=np.int32), np.array(out_l, dtype=float))
 
     # --- GRC bindings ---------------------------------------------------------
-    def _bindings(self, level: int) -> np.ndarray:
-        lat = self.ephemeris.lat.ravel().tolist()
-        lon = self.ephemeris.lon.ravel().tolist()
+    def _bindings(self, level: int, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """(slices lo..hi-1, sats) H3 cell under every satellite at ``level``."""
+        part = self.ephemeris.lat[lo:hi]
+        lat = part.ravel().tolist()
+        lon = self.ephemeris.lon[lo:hi].ravel().tolist()
         cells = np.fromiter((h3i.latlng_to_cell(a, b, level) for a, b in zip(lat, lon)), dtype=np.uint64, count=len(lat))
-        return cells.reshape(self.ephemeris.lat.shape)
+        return cells.reshape(part.shape)
 
 
 def compute_series(loaded: LoadedScenario, n_slices: int | None = None) -> SnapshotSeries:

@@ -6,6 +6,7 @@ import json
 import math
 
 import h3
+import pytest
 import numpy as np
 from click.testing import CliRunner
 from skyfield.api import EarthSatellite, wgs84
@@ -113,3 +114,57 @@ def test_snapshot_cli_json() -> None:
     assert d["slice"] == 2 and d["counts"]["satellites"] == 120 and d["counts"]["isls"] == 240
     assert {"a", "b", "dir_a", "delay_ms"} <= set(d["isls"][0])
     assert all(g["elevation_deg"] >= 10 for g in d["ground_links"])
+
+
+def _many_slices() -> dict:
+    """Two shells, ground nodes with a range limit, 70 slices: three runs of emu.snapshot.split (32, 32, 6)."""
+    d = scenario_dict()
+    d["shells"] = [
+        {"name": "lo", "altitude_km": 540, "inclination_deg": 53, "planes": 4, "sats_per_plane": 6},
+        {"name": "hi", "altitude_km": 570, "inclination_deg": 53, "planes": 4, "sats_per_plane": 6},
+    ]
+    d["ground_stations"] = [{"name": f"g{i}", "lat": -50.0 + 25 * i, "lon": 40.0 * i, "operator": "a",
+                             "min_elevation_deg": 10.0 + i} for i in range(5)]
+    d["ground_stations"][1]["max_range_km"] = 1500.0
+    d["time"]["duration"] = 70 * 60
+    d["time"]["slice_s"] = 60
+    return d
+
+
+def test_split_series_is_the_same_arrays(monkeypatch) -> None:
+    """The planner's series (visibility and bound cells by forked workers) is byte for byte the one-process series."""
+    from emu.snapshot import split
+
+    monkeypatch.setattr(split.os, "cpu_count", lambda: 2)
+    one = SnapshotSeries(loaded(_many_slices()))
+    calls = []
+    two = SnapshotSeries(loaded(_many_slices()), workers=2, started=lambda: calls.append(len(calls)))
+    assert len(one) == len(two) == 70 and split.workers_for(70, 2) == 2 and calls == [0]
+    assert len(one.visibility.slice) > 0 and len(np.unique(one.visibility.slice)) > 40
+    for f in ("slice", "node", "sat", "elevation_deg", "range_km"):
+        a, b = getattr(one.visibility, f), getattr(two.visibility, f)
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), f
+    for f in ("bound_cells", "_vis_bounds", "_edge_up", "_edge_len", "_edge_a", "_edge_b"):
+        a, b = getattr(one, f), getattr(two, f)
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), f
+    for k in (0, 33, 69):
+        assert one[k].ground_links.sat.tobytes() == two[k].ground_links.sat.tobytes()
+    single = []
+    SnapshotSeries(loaded(scenario_dict()), workers=2, started=lambda: single.append(1))  # 4 slices: no fork
+    assert single == [1] and split.workers_for(32, 2) == 1 and split.workers_for(33, 8) == 2
+
+
+def test_split_series_raises_a_workers_error(monkeypatch) -> None:
+    from emu.snapshot import split
+
+    monkeypatch.setattr(split.os, "cpu_count", lambda: 2)
+    real = split.visibility
+
+    def failing(nodes, ecef):
+        if len(ecef) < split.RUN:  # only the last run's worker fails
+            raise ValueError("visibility failed")
+        return real(nodes, ecef)
+
+    monkeypatch.setattr(split, "visibility", failing)
+    with pytest.raises(ValueError, match="visibility failed"):
+        SnapshotSeries(loaded(_many_slices()), workers=2)
