@@ -126,9 +126,6 @@ class Recorder:
     def settle(self) -> None:
         """Nothing is retiring while the first slice is recorded."""
 
-    def messages(self) -> int:
-        return sum(s.messages() for s in self.steps)
-
     def close(self) -> None:
         """What was recorded and not replayed is dropped (nothing is open)."""
         self.steps = []

@@ -13,8 +13,7 @@ import os
 import queue
 import resource
 import threading
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from emu.dataplane import netns
 from emu.dataplane.netlink import NetlinkBatch
