@@ -22,6 +22,8 @@ real fd over each (the attribute is the last of a veth request:
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -29,6 +31,9 @@ from emu.dataplane.netlink import AHEAD_SEQ, NetlinkBatch
 from emu.dataplane.rtpack import peer_fd_attr, peer_fd_of
 
 FD_SLOT_BASE = 1 << 31  # placeholder "fds" of a recording: as the kernel's s32 fd, negative (EBADF if one leaked)
+# a step's kind (Step.kind), by the first word of its messages' operation: what the build's time went to
+KINDS = {"veth": "veths", "link": "link ups", "addr": "addresses", "route": "routes", "nexthop": "routes",
+         "rule": "rules", "qdisc": "qdiscs", "vxlan": "tunnels", "fdb": "tunnels"}
 
 
 class _Batch(NetlinkBatch):
@@ -61,6 +66,14 @@ class Step:
         if self.nft is not None:
             return len(self.nft[0]) * len(self.nft[1])
         return sum(len(b) for b in self.batches.values())
+
+    def kind(self) -> str:
+        """What the step mostly writes (:data:`KINDS`; ``nftables``), by the first message of each namespace."""
+        if self.nft is not None:
+            return "nftables"
+        first = Counter(str(b.first_op()).split()[0] for b in self.batches.values())
+        word = first.most_common(1)[0][0]
+        return KINDS.get(word, word)
 
 
 class _Pipeline:
@@ -95,6 +108,7 @@ class Recorder:
         self.fd = {n: FD_SLOT_BASE + i for i, n in enumerate(self.names)}
         self.nl = {n: _batch(n) for n in self.names}
         self.steps: list[Step] = []
+        self.timed: list[tuple[str, int, float]] = []  # (kind, messages, seconds) of each replayed step
 
     def _take(self, names: Iterable[str], step: Step) -> None:
         """Move the queues of ``names`` into ``step`` (each namespace's batch stays, empty, numbering on)."""
@@ -136,7 +150,8 @@ class Recorder:
         A step's failure is raised as the recorded code's flush would have raised it: at the first namespace
         whose write failed (what that step still held for later namespaces is not sent, and nothing after).
         The first slice is written into new namespaces, so the applier's recovery from nexthop objects the
-        kernel removed (``SliceApplier._fill``) has nothing to recover from here."""
+        kernel removed (``SliceApplier._fill``) has nothing to recover from here. Each step's kind, messages and
+        seconds are appended to :attr:`timed` (``scripts/bench_up.py`` reports where the build's time went)."""
         missing = [n for n in self.names if n not in fabric.fd]
         if missing:
             raise ValueError(f"replay: the fabric lacks {len(missing)} recorded namespace(s), e.g. {missing[0]}")
@@ -146,15 +161,17 @@ class Recorder:
         if progress is not None:
             progress(0, len(steps))
         for i, step in enumerate(steps):
+            t0, kind, count = time.perf_counter(), step.kind(), step.messages()
             if step.nft is not None:
                 fabric.nft().transact(*step.nft)
-                sent += step.messages()
+                sent += count
             else:
                 for n, b in step.batches.items():
                     if n in step.veths:
                         b.rewrite("veth add", lambda m: m[:-8] + peer_fd_attr(fds[peer_fd_of(m)]))
                     fabric.nl[n].adopt(b)
                 sent += fabric.flush(step.batches, step.ok)
+            self.timed.append((kind, count, time.perf_counter() - t0))
             if progress is not None:
                 progress(i + 1, len(steps))
         return sent

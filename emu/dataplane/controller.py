@@ -72,6 +72,7 @@ class Controller:
         self.t_start: float | None = None  # CLOCK_MONOTONIC s of slice k0's start (set by loop)
         self.sno = None  # emu.control.sno.livehook.MobilityHook when the scenario asks for the SNO control plane
         self.applier: SliceApplier | None = None
+        self.build_steps: list[tuple[str, int, float]] = []  # see build()
         self.bgp = None  # emu.control.bgp.uphook.BgpRun when the scenario asks for the BGP overlay
         self.status: dict = {"state": "building", "slice": None, "applied": [], "controller_pid": os.getpid(),
                              "error": None, "degradations": list(self.features.degradations)}
@@ -133,6 +134,7 @@ class Controller:
         b.create_namespaces(meanwhile)
         a.f = b.fabric
         rec.replay(b.fabric, lambda done, total: self.progress("links and tables", done, total))
+        self.build_steps = rec.timed  # (kind, messages, seconds) of each step: scripts/bench_up.py sums them
         b.nat()
         b.servers()
         self._sno_build()

@@ -56,6 +56,7 @@ class Fabric:
         self._aux: dict[str, NetlinkBatch] = {}
         self._behind: list[Pipeline] | None = None
         self._nft = None  # slicemark.NftSockets, opened by nft()
+        self.sent = 0  # rtnetlink messages written so far (flush, pipeline, settled send_behind): for benchmarks
         try:
             for n in self.names:
                 self.fd[n] = netns.open_fd(n)
@@ -71,6 +72,7 @@ class Fabric:
             b = self.nl[n]
             if len(b):
                 sent += b.send(ok).sent
+        self.sent += sent
         return sent
 
     def pipeline(self, ok=()) -> Pipeline:
@@ -123,6 +125,7 @@ class Fabric:
         jobs, self._behind = self._behind or [], None
         for p in jobs:
             p.t.join()  # its hand-overs were ended by send_behind
+            self.sent += p.sent
         for p in jobs:
             if p.error is not None:
                 raise p.error
@@ -203,5 +206,6 @@ class Pipeline:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.end()
         self.t.join()
+        self.f.sent += self.sent
         if self.error is not None and exc is None:
             raise self.error

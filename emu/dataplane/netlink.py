@@ -205,6 +205,10 @@ class NetlinkBatch(Reads):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def first_op(self) -> str | None:
+        """The operation of the first queued message (``"veth add"``, ``"nexthop"``...), or None."""
+        return self._ops[0][0] if self._ops else None
+
     def __len__(self) -> int:
         return len(self._ops)
 

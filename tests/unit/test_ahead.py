@@ -83,6 +83,22 @@ def test_a_recorded_first_slice_replays_as_written_directly(plan) -> None:
     assert veths and {peer_fd_of(m) for m in veths} <= set(direct.fd.values())
 
 
+def test_the_replay_times_each_step_with_its_kind_and_messages(plan) -> None:
+    rec = {}
+
+    def recorder(names, out):
+        rec["r"] = Recorder(names)
+        return rec["r"]
+    out, _a = first_slice(plan, recorder)
+    timed = rec["r"].timed
+    assert sum(n for _k, n, _s in timed) == out.msgs  # every message in exactly one timed step
+    assert all(s >= 0 for _k, _n, s in timed)
+    kinds = [k for k, _n, _s in timed]
+    # the first veths come before the first link up, the tables after both; the switch is an nft step
+    assert {"veths", "link ups", "routes", "rules", "qdiscs", "tunnels", "nftables"} <= set(kinds)
+    assert kinds.index("veths") < kinds.index("link ups") < kinds.index("routes")
+
+
 def peer_fd_of_or_none(m: bytes):
     try:
         return peer_fd_of(m)
