@@ -47,6 +47,8 @@ def raise_fd_limit(need: int) -> None:
 
 
 class Fabric:
+    sent = 0  # rtnetlink messages written so far (flush, pipeline, settled send_behind): for benchmarks
+
     def __init__(self, names: Iterable[str], switched: int | None = None):
         """``switched``: how many of ``names`` the slice switch writes (default all; :func:`fds_needed`)."""
         self.names = list(names)
@@ -56,7 +58,6 @@ class Fabric:
         self._aux: dict[str, NetlinkBatch] = {}
         self._behind: list[Pipeline] | None = None
         self._nft = None  # slicemark.NftSockets, opened by nft()
-        self.sent = 0  # rtnetlink messages written so far (flush, pipeline, settled send_behind): for benchmarks
         try:
             for n in self.names:
                 self.fd[n] = netns.open_fd(n)

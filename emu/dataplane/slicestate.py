@@ -15,6 +15,7 @@ between two slices' states, are :mod:`emu.dataplane.desired`.
 from __future__ import annotations
 
 import logging
+from itertools import repeat
 from collections.abc import Iterable
 
 import numpy as np
@@ -47,6 +48,9 @@ class Desired:
         self.base6 = ipv6_base(model.cfg.grc_ipv6_prefix)  # the GRC /96: every table's IPv6 twin (routes6)
         self._cache: dict[tuple[str, int], object] = {}
         self._values: dict[RouteVal, RouteVal] = {}
+        self._decoded: dict[int, actions.Action] = {}  # plan action code -> its decoding (codes repeat a lot)
+        self._nh: dict[tuple[int, int, int | None], tuple[int, str] | None] = {}  # Model.nexthop_of in slice _nh_k
+        self._nh_k: int | None = None
 
     def _get(self, what: str, k: int, fn):
         key = (what, k)
@@ -88,14 +92,19 @@ class Desired:
             self._values.clear()
         region = self.region(s, k)
         out[(region[0], region[1], 1)] = _LOCAL
-        cache: dict[int, list] = {}
-        pre, pl, act = self.tables(k).of(s)
-        for prefix, plen, code in zip(pre.tolist(), pl.tolist(), act.tolist()):
-            items = cache.get(code)
-            if items is None:
-                items = cache[code] = [(metric, intern((rtype, hops), (rtype, hops)))
-                                       for metric, rtype, hops in self.routes_for_action(s, k, code, count)]
-            for metric, val in items:
+        pre, pl, act = (a.tolist() for a in self.tables(k).of(s))
+        # each distinct action resolved once, in order of first use
+        items = {code: [(metric, intern((rtype, hops), (rtype, hops)))
+                        for metric, rtype, hops in self.routes_for_action(s, k, code, count)]
+                 for code in dict.fromkeys(act)}
+        if all(len(v) == 1 and v[0][0] == 1 for v in items.values()):
+            # one route at metric 1 per entry (every multipath mode but active-standby): built without a
+            # Python-level loop (the preparation of each slice builds ~145k of these on Starlink shell 1)
+            one = {code: v[0][1] for code, v in items.items()}
+            out.update(zip(zip(pre, pl, repeat(1)), map(one.__getitem__, act)))
+            return out
+        for prefix, plen, code in zip(pre, pl, act):
+            for metric, val in items[code]:
                 out[(prefix, plen, metric)] = val
         return out
 
@@ -103,12 +112,16 @@ class Desired:
                           ) -> list[tuple[int, int, tuple]]:
         """(metric, type, hops) routes of one plan action at satellite s (ECMP/UCMP: one multipath route;
         active-standby: the active at metric 1, standbys at metric 2)."""
-        act = actions.decode(code)
+        act = self._decoded.get(code)
+        if act is None:
+            if len(self._decoded) > 100_000:
+                self._decoded.clear()
+            act = self._decoded[code] = actions.decode(code)
         if act.kind == actions.LOCAL:
             return [(1, *_LOCAL)]
         hops = []
         for e in act.egress:
-            nh = self.m.nexthop_of(s, e.direction, k, act.down_target if e.direction == DOWN else None)
+            nh = self._nexthop(s, e.direction, k, act.down_target if e.direction == DOWN else None)
             if nh is None:
                 if count is not None:
                     count[0] += 1
@@ -120,6 +133,19 @@ class Desired:
         if act.kind == actions.STANDBY:
             return [(1 if w == 1 else 2, nlroute.RTN_UNICAST, (nlroute.Hop(o, v, 1),)) for o, v, w in hops]
         return [(1, nlroute.RTN_UNICAST, tuple(nlroute.Hop(o, v, w) for o, v, w in hops))]
+
+    def _nexthop(self, s: int, direction: int, k: int, target: int | None) -> tuple[int, str] | None:
+        """:meth:`Model.nexthop_of`, remembered for the slice last asked (a satellite's actions share their
+        directions: each is resolved once per slice)."""
+        if self._nh_k != k:
+            self._nh.clear()
+            self._nh_k = k
+        key = (s, direction, target)
+        try:
+            return self._nh[key]
+        except KeyError:
+            nh = self._nh[key] = self.m.nexthop_of(s, direction, k, target)
+            return nh
 
     # ------------------------------------------------------------------ the other objects
     def grc_addrs(self, k: int) -> dict[int, dict[str, int]]:

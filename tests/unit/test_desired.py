@@ -107,6 +107,34 @@ def test_routes_agree_with_the_plans_reference_lookup(model, states, k) -> None:
                     assert oifs == allowed  # every egress of the entry, one multipath route
 
 
+def test_routes_asked_in_any_slice_order_are_each_slice_s_own(model, states) -> None:
+    """Desired remembers next hops for the slice last asked and decoded actions: asking slices out of order
+    (the FIB check does, the applier goes on) gives each slice's own routes, as a fresh Desired computes them."""
+    d = Desired(model)
+    order = [5, 6, 5, 30, 0, 6, N_SLICES - 1, 5]
+    for k in order:
+        for s in range(0, len(model.satellites), 3):
+            assert d.routes(s, k) == states[k].routes[s], (s, k)
+    assert any(states[5].routes[s] != states[30].routes[s] for s in range(len(model.satellites)))  # slices differ
+
+
+def test_next_hops_are_remembered_for_one_slice_only(model) -> None:
+    """The memo behind the above: a next hop is the model's answer for the slice asked, never another's."""
+    d = Desired(model)
+    asked = []
+
+    class Links:
+        def nexthop_of(self, sat, direction, k, target):
+            asked.append((sat, direction, k, target))
+            return (k, f"fe80::{sat}:{direction}:{target}")
+    d.m = Links()
+    assert d._nexthop(1, 0, 5, None) == (5, "fe80::1:0:None")
+    assert d._nexthop(1, 0, 5, None) == (5, "fe80::1:0:None") and len(asked) == 1  # remembered in slice 5
+    assert d._nexthop(1, 0, 6, None)[0] == 6
+    assert d._nexthop(1, 0, 5, None)[0] == 5 and len(asked) == 3  # slice 6 asked in between: asked again
+    assert d._nexthop(1, DOWN, 5, 7) == (5, f"fe80::1:{DOWN}:7")
+
+
 def test_grc_addresses_follow_the_binding_with_one_slice_retained(model, states) -> None:
     from emu.addressing.grc import to_ipv4
 
