@@ -169,6 +169,8 @@ class Controller:
     def loop(self) -> None:
         n = self.model.n_slices
         slice_wall = self.db.slice_s / self.speed
+        warm_ms = self.applier.warm(n)  # slice k0 is in force already; its clock starts after this
+        log.info("next tables warmed with slice %d's routes in %.0f ms", self.k0, warm_ms)
         t_start = self.t_start = time.monotonic()
         for k in range(self.k0 + 1, n):
             if self.stop.is_set():

@@ -185,23 +185,26 @@ def _nhid(nexthops: NexthopTable | None, verb: str, rtype: int, hops: Sequence[H
 
 def route6_many(batch: NetlinkBatch, verb: str, table: int,
                 routes: Iterable[tuple[int, int, int | None, int, Sequence[Hop]]], base6: int,
-                local_oif: int | None = None, nexthops: NexthopTable | None = None) -> None:
+                local_oif: int | None = None, nexthops: NexthopTable | None = None,
+                oifs: Sequence[int] | None = None) -> None:
     """The IPv6 twins of :func:`route4_many`'s routes, in bulk: the same (prefix, plen, metric, type, hops) of
     an IPv4 GRC region, sent as its IPv6 form under the GRC /96 ``base6`` (:func:`emu.addressing.grc.ipv6_base`;
     the one rule is :func:`emu.addressing.grc.prefix6_of`: ``base6 | prefix``, length + 96), the hops as
     RTA_GATEWAY. Byte for byte what :func:`route6` writes for ``prefix6_of(prefix, plen, base6)``, one by one
     (``tests/unit/test_nl_encoder.py``); per route only the nlmsghdr and the last 4 bytes of RTA_DST are packed.
-    ``nexthops``: as :func:`route4_many` (the same objects serve both families).
+    ``nexthops``: as :func:`route4_many` (the same objects serve both families). ``oifs``: each route's own
+    ``local_oif`` (the bound GRCs' twins, one per interface), as one call per interface would send them.
     """
     shapes: dict[tuple, tuple[bytes, bytes, int, int]] = {}
     u32 = _U32BE.pack
     dst_head = _DST6_HEAD.pack(20, RTA_DST) + (base6 >> 32).to_bytes(12, "big")
     msgs, details = [], []
-    for prefix, plen, metric, rtype, hops in routes:
-        key = (plen, metric, rtype, hops)
+    for i, (prefix, plen, metric, rtype, hops) in enumerate(routes):
+        oif = local_oif if oifs is None else oifs[i]
+        key = (plen, metric, rtype, hops, oif)
         shape = shapes.get(key)
         if shape is None:
-            shape = shapes[key] = _shape(verb, 16, plen + 96, metric, rtype, hops or (), table, local_oif,
+            shape = shapes[key] = _shape(verb, 16, plen + 96, metric, rtype, hops or (), table, oif,
                                          _nhid(nexthops, verb, rtype, hops, batch))
         head, tail, mtype, flags = shape
         msgs.append((mtype, flags, head + dst_head + u32(prefix) + tail))

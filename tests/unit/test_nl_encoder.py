@@ -424,6 +424,22 @@ def test_bulk_ipv6_twins_are_the_same_messages_as_route6_one_by_one(verb, table,
             assert got == [(h.oif, max(1, min(256, h.weight)), h.via6) for h in hops]
 
 
+@given(verb=st.sampled_from(["add", "del"]), twins=st.lists(st.tuples(_v4, st.integers(1, 40)), min_size=1,
+                                                               max_size=12))
+def test_bulk_ipv6_routes_with_an_interface_each_are_one_call_per_interface(verb, twins) -> None:
+    """``oifs`` (the bound GRCs' local /128 twins, each on its own interface): the same messages, in the same
+    order, as one route6_many call per route with that interface as ``local_oif``."""
+    base6 = 0xFD00_6772_6300 << 80
+    one, bulk = NetlinkBatch.unbound(ack_each=False), NetlinkBatch.unbound(ack_each=False)
+    routes = [(a, 32, None, nlroute.RTN_LOCAL, ()) for a, _oif in twins]
+    for r, (_a, oif) in zip(routes, twins):
+        nlroute.route6_many(one, verb, 255, [r], base6, oif)
+    nlroute.route6_many(bulk, verb, 255, routes, base6, oifs=[oif for _a, oif in twins])
+    assert bulk.messages() == one.messages()
+    if verb == "add":  # a delete names the route by its destination alone
+        assert [m.get("RTA_OIF") for m in decoded(bulk)] == [oif for _a, oif in twins]
+
+
 def test_a_bulk_ipv6_failure_names_the_ipv6_route() -> None:
     """A failed message of the IPv6 bulk path is reported by its IPv6 form, not its IPv4 key."""
     from emu.dataplane.netlink import _fmt

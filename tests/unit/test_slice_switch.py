@@ -242,3 +242,48 @@ def test_adopt_takes_over_an_encoded_queue() -> None:
     early.route("replace", "10.2.0.0", 16, oif=1, table=100)
     with pytest.raises(DataplaneError):
         late.adopt(early)            # only onto an empty queue
+
+
+@pytest.mark.parametrize("how", ["mark", "rules"])
+def test_warmed_tables_make_the_first_preparations_diffs_and_hold_each_slice_s_routes(plan, how) -> None:
+    """``warm`` writes slice k0's routes into the tables of slices k0+1 and k0+2 before the clock starts: the
+    first two preparations then send only what changed since k0, and every table ends up holding its slice's
+    routes exactly as without warming (the applier's record of each table is what the plan says)."""
+    sent = {}
+    tables = {}
+    for warmed in (False, True):
+        a, f = applier(plan, how)
+        a.initial(0)
+        if warmed:
+            m0 = f.msgs
+            a.warm(plan.n_slices)
+            assert f.msgs > m0  # the two tables were written
+        counts = []
+        for k in (1, 2, 3):
+            m0 = f.msgs
+            a.prepare(k)
+            counts.append(f.msgs - m0)
+            a.switch(k)
+            a.cleanup(k)
+        sent[warmed] = counts
+        tables[warmed] = {key: dict(v) for key, v in a.tables.items()}
+        want = a.desired.state(3).routes
+        assert all(a.tables[(s, D.table_id(3))] == want[s] for s in want)
+    assert tables[True] == tables[False]
+    assert sent[True][0] < sent[False][0] and sent[True][1] < sent[False][1]  # diffs, not whole tables
+    assert sent[True][2] == sent[False][2]  # from slice k0+3 on, the same diffs
+
+
+def test_warm_stops_at_the_run_s_last_slice(plan) -> None:
+    a, f = applier(plan, "mark")
+    a.initial(0)
+    m0 = f.msgs
+    a.warm(1)  # a one-slice run: no table to warm
+    assert f.msgs == m0
+    a.warm(2)
+    one = f.msgs - m0
+    a2, f2 = applier(plan, "mark")
+    a2.initial(0)
+    m0 = f2.msgs
+    a2.warm(plan.n_slices)
+    assert 0 < one < f2.msgs - m0
