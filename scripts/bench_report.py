@@ -37,7 +37,7 @@ FIGURES = {
            ("build_ratio_vs_default_queues", "build ratio vs it"),
            ("build_ratio_floor", "build ratio floor (bare + only the work it lacks)"),
            ("apply_p50_ms", "apply p50 ms"), ("apply_p99_ms", "apply p99 ms"),
-           ("prep_p50_ms", "prep p50 ms"), ("cleanup_p50_ms", "cleanup p50 ms"),
+           ("warm_ms", "warm ms"), ("prep_p50_ms", "prep p50 ms"), ("cleanup_p50_ms", "cleanup p50 ms"),
            ("prep_kernel_cpu_p50_ms", "prep kernel CPU p50 ms"), ("cleanup_kernel_cpu_p50_ms", "cleanup kernel CPU p50 ms"),
            ("replay_speed_max", "replay speed max"), ("replay_speed_kernel_bound", "replay speed, kernel time alone"),
            ("kernel_mem_mb", "kernel MB"), ("teardown_s", "teardown s")],
