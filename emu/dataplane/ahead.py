@@ -33,7 +33,7 @@ from emu.dataplane.rtpack import peer_fd_attr, peer_fd_of
 FD_SLOT_BASE = 1 << 31  # placeholder "fds" of a recording: as the kernel's s32 fd, negative (EBADF if one leaked)
 # a step's kind (Step.kind), by the first word of its messages' operation: what the build's time went to
 KINDS = {"veth": "veths", "link": "link ups", "addr": "addresses", "route": "routes", "nexthop": "routes",
-         "rule": "rules", "qdisc": "qdiscs", "vxlan": "tunnels", "fdb": "tunnels"}
+         "rule": "rules", "qdisc": "qdiscs", "vxlan": "tunnels", "ipip": "tunnels", "fdb": "tunnels"}
 
 
 class _Batch(NetlinkBatch):
@@ -68,7 +68,9 @@ class Step:
         return sum(len(b) for b in self.batches.values())
 
     def kind(self) -> str:
-        """What the step mostly writes (:data:`KINDS`; ``nftables``), by the first message of each namespace."""
+        """The step's kind (:data:`KINDS`; ``nftables``): what most of its namespaces write first. A step that
+        writes several kinds counts as its first: links brought up with their addresses are "link ups", the GRC
+        addresses with their IPv6 twins (routes) "addresses"."""
         if self.nft is not None:
             return "nftables"
         first = Counter(str(b.first_op()).split()[0] for b in self.batches.values())

@@ -148,9 +148,12 @@ class SliceApplier:
 
     def warm(self, until: int) -> float:
         """Before the slice clock starts: the tables that slices k0+1 and k0+2 will be filled into get slice
-        k0's routes now (no rule or mark points at them yet), so their first preparations send only what changed
-        since k0 instead of whole tables (a ~1 s write on Starlink shell 1, which made the second boundary of a
-        run of 1 s slices late). Only tables of slices before ``until`` (the run's slice count). Milliseconds."""
+        k0's routes now, so their first preparations send only what changed since k0 instead of whole tables (a
+        ~1 s write on Starlink shell 1, which made the second boundary of a run of 1 s slices late). No lookup
+        reaches table(k0+1) yet; table(k0+2) is table(k0-1) of the rotation, which the mark switch's fixed rules
+        look up after table(k0) for slice k0's mark: it now holds a copy of table(k0), so a miss there is a miss
+        in it too, as in the empty table before. Only tables of slices before ``until`` (the run's slice count).
+        Milliseconds."""
         t0 = time.perf_counter()
         with _NoCollect():
             for k in range(self.k0 + 1, min(self.k0 + D.N_TABLES, until)):

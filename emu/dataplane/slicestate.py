@@ -15,8 +15,8 @@ between two slices' states, are :mod:`emu.dataplane.desired`.
 from __future__ import annotations
 
 import logging
-from itertools import repeat
 from collections.abc import Iterable
+from itertools import repeat
 
 import numpy as np
 

@@ -135,6 +135,45 @@ def test_next_hops_are_remembered_for_one_slice_only(model) -> None:
     assert d._nexthop(1, DOWN, 5, 7) == (5, f"fe80::1:{DOWN}:7")
 
 
+def test_standby_entries_keep_their_metric_2_routes_beside_multipath_ones(model) -> None:
+    """An active-standby entry is two routes (metric 1 and 2), so a table that has one is built entry by entry,
+    and a table of one-route entries alone the fast way (Desired.routes): either way every entry gets the
+    routes of its action, the standby at metric 2."""
+    import numpy as np
+
+    s, k = 0, 0
+    dirs = [d for d in range(4) if model.nexthop_of(s, d, k, None) is not None]
+    assert len(dirs) >= 3
+    ecmp = actions.encode(actions.MULTIPATH, {dirs[0]: 1, dirs[1]: 1})
+    standby = actions.encode(actions.STANDBY, {dirs[1]: 1, dirs[2]: 2})
+
+    class Tables:
+        def __init__(self, codes):
+            self.codes = codes
+
+        def of(self, sat):
+            n = len(self.codes)
+            return (np.array([0x0A000000 + (i << 16) for i in range(n)], dtype=np.uint32),
+                    np.full(n, 16, dtype=np.uint8), np.array(self.codes, dtype=np.int64))
+
+    for codes in ([ecmp, standby, ecmp], [ecmp, ecmp]):
+        d = Desired(model)
+        d._cache[("tables", k)] = Tables(codes)
+        region = d.region(s, k)
+        want = {(region[0], region[1], 1): (nlroute.RTN_LOCAL, ())}
+        for i, code in enumerate(codes):
+            for metric, rtype, hops in d.routes_for_action(s, k, code):
+                want[(0x0A000000 + (i << 16), 16, metric)] = (rtype, hops)
+        assert d.routes(s, k) == want, codes
+    # the standby entry (10.1/16): its active hop at metric 1, its standby at metric 2
+    d = Desired(model)
+    d._cache[("tables", k)] = Tables([ecmp, standby, ecmp])
+    got = d.routes(s, k)
+    assert [h.oif for h in got[(0x0A010000, 16, 1)][1]] == [IDX_DIR[dirs[1]]]
+    assert [h.oif for h in got[(0x0A010000, 16, 2)][1]] == [IDX_DIR[dirs[2]]]
+    assert len(got[(0x0A000000, 16, 1)][1]) == 2 and (0x0A000000, 16, 2) not in got
+
+
 def test_grc_addresses_follow_the_binding_with_one_slice_retained(model, states) -> None:
     from emu.addressing.grc import to_ipv4
 

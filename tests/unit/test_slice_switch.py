@@ -287,3 +287,34 @@ def test_warm_stops_at_the_run_s_last_slice(plan) -> None:
     m0 = f2.msgs
     a2.warm(plan.n_slices)
     assert 0 < one < f2.msgs - m0
+
+
+def test_bound_grcs_ipv6_twins_each_go_on_their_own_interface(plan) -> None:
+    """``_addrs``: each bound GRC's IPv6 twin is a local /128 on the interface its IPv4 address is bound to,
+    also when one namespace binds several on different interfaces in one call (sent in one bulk write)."""
+    import socket
+
+    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+    a, f = applier(plan, "mark")
+    sent: dict[str, list[bytes]] = defaultdict(list)
+    drop = f.flush
+
+    def flush(names=None, ok=()):
+        for n in (f.names if names is None else names):
+            sent[n] += f.nl[n].messages()
+        return drop(names, ok)
+    f.flush = flush
+    items = [(0, "10.9.0.1", 5), (0, "10.9.0.2", 7), (1, "10.9.0.3", 6), (0, "10.9.0.4", 5)]
+    a._addrs(items, "add", ok={17})
+    for s in (0, 1):
+        want = {D.grc_twin6(addr, a.desired.base6): idx for sat, addr, idx in items if sat == s}
+        got = {}
+        for data in sent[a.sat_ns(s)]:
+            if int.from_bytes(data[4:6], "little") != 24:  # RTM_NEWROUTE (the IPv4 addresses are RTM_NEWADDR)
+                continue
+            m = rtmsg(data)
+            m.decode()
+            assert m["family"] == socket.AF_INET6 and m["dst_len"] == 128 and m["table"] == D.RT_TABLE_LOCAL
+            got[m.get_attr("RTA_DST")] = m.get_attr("RTA_OIF")
+        assert got == want, s
