@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from emu.cli.plan_cmds import build_plan  # noqa: E402
 from emu.dataplane import cleanup, features, netns  # noqa: E402
 from emu.dataplane.build import masquerade_ruleset  # noqa: E402
-from emu.dataplane.procs import popen_in, run_in, spawn_in, stop  # noqa: E402
+from emu.dataplane.procs import interrupt_on, popen_in, run_in, spawn_in, stop  # noqa: E402
 from emu.dataplane.controller import Controller  # noqa: E402
 from emu.dataplane.netlink import NetlinkBatch  # noqa: E402
 from emu.dataplane.state import Run  # noqa: E402
@@ -179,10 +179,6 @@ class PlainChain:
         netns.delete_many(self.names)
 
 
-def _interrupt(signum, _frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("scenario", nargs="?", default="topologies/default.yaml")
@@ -190,8 +186,7 @@ def main() -> None:
     ap.add_argument("--search", type=int, default=383)
     ap.add_argument("--rounds", type=int, default=5, help="emulated and plain measured alternately, this many times")
     args = ap.parse_args()
-    for sig in (signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C: the finally below tears everything down
-        signal.signal(sig, _interrupt)
+    interrupt_on()  # SIGTERM, SIGHUP as Ctrl-C: the finally blocks tear down what exists
     tmp = Path(tempfile.mkdtemp(prefix="bench-fwd-"))
     try:
         bench(args, tmp)

@@ -108,3 +108,20 @@ def spawn_in(netns_name: str, argv: list[str], die_with_parent: bool = False) ->
     """Start a long-running process inside a namespace (entered in the child only), in its own session."""
     return popen_in(netns_name, argv, die_with_parent, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
+
+
+def interrupt_on(signals=(signal.SIGTERM, signal.SIGHUP)) -> None:
+    """From now on ``signals`` raise KeyboardInterrupt in this process, as Ctrl-C does, so its ``finally``
+    blocks tear down what it made. A child forked later (a multiprocessing worker) that gets one dies of it
+    as by default, never running its parent's clean-up."""
+    owner = os.getpid()
+
+    def handler(signum, _frame) -> None:
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for s in signals:
+        signal.signal(s, handler)
