@@ -284,5 +284,5 @@ if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt as exc:
-        print(f"bench_forwarding: interrupted ({exc or 'SIGINT'}); everything it made is removed", file=sys.stderr)
+        print(f"bench_forwarding: interrupted ({str(exc) or 'SIGINT'}); everything it made is removed", file=sys.stderr)
         sys.exit(130)
