@@ -21,6 +21,11 @@ GS tunnel (grc-based-routing §Data Forwarding Process steps 2 and 4) over one s
 the emulator beyond it. A fourth has both the tunnel and the NAT, everything
 the emulated path models: ``ratio_vs_plain_modelled`` is what the emulator
 itself costs (slice tables, marks, next hops, rules). Root required.
+
+Everything it makes is in one run record (:class:`emu.dataplane.state.Run`): the emulated path's namespaces,
+the plain chains' namespaces (journalled before they exist), this process and every iperf3 it starts (which
+also die with it, PR_SET_PDEATHSIG). Ctrl-C, SIGTERM and SIGHUP tear everything down in the ``finally``;
+after a kill -9, ``leo-emu down --all`` (or ``--run RUN``) does.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,10 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from emu.cli.plan_cmds import build_plan  # noqa: E402
 from emu.dataplane import cleanup, features, netns  # noqa: E402
 from emu.dataplane.build import masquerade_ruleset  # noqa: E402
-from emu.dataplane.procs import run_in, spawn_in  # noqa: E402
+from emu.dataplane.procs import interrupt_on, popen_in, run_in, spawn_in, stop  # noqa: E402
 from emu.dataplane.controller import Controller  # noqa: E402
 from emu.dataplane.netlink import NetlinkBatch  # noqa: E402
-from emu.dataplane.state import Run, new_run_id  # noqa: E402
+from emu.dataplane.state import Run  # noqa: E402
 from emu.dataplane.tc import LinkShape, shape_many  # noqa: E402
 from emu.plan.db import PlanDB  # noqa: E402
 from emu.plan.path import PathFinder  # noqa: E402
@@ -53,12 +60,20 @@ from emu.plan.path import PathFinder  # noqa: E402
 RATE_MBIT = 32000.0  # tbf rates are 32-bit bytes/s (~34 Gbit/s at most): above any forwarding rate here
 
 
-def iperf(netns_name: str, server: str, seconds: float) -> tuple[float, float]:
+def iperf(run: Run, netns_name: str, server: str, seconds: float) -> tuple[float, float]:
     """(bits/s received, CPU seconds per GB): the second is iperf3's own CPU figure for sender and receiver
-    (their system time includes the forwarding their softirqs did), steadier than bits/s under load."""
-    p = subprocess.run(["ip", "netns", "exec", netns_name, "iperf3", "-c", server, "-t", str(seconds), "-J"],
-                       capture_output=True, text=True, timeout=seconds + 30)
-    end = json.loads(p.stdout)["end"]
+    (their system time includes the forwarding their softirqs did), steadier than bits/s under load.
+    The client is recorded in ``run`` and dies with this process."""
+    p = popen_in(netns_name, ["iperf3", "-c", server, "-t", str(seconds), "-J"], die_with_parent=True,
+                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run.record_pid(p.pid, f"iperf3 client in {netns_name}")
+        out, err = p.communicate(timeout=seconds + 30)
+    finally:
+        stop(p)
+    if p.returncode != 0:
+        raise SystemExit(f"iperf3 -c {server} in {netns_name}: exit {p.returncode}: {(out + err).strip()[-300:]}")
+    end = json.loads(out)["end"]
     rx, cpu = end["sum_received"], end["cpu_utilization_percent"]
     cpu_s = (cpu["host_total"] + cpu["remote_total"]) / 100 * rx["seconds"]
     return float(rx["bits_per_second"]), cpu_s / (rx["bytes"] / 1e9)
@@ -68,16 +83,33 @@ class PlainChain:
     """``hops`` namespaces in a line, one veth and a /30 per hop, tbf at RATE_MBIT on every end, an iperf3
     server at the far end: plain kernel forwarding, the baseline. ``nat``: the second-last namespace (where
     the emulated path's operator core sits) also masquerades the sender's traffic toward the last, with the
-    core's own ruleset (:func:`build.masquerade_ruleset`): the baseline that includes the modelled NAT."""
+    core's own ruleset (:func:`build.masquerade_ruleset`): the baseline that includes the modelled NAT.
 
-    def __init__(self, prefix: str, hops: int, nat: bool = False, flowtable: bool = False, tunnel: bool = False):
+    Recorded in ``run`` as the emulator records its own: the namespaces before they exist, the server with its
+    start time; the server dies with the creating thread (PR_SET_PDEATHSIG). So ``cleanup.teardown(run)`` --
+    ``leo-emu down`` -- removes the chain after any end of this process, kill -9 included."""
+
+    def __init__(self, run: Run, prefix: str, hops: int, nat: bool = False, flowtable: bool = False,
+                 tunnel: bool = False):
         self.names = names = [f"{prefix}-c{i}" for i in range(hops)]
         self.server_addr = f"10.99.{hops - 2}.2"
+        self.fds: dict[str, int] = {}
+        self.b: dict[str, NetlinkBatch] = {}
+        self.server = None
+        run.record_netns(names)
+        try:
+            self._build(run, hops, nat, flowtable, tunnel)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, run: Run, hops: int, nat: bool, flowtable: bool, tunnel: bool) -> None:
+        names = self.names
         netns.create_many(names, {"net.ipv4.ip_forward": 1, "net.ipv4.conf.all.rp_filter": 0,
                                   "net.ipv4.conf.default.rp_filter": 0})
-        self.fds = {n: netns.open_fd(n) for n in names}
-        self.b = b = {n: NetlinkBatch(n) for n in names}
-        self.server = None
+        self.fds.update({n: netns.open_fd(n) for n in names})
+        self.b.update({n: NetlinkBatch(n) for n in names})
+        b = self.b
         for i in range(hops - 1):
             b[names[i]].veth("r", "l", self.fds[names[i + 1]], index=10, peer_index=11, mtu=1500)
             b[names[i]].send()
@@ -104,11 +136,12 @@ class PlainChain:
             self._tunnel(names)
         if nat:  # the core's ruleset; with ``flowtable``, its fast path over this namespace's two links
             ft = ("l", "r") if flowtable else ()
-            p = run_in(names[-2], ["nft", "-f", "-"],
+            p = run_in(names[-2], ["nft", "-f", "-"], die_with_parent=True,
                        stdin=masquerade_ruleset("10.99.0.0/30", oifname="r", flowtable_devices=ft))
             if p.returncode != 0:
                 raise SystemExit(f"nft in {names[-2]}: {p.stderr.strip()}")
-        self.server = spawn_in(names[-1], ["iperf3", "-s", "-B", self.server_addr])
+        self.server = spawn_in(names[-1], ["iperf3", "-s", "-B", self.server_addr], die_with_parent=True)
+        run.record_pid(self.server.pid, f"iperf3 server in {names[-1]}")
         time.sleep(0.3)
 
     @staticmethod
@@ -127,18 +160,22 @@ class PlainChain:
                 (a, "route replace 10.99.2.0/30 via 10.99.1.2 dev r"),
                 (z, "route replace 10.99.1.0/30 via 10.99.2.1 dev l")]
         for ns, cmd in cmds:
-            p = run_in(ns, ["ip", *cmd.split()])
+            p = run_in(ns, ["ip", *cmd.split()], die_with_parent=True)
             if p.returncode != 0:
                 raise SystemExit(f"ip {cmd} in {ns}: {p.stderr.strip()}")
 
     def close(self) -> None:
+        """Stop the server, close the sockets and fds, remove the namespaces (idempotent)."""
         if self.server is not None:
             self.server.kill()
             self.server.wait()
+            self.server = None
         for x in self.b.values():
             x.close()
         for fd in self.fds.values():
             os.close(fd)
+        self.b.clear()
+        self.fds.clear()
         netns.delete_many(self.names)
 
 
@@ -149,7 +186,15 @@ def main() -> None:
     ap.add_argument("--search", type=int, default=383)
     ap.add_argument("--rounds", type=int, default=5, help="emulated and plain measured alternately, this many times")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp())
+    interrupt_on()  # SIGTERM, SIGHUP as Ctrl-C: the finally blocks tear down what exists
+    tmp = Path(tempfile.mkdtemp(prefix="bench-fwd-"))
+    try:
+        bench(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench(args: argparse.Namespace, tmp: Path) -> None:
     sc = yaml.safe_load(Path(args.scenario).read_text())
     sc.setdefault("links", {}).update(isl_rate_mbit=RATE_MBIT, ground_rate_mbit=RATE_MBIT,
                                       terrestrial_rate_mbit=RATE_MBIT)
@@ -163,7 +208,8 @@ def main() -> None:
     k0 = best["slice"]
     hops = len(best["hops"])
     run = Run.create()
-    res = {"scenario": args.scenario, "slice": k0, "path": [h["node"] for h in best["hops"]], "hop_count": hops,
+    run.record_pid(os.getpid(), "bench_forwarding")  # `leo-emu down` stops it first, its finally cleans up
+    res = {"run": run.run_id,"scenario": args.scenario, "slice": k0, "path": [h["node"] for h in best["hops"]], "hop_count": hops,
            "satellite_hops": best.get("satellite_hops"), "rate_mbit_per_hop": RATE_MBIT,
            "kernel": features.detect().kernel}
     has_ft = features.detect().has("nft_flowtable")
@@ -185,7 +231,7 @@ def main() -> None:
         for name, prefix in (("plain", "bf"), ("plain_nat", "bn"), ("plain_nat_noflowtable", "bs"),
                              ("plain_tunnel", "bt"), ("plain_modelled", "bm")):
             if name in bps:
-                chains[name] = PlainChain(prefix + new_run_id()[2:], hops,
+                chains[name] = PlainChain(run, prefix + run.run_id[2:], hops,
                                           nat=name.startswith("plain_nat") or name == "plain_modelled",
                                           flowtable=name in ("plain_nat", "plain_modelled") and has_ft,
                                           tunnel=name in ("plain_tunnel", "plain_modelled"))
@@ -195,15 +241,17 @@ def main() -> None:
         # Alternate them, all built: this machine's load moves any one by more than the difference.
         for _ in range(args.rounds):
             for name, (ns, addr) in nets.items():
-                b, c = iperf(ns, addr, args.time)
+                b, c = iperf(run, ns, addr, args.time)
                 bps[name].append(b)
                 cpu[name].append(c)
-    finally:
+    finally:  # not cut short by a second Ctrl-C; a kill -9 here leaves it to `leo-emu down`
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         if ctl is not None:
             ctl.close()
-        cleanup.teardown(run)
         for c in chains.values():
             c.close()
+        cleanup.teardown(run)
     med = {name: statistics.median(x) for name, x in bps.items()}
     res["rounds"] = args.rounds
     for name, x in bps.items():
@@ -233,4 +281,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt as exc:
+        print(f"bench_forwarding: interrupted ({str(exc) or 'SIGINT'}); everything it made is removed", file=sys.stderr)
+        sys.exit(130)

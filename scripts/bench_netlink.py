@@ -31,9 +31,10 @@ mode was fastest, the ratios pyroute2-best / ours, and whether pyroute2
 meets the route budget (--route-budget-s per 100k routes: a 15 s slice at
 --speed 10). Progress goes to stderr.
 
-Everything it makes carries the prefix ``b<pid>-`` and is removed in a
+Everything it makes carries the prefix ``b<pid>-``, is journalled in a run
+record (``emu.dataplane.state.Run``) before it exists, and is removed in a
 ``finally`` (also on Ctrl-C, SIGTERM, SIGHUP). After a ``kill -9``:
-``scripts/bench_netlink.py --cleanup b<pid>-``.
+``leo-emu down --all`` (or ``scripts/bench_netlink.py --cleanup b<pid>-``).
 
 Run as root: ``python3 scripts/bench_netlink.py --nodes 1600``.
 """
@@ -46,7 +47,6 @@ import logging
 import math
 import os
 import resource
-import signal
 import socket
 import statistics
 import struct
@@ -60,18 +60,16 @@ import _rawnl  # noqa: E402
 from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL  # noqa: E402
 from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK  # noqa: E402
 
-from emu.dataplane import netns, nlmsg, tc  # noqa: E402
+from emu.dataplane import cleanup, netns, nlmsg, tc  # noqa: E402
 from emu.dataplane.netlink import NetlinkBatch, encode  # noqa: E402
+from emu.dataplane.procs import interrupt_on  # noqa: E402
+from emu.dataplane.state import Run  # noqa: E402
 from emu.errors import DataplaneError  # noqa: E402
 
 log = logging.getLogger("bench_netlink")
 # Fixed interface indexes per node (index 1 is lo): the builder knows every
 # index in advance, so no message ever waits for a reply to learn one.
 IDX = {"e": 2, "s": 3, "w": 4, "n": 5}
-
-
-def _interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _ip(n: int) -> bytes:
@@ -327,8 +325,7 @@ def main() -> int:
     if args.cleanup:
         print(json.dumps({"removed": netns.delete_many(netns.list_names(args.cleanup))}))
         return 0
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
+    interrupt_on()  # SIGTERM, SIGHUP as Ctrl-C: the finally tears down
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = 2 * args.nodes + 256                      # a socket and an fd per namespace
     if soft < need:
@@ -342,6 +339,9 @@ def main() -> int:
     errors: list[str] = []
     socks: dict[int, NetlinkBatch] = {}
     fds: dict[int, int] = {}
+    run = Run.create()  # as the emulator's runs: `leo-emu down` removes all of it, also after a kill -9
+    run.record_pid(os.getpid(), "bench_netlink")
+    run.record_netns(names)
     try:
         torus_res: dict = {}
         if not args.skip_pyroute2_torus:
@@ -376,6 +376,7 @@ def main() -> int:
         errors.append(f"interrupted ({exc})")
     finally:
         out["teardown_s"] = teardown(prefix, socks, fds)
+        cleanup.teardown(run)  # nothing left to remove but the record
         out["errors"] = len(errors)
         if errors:
             out["first_error"] = errors[0]

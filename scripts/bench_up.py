@@ -63,6 +63,7 @@ from emu.dataplane.ahead import FD_SLOT_BASE  # noqa: E402
 from emu.dataplane.controller import Controller  # noqa: E402
 from emu.dataplane.fabric import Fabric  # noqa: E402
 from emu.dataplane.netlink import NetlinkBatch  # noqa: E402
+from emu.dataplane.procs import interrupt_on  # noqa: E402
 from emu.dataplane.state import Run  # noqa: E402
 
 
@@ -123,6 +124,9 @@ def baseline(n_ns: int, pairs: list[tuple[int, int]], queues: bool = True, key: 
     names = [f"{prefix}{i}" for i in range(n_ns)]
     fab = None
     out = {}
+    run = Run.create()  # journalled as a run's own: `leo-emu down` removes them after a kill -9 too
+    run.record_pid(os.getpid(), "bench_up baseline")
+    run.record_netns(names)
     try:
         t0 = time.perf_counter()
         for i in range(0, n_ns, 200):
@@ -150,6 +154,7 @@ def baseline(n_ns: int, pairs: list[tuple[int, int]], queues: bool = True, key: 
             fab.close()
         netns.delete_many(netns.list_names(prefix))
         out[f"{key}_teardown_s"] = round(time.perf_counter() - t0, 3)
+        cleanup.teardown(run)  # nothing left to remove but the record
     return out
 
 
@@ -277,6 +282,7 @@ def replay(ctl: Controller, speed: float) -> dict:
 
 
 def main() -> None:
+    interrupt_on()  # SIGTERM, SIGHUP as Ctrl-C: the finally blocks tear down what exists
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("scenario", nargs="?", default="topologies/starlink-shell1.yaml")
     ap.add_argument("--boundaries", type=int, default=20)
@@ -292,6 +298,7 @@ def main() -> None:
     if not args.plan:
         build_plan(args.scenario, plan, args.boundaries + 1, fmt="json")
     run = Run.create()
+    run.record_pid(os.getpid(), "bench_up")  # `leo-emu down` stops it first; after kill -9 it removes the rest
     mem0 = meminfo_kb()
     res: dict = {"scenario": args.scenario, "run": run.run_id}
     try:

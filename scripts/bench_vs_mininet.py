@@ -241,9 +241,9 @@ def main() -> int:
     requirements.require()
     env = dict(os.environ)
     env.setdefault("LEOEMU_RUN_ID_PREFIX", "mnb")
-    tmp = tempfile.mkdtemp(prefix="mnbench-runs-")
-    env.setdefault("LEOEMU_RUN_DIR", tmp)
-    os.environ.update({k: env[k] for k in ("LEOEMU_RUN_DIR", "LEOEMU_RUN_ID_PREFIX")})
+    tmp = tempfile.mkdtemp(prefix="mnbench-")
+    # the run's record stays where `leo-emu down --all` looks (run_root()): a killed benchmark's run is found
+    os.environ.update({k: env[k] for k in ("LEOEMU_RUN_DIR", "LEOEMU_RUN_ID_PREFIX") if k in env})
     plan = args.plan
     if plan is None:
         plan = os.path.join(tmp, "plan.db")

@@ -227,8 +227,7 @@ class Creation:
                         signal.signal(sig, signal.SIG_DFL)
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, stop)
                     # dies with the caller (a killed `up`): nothing is made after `down` has read the journal
-                    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-                    if os.getppid() != parent:
+                    if not die_with_parent(parent):
                         raise SystemExit
                     os.close(r)
                     for done in self._chunks():
@@ -294,6 +293,15 @@ class Creation:
                 os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
             self.pid = None
+
+
+def die_with_parent(parent: int) -> bool:
+    """In a freshly forked child: be killed (SIGKILL) when the thread that forked it ends (PR_SET_PDEATHSIG,
+    kept across exec); False if ``parent`` is already gone (the child was re-parented before the call), in which
+    case the child should exit at once. The kernel watches the forking *thread*: fork from a thread that lives
+    as long as the child should."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    return os.getppid() == parent
 
 
 def create_behind(names: Iterable[str], sysctls: Mapping[str, object] | None = None, chunk: int = 200) -> Creation:
