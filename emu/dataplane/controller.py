@@ -172,6 +172,8 @@ class Controller:
         warm_ms = self.applier.warm(n)  # slice k0 is in force already; its clock starts after this
         log.info("next tables warmed with slice %d's routes in %.0f ms", self.k0, warm_ms)
         t_start = self.t_start = time.monotonic()
+        now = time.time()
+        self.write_status(slice_started_at=now, slice0_at=now, warm_ms=round(warm_ms, 1))  # the clock's start
         for k in range(self.k0 + 1, n):
             if self.stop.is_set():
                 return

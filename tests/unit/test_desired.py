@@ -108,8 +108,8 @@ def test_routes_agree_with_the_plans_reference_lookup(model, states, k) -> None:
 
 
 def test_routes_asked_in_any_slice_order_are_each_slice_s_own(model, states) -> None:
-    """Desired remembers next hops for the slice last asked and decoded actions: asking slices out of order
-    (the FIB check does, the applier goes on) gives each slice's own routes, as a fresh Desired computes them."""
+    """Asking slices out of order gives each slice's routes as asking them in order does. (On this plan no next
+    hop changes between slices, so a memo leaking across slices is caught by the next test, not this one.)"""
     d = Desired(model)
     order = [5, 6, 5, 30, 0, 6, N_SLICES - 1, 5]
     for k in order:
