@@ -5,8 +5,9 @@ Builds the applier of a plan (default: a Starlink shell 1 plan you give with
 --plan) over a fabric of unbound ``NetlinkBatch`` objects -- every message is
 encoded and queued exactly as in a real run, then dropped -- and runs
 ``initial``, ``warm`` (as the controller before its clock starts) and
---boundaries boundaries back to back. Per phase it reports wall-clock and process CPU milliseconds (CPU time is far less sensitive to a
-loaded shared machine than wall-clock) and the messages queued. The kernel's
+--boundaries boundaries back to back. Per phase it reports wall-clock and
+process CPU milliseconds (CPU time is far less sensitive to a loaded shared
+machine than wall-clock) and the messages queued. The kernel's
 share of a real boundary is then ``bench_up.py``'s time minus this.
 Prints one JSON object; --profile adds the top functions of the last
 boundary (cProfile, by own time) on stderr.

@@ -262,6 +262,10 @@ class HostAgent:
                 "namespaces": len(b.local_names()), "vxlan": self.links.vxlans,
                 "degradations": b.degradations}
 
+    def warm(self, until: int) -> float:
+        """Before the shared clock starts: slice k0's routes into the next two tables (SliceApplier.warm)."""
+        return self.applier.warm(until)
+
     def prepare(self, k: int, at: float | None = None) -> float:
         """Slice k, armed for wall time ``at`` (the shared slice clock): the satellites switch then by themselves."""
         return self.applier.prepare(k, at_ns=None if at is None else round(at * 1e9))

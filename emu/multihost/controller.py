@@ -124,7 +124,11 @@ class MultiController(Controller):
     def loop(self) -> None:
         n = self.model.n_slices
         slice_wall = self.db.slice_s / self.speed
+        # every host warms its next two tables before the shared clock starts (as Controller.loop)
+        if self._gather([a.warm.remote(n) for a in self.agents], "warm") is None:
+            return self._hold()
         t0 = time.time()
+        self.write_status(slice_started_at=t0, slice0_at=t0)
         for k in range(self.k0 + 1, n):
             if self.stop.is_set():
                 return
