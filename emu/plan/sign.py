@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -30,7 +31,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from emu.plan.digest import rows_digest
 from emu.plan.routing import SliceTables
+
+log = logging.getLogger(__name__)
 
 DIGEST = 32
 
@@ -114,27 +118,6 @@ SEAL = "plan"  # the signatures table's one row
 SEAL_MAGIC = b"leo-emu plan seal v1\0"
 
 
-def _rows_digest(con: sqlite3.Connection, table: str) -> str:
-    """SHA-256 of a table: its name and columns, then every row in column order (rows sorted by every
-    column), as the ``repr`` of 4096-row chunks; a declared BLOB column's bytes enter as their own
-    SHA-256 and length (a tuple, which no SQLite value can be), so blobs are hashed, not repr'd."""
-    info = list(con.execute(f'PRAGMA table_info("{table}")'))
-    cols = [r[1] for r in info]
-    blobs = [i for i, r in enumerate(info) if str(r[2]).upper() == "BLOB"]
-    h = hashlib.sha256(json.dumps([table, cols]).encode())
-    order = ", ".join(str(i + 1) for i in range(len(cols)))
-    cur = con.execute(f'SELECT * FROM "{table}" ORDER BY {order}')
-    while True:
-        rows = cur.fetchmany(4096)
-        if not rows:
-            break
-        if blobs:
-            rows = [tuple(("blob", len(v), hashlib.sha256(v).hexdigest()) if i in blobs and isinstance(v, bytes)
-                          else v for i, v in enumerate(row)) for row in rows]
-        h.update(repr(rows).encode())
-    return h.hexdigest()
-
-
 def database_digests(con: sqlite3.Connection, path: Path | None = None, known: dict[str, str] | None = None) -> dict:
     """``{"schema": digest, "tables": {name: digest}}`` over everything in the file but the seal itself.
 
@@ -151,28 +134,73 @@ def database_digests(con: sqlite3.Connection, path: Path | None = None, known: d
 
 def table_digest_of(con: sqlite3.Connection, table: str) -> str:
     """One table's digest as the seal takes it (for ``seal(known=...)``: a table that is complete early)."""
-    return _rows_digest(con, table)
+    return rows_digest(con, table)
 
 
 def _table_digests(con: sqlite3.Connection, names: list[str], path: Path | None) -> dict[str, str]:
+    """Every table's digest; for a large plan in a committed file (``path``), by workers, largest tables first.
+
+    A single-threaded process forks them. A process with other threads (a Ray actor, the plan writer's, or
+    just numpy's BLAS pool) starts fresh interpreters instead (``python -m emu.plan.digest``): a child forked
+    while another thread holds a lock can hang on it, and ``multiprocessing``'s forkserver and spawn import
+    the caller's ``__main__`` again in each worker. A worker that dies or fails costs only time: the digests
+    are then taken here, in this process."""
     workers = min(os.cpu_count() or 1, 4)
     if path is None or workers < 2 or len(names) < 2:
-        return {n: _rows_digest(con, n) for n in names}
-    import multiprocessing
+        return {n: rows_digest(con, n) for n in names}
     from urllib.parse import quote
 
     size = {n: con.execute(f'SELECT COUNT(*) FROM "{n}"').fetchone()[0] for n in names}
     size["slices"] = size.get("slices", 0) * 2000  # a row of blobs weighs as much as thousands of small rows
     if sum(size.values()) < 200_000:  # small plans: forking costs more than it saves
-        return {n: _rows_digest(con, n) for n in names}
+        return {n: rows_digest(con, n) for n in names}
     uri = f"file:{quote(str(path))}?mode=ro"
-    # fork only a single-threaded process: a child forked while another thread (a Ray actor's, the plan
-    # writer's) holds a lock can hang on it, and the pool then waits for it forever; with threads, the workers
-    # come from a fresh forkserver process instead
-    ctx = multiprocessing.get_context("fork" if _os_threads() == 1 else "forkserver")
-    with ctx.Pool(workers) as pool:
-        got = dict(pool.imap_unordered(_worker_digest, [(uri, n) for n in sorted(names, key=lambda n: -size[n])]))
+    order = sorted(names, key=lambda n: -size[n])
+    try:
+        got = _forked(uri, order, workers) if _os_threads() == 1 else _interpreters(uri, order, size, workers)
+    except Exception as exc:  # noqa: BLE001 -- a broken worker pool: the same digests, taken here
+        log.warning("plan digests: workers failed (%s); taking them in this process", exc)
+        got = {n: rows_digest(con, n) for n in names}
     return {n: got[n] for n in names}
+
+
+def _forked(uri: str, order: list[str], workers: int) -> dict[str, str]:
+    """Digests by forked workers (a single-threaded caller only); a worker that dies breaks the pool, which
+    raises instead of waiting for it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as ex:
+        return dict(ex.map(_worker_digest, [(uri, n) for n in order]))
+
+
+def _interpreters(uri: str, order: list[str], size: dict[str, int], workers: int) -> dict[str, str]:
+    """Digests by fresh interpreters (``python -m emu.plan.digest``), the tables dealt largest first to the
+    least loaded; this package is put first on their path, so they run this code."""
+    import subprocess
+    import sys
+
+    bins: list[list[str]] = [[] for _ in range(workers)]
+    load = [0] * workers
+    for n in order:
+        i = load.index(min(load))
+        bins[i].append(n)
+        load[i] += size[n]
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    procs = [subprocess.Popen([sys.executable, "-m", "emu.plan.digest", uri, *b], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=env, stdin=subprocess.DEVNULL) for b in bins if b]
+    got: dict[str, str] = {}
+    failed = None
+    for p in procs:
+        out, err = p.communicate()
+        if p.returncode != 0:
+            failed = failed or f"exit {p.returncode}: {err.decode(errors='replace').strip()[-200:]}"
+        else:
+            got.update(json.loads(out))
+    if failed:
+        raise RuntimeError(failed)
+    return got
 
 
 def _os_threads() -> int:
@@ -187,7 +215,7 @@ def _worker_digest(job: tuple[str, str]) -> tuple[str, str]:
     uri, name = job
     con = sqlite3.connect(uri, uri=True)
     try:
-        return name, _rows_digest(con, name)
+        return name, rows_digest(con, name)
     finally:
         con.close()
 

@@ -1,11 +1,19 @@
 """The seal's table digests taken by worker processes equal the ones taken in the process itself, whether the
-workers are forked (a single-threaded process) or come from a forkserver (a process with other threads, where a
-forked child can hang on a lock another thread held: a Ray actor checking a plan's seal did)."""
+workers are forked (a single-threaded process) or fresh interpreters (a process with other threads, where a
+forked child can hang on a lock another thread held: a Ray actor checking a plan's seal did); a script without
+a ``__main__`` guard is not run again by them (multiprocessing's forkserver did, and waited forever); a worker
+that fails costs only time."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
+
+import pytest
 
 from emu.plan import sign
 from emu.plan.db import write_plan
@@ -14,22 +22,22 @@ from emu.plan.planner import make_plan
 from .helpers import load_default
 
 
-def test_worker_digests_equal_the_serial_ones_with_and_without_threads(tmp_path, monkeypatch) -> None:
-    p = tmp_path / "p.db"
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory):
+    p = tmp_path_factory.mktemp("seal") / "p.db"
     write_plan(make_plan(load_default()), p)  # the full orbit: large enough for the workers
     con = sqlite3.connect(p)
     names = sorted(r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
                    if r[0] != "signatures")
-    serial = sign._table_digests(con, names, None)
-    used = []
-    import multiprocessing
+    return p, con, names, sign._table_digests(con, names, None)
 
-    orig = multiprocessing.get_context
 
-    def spy(method=None):
-        used.append(method)
-        return orig(method)
-    monkeypatch.setattr(multiprocessing, "get_context", spy)
+def test_worker_digests_equal_the_serial_ones_with_and_without_threads(plan, monkeypatch) -> None:
+    p, con, names, serial = plan
+    how = []
+    for name in ("_forked", "_interpreters"):
+        orig = getattr(sign, name)
+        monkeypatch.setattr(sign, name, lambda *a, _o=orig, _n=name: how.append(_n) or _o(*a))
     single = sign._os_threads() == 1
     assert sign._table_digests(con, names, p) == serial
     stop = threading.Event()
@@ -41,4 +49,37 @@ def test_worker_digests_equal_the_serial_ones_with_and_without_threads(tmp_path,
     finally:
         stop.set()
         t.join()
-    assert used == ["fork" if single else "forkserver", "forkserver"], used
+    assert how == ["_forked" if single else "_interpreters", "_interpreters"], how
+
+
+def test_a_script_without_a_main_guard_is_not_run_again_by_the_workers(plan, tmp_path) -> None:
+    p, _con, names, serial = plan
+    marks = tmp_path / "runs"
+    script = tmp_path / "noguard.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, sqlite3, threading
+        from emu.plan import sign
+        open({str(marks)!r}, "a").write("run\\n")   # module level: once per run of this script
+        stop = threading.Event()
+        threading.Thread(target=stop.wait, daemon=True).start()   # other threads: no fork
+        con = sqlite3.connect({str(p)!r})
+        print(json.dumps(sign._table_digests(con, {names!r}, __import__("pathlib").Path({str(p)!r}))))
+        stop.set()
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == serial
+    assert marks.read_text() == "run\n"  # the workers did not run the script again
+
+
+def test_a_failing_worker_costs_only_time(plan, monkeypatch, caplog) -> None:
+    p, con, names, serial = plan
+    monkeypatch.setattr(sign, "_os_threads", lambda: 2)  # fresh interpreters
+    monkeypatch.setenv("PYTHONPATH", "/nonexistent")
+    real = subprocess.Popen
+
+    def broken(cmd, **kw):
+        return real([sys.executable, "-c", "import sys; sys.exit(3)"], **kw)
+    monkeypatch.setattr(subprocess, "Popen", broken)
+    assert sign._table_digests(con, names, p) == serial
+    assert "workers failed" in caplog.text and "exit 3" in caplog.text
