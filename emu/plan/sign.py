@@ -141,7 +141,7 @@ def _table_digests(con: sqlite3.Connection, names: list[str], path: Path | None)
     """Every table's digest; for a large plan in a committed file (``path``), by workers, largest tables first.
 
     A single-threaded process forks them. A process with other threads (a Ray actor, the plan writer's, or
-    just numpy's BLAS pool) starts fresh interpreters instead (``python -m emu.plan.digest``): a child forked
+    just numpy's BLAS pool) starts fresh interpreters instead (``python -I emu/plan/digest.py``): a child forked
     while another thread holds a lock can hang on it, and ``multiprocessing``'s forkserver and spawn import
     the caller's ``__main__`` again in each worker. A worker that dies or fails costs only time: the digests
     are then taken here, in this process."""
@@ -175,8 +175,10 @@ def _forked(uri: str, order: list[str], workers: int) -> dict[str, str]:
 
 
 def _interpreters(uri: str, order: list[str], size: dict[str, int], workers: int) -> dict[str, str]:
-    """Digests by fresh interpreters (``python -m emu.plan.digest``), the tables dealt largest first to the
-    least loaded; this package is put first on their path, so they run this code."""
+    """Digests by fresh interpreters, the tables dealt largest first to the least loaded. Each runs the file
+    of :mod:`emu.plan.digest` beside this one (stdlib only) in isolated mode (``-I``): not an ``emu`` that the
+    working directory or PYTHONPATH would put first on ``-m``'s path (another checkout's digests, silently).
+    Children still running when this returns or raises (Ctrl-C, a failed start) are killed and reaped."""
     import subprocess
     import sys
 
@@ -186,21 +188,29 @@ def _interpreters(uri: str, order: list[str], size: dict[str, int], workers: int
         i = load.index(min(load))
         bins[i].append(n)
         load[i] += size[n]
-    root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    procs = [subprocess.Popen([sys.executable, "-m", "emu.plan.digest", uri, *b], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env=env, stdin=subprocess.DEVNULL) for b in bins if b]
-    got: dict[str, str] = {}
-    failed = None
-    for p in procs:
-        out, err = p.communicate()
-        if p.returncode != 0:
-            failed = failed or f"exit {p.returncode}: {err.decode(errors='replace').strip()[-200:]}"
-        else:
-            got.update(json.loads(out))
-    if failed:
-        raise RuntimeError(failed)
-    return got
+    script = str(Path(__file__).resolve().with_name("digest.py"))
+    procs: list[subprocess.Popen] = []
+    try:
+        for b in bins:
+            if b:
+                procs.append(subprocess.Popen([sys.executable, "-I", script, uri, *b], stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL))
+        got: dict[str, str] = {}
+        failed = None
+        for p in procs:
+            out, err = p.communicate()
+            if p.returncode != 0:
+                failed = failed or f"exit {p.returncode}: {err.decode(errors='replace').strip()[-200:]}"
+            else:
+                got.update(json.loads(out))
+        if failed:
+            raise RuntimeError(failed)
+        return got
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def _os_threads() -> int:

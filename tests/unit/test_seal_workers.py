@@ -7,11 +7,13 @@ that fails costs only time."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -59,6 +61,7 @@ def test_a_script_without_a_main_guard_is_not_run_again_by_the_workers(plan, tmp
     script.write_text(textwrap.dedent(f"""
         import json, sqlite3, threading
         from emu.plan import sign
+        assert sign.__file__ == {sign.__file__!r}, sign.__file__   # the code under test, not an installed emu
         open({str(marks)!r}, "a").write("run\\n")   # module level: once per run of this script
         stop = threading.Event()
         threading.Thread(target=stop.wait, daemon=True).start()   # other threads: no fork
@@ -66,7 +69,9 @@ def test_a_script_without_a_main_guard_is_not_run_again_by_the_workers(plan, tmp
         print(json.dumps(sign._table_digests(con, {names!r}, __import__("pathlib").Path({str(p)!r}))))
         stop.set()
     """))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    root = str(Path(sign.__file__).resolve().parents[2])  # the script's own directory comes first on its path
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=root))
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == serial
     assert marks.read_text() == "run\n"  # the workers did not run the script again
@@ -83,3 +88,18 @@ def test_a_failing_worker_costs_only_time(plan, monkeypatch, caplog) -> None:
     monkeypatch.setattr(subprocess, "Popen", broken)
     assert sign._table_digests(con, names, p) == serial
     assert "workers failed" in caplog.text and "exit 3" in caplog.text
+
+
+def test_the_workers_run_this_emu_not_one_in_the_working_directory(plan, tmp_path, monkeypatch) -> None:
+    """``python -m emu.plan.digest`` put the working directory first on the worker's path: another checkout's
+    (or any) ``emu/plan/digest.py`` there gave its digests, silently."""
+    p, con, names, serial = plan
+    fake = tmp_path / "emu" / "plan"
+    fake.mkdir(parents=True)
+    (tmp_path / "emu" / "__init__.py").write_text("")
+    (fake / "__init__.py").write_text("")
+    (fake / "digest.py").write_text('import json, sys\nprint(json.dumps({t: "0" * 64 for t in sys.argv[2:]}))\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setattr(sign, "_os_threads", lambda: 2)  # fresh interpreters
+    assert sign._table_digests(con, names, p.resolve()) == serial
