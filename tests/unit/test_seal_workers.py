@@ -103,3 +103,32 @@ def test_the_workers_run_this_emu_not_one_in_the_working_directory(plan, tmp_pat
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     monkeypatch.setattr(sign, "_os_threads", lambda: 2)  # fresh interpreters
     assert sign._table_digests(con, names, p.resolve()) == serial
+
+
+def test_a_single_threaded_process_forks_its_workers(plan, tmp_path) -> None:
+    """The forked path: numpy's BLAS threads make every process that imports the seal multi-threaded (so the
+    test above never forks), unless the BLAS is told to use one thread."""
+    p, _con, names, serial = plan
+    script = tmp_path / "single.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, sqlite3
+        from pathlib import Path
+        from emu.plan import sign
+        assert sign.__file__ == {sign.__file__!r}, sign.__file__
+        how = []
+        for name in ("_forked", "_interpreters"):
+            orig = getattr(sign, name)
+            setattr(sign, name, lambda *a, _o=orig, _n=name: how.append(_n) or _o(*a))
+        threads = sign._os_threads()
+        con = sqlite3.connect({str(p)!r})
+        print(json.dumps([threads, how, sign._table_digests(con, {names!r}, Path({str(p)!r}))]))
+    """))
+    root = str(Path(sign.__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=root, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    threads, how, got = json.loads(out.stdout)
+    if threads != 1:
+        pytest.skip(f"this process has {threads} threads even with one BLAS thread")
+    assert how == ["_forked"], how
+    assert got == serial
