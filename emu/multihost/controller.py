@@ -125,10 +125,11 @@ class MultiController(Controller):
         n = self.model.n_slices
         slice_wall = self.db.slice_s / self.speed
         # every host warms its next two tables before the shared clock starts (as Controller.loop)
-        if self._gather([a.warm.remote(n) for a in self.agents], "warm") is None:
+        warms = self._gather([a.warm.remote(n) for a in self.agents], "warm")
+        if warms is None:
             return self._hold()
         t0 = time.time()
-        self.write_status(slice_started_at=t0, slice0_at=t0)
+        self.write_status(slice_started_at=t0, slice0_at=t0, warm_ms=round(max(warms, default=0.0), 1))
         for k in range(self.k0 + 1, n):
             if self.stop.is_set():
                 return
