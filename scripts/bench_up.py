@@ -37,11 +37,12 @@ nftables, qdiscs, tunnels, NAT and servers), at the speed they ran. For the
 boundaries: prep/cleanup_kernel_cpu_p50_ms (this process's system-call CPU
 in them, all threads: almost all of it the netlink writes -- the same calls
 on a fabric that drops its messages spend 0-12 ms there) and
-replay_speed_kernel_bound, the replay speed that time alone would allow if
-Python took none. Kernel work done outside this process (kworkers, RCU
-callbacks) is not counted, so the true bound is lower still; a cleanup's
-link deletes written in the background are counted where they are waited
-for (usually the next preparation).
+replay_speed_kernel_bound, the replay speed that this kernel time alone
+(prepare, switch and cleanup) would allow if Python took none. Kernel work
+done outside this process (kworkers, RCU callbacks) is not counted, so the
+true bound is lower still; a cleanup's link deletes written in the
+background are counted where they are waited for (usually the next
+preparation).
 Root required.
 """
 
