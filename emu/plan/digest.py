@@ -1,5 +1,6 @@
 """One plan table's digest (the seal's unit: :mod:`emu.plan.sign`), and a worker taking digests in a fresh
-interpreter: ``python -m emu.plan.digest URI TABLE...`` prints ``{table: digest}`` as one JSON object.
+interpreter: ``python -I .../emu/plan/digest.py URI TABLE...`` prints ``{table: digest}`` as one JSON object
+(the file itself, in isolated mode: never an ``emu`` that the working directory would put first).
 
 Only the standard library is imported here, so a worker starts in ~50 ms. The seal uses such workers when
 its own process has other threads (a forked child could hang on a lock another thread held) -- not
@@ -40,7 +41,7 @@ def rows_digest(con: sqlite3.Connection, table: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 2:
-        print("usage: python -m emu.plan.digest URI TABLE...", file=sys.stderr)
+        print("usage: python -I digest.py URI TABLE...", file=sys.stderr)
         return 2
     con = sqlite3.connect(args[0], uri=True)
     try:
