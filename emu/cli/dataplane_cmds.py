@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -63,6 +62,7 @@ def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, s
     from emu.dataplane import cleanup
     from emu.cli.plan_cmds import check_up_arguments
     from emu.dataplane.controller import Controller
+    from emu.dataplane.procs import interrupt_on
     from emu.dataplane.state import Run
 
     # every argument, the scenario and the plan (signer, seal, digest) are checked before anything exists
@@ -82,9 +82,7 @@ def up(scenario: str, plan_path: str | None, speed: float, slices: int | None, s
             _detach(run, plan_file, speed, slices, start_slice, fmt, console, trust)
             return
         run.record_pid(os.getpid(), "controller (foreground)")
-        # closing the terminal or `kill` tears down like Ctrl-C does
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, _interrupt)
+        interrupt_on()  # closing the terminal or `kill` tears down like Ctrl-C does
         ctl = Controller(run, plan_file, speed, slices, progress=cb, scenario_name=loaded.scenario.name,
                          start_slice=start_slice, trust=trust, scenario=loaded.scenario)
         try:
@@ -203,10 +201,6 @@ def graph(plan_path: str, k: int, fmt: str, output: str | None) -> None:
         Path(output).write_text(text)
     else:
         click.echo(text, nl=False)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _detach(run, plan_file: Path, speed: float, slices: int | None, start_slice: int, fmt: str, console,
