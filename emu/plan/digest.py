@@ -38,16 +38,21 @@ def rows_digest(con: sqlite3.Connection, table: str) -> str:
     return h.hexdigest()
 
 
+def digests(uri: str, names: list[str]) -> dict[str, str]:
+    """Each table's :func:`rows_digest`, read through its own connection to ``uri`` (a worker's)."""
+    con = sqlite3.connect(uri, uri=True)
+    try:
+        return {name: rows_digest(con, name) for name in names}
+    finally:
+        con.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 2:
         print("usage: python -I digest.py URI TABLE...", file=sys.stderr)
         return 2
-    con = sqlite3.connect(args[0], uri=True)
-    try:
-        print(json.dumps({name: rows_digest(con, name) for name in args[1:]}))
-    finally:
-        con.close()
+    print(json.dumps(digests(args[0], args[1:])))
     return 0
 
 

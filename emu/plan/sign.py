@@ -31,7 +31,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from emu.plan.digest import rows_digest
+from emu.plan.digest import digests, rows_digest
 from emu.plan.routing import SliceTables
 
 log = logging.getLogger(__name__)
@@ -223,11 +223,7 @@ def _os_threads() -> int:
 
 def _worker_digest(job: tuple[str, str]) -> tuple[str, str]:
     uri, name = job
-    con = sqlite3.connect(uri, uri=True)
-    try:
-        return name, rows_digest(con, name)
-    finally:
-        con.close()
+    return name, digests(uri, [name])[name]
 
 
 def seal(con: sqlite3.Connection, key: Ed25519PrivateKey, path: Path | None = None,
